@@ -1,0 +1,1 @@
+"""PyTorch DINOv3 and VGGT (placeholder during bring-up)."""

@@ -1,0 +1,64 @@
+"""VGGT camera head: iterative adaLN refinement of a 9-D pose encoding per frame.
+
+Follows ``vggt/heads/camera_head.py``: the camera token of the last aggregator layer (B, S, 2C) is
+layer-normalised, then refined ``num_iterations`` times. Each iteration embeds the current
+(detached) estimate, or a learned empty pose on the first pass, into shift / scale / gate
+(DiT-style adaLN), runs a trunk of transformer blocks that attend across the S frames, and adds a
+predicted delta. The raw estimate accumulates; the copy returned per iteration is activated
+(linear translation and quaternion, ReLU on the two fields of view).
+
+Pose encoding ``absT_quaR_FoV``: ``[t_x, t_y, t_z, q_x, q_y, q_z, q_w, fov_h, fov_w]``, translation of
+the camera-from-world extrinsic, XYZW quaternion, fields of view in radians; decode with
+:func:`edgescene.runtime.geometry.decode_pose`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgescene.models.layers import Block, Mlp
+
+POSE_ENCODING_DIM = 9
+
+
+def activate_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Linear translation and quaternion, ReLU on the fields of view. pose: (..., 9)."""
+    return torch.cat((pose[..., :7], F.relu(pose[..., 7:])), dim=-1)
+
+
+class CameraHead(nn.Module):
+    """tokens (B, S, P, dim_in) of the last layer -> list of ``num_iterations`` poses (B, S, 9)."""
+
+    def __init__(self, dim_in: int = 2048, trunk_depth: int = 4, num_heads: int = 16, mlp_ratio: float = 4.0,
+                 init_values: float = 0.01) -> None:
+        super().__init__()
+        self.empty_pose_tokens = nn.Parameter(torch.zeros(1, 1, POSE_ENCODING_DIM))
+        self.trunk = nn.Sequential(
+            *(Block(dim_in, num_heads, mlp_ratio, layerscale_init=init_values) for _ in range(trunk_depth))
+        )
+        self.token_norm = nn.LayerNorm(dim_in)
+        self.trunk_norm = nn.LayerNorm(dim_in)
+        self.embed_pose = nn.Linear(POSE_ENCODING_DIM, dim_in)
+        self.poseLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim_in, 3 * dim_in))
+        self.adaln_norm = nn.LayerNorm(dim_in, elementwise_affine=False, eps=1e-6)
+        self.pose_branch = Mlp(dim_in, dim_in // 2, POSE_ENCODING_DIM)
+
+    def forward(self, last_layer_tokens: torch.Tensor, num_iterations: int = 4) -> list[torch.Tensor]:
+        tokens = self.token_norm(last_layer_tokens[:, :, 0])
+        b, s, _ = tokens.shape
+        pred: torch.Tensor | None = None
+        outputs = []
+        for _ in range(num_iterations):
+            if pred is None:
+                conditioning = self.embed_pose(self.empty_pose_tokens.expand(b, s, -1))
+            else:
+                conditioning = self.embed_pose(pred.detach())
+            shift, scale, gate = self.poseLN_modulation(conditioning).chunk(3, dim=-1)
+            x = gate * (self.adaln_norm(tokens) * (1 + scale) + shift) + tokens
+            x = self.trunk(x)
+            delta = self.pose_branch(self.trunk_norm(x))
+            pred = delta if pred is None else pred + delta
+            outputs.append(activate_pose(pred))
+        return outputs

@@ -1,0 +1,202 @@
+"""DPT dense head of VGGT (Ranftl et al., "Vision Transformers for Dense Prediction", 2021).
+
+Follows ``vggt/heads/dpt_head.py``, ``vggt/heads/utils.py`` and ``vggt/heads/head_act.py``: four
+aggregator layers are normalised, projected (1x1 conv), given a 0.1-scaled sinusoidal UV position
+embedding, resized to 4x / 2x / 1x / 0.5x of the patch grid, fused by RefineNet blocks, upsampled
+bilinearly (align_corners=True) to the image size and decoded to ``output_dim`` channels (values and
+a confidence channel). With ``feature_only`` it returns the fused features instead (track head).
+
+Upstream numbers kept, with export-friendly code:
+- the ReLUs of ``ResidualConvUnit`` are in-place upstream, so the residual adds ``relu(x)``, not
+  ``x``; this is written out explicitly here;
+- the UV embedding is computed in float64 upstream; here it is computed once per (grid, channels,
+  aspect) in numpy float64, cast to float32 and cached, so no float64 op enters the graph.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_INT_MAX = 1610612736
+_POS_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def uv_position_embedding(width: int, height: int, channels: int, aspect_ratio: float, omega_0: float = 100.0) -> np.ndarray:
+    """Sinusoidal embedding (channels, height, width) float32 of an aspect-normalised UV grid.
+
+    The grid spans +-(aspect/diag) * (width-1)/width in x and +-(1/diag) * (height-1)/height in y,
+    diag = sqrt(aspect^2 + 1). x takes the first channels/2 channels, y the rest; each half is
+    ``[sin(pos * omega), cos(pos * omega)]`` with ``omega_k = 1 / omega_0 ** (k / (channels/4))``.
+    """
+    key = (width, height, channels, aspect_ratio, omega_0)
+    if key not in _POS_CACHE:
+        diag = (aspect_ratio**2 + 1.0) ** 0.5
+        span_x, span_y = aspect_ratio / diag, 1.0 / diag
+        xs = np.linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width).astype(np.float32)
+        ys = np.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height).astype(np.float32)
+        uu, vv = np.meshgrid(xs, ys, indexing="xy")  # (height, width)
+        quarter = channels // 4
+        omega = 1.0 / omega_0 ** (np.arange(quarter, dtype=np.float64) / quarter)
+
+        def embed(pos: np.ndarray) -> np.ndarray:
+            angles = pos.reshape(-1, 1).astype(np.float64) * omega[None, :]
+            return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+        emb = np.concatenate([embed(uu), embed(vv)], axis=1).astype(np.float32)  # (h*w, channels)
+        _POS_CACHE[key] = np.ascontiguousarray(emb.reshape(height, width, channels).transpose(2, 0, 1))
+    return _POS_CACHE[key]
+
+
+def add_uv_position(x: torch.Tensor, image_w: int, image_h: int, ratio: float = 0.1) -> torch.Tensor:
+    """x (N, C, h, w) + ratio * UV embedding of its own grid, with the image's aspect ratio."""
+    emb = uv_position_embedding(x.shape[-1], x.shape[-2], x.shape[1], image_w / image_h)
+    return x + ratio * torch.from_numpy(emb).to(device=x.device, dtype=x.dtype)[None]
+
+
+def interpolate(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=True), split along the batch above 1.6e9 output elements."""
+    elements = size[0] * size[1] * x.shape[0] * x.shape[1]
+    if elements > _INT_MAX:
+        chunks = torch.chunk(x, elements // _INT_MAX + 1, dim=0)
+        return torch.cat([F.interpolate(c, size=size, mode="bilinear", align_corners=True) for c in chunks], dim=0)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class ResidualConvUnit(nn.Module):
+    """``conv2(relu(conv1(relu(x)))) + relu(x)`` (upstream's in-place ReLU makes the skip relu(x))."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        return self.conv2(F.relu(self.conv1(x))) + x
+
+
+class FeatureFusionBlock(nn.Module):
+    """RefineNet fusion: (x + rcu1(skip)) -> rcu2 -> bilinear resize -> 1x1 conv."""
+
+    def __init__(self, features: int, has_residual: bool = True) -> None:
+        super().__init__()
+        self.out_conv = nn.Conv2d(features, features, 1)
+        self.resConfUnit1 = ResidualConvUnit(features) if has_residual else None
+        self.resConfUnit2 = ResidualConvUnit(features)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+        if self.resConfUnit1 is not None and skip is not None:
+            x = x + self.resConfUnit1(skip)
+        x = self.resConfUnit2(x)
+        size = size if size is not None else (x.shape[-2] * 2, x.shape[-1] * 2)
+        return self.out_conv(interpolate(x, size))
+
+
+def activate_head(out: torch.Tensor, activation: str, conf_activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) raw -> values (N, H, W, C-1) and confidence (N, H, W) (last channel)."""
+    fmap = out.permute(0, 2, 3, 1)
+    values, conf = fmap[..., :-1], fmap[..., -1]
+    if activation == "exp":
+        values = torch.exp(values)
+    elif activation == "inv_log":
+        values = torch.sign(values) * torch.expm1(values.abs())
+    elif activation == "linear":
+        pass
+    else:
+        raise ValueError(f"unsupported activation {activation!r}; valid: 'exp', 'inv_log', 'linear'")
+    if conf_activation == "expp1":
+        conf = 1 + conf.exp()
+    elif conf_activation == "expp0":
+        conf = conf.exp()
+    elif conf_activation == "sigmoid":
+        conf = torch.sigmoid(conf)
+    else:
+        raise ValueError(f"unsupported conf_activation {conf_activation!r}; valid: 'expp1', 'expp0', 'sigmoid'")
+    return values, conf
+
+
+class DPTHead(nn.Module):
+    """tokens {layer: (B, S, P, dim_in)} -> values (B, S, H, W, output_dim-1) and confidence (B, S, H, W).
+
+    With ``feature_only=True`` returns features (B, S, features, H/down_ratio, W/down_ratio).
+    """
+
+    def __init__(
+        self,
+        dim_in: int,
+        patch_size: int = 14,
+        output_dim: int = 4,
+        activation: Literal["exp", "inv_log", "linear"] = "inv_log",
+        conf_activation: Literal["expp1", "expp0", "sigmoid"] = "expp1",
+        features: int = 256,
+        out_channels: tuple[int, int, int, int] = (256, 512, 1024, 1024),
+        intermediate_layer_idx: tuple[int, int, int, int] = (4, 11, 17, 23),
+        pos_embed: bool = True,
+        feature_only: bool = False,
+        down_ratio: int = 1,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.activation = activation
+        self.conf_activation = conf_activation
+        self.pos_embed = pos_embed
+        self.feature_only = feature_only
+        self.down_ratio = down_ratio
+        self.intermediate_layer_idx = tuple(intermediate_layer_idx)
+        self.norm = nn.LayerNorm(dim_in)
+        self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, 1) for oc in out_channels)
+        self.resize_layers = nn.ModuleList([
+            nn.ConvTranspose2d(out_channels[0], out_channels[0], kernel_size=4, stride=4),
+            nn.ConvTranspose2d(out_channels[1], out_channels[1], kernel_size=2, stride=2),
+            nn.Identity(),
+            nn.Conv2d(out_channels[3], out_channels[3], kernel_size=3, stride=2, padding=1),
+        ])
+        self.scratch = nn.Module()
+        for i, oc in enumerate(out_channels, start=1):
+            setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False))
+        self.scratch.refinenet1 = FeatureFusionBlock(features)
+        self.scratch.refinenet2 = FeatureFusionBlock(features)
+        self.scratch.refinenet3 = FeatureFusionBlock(features)
+        self.scratch.refinenet4 = FeatureFusionBlock(features, has_residual=False)
+        if feature_only:
+            self.scratch.output_conv1 = nn.Conv2d(features, features, 3, padding=1)
+        else:
+            self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
+            self.scratch.output_conv2 = nn.Sequential(
+                nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, output_dim, 1)
+            )
+
+    def forward(self, tokens: dict[int, torch.Tensor], image_hw: tuple[int, int], patch_start_idx: int):
+        h_img, w_img = image_hw
+        grid_h, grid_w = h_img // self.patch_size, w_img // self.patch_size
+        b, s = next(iter(tokens.values())).shape[:2]
+        maps = []
+        for i, layer in enumerate(self.intermediate_layer_idx):
+            x = self.norm(tokens[layer][:, :, patch_start_idx:].reshape(b * s, grid_h * grid_w, -1))
+            x = x.permute(0, 2, 1).reshape(b * s, -1, grid_h, grid_w)
+            x = self.projects[i](x)
+            if self.pos_embed:
+                x = add_uv_position(x, w_img, h_img)
+            maps.append(self.resize_layers[i](x))
+        out = self._fuse(maps)
+        size = (grid_h * self.patch_size // self.down_ratio, grid_w * self.patch_size // self.down_ratio)
+        out = interpolate(out, size)
+        if self.pos_embed:
+            out = add_uv_position(out, w_img, h_img)
+        if self.feature_only:
+            return out.reshape(b, s, *out.shape[1:])
+        values, conf = activate_head(self.scratch.output_conv2(out), self.activation, self.conf_activation)
+        return values.reshape(b, s, *values.shape[1:]), conf.reshape(b, s, *conf.shape[1:])
+
+    def _fuse(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        l1, l2, l3, l4 = (getattr(self.scratch, f"layer{i}_rn")(m) for i, m in enumerate(maps, start=1))
+        out = self.scratch.refinenet4(l4, size=l3.shape[-2:])
+        out = self.scratch.refinenet3(out, l3, size=l2.shape[-2:])
+        out = self.scratch.refinenet2(out, l2, size=l1.shape[-2:])
+        out = self.scratch.refinenet1(out, l1)
+        return self.scratch.output_conv1(out)
