@@ -56,8 +56,7 @@ class Aggregator(nn.Module):
         mean, std = RESNET_MEAN, RESNET_STD
         if c.patch_embed == "dinov3":
             mean, std = self.patch_embed.config.mean, self.patch_embed.config.std
-        self.register_buffer("_mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
+        self.mean, self.std = tuple(mean), tuple(std)  # constants, not buffers: nothing stays on meta after loading
         if not self.camera_token.is_meta:
             nn.init.normal_(self.camera_token, std=1e-6)
             nn.init.normal_(self.register_token, std=1e-6)
@@ -96,7 +95,9 @@ class Aggregator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
         b, s, _, h_img, w_img = images.shape
-        images = (images - self._mean) / self._std
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, 1, 3, 1, 1)
+        images = (images - mean) / std
         patches = self.embed_patches(images.reshape(b * s, 3, h_img, w_img))
         camera = expand_first_and_others(self.camera_token, b, s)
         register = expand_first_and_others(self.register_token, b, s)

@@ -1,0 +1,1 @@
+"""Checkpoint readers and converters for the official DINOv3 and VGGT releases."""

@@ -1,0 +1,38 @@
+# Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
+#   make demo    run edgescene on its bundled defaults
+#   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent)
+# TORCH_SPEC selects the torch build; the default is the CPU wheel these machines carry.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+# pip on these machines warns about every local index folder it skips; drop those lines only.
+QUIET := { grep -v "is ignored: it is neither" || true; }
+
+.PHONY: demo test venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install "$(TORCH_SPEC)" 2>&1 | $(QUIET)
+	$(PIP) install -e ".[test]" 2>&1 | $(QUIET)
+	$(BIN)/python -c "import torch, onnxruntime, transformers, edgescene.models"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgescene --help
+	$(BIN)/edgescene models
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

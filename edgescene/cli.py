@@ -1,0 +1,45 @@
+"""The ``edgescene`` command line: one entry point, one subcommand per job.
+
+Subcommands are registered in :data:`edgescene.commands.COMMANDS`; each module imports its heavy
+dependencies (torch, onnxruntime, ...) only when it runs, so ``edgescene --help`` is instant and
+works in a runtime-only install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgescene import __version__
+from edgescene.commands import COMMANDS
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one clear message without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgescene",
+        description="Photos and video to 3D scenes with DINOv3 and VGGT, on GPU servers and edge devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgescene {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, UserError) as exc:
+        print(f"edgescene {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,25 @@
+"""CLI subcommands. Each is a :class:`Command`: a name, a help line, an argument builder and a runner."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+from edgescene.commands import models as _models
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: list[Command] = [
+    Command("models", "list every model preset with its parameter count and where its weights come from",
+            _models.add_models_arguments, _models.run_models),
+    Command("inspect", "identify a checkpoint file (family, preset, form), verify its hash and keys",
+            _models.add_inspect_arguments, _models.run_inspect),
+]

@@ -1,0 +1,64 @@
+"""``edgescene models`` and ``edgescene inspect``: what presets exist, and what a checkpoint file is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("this command needs PyTorch: pip install 'edgescene[torch]'") from exc
+
+
+def add_models_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", choices=["dinov3", "vggt"], help="only this model family")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def format_params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+def run_models(args: argparse.Namespace) -> int:
+    _require_torch()
+    from edgescene.models import list_models
+
+    specs = [s for s in list_models() if args.family in (None, s.family)]
+    rows = [
+        {"name": s.name, "family": s.family, "parameters": s.num_parameters, "patch": s.patch_size,
+         "dim": s.embed_dim, "depth": s.depth, "weights": s.weights}
+        for s in specs
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'name':<24} {'family':<7} {'params':>14} {'':>7} {'patch':>5} {'dim':>5} {'depth':>5}  weights"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['name']:<24} {r['family']:<7} {r['parameters']:>14,} {format_params(r['parameters']):>7} "
+              f"{r['patch']:>5} {r['dim']:>5} {r['depth']:>5}  {r['weights']}")
+    return 0
+
+
+def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="a .pth / .pt / .safetensors file")
+    p.add_argument("--preset", help="compare against this preset instead of detecting it")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    _require_torch()
+    from edgescene.models.weights.inspect import inspect_checkpoint
+
+    report = inspect_checkpoint(args.checkpoint, preset=args.preset)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:<16} {value}")
+    return 0

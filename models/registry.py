@@ -1,0 +1,106 @@
+"""One registry of every model preset: ``create_model(name, weights=None)`` and ``list_models()``.
+
+Names are ``dinov3_*`` (DINOv3 backbones) and ``vggt_*`` (VGGT). Parameter counts are computed on
+the meta device (no memory, milliseconds), so the table cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from edgescene.models.dinov3 import DINOV3_PRESETS, DinoVisionTransformer
+from edgescene.models.vggt.config import VGGT_PRESETS
+from edgescene.models.vggt.model import VGGT
+
+_DINOV3_WEIGHTS = "gated: request at ai.meta.com/dinov3 (official .pth) or accept on Hugging Face facebook/dinov3-*"
+_WEIGHTS = {
+    "dinov3_vits16": _DINOV3_WEIGHTS,
+    "dinov3_vits16plus": _DINOV3_WEIGHTS,
+    "dinov3_vitb16": _DINOV3_WEIGHTS,
+    "dinov3_vitl16": _DINOV3_WEIGHTS,
+    "dinov3_vitl16_sat493m": _DINOV3_WEIGHTS + " (satellite, SAT-493M)",
+    "dinov3_vitl16plus": _DINOV3_WEIGHTS,
+    "dinov3_vith16plus": _DINOV3_WEIGHTS,
+    "dinov3_vit7b16": _DINOV3_WEIGHTS,
+    "dinov3_vit7b16_sat493m": _DINOV3_WEIGHTS + " (satellite, SAT-493M)",
+    "vggt_1b": "hub facebook/VGGT-1B (non-commercial licence) or facebook/VGGT-1B-Commercial (gated)",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered preset."""
+
+    name: str
+    family: Literal["dinov3", "vggt"]
+    patch_size: int
+    embed_dim: int
+    depth: int
+    weights: str
+
+    @property
+    def num_parameters(self) -> int:
+        return _count_parameters(self.name)
+
+
+def _specs() -> dict[str, ModelSpec]:
+    specs = {}
+    for name, c in DINOV3_PRESETS.items():
+        specs[name] = ModelSpec(name, "dinov3", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)"))
+    for name, c in VGGT_PRESETS.items():
+        specs[name] = ModelSpec(name, "vggt", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)"))
+    return specs
+
+
+MODELS: dict[str, ModelSpec] = _specs()
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Valid names: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def _build(name: str) -> nn.Module:
+    spec = get_spec(name)
+    if spec.family == "dinov3":
+        return DinoVisionTransformer(DINOV3_PRESETS[name])
+    return VGGT(VGGT_PRESETS[name])
+
+
+@lru_cache(maxsize=None)
+def _count_parameters(name: str) -> int:
+    with torch.device("meta"):
+        model = _build(name)
+    return sum(p.numel() for p in model.parameters())
+
+
+def list_models() -> list[ModelSpec]:
+    return list(MODELS.values())
+
+
+def create_model(name: str, weights: str | Path | None = None) -> nn.Module:
+    """Build preset ``name``; with ``weights`` (a file, or for VGGT a Hub repo id) load them strictly.
+
+    Without weights the model is randomly initialised and in training mode; with weights it is in
+    eval mode and the checkpoint must match the preset key for key.
+    """
+    spec = get_spec(name)
+    if weights is None:
+        return _build(name)
+    if spec.family == "dinov3":
+        from edgescene.models.weights.dinov3 import load_dinov3
+
+        return load_dinov3(weights, preset=name)
+    from edgescene.models.weights.vggt import load_vggt
+
+    return load_vggt(weights, preset=name)
