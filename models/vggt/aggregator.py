@@ -94,7 +94,8 @@ class Aggregator(nn.Module):
         return block(tokens, rope)
 
     def forward(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
-        b, s, _, h_img, w_img = images.shape
+        b, s = images.shape[:2]
+        h_img, w_img = int(images.shape[-2]), int(images.shape[-1])  # static per export; b, s stay dynamic
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, 1, 3, 1, 1)
         images = (images - mean) / std

@@ -72,7 +72,7 @@ class DinoV2PatchEmbed(nn.Module):
         return self._pos_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        h, w = int(x.shape[-2]) // self.patch_size, int(x.shape[-1]) // self.patch_size  # static grid
         tokens = self.patch_embed(x)
         n = tokens.shape[0]
         tokens = torch.cat((self.cls_token.expand(n, -1, -1), tokens), dim=1) + self.pos_embed_for(h, w)

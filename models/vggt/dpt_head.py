@@ -54,14 +54,14 @@ def uv_position_embedding(width: int, height: int, channels: int, aspect_ratio: 
 
 def add_uv_position(x: torch.Tensor, image_w: int, image_h: int, ratio: float = 0.1) -> torch.Tensor:
     """x (N, C, h, w) + ratio * UV embedding of its own grid, with the image's aspect ratio."""
-    emb = uv_position_embedding(x.shape[-1], x.shape[-2], x.shape[1], image_w / image_h)
+    # int(): under tracing the grid is a static constant, as the input resolution of an export is
+    emb = uv_position_embedding(int(x.shape[-1]), int(x.shape[-2]), int(x.shape[1]), int(image_w) / int(image_h))
     return x + ratio * torch.from_numpy(emb).to(device=x.device, dtype=x.dtype)[None]
 
 
 def interpolate(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (align_corners=True), split along the batch above 1.6e9 output elements."""
-    elements = size[0] * size[1] * x.shape[0] * x.shape[1]
-    if elements > _INT_MAX:
+    if not torch.jit.is_tracing() and size[0] * size[1] * x.shape[0] * x.shape[1] > _INT_MAX:
         chunks = torch.chunk(x, elements // _INT_MAX + 1, dim=0)
         return torch.cat([F.interpolate(c, size=size, mode="bilinear", align_corners=True) for c in chunks], dim=0)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
@@ -97,6 +97,13 @@ class FeatureFusionBlock(nn.Module):
         return self.out_conv(interpolate(x, size))
 
 
+def _expm1(x: torch.Tensor) -> torch.Tensor:
+    """expm1 as upstream; ONNX has no Expm1, so exports use exp(x) - 1 (<= 1.2e-7 absolute apart)."""
+    if torch.onnx.is_in_onnx_export():
+        return torch.exp(x) - 1
+    return torch.expm1(x)
+
+
 def activate_head(out: torch.Tensor, activation: str, conf_activation: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, H, W) raw -> values (N, H, W, C-1) and confidence (N, H, W) (last channel)."""
     fmap = out.permute(0, 2, 3, 1)
@@ -104,7 +111,7 @@ def activate_head(out: torch.Tensor, activation: str, conf_activation: str) -> t
     if activation == "exp":
         values = torch.exp(values)
     elif activation == "inv_log":
-        values = torch.sign(values) * torch.expm1(values.abs())
+        values = torch.sign(values) * _expm1(values.abs())
     elif activation == "linear":
         pass
     else:

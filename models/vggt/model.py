@@ -55,7 +55,9 @@ class VGGT(nn.Module):
             DPTHead(dim_in, output_dim=2, activation="exp", conf_activation="expp1", **dpt) if c.enable_depth else None
         )
         self.track_head = (
-            TrackHead(dim_in, c.patch_size, c.intermediate_layer_idx, c.track) if c.enable_track else None
+            TrackHead(dim_in, c.patch_size, c.intermediate_layer_idx, c.track, out_channels=c.dpt_out_channels)
+            if c.enable_track
+            else None
         )
 
     def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None) -> dict:
@@ -66,7 +68,7 @@ class VGGT(nn.Module):
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"images must be (S, 3, H, W) or (B, S, 3, H, W) RGB in [0, 1], got {tuple(images.shape)}")
         tokens = self.aggregator(images)
-        image_hw = (images.shape[-2], images.shape[-1])
+        image_hw = (int(images.shape[-2]), int(images.shape[-1]))  # static per export; frames stay dynamic
         start = self.aggregator.patch_start_idx
         predictions: dict = {}
         with torch.autocast(device_type=images.device.type, enabled=False):

@@ -1,8 +1,8 @@
 """Iterative point tracker of VGGT (``BaseTrackerPredictor``) and its sampling / embedding helpers.
 
-Follows ``vggt/heads/track_modules/base_track_predictor.py``, ``blocks.py`` (``CorrBlock``) and
-``utils.py`` of facebookresearch/vggt, themselves adapted from facebookresearch/vggsfm and
-facebookresearch/co-tracker. The update transformer lives in ``track_modules.py``.
+Follows ``vggt/heads/track_modules/{base_track_predictor,blocks,modules,utils}.py`` of
+facebookresearch/vggt (released version), themselves adapted from facebookresearch/vggsfm and
+facebookresearch/co-tracker (CoTracker2's ``EfficientUpdateFormer``).
 
 Shapes and conventions:
 - ``fmaps`` (B, S, C, h, w): per-frame features, ``stride`` times smaller than the image;
@@ -20,6 +20,20 @@ Upstream details kept for numerical parity:
 - the flow embedding is CoTracker's: frequencies ``k * 1000 / C`` (k = 0, 2, ...), interleaved
   sin/cos, x then y, plus ``flows / max_scale`` twice;
 - the 2D sin-cos table is computed in float64 upstream; here in numpy float64, cached as float32.
+
+Update transformer (``EfficientUpdateFormer``): tokens (B, N, T, D_in), N tracks, T frames. Each
+of ``depth`` steps runs attention over time (per track) and then a space step (per frame) through
+``num_virtual_tracks`` learned tokens: virtual <- points (cross), virtual <- virtual (self),
+points <- virtual (cross). Upstream quirks kept because the released weights depend on them:
+- both block types are "normalise, then add": ``x = norm1(x); x = x + attn(x); x + mlp(norm2(x))``,
+  so the residual stream is the *normalised* input, unlike a standard pre-norm block;
+- the virtual tokens are stored as ``virual_tracks`` (sic), shape (1, V, 1, hidden);
+- upstream runs a space step after time block ``i`` when ``i % (time_depth // space_depth) == 0``;
+  VGGT has equal depths, so that is after every time block, which is what this does;
+- ``nn.MultiheadAttention(batch_first=True)`` is called as upstream (``need_weights=True``, weights
+  discarded): PyTorch's explicit softmax path, bit-identical to upstream. SDPA
+  (``need_weights=False``) differs by float32 rounding, which the flow embedding (up to ~1000
+  rad/pixel) amplifies over iterations; the maps are small (T x T, V x N). MLPs: exact-erf GELU.
 """
 
 from __future__ import annotations
@@ -32,7 +46,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgescene.models.layers import Mlp
-from edgescene.models.vggt.track_modules import EfficientUpdateFormer
 
 _SINCOS_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
 
@@ -127,6 +140,104 @@ def sample_correlation(pyramid: list[torch.Tensor], feats: torch.Tensor, coords:
         window = bilinear_sample(corr.reshape(b * s * n, 1, h, w), grid, padding_mode="zeros")
         out.append(window.reshape(b, s, n, side * side))
     return torch.cat(out, dim=-1)
+
+
+# --- update transformer (blocks.py / modules.py) ---
+
+
+class AttnBlock(nn.Module):
+    """Self-attention block: ``x = norm1(x); x = x + attn(x); x + mlp(norm2(x))``. x: (B, L, C)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size)
+        self.norm2 = nn.LayerNorm(hidden_size)
+        self.attn = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x)  # upstream: the residual branch starts from the normalised tokens
+        x = x + self.attn(x, x, x, need_weights=True)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class CrossAttnBlock(nn.Module):
+    """Cross-attention block: x (B, L, C) attends to context (B, M, C); same residual quirk as AttnBlock."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size)
+        self.norm_context = nn.LayerNorm(hidden_size)
+        self.norm2 = nn.LayerNorm(hidden_size)
+        self.cross_attn = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x)
+        context = self.norm_context(context)
+        x = x + self.cross_attn(x, context, context, need_weights=True)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class EfficientUpdateFormer(nn.Module):
+    """tokens (B, N, T, input_dim) -> updates (B, N, T, output_dim) by alternating time / space attention."""
+
+    def __init__(
+        self,
+        depth: int = 6,
+        input_dim: int = 388,
+        hidden_size: int = 384,
+        num_heads: int = 8,
+        output_dim: int = 130,
+        mlp_ratio: float = 4.0,
+        num_virtual_tracks: int = 64,
+    ) -> None:
+        super().__init__()
+        self.num_virtual_tracks = num_virtual_tracks
+        self.input_norm = nn.LayerNorm(input_dim)
+        self.input_transform = nn.Linear(input_dim, hidden_size)
+        self.output_norm = nn.LayerNorm(hidden_size)
+        self.flow_head = nn.Linear(hidden_size, output_dim)
+        self.virual_tracks = nn.Parameter(torch.randn(1, num_virtual_tracks, 1, hidden_size))  # (sic) upstream key
+
+        def self_blocks() -> nn.ModuleList:
+            return nn.ModuleList(AttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+
+        def cross_blocks() -> nn.ModuleList:
+            return nn.ModuleList(CrossAttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+
+        self.time_blocks = self_blocks()
+        self.space_virtual_blocks = self_blocks()
+        self.space_point2virtual_blocks = cross_blocks()
+        self.space_virtual2point_blocks = cross_blocks()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Upstream init: Xavier-uniform Linear weights, zero biases, flow head N(0, 1e-3) truncated."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.flow_head.weight, std=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.input_transform(self.input_norm(x))
+        init_tokens = tokens
+        b, n, t, c = tokens.shape
+        virtual = self.virual_tracks.expand(b, -1, t, -1).to(tokens.dtype)
+        tokens = torch.cat([tokens, virtual], dim=1)  # (B, M, T, C), M = N + V
+        m = n + self.num_virtual_tracks
+        for i, time_block in enumerate(self.time_blocks):
+            tokens = time_block(tokens.reshape(b * m, t, c)).reshape(b, m, t, c)
+            space = tokens.permute(0, 2, 1, 3).reshape(b * t, m, c)  # (B*T, M, C)
+            points, virtual = space[:, :n], space[:, n:]
+            virtual = self.space_virtual2point_blocks[i](virtual, points)
+            virtual = self.space_virtual_blocks[i](virtual)
+            points = self.space_point2virtual_blocks[i](points, virtual)
+            tokens = torch.cat([points, virtual], dim=1).reshape(b, t, m, c).permute(0, 2, 1, 3)
+        tokens = tokens[:, :n] + init_tokens
+        return self.flow_head(self.output_norm(tokens))
 
 
 class BaseTrackerPredictor(nn.Module):

@@ -1,0 +1,56 @@
+"""The ``edgescene`` command: help, the model table, checkpoint inspection and error reporting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from edgescene.cli import main
+from edgescene.models.vggt import build_vggt
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgescene", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    assert "models" in result.stdout and "inspect" in result.stdout
+
+
+def test_models_table_lists_every_preset_with_parameter_counts(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, count in [("vggt_1b", "1,256,537,516"), ("dinov3_vits16", "21,601,152"), ("dinov3_vitl16", "303,154,176"),
+                        ("dinov3_vit7b16", "6,716,043,264"), ("dinov3_vitl16_sat493m", "303,156,224")]:
+        line = next(line for line in out.splitlines() if line.startswith(name + " "))
+        assert count in line, line
+    for name in ("vggt_tiny", "vggt_tiny_dinov3", "dinov3_tiny", "dinov3_vits16plus", "dinov3_vitb16",
+                 "dinov3_vitl16plus", "dinov3_vith16plus", "dinov3_vit7b16_sat493m"):
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
+
+
+def test_models_json_filter(capsys):
+    assert main(["models", "--family", "vggt", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"vggt_1b", "vggt_tiny", "vggt_tiny_dinov3"}
+    assert next(r for r in rows if r["name"] == "vggt_1b")["parameters"] == 1_256_537_516
+
+
+def test_inspect_identifies_a_checkpoint(tmp_path, capsys):
+    torch.save(build_vggt("vggt_tiny").state_dict(), tmp_path / "model.pt")
+    assert main(["inspect", str(tmp_path / "model.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["family"] == "vggt" and report["preset"] == "vggt_tiny"
+    assert report["heads"] == "camera, depth, point, track"
+
+
+def test_errors_are_one_clear_line_and_exit_2(tmp_path):
+    result = run("inspect", str(tmp_path / "missing.pth"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("edgescene inspect: error: checkpoint not found")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,45 @@
+"""Packaging: one import name, the runtime stays free of torch."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path):
+    """Built as users install it: everything lives under edgescene/, nothing generic at the top."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(repo)],
+                   check=True, capture_output=True, text=True)
+    (wheel,) = tmp_path.glob("edgescene-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"edgescene", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
+    for package in ("models", "models/layers", "models/vggt", "models/weights", "runtime", "train", "export", "bench", "apps", "commands"):
+        assert f"edgescene/{package}/__init__.py" in names, package
+    assert not any(n.startswith("edgescene/tests") for n in names)
+
+
+def test_subpackages_import_under_the_edgescene_name():
+    for name in ("models", "runtime", "train", "export", "bench", "apps"):
+        module = importlib.import_module(f"edgescene.{name}")
+        assert module.__name__ == f"edgescene.{name}"
+
+
+def test_runtime_imports_with_torch_blocked():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import edgescene.runtime, edgescene.runtime.geometry, edgescene.cli\n"
+        "assert 'edgescene.models' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_help_needs_no_torch():
+    code = "import sys; sys.modules['torch'] = None\nfrom edgescene.cli import main\nraise SystemExit(main(['--help']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "inspect" in result.stdout
