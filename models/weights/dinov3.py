@@ -67,6 +67,15 @@ def rope_periods(head_dim: int, base: float = 100.0) -> torch.Tensor:
     return base ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
 
 
+_HF_TOP_LEVEL = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.register_tokens": "storage_tokens",
+    "embeddings.mask_token": "mask_token",
+    "embeddings.patch_embeddings.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.bias": "patch_embed.proj.bias",
+    "norm.weight": "norm.weight",
+    "norm.bias": "norm.bias",
+}
 _HF_BLOCK_RENAMES = {
     "norm1": "norm1",
     "norm2": "norm2",
@@ -89,21 +98,10 @@ def hf_to_official(state_dict: Mapping[str, torch.Tensor], num_heads: int, rope_
     sd = strip_prefixes(state_dict, ("dinov3.",))
     sd = {re.sub(r"^model\.layer\.", "layer.", k): v for k, v in sd.items()}
     gated = any(".mlp.gate_proj." in k for k in sd)
-    out: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-
-    def take(src: str, dst: str, transform=lambda t: t) -> None:
-        if src in sd:
-            out[dst] = transform(sd[src])
-            used.add(src)
-
-    take("embeddings.cls_token", "cls_token")
-    take("embeddings.register_tokens", "storage_tokens")
-    take("embeddings.mask_token", "mask_token", lambda t: t.reshape(1, -1))
-    take("embeddings.patch_embeddings.weight", "patch_embed.proj.weight")
-    take("embeddings.patch_embeddings.bias", "patch_embed.proj.bias")
-    take("norm.weight", "norm.weight")
-    take("norm.bias", "norm.bias")
+    out = {dst: sd[src] for src, dst in _HF_TOP_LEVEL.items() if src in sd}
+    used = {src for src in _HF_TOP_LEVEL if src in sd}
+    if "mask_token" in out:
+        out["mask_token"] = out["mask_token"].reshape(1, -1)  # HF (1, 1, D) -> official (1, D)
     renames = {**_HF_BLOCK_RENAMES, **(_HF_GATED_RENAMES if gated else {})}
     for key, value in sd.items():
         match = re.match(r"layer\.(\d+)\.(.+)$", key)
