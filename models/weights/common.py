@@ -130,15 +130,6 @@ def compare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     return missing, unexpected, shapes
 
 
-def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> nn.Module:
-    """Load every key strictly (values cast to the model's dtypes), or raise StateDictMismatchError."""
-    missing, unexpected, shapes = compare_state_dict(model, state_dict)
-    if missing or unexpected or shapes:
-        raise StateDictMismatchError(what, missing, unexpected, shapes)
-    model.load_state_dict(state_dict, strict=True)
-    return model
-
-
 def build_and_load(factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> nn.Module:
     """Build ``factory()`` on the meta device and assign the checkpoint's tensors to it, strictly.
 
