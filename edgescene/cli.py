@@ -40,6 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, UserError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, ImportError, RuntimeError, UserError) as exc:
         print(f"edgescene {args.command}: error: {exc}", file=sys.stderr)
         return 2
