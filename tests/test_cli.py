@@ -54,3 +54,13 @@ def test_errors_are_one_clear_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("edgescene inspect: error: checkpoint not found")
     assert "Traceback" not in result.stderr
+
+
+def test_synth_command_writes_a_dataset_and_refuses_to_overwrite(tmp_path, capsys):
+    args = ["synth", "--out", str(tmp_path / "d"), "--scenes", "2", "--frames", "3", "--width", "48", "--height", "32"]
+    assert main(args) == 0
+    assert "2 scenes, 6 frames" in capsys.readouterr().out
+    assert (tmp_path / "d" / "manifest.json").is_file()
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--trajectories", "spiral", "--overwrite"]) == 2

@@ -6,7 +6,9 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
+from edgescene.commands import data as _data
 from edgescene.commands import models as _models
+from edgescene.commands import synth as _synth
 
 
 @dataclass(frozen=True)
@@ -22,4 +24,8 @@ COMMANDS: list[Command] = [
             _models.add_models_arguments, _models.run_models),
     Command("inspect", "identify a checkpoint file (family, preset, form), verify its hash and keys",
             _models.add_inspect_arguments, _models.run_inspect),
+    Command("preprocess", "resize images, IR, satellite GeoTIFFs and video frames into PNGs plus a manifest.json",
+            _data.add_preprocess_arguments, _data.run_preprocess),
+    Command("synth", "render synthetic multi-view scenes with exact depth and cameras (training / evaluation data)",
+            _synth.add_synth_arguments, _synth.run_synth),
 ]

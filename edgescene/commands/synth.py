@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 
-def add_synth_arguments(p: argparse.ArgumentParser) -> None:
-    from edgescene.train.data.synthetic.trajectories import TRAJECTORIES
+TRAJECTORIES = ("orbit", "walk", "handheld")  # validated by SynthConfig; no heavy import for --help
 
+
+def add_synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (must not already hold a dataset unless --overwrite)")
     p.add_argument("--scenes", type=int, default=8, help="number of scenes, one sequence each (default: 8)")
     p.add_argument("--frames", type=int, default=24, help="frames per sequence (default: 24)")
