@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from edgescene.commands import data as _data
+from edgescene.commands import export as _export
 from edgescene.commands import models as _models
 from edgescene.commands import synth as _synth
 
@@ -26,6 +27,8 @@ COMMANDS: list[Command] = [
             _models.add_inspect_arguments, _models.run_inspect),
     Command("preprocess", "resize images, IR, satellite GeoTIFFs and video frames into PNGs plus a manifest.json",
             _data.add_preprocess_arguments, _data.run_preprocess),
+    Command("export", "export a model to ONNX / TensorRT / Triton, accepted only through the parity gate",
+            _export.add_export_arguments, _export.run_export),
     Command("synth", "render synthetic multi-view scenes with exact depth and cameras (training / evaluation data)",
             _synth.add_synth_arguments, _synth.run_synth),
 ]

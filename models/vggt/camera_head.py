@@ -44,6 +44,20 @@ class CameraHead(nn.Module):
         self.poseLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim_in, 3 * dim_in))
         self.adaln_norm = nn.LayerNorm(dim_in, elementwise_affine=False, eps=1e-6)
         self.pose_branch = Mlp(dim_in, dim_in // 2, POSE_ENCODING_DIM)
+        self.init_pose_prior()
+
+    def init_pose_prior(self, iterations: int = 4, fov_rad: float = 1.0) -> None:
+        """Random init only (checkpoints replace it): the refinement deltas start small and add up to
+        the identity rotation and a ~57 degree field of view, a trained model's typical output. Gives
+        training from scratch a sane start and random-weight test models well-conditioned cameras."""
+        fc2 = self.pose_branch.fc2
+        if fc2.weight.is_meta:
+            return
+        nn.init.normal_(fc2.weight, std=1e-3)
+        with torch.no_grad():
+            fc2.bias.zero_()
+            fc2.bias[6] = 1.0 / iterations
+            fc2.bias[7:] = fov_rad / iterations
 
     def forward(self, last_layer_tokens: torch.Tensor, num_iterations: int = 4) -> list[torch.Tensor]:
         tokens = self.token_norm(last_layer_tokens[:, :, 0])

@@ -34,9 +34,9 @@ ASSET_DIR = Path(__file__).resolve().parents[3] / "edgescene" / "assets" / "samp
 
 def sample_asset_dir() -> Path:
     """Folder of the bundled sample (inside the installed package)."""
-    import edgescene
+    from edgescene.assets import sample_dir
 
-    return Path(edgescene.__file__).resolve().parent / "assets" / "sample"
+    return sample_dir()
 
 
 def render_sample() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:

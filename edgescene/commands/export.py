@@ -1,0 +1,54 @@
+"""``edgescene export``: a checkpoint or preset -> an artifact folder accepted by the parity gate."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgescene.export.formats import FORMATS, help_text
+
+
+def _frames_range(text: str) -> tuple[int, int, int]:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected MIN:OPT:MAX (e.g. 1:4:16), got {text!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "formats (name, precisions, what it is):\n" + help_text()
+    p.add_argument("--model", required=True, help="a preset (see `edgescene models`), a checkpoint file or a VGGT Hub id")
+    p.add_argument("--weights", help="checkpoint for the preset named in --model (default: random weights)")
+    p.add_argument("--format", required=True, help=f"one of: {', '.join(FORMATS)}")
+    p.add_argument("--out", required=True, help="artifact folder to create")
+    frames = p.add_mutually_exclusive_group()
+    frames.add_argument("--frames", type=int, help="a fixed frame (batch) count")
+    frames.add_argument("--frames-range", type=_frames_range, metavar="MIN:OPT:MAX",
+                        help="the frame counts the artifact serves (default: 1:2:8 for VGGT, 1:1:8 for DINOv3)")
+    p.add_argument("--height", type=int, help="input height in pixels (default: 392 VGGT, 224 DINOv3)")
+    p.add_argument("--width", type=int, help="input width in pixels (default: 518 VGGT, 224 DINOv3)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="for tensorrt and triton (others imply it)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")
+    p.add_argument("--track", action="store_true", help="include VGGT's track head (query_points input)")
+    p.add_argument("--workspace-gb", type=float, help="TensorRT builder workspace (default: 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from edgescene.export.pipeline import ExportConfig, export_model, next_commands
+
+    config = ExportConfig(model=args.model, weights=args.weights, format=args.format, out=args.out, frames=args.frames,
+                          frames_range=args.frames_range, height=args.height, width=args.width,
+                          precision=args.precision, opset=args.opset, track=args.track,
+                          workspace_gb=args.workspace_gb, overwrite=args.overwrite)
+    result = export_model(config)
+    print(f"export: {'ACCEPTED' if result.accepted else 'REJECTED'} in {result.elapsed_s:.1f} s -> {result.folder}")
+    for name, mb in result.sizes_mb.items():
+        print(f"  {name:<40} {mb:>10.2f} MB")
+    if not result.accepted:
+        print("export: the artifact failed the parity gate; it is kept for inspection but not accepted")
+        return 3
+    print("next:")
+    for line in next_commands(result):
+        print(f"  {line}")
+    return 0

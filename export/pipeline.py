@@ -1,0 +1,278 @@
+"""``export_model``: checkpoint -> artifact folder, accepted only through the parity gate.
+
+Steps: resolve the model (preset, checkpoint file or Hub id), wrap it as a named-IO graph, export
+fp32 ONNX, apply the format's transform (fp16 / int8) or packaging (TensorRT engine, Triton
+repository), run the gate against PyTorch, write ``artifact.json`` (and ONNX ``metadata_props``).
+Everything is built in a staging folder beside ``out``; it becomes ``out`` only when the gate
+passes, otherwise ``out.rejected`` (metadata with ``accepted: false``) and the CLI exits non-zero.
+An existing ``out`` is never replaced without ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from edgescene import __version__
+from edgescene.export.formats import Format, get_format, validate_options
+from edgescene.export.graphs import ExportGraph, dinov3_graph, vggt_graph
+from edgescene.export.onnx_export import export_onnx, set_metadata
+from edgescene.export.parity import ParityReport, gate_frame_counts, gate_images, run_gate
+from edgescene.runtime.artifact import Artifact, write_artifact_json
+
+DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
+DEFAULT_FRAMES = {"vggt": (1, 2, 8), "dinov3": (1, 1, 8)}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export. ``model`` is a preset name, a checkpoint file, or a VGGT Hub id."""
+
+    model: str
+    format: str
+    out: str
+    weights: str | None = None
+    frames: int | None = None
+    frames_range: tuple[int, int, int] | None = None
+    height: int | None = None
+    width: int | None = None
+    precision: str | None = None
+    opset: int = 17
+    track: bool = False
+    workspace_gb: float | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.frames is not None and self.frames_range is not None:
+            raise ValueError("give --frames or --frames-range, not both")
+        if self.frames is not None and self.frames < 1:
+            raise ValueError(f"--frames must be >= 1, got {self.frames}")
+        if self.frames_range is not None:
+            low, opt, high = self.frames_range
+            if not 1 <= low <= opt <= high:
+                raise ValueError(f"--frames-range MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX, got {low}:{opt}:{high}")
+        if self.opset < 17:
+            raise ValueError(f"--opset must be >= 17, got {self.opset}")
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    accepted: bool
+    artifact: Artifact
+    report: ParityReport
+    sizes_mb: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class LoadedModel:
+    module: torch.nn.Module
+    family: str
+    preset: str
+    source: str
+    sha256: str | None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(model: str, weights: str | None) -> LoadedModel:
+    """A preset (random weights unless ``weights``), a checkpoint file, or a VGGT Hub id."""
+    from edgescene.models import MODELS, create_model, load_dinov3, load_vggt
+    from edgescene.models.weights.inspect import inspect_checkpoint
+
+    if model in MODELS:
+        spec = MODELS[model]
+        module = create_model(model, weights=weights).eval()
+        source = str(weights) if weights else "random-init"
+        return LoadedModel(module, spec.family, model, source, _sha256(Path(weights)) if weights and Path(weights).is_file() else None)
+    if weights is not None:
+        raise ValueError("--weights goes with a preset name in --model; with a checkpoint in --model leave it out")
+    path = Path(model)
+    if path.is_file():
+        report = inspect_checkpoint(path)
+        loader = load_vggt if report["family"] == "vggt" else load_dinov3
+        return LoadedModel(loader(path, preset=report["preset"]), report["family"], report["preset"], str(path), _sha256(path))
+    if "/" in model and not path.exists():  # Hub id
+        module = load_vggt(model)
+        return LoadedModel(module, "vggt", "vggt_1b", f"hub:{model}", None)
+    raise ValueError(f"--model {model!r} is neither a preset ({', '.join(MODELS)}), a checkpoint file nor a Hub id")
+
+
+def _check_size(family: str, height: int, width: int, patch: int) -> None:
+    for name, value in (("height", height), ("width", width)):
+        if value < patch or value % patch:
+            near = max(patch, round(value / patch) * patch)
+            raise ValueError(f"--{name} {value} must be a positive multiple of the patch size {patch} (e.g. {near})")
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    versions = {"edgescene": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    try:
+        import tensorrt
+
+        versions["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def _file_sizes(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): round(p.stat().st_size / 2**20, 2) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _ort_runner(model_path: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return lambda feeds: dict(zip(names, session.run(names, feeds)))
+
+
+def _package(fmt: Format, graph: ExportGraph, fp32_onnx: Path, stage: Path, precision: str,
+             frames_range: tuple[int, int, int], config: ExportConfig, log: Callable[[str], None]):
+    """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path)."""
+    from edgescene.export.precision import convert_fp16, quantize_int8
+
+    if fmt.name in ("onnx", "onnx-fp16", "onnx-int8"):
+        model = stage / "model.onnx"
+        if fmt.name == "onnx":
+            external = [p.name for p in fp32_onnx.parent.iterdir() if p.name.startswith("model.onnx.")]
+            for p in fp32_onnx.parent.iterdir():
+                p.rename(stage / p.name)
+        elif fmt.name == "onnx-fp16":
+            external = convert_fp16(fp32_onnx, model, graph)
+        else:
+            external = quantize_int8(fp32_onnx, model, graph)
+        return {"model": "model.onnx", "external_data": external}, _ort_runner(model), {}, model
+    if fmt.name == "triton":
+        from edgescene.export.triton import write_triton_repository
+
+        name = f"{graph.preset}_{graph.height}x{graph.width}".replace("-", "_")
+        files = write_triton_repository(fp32_onnx, stage, name, graph.inputs, graph.outputs, precision=precision,
+                                        max_frames=frames_range[2])
+        inner = stage / files["model"]
+        return {**files, "model": files["model"]}, _ort_runner(inner), {}, inner
+    # tensorrt
+    from edgescene.export.tensorrt import TensorRTRunner, build_engine, frame_profile
+
+    onnx_for_engine = stage / "model.onnx"
+    if precision == "fp16":
+        external = convert_fp16(fp32_onnx, onnx_for_engine, graph)
+    else:
+        external = [p.name for p in fp32_onnx.parent.iterdir() if p.name.startswith("model.onnx.")]
+        for p in fp32_onnx.parent.iterdir():
+            p.rename(stage / p.name)
+    profiles = [frame_profile("images", frames_range, (3, graph.height, graph.width))]
+    device = build_engine(onnx_for_engine, stage / "model.engine", profiles, precision,
+                          timing_cache_path=stage / "timing.cache", workspace_gb=config.workspace_gb or 8.0, log=log)
+    runner = TensorRTRunner(stage / "model.engine")
+    files = {"model": "model.onnx", "external_data": external, "engine": "model.engine", "timing_cache": "timing.cache"}
+    return files, runner, device, onnx_for_engine
+
+
+def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> ExportResult:
+    start = time.perf_counter()
+    fmt = get_format(config.format)
+    validate_options(fmt, {"frames": config.frames, "frames_range": config.frames_range, "height": config.height,
+                           "width": config.width, "precision": config.precision, "track": config.track,
+                           "workspace_gb": config.workspace_gb})
+    precision = config.precision or fmt.default_precision
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    loaded = load_model(config.model, config.weights)
+    if loaded.family == "dinov3" and config.track:
+        raise ValueError("--track is for VGGT models")
+    height, width = config.height or DEFAULT_SIZE[loaded.family][0], config.width or DEFAULT_SIZE[loaded.family][1]
+    patch = loaded.module.config.patch_size
+    _check_size(loaded.family, height, width, patch)
+    frames_range = (config.frames,) * 3 if config.frames else (config.frames_range or DEFAULT_FRAMES[loaded.family])
+    if loaded.family == "vggt":
+        graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track)
+    else:
+        graph = dinov3_graph(loaded.module, loaded.preset, height, width)
+    log(f"export: {loaded.preset} ({loaded.family}, {loaded.source}) -> {fmt.name} {precision}, "
+        f"{height}x{width}, frames {frames_range[0]}..{frames_range[2]} (opt {frames_range[1]})")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        (stage / "fp32").mkdir()
+        fp32_onnx = stage / "fp32" / "model.onnx"
+        t = time.perf_counter()
+        export_onnx(graph, fp32_onnx, example_frames=frames_range[1], opset=config.opset)
+        log(f"export: ONNX traced and saved in {time.perf_counter() - t:.1f} s")
+        counts = gate_frame_counts(frames_range)
+        cases = [graph.feeds(gate_images(height, width, n)) for n in counts]
+        references = [graph.reference(feeds) for feeds in cases]
+        del graph.module, loaded.module  # free PyTorch's copy of the weights before loading the artifact
+        files, runner, device, onnx_path = _package(fmt, graph, fp32_onnx, stage, precision, frames_range, config, log)
+        shutil.rmtree(stage / "fp32", ignore_errors=True)
+        t = time.perf_counter()
+        report = run_gate(runner, cases, references, graph.family, precision, height, width)
+        del runner
+        log(f"export: parity gate ran in {time.perf_counter() - t:.1f} s")
+        log(report.format())
+        artifact = Artifact(
+            format=fmt.name, precision=precision, backend=fmt.backend,
+            model={"family": graph.family, "preset": graph.preset, "source": loaded.source,
+                   "source_sha256": loaded.sha256, "track_head": config.track},
+            files=files, inputs=graph.inputs, outputs=graph.outputs,
+            input_size={"height": height, "width": width},
+            frames={"min": frames_range[0], "opt": frames_range[1], "max": frames_range[2]},
+            normalization=graph.normalization, opset=config.opset,
+            exporter=f"torch.onnx.export (TorchScript, dynamo=False) {torch.__version__}",
+            versions=_versions(), parity=report.to_json(), accepted=report.passed,
+            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            elapsed_s=round(time.perf_counter() - start, 2), device=device,
+        )
+        set_metadata(onnx_path, artifact.to_json())
+        write_artifact_json(artifact, stage)
+        target = out if report.passed else out.with_name(out.name + ".rejected")
+        if target.exists():
+            shutil.rmtree(target)
+        stage.rename(target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    sizes = _file_sizes(target)
+    return ExportResult(target, report.passed, artifact, report, sizes, round(time.perf_counter() - start, 2))
+
+
+def next_commands(result: ExportResult) -> list[str]:
+    """Commands to use the artifact, limited to commands this edgescene has."""
+    from edgescene.assets import sample_dir
+    from edgescene.commands import COMMANDS
+
+    names = {c.name for c in COMMANDS}
+    folder = result.folder
+    lines = []
+    if "reconstruct" in names and result.artifact.model["family"] == "vggt":
+        lines.append(f"edgescene reconstruct {sample_dir() / 'sample.mp4'} --model {folder} --out out/reconstruction")
+    if "bench" in names:
+        lines.append(f"edgescene bench --model {folder} --out out/bench")
+    lines.append(f'python -c "from edgescene.runtime.session import open_session; s = open_session(\'{folder}\'); '
+                 f'print([t.name for t in s.input_spec()])"')
+    return lines
+
+
+__all__ = ["ExportConfig", "ExportResult", "export_model", "load_model", "next_commands"]

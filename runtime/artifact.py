@@ -1,0 +1,127 @@
+"""Exported artifacts describe themselves: ``artifact.json`` beside the model files.
+
+Written by ``edgescene export`` (and embedded, for ONNX files, in ``metadata_props["edgescene"]``);
+read by the runtime, which never guesses shapes, normalisation or precision. Schema version 1::
+
+    {
+      "schema": "edgescene.artifact", "version": 1,
+      "format": "onnx" | "onnx-fp16" | "onnx-int8" | "tensorrt" | "triton",
+      "precision": "fp32" | "fp16" | "int8",
+      "backend": "onnxruntime" | "tensorrt" | "triton",
+      "model": {"family": "vggt" | "dinov3", "preset": ..., "source": path or "random-init",
+                "source_sha256": ... or null, "track_head": bool},
+      "files": {"model": "model.onnx", "external_data": ["model.onnx.data"], ...},
+      "inputs": [TensorSpec], "outputs": [TensorSpec],     # names, shapes (ints or axis names), dtypes
+      "input_size": {"height": H, "width": W},
+      "frames": {"min": 1, "opt": 2, "max": 8},           # the dynamic frame (VGGT) or batch (DINOv3) axis
+      "normalization": {"input_range": [0, 1], "mean": [...], "std": [...], "in_graph": true},
+      "opset": 17, "exporter": "...", "versions": {"edgescene": ..., "torch": ..., ...},
+      "parity": {"passed": bool, "precision": ..., "cases": [...], "thresholds": {...}},
+      "accepted": bool, "created_utc": ..., "elapsed_s": ...,
+      "device": {...}                                     # TensorRT: GPU name, compute capability, versions
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "edgescene.artifact"
+VERSION = 1
+ARTIFACT_JSON = "artifact.json"
+BACKENDS = ("onnxruntime", "tensorrt", "triton")
+
+
+class ArtifactError(ValueError):
+    """An artifact folder that cannot be used: missing or foreign metadata, missing files, rejected."""
+
+
+@dataclass
+class TensorSpec:
+    """name, shape (ints, or strings for dynamic axes), dtype (numpy name), what it holds."""
+
+    name: str
+    shape: list[Any]
+    dtype: str
+    description: str = ""
+
+
+@dataclass
+class Artifact:
+    format: str
+    precision: str
+    backend: str
+    model: dict[str, Any]
+    files: dict[str, Any]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    input_size: dict[str, int]
+    frames: dict[str, int]
+    normalization: dict[str, Any]
+    opset: int | None = None
+    exporter: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    accepted: bool = False
+    created_utc: str = ""
+    elapsed_s: float = 0.0
+    device: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "version": VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "artifact") -> "Artifact":
+        if data.get("schema") != SCHEMA:
+            raise ArtifactError(f"{where}: not an edgescene artifact (schema {data.get('schema')!r})")
+        if data.get("version") != VERSION:
+            raise ArtifactError(f"{where}: artifact version {data.get('version')} is not supported (this edgescene reads {VERSION})")
+        known = {f.name for f in fields(cls)}
+        body = {k: v for k, v in data.items() if k in known}
+        missing = sorted(known - set(body) - {"opset", "exporter", "versions", "parity", "accepted", "created_utc", "elapsed_s", "device"})
+        if missing:
+            raise ArtifactError(f"{where}: metadata lacks {missing}")
+        body["inputs"] = [TensorSpec(**t) for t in body["inputs"]]
+        body["outputs"] = [TensorSpec(**t) for t in body["outputs"]]
+        if body["backend"] not in BACKENDS:
+            raise ArtifactError(f"{where}: unknown backend {body['backend']!r}; valid: {BACKENDS}")
+        return cls(**body)
+
+
+def write_artifact_json(artifact: Artifact, folder: str | Path) -> Path:
+    """Write ``folder/artifact.json`` atomically."""
+    folder = Path(folder)
+    fd, tmp = tempfile.mkstemp(prefix=".artifact-", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(artifact.to_json(), f, indent=1)
+    target = folder / ARTIFACT_JSON
+    os.replace(tmp, target)
+    return target
+
+
+def read_artifact(folder: str | Path, require_accepted: bool = True) -> Artifact:
+    """Read and check an artifact folder: metadata present and valid, files present, gate passed."""
+    folder = Path(folder)
+    path = folder / ARTIFACT_JSON if folder.is_dir() else folder
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: no {ARTIFACT_JSON}; pass a folder written by `edgescene export`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
+    artifact = Artifact.from_json(data, str(path))
+    if require_accepted and not artifact.accepted:
+        raise ArtifactError(f"{path.parent}: this artifact failed its parity gate and was not accepted; re-export it")
+    for key in ("model", "engine"):
+        name = artifact.files.get(key)
+        if name and not (path.parent / name).exists():
+            raise ArtifactError(f"{path.parent}: {name} is missing (the folder is incomplete)")
+    for name in artifact.files.get("external_data", []):
+        if not (path.parent / name).exists():
+            raise ArtifactError(f"{path.parent}: external weights {name} are missing (copy them with the model)")
+    return artifact
