@@ -11,7 +11,9 @@ depth_conf          (frames, H, W)           confidence >= 1
 world_points        (frames, H, W, 3)        point map in the first camera's frame
 world_points_conf   (frames, H, W)           confidence >= 1
 track, vis,         (frames, N, 2), (frames,  only with the track head: tracks of ``query_points``
-track_conf          N), (frames, N)          (N, 2) pixel (x, y) in frame 0
+track_conf          N), (frames, N)          (N, 2) pixel (x, y) in frame 0; frame and query
+                                             counts are fixed per export (the tracker's
+                                             nn.MultiheadAttention traces static shapes)
 ==================  =======================  ==================================================
 
 DINOv3 ``features`` (``images`` (batch, 3, H, W) float32 RGB in [0, 1], normalised inside with the
@@ -24,6 +26,7 @@ the DPT embeddings are resolution constants).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +63,19 @@ class DinoFeaturesGraph(nn.Module):
     def forward(self, images: torch.Tensor):
         features = self.model.forward_features((images - self.mean) / self.std)
         return features["x_norm_clstoken"], features["x_norm_patchtokens"]
+
+
+@contextlib.contextmanager
+def exportable_attention():
+    """Route nn.MultiheadAttention (VGGT's tracker) through its plain path, which the ONNX exporter
+    can trace (the fused inference fast path is one op ONNX lacks). Used for tracing and for the
+    gate's PyTorch reference alike, so both compute the same thing."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
 
 
 # Outputs whose gate tolerance is the confidence one.
@@ -110,11 +126,13 @@ class ExportGraph:
     def reference(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """PyTorch eager fp32 outputs: what every artifact is compared with."""
         args = [torch.from_numpy(feeds[name]) for name in self.input_names]
-        outputs = self.module(*args)
+        with exportable_attention():
+            outputs = self.module(*args)
         return {name: t.float().numpy() for name, t in zip(self.output_names, outputs)}
 
 
-def vggt_graph(model: VGGT, preset: str, height: int, width: int, track: bool) -> ExportGraph:
+def vggt_graph(model: VGGT, preset: str, height: int, width: int, track: bool, track_frames: int | None = None,
+               num_queries: int = 8) -> ExportGraph:
     if track and model.track_head is None:
         raise ValueError("--track needs a model with a track head (this checkpoint has none)")
     frames = "frames"
@@ -126,12 +144,17 @@ def vggt_graph(model: VGGT, preset: str, height: int, width: int, track: bool) -
         TensorSpec("world_points", [frames, height, width, 3], "float32", "points in the first camera's frame"),
         TensorSpec("world_points_conf", [frames, height, width], "float32", "point confidence >= 1"),
     ]
-    if track:
-        inputs.append(TensorSpec("query_points", ["queries", 2], "float32", "pixel (x, y) in frame 0"))
+    if track:  # nn.MultiheadAttention traces with static shapes: fixed frame and query counts
+        frames_fixed = track_frames or 2
+        inputs[0].shape[0] = frames_fixed
+        for spec in outputs:
+            spec.shape[0] = frames_fixed
+        q = num_queries
+        inputs.append(TensorSpec("query_points", [q, 2], "float32", "pixel (x, y) in frame 0"))
         outputs += [
-            TensorSpec("track", [frames, "queries", 2], "float32", "pixel (x, y) per frame"),
-            TensorSpec("vis", [frames, "queries"], "float32", "visibility in (0, 1)"),
-            TensorSpec("track_conf", [frames, "queries"], "float32", "track confidence in (0, 1)"),
+            TensorSpec("track", [frames_fixed, q, 2], "float32", "pixel (x, y) per frame"),
+            TensorSpec("vis", [frames_fixed, q], "float32", "visibility in (0, 1)"),
+            TensorSpec("track_conf", [frames_fixed, q], "float32", "track confidence in (0, 1)"),
         ]
     mean, std = model.aggregator.mean, model.aggregator.std
     return ExportGraph(
@@ -140,6 +163,7 @@ def vggt_graph(model: VGGT, preset: str, height: int, width: int, track: bool) -
         normalization={"input_range": [0, 1], "mean": list(mean), "std": list(std), "in_graph": True},
         first_block_prefixes=("/model/aggregator/frame_blocks.0/", "/model/aggregator/global_blocks.0/"),
         fp32_prefixes=("/model/camera_head/", "/model/depth_head/", "/model/point_head/", "/model/track_head/"),
+        num_queries=num_queries,
     )
 
 

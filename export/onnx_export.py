@@ -18,7 +18,7 @@ import onnx
 import torch
 from onnx import numpy_helper  # noqa: F401  (keeps onnx's helpers importable for callers)
 
-from edgescene.export.graphs import ExportGraph
+from edgescene.export.graphs import ExportGraph, exportable_attention
 
 EXTERNAL_DATA_THRESHOLD = int(1.8e9)
 METADATA_KEY = "edgescene"
@@ -54,7 +54,7 @@ def export_onnx(graph: ExportGraph, path: Path, example_frames: int, opset: int 
     images = torch.rand(example_frames, 3, graph.height, graph.width, generator=torch.Generator().manual_seed(0))
     example = graph.feeds(images.numpy())
     args = tuple(torch.from_numpy(example[name]) for name in graph.input_names)
-    with torch.no_grad():
+    with torch.no_grad(), exportable_attention():
         graph.module(*args)  # warm-up: resolution constants (position embeddings) are cached now
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             raw = Path(tmp) / "raw.onnx"

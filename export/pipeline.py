@@ -207,8 +207,11 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
     patch = loaded.module.config.patch_size
     _check_size(loaded.family, height, width, patch)
     frames_range = (config.frames,) * 3 if config.frames else (config.frames_range or DEFAULT_FRAMES[loaded.family])
+    if config.track and frames_range[0] != frames_range[2]:
+        raise ValueError("the track head exports with a fixed frame count (its attention traces static shapes); "
+                         "pass --frames N instead of a range")
     if loaded.family == "vggt":
-        graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track)
+        graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track, track_frames=frames_range[0])
     else:
         graph = dinov3_graph(loaded.module, loaded.preset, height, width)
     log(f"export: {loaded.preset} ({loaded.family}, {loaded.source}) -> {fmt.name} {precision}, "

@@ -1,0 +1,155 @@
+"""End-to-end exports of the tiny presets through the parity gate, artifact metadata round trips
+into the runtime, and the gate rejecting a broken export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgescene.cli import main
+from edgescene.export import pipeline
+from edgescene.export.formats import FORMATS, get_format, markdown_table, validate_options
+from edgescene.export.onnx_export import read_metadata
+from edgescene.export.parity import gate_images
+from edgescene.export.pipeline import ExportConfig, export_model
+from edgescene.models import create_model
+from edgescene.runtime.artifact import ArtifactError, read_artifact
+from edgescene.runtime.session import open_session
+
+VGGT_SIZE = {"height": 56, "width": 84}
+QUIET = {"log": lambda line: None}
+
+
+def export(tmp_path: Path, model: str, fmt: str, **options) -> pipeline.ExportResult:
+    return export_model(ExportConfig(model=model, format=fmt, out=str(tmp_path / fmt), **options), **QUIET)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "triton"])
+def test_tiny_vggt_exports_pass_the_gate_at_1_2_and_5_frames(tmp_path, fmt):
+    result = export(tmp_path, "vggt_tiny", fmt, frames_range=(1, 2, 5), **VGGT_SIZE)
+    assert result.accepted, result.report.format()
+    assert [c.frames for c in result.report.cases] == [1, 2, 5]  # one file, every frame count
+    artifact = read_artifact(result.folder)
+    assert artifact.precision == get_format(fmt).default_precision
+    assert artifact.frames == {"min": 1, "opt": 2, "max": 5}
+    assert artifact.parity["passed"] and artifact.accepted
+    assert artifact.versions["torch"] == torch.__version__
+    assert artifact.model == {"family": "vggt", "preset": "vggt_tiny", "source": "random-init",
+                              "source_sha256": None, "track_head": False}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "triton"])
+def test_tiny_dinov3_exports_pass_the_gate(tmp_path, fmt):
+    result = export(tmp_path, "dinov3_tiny", fmt, height=32, width=48, frames_range=(1, 2, 3))
+    assert result.accepted, result.report.format()
+    assert [o.name for o in result.artifact.outputs] == ["cls", "patch_tokens"]
+    assert result.artifact.outputs[1].shape == ["batch", 6, 64]
+
+
+def test_runtime_builds_its_session_from_the_artifact_folder_alone(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("vggt_tiny").eval()
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    result = export_model(ExportConfig(model="vggt_tiny", weights=str(tmp_path / "model.pt"), format="onnx",
+                                       out=str(tmp_path / "artifact"), **VGGT_SIZE), **QUIET)
+    session = open_session(tmp_path / "artifact")
+    assert [t.name for t in session.input_spec()] == ["images"]
+    assert session.input_spec()[0].shape == ["frames", 3, 56, 84]
+    images = gate_images(56, 84, 3)
+    outputs = session({"images": images})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images))
+    assert outputs["depth"].shape == (3, 56, 84)
+    assert np.abs(outputs["depth"] - expected["depth"][0, ..., 0].numpy()).max() < 1e-4
+    assert np.abs(outputs["pose_enc"] - expected["pose_enc"][0].numpy()).max() < 1e-4
+    # the ONNX file carries the same metadata, and the checkpoint's hash
+    embedded = read_metadata(tmp_path / "artifact" / "model.onnx")
+    assert embedded["model"]["source_sha256"] == result.artifact.model["source_sha256"]
+    assert len(embedded["model"]["source_sha256"]) == 64
+    with pytest.raises(ValueError, match="must have shape"):
+        session({"images": images[:, :, :28]})
+
+
+def test_track_head_export(tmp_path):
+    with pytest.raises(ValueError, match="fixed frame count"):
+        export(tmp_path, "vggt_tiny", "onnx", track=True, frames_range=(1, 2, 2), **VGGT_SIZE)
+    result = export(tmp_path, "vggt_tiny", "onnx", track=True, frames=2, **VGGT_SIZE)
+    assert result.accepted, result.report.format()
+    names = [t.name for t in result.artifact.outputs]
+    assert names[-3:] == ["track", "vis", "track_conf"]
+    session = open_session(result.folder)
+    queries = np.linspace([5.0, 5.0], [80.0, 50.0], 8).astype(np.float32)
+    out = session({"images": gate_images(56, 84, 2), "query_points": queries})
+    assert out["track"].shape == (2, 8, 2) and np.allclose(out["track"][0], queries, atol=1e-4)
+
+
+def test_a_broken_export_fails_the_gate_and_is_not_accepted(tmp_path, monkeypatch):
+    real_export = pipeline.export_onnx
+
+    def export_then_corrupt(graph, path, **kwargs):  # an exporter bug: one weight off by 1 %
+        written = real_export(graph, path, **kwargs)
+        model = onnx.load(str(path))
+        (weight,) = [t for t in model.graph.initializer if t.name.endswith("patch_embed.proj.weight")]
+        values = onnx.numpy_helper.to_array(weight) * 1.01
+        weight.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), weight.name))
+        onnx.save_model(model, str(path))
+        return written
+
+    monkeypatch.setattr(pipeline, "export_onnx", export_then_corrupt)
+    out = tmp_path / "broken"
+    code = main(["export", "--model", "vggt_tiny", "--format", "onnx", "--out", str(out),
+                 "--height", "56", "--width", "84", "--frames", "2"])
+    assert code == 3
+    assert not out.exists()
+    rejected = tmp_path / "broken.rejected"
+    data = json.loads((rejected / "artifact.json").read_text())
+    assert data["accepted"] is False and data["parity"]["passed"] is False
+    with pytest.raises(ArtifactError, match="failed its parity gate"):
+        open_session(rejected)
+
+
+def test_existing_output_is_not_replaced_without_overwrite(tmp_path):
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export(tmp_path, "dinov3_tiny", "onnx", height=32, width=32)
+    assert (out / "keep.txt").read_text() == "mine"
+    assert export(tmp_path, "dinov3_tiny", "onnx", height=32, width=32, overwrite=True).accepted
+    assert not (out / "keep.txt").exists()
+
+
+def test_options_are_validated_against_the_format_table():
+    with pytest.raises(ValueError, match="does not take --precision"):
+        validate_options(get_format("onnx"), {"precision": "int8"})
+    with pytest.raises(ValueError, match="exports fp16/fp32, not int8"):
+        validate_options(get_format("tensorrt"), {"precision": "int8"})
+    with pytest.raises(ValueError, match="does not take --track"):
+        validate_options(get_format("triton"), {"track": True})
+    with pytest.raises(ValueError, match="Did you mean"):
+        get_format("onnx16x")
+    assert get_format("trt").name == "tensorrt"
+    with pytest.raises(ValueError, match="multiple of the patch size 14"):
+        export_model(ExportConfig(model="vggt_tiny", format="onnx", out="unused", height=50, width=84), **QUIET)
+    with pytest.raises(ValueError, match="MIN <= OPT <= MAX"):
+        ExportConfig(model="vggt_tiny", format="onnx", out="x", frames_range=(4, 2, 8))
+
+
+def test_readme_format_table_is_generated_from_the_format_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert markdown_table() in readme
+    for name in FORMATS:
+        assert f"`{name}`" in readme
+
+
+def test_export_help_lists_every_format(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    out = capsys.readouterr().out
+    for name in FORMATS:
+        assert name in out
