@@ -1,4 +1,6 @@
-"""Export of checkpoints to ONNX / TensorRT artifacts, each accepted only through a parity gate.
+"""Export of checkpoints to ONNX (fp32 / fp16 / int8), TensorRT engines and Triton repositories,
+each accepted only through a parity gate against PyTorch.
 
-Built in the export issue; this package is empty until then and the CLI exposes no export command yet.
+Entry point: :func:`edgescene.export.pipeline.export_model` (the ``edgescene export`` command).
+The format table is :data:`edgescene.export.formats.FORMATS`.
 """

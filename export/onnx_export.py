@@ -41,7 +41,7 @@ def save_onnx(model: onnx.ModelProto, path: Path, external: bool | None = None) 
         data_name = path.name + ".data"
         (path.parent / data_name).unlink(missing_ok=True)
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
+                        location=data_name, size_threshold=1024, convert_attribute=True)
         return [data_name]
     onnx.save_model(model, str(path))
     return []

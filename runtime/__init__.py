@@ -1,5 +1,6 @@
 """Lean runtime: numpy + onnxruntime / TensorRT, never torch and never ``edgescene.models``.
 
-Today it holds the geometry used by every stage (:mod:`edgescene.runtime.geometry`); sessions,
-video input, streaming reconstruction and outputs arrive with the runtime issue.
+Today: the geometry used by every stage (:mod:`.geometry`), artifact metadata (:mod:`.artifact`)
+and sessions built from an exported artifact folder (:mod:`.session`). Video input, streaming
+reconstruction and outputs arrive with the runtime issue.
 """

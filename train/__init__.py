@@ -1,5 +1,5 @@
-"""Trainers (DINOv3, VGGT) and dataset preprocessing.
+"""Training data and (next) trainers.
 
-Built in the data and training issues; this package is empty until then and the CLI exposes no
-training command yet.
+Today: dataset preprocessing and the synthetic multi-view generator (:mod:`edgescene.train.data`).
+The DINOv3 and VGGT trainers arrive with the training issue.
 """

@@ -9,8 +9,9 @@ a confidence channel). With ``feature_only`` it returns the fused features inste
 Upstream numbers kept, with export-friendly code:
 - the ReLUs of ``ResidualConvUnit`` are in-place upstream, so the residual adds ``relu(x)``, not
   ``x``; this is written out explicitly here;
-- the UV embedding is computed in float64 upstream; here it is computed once per (grid, channels,
-  aspect) in numpy float64, cast to float32 and cached, so no float64 op enters the graph.
+- the UV embedding is computed in float64 upstream; here its two separable halves are computed once
+  per (grid, channels, aspect) in numpy float64, cast to float32 and cached, so no float64 op enters
+  the graph and an export carries two small tables instead of a full-resolution one.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ import torch.nn.functional as F
 from torch import nn
 
 _INT_MAX = 1610612736
-_POS_CACHE: dict[tuple, np.ndarray] = {}
+_POS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def uv_position_embedding(width: int, height: int, channels: int, aspect_ratio: float, omega_0: float = 100.0) -> np.ndarray:
-    """Sinusoidal embedding (channels, height, width) float32 of an aspect-normalised UV grid.
+def uv_position_embedding(width: int, height: int, channels: int, aspect_ratio: float,
+                          omega_0: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """Sinusoidal embedding of an aspect-normalised UV grid, as its two separable parts.
 
     The grid spans +-(aspect/diag) * (width-1)/width in x and +-(1/diag) * (height-1)/height in y,
-    diag = sqrt(aspect^2 + 1). x takes the first channels/2 channels, y the rest; each half is
-    ``[sin(pos * omega), cos(pos * omega)]`` with ``omega_k = 1 / omega_0 ** (k / (channels/4))``.
+    diag = sqrt(aspect^2 + 1). The first channels/2 channels depend on x only, the rest on y only;
+    each half is ``[sin(pos * omega), cos(pos * omega)]`` with ``omega_k = 1 / omega_0 ** (k / (channels/4))``.
+    Returns ``x_part`` (channels/2, width) and ``y_part`` (channels/2, height), float32; the full
+    (channels, height, width) embedding is ``cat(x_part broadcast over rows, y_part over columns)``.
     """
     key = (width, height, channels, aspect_ratio, omega_0)
     if key not in _POS_CACHE:
@@ -39,24 +43,29 @@ def uv_position_embedding(width: int, height: int, channels: int, aspect_ratio: 
         span_x, span_y = aspect_ratio / diag, 1.0 / diag
         xs = np.linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width).astype(np.float32)
         ys = np.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height).astype(np.float32)
-        uu, vv = np.meshgrid(xs, ys, indexing="xy")  # (height, width)
         quarter = channels // 4
         omega = 1.0 / omega_0 ** (np.arange(quarter, dtype=np.float64) / quarter)
 
-        def embed(pos: np.ndarray) -> np.ndarray:
-            angles = pos.reshape(-1, 1).astype(np.float64) * omega[None, :]
-            return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+        def embed(pos: np.ndarray) -> np.ndarray:  # (n,) -> (channels/2, n)
+            angles = pos.astype(np.float64)[None, :] * omega[:, None]
+            return np.concatenate([np.sin(angles), np.cos(angles)], axis=0).astype(np.float32)
 
-        emb = np.concatenate([embed(uu), embed(vv)], axis=1).astype(np.float32)  # (h*w, channels)
-        _POS_CACHE[key] = np.ascontiguousarray(emb.reshape(height, width, channels).transpose(2, 0, 1))
+        _POS_CACHE[key] = (embed(xs), embed(ys))
     return _POS_CACHE[key]
 
 
 def add_uv_position(x: torch.Tensor, image_w: int, image_h: int, ratio: float = 0.1) -> torch.Tensor:
-    """x (N, C, h, w) + ratio * UV embedding of its own grid, with the image's aspect ratio."""
+    """x (N, C, h, w) + ratio * UV embedding of its own grid, with the image's aspect ratio.
+
+    The embedding is assembled from its separable parts in the graph (two small constants and a
+    broadcast), so exported files do not carry a (C, h, w) table per head at full resolution.
+    """
     # int(): under tracing the grid is a static constant, as the input resolution of an export is
-    emb = uv_position_embedding(int(x.shape[-1]), int(x.shape[-2]), int(x.shape[1]), int(image_w) / int(image_h))
-    return x + ratio * torch.from_numpy(emb).to(device=x.device, dtype=x.dtype)[None]
+    h, w, c = int(x.shape[-2]), int(x.shape[-1]), int(x.shape[1])
+    x_part, y_part = uv_position_embedding(w, h, c, int(image_w) / int(image_h))
+    x_part = torch.from_numpy(x_part).to(device=x.device, dtype=x.dtype)[:, None, :].expand(-1, h, -1)
+    y_part = torch.from_numpy(y_part).to(device=x.device, dtype=x.dtype)[:, :, None].expand(-1, -1, w)
+    return x + ratio * torch.cat((x_part, y_part), dim=0)[None]
 
 
 def interpolate(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

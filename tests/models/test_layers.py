@@ -78,7 +78,9 @@ def test_uv_embedding_equals_the_float64_torch_formula():
         return torch.cat([out.sin(), out.cos()], dim=1)
 
     expected = torch.cat([embed(uu), embed(vv)], dim=1).float().reshape(height, width, channels).permute(2, 0, 1)
-    got = torch.from_numpy(uv_position_embedding(width, height, channels, aspect))
+    x_part, y_part = uv_position_embedding(width, height, channels, aspect)
+    got = torch.cat([torch.from_numpy(x_part)[:, None, :].expand(-1, height, -1),
+                     torch.from_numpy(y_part)[:, :, None].expand(-1, -1, width)])
     assert got.dtype == torch.float32
     assert torch.allclose(got, expected, atol=1e-6)
 
