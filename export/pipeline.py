@@ -190,9 +190,26 @@ def _package(fmt: Format, graph: ExportGraph, fp32_onnx: Path, stage: Path, prec
     return files, runner, device, onnx_for_engine
 
 
+def preflight(fmt: Format) -> None:
+    """Fail before any work when the format's tools are missing here."""
+    import importlib.util
+
+    missing = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
+    if "tensorrt" in fmt.requires:
+        from edgescene.export.tensorrt import require_tensorrt
+
+        require_tensorrt()  # ImportError with the install hint when missing or older than 10
+    if missing:
+        raise ImportError(f"format {fmt.name!r} needs {', '.join(missing)}: pip install 'edgescene[export,runtime]'")
+    if fmt.device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError(f"format {fmt.name!r} builds on an NVIDIA GPU and none is visible here "
+                           "(engines are specific to the GPU they are built on: build on the target device)")
+
+
 def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> ExportResult:
     start = time.perf_counter()
     fmt = get_format(config.format)
+    preflight(fmt)
     validate_options(fmt, {"frames": config.frames, "frames_range": config.frames_range, "height": config.height,
                            "width": config.width, "precision": config.precision, "track": config.track,
                            "workspace_gb": config.workspace_gb})

@@ -44,7 +44,7 @@ _INSTALL_HINT = (
 )
 
 
-def _import_tensorrt():
+def require_tensorrt():
     """The ``tensorrt`` module (10.x or newer), or ImportError with the install hint."""
     try:
         import tensorrt as trt
@@ -252,7 +252,7 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EnginePr
         raise ValueError(f"precision 'fp32' but {onnx_path} holds float16 tensors: engines are strongly typed, so "
                          "pass the fp32 ONNX, or build with precision 'fp16'")
 
-    trt = _import_tensorrt()
+    trt = require_tensorrt()
     torch = _require_cuda()
     device = _this_gpu(torch)
     log(f"tensorrt: TensorRT {trt.__version__} on {device['gpu']} (sm {device['compute_capability']}), "
@@ -350,7 +350,7 @@ class TensorRTRunner:
 
     def __init__(self, engine_path: Path, expected_device: dict | None = None) -> None:
         engine_path = Path(engine_path)
-        trt = _import_tensorrt()
+        trt = require_tensorrt()
         torch = _require_cuda()
         if not engine_path.is_file():
             raise FileNotFoundError(f"TensorRT engine not found: {engine_path}")

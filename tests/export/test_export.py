@@ -153,3 +153,12 @@ def test_export_help_lists_every_format(capsys):
     out = capsys.readouterr().out
     for name in FORMATS:
         assert name in out
+
+
+def test_tensorrt_without_tensorrt_fails_before_any_work(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(ImportError, match="pip install"):
+        export(tmp_path, "vggt_tiny", "tensorrt", **VGGT_SIZE)
+    assert not any(tmp_path.iterdir())  # nothing traced, nothing written
