@@ -1,22 +1,53 @@
-"""Inference sessions over exported artifacts: one small interface, the backend chosen by metadata.
+"""Inference sessions: one small interface, the backend chosen by what is opened.
 
-``open_session(folder)`` reads ``artifact.json`` and returns a :class:`Session`; callers pass numpy
-arrays by input name and get numpy arrays by output name. The onnxruntime backend lives here; the
-native TensorRT backend arrives with the streaming runtime.
+``open_session(model, device="auto", **options)`` returns a :class:`Session`; callers pass numpy
+arrays by input name and get numpy arrays by output name::
+
+    session = open_session("exports/vggt_onnx")            # artifact folder: backend from artifact.json
+    out = session({"images": images})                       # images (S, 3, H, W) float32 in [0, 1]
+    out["depth"].shape                                      # (S, H, W)
+
+==========================================  =========================================================
+``model``                                   backend (:mod:`edgescene.runtime.backends`)
+==========================================  =========================================================
+artifact folder, backend onnxruntime/triton  onnxruntime (CPU, CUDA or TensorRT execution provider)
+artifact folder, backend tensorrt            native TensorRT (tensorrt + cuda-python)
+``.pt`` / ``.pth`` / ``.safetensors`` file   torch (imports torch and edgescene.models, only then)
+preset name (``vggt_tiny``, ``dinov3_vitl16``) torch, random weights unless ``weights=``
+==========================================  =========================================================
+
+``device``: "auto" (the best available), "cpu", "cuda" or "tensorrt" (onnxruntime's TensorRT EP
+for ONNX artifacts; the engine itself for TensorRT artifacts). ``options`` go to the backend and are
+checked against what it accepts. This module imports neither torch nor :mod:`edgescene.models`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from edgescene.runtime.artifact import Artifact, ArtifactError, TensorSpec, read_artifact
+from edgescene.runtime.artifact import ARTIFACT_JSON, Artifact, ArtifactError, TensorSpec, read_artifact
+from edgescene.runtime.backends import BACKENDS, DEVICES, backend_class, backend_options
+from edgescene.runtime.backends.onnxruntime import OnnxRuntimeSession
+
+Device = Literal["auto", "cpu", "cuda", "tensorrt"]
+
+# artifact.json "backend" -> session backend
+ARTIFACT_BACKENDS: dict[str, str] = {"onnxruntime": "onnxruntime", "triton": "onnxruntime", "tensorrt": "tensorrt"}
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+PRESET_PREFIXES = ("vggt_", "dinov3_")  # the registry's families; the torch backend checks the exact name
+ACCEPTED = (f"an artifact folder written by `edgescene export` (with {ARTIFACT_JSON}), a PyTorch checkpoint "
+            f"({', '.join(CHECKPOINT_SUFFIXES)}) or a model preset name ({'*, '.join(PRESET_PREFIXES)}*)")
 
 
 class Session(Protocol):
+    """Numpy in, numpy out, by tensor name; ``artifact`` describes the IO and the model."""
+
     artifact: Artifact
+    backend: str  # onnxruntime | tensorrt | torch
+    device: str  # cpu | cuda | tensorrt
 
     def input_spec(self) -> list[TensorSpec]: ...
 
@@ -24,59 +55,53 @@ class Session(Protocol):
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-
-class OnnxRuntimeSession:
-    """onnxruntime backend. ``providers`` default: CUDA then CPU when onnxruntime-gpu is installed."""
-
-    def __init__(self, folder: str | Path, artifact: Artifact, providers: list[str] | None = None,
-                 intra_op_threads: int = 0) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'edgescene[runtime]'") from exc
-        self.artifact = artifact
-        model = Path(folder) / artifact.files["model"]
-        available = ort.get_available_providers()
-        if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        unknown = [p for p in providers if p not in available]
-        if unknown:
-            raise ArtifactError(f"execution providers {unknown} are not available here; available: {available}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        self._session = ort.InferenceSession(str(model), options, providers=providers)
-        self.providers = self._session.get_providers()
-
-    def input_spec(self) -> list[TensorSpec]:
-        return self.artifact.inputs
-
-    def output_spec(self) -> list[TensorSpec]:
-        return self.artifact.outputs
-
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = {t.name: t for t in self.artifact.inputs}
-        if set(feeds) != set(expected):
-            raise ValueError(f"inputs must be exactly {sorted(expected)}, got {sorted(feeds)}")
-        prepared = {}
-        for name, value in feeds.items():
-            spec = expected[name]
-            value = np.ascontiguousarray(value, dtype=spec.dtype)
-            if value.ndim != len(spec.shape) or any(
-                isinstance(d, int) and d != s for d, s in zip(spec.shape, value.shape)
-            ):
-                raise ValueError(f"input {name!r} must have shape {spec.shape}, got {list(value.shape)}")
-            prepared[name] = value
-        names = [t.name for t in self.artifact.outputs]
-        return dict(zip(names, self._session.run(names, prepared)))
+    def close(self) -> None: ...
 
 
-def open_session(folder: str | Path, providers: list[str] | None = None) -> Session:
-    """Session for an accepted artifact folder, on the backend its metadata names."""
-    artifact = read_artifact(folder)
-    if artifact.backend in ("onnxruntime", "triton"):
-        # A Triton repository holds an ONNX model; run it locally with onnxruntime.
-        return OnnxRuntimeSession(folder, artifact, providers)
-    raise ArtifactError(
-        f"{folder}: backend {artifact.backend!r} is not available in this runtime yet; export an ONNX format"
-    )
+def _resolve(model: str | Path) -> tuple[str, Path | str, Artifact | None]:
+    """(backend name, source, artifact) for what ``open_session`` was given."""
+    path = Path(model)
+    if path.is_file() and path.name == ARTIFACT_JSON:
+        path = path.parent
+    if path.is_dir():
+        artifact = read_artifact(path)  # ArtifactError: no artifact.json, invalid, rejected, incomplete
+        if artifact.backend not in ARTIFACT_BACKENDS:
+            raise ArtifactError(f"{path}: backend {artifact.backend!r} has no runtime here; "
+                                f"known: {', '.join(ARTIFACT_BACKENDS)}")
+        return ARTIFACT_BACKENDS[artifact.backend], path, artifact
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        if not path.is_file():
+            raise ArtifactError(f"checkpoint {path} does not exist")
+        return "torch", path, None
+    name = str(model)
+    if name.startswith(PRESET_PREFIXES) and not path.exists() and "/" not in name:
+        return "torch", name, None
+    what = "a file of another kind" if path.exists() else "neither an existing path nor a preset name"
+    raise ArtifactError(f"cannot open {str(model)!r} ({what}); open_session takes {ACCEPTED}")
+
+
+def open_session(model: str | Path, device: Device = "auto", **options) -> Session:
+    """A session for ``model`` (artifact folder, checkpoint file or preset name) on ``device``.
+
+    Raises ArtifactError for anything else (and for missing, foreign or rejected artifacts),
+    ValueError for a device or option the backend does not take, ImportError / RuntimeError with an
+    install hint when the backend's libraries or hardware are missing here.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    backend, source, artifact = _resolve(model)
+    try:
+        cls = backend_class(backend)
+    except ImportError as exc:
+        if backend == "torch":
+            raise ImportError(f"opening {str(model)!r} needs PyTorch (the torch backend): pip install 'edgescene[torch]'; "
+                              f"or open an exported artifact folder ({exc})") from exc
+        raise
+    accepted = backend_options(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"the {backend} backend does not take option(s) {unknown}; it takes {accepted}")
+    return cls(source, artifact, device, **options)
+
+
+__all__ = ["ARTIFACT_BACKENDS", "BACKENDS", "Device", "OnnxRuntimeSession", "Session", "open_session"]

@@ -1,0 +1,131 @@
+"""PyTorch backend: a checkpoint file or a preset run eagerly, with exactly the exported graphs' IO.
+
+The reference every artifact is compared with, and the way to run a checkpoint before exporting it.
+The only runtime module that imports torch and :mod:`edgescene.models`, and only when chosen: a
+checkpoint (``.pt`` / ``.pth`` / ``.safetensors``, VGGT or DINOv3, told apart by
+``inspect_checkpoint``) or a preset name (random weights, or ``weights=`` a checkpoint for it).
+The IO comes from the export wrappers (:mod:`edgescene.export.graphs`), so names, shapes and
+normalisation are those of an ONNX export at the same ``height`` x ``width`` (defaults 392x518 for
+VGGT, 224x224 for DINOv3); :attr:`artifact` is a synthetic artifact describing it.
+
+On CUDA the model runs under autocast in bf16 (fp16 on GPUs without bf16) with PyTorch's SDPA
+attention, optionally ``torch.compile``-d; on the CPU in fp32. Outputs are float32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgescene.runtime.artifact import Artifact
+from edgescene.runtime.backends import BaseSession, check_device, check_feeds
+
+DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
+DEFAULT_OPT_FRAMES = {"vggt": 2, "dinov3": 1}
+
+
+def _load(model: str | Path, weights: str | Path | None) -> tuple[torch.nn.Module, str, str, str, str | None]:
+    """(module, family, preset, source, sha256) for a preset name or a checkpoint file."""
+    from edgescene.models import MODELS, create_model, load_dinov3, load_vggt
+    from edgescene.models.weights.inspect import inspect_checkpoint
+
+    path = Path(model)
+    if path.is_file():
+        if weights is not None:
+            raise ValueError("weights= goes with a preset name; with a checkpoint file as the model leave it out")
+        report = inspect_checkpoint(path)
+        loader = load_vggt if report["family"] == "vggt" else load_dinov3
+        module = loader(path, preset=report["preset"])
+        return module, report["family"], report["preset"], str(path), _sha256(path)
+    name = str(model)
+    module = create_model(name, weights=weights)  # unknown names: ValueError with close matches
+    sha = _sha256(Path(weights)) if weights is not None and Path(weights).is_file() else None
+    return module, MODELS[name].family, name, str(weights) if weights else "random-init", sha
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device='cuda' but torch {torch.__version__} sees no CUDA GPU (built for CUDA "
+                           f"{torch.version.cuda or 'none'}): install a CUDA build of torch, or pass device='cpu'")
+    return torch.device(device)
+
+
+class TorchSession(BaseSession):
+    """A PyTorch checkpoint or preset. Options: ``weights`` (a checkpoint for a preset name), ``height`` /
+    ``width`` (multiples of the patch size), ``max_frames`` (frame / batch bound for input checks),
+    ``compile`` (``torch.compile`` the model)."""
+
+    backend = "torch"
+
+    def __init__(self, model: str | Path, artifact: Artifact | None = None, device: str = "auto", *,
+                 weights: str | Path | None = None, height: int | None = None, width: int | None = None,
+                 max_frames: int = 1024, compile: bool = False) -> None:
+        from edgescene.export.graphs import dinov3_graph, vggt_graph
+
+        check_device(device, ("auto", "cpu", "cuda"), "torch",
+                     ": TensorRT runs exported engines; export one with `edgescene export --format tensorrt`")
+        if artifact is not None:
+            raise ValueError("the torch backend builds its own artifact description; pass artifact=None")
+        self._device = _pick_device(device)
+        self.device = self._device.type
+        module, family, preset, source, sha = _load(model, weights)
+        height = height or DEFAULT_SIZE[family][0]
+        width = width or DEFAULT_SIZE[family][1]
+        patch = module.config.patch_size
+        for axis, value in (("height", height), ("width", width)):
+            if value < patch or value % patch:
+                raise ValueError(f"{axis} {value} must be a positive multiple of the patch size {patch} "
+                                 f"(e.g. {max(patch, round(value / patch) * patch)})")
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        self._autocast_dtype = None
+        if self.device == "cuda":
+            self._autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._autocast_dtype]
+        graph = (vggt_graph(module, preset, height, width, track=False) if family == "vggt"
+                 else dinov3_graph(module, preset, height, width))
+        self.artifact = Artifact(
+            format="torch", precision=precision, backend="torch",
+            model={"family": family, "preset": preset, "source": source, "source_sha256": sha, "track_head": False},
+            files={"model": source}, inputs=graph.inputs, outputs=graph.outputs,
+            input_size={"height": height, "width": width},
+            frames={"min": 1, "opt": min(DEFAULT_OPT_FRAMES[family], max_frames), "max": max_frames},
+            normalization=graph.normalization, exporter="", versions={"torch": torch.__version__}, accepted=True,
+        )
+        self._module = graph.module.eval().to(self._device)
+        if compile:
+            self._module = torch.compile(self._module, dynamic=True)
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self._autocast_dtype)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._module is None:
+            raise RuntimeError("this session is closed")
+        prepared, _ = check_feeds(self.artifact, feeds)
+        args = [torch.from_numpy(prepared[t.name]).to(self._device, non_blocking=True) for t in self.artifact.inputs]
+        with torch.inference_mode(), self._autocast():
+            outputs = self._module(*args)
+        names = [t.name for t in self.artifact.outputs]
+        return {name: t.float().cpu().numpy() for name, t in zip(names, outputs)}
+
+    def close(self) -> None:
+        self._module = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,233 @@
+"""Streaming reconstruction in bounded memory: overlapping windows of keyframes, chained by Sim(3).
+
+VGGT predicts each window in its own frame (its first camera is the identity) at its own
+normalised scale. Windows of ``window`` keyframes share ``overlap`` keyframes with the previous
+one; the shared frames' per-pixel points (predicted twice) give the similarity that maps the new
+window onto the map built so far, fitted by robust (Cauchy-weighted) Umeyama on
+confidence-weighted pixel correspondences. The first window fixes the world frame and its scale.
+
+Memory stays constant as the video grows: the stream keeps the map (voxel grid, bounded by the
+scene's extent), the cameras (a 3x4 and a 3x3 per keyframe) and only the last ``overlap``
+keyframes' points; per-frame depth goes to a ``sink`` (disk) as soon as it is final.
+
+Conventions: OpenCV camera axes, extrinsics camera-from-world (3, 4), intrinsics in model pixels,
+depth along the camera z axis in map units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+
+from edgescene.runtime.fusion import PointMap, confidence_mask
+from edgescene.runtime.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
+
+
+@dataclass
+class WindowPrediction:
+    """A model's output for one window of S frames, in the window's own frame and scale."""
+
+    extrinsics: np.ndarray  # (S, 3, 4) camera-from-world, frame 0 ~ identity
+    intrinsics: np.ndarray  # (S, 3, 3) model pixels
+    depth: np.ndarray  # (S, H, W)
+    depth_conf: np.ndarray  # (S, H, W)
+    world_points: np.ndarray | None = None  # (S, H, W, 3), point-map branch
+    world_points_conf: np.ndarray | None = None
+
+
+Predictor = Callable[[np.ndarray], WindowPrediction]
+
+
+def predictor_from_session(session) -> Predictor:
+    """Wrap a VGGT session (IO of ``edgescene export``) as a Predictor: decodes the pose encoding."""
+
+    def predict(images: np.ndarray) -> WindowPrediction:
+        out = session({"images": images})
+        extrinsics, intrinsics = decode_pose(out["pose_enc"].astype(np.float64), images.shape[-2:])
+        return WindowPrediction(extrinsics, intrinsics, out["depth"], out["depth_conf"],
+                                out.get("world_points"), out.get("world_points_conf"))
+
+    return predict
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """``window`` keyframes per model call, ``overlap`` of them shared with the previous call."""
+
+    window: int = 8
+    overlap: int = 2
+    branch: Literal["depth", "points"] = "depth"
+    conf_percentile: float = 50.0
+    voxel_size: float | None = None  # None: 1/250 of the first window's median depth
+    max_points: int | None = 2_000_000
+    align_stride: int = 4  # pixel stride of the correspondences used for alignment
+
+    def __post_init__(self) -> None:
+        if self.window < 2 and self.overlap:
+            raise ValueError("window must be >= 2 when windows overlap")
+        if not 1 <= self.overlap < self.window and not (self.window == 1 and self.overlap == 0):
+            raise ValueError(f"overlap must be in [1, window-1] (got overlap={self.overlap}, window={self.window})")
+        if self.branch not in ("depth", "points"):
+            raise ValueError(f"branch must be 'depth' or 'points', got {self.branch!r}")
+        if not 0 <= self.conf_percentile <= 100:
+            raise ValueError(f"conf_percentile must be in [0, 100], got {self.conf_percentile}")
+
+
+@dataclass
+class KeyframeResult:
+    """Final estimate of one keyframe, in map coordinates, handed to the sink once."""
+
+    keyframe: int  # keyframe number (0, 1, ...)
+    meta: dict
+    extrinsics: np.ndarray  # (3, 4)
+    intrinsics: np.ndarray  # (3, 3)
+    depth: np.ndarray  # (H, W) map units
+    depth_conf: np.ndarray  # (H, W)
+
+
+@dataclass
+class WindowAlignment:
+    index: int
+    frames: list[int]
+    scale: float
+    inlier_fraction: float
+    residual: float
+
+
+@dataclass
+class _Pending:
+    image: np.ndarray
+    rgb: np.ndarray
+    meta: dict
+
+
+@dataclass
+class StreamState:
+    keyframes: int
+    windows: int
+    points: int
+    last_alignment: WindowAlignment | None = None
+
+
+class StreamingReconstruction:
+    """Push keyframes one by one; every ``window - overlap`` new keyframes the model runs once.
+
+    ``push(image, rgb, meta)``: image (3, H, W) float32 in [0, 1] (model input), rgb (H, W, 3)
+    uint8 (colours of the points), meta (anything to carry to the outputs). Returns the running
+    state after a window ran, else None. ``finish()`` runs the last, partial window.
+    """
+
+    def __init__(self, predictor: Predictor, config: StreamConfig = StreamConfig(),
+                 sink: Callable[[KeyframeResult], None] | None = None) -> None:
+        self.predictor = predictor
+        self.config = config
+        self.sink = sink
+        self.map: PointMap | None = None
+        self.extrinsics: list[np.ndarray] = []  # per keyframe, map frame
+        self.intrinsics: list[np.ndarray] = []
+        self.metas: list[dict] = []
+        self.alignments: list[WindowAlignment] = []
+        self._pending: list[_Pending] = []
+        self._overlap: list[_Pending] = []  # frames carried into the next window
+        self._overlap_points: np.ndarray | None = None  # (K, H, W, 3) map-frame points of carried frames
+        self._overlap_conf: np.ndarray | None = None
+        self._keyframes = 0
+        self._windows = 0
+
+    @property
+    def state(self) -> StreamState:
+        return StreamState(len(self.extrinsics), self._windows, len(self.map) if self.map is not None else 0,
+                           self.alignments[-1] if self.alignments else None)
+
+    def push(self, image: np.ndarray, rgb: np.ndarray, meta: dict | None = None) -> StreamState | None:
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be (3, H, W) float32 in [0, 1], got {image.shape}")
+        self._pending.append(_Pending(image, rgb, dict(meta or {})))
+        if len(self._overlap) + len(self._pending) >= self.config.window:
+            self._run_window()
+            return self.state
+        return None
+
+    def finish(self) -> StreamState:
+        if self._pending:
+            self._run_window()
+        return self.state
+
+    # -- internals ---------------------------------------------------------------------------
+    def _run_window(self) -> None:
+        frames = self._overlap + self._pending
+        images = np.stack([f.image for f in frames]).astype(np.float32)
+        pred = self.predictor(images)
+        n_old = len(self._overlap)
+        points, conf = self._window_points(pred)
+        if self.map is None:
+            scale, rotation, translation = 1.0, np.eye(3), np.zeros(3)
+            voxel = self.config.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0
+            self.map = PointMap(voxel_size=max(voxel, 1e-9), max_points=self.config.max_points)
+        else:
+            scale, rotation, translation = self._align(points[:n_old], conf[:n_old])
+        map_points = scale * points @ rotation.T + translation
+        for i in range(n_old, len(frames)):
+            extr, intr = self._to_map(pred.extrinsics[i], pred.intrinsics[i], scale, rotation, translation)
+            self.extrinsics.append(extr)
+            self.intrinsics.append(intr)
+            self.metas.append(frames[i].meta)
+            keep = confidence_mask(conf[i], self.config.conf_percentile)
+            self.map.add(map_points[i][keep], frames[i].rgb[keep], conf[i][keep])
+            if self.sink is not None:
+                self.sink(KeyframeResult(self._keyframes, frames[i].meta, extr, intr,
+                                         (scale * pred.depth[i]).astype(np.float32), pred.depth_conf[i]))
+            self._keyframes += 1
+        k = self.config.overlap
+        self._overlap = frames[-k:] if k else []
+        self._overlap_points = map_points[-k:] if k else None
+        self._overlap_conf = conf[-k:] if k else None
+        self._pending = []
+        self._windows += 1
+
+    def _window_points(self, pred: WindowPrediction) -> tuple[np.ndarray, np.ndarray]:
+        if self.config.branch == "points":
+            if pred.world_points is None:
+                raise ValueError("branch='points' needs a model that outputs world_points")
+            return pred.world_points.astype(np.float64), pred.world_points_conf
+        points = unproject_depth(pred.depth.astype(np.float64), pred.extrinsics, pred.intrinsics)
+        return points, pred.depth_conf
+
+    def _align(self, points: np.ndarray, conf: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Similarity mapping this window's frame onto the map, from the carried-over frames."""
+        stride = self.config.align_stride
+        src = points[:, ::stride, ::stride].reshape(-1, 3)
+        dst = self._overlap_points[:, ::stride, ::stride].reshape(-1, 3)
+        weights = np.sqrt(conf[:, ::stride, ::stride] * self._overlap_conf[:, ::stride, ::stride]).reshape(-1)
+        valid = np.isfinite(src).all(1) & np.isfinite(dst).all(1) & (weights > 0)
+        scale, rotation, translation, robust = robust_umeyama_sim3(src[valid], dst[valid], weights[valid].astype(np.float64))
+        residual = np.linalg.norm(scale * src[valid] @ rotation.T + translation - dst[valid], axis=1)
+        self.alignments.append(WindowAlignment(
+            index=self._windows, frames=[f.meta.get("index", -1) for f in self._overlap], scale=float(scale),
+            inlier_fraction=float((robust > 0.5 * robust.max()).mean()) if robust.size else 0.0,
+            residual=float(np.median(residual)) if residual.size else float("nan"),
+        ))
+        return float(scale), rotation, translation
+
+    @staticmethod
+    def _to_map(extr: np.ndarray, intr: np.ndarray, s: float, rotation: np.ndarray, translation: np.ndarray):
+        """Camera-from-window -> camera-from-map for p_map = s R p_window + t (map units are s x window units)."""
+        r_cam = extr[:, :3] @ rotation.T
+        t_cam = s * extr[:, 3] - r_cam @ translation
+        return np.concatenate([r_cam, t_cam[:, None]], axis=1), np.asarray(intr, np.float64)
+
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 3, 4) extrinsics and (K, 3, 3) intrinsics of every keyframe so far, map frame."""
+        if not self.extrinsics:
+            return np.zeros((0, 3, 4)), np.zeros((0, 3, 3))
+        return np.stack(self.extrinsics), np.stack(self.intrinsics)
+
+    def camera_centers(self) -> np.ndarray:
+        extr, _ = self.trajectory()
+        return inverse_se3(extr)[:, :, 3] if len(extr) else np.zeros((0, 3))
+
+
+__all__ = ["KeyframeResult", "Predictor", "StreamConfig", "StreamState", "StreamingReconstruction",
+           "WindowAlignment", "WindowPrediction", "predictor_from_session"]

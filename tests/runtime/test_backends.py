@@ -1,0 +1,405 @@
+"""The three backends behind open_session give the same IO and the same numbers.
+
+- torch (preset + weights, checkpoint file) against the ONNX artifact exported from the same weights;
+- native TensorRT against a stand-in ``tensorrt`` / cuda-python pair that computes on the host: the
+  device check, buffers allocated once at the profile maximum, copies and one synchronize per call.
+  It checks how the backend drives the APIs, not TensorRT;
+- ``gpu`` + ``tensorrt``: a real engine exported here, compared with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import importlib.util
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgescene.export.parity import gate_images
+from edgescene.export.pipeline import ExportConfig, export_model
+from edgescene.models import create_model
+from edgescene.runtime.artifact import Artifact, ArtifactError, TensorSpec, write_artifact_json
+from edgescene.runtime.backends import tensorrt as trt_backend
+from edgescene.runtime.backends.tensorrt import check_engine_device, cuda_call
+from edgescene.runtime.session import open_session
+
+SIZES = {"vggt_tiny": (56, 84), "dinov3_tiny": (32, 48)}
+QUIET = {"log": lambda line: None}
+
+
+@pytest.fixture(scope="module")
+def same_weights(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """preset -> (checkpoint, ONNX artifact exported from that checkpoint)."""
+    root = tmp_path_factory.mktemp("backends")
+    made = {}
+    for preset, (height, width) in SIZES.items():
+        torch.manual_seed(0)
+        checkpoint = root / f"{preset}.pt"
+        torch.save(create_model(preset).eval().state_dict(), checkpoint)
+        result = export_model(ExportConfig(model=preset, weights=str(checkpoint), format="onnx",
+                                           out=str(root / f"{preset}_onnx"), height=height, width=width,
+                                           frames_range=(1, 2, 4)), **QUIET)
+        assert result.accepted, result.report.format()
+        made[preset] = (checkpoint, result.folder)
+    return made
+
+
+@pytest.mark.parametrize("preset", list(SIZES))
+@pytest.mark.parametrize("source", ["preset", "checkpoint"])
+def test_torch_backend_matches_the_onnx_artifact(same_weights, preset, source):
+    checkpoint, folder = same_weights[preset]
+    height, width = SIZES[preset]
+    model, options = (preset, {"weights": checkpoint}) if source == "preset" else (checkpoint, {})
+    reference = open_session(folder, device="cpu")
+    session = open_session(model, device="cpu", height=height, width=width, **options)
+    assert session.backend == "torch" and session.device == "cpu" and session.artifact.precision == "fp32"
+    assert session.artifact.model["preset"] == preset
+    for kind in ("input_spec", "output_spec"):  # identical IO: names, shapes, dtypes
+        assert [(t.name, t.shape, t.dtype) for t in getattr(session, kind)()] == \
+               [(t.name, t.shape, t.dtype) for t in getattr(reference, kind)()]
+    assert session.artifact.normalization == reference.artifact.normalization
+    for frames in (1, 3):
+        feeds = {"images": gate_images(height, width, frames)}
+        expected, got = reference(feeds), session(feeds)
+        assert list(got) == list(expected)
+        for name in expected:
+            assert got[name].dtype == np.float32 and got[name].shape == expected[name].shape, name
+            assert np.abs(got[name] - expected[name]).max() < 1e-4, name
+    with pytest.raises(ValueError, match="must have shape"):
+        session({"images": gate_images(height + 16, width, 1)})
+    session.close()
+
+
+def test_torch_backend_defaults_and_errors(same_weights):
+    session = open_session("dinov3_tiny", device="cpu")  # random weights, default 224x224
+    assert session.artifact.input_size == {"height": 224, "width": 224}
+    assert session.artifact.model["source"] == "random-init"
+    assert [t.shape for t in session.output_spec()] == [["batch", 64], ["batch", 196, 64]]
+    assert session({"images": gate_images(224, 224, 2)})["patch_tokens"].shape == (2, 196, 64)
+    assert open_session("vggt_tiny", device="cpu").artifact.input_size == {"height": 392, "width": 518}
+    with pytest.raises(ValueError, match="unknown model 'vggt_tinyy'.*Did you mean vggt_tiny"):
+        open_session("vggt_tinyy")
+    with pytest.raises(ValueError, match="multiple of the patch size 14"):
+        open_session("vggt_tiny", height=50, width=84)
+    with pytest.raises(ValueError, match="torch backend runs on auto/cpu/cuda, not device='tensorrt'"):
+        open_session("vggt_tiny", device="tensorrt")
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['providers'\]"):
+        open_session("vggt_tiny", providers=["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="weights= goes with a preset name"):
+        open_session(same_weights["vggt_tiny"][0], weights=same_weights["vggt_tiny"][0])
+    with pytest.raises(ValueError, match=r"has 3 frames; this artifact takes 1\.\.2"):
+        open_session("dinov3_tiny", device="cpu", height=32, width=32, max_frames=2)(
+            {"images": gate_images(32, 32, 3)})
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="sees no CUDA GPU"):
+            open_session("vggt_tiny", device="cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# Native TensorRT against stand-ins
+
+H = W = 4
+BUILT = {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+
+
+def _fake_trt_artifact(folder: Path, device: dict) -> Path:
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"onnx")
+    (folder / "model.engine").write_bytes(b"engine")
+    artifact = Artifact(
+        format="tensorrt", precision="fp32", backend="tensorrt",
+        model={"family": "dinov3", "preset": "fake", "source": "random-init", "source_sha256": None, "track_head": False},
+        files={"model": "model.onnx", "external_data": [], "engine": "model.engine"},
+        inputs=[TensorSpec("images", ["frames", 3, H, W], "float32")],
+        outputs=[TensorSpec("pooled", ["frames", 3], "float32"), TensorSpec("scaled", ["frames", 3, H, W], "float32")],
+        input_size={"height": H, "width": W}, frames={"min": 1, "opt": 2, "max": 4}, normalization={},
+        accepted=True, device=dict(device))
+    write_artifact_json(artifact, folder)
+    return folder
+
+
+class _Err(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorMemoryAllocation = 2
+
+
+class _FakeCudart:
+    """cuda-python's runtime on host memory: pointers are addresses of ctypes buffers."""
+
+    class cudaMemcpyKind(enum.IntEnum):
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    def __init__(self, major: int = 8, minor: int = 7) -> None:
+        self.props = types.SimpleNamespace(name=b"Orin\x00", major=major, minor=minor)
+        self.memory: dict[int, ctypes.Array] = {}
+        self.calls: list[str] = []
+
+    def _alloc(self, nbytes: int):
+        buf = (ctypes.c_uint8 * nbytes)()
+        self.memory[ctypes.addressof(buf)] = buf
+        return _Err.cudaSuccess, ctypes.addressof(buf)
+
+    def cudaGetDeviceCount(self):
+        return _Err.cudaSuccess, 1
+
+    def cudaSetDevice(self, index):
+        return (_Err.cudaSuccess,)
+
+    def cudaGetDeviceProperties(self, index):
+        return _Err.cudaSuccess, self.props
+
+    def cudaMalloc(self, nbytes):
+        self.calls.append("malloc")
+        return self._alloc(nbytes)
+
+    def cudaMallocHost(self, nbytes):
+        self.calls.append("malloc_host")
+        return self._alloc(nbytes)
+
+    def cudaFree(self, ptr):
+        self.calls.append("free")
+        del self.memory[ptr]
+        return (_Err.cudaSuccess,)
+
+    def cudaFreeHost(self, ptr):
+        self.calls.append("free_host")
+        del self.memory[ptr]
+        return (_Err.cudaSuccess,)
+
+    def cudaStreamCreate(self):
+        return _Err.cudaSuccess, 7
+
+    def cudaStreamDestroy(self, stream):
+        self.calls.append("stream_destroy")
+        return (_Err.cudaSuccess,)
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
+        self.calls.append(kind.name)
+        ctypes.memmove(dst, src, nbytes)
+        return (_Err.cudaSuccess,)
+
+    def cudaStreamSynchronize(self, stream):
+        self.calls.append("sync")
+        return (_Err.cudaSuccess,)
+
+
+def _host_array(address: int, shape: tuple[int, ...]) -> np.ndarray:
+    count = int(np.prod(shape))
+    return np.ctypeslib.as_array((ctypes.c_float * count).from_address(address)).reshape(shape)
+
+
+class _FakeContext:
+    """pooled = images.mean((2, 3)), scaled = 2 * images, on the addresses it was given."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+
+    def set_input_shape(self, name, shape):
+        if not 1 <= shape[0] <= 4 or tuple(shape[1:]) != (3, H, W):
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        frames = self.shapes["images"][0]
+        return {"pooled": (frames, 3), "scaled": (frames, 3, H, W), "images": self.shapes["images"]}[name]
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+
+    def execute_async_v3(self, stream):
+        images = _host_array(self.addresses["images"], self.shapes["images"])
+        _host_array(self.addresses["pooled"], self.get_tensor_shape("pooled"))[:] = images.mean(axis=(2, 3))
+        _host_array(self.addresses["scaled"], self.get_tensor_shape("scaled"))[:] = 2 * images
+        return True
+
+
+class _FakeEngine:
+    num_io_tensors = 3
+
+    def get_tensor_name(self, index):
+        return ["images", "pooled", "scaled"][index]
+
+    def get_tensor_mode(self, name):
+        return _FakeTrt.TensorIOMode.INPUT if name == "images" else _FakeTrt.TensorIOMode.OUTPUT
+
+    def get_tensor_shape(self, name):
+        return {"images": (-1, 3, H, W), "pooled": (-1, 3), "scaled": (-1, 3, H, W)}[name]
+
+    def get_tensor_profile_shape(self, name, profile):
+        assert name == "images" and profile == 0
+        return [(1, 3, H, W), (2, 3, H, W), (4, 3, H, W)]
+
+    def get_tensor_dtype(self, name):
+        return "FLOAT"
+
+    def create_execution_context(self):
+        return _FakeContext()
+
+
+class _FakeTrt:
+    __version__ = "10.3.0"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class TensorIOMode(enum.Enum):
+        INPUT = 0
+        OUTPUT = 1
+
+    class Runtime:
+        deserialized = 0
+
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            _FakeTrt.Runtime.deserialized += 1
+            return _FakeEngine() if data == b"engine" else None
+
+    @staticmethod
+    def nptype(dtype):
+        return np.float32
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    cudart = _FakeCudart()
+    _FakeTrt.Runtime.deserialized = 0
+    monkeypatch.setattr(trt_backend, "require_tensorrt_and_cuda", lambda: (_FakeTrt, cudart))
+    return cudart
+
+
+def test_cuda_call_unpacks_and_raises():
+    assert cuda_call((_Err.cudaSuccess, 5)) == 5
+    assert cuda_call((_Err.cudaSuccess,)) is None
+    assert cuda_call((0, 1, 2)) == (1, 2)
+    with pytest.raises(RuntimeError, match=r"cudaErrorMemoryAllocation \(2\)"):
+        cuda_call((_Err.cudaErrorMemoryAllocation, 0))
+
+
+def test_engine_device_check():
+    check_engine_device(BUILT, {"gpu": "Jetson AGX Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"})
+    check_engine_device({}, {"gpu": "H100", "compute_capability": "9.0", "tensorrt": "10.9.0"})  # nothing recorded
+    with pytest.raises(RuntimeError, match=r"engine built for sm 8\.7 with TensorRT 10\.3\.0 on Orin, this machine has "
+                                           r"sm 9\.0 with TensorRT 10\.3\.0 on H100 \(differs in compute_capability\)"
+                                           r": rebuild with `edgescene export --format tensorrt` here"):
+        check_engine_device(BUILT, {"gpu": "H100", "compute_capability": "9.0", "tensorrt": "10.3.0"})
+    with pytest.raises(RuntimeError, match="differs in tensorrt"):
+        check_engine_device(BUILT, {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.16.1"})
+
+
+def test_a_mismatched_engine_is_refused_before_deserializing(tmp_path, stand_ins):
+    stand_ins.props.major, stand_ins.props.minor = 9, 0  # this "GPU" is sm 9.0, the engine was built for 8.7
+    folder = _fake_trt_artifact(tmp_path / "engine", BUILT)
+    with pytest.raises(RuntimeError, match=r"engine built for sm 8\.7 .* this machine has sm 9\.0 .*rebuild with"):
+        open_session(folder)
+    assert _FakeTrt.Runtime.deserialized == 0
+    with pytest.raises(ValueError, match="runs on an NVIDIA GPU only"):
+        open_session(folder, device="cpu")
+
+
+def test_the_native_backend_allocates_once_and_copies_once_per_call(tmp_path, stand_ins):
+    folder = _fake_trt_artifact(tmp_path / "engine", BUILT)
+    session = open_session(folder, device_id=0)
+    assert session.backend == "tensorrt" and session.device == "cuda"
+    assert session.here == {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+    # one device buffer per tensor at the profile maximum (4 frames); pinned host buffers for the outputs
+    assert stand_ins.calls == ["malloc", "malloc", "malloc_host", "malloc", "malloc_host"]
+    assert session._buffers["images"].max_shape == (4, 3, H, W)
+    assert session._buffers["scaled"].nbytes == 4 * 3 * H * W * 4
+    rng = np.random.default_rng(0)
+    results = []
+    for frames in (3, 1, 4, 3):
+        stand_ins.calls.clear()
+        images = rng.random((frames, 3, H, W), dtype=np.float32)
+        out = session({"images": images})
+        assert stand_ins.calls == ["cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost", "cudaMemcpyDeviceToHost",
+                                   "sync"]  # no allocation, one synchronize
+        assert list(out) == ["pooled", "scaled"]
+        np.testing.assert_allclose(out["pooled"], images.mean(axis=(2, 3)), rtol=1e-6)
+        np.testing.assert_array_equal(out["scaled"], 2 * images)
+        results.append((images, out))
+    np.testing.assert_array_equal(results[0][1]["scaled"], 2 * results[0][0])  # not overwritten by later calls
+    with pytest.raises(ValueError, match=r"has 5 frames; this artifact takes 1\.\.4"):
+        session({"images": np.zeros((5, 3, H, W), np.float32)})
+    session.close()
+    assert sorted(stand_ins.calls[-6:]) == sorted(["free", "free", "free_host", "free", "free_host", "stream_destroy"])
+    assert stand_ins.memory == {}
+    with pytest.raises(RuntimeError, match="closed"):
+        session({"images": np.zeros((1, 3, H, W), np.float32)})
+
+
+def test_an_unreadable_engine_and_missing_tensorrt(tmp_path, stand_ins, monkeypatch):
+    folder = _fake_trt_artifact(tmp_path / "engine", BUILT)
+    (folder / "model.engine").write_bytes(b"corrupt")
+    with pytest.raises(RuntimeError, match="could not deserialize.*rebuild with"):
+        open_session(folder)
+    monkeypatch.undo()
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)
+    with pytest.raises(ImportError, match=r"edgescene\[runtime-gpu\]"):
+        open_session(folder)
+
+
+def test_an_unknown_engine_backend_name_is_refused(tmp_path):
+    folder = _fake_trt_artifact(tmp_path / "engine", BUILT)
+    text = (folder / "artifact.json").read_text().replace('"backend": "tensorrt"', '"backend": "openvino"')
+    (folder / "artifact.json").write_text(text)
+    with pytest.raises(ArtifactError, match="unknown backend 'openvino'"):
+        open_session(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real TensorRT
+
+
+def _tensorrt_missing() -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible to torch"
+    for module in ("tensorrt", "cuda"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install 'edgescene[runtime-gpu]')"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(_tensorrt_missing() is not None, reason=str(_tensorrt_missing()))
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-3), ("fp16", 5e-2)])
+def test_native_tensorrt_matches_onnxruntime(tmp_path, same_weights, precision, tolerance):
+    checkpoint, onnx_folder = same_weights["vggt_tiny"]
+    result = export_model(ExportConfig(model="vggt_tiny", weights=str(checkpoint), format="tensorrt",
+                                       out=str(tmp_path / "engine"), height=56, width=84, frames_range=(1, 2, 4),
+                                       precision=precision), **QUIET)
+    assert result.accepted, result.report.format()
+    reference = open_session(onnx_folder, device="cpu")
+    session = open_session(result.folder)
+    assert session.backend == "tensorrt"
+    assert [t.name for t in session.output_spec()] == [t.name for t in reference.output_spec()]
+    for frames in (1, 3, 4, 2):
+        feeds = {"images": gate_images(56, 84, frames)}
+        expected, got = reference(feeds), session(feeds)
+        for name in ("pose_enc", "depth", "world_points"):
+            assert np.percentile(np.abs(got[name] - expected[name]), 99) < tolerance, (frames, name)
+    session.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
+def test_torch_backend_on_cuda_uses_autocast(same_weights):
+    checkpoint, folder = same_weights["vggt_tiny"]
+    session = open_session(checkpoint, device="cuda", height=56, width=84)
+    assert session.artifact.precision in ("bf16", "fp16")
+    got, expected = session({"images": gate_images(56, 84, 2)}), open_session(folder, device="cpu")(
+        {"images": gate_images(56, 84, 2)})
+    assert got["depth"].dtype == np.float32
+    assert np.percentile(np.abs(got["depth"] - expected["depth"]), 99) < 5e-2

@@ -1,0 +1,198 @@
+"""Tests for edgescene.runtime.fusion (numpy only, fast)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgescene.runtime import geometry as g
+from edgescene.runtime.fusion import PointMap, confidence_mask, voxel_downsample
+
+
+def rotation_z(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def plane_samples(rng: np.random.Generator, n: int, noise: float = 0.0):
+    """n random points of the square [0, 1)^2 at z = 0.55, coloured by position."""
+    xy = rng.uniform(0.0, 1.0, size=(n, 2))
+    z = np.full((n, 1), 0.55) + rng.normal(scale=noise, size=(n, 1)) if noise else np.full((n, 1), 0.55)
+    pts = np.concatenate([xy, z], axis=1)
+    colors = (np.concatenate([xy, np.zeros((n, 1))], axis=1) * 255).astype(np.uint8)
+    return pts, colors
+
+
+# ----------------------------------------------------------------------------- confidence_mask
+
+def test_confidence_mask_percentiles():
+    conf = np.arange(1, 101, dtype=np.float32).reshape(10, 10)  # 1..100
+    assert confidence_mask(conf, 0).all()
+    assert confidence_mask(conf, 50).sum() == 50
+    assert confidence_mask(conf, 90).sum() == 10
+    assert confidence_mask(conf, 100).sum() == 1 and confidence_mask(conf, 100)[-1, -1]
+    assert confidence_mask(conf, 50).shape == conf.shape and confidence_mask(conf, 50).dtype == bool
+
+
+def test_confidence_mask_min_conf_and_invalid():
+    conf = np.array([0.0, 1e-6, 0.5, 2.0, np.nan, np.inf])
+    np.testing.assert_array_equal(confidence_mask(conf, 0), [False, False, True, True, False, False])
+    np.testing.assert_array_equal(confidence_mask(conf, 0, min_conf=1.0), [False, False, False, True, False, False])
+    assert not confidence_mask(np.full(4, np.nan), 10).any()
+    for bad in (-1, 100.5):
+        with pytest.raises(ValueError, match="percentile"):
+            confidence_mask(conf, bad)
+
+
+# ----------------------------------------------------------------------------- voxel_downsample
+
+def test_voxel_downsample_hand_case():
+    pts = np.array([[0.1, 0.1, 0.1], [0.3, 0.2, 0.4],      # voxel (0, 0, 0)
+                    [1.2, 0.5, 0.5], [1.6, 0.7, 0.9],      # voxel (1, 0, 0)
+                    [1.4, 0.1, 0.2]], dtype=np.float32)
+    colors = np.array([[0, 0, 0], [100, 50, 10], [10, 20, 30], [30, 40, 50], [20, 30, 40]], dtype=np.uint8)
+    p, c, w = voxel_downsample(pts, colors, 1.0)
+    assert p.dtype == np.float32 and c.dtype == np.uint8 and p.shape == (2, 3)
+    np.testing.assert_allclose(p, [[0.2, 0.15, 0.25], [1.4, 0.43333333, 0.53333333]], rtol=1e-6)
+    np.testing.assert_array_equal(c, [[50, 25, 5], [20, 30, 40]])
+    np.testing.assert_array_equal(w, [2.0, 3.0])
+
+    weights = np.array([1.0, 3.0, 0.0, 2.0, 2.0])  # a zero weight drops its point
+    p, c, w = voxel_downsample(pts, colors, 1.0, weights=weights)
+    np.testing.assert_allclose(p, [[0.25, 0.175, 0.325], [1.5, 0.4, 0.55]], rtol=1e-6)
+    np.testing.assert_array_equal(c, [[75, 38, 8], [25, 35, 45]])  # 37.5 -> 38, 7.5 -> 8
+    np.testing.assert_array_equal(w, [4.0, 4.0])
+
+
+def test_voxel_downsample_negative_coordinates_and_filtering():
+    pts = np.array([[-0.1, 0.0, 0.0], [0.1, 0.0, 0.0], [np.nan, 0, 0], [np.inf, 0, 0], [1e300, 0, 0]])
+    p, c, w = voxel_downsample(pts, np.zeros((5, 3), np.uint8), 1.0)
+    assert p.shape == (2, 3)  # -0.1 and 0.1 straddle the origin: two voxels; bad points dropped
+    np.testing.assert_allclose(np.sort(p[:, 0]), [-0.1, 0.1])
+    p, c, w = voxel_downsample(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), 0.1)
+    assert p.shape == (0, 3) and c.shape == (0, 3) and w.shape == (0,)
+
+
+def test_voxel_downsample_validates():
+    pts, colors = np.zeros((3, 3)), np.zeros((3, 3), np.uint8)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="voxel_size"):
+            voxel_downsample(pts, colors, bad)
+    with pytest.raises(ValueError, match="points"):
+        voxel_downsample(np.zeros((3, 2)), colors, 1.0)
+    with pytest.raises(ValueError, match="colors"):
+        voxel_downsample(pts, colors.astype(np.float32), 1.0)
+    with pytest.raises(ValueError, match="weights"):
+        voxel_downsample(pts, colors, 1.0, weights=np.array([1.0, -1.0, 1.0]))
+
+
+def test_voxel_downsample_wide_extent_fallback_matches():
+    # Extents too wide to pack into one int64 take the np.unique(axis=0) path; same answer.
+    pts = np.array([[-1e11, 0, 0], [1e11, 0, 0], [1e11, 0.5, 0], [0, -1e11, 1e11]])
+    p, c, w = voxel_downsample(pts, np.zeros((4, 3), np.uint8), 1.0)
+    assert len(p) == 3 and sorted(w.tolist()) == [1.0, 1.0, 2.0]
+
+
+# ----------------------------------------------------------------------------- PointMap
+
+def test_pointmap_matches_voxel_downsample_of_everything():
+    rng = np.random.default_rng(0)
+    batches = [plane_samples(rng, 500, noise=0.02) for _ in range(4)]
+    m = PointMap(0.1)
+    for pts, col in batches:
+        m.add(pts, col)
+    all_p = np.concatenate([b[0] for b in batches])
+    all_c = np.concatenate([b[1] for b in batches])
+    p, c, w = voxel_downsample(all_p, all_c, 0.1)
+    order = np.lexsort(m.points.T)
+    ref = np.lexsort(p.T.astype(np.float32))
+    np.testing.assert_allclose(m.points[order], p[ref], atol=1e-6)
+    np.testing.assert_allclose(m.weights[order], w[ref])
+    assert np.abs(m.colors[order].astype(int) - c[ref]).max() <= 1
+
+
+def test_pointmap_same_surface_twice_keeps_count():
+    rng = np.random.default_rng(1)
+    pts, col = plane_samples(rng, 20_000)
+    m = PointMap(0.05)
+    m.add(pts, col)
+    n = len(m)
+    assert 0 < n <= 400
+    m.add(pts, col)
+    assert len(m) == n
+    np.testing.assert_array_equal(m.weights.sum(), 40_000)
+
+
+def test_pointmap_static_scene_memory_is_flat():
+    rng = np.random.default_rng(2)
+    m = PointMap(0.1)
+    sizes = []
+    for _ in range(60):  # new random samples of the same static surface every frame
+        pts, col = plane_samples(rng, 2_000)
+        m.add(pts, col)
+        sizes.append(m.nbytes)
+    assert len(m) == 100  # the 10 x 10 voxels of the plane
+    assert sizes[-1] == sizes[5]
+    assert m.nbytes < 2_000 * 3 * 8  # far below even one frame's raw points
+
+
+def test_pointmap_transform_matches_sim3():
+    rng = np.random.default_rng(3)
+    pts = rng.integers(0, 20, size=(200, 3)).astype(np.float64) + 0.5  # one point per unit voxel
+    pts = np.unique(pts, axis=0)
+    col = rng.integers(0, 256, size=(len(pts), 3)).astype(np.uint8)
+    m = PointMap(0.1)
+    m.add(pts, col)
+    before_p, before_c = m.points, m.colors
+    s, R, t = 2.5, rotation_z(0.7) @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0.0]]), np.array([1.0, -2.0, 3.0])
+    m.transform(s, R, t)
+    expected = g.apply_sim3(before_p.astype(np.float64), s, R, t)
+    assert len(m) == len(pts) and m.voxel_size == pytest.approx(0.25)
+    order = np.lexsort(m.points.T)
+    ref = np.lexsort(expected.astype(np.float32).T)
+    np.testing.assert_allclose(m.points[order], expected[ref], atol=1e-5)
+    np.testing.assert_array_equal(m.colors[order], before_c[ref])
+    with pytest.raises(ValueError, match="s:"):
+        m.transform(0.0, R, t)
+
+
+def test_pointmap_max_points_cap(caplog):
+    rng = np.random.default_rng(4)
+    m = PointMap(0.01, max_points=500)
+    with caplog.at_level(logging.INFO, logger="edgescene.runtime.fusion"):
+        for _ in range(5):
+            pts, col = plane_samples(rng, 5_000)
+            m.add(pts, col)
+            assert len(m) <= 500
+    assert m.voxel_size > 0.01
+    assert "voxel size doubled" in caplog.text
+    assert m.weights.sum() == pytest.approx(25_000)  # coarsening merges, never loses weight
+    # A far-flung cloud still converges (the grid coarsens until the points fit).
+    m = PointMap(1e-3, max_points=8)
+    m.add(rng.normal(scale=100.0, size=(1000, 3)), np.zeros((1000, 3), np.uint8))
+    assert 1 <= len(m) <= 8
+    with pytest.raises(ValueError, match="max_points"):
+        PointMap(0.1, max_points=2)
+
+
+def test_pointmap_empty_and_validation():
+    m = PointMap(0.1)
+    assert len(m) == 0 and m.points.shape == (0, 3) and m.colors.shape == (0, 3)
+    m.add(np.zeros((0, 3)), np.zeros((0, 3), np.uint8))
+    assert len(m) == 0
+    with pytest.raises(ValueError, match="colors"):
+        m.add(np.zeros((4, 3)), np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match="voxel_size"):
+        PointMap(0.0)
+
+
+def test_fusion_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import edgescene.runtime.fusion, edgescene.runtime.outputs; "
+            "assert 'edgescene.models' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
