@@ -7,14 +7,14 @@ arrays by input name and get numpy arrays by output name::
     out = session({"images": images})                       # images (S, 3, H, W) float32 in [0, 1]
     out["depth"].shape                                      # (S, H, W)
 
-==========================================  =========================================================
-``model``                                   backend (:mod:`edgescene.runtime.backends`)
-==========================================  =========================================================
-artifact folder, backend onnxruntime/triton  onnxruntime (CPU, CUDA or TensorRT execution provider)
-artifact folder, backend tensorrt            native TensorRT (tensorrt + cuda-python)
-``.pt`` / ``.pth`` / ``.safetensors`` file   torch (imports torch and edgescene.models, only then)
-preset name (``vggt_tiny``, ``dinov3_vitl16``) torch, random weights unless ``weights=``
-==========================================  =========================================================
+==============================================  =====================================================
+``model``                                       backend (:mod:`edgescene.runtime.backends`)
+==============================================  =====================================================
+artifact folder, backend onnxruntime/triton     onnxruntime (CPU, CUDA or TensorRT execution provider)
+artifact folder, backend tensorrt               native TensorRT (tensorrt + cuda-python)
+``.pt`` / ``.pth`` / ``.safetensors`` file      torch (imports torch and edgescene.models, only then)
+preset name (``vggt_tiny``, ``dinov3_vitl16``)  torch, random weights unless ``weights=``
+==============================================  =====================================================
 
 ``device``: "auto" (the best available), "cpu", "cuda" or "tensorrt" (onnxruntime's TensorRT EP
 for ONNX artifacts; the engine itself for TensorRT artifacts). ``options`` go to the backend and are
@@ -94,8 +94,8 @@ def open_session(model: str | Path, device: Device = "auto", **options) -> Sessi
         cls = backend_class(backend)
     except ImportError as exc:
         if backend == "torch":
-            raise ImportError(f"opening {str(model)!r} needs PyTorch (the torch backend): pip install 'edgescene[torch]'; "
-                              f"or open an exported artifact folder ({exc})") from exc
+            raise ImportError(f"opening {str(model)!r} needs PyTorch (the torch backend): "
+                              f"pip install 'edgescene[torch]'; or open an exported artifact folder ({exc})") from exc
         raise
     accepted = backend_options(cls)
     unknown = sorted(set(options) - set(accepted))

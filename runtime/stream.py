@@ -4,7 +4,8 @@ VGGT predicts each window in its own frame (its first camera is the identity) at
 normalised scale. Windows of ``window`` keyframes share ``overlap`` keyframes with the previous
 one; the shared frames' per-pixel points (predicted twice) give the similarity that maps the new
 window onto the map built so far, fitted by robust (Cauchy-weighted) Umeyama on
-confidence-weighted pixel correspondences. The first window fixes the world frame and its scale.
+confidence-weighted pixel correspondences. The first window fixes the scale, and the first
+keyframe's camera frame is the map frame (its extrinsics are exactly the identity).
 
 Memory stays constant as the video grows: the stream keeps the map (voxel grid, bounded by the
 scene's extent), the cameras (a 3x4 and a 3x3 per keyframe) and only the last ``overlap``
@@ -163,7 +164,8 @@ class StreamingReconstruction:
         n_old = len(self._overlap)
         points, conf = self._window_points(pred)
         if self.map is None:
-            scale, rotation, translation = 1.0, np.eye(3), np.zeros(3)
+            # The map frame is the first keyframe's camera frame exactly (VGGT's is only close to it).
+            scale, rotation, translation = 1.0, pred.extrinsics[0][:, :3], pred.extrinsics[0][:, 3]
             voxel = self.config.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0
             self.map = PointMap(voxel_size=max(voxel, 1e-9), max_points=self.config.max_points)
         else:

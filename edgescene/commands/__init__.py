@@ -9,6 +9,7 @@ from typing import Callable
 from edgescene.commands import data as _data
 from edgescene.commands import export as _export
 from edgescene.commands import models as _models
+from edgescene.commands import reconstruct as _reconstruct
 from edgescene.commands import synth as _synth
 
 
@@ -21,6 +22,8 @@ class Command:
 
 
 COMMANDS: list[Command] = [
+    Command("reconstruct", "reconstruct cameras, depth and a point cloud from images or a video",
+            _reconstruct.add_reconstruct_arguments, _reconstruct.run_reconstruct),
     Command("models", "list every model preset with its parameter count and where its weights come from",
             _models.add_models_arguments, _models.run_models),
     Command("inspect", "identify a checkpoint file (family, preset, form), verify its hash and keys",

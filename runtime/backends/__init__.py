@@ -114,8 +114,8 @@ def check_feeds(artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> tuple[di
             if axes.setdefault(d, s) != s:
                 raise ValueError(f"axis {d!r} is {axes[d]} in one input and {s} in {spec.name!r}; it must agree")
             if s < lo or (hi is not None and s > hi):
-                raise ValueError(f"input {spec.name!r} has {s} {d}; this artifact takes {lo}..{hi} {d} "
-                                 "(its frames range; re-export with --frames-range MIN:OPT:MAX to change it)")
+                raise ValueError(f"input {spec.name!r}: the {d!r} axis is {s}, outside this artifact's range "
+                                 f"{lo}..{hi} (its frames min..max; an export takes --frames-range MIN:OPT:MAX)")
         prepared[spec.name] = np.ascontiguousarray(value, dtype=want)
     return prepared, axes
 

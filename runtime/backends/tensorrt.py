@@ -74,7 +74,8 @@ def check_engine_device(built: dict[str, Any], here: dict[str, str]) -> None:
     keys = [k for k in ("compute_capability", "tensorrt") if built.get(k) is not None and str(built[k]) != here[k]]
     if keys:
         def describe(d: dict) -> str:
-            return f"sm {d.get('compute_capability', '?')} with TensorRT {d.get('tensorrt', '?')} on {d.get('gpu', '?')}"
+            return (f"sm {d.get('compute_capability', '?')} with TensorRT {d.get('tensorrt', '?')} "
+                    f"on {d.get('gpu', '?')}")
 
         raise RuntimeError(f"engine built for {describe(built)}, this machine has {describe(here)} (differs in "
                            f"{' and '.join(keys)}): {REBUILD}")

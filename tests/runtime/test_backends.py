@@ -91,7 +91,7 @@ def test_torch_backend_defaults_and_errors(same_weights):
         open_session("vggt_tiny", providers=["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="weights= goes with a preset name"):
         open_session(same_weights["vggt_tiny"][0], weights=same_weights["vggt_tiny"][0])
-    with pytest.raises(ValueError, match=r"has 3 frames; this artifact takes 1\.\.2"):
+    with pytest.raises(ValueError, match=r"'batch' axis is 3, outside this artifact's range 1\.\.2"):
         open_session("dinov3_tiny", device="cpu", height=32, width=32, max_frames=2)(
             {"images": gate_images(32, 32, 3)})
     if not torch.cuda.is_available():
@@ -112,7 +112,8 @@ def _fake_trt_artifact(folder: Path, device: dict) -> Path:
     (folder / "model.engine").write_bytes(b"engine")
     artifact = Artifact(
         format="tensorrt", precision="fp32", backend="tensorrt",
-        model={"family": "dinov3", "preset": "fake", "source": "random-init", "source_sha256": None, "track_head": False},
+        model={"family": "dinov3", "preset": "fake", "source": "random-init", "source_sha256": None,
+               "track_head": False},
         files={"model": "model.onnx", "external_data": [], "engine": "model.engine"},
         inputs=[TensorSpec("images", ["frames", 3, H, W], "float32")],
         outputs=[TensorSpec("pooled", ["frames", 3], "float32"), TensorSpec("scaled", ["frames", 3, H, W], "float32")],
@@ -330,7 +331,7 @@ def test_the_native_backend_allocates_once_and_copies_once_per_call(tmp_path, st
         np.testing.assert_array_equal(out["scaled"], 2 * images)
         results.append((images, out))
     np.testing.assert_array_equal(results[0][1]["scaled"], 2 * results[0][0])  # not overwritten by later calls
-    with pytest.raises(ValueError, match=r"has 5 frames; this artifact takes 1\.\.4"):
+    with pytest.raises(ValueError, match=r"'frames' axis is 5, outside this artifact's range 1\.\.4"):
         session({"images": np.zeros((5, 3, H, W), np.float32)})
     session.close()
     assert sorted(stand_ins.calls[-6:]) == sorted(["free", "free", "free_host", "free", "free_host", "stream_destroy"])

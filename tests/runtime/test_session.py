@@ -67,7 +67,7 @@ def test_inputs_are_checked_against_the_artifact(exported):
         session({"images": images[:, :, :28]})
     with pytest.raises(ValueError, match="must have shape"):
         session({"images": images[0]})  # rank 3
-    with pytest.raises(ValueError, match=r"has 5 frames; this artifact takes 1\.\.4 frames"):
+    with pytest.raises(ValueError, match=r"'frames' axis is 5, outside this artifact's range 1\.\.4"):
         session({"images": gate_images(VGGT_H, VGGT_W, 5)})
     with pytest.raises(ValueError, match="must be float32.*got uint8"):
         session({"images": (images * 255).astype(np.uint8)})

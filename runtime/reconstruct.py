@@ -1,0 +1,272 @@
+"""Reconstruction from images or video: the runtime's main job, as an API and as one folder.
+
+    rec = Reconstructor("artifacts/vggt_onnx")          # an exported VGGT artifact (or a checkpoint)
+    result = rec.run(open_frames("clip.mp4"))            # everything in memory: short inputs
+    stream = rec.stream()                                # frame by frame, bounded memory
+    for frame in open_frames("long.mp4"): state = stream.push(frame)
+    reconstruct_to_folder("long.mp4", "artifacts/vggt_onnx", "out/")   # the CLI's job
+
+Frames go through keyframe selection (image difference, or DINOv3 features when a features
+artifact is given), preprocessing to the artifact's input size, and
+:class:`~edgescene.runtime.stream.StreamingReconstruction`. Outputs: a fused, confidence-filtered,
+voxel-downsampled point cloud (PLY and GLB), per-keyframe depth and confidence (NPZ, model
+resolution, map units), cameras (JSON: intrinsics in model and original pixels, camera-from-world
+extrinsics; TUM trajectory) and a run report, written atomically into one folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal
+
+import numpy as np
+
+from edgescene import __version__
+from edgescene.runtime.artifact import ArtifactError
+from edgescene.runtime.frames import Frame, open_frames
+from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
+from edgescene.runtime.outputs import OutputFolder, write_cameras_json, write_depth_npz, write_glb, write_json, write_ply, write_tum
+from edgescene.runtime.preprocess import Resize, fit, prepare
+from edgescene.runtime.session import open_session
+from edgescene.runtime.stream import KeyframeResult, StreamConfig, StreamingReconstruction, StreamState, predictor_from_session
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """Options of a reconstruction (validated; reported back in the run report)."""
+
+    window: int = 8
+    overlap: int = 2
+    mode: Literal["crop", "pad"] = "crop"
+    branch: Literal["depth", "points"] = "depth"
+    conf_percentile: float = 50.0
+    voxel_size: float | None = None
+    every_s: float | None = None
+    max_frames: int | None = None
+    keyframe_threshold: float = 4.0
+    max_keyframe_gap: int = 8
+    device: str = "auto"
+    features: str | None = None  # a DINOv3 features artifact for keyframes and revisits
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("crop", "pad"):
+            raise ValueError(f"mode must be 'crop' or 'pad', got {self.mode!r}")
+        StreamConfig(window=self.window, overlap=self.overlap, branch=self.branch, conf_percentile=self.conf_percentile)
+        if self.keyframe_threshold < 0 or self.max_keyframe_gap < 1:
+            raise ValueError("keyframe_threshold must be >= 0 and max_keyframe_gap >= 1")
+
+
+@dataclass
+class Reconstruction:
+    """An in-memory result (``Reconstructor.run``)."""
+
+    extrinsics: np.ndarray  # (K, 3, 4) camera-from-world, map frame (first keyframe = identity)
+    intrinsics: np.ndarray  # (K, 3, 3) model pixels
+    points: np.ndarray  # (N, 3) map frame
+    colors: np.ndarray  # (N, 3) uint8
+    keyframes: list[dict]  # per keyframe: index, source, timestamp_s
+    depth: list[np.ndarray] = field(default_factory=list)  # (H, W) per keyframe, map units
+    depth_conf: list[np.ndarray] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+class Stream:
+    """Frame-by-frame reconstruction: ``push(frame)`` returns the running state when the map changed."""
+
+    def __init__(self, reconstructor: "Reconstructor", sink=None) -> None:
+        self.rec = reconstructor
+        self.timings: dict[str, float] = defaultdict(float)
+        self.frames_seen = 0
+        self.decisions: list[dict] = []
+        self.revisits: list[dict] = []
+        self._resize: Resize | None = None
+        self._selector = reconstructor._selector()
+        self._core = StreamingReconstruction(self._timed_predictor(), reconstructor.stream_config, sink=sink)
+
+    def _timed_predictor(self):
+        predict = predictor_from_session(self.rec.session)
+
+        def timed(images):
+            start = time.perf_counter()
+            out = predict(images)
+            self.timings["model_s"] += time.perf_counter() - start
+            return out
+
+        return timed
+
+    def push(self, frame: Frame | np.ndarray) -> StreamState | None:
+        if isinstance(frame, np.ndarray):
+            frame = Frame(index=self.frames_seen, timestamp_s=None, rgb=frame, source=f"array#{self.frames_seen}")
+        self.frames_seen += 1
+        start = time.perf_counter()
+        decision: Decision = self._selector(frame.rgb)
+        self.timings["keyframes_s"] += time.perf_counter() - start
+        if decision.revisit_of is not None:
+            self.revisits.append({"frame": frame.index, "keyframe": decision.revisit_of})
+        if not decision.keep:
+            return None
+        start = time.perf_counter()
+        h, w = self.rec.input_hw
+        if self._resize is None or (self._resize.src_h, self._resize.src_w) != frame.rgb.shape[:2]:
+            self._resize = fit(frame.rgb.shape[0], frame.rgb.shape[1], h, w, self.rec.config.mode)
+        image = prepare(frame.rgb, self._resize)
+        colors = np.clip(np.rint(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+        self.timings["preprocess_s"] += time.perf_counter() - start
+        meta = {"index": frame.index, "source": frame.source, "timestamp_s": frame.timestamp_s,
+                "resize": self._resize, "reason": decision.reason}
+        start = time.perf_counter()
+        model_before = self.timings["model_s"]
+        state = self._core.push(image, colors, meta)
+        self.timings["fusion_s"] += time.perf_counter() - start - (self.timings["model_s"] - model_before)
+        return state
+
+    def finish(self) -> StreamState:
+        start = time.perf_counter()
+        model_before = self.timings["model_s"]
+        state = self._core.finish()
+        self.timings["fusion_s"] += time.perf_counter() - start - (self.timings["model_s"] - model_before)
+        return state
+
+    @property
+    def map(self):
+        return self._core.map
+
+    @property
+    def core(self) -> StreamingReconstruction:
+        return self._core
+
+
+class Reconstructor:
+    """Reconstruction with one VGGT model. ``model``: artifact folder, checkpoint file or preset."""
+
+    def __init__(self, model: str | Path, config: ReconstructConfig = ReconstructConfig(), **session_options) -> None:
+        self.config = config
+        self.session = open_session(model, device=config.device, **session_options)
+        artifact = self.session.artifact
+        family = artifact.model.get("family")
+        if family != "vggt":
+            raise ArtifactError(f"{model}: a {family} artifact; reconstruction needs a VGGT model "
+                                "(DINOv3 artifacts go to --features)")
+        self.input_hw = (int(artifact.input_size["height"]), int(artifact.input_size["width"]))
+        low, high = int(artifact.frames["min"]), int(artifact.frames["max"])
+        if not low <= config.window <= high:
+            raise ValueError(f"--window {config.window} is outside what {model} serves ({low}..{high} frames): "
+                             f"use --window {min(max(config.window, low), high)} or re-export with --frames-range")
+        self.stream_config = StreamConfig(window=config.window, overlap=config.overlap, branch=config.branch,
+                                          conf_percentile=config.conf_percentile, voxel_size=config.voxel_size)
+        self.features = open_session(config.features, device=config.device) if config.features else None
+        if self.features is not None and self.features.artifact.model.get("family") != "dinov3":
+            raise ArtifactError(f"--features {config.features}: expected a DINOv3 features artifact")
+
+    def _selector(self):
+        if self.features is None:
+            return ImageDifferenceSelector(self.config.keyframe_threshold, self.config.max_keyframe_gap)
+        size = self.features.artifact.input_size
+        resize_cache: dict = {}
+
+        def embed(rgb: np.ndarray) -> np.ndarray:
+            key = rgb.shape[:2]
+            if key not in resize_cache:
+                resize_cache[key] = fit(key[0], key[1], int(size["height"]), int(size["width"]), "crop")
+            return self.features({"images": prepare(rgb, resize_cache[key])[None]})["cls"][0]
+
+        return FeatureSelector(embed, max_gap=self.config.max_keyframe_gap)
+
+    def stream(self, sink=None) -> Stream:
+        return Stream(self, sink)
+
+    def run(self, frames: Iterable[Frame | np.ndarray]) -> Reconstruction:
+        """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones)."""
+        results: list[KeyframeResult] = []
+        stream = self.stream(sink=results.append)
+        for frame in frames:
+            stream.push(frame)
+        if stream.frames_seen == 0:
+            raise ValueError("no frames to reconstruct")
+        stream.finish()
+        extrinsics, intrinsics = stream.core.trajectory()
+        return Reconstruction(
+            extrinsics=extrinsics, intrinsics=intrinsics, points=stream.map.points, colors=stream.map.colors,
+            keyframes=[_frame_record(r.meta) for r in results], depth=[r.depth for r in results],
+            depth_conf=[r.depth_conf for r in results], report=_report(self, stream),
+        )
+
+
+def _frame_record(meta: dict) -> dict:
+    return {"index": meta["index"], "source": meta["source"], "timestamp_s": meta["timestamp_s"]}
+
+
+def _report(rec: Reconstructor, stream: Stream) -> dict:
+    artifact = rec.session.artifact
+    core = stream.core
+    return {
+        "edgescene": __version__,
+        "frames_seen": stream.frames_seen,
+        "keyframes": len(core.extrinsics),
+        "windows": core.state.windows,
+        "points": len(core.map) if core.map is not None else 0,
+        "backend": {"name": rec.session.backend, "device": rec.session.device},
+        "model": {"format": artifact.format, "precision": artifact.precision, **artifact.model,
+                  "input_size": artifact.input_size},
+        "config": asdict(rec.config),
+        "timings_s": {k: round(v, 4) for k, v in stream.timings.items()},
+        "alignments": [asdict(a) for a in core.alignments],
+        "revisits": stream.revisits,
+    }
+
+
+def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: ReconstructConfig = ReconstructConfig(),
+                          overwrite: bool = False, progress: bool = True) -> dict:
+    """Reconstruct ``source`` (image, folder or list of images, video) into the folder ``out``.
+
+    Nothing appears at ``out`` unless the whole run succeeds (it is built in a staging folder).
+    Returns the run report (also written as ``report.json``).
+    """
+    start = time.perf_counter()
+    with OutputFolder(out, overwrite=overwrite) as folder:
+        frames = open_frames(source, every_s=config.every_s, max_frames=config.max_frames, progress=progress)
+        rec = Reconstructor(model, config)
+        kept: list[KeyframeResult] = []
+
+        def sink(result: KeyframeResult) -> None:
+            write_depth_npz(folder.path(f"depth/{result.keyframe:05d}.npz"), result.depth, result.depth_conf,
+                            frame_index=np.int64(result.meta["index"]))
+            kept.append(KeyframeResult(result.keyframe, result.meta, result.extrinsics, result.intrinsics,
+                                       np.empty(0), np.empty(0)))  # cameras only: depth is on disk
+
+        stream = rec.stream(sink=sink)
+        decode_start = time.perf_counter()
+        for frame in frames:
+            stream.push(frame)
+        if stream.frames_seen == 0:
+            raise ValueError(f"{source}: no frames to reconstruct")
+        stream.finish()
+        extrinsics, intrinsics = stream.core.trajectory()
+        records = [_frame_record(k.meta) for k in kept]
+        source_intrinsics = np.stack([k.meta["resize"].to_source_intrinsics(k.intrinsics) for k in kept])
+        write_start = time.perf_counter()
+        points, colors = stream.map.points, stream.map.colors
+        write_ply(folder.path("points.ply"), points, colors)
+        cameras = [(intrinsics[i], extrinsics[i], rec.input_hw) for i in range(len(kept))]
+        write_glb(folder.path("scene.glb"), points, colors, cameras=cameras)
+        write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, rec.input_hw)
+        write_json(folder.path("cameras_source.json"), {
+            "note": "intrinsics in the original image's pixels (before resizing to the model input)",
+            "intrinsics": source_intrinsics.tolist(),
+            "image_size": [[k.meta["resize"].src_h, k.meta["resize"].src_w] for k in kept],
+        })
+        timestamps = np.array([r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records])
+        write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
+        report = _report(rec, stream)
+        report["timings_s"]["write_s"] = round(time.perf_counter() - write_start, 4)
+        report["timings_s"]["total_s"] = round(time.perf_counter() - start, 4)
+        report["timings_s"]["decode_and_other_s"] = round(
+            time.perf_counter() - decode_start - sum(v for k, v in stream.timings.items()), 4)
+        report["input"] = frames.describe()
+        report["outputs"] = ["points.ply", "scene.glb", "cameras.json", "cameras_source.json", "trajectory.tum",
+                             "depth/*.npz", "report.json"]
+        write_json(folder.path("report.json"), report)
+    return report
