@@ -34,7 +34,8 @@ def test_subpackages_import_under_the_edgescene_name():
 def test_runtime_imports_with_torch_blocked():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import edgescene.runtime, edgescene.runtime.geometry, edgescene.cli\n"
+        "import edgescene.runtime, edgescene.cli\n"
+        "from edgescene.runtime import artifact, frames, fusion, geometry, keyframes, outputs, preprocess, reconstruct, session, stream\n"
         "assert 'edgescene.models' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

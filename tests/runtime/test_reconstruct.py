@@ -131,3 +131,11 @@ def test_cli_end_to_end_and_overwrite(artifact, tmp_path, capsys):
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_dinov3_features_choose_keyframes_and_point_map_branch(artifact, dinov3_artifact, tmp_path):
+    config = ReconstructConfig(window=4, overlap=1, features=str(dinov3_artifact), branch="points", max_keyframe_gap=3)
+    report = reconstruct_to_folder(VIDEO, artifact, tmp_path / "rec", config, progress=False)
+    assert report["config"]["features"] == str(dinov3_artifact) and report["config"]["branch"] == "points"
+    assert 1 <= report["keyframes"] <= 32 and report["points"] > 0
+    assert isinstance(report["revisits"], list)
