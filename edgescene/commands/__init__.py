@@ -11,6 +11,7 @@ from edgescene.commands import export as _export
 from edgescene.commands import models as _models
 from edgescene.commands import reconstruct as _reconstruct
 from edgescene.commands import synth as _synth
+from edgescene.commands import train as _train
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ COMMANDS: list[Command] = [
             _data.add_preprocess_arguments, _data.run_preprocess),
     Command("export", "export a model to ONNX / TensorRT / Triton, accepted only through the parity gate",
             _export.add_export_arguments, _export.run_export),
+    Command("train", "train DINOv3 (self-supervised) or VGGT (depth, cameras, points) on a dataset folder",
+            _train.add_train_arguments, _train.run_train),
     Command("synth", "render synthetic multi-view scenes with exact depth and cameras (training / evaluation data)",
             _synth.add_synth_arguments, _synth.run_synth),
 ]
