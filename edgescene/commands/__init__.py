@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from edgescene.commands import data as _data
+from edgescene.commands import evaluate as _evaluate
 from edgescene.commands import export as _export
 from edgescene.commands import models as _models
 from edgescene.commands import reconstruct as _reconstruct
@@ -37,4 +38,6 @@ COMMANDS: list[Command] = [
             _train.add_train_arguments, _train.run_train),
     Command("synth", "render synthetic multi-view scenes with exact depth and cameras (training / evaluation data)",
             _synth.add_synth_arguments, _synth.run_synth),
+    Command("eval", "depth and pose accuracy of a VGGT model on a dataset with ground truth, optionally beside baselines",
+            _evaluate.add_eval_arguments, _evaluate.run_eval),
 ]

@@ -1,0 +1,63 @@
+"""``edgescene eval``: depth and pose accuracy of a VGGT model on a dataset with ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="an exported VGGT artifact folder (edgescene export), a VGGT checkpoint, or a preset")
+    p.add_argument("--dataset", required=True,
+                   help="a folder with a manifest.json whose frames have depth and cameras (e.g. from edgescene synth)")
+    p.add_argument("--frames", type=int,
+                   help="frames per sequence, evenly spaced (default: the model's optimal frame count)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"], help="default: cpu")
+    p.add_argument("--max-sequences", type=int, help="evaluate at most this many sequences (sorted by name)")
+    p.add_argument("--json", dest="json_out", help="also write the full report (every sequence) to this JSON file")
+    p.add_argument("--baselines", action="store_true",
+                   help="score constant depth, identity poses and a constant forward walk on the same frames")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edgescene.bench.accuracy import evaluate, evaluate_baselines
+
+    bars: list = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="seq", desc="eval", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        report = evaluate(args.model, args.dataset, frames=args.frames, device=args.device,
+                          max_sequences=args.max_sequences, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if args.baselines:
+        report = report.merged(evaluate_baselines(args.dataset, report.frames, report.size, args.max_sequences))
+    print(report.format())
+    if args.json_out:
+        _write_json(Path(args.json_out), report.to_json())
+        print(f"eval: report written to {args.json_out}")
+    return 0
