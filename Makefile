@@ -1,5 +1,5 @@
 # Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
-#   make demo    export the tiny VGGT and reconstruct the bundled sample video with it
+#   make demo    reconstruct the bundled sample video with the bundled default model
 #   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent)
 # TORCH_SPEC selects the torch build; the default is the CPU wheel these machines carry.
 
@@ -28,13 +28,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/edgescene models --family vggt
-	$(BIN)/edgescene export --model vggt_tiny --format onnx --height 196 --width 266 --frames-range 1:8:8 \
-		--out out/demo/vggt_tiny_onnx --overwrite
-	$(BIN)/edgescene reconstruct edgescene/assets/sample/sample.mp4 --model out/demo/vggt_tiny_onnx \
-		--out out/demo/reconstruction --overwrite
-	@echo "demo: outputs in out/demo/reconstruction. vggt_tiny has random weights until the bundled"
-	@echo "demo: trained model lands, so its geometry is not meaningful yet; use --model with a real export."
+	$(BIN)/edgescene reconstruct edgescene/assets/sample/sample.mp4 --out out/demo/reconstruction --overwrite
+	@echo "demo: reconstructed the bundled sample video with the bundled model (edgescene/assets/models);"
+	@echo "demo: open out/demo/reconstruction/scene.glb in any glTF viewer, or read report.json."
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest $(ARGS)

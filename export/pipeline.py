@@ -271,6 +271,9 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
         target = out if report.passed else out.with_name(out.name + ".rejected")
         if target.exists():
             shutil.rmtree(target)
+        for path in stage.rglob("*"):  # temp folders and files start owner-only; artifacts are shared
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        stage.chmod(0o755)
         stage.rename(target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -7,8 +7,9 @@ import argparse
 
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", nargs="+", help="an image, several images, a folder of images, or a video file")
-    p.add_argument("--model", required=True,
-                   help="an exported VGGT artifact folder (edgescene export), a VGGT checkpoint, or a preset")
+    p.add_argument("--model",
+                   help="an exported VGGT artifact folder (edgescene export), a VGGT checkpoint, or a preset "
+                        "(default: the bundled vggt_small_synthetic model)")
     p.add_argument("--out", required=True, help="output folder (created atomically; never merged into)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help="default: auto")
     p.add_argument("--window", type=int, default=8, help="keyframes per model call (default: 8)")
@@ -38,8 +39,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                                max_points=args.max_points, every_s=args.every_s,
                                max_frames=args.max_frames, keyframe_threshold=args.keyframe_threshold,
                                max_keyframe_gap=args.max_keyframe_gap, device=args.device, features=args.features)
+    from edgescene.assets import default_model_dir
+
+    model = args.model or default_model_dir()
+    if args.model is None and not (default_model_dir() / "artifact.json").is_file():
+        raise FileNotFoundError(f"no bundled model at {default_model_dir()}; pass --model (an artifact, checkpoint or preset)")
     source = args.input[0] if len(args.input) == 1 else args.input
-    report = reconstruct_to_folder(source, args.model, args.out, config, overwrite=args.overwrite)
+    report = reconstruct_to_folder(source, model, args.out, config, overwrite=args.overwrite)
     t = report["timings_s"]
     print(f"reconstruct: {report['frames_seen']} frames, {report['keyframes']} keyframes, {report['windows']} model calls, "
           f"{report['points']} points in {t['total_s']:.1f} s (model {t.get('model_s', 0):.1f} s) on "
