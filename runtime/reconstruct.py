@@ -45,6 +45,7 @@ class ReconstructConfig:
     conf_percentile: float = 50.0
     voxel_size: float | None = None
     max_points: int | None = 2_000_000  # hard bound on the fused cloud (the voxel doubles past it)
+    max_depth_ratio: float | None = 3.0  # fuse points up to this x each frame's median depth
     every_s: float | None = None
     max_frames: int | None = None
     keyframe_threshold: float = 4.0
@@ -158,7 +159,7 @@ class Reconstructor:
                              f"use --window {min(max(config.window, low), high)} or re-export with --frames-range")
         self.stream_config = StreamConfig(window=config.window, overlap=config.overlap, branch=config.branch,
                                           conf_percentile=config.conf_percentile, voxel_size=config.voxel_size,
-                                          max_points=config.max_points)
+                                          max_points=config.max_points, max_depth_ratio=config.max_depth_ratio)
         self.features = open_session(config.features, device=config.device) if config.features else None
         if self.features is not None and self.features.artifact.model.get("family") != "dinov3":
             raise ArtifactError(f"--features {config.features}: expected a DINOv3 features artifact")

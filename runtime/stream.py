@@ -8,7 +8,8 @@ confidence-weighted pixel correspondences. The first window fixes the scale, and
 keyframe's camera frame is the map frame (its extrinsics are exactly the identity).
 
 Memory stays constant as the video grows: the stream keeps the map (voxel grid, bounded by the
-scene's extent), the cameras (a 3x4 and a 3x3 per keyframe) and only the last ``overlap``
+scene's extent: points beyond ``max_depth_ratio`` x the frame's median depth are not fused, and
+``max_points`` is a hard cap), the cameras (a 3x4 and a 3x3 per keyframe) and only the last ``overlap``
 keyframes' points; per-frame depth goes to a ``sink`` (disk) as soon as it is final.
 
 Conventions: OpenCV camera axes, extrinsics camera-from-world (3, 4), intrinsics in model pixels,
@@ -63,6 +64,7 @@ class StreamConfig:
     conf_percentile: float = 50.0
     voxel_size: float | None = None  # None: 1/250 of the first window's median depth
     max_points: int | None = 2_000_000
+    max_depth_ratio: float | None = 3.0  # fuse only points closer than this x the frame's median depth
     align_stride: int = 4  # pixel stride of the correspondences used for alignment
 
     def __post_init__(self) -> None:
@@ -177,6 +179,8 @@ class StreamingReconstruction:
             self.intrinsics.append(intr)
             self.metas.append(frames[i].meta)
             keep = confidence_mask(conf[i], self.config.conf_percentile)
+            if self.config.max_depth_ratio is not None:  # far ground / horizon: few pixels, unbounded extent
+                keep &= pred.depth[i] <= self.config.max_depth_ratio * np.median(pred.depth[i])
             self.map.add(map_points[i][keep], frames[i].rgb[keep], conf[i][keep])
             if self.sink is not None:
                 self.sink(KeyframeResult(self._keyframes, frames[i].meta, extr, intr,

@@ -17,11 +17,14 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
     (wheel,) = tmp_path.glob("edgescene-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"edgescene", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
-    for package in ("models", "models/layers", "models/vggt", "models/weights", "runtime", "train", "train/data",
-                    "train/data/synthetic", "export", "bench", "apps", "commands"):
+    for package in ("models", "models/layers", "models/vggt", "models/weights", "runtime", "runtime/backends", "train",
+                    "train/data", "train/data/synthetic", "train/dinov3", "train/vggt", "export", "bench", "apps",
+                    "commands", "assets"):
         assert f"edgescene/{package}/__init__.py" in names, package
     for asset in ("sample.mp4", "sample_gt.npz", "sample.json"):
         assert f"edgescene/assets/sample/{asset}" in names, asset
+    for asset in ("model.onnx", "artifact.json", "eval.json", "MODEL_CARD.md"):
+        assert f"edgescene/assets/models/vggt_small_synthetic/{asset}" in names, asset
     assert not any(n.startswith("edgescene/tests") for n in names)
 
 
