@@ -35,12 +35,12 @@ import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres, depth_metrics, pose_auc
 from edgescene.runtime.geometry import decode_pose, relative_pose_to_first
-from edgescene.runtime.preprocess import Resize, fit, prepare
-from edgescene.train.data.manifest import Entry, read_manifest
+from edgescene.runtime.preprocess import Resize, fit, prepare, prepare_depth
+from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
 
 __all__ = [
     "BASELINES", "METRICS", "EvalReport", "Prediction", "SequenceData", "SequenceRow", "evaluate",
-    "evaluate_baselines", "frame_indices", "load_sequences", "resize_depth", "score", "main",
+    "evaluate_baselines", "frame_indices", "load_sequences", "score", "main",
 ]
 
 # column key -> (table header, higher is better)
@@ -75,35 +75,6 @@ def frame_indices(length: int, frames: int) -> list[int]:
         raise ValueError(f"frame_indices needs length >= 1 and frames >= 1, got {length} and {frames}")
     frames = min(frames, length)
     return [int(i) for i in np.round(np.linspace(0, length - 1, frames)).astype(int)]
-
-
-def resize_depth(depth: np.ndarray, resize: Resize) -> np.ndarray:
-    """GT depth (H0, W0) -> (dst_h, dst_w) through the same mapping as :func:`prepare`.
-
-    Nearest-neighbour sampling (depth is never blended across edges); pixels outside the image
-    (padding) and non-finite ones become 0 (no depth).
-    """
-    import cv2
-
-    d = np.asarray(depth, dtype=np.float32)
-    if d.shape != (resize.src_h, resize.src_w):
-        raise ValueError(f"depth is {d.shape[0]}x{d.shape[1]} but the image is {resize.src_h}x{resize.src_w}")
-    d = np.where(np.isfinite(d), d, 0.0).astype(np.float32)
-    rh, rw, y0, x0 = resize.placement()
-    if (rh, rw) != d.shape:
-        d = cv2.resize(d, (rw, rh), interpolation=cv2.INTER_NEAREST_EXACT)
-    out = np.zeros((resize.dst_h, resize.dst_w), dtype=np.float32)
-    ty0, tx0 = max(y0, 0), max(x0, 0)
-    ty1, tx1 = min(y0 + rh, resize.dst_h), min(x0 + rw, resize.dst_w)
-    out[ty0:ty1, tx0:tx1] = d[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
-    return out
-
-
-def _inside(root: Path, relative: str) -> Path:
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"manifest entry {relative!r} points outside the dataset folder {root}")
-    return path
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -150,16 +121,16 @@ def load_sequences(dataset_dir: str | Path, size: tuple[int, int], frames: int |
         images, depth, valid, extrinsics, intrinsics = [], [], [], [], []
         for i in indices:
             e = entries[i]
-            gt = np.load(_inside(root, e.depth), allow_pickle=False)
+            gt = np.load(resolve_inside(root, e.depth), allow_pickle=False)
             if gt.ndim == 3 and gt.shape[-1] == 1:
                 gt = gt[..., 0]
             r = fit(gt.shape[0], gt.shape[1], height, width, FIT_MODE)
             if load_images:
-                rgb = _read_rgb(_inside(root, e.path))
+                rgb = _read_rgb(resolve_inside(root, e.path))
                 if rgb.shape[:2] != gt.shape:
                     raise ValueError(f"{e.id}: image {rgb.shape[:2]} and depth {gt.shape} sizes differ")
                 images.append(prepare(rgb, r))
-            d = resize_depth(gt, r)
+            d = prepare_depth(gt, r)
             depth.append(d)
             valid.append(r.valid_mask() & (d > 0))
             extrinsics.append(np.asarray(e.camera["extrinsics"], dtype=np.float64))

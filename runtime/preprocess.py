@@ -212,3 +212,25 @@ def model_size_for(src_h: int, src_w: int, long_side: int = 518, multiple: int =
     short = min(src_h, src_w) * long_side / max(src_h, src_w)
     short = max(multiple, round(short / multiple) * multiple)
     return (long_side, short) if src_h > src_w else (short, long_side)
+
+
+def prepare_depth(depth: np.ndarray, resize: Resize) -> np.ndarray:
+    """GT depth (H0, W0) -> (dst_h, dst_w) through the same mapping as :func:`prepare`.
+
+    Nearest-neighbour sampling (depth is never blended across edges); pixels outside the image
+    (padding) and non-finite ones become 0 (no depth).
+    """
+    import cv2
+
+    d = np.asarray(depth, dtype=np.float32)
+    if d.shape != (resize.src_h, resize.src_w):
+        raise ValueError(f"depth is {d.shape[0]}x{d.shape[1]} but the image is {resize.src_h}x{resize.src_w}")
+    d = np.where(np.isfinite(d), d, 0.0).astype(np.float32)
+    rh, rw, y0, x0 = resize.placement()
+    if (rh, rw) != d.shape:
+        d = cv2.resize(d, (rw, rh), interpolation=cv2.INTER_NEAREST_EXACT)
+    out = np.zeros((resize.dst_h, resize.dst_w), dtype=np.float32)
+    ty0, tx0 = max(y0, 0), max(x0, 0)
+    ty1, tx1 = min(y0 + rh, resize.dst_h), min(x0 + rw, resize.dst_w)
+    out[ty0:ty1, tx0:tx1] = d[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
+    return out

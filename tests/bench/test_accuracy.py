@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from edgescene.bench.accuracy import (BASELINES, METRICS, evaluate, evaluate_baselines, frame_indices,
-                                      load_sequences, resize_depth)
+                                      load_sequences)
 from edgescene.runtime.preprocess import fit
+from edgescene.runtime.preprocess import prepare_depth as resize_depth
 
 SIZE = (42, 56)
 

@@ -155,3 +155,12 @@ def read_manifest(path: str | Path) -> Manifest:
         entries.append(entry)
     return Manifest(created_by=data.get("created_by", ""), options=data.get("options", {}), entries=entries,
                     errors=list(data.get("errors", [])))
+
+
+def resolve_inside(root: str | Path, relative: str) -> Path:
+    """``root / relative`` resolved, refusing paths that leave the dataset folder (``..``, symlinks out)."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ManifestError(f"manifest path {relative!r} points outside the dataset folder {root}")
+    return path

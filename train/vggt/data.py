@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from edgescene.runtime.preprocess import fit, prepare
-from edgescene.train.data.manifest import Entry, read_manifest
+from edgescene.runtime.preprocess import fit, prepare, prepare_depth
+from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
 
 MAX_ZOOM = 1.25
 JITTER_P, JITTER = 0.9, 0.2
@@ -70,13 +70,6 @@ def split_sequences(names: list[str], val_fraction: float, seed: int) -> tuple[l
     return [n for n in names if n not in val], val
 
 
-def _inside(root: Path, rel: str) -> Path:
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"manifest path {rel!r} points outside the dataset folder {root}")
-    return path
-
-
 def _read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -85,18 +78,6 @@ def _read_rgb(path: Path) -> np.ndarray:
         img = np.repeat(img[..., None], 3, axis=2)
     img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
     return img if img.dtype == np.uint8 else (img.astype(np.float32) / np.iinfo(img.dtype).max)
-
-
-def _resize_depth(depth: np.ndarray, resize) -> np.ndarray:
-    """Depth through the same whole-pixel placement as :func:`prepare`, nearest-neighbour (no mixing across edges)."""
-    rh, rw, y0, x0 = resize.placement()
-    if (rh, rw) != depth.shape:
-        depth = cv2.resize(depth, (rw, rh), interpolation=cv2.INTER_NEAREST)
-    out = np.zeros((resize.dst_h, resize.dst_w), np.float32)
-    ty0, tx0 = max(y0, 0), max(x0, 0)
-    ty1, tx1 = min(y0 + rh, resize.dst_h), min(x0 + rw, resize.dst_w)
-    out[ty0:ty1, tx0:tx1] = depth[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
-    return out
 
 
 def colour_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -144,8 +125,8 @@ class SequenceDataset(Dataset):
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
         images, depths, extr, intr = [], [], [], []
         for entry in entries[start:start + frames]:
-            rgb = _read_rgb(_inside(self.root, entry.path))
-            depth = np.load(_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
+            rgb = _read_rgb(resolve_inside(self.root, entry.path))
+            depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
             if depth.shape != rgb.shape[:2]:
                 raise ValueError(f"{entry.depth}: depth is {depth.shape}, its image {rgb.shape[:2]}")
             K = np.asarray(entry.camera["intrinsics"], np.float64)
@@ -156,7 +137,7 @@ class SequenceDataset(Dataset):
             K = K - np.array([[0, 0, x0], [0, 0, y0], [0, 0, 0]], np.float64)
             resize = fit(ch, cw, self.height, self.width, "crop")
             images.append(prepare(rgb, resize))
-            depths.append(_resize_depth(depth, resize))
+            depths.append(prepare_depth(depth, resize))
             intr.append(resize.to_model_intrinsics(K))
             extr.append(np.asarray(entry.camera["extrinsics"], np.float64))
         images_np = np.stack(images)
