@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
+from edgescene.commands import bench as _bench
 from edgescene.commands import data as _data
 from edgescene.commands import evaluate as _evaluate
 from edgescene.commands import export as _export
@@ -40,4 +41,6 @@ COMMANDS: list[Command] = [
             _synth.add_synth_arguments, _synth.run_synth),
     Command("eval", "depth and pose accuracy of a VGGT model on a dataset with ground truth, optionally beside baselines",
             _evaluate.add_eval_arguments, _evaluate.run_eval),
+    Command("bench", "benchmark export formats beside PyTorch: latency, throughput, memory, accuracy; report.md + plots",
+            _bench.add_bench_arguments, _bench.run_bench),
 ]

@@ -1,0 +1,419 @@
+"""The benchmark suite: every export format of one model beside its PyTorch reference, same run.
+
+    edgescene bench --model vggt_tiny --formats onnx,onnx-fp16,onnx-int8 --frames 1,2,4 \\
+        --height 56 --width 84 --out bench_out [--quick] [--runs N] [--dataset HELDOUT_DIR]
+
+For each requested format of :data:`edgescene.export.formats.FORMATS` the model is exported with
+:func:`edgescene.export.pipeline.export_model` into ``OUT/artifacts/<format>`` (status from the
+parity gate: ``accepted`` / ``rejected``; ``failed: <error>`` when the export raises; ``skipped:
+<reason>`` when the format's tools or hardware are missing here). A ``pytorch`` row runs the eager
+model through :func:`edgescene.runtime.session.open_session`'s torch backend.
+
+Protocol (per format and frame count): ``warmup`` untimed calls, then ``runs`` timed calls; each
+call is synchronous (the session returns numpy arrays), so host<->device copies are included and
+preprocessing is not (inputs are ready-made float32 arrays). Reported: median, p95, sigma-clipped
+mean and std per call, per frame, throughput (frames/s) and the peak resident memory of the process
+(VmHWM, reset before the runs where the kernel allows it). Speedups are against the PyTorch row of
+the same run. A failing format or frame count becomes a row status, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+PYTORCH = "pytorch"
+QUICK = {"warmup": 1, "runs": 3}
+DEFAULT = {"warmup": 3, "runs": 20}
+
+
+# ------------------------------------------------------------------------------------ records
+@dataclass
+class Timing:
+    """Per-call latency statistics in milliseconds over ``runs`` timed calls."""
+
+    runs: int
+    warmup: int
+    median_ms: float
+    p95_ms: float
+    mean_ms: float  # sigma-clipped mean
+    std_ms: float  # std of the clipped samples
+    min_ms: float
+    samples_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FrameResult:
+    """One format at one frame count."""
+
+    frames: int
+    status: str  # "ok" or "failed: <error>"
+    timing: Timing | None = None
+    per_frame_ms: float | None = None  # median per call / frames
+    throughput_fps: float | None = None  # frames / median call
+    peak_rss_mb: float | None = None  # VmHWM around the runs
+    rss_before_mb: float | None = None
+    speedup_vs_pytorch: float | None = None  # pytorch median / this median, same frames
+
+
+@dataclass
+class FormatRow:
+    """One format (or the PyTorch reference) with its export and all its measurements."""
+
+    format: str
+    status: str  # accepted | rejected | failed: ... | skipped: ... | reference (pytorch)
+    precision: str | None = None
+    backend: str | None = None
+    device: str | None = None
+    artifact: str | None = None
+    size_mb: float | None = None
+    parity_p99_abs: float | None = None  # worst p99 |candidate - pytorch| over outputs and gate cases
+    parity_p99_normalised: float | None = None
+    export_s: float | None = None
+    results: list[FrameResult] = field(default_factory=list)
+    accuracy: dict[str, Any] | None = None  # abs_rel, auc_30, ... means, or {"error": ...}
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("accepted", "reference")
+
+    def result(self, frames: int) -> FrameResult | None:
+        return next((r for r in self.results if r.frames == frames), None)
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    formats: list[str]
+    frames: list[int]
+    height: int
+    width: int
+    out: str
+    runs: int | None = None
+    warmup: int | None = None
+    quick: bool = False
+    dataset: str | None = None
+    device: str = "auto"
+    weights: str | None = None
+    max_sequences: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.frames or any(f < 1 for f in self.frames):
+            raise ValueError(f"frames must be positive integers, got {self.frames}")
+        if self.runs is not None and self.runs < 1:
+            raise ValueError(f"runs must be >= 1, got {self.runs}")
+        if self.warmup is not None and self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+    @property
+    def protocol(self) -> dict[str, int]:
+        base = QUICK if self.quick else DEFAULT
+        return {"warmup": base["warmup"] if self.warmup is None else self.warmup,
+                "runs": base["runs"] if self.runs is None else self.runs}
+
+
+@dataclass
+class BenchReport:
+    config: BenchConfig
+    machine: dict[str, Any]
+    rows: list[FormatRow]
+    notes: list[str] = field(default_factory=list)
+    created_utc: str = ""
+    elapsed_s: float = 0.0
+
+    def row(self, name: str) -> FormatRow | None:
+        return next((r for r in self.rows if r.format == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "edgescene.bench", "version": 1, "config": asdict(self.config),
+                "protocol": self.config.protocol, "machine": self.machine, "notes": self.notes,
+                "created_utc": self.created_utc, "elapsed_s": self.elapsed_s,
+                "rows": [asdict(r) for r in self.rows]}
+
+
+# ---------------------------------------------------------------------------------- measuring
+def sigma_clipped(values: Sequence[float], sigma: float = 3.0, iterations: int = 5) -> tuple[float, float]:
+    """(mean, std) of ``values`` after iteratively dropping samples beyond ``sigma`` std of the mean."""
+    data = np.asarray(values, np.float64)
+    for _ in range(iterations):
+        mean, std = data.mean(), data.std()
+        keep = np.abs(data - mean) <= sigma * std if std > 0 else np.ones_like(data, bool)
+        if keep.all():
+            break
+        data = data[keep]
+    return float(data.mean()), float(data.std())
+
+
+def timing_stats(samples_s: Sequence[float], warmup: int) -> Timing:
+    ms = np.asarray(samples_s, np.float64) * 1e3
+    mean, std = sigma_clipped(ms)
+    return Timing(runs=len(ms), warmup=warmup, median_ms=float(np.median(ms)), p95_ms=float(np.percentile(ms, 95)),
+                  mean_ms=mean, std_ms=std, min_ms=float(ms.min()), samples_ms=[round(float(v), 4) for v in ms])
+
+
+def rss_mb() -> tuple[float | None, float | None]:
+    """(VmRSS, VmHWM) of this process in MiB from /proc/self/status; (None, None) off Linux."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None, None
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS"), fields.get("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs). False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(session, frames: int, height: int, width: int, warmup: int, runs: int, seed: int = 0) -> FrameResult:
+    """Warm-up then ``runs`` timed synchronous calls of ``session`` on ``frames`` random frames."""
+    spec = session.input_spec()[0]
+    images = np.random.default_rng(seed).random((frames, 3, height, width), dtype=np.float32)
+    feeds = {spec.name: images}
+    for _ in range(warmup):
+        session(feeds)
+    reset_peak_rss()
+    before, _ = rss_mb()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session(feeds)  # returns numpy: device->host copies are inside the timing
+        samples.append(time.perf_counter() - start)
+    _, peak = rss_mb()
+    timing = timing_stats(samples, warmup)
+    return FrameResult(frames=frames, status="ok", timing=timing, per_frame_ms=timing.median_ms / frames,
+                       throughput_fps=frames / (timing.median_ms / 1e3), peak_rss_mb=peak, rss_before_mb=before)
+
+
+def _error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+# ------------------------------------------------------------------------------------ machine
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions: dict[str, str] = {}
+    from edgescene import __version__
+
+    versions["edgescene"] = __version__
+    for name in ("numpy", "torch", "onnx", "onnxruntime", "tensorrt"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - absent or broken: simply not listed
+            pass
+    info["versions"] = versions
+    info["gpu"] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+
+        info["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    return info
+
+
+# -------------------------------------------------------------------------------------- suite
+def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> FormatRow:
+    """Export ``name`` into OUT/artifacts/<name>; the row's status says how it went."""
+    from edgescene.export.formats import get_format
+    from edgescene.export.pipeline import ExportConfig, export_model, preflight
+
+    row = FormatRow(format=name, status="failed")
+    try:
+        fmt = get_format(name)
+    except ValueError as exc:
+        row.status = f"failed: {exc}"
+        return row
+    row.format, row.backend, row.precision = fmt.name, fmt.backend, fmt.default_precision
+    try:
+        preflight(fmt)
+    except (ImportError, RuntimeError) as exc:
+        row.status = f"skipped: {_error(exc)}"
+        return row
+    low, high = min(config.frames), max(config.frames)
+    target = Path(config.out) / "artifacts" / fmt.name
+    try:
+        result = export_model(ExportConfig(model=config.model, format=fmt.name, out=str(target),
+                                           weights=config.weights, frames_range=(low, high, high),
+                                           height=config.height, width=config.width, overwrite=True),
+                              log=log)
+    except Exception as exc:  # noqa: BLE001 - a failed export is a row, not a crash
+        log(traceback.format_exc())
+        row.status = f"failed: {_error(exc)}"
+        return row
+    row.status = "accepted" if result.accepted else "rejected"
+    row.artifact = str(result.folder)
+    row.precision = result.artifact.precision
+    row.size_mb = round(sum(result.sizes_mb.values()), 3)
+    row.export_s = result.elapsed_s
+    errors = [o for c in result.report.cases for o in c.outputs]
+    if errors:
+        row.parity_p99_abs = float(max(o.p99_abs for o in errors))
+        row.parity_p99_normalised = float(max(o.p99_normalised for o in errors))
+    return row
+
+
+def _run_row(row: FormatRow, config: BenchConfig, open_model: Callable[[], Any], log: Callable[[str], None]) -> None:
+    """Open the session once and measure every frame count (and accuracy); failures stay in the row."""
+    proto = config.protocol
+    try:
+        session = open_model()
+    except Exception as exc:  # noqa: BLE001
+        row.results = [FrameResult(frames=n, status=f"failed: {_error(exc)}") for n in config.frames]
+        return
+    try:
+        row.backend, row.device = session.backend, session.device
+        for n in config.frames:
+            try:
+                result = measure(session, n, config.height, config.width, proto["warmup"], proto["runs"], config.seed)
+                log(f"bench: {row.format:<10} frames={n}: median {result.timing.median_ms:.2f} ms "
+                    f"p95 {result.timing.p95_ms:.2f} ms, {result.throughput_fps:.1f} frames/s")
+            except Exception as exc:  # noqa: BLE001
+                result = FrameResult(frames=n, status=f"failed: {_error(exc)}")
+                log(f"bench: {row.format} frames={n}: {result.status}")
+            row.results.append(result)
+    finally:
+        session.close()
+
+
+def _artifact_row(config: BenchConfig) -> tuple[FormatRow | None, str | None]:
+    """(row, preset) when ``config.model`` is an artifact folder (input size taken from it), else (None, None).
+
+    Frame counts outside the artifact's range stay requested and end as failed results of its row.
+    """
+    from edgescene.runtime.artifact import ARTIFACT_JSON, read_artifact
+
+    folder = Path(config.model)
+    if not (folder / ARTIFACT_JSON).is_file():
+        return None, None
+    art = read_artifact(folder)  # ArtifactError for rejected / incomplete folders: nothing to time
+    config.height, config.width = int(art.input_size["height"]), int(art.input_size["width"])
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+    errors = [o for c in (art.parity or {}).get("cases", []) for o in c.get("outputs", [])]
+    row = FormatRow(format=art.format, status="accepted", precision=art.precision, backend=art.backend,
+                    artifact=str(folder), size_mb=round(size, 3),
+                    parity_p99_abs=max((o["p99_abs"] for o in errors), default=None),
+                    parity_p99_normalised=max((o["p99_normalised"] for o in errors), default=None))
+    return row, art.model["preset"]
+
+
+def _accuracy(model: str, config: BenchConfig, options: dict[str, Any] | None) -> dict[str, Any]:
+    from edgescene.bench.accuracy import evaluate
+
+    try:
+        report = evaluate(model, config.dataset, frames=max(config.frames), device=config.device,
+                          max_sequences=config.max_sequences, session_options=options)
+    except Exception as exc:  # noqa: BLE001
+        return {"error": _error(exc)}
+    means = next(iter(report.means().values()))
+    return {k: v for k, v in means.items()}
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchReport:
+    """Export, time and (optionally) score every requested format beside the PyTorch reference."""
+    from datetime import datetime, timezone
+
+    from edgescene.runtime.session import open_session
+
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    quiet = lambda s: None  # noqa: E731 - export logs are long; failures keep their text in the row
+    report = BenchReport(config=config, machine=machine_info(), rows=[], notes=[
+        "latency: synchronous session calls on ready float32 arrays; host<->device copies included, "
+        "preprocessing (decode, resize, normalise) excluded",
+        f"protocol: {config.protocol['warmup']} warm-up calls, then {config.protocol['runs']} timed calls; "
+        "median, p95, 3-sigma-clipped mean",
+        "peak_rss_mb: the process's VmHWM after the timed runs (reset before them where the kernel allows)",
+        "rejected / failed / skipped formats are not timed",
+    ])
+    artifact, preset = _artifact_row(config)
+    reference_model = config.model
+    if artifact is not None:  # an exported folder: time it as is, beside the preset it was exported from
+        reference_model = preset
+        report.notes.append(f"--model is an artifact folder: it is timed as exported (--formats ignored); the "
+                            f"pytorch row is preset {reference_model} at the artifact's input size")
+    # PyTorch reference first: the same eager model every export starts from.
+    torch_options = {"height": config.height, "width": config.width, "max_frames": max(config.frames)}
+    if config.weights:
+        torch_options["weights"] = config.weights
+    reference = FormatRow(format=PYTORCH, status="reference", precision="fp32", backend="torch")
+    log(f"bench: {PYTORCH} (eager reference)")
+    _run_row(reference, config, lambda: open_session(reference_model, config.device, **torch_options), log)
+    if config.dataset:
+        reference.accuracy = _accuracy(reference_model, config, torch_options)
+    report.rows.append(reference)
+
+    if artifact is not None:
+        _run_row(artifact, config, lambda: open_session(config.model, config.device), log)
+        if config.dataset:
+            artifact.accuracy = _accuracy(config.model, config, None)
+        report.rows.append(artifact)
+    for name in ([] if artifact is not None else dict.fromkeys(config.formats)):
+        if name == PYTORCH:
+            continue
+        log(f"bench: exporting {name}")
+        row = _export_row(config, name, quiet)
+        log(f"bench: {name}: {row.status}")
+        if row.ok:
+            _run_row(row, config, lambda: open_session(row.artifact, config.device), log)
+            if config.dataset:
+                row.accuracy = _accuracy(row.artifact, config, None)
+        report.rows.append(row)
+
+    for row in report.rows:  # speedups against the reference measured above
+        for result in row.results:
+            ref = reference.result(result.frames)
+            if result.timing and ref is not None and ref.timing:
+                result.speedup_vs_pytorch = ref.timing.median_ms / result.timing.median_ms
+    report.created_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report.elapsed_s = round(time.perf_counter() - start, 2)
+    write_json(out / "bench.json", report.to_json())
+    return report
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+__all__ = ["BenchConfig", "BenchReport", "FormatRow", "FrameResult", "Timing", "machine_info", "measure",
+           "run_bench", "sigma_clipped", "timing_stats"]

@@ -1,0 +1,132 @@
+"""edgescene.bench.suite / report and `edgescene bench`: quick runs of vggt_tiny at 56x84 on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgescene.bench.report import write_report
+from edgescene.bench.suite import BenchConfig, run_bench, sigma_clipped, timing_stats
+
+H, W = 56, 84
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    config = BenchConfig(model="vggt_tiny", formats=["onnx", "onnx-int8", "tensorrt", "no-such-format"],
+                         frames=[1, 2], height=H, width=W, out=str(out), quick=True, device="cpu")
+    report = run_bench(config, log=lambda s: None)
+    write_report(report, out)
+    return out, report
+
+
+def test_sigma_clipped_mean_drops_outliers():
+    values = [10.0] * 20 + [1000.0]
+    mean, std = sigma_clipped(values)
+    assert mean == pytest.approx(10.0) and std == pytest.approx(0.0)
+    t = timing_stats([0.010] * 9 + [0.020], warmup=2)
+    assert t.runs == 10 and t.warmup == 2
+    assert t.median_ms == pytest.approx(10.0)
+    assert t.median_ms <= t.p95_ms <= 20.0
+    assert len(t.samples_ms) == 10
+
+
+def test_config_protocol_and_validation(tmp_path):
+    assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), quick=True).protocol == {"warmup": 1, "runs": 3}
+    assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), runs=7).protocol["runs"] == 7
+    with pytest.raises(ValueError):
+        BenchConfig("vggt_tiny", ["onnx"], [0], H, W, str(tmp_path))
+    with pytest.raises(ValueError):
+        BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), runs=0)
+
+
+def test_bench_json_has_timed_rows_for_reference_and_formats(quick):
+    out, report = quick
+    data = json.loads((out / "bench.json").read_text())
+    assert data["schema"] == "edgescene.bench"
+    rows = {r["format"]: r for r in data["rows"]}
+    assert rows["pytorch"]["status"] == "reference"
+    for name in ("onnx", "onnx-int8"):
+        assert rows[name]["status"] in ("accepted", "rejected")
+        assert rows[name]["size_mb"] > 0
+        assert rows[name]["parity_p99_abs"] is not None
+        assert (out / "artifacts" / name).is_dir() or (out / "artifacts" / f"{name}.rejected").is_dir()
+    assert rows["onnx"]["status"] == "accepted"
+    for name in ("pytorch", "onnx", "onnx-int8"):
+        if rows[name]["status"] == "rejected":
+            continue
+        results = {r["frames"]: r for r in rows[name]["results"]}
+        assert sorted(results) == [1, 2]
+        for n, r in results.items():
+            assert r["status"] == "ok"
+            t = r["timing"]
+            assert t["runs"] == 3 and t["warmup"] == 1 and len(t["samples_ms"]) == 3
+            assert 0 < t["median_ms"] <= t["p95_ms"]
+            assert t["mean_ms"] > 0
+            assert r["per_frame_ms"] == pytest.approx(t["median_ms"] / n)
+            assert r["throughput_fps"] > 0
+            assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 0
+            assert r["speedup_vs_pytorch"] > 0
+    assert all(r["speedup_vs_pytorch"] == pytest.approx(1.0) for r in rows["pytorch"]["results"])
+    assert data["machine"]["cores"] >= 1 and "torch" in data["machine"]["versions"]
+
+
+def test_unavailable_and_unknown_formats_are_rows_not_crashes(quick):
+    _, report = quick
+    trt = report.row("tensorrt")
+    assert trt is not None and trt.status.startswith(("skipped:", "failed:", "accepted", "rejected"))
+    bogus = report.row("no-such-format")
+    assert bogus is not None and bogus.status.startswith("failed:") and "unknown export format" in bogus.status
+    assert bogus.results == []
+    names = [r.format for r in report.rows]
+    assert names[0] == "pytorch" and names[1:3] == ["onnx", "onnx-int8"]
+
+
+def test_report_markdown_and_plots(quick):
+    out, _ = quick
+    text = (out / "report.md").read_text()
+    assert "## Machine" in text and "CPU:" in text and "cores" in text
+    assert "host<->device copies" in text and "preprocessing" in text
+    assert "| format | 1 frame | 2 frames |" in text
+    assert "Speedup vs PyTorch" in text and "`onnx-int8`" in text
+    pngs = list(out.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_cli_bench_with_accuracy(tmp_path):
+    from edgescene.cli import main
+    from edgescene.train.data.synthetic import SynthConfig, generate_dataset
+
+    dataset = tmp_path / "heldout"
+    generate_dataset(SynthConfig(out_dir=str(dataset), scenes=1, frames=4, width=96, height=64, seed=7,
+                                 trajectories=("orbit",)))
+    out = tmp_path / "cli"
+    assert main(["bench", "--model", "vggt_tiny", "--formats", "onnx", "--frames", "2", "--height", str(H),
+                 "--width", str(W), "--out", str(out), "--runs", "2", "--warmup", "1", "--device", "cpu",
+                 "--dataset", str(dataset)]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    assert data["protocol"] == {"warmup": 1, "runs": 2}
+    for row in data["rows"]:
+        assert row["accuracy"] is not None and "error" not in row["accuracy"], row["accuracy"]
+        assert np.isfinite(row["accuracy"]["abs_rel"])
+    assert (out / "accuracy_vs_speed.png").is_file()
+    assert "## Accuracy" in (out / "report.md").read_text()
+
+
+def test_artifact_folder_is_timed_as_exported(quick, tmp_path):
+    src, _ = quick
+    out = tmp_path / "artifact"
+    config = BenchConfig(model=str(src / "artifacts" / "onnx"), formats=["onnx-int8"], frames=[1, 3],
+                         height=392, width=518, out=str(out), runs=1, warmup=0, device="cpu")
+    report = run_bench(config, log=lambda s: None)
+    assert [r.format for r in report.rows] == ["pytorch", "onnx"]  # --formats ignored, nothing exported
+    assert (report.config.height, report.config.width) == (H, W)  # the artifact's input size
+    onnx = report.row("onnx")
+    assert onnx.status == "accepted" and onnx.size_mb > 0
+    assert onnx.result(1).status == "ok" and onnx.result(1).speedup_vs_pytorch > 0
+    assert onnx.result(3).status.startswith("failed:")  # exported for 1..2 frames: a row status, not a crash
+    assert not (out / "artifacts").exists()
