@@ -10,7 +10,6 @@ An existing ``out`` is never replaced without ``overwrite``.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from edgescene.export.formats import Format, get_format, validate_options
 from edgescene.export.graphs import ExportGraph, dinov3_graph, vggt_graph
 from edgescene.export.onnx_export import export_onnx, set_metadata
 from edgescene.export.parity import ParityReport, gate_frame_counts, gate_images, run_gate
+from edgescene.models.loading import load_model
 from edgescene.runtime.artifact import Artifact, write_artifact_json
 
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
@@ -72,46 +72,6 @@ class ExportResult:
     report: ParityReport
     sizes_mb: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
-
-
-@dataclass
-class LoadedModel:
-    module: torch.nn.Module
-    family: str
-    preset: str
-    source: str
-    sha256: str | None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_model(model: str, weights: str | None) -> LoadedModel:
-    """A preset (random weights unless ``weights``), a checkpoint file, or a VGGT Hub id."""
-    from edgescene.models import MODELS, create_model, load_dinov3, load_vggt
-    from edgescene.models.weights.inspect import inspect_checkpoint
-
-    if model in MODELS:
-        spec = MODELS[model]
-        module = create_model(model, weights=weights).eval()
-        source = str(weights) if weights else "random-init"
-        return LoadedModel(module, spec.family, model, source, _sha256(Path(weights)) if weights and Path(weights).is_file() else None)
-    if weights is not None:
-        raise ValueError("--weights goes with a preset name in --model; with a checkpoint in --model leave it out")
-    path = Path(model)
-    if path.is_file():
-        report = inspect_checkpoint(path)
-        loader = load_vggt if report["family"] == "vggt" else load_dinov3
-        return LoadedModel(loader(path, preset=report["preset"]), report["family"], report["preset"], str(path), _sha256(path))
-    if "/" in model and not path.exists():  # Hub id
-        module = load_vggt(model)
-        return LoadedModel(module, "vggt", "vggt_1b", f"hub:{model}", None)
-    raise ValueError(f"--model {model!r} is neither a preset ({', '.join(MODELS)}), a checkpoint file nor a Hub id")
 
 
 def _check_size(family: str, height: int, width: int, patch: int) -> None:

@@ -15,7 +15,6 @@ attention, optionally ``torch.compile``-d; on the CPU in fp32. Outputs are float
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -30,29 +29,10 @@ DEFAULT_OPT_FRAMES = {"vggt": 2, "dinov3": 1}
 
 def _load(model: str | Path, weights: str | Path | None) -> tuple[torch.nn.Module, str, str, str, str | None]:
     """(module, family, preset, source, sha256) for a preset name or a checkpoint file."""
-    from edgescene.models import MODELS, create_model, load_dinov3, load_vggt
-    from edgescene.models.weights.inspect import inspect_checkpoint
+    from edgescene.models.loading import load_model
 
-    path = Path(model)
-    if path.is_file():
-        if weights is not None:
-            raise ValueError("weights= goes with a preset name; with a checkpoint file as the model leave it out")
-        report = inspect_checkpoint(path)
-        loader = load_vggt if report["family"] == "vggt" else load_dinov3
-        module = loader(path, preset=report["preset"])
-        return module, report["family"], report["preset"], str(path), _sha256(path)
-    name = str(model)
-    module = create_model(name, weights=weights)  # unknown names: ValueError with close matches
-    sha = _sha256(Path(weights)) if weights is not None and Path(weights).is_file() else None
-    return module, MODELS[name].family, name, str(weights) if weights else "random-init", sha
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+    loaded = load_model(model, weights)
+    return loaded.module, loaded.family, loaded.preset, loaded.source, loaded.sha256
 
 
 def _pick_device(device: str) -> torch.device:
