@@ -35,7 +35,7 @@ import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres, depth_metrics, pose_auc
 from edgescene.runtime.geometry import decode_pose, relative_pose_to_first
-from edgescene.runtime.preprocess import Resize, fit, prepare, prepare_depth
+from edgescene.runtime.preprocess import Resize, fit, load_rgb, prepare, prepare_depth
 from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
 
 __all__ = [
@@ -77,22 +77,6 @@ def frame_indices(length: int, frames: int) -> list[int]:
     return [int(i) for i in np.round(np.linspace(0, length - 1, frames)).astype(int)]
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    elif img.shape[2] == 4:
-        img = img[..., :3]
-    img = np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535.0
-    return img
-
-
 def _usable(entries: list[Entry]) -> bool:
     return all(e.depth is not None and e.camera is not None for e in entries)
 
@@ -126,7 +110,7 @@ def load_sequences(dataset_dir: str | Path, size: tuple[int, int], frames: int |
                 gt = gt[..., 0]
             r = fit(gt.shape[0], gt.shape[1], height, width, FIT_MODE)
             if load_images:
-                rgb = _read_rgb(resolve_inside(root, e.path))
+                rgb = load_rgb(resolve_inside(root, e.path))
                 if rgb.shape[:2] != gt.shape:
                     raise ValueError(f"{e.id}: image {rgb.shape[:2]} and depth {gt.shape} sizes differ")
                 images.append(prepare(rgb, r))

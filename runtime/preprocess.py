@@ -234,3 +234,17 @@ def prepare_depth(depth: np.ndarray, resize: Resize) -> np.ndarray:
     ty1, tx1 = min(y0 + rh, resize.dst_h), min(x0 + rw, resize.dst_w)
     out[ty0:ty1, tx0:tx1] = d[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
     return out
+
+
+def load_rgb(path) -> np.ndarray:
+    """A dataset image for :func:`prepare`: (H, W, 3) RGB, uint8 as stored or float32 in [0, 1] for
+    16-bit files (grey replicated to 3 channels, alpha dropped). ValueError when it cannot be read."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"cannot read image {path}")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = np.ascontiguousarray(img[..., 2::-1])  # BGR(A) -> RGB
+    return img if img.dtype == np.uint8 else img.astype(np.float32) / np.iinfo(img.dtype).max

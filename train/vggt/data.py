@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from edgescene.runtime.preprocess import fit, prepare, prepare_depth
+from edgescene.runtime.preprocess import fit, load_rgb, prepare, prepare_depth
 from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
 
 MAX_ZOOM = 1.25
@@ -68,16 +68,6 @@ def split_sequences(names: list[str], val_fraction: float, seed: int) -> tuple[l
     order = np.random.default_rng(seed).permutation(len(names))
     val = sorted(names[i] for i in order[:n_val])
     return [n for n in names if n not in val], val
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-    return img if img.dtype == np.uint8 else (img.astype(np.float32) / np.iinfo(img.dtype).max)
 
 
 def colour_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -125,7 +115,7 @@ class SequenceDataset(Dataset):
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
         images, depths, extr, intr = [], [], [], []
         for entry in entries[start:start + frames]:
-            rgb = _read_rgb(resolve_inside(self.root, entry.path))
+            rgb = load_rgb(resolve_inside(self.root, entry.path))
             depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
             if depth.shape != rgb.shape[:2]:
                 raise ValueError(f"{entry.depth}: depth is {depth.shape}, its image {rgb.shape[:2]}")
