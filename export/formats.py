@@ -25,6 +25,7 @@ class Format:
     device: str  # where it runs: "cpu" (also GPU) or "gpu"
     files: str  # what the artifact folder holds
     requires: tuple[str, ...]  # python modules needed to produce it
+    fused_attention: bool = False  # attention as onnxruntime's fused MultiHeadAttention node (ORT-only graphs)
 
     @property
     def default_precision(self) -> str:
@@ -37,12 +38,15 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("onnx", "ONNX fp32, dynamic frame count; external data above 2 GB", ("fp32",),
-               _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime")),
+               _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime"),
+               fused_attention=True),
         Format("onnx-fp16", "ONNX with fp16 weights and math; LayerNorm, softmax, RoPE, the first attention "
                "block and the heads stay fp32; fp32 inputs/outputs", ("fp16",),
-               _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime")),
+               _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime"),
+               fused_attention=True),
         Format("onnx-int8", "ONNX with int8 weights (onnxruntime dynamic quantization of MatMul/Gemm), for CPUs",
-               ("int8",), _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime")),
+               ("int8",), _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime"),
+               fused_attention=True),
         Format("tensorrt", "TensorRT engine built from the ONNX graph: strongly typed, an optimization profile "
                "over the frame count, a timing cache", ("fp16", "fp32"),
                _COMMON | {"precision", "workspace_gb"}, "tensorrt", "gpu", "model.engine + model.onnx + timing.cache",

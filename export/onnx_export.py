@@ -47,8 +47,15 @@ def save_onnx(model: onnx.ModelProto, path: Path, external: bool | None = None) 
     return []
 
 
-def export_onnx(graph: ExportGraph, path: Path, example_frames: int, opset: int = 17) -> list[str]:
-    """Export ``graph`` to ``path``. Returns the external data files written beside it."""
+def export_onnx(graph: ExportGraph, path: Path, example_frames: int, opset: int = 17,
+                fused_attention: bool = False) -> list[str]:
+    """Export ``graph`` to ``path``. Returns the external data files written beside it.
+
+    ``fused_attention``: write each attention layer as one onnxruntime ``MultiHeadAttention`` node
+    (:mod:`edgescene.export.fused_attention`); the graph then runs on onnxruntime only.
+    """
+    from edgescene.export.fused_attention import fused_attention_export
+
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
     images = torch.rand(example_frames, 3, graph.height, graph.width, generator=torch.Generator().manual_seed(0))
@@ -62,9 +69,10 @@ def export_onnx(graph: ExportGraph, path: Path, example_frames: int, opset: int 
                 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-                torch.onnx.export(graph.module, args, str(raw), dynamo=False, opset_version=opset,
-                                  input_names=graph.input_names, output_names=graph.output_names,
-                                  dynamic_axes=graph.dynamic_axes(), do_constant_folding=True)
+                with fused_attention_export(fused_attention):
+                    torch.onnx.export(graph.module, args, str(raw), dynamo=False, opset_version=opset,
+                                      input_names=graph.input_names, output_names=graph.output_names,
+                                      dynamic_axes=graph.dynamic_axes(), do_constant_folding=True)
             model = onnx.load(str(raw))  # pulls in any external data torch wrote beside it
             return save_onnx(model, path)
 

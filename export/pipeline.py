@@ -200,7 +200,8 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
         (stage / "fp32").mkdir()
         fp32_onnx = stage / "fp32" / "model.onnx"
         t = time.perf_counter()
-        export_onnx(graph, fp32_onnx, example_frames=frames_range[1], opset=config.opset)
+        export_onnx(graph, fp32_onnx, example_frames=frames_range[1], opset=config.opset,
+                    fused_attention=fmt.fused_attention)
         log(f"export: ONNX traced and saved in {time.perf_counter() - t:.1f} s")
         counts = gate_frame_counts(frames_range)
         cases = [graph.feeds(gate_images(height, width, n)) for n in counts]
@@ -221,7 +222,8 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             input_size={"height": height, "width": width},
             frames={"min": frames_range[0], "opt": frames_range[1], "max": frames_range[2]},
             normalization=graph.normalization, opset=config.opset,
-            exporter=f"torch.onnx.export (TorchScript, dynamo=False) {torch.__version__}",
+            exporter=f"torch.onnx.export (TorchScript, dynamo=False) {torch.__version__}"
+                     + ("; attention as com.microsoft.MultiHeadAttention (onnxruntime)" if fmt.fused_attention else ""),
             versions=_versions(), parity=report.to_json(), accepted=report.passed,
             created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             elapsed_s=round(time.perf_counter() - start, 2), device=device,

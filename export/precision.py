@@ -19,7 +19,8 @@ import onnx
 from edgescene.export.graphs import ExportGraph
 from edgescene.export.onnx_export import initializer_bytes, save_onnx
 
-KEEP_FP32_OPS = ["LayerNormalization", "Softmax", "Sin", "Cos", "Exp", "Erf", "Range", "ReduceMean", "Pow", "Sqrt"]
+KEEP_FP32_OPS = ["LayerNormalization", "Softmax", "Sin", "Cos", "Exp", "Erf", "Range", "ReduceMean", "Pow", "Sqrt",
+                 "MultiHeadAttention"]  # onnxruntime's CPU kernel of the fused attention is fp32 only
 ROPE_OPS = {"Mul", "Add", "Neg", "Concat", "Slice", "Split"}
 
 

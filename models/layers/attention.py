@@ -1,18 +1,38 @@
 """Multi-head self-attention with optional QK-norm (VGGT), masked-k qkv bias (DINOv3) and RoPE.
 
 Attention is ``F.scaled_dot_product_attention`` (scale 1/sqrt(head_dim)), which uses the fused
-flash / memory-efficient kernels on GPU and exports to ONNX as plain MatMul/Softmax.
+flash / memory-efficient kernels on CPU and GPU and exports to ONNX as plain MatMul/Softmax. An
+exporter may route the attention core through :func:`attention_core_override` instead (e.g. to emit
+one fused onnxruntime ``MultiHeadAttention`` node, see ``edgescene.export.fused_attention``); the
+override receives q, k, v after QK-norm and RoPE and must compute the same thing.
 Key names: ``qkv``, ``q_norm``, ``k_norm``, ``proj`` (vggt/layers/attention.py,
 dinov3/layers/attention.py).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# (q, k, v each (B, heads, N, head_dim), heads) -> (B, N, heads * head_dim); None = SDPA
+AttentionCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+_core_override: AttentionCore | None = None
+
+
+@contextlib.contextmanager
+def attention_core_override(core: AttentionCore) -> Iterator[None]:
+    """Use ``core`` instead of SDPA in every :class:`Attention` while the context is open (export only)."""
+    global _core_override
+    previous, _core_override = _core_override, core
+    try:
+        yield
+    finally:
+        _core_override = previous
 
 
 class LinearKMaskedBias(nn.Linear):
@@ -71,5 +91,7 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = rope(q), rope(k)
+        if _core_override is not None:
+            return self.proj(_core_override(q, k, v, self.num_heads))
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
