@@ -12,7 +12,8 @@ import difflib
 from dataclasses import dataclass
 
 # Options a user can set; each format accepts a subset.
-ALL_OPTIONS = ("frames", "frames_range", "height", "width", "precision", "opset", "track", "workspace_gb")
+ALL_OPTIONS = ("frames", "frames_range", "height", "width", "precision", "opset", "track", "workspace_gb",
+               "calibration")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ FORMATS: dict[str, Format] = {
         Format("onnx-int8", "ONNX with int8 weights (onnxruntime dynamic quantization of MatMul/Gemm), for CPUs",
                ("int8",), _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime"),
                fused_attention=True),
+        Format("onnx-int8-static", "ONNX with int8 convolutions: the DPT heads' trunks statically quantized "
+               "(QDQ, per-channel weights, activation ranges calibrated on real frames: --calibration, default the "
+               "bundled sample video) and the transformer's MatMuls dynamically; the heads' last projection, "
+               "activations and the camera head stay fp32", ("int8",),
+               _COMMON | {"calibration"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]",
+               ("onnx", "onnxruntime"), fused_attention=True),
         Format("tensorrt", "TensorRT engine built from the ONNX graph: strongly typed, an optimization profile "
                "over the frame count, a timing cache", ("fp16", "fp32"),
                _COMMON | {"precision", "workspace_gb"}, "tensorrt", "gpu", "model.engine + model.onnx + timing.cache",
@@ -57,7 +64,8 @@ FORMATS: dict[str, Format] = {
     )
 }
 
-ALIASES = {"trt": "tensorrt", "engine": "tensorrt", "onnx-fp32": "onnx", "onnx16": "onnx-fp16", "int8": "onnx-int8"}
+ALIASES = {"trt": "tensorrt", "engine": "tensorrt", "onnx-fp32": "onnx", "onnx16": "onnx-fp16", "int8": "onnx-int8",
+           "int8-static": "onnx-int8-static", "onnx-qdq": "onnx-int8-static"}
 
 
 def get_format(name: str) -> Format:

@@ -49,6 +49,7 @@ class ExportConfig:
     opset: int = 17
     track: bool = False
     workspace_gb: float | None = None
+    calibration: str | None = None  # onnx-int8-static: images / video for activation ranges (default: sample video)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -109,11 +110,12 @@ def _ort_runner(model_path: Path):
 
 
 def _package(fmt: Format, graph: ExportGraph, fp32_onnx: Path, stage: Path, precision: str,
-             frames_range: tuple[int, int, int], config: ExportConfig, log: Callable[[str], None]):
+             frames_range: tuple[int, int, int], config: ExportConfig, log: Callable[[str], None],
+             calibration: list | None = None):
     """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path)."""
-    from edgescene.export.precision import convert_fp16, quantize_int8
+    from edgescene.export.precision import convert_fp16, quantize_int8, quantize_int8_static
 
-    if fmt.name in ("onnx", "onnx-fp16", "onnx-int8"):
+    if fmt.name in ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static"):
         model = stage / "model.onnx"
         if fmt.name == "onnx":
             external = [p.name for p in fp32_onnx.parent.iterdir() if p.name.startswith("model.onnx.")]
@@ -121,8 +123,10 @@ def _package(fmt: Format, graph: ExportGraph, fp32_onnx: Path, stage: Path, prec
                 p.rename(stage / p.name)
         elif fmt.name == "onnx-fp16":
             external = convert_fp16(fp32_onnx, model, graph)
-        else:
+        elif fmt.name == "onnx-int8":
             external = quantize_int8(fp32_onnx, model, graph)
+        else:
+            external = quantize_int8_static(fp32_onnx, model, graph, calibration, log=log)
         return {"model": "model.onnx", "external_data": external}, _ort_runner(model), {}, model
     if fmt.name == "triton":
         from edgescene.export.triton import write_triton_repository
@@ -172,7 +176,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
     preflight(fmt)
     validate_options(fmt, {"frames": config.frames, "frames_range": config.frames_range, "height": config.height,
                            "width": config.width, "precision": config.precision, "track": config.track,
-                           "workspace_gb": config.workspace_gb})
+                           "workspace_gb": config.workspace_gb, "calibration": config.calibration})
     precision = config.precision or fmt.default_precision
     out = Path(config.out)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
@@ -197,6 +201,12 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
+        calibration, calibration_text = None, None
+        if fmt.name == "onnx-int8-static":  # read first: a bad --calibration fails before any export work
+            from edgescene.export.calibration import calibration_feeds
+
+            calibration, calibration_text = calibration_feeds(graph, config.calibration, batch_frames=frames_range[1])
+            log(f"export: calibration: {calibration_text}")
         (stage / "fp32").mkdir()
         fp32_onnx = stage / "fp32" / "model.onnx"
         t = time.perf_counter()
@@ -207,7 +217,8 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
         cases = [graph.feeds(gate_images(height, width, n)) for n in counts]
         references = [graph.reference(feeds) for feeds in cases]
         del graph.module, loaded.module  # free PyTorch's copy of the weights before loading the artifact
-        files, runner, device, onnx_path = _package(fmt, graph, fp32_onnx, stage, precision, frames_range, config, log)
+        files, runner, device, onnx_path = _package(fmt, graph, fp32_onnx, stage, precision, frames_range, config, log,
+                                                    calibration)
         shutil.rmtree(stage / "fp32", ignore_errors=True)
         t = time.perf_counter()
         report = run_gate(runner, cases, references, graph.family, precision, height, width)
@@ -226,7 +237,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
                      + ("; attention as com.microsoft.MultiHeadAttention (onnxruntime)" if fmt.fused_attention else ""),
             versions=_versions(), parity=report.to_json(), accepted=report.passed,
             created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            elapsed_s=round(time.perf_counter() - start, 2), device=device,
+            elapsed_s=round(time.perf_counter() - start, 2), device=device, calibration=calibration_text,
         )
         set_metadata(onnx_path, artifact.to_json())
         write_artifact_json(artifact, stage)

@@ -71,6 +71,7 @@ class Artifact:
     created_utc: str = ""
     elapsed_s: float = 0.0
     device: dict[str, Any] = field(default_factory=dict)
+    calibration: str | None = None  # static int8: what the activation ranges were observed on
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "version": VERSION, **asdict(self)}
@@ -83,7 +84,8 @@ class Artifact:
             raise ArtifactError(f"{where}: artifact version {data.get('version')} is not supported (this edgescene reads {VERSION})")
         known = {f.name for f in fields(cls)}
         body = {k: v for k, v in data.items() if k in known}
-        missing = sorted(known - set(body) - {"opset", "exporter", "versions", "parity", "accepted", "created_utc", "elapsed_s", "device"})
+        missing = sorted(known - set(body) - {"opset", "exporter", "versions", "parity", "accepted", "created_utc", "elapsed_s", "device",
+                                              "calibration"})
         if missing:
             raise ArtifactError(f"{where}: metadata lacks {missing}")
         body["inputs"] = [TensorSpec(**t) for t in body["inputs"]]

@@ -31,6 +31,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")
     p.add_argument("--track", action="store_true", help="include VGGT's track head (query_points input)")
     p.add_argument("--workspace-gb", type=float, help="TensorRT builder workspace (default: 8)")
+    p.add_argument("--calibration", help="onnx-int8-static: an image folder or a video whose frames set the "
+                                         "activation ranges (default: the bundled sample video)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
@@ -40,7 +42,8 @@ def run_export(args: argparse.Namespace) -> int:
     config = ExportConfig(model=args.model, weights=args.weights, format=args.format, out=args.out, frames=args.frames,
                           frames_range=args.frames_range, height=args.height, width=args.width,
                           precision=args.precision, opset=args.opset, track=args.track,
-                          workspace_gb=args.workspace_gb, overwrite=args.overwrite)
+                          workspace_gb=args.workspace_gb, calibration=args.calibration,
+                          overwrite=args.overwrite)
     result = export_model(config)
     print(f"export: {'ACCEPTED' if result.accepted else 'REJECTED'} in {result.elapsed_s:.1f} s -> {result.folder}")
     for name, mb in result.sizes_mb.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -19,6 +20,7 @@ from edgescene.export.parity import gate_images
 from edgescene.export.pipeline import ExportConfig, export_model
 from edgescene.models import create_model
 from edgescene.runtime.artifact import ArtifactError, read_artifact
+from edgescene.runtime.frames import InputError
 from edgescene.runtime.session import open_session
 
 VGGT_SIZE = {"height": 56, "width": 84}
@@ -29,7 +31,7 @@ def export(tmp_path: Path, model: str, fmt: str, **options) -> pipeline.ExportRe
     return export_model(ExportConfig(model=model, format=fmt, out=str(tmp_path / fmt), **options), **QUIET)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "triton"])
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "triton"])
 def test_tiny_vggt_exports_pass_the_gate_at_1_2_and_5_frames(tmp_path, fmt):
     result = export(tmp_path, "vggt_tiny", fmt, frames_range=(1, 2, 5), **VGGT_SIZE)
     assert result.accepted, result.report.format()
@@ -43,7 +45,7 @@ def test_tiny_vggt_exports_pass_the_gate_at_1_2_and_5_frames(tmp_path, fmt):
                               "source_sha256": None, "track_head": False}
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "triton"])
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "triton"])
 def test_tiny_dinov3_exports_pass_the_gate(tmp_path, fmt):
     result = export(tmp_path, "dinov3_tiny", fmt, height=32, width=48, frames_range=(1, 2, 3))
     assert result.accepted, result.report.format()
@@ -162,3 +164,28 @@ def test_tensorrt_without_tensorrt_fails_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="pip install"):
         export(tmp_path, "vggt_tiny", "tensorrt", **VGGT_SIZE)
     assert not any(tmp_path.iterdir())  # nothing traced, nothing written
+
+
+def test_static_int8_quantizes_the_dpt_trunks_and_records_its_calibration(tmp_path):
+    frames_dir = tmp_path / "calib"
+    frames_dir.mkdir()
+    for i, img in enumerate(gate_images(90, 120, 3)):  # a user's folder of photos
+        cv2.imwrite(str(frames_dir / f"{i:02d}.png"), (img.transpose(1, 2, 0)[..., ::-1] * 255).astype(np.uint8))
+    result = export(tmp_path, "vggt_tiny", "onnx-int8-static", frames_range=(1, 2, 2), calibration=str(frames_dir),
+                    **VGGT_SIZE)
+    assert result.accepted, result.report.format()
+    assert result.artifact.calibration == f"2 frames of {frames_dir} in batches of 2"
+    graph = onnx.load(str(result.folder / "model.onnx")).graph
+    qconv = [n.name for n in graph.node if n.op_type == "DequantizeLinear" and "/depth_head/refinenet" in n.name]
+    assert qconv, "the DPT trunk convolutions carry Q/DQ pairs"
+    assert not [n for n in graph.node if n.op_type == "DequantizeLinear" and "output_conv2" in n.name]
+    assert [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"], "the transformer's MatMuls are dynamic int8"
+    assert read_artifact(result.folder).calibration == result.artifact.calibration
+
+
+def test_static_int8_with_a_missing_calibration_source_fails_before_exporting(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        export(tmp_path, "vggt_tiny", "onnx-int8-static", calibration=str(tmp_path / "nope"), **VGGT_SIZE)
+    assert not (tmp_path / "onnx-int8-static").exists()
+    with pytest.raises(ValueError, match="does not take --calibration"):
+        export(tmp_path, "vggt_tiny", "onnx-int8", calibration=str(tmp_path), **VGGT_SIZE)
