@@ -44,8 +44,9 @@ def machine_header(report: BenchReport) -> list[str]:
         "",
         "Latencies include host<->device copies (each call takes and returns host numpy arrays) and exclude "
         "preprocessing (decoding, resizing, normalisation): inputs are ready float32 arrays. "
-        f"Protocol: {report.config.protocol['warmup']} warm-up calls, then {report.config.protocol['runs']} "
-        "timed calls per format and frame count; median, p95 and a 3-sigma-clipped mean.",
+        f"Protocol: {report.config.protocol['warmup']} warm-up calls, then {report.config.protocol['min_runs']} to "
+        f"{report.config.protocol['runs']} timed calls per format and frame count; median, p95 and a "
+        "3-sigma-clipped mean. Speedups are ratios of medians measured in this same run.",
         "",
     ]
 
@@ -63,8 +64,89 @@ def _per_frames(report: BenchReport, title: str, fn, digits: int = 2) -> list[st
     return [f"## {title}", ""] + _table(["format"] + [f"{n} frame{'s' * (n > 1)}" for n in frames], body) + [""]
 
 
+def _largest_common(report: BenchReport, a: FormatRow, b: FormatRow):
+    frames = [n for n in sorted(report.config.frames, reverse=True)
+              if a.result(n) and a.result(n).timing and b.result(n) and b.result(n).timing]
+    return frames[0] if frames else None
+
+
+def targets(report: BenchReport) -> list[dict]:
+    """The issue's CPU and streaming targets, checked against this run's numbers (ratios of one run)."""
+    out = []
+    ref = report.row("pytorch")
+
+    def speed(name: str, goal: float):
+        row = report.row(name)
+        if ref is None or row is None:
+            return
+        n = _largest_common(report, ref, row)
+        if n is None:
+            out.append({"target": f"{name} >= {goal}x PyTorch eager", "measured": row.status, "met": None})
+            return
+        ratio = row.result(n).speedup_vs_pytorch
+        out.append({"target": f"{name} >= {goal}x PyTorch eager", "measured": f"{ratio:.2f}x at {n} frames",
+                    "met": ratio >= goal, "value": ratio})
+
+    speed("onnx", 1.4)
+    speed("onnx-int8", 2.5)
+    speed("onnx-int8-static", 2.5)
+    fp32 = report.row("onnx")
+    for name in ("onnx-int8", "onnx-int8-static"):
+        row = report.row(name)
+        if fp32 and row and fp32.accuracy and row.accuracy and "abs_rel" in fp32.accuracy and "abs_rel" in row.accuracy:
+            d = abs(row.accuracy["abs_rel"] - fp32.accuracy["abs_rel"])
+            out.append({"target": f"{name} depth AbsRel within 0.01 of fp32", "measured": f"|Δ| = {d:.4f}",
+                        "met": d <= 0.01, "value": d})
+    st = report.stream
+    if st is not None and not st.error:
+        for what, change in (("per-frame latency", st.latency_change), ("memory (RSS)", st.rss_change)):
+            first, last = min(st.checkpoints, key=int), max(st.checkpoints, key=int)
+            out.append({"target": f"streaming {what} constant within 10 % (frame {first} -> {last})",
+                        "measured": f"{change * 100:+.1f} %", "met": abs(change) <= 0.10, "value": change})
+    return out
+
+
+def _scale_sections(report: BenchReport) -> list[str]:
+    lines = []
+    if report.batch_scale:
+        lines += ["## Scale: batch mode (all frames in one call)", "",
+                  "Growth fitted as `y = a * frames^k` over the frame counts; activation memory is the peak RSS "
+                  "while running minus the RSS with the model loaded.", ""]
+        body = []
+        for b in report.batch_scale:
+            lat = b.latency_growth
+            mem = b.memory_growth or {}
+            act = ", ".join(f"{n}: {_cell(a, 0)}" for n, a in zip(b.frames, b.activation_mb))
+            body.append([f"`{b.format}`", f"{lat.get('label')} (k={_cell(lat.get('exponent'))})",
+                         f"{mem.get('label', '–')} (k={_cell(mem.get('exponent'))})", act])
+        lines += _table(["format", "latency growth", "memory growth", "activation MiB by frames"], body) + [""]
+    st = report.stream
+    if st is not None:
+        lines += ["## Scale: streaming (frame by frame, bounded memory)", ""]
+        if st.error:
+            lines += [f"Streaming section failed: {st.error}", ""]
+        else:
+            lines += [f"`{st.format}` ({st.backend}) on a {st.frames}-frame synthetic handheld orbit rendered at "
+                      f"{st.size[0]}x{st.size[1]}; window {st.window}, overlap {st.overlap} (the model runs once every "
+                      f"{st.window - st.overlap} frames). Per-frame latency is amortised over one model period and "
+                      f"includes preprocessing, the model and fusion; rendering ({st.render_s_excluded:.1f} s) is "
+                      "excluded.", ""]
+            body = [[str(c["frame"]), _cell(c["per_frame_s"] * 1e3, 1), f"{c['span'][0]}–{c['span'][1]}",
+                     _cell(c["rss_mb"], 0), _cell(c["peak_mb"], 0), str(c["map_points"]), str(c["model_calls"])]
+                    for c in sorted(st.checkpoints.values(), key=lambda c: c["frame"])]
+            lines += _table(["frame", "per-frame ms", "frames averaged", "RSS MiB", "peak MiB", "map points",
+                             "model calls"], body)
+            lines += ["", f"- per-frame latency: {st.latency_label}", f"- memory: {st.memory_label}", ""]
+    return lines
+
+
 def render_markdown(report: BenchReport, plots: list[str]) -> str:
     lines = machine_header(report)
+    checks = targets(report)
+    if checks:
+        mark = {True: "met", False: "**not met**", None: "–"}
+        lines += ["## Targets", ""] + _table(["target", "measured", "status"],
+                                             [[c["target"], c["measured"], mark[c["met"]]] for c in checks]) + [""]
     lines += ["## Formats", ""]
     lines += _table(["format", "status", "precision", "backend / device", "size MB", "parity p99 |d|", "export s"],
                     [[f"`{r.format}`", _short(r.status), _cell(r.precision), f"{r.backend or '–'} / {r.device or '–'}",
@@ -88,6 +170,7 @@ def render_markdown(report: BenchReport, plots: list[str]) -> str:
                          else [f"`{r.format}`", f"failed: {r.accuracy['error']}".replace("|", "/"), "–", "–"]
                          for r in accuracy])
         lines.append("")
+    lines += _scale_sections(report)
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
@@ -99,7 +182,8 @@ def _timed(rows: list[FormatRow]) -> list[FormatRow]:
 
 
 def render_plots(report: BenchReport, out: Path) -> list[str]:
-    """latency_vs_frames.png (and accuracy_vs_speed.png when accuracy was measured). Empty without matplotlib."""
+    """latency_vs_frames.png, memory_vs_frames.png, streaming.png and (when accuracy was measured)
+    accuracy_vs_speed.png. Empty without matplotlib."""
     try:
         import matplotlib
 
@@ -125,6 +209,44 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(str(path))
+    if report.batch_scale and any(a is not None for b in report.batch_scale for a in b.activation_mb):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for b in report.batch_scale:
+            pts = [(n, a) for n, a in zip(b.frames, b.peak_rss_mb) if a is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=b.format)
+        ax.set_xlabel("frames per call")
+        ax.set_ylabel("peak host memory, VmHWM (MiB)")
+        ax.set_title(f"{report.config.model} {report.config.height}x{report.config.width}: memory")
+        ax.set_xticks(report.config.frames)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / "memory_vs_frames.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(str(path))
+    st = report.stream
+    if st is not None and st.samples:
+        frames = [s["frame"] for s in st.samples]
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+        top.plot(frames, [s["push_s"] * 1e3 for s in st.samples], lw=0.6, color="0.6", label="each push")
+        marks = sorted(st.checkpoints.values(), key=lambda c: c["frame"])
+        top.plot([c["frame"] for c in marks], [c["per_frame_s"] * 1e3 for c in marks], "o-", label="per frame, amortised")
+        top.set_ylabel("latency (ms)")
+        top.legend(fontsize=8)
+        top.grid(alpha=0.3)
+        bottom.plot(frames, [s["rss_mb"] for s in st.samples], label="RSS")
+        bottom.plot(frames, [s["peak_mb"] for s in st.samples], label="peak RSS")
+        bottom.set_xlabel("frame")
+        bottom.set_ylabel("memory (MiB)")
+        bottom.legend(fontsize=8)
+        bottom.grid(alpha=0.3)
+        top.set_title(f"streaming: {st.format}, {st.frames} frames")
+        fig.tight_layout()
+        path = out / "streaming.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(str(path))
     scored = [r for r in rows if r.accuracy and r.accuracy.get("abs_rel") is not None]
     if scored:
         frames = max(report.config.frames)
@@ -133,10 +255,12 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
             r = row.result(frames)
             if r is None or r.timing is None:
                 continue
-            ax.scatter(r.throughput_fps, row.accuracy["abs_rel"], label=row.format)
-            ax.annotate(row.format, (r.throughput_fps, row.accuracy["abs_rel"]), fontsize=8)
+            ax.scatter(r.throughput_fps, row.accuracy["abs_rel"], label=f"{row.format} ({row.precision})")
+            ax.annotate(f"{row.format}", (r.throughput_fps, row.accuracy["abs_rel"]), fontsize=8)
         ax.set_xlabel(f"throughput at {frames} frames (frames/s)")
         ax.set_ylabel("depth AbsRel (lower is better)")
+        ax.set_title("accuracy vs speed, by format and precision")
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out / "accuracy_vs_speed.png"

@@ -4,10 +4,11 @@
 
 Renders one long synthetic video (handheld orbit, exact ground truth available), streams it
 through :class:`edgescene.runtime.reconstruct.Reconstructor` with depth written to disk, and
-records after every frame the process's resident memory (VmRSS, and the peak so far) and the
-wall time of that push. The report compares the peak at frame 10/50/100 with the peak at the
-last frame: a bounded stream keeps them within a few percent. Pre-processing and the model run
-are included in the per-frame times; rendering is not.
+records after every frame the process's resident memory (VmRSS, and the peak so far), the wall
+time of that push and whether the model ran. The report compares the per-frame cost (amortised
+over one model period) and the memory at frame 10/50/100 with those at the last frame: a bounded
+stream keeps them within a few percent. Pre-processing and the model run are included in the
+per-frame times; rendering is not. ``edgescene bench`` runs it as its streaming section.
 """
 
 from __future__ import annotations
@@ -52,9 +53,17 @@ def synthetic_video(frames: int, width: int, height: int, seed: int):
 
 
 def run(model: str, frames: int, width: int, height: int, window: int, overlap: int, seed: int,
-        max_points: int | None) -> dict:
+        max_points: int | None, checkpoints: tuple[int, ...] = (10, 50, 100), session_options: dict | None = None,
+        log=None, device: str = "auto") -> dict:
+    """Stream ``frames`` synthetic frames through the reconstructor; samples and checkpoint summaries.
+
+    Per-frame latency at checkpoint ``n`` is amortised over one model period: the push times of the
+    ``window - overlap`` frames that end with the first model call at or after frame ``n`` (one
+    model call plus the cheap pushes between calls), divided by that count. Memory at ``n`` is the
+    process's RSS and peak RSS (VmHWM) after frame ``n``.
+    """
     rec = Reconstructor(model, ReconstructConfig(window=window, overlap=overlap, keyframe_threshold=0.0,
-                                                 max_points=max_points))
+                                                 max_points=max_points, device=device), **(session_options or {}))
     with tempfile.TemporaryDirectory() as tmp:
         def sink(result):  # depth goes to disk, as in reconstruct_to_folder
             write_depth_npz(Path(tmp) / f"{result.keyframe:05d}.npz", result.depth, result.depth_conf)
@@ -71,28 +80,44 @@ def run(model: str, frames: int, width: int, height: int, window: int, overlap: 
             t2 = time.perf_counter()
             render_s += t1 - t0
             rss, peak = rss_mb()
+            state = stream.core.state
             samples.append({"frame": i + 1, "push_s": t2 - t1, "rss_mb": rss, "peak_mb": peak,
-                            "map_points": stream.core.state.points})
+                            "map_points": state.points, "windows": state.windows})
+            if log is not None and (i + 1) % 50 == 0:
+                log(f"bench: streaming frame {i + 1}/{frames}: rss {rss:.0f} MiB, {state.windows} model calls")
         stream.finish()
-    checkpoints = {n: samples[n - 1] for n in (10, 50, 100, frames) if n <= frames}
-    last = samples[-1]
-
-    def window_mean(upto: int, span: int = 10) -> float:  # mean push time over the `span` frames before `upto`
-        chunk = samples[max(0, upto - span):upto]
-        return float(np.mean([s["push_s"] for s in chunk]))
-
-    growth = {f"peak_growth_{n}_to_{frames}": round(last["peak_mb"] / checkpoints[n]["peak_mb"] - 1, 4)
-              for n in checkpoints if n != frames}
+        backend = f"{rec.session.backend}/{rec.session.device}"
+    period = window - overlap
+    marks = sorted({n for n in checkpoints if n < frames} | {frames})
+    summary = {str(n): _checkpoint(samples, n, period) for n in marks}
+    first, last = summary[str(marks[0])], summary[str(marks[-1])]
     return {
-        "model": str(model), "frames": frames, "max_points": max_points, "size": [height, width], "window": window, "overlap": overlap,
-        "backend": f"{rec.session.backend}/{rec.session.device}",
-        "checkpoints": {str(n): {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}
-                        for n, s in checkpoints.items()},
-        **growth,
-        "mean_push_s": {str(n): round(window_mean(n), 4) for n in checkpoints},
+        "model": str(model), "frames": frames, "max_points": max_points, "size": [height, width],
+        "window": window, "overlap": overlap, "period": period, "backend": backend,
+        "checkpoints": summary,
+        "latency_change": round(last["per_frame_s"] / first["per_frame_s"] - 1, 4),
+        "rss_change": round(last["rss_mb"] / first["rss_mb"] - 1, 4),
+        "peak_change": round(last["peak_mb"] / first["peak_mb"] - 1, 4),
         "render_s_excluded": round(render_s, 2),
-        "note": "push_s includes keyframe selection, preprocessing, the model (once per window) and fusion",
+        "samples": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()} for s in samples],
+        "note": "push_s includes keyframe selection, preprocessing, the model (once per window) and fusion; "
+                "rendering the synthetic frames is excluded",
     }
+
+
+def _checkpoint(samples: list[dict], n: int, period: int) -> dict:
+    """Window-aligned per-frame cost and memory at frame ``n`` (1-based)."""
+    calls = [i for i in range(1, len(samples)) if samples[i]["windows"] > samples[i - 1]["windows"]]
+    if samples and samples[0]["windows"] > 0:
+        calls.insert(0, 0)
+    after = [i for i in calls if i >= n - 1]
+    end = after[0] if after else (calls[-1] if calls else len(samples) - 1)
+    start = max(0, end - period + 1)
+    span = samples[start:end + 1]
+    at = samples[n - 1]
+    return {"frame": n, "per_frame_s": round(sum(s["push_s"] for s in span) / len(span), 5),
+            "span": [span[0]["frame"], span[-1]["frame"]], "rss_mb": round(at["rss_mb"], 2),
+            "peak_mb": round(at["peak_mb"], 2), "map_points": at["map_points"], "model_calls": at["windows"]}
 
 
 def main() -> None:
@@ -108,6 +133,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = run(args.model, args.frames, args.width, args.height, args.window, args.overlap, args.seed, args.max_points)
+    report.pop("samples")
     text = json.dumps(report, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 PYTORCH = "pytorch"
-QUICK = {"warmup": 1, "runs": 3}
-DEFAULT = {"warmup": 3, "runs": 20}
+STREAM_WINDOW, STREAM_OVERLAP = 8, 2  # the streaming section's window: the runtime's defaults
+QUICK = {"warmup": 1, "runs": 3, "min_runs": 3, "budget_s": 0.0}
+DEFAULT = {"warmup": 2, "runs": 20, "min_runs": 5, "budget_s": 3.0}
 
 
 # ------------------------------------------------------------------------------------ records
@@ -60,7 +61,8 @@ class FrameResult:
     per_frame_ms: float | None = None  # median per call / frames
     throughput_fps: float | None = None  # frames / median call
     peak_rss_mb: float | None = None  # VmHWM around the runs
-    rss_before_mb: float | None = None
+    rss_before_mb: float | None = None  # RSS once the session was open, before its first call
+    activation_mb: float | None = None  # peak_rss_mb - rss_before_mb: what running at this size adds
     speedup_vs_pytorch: float | None = None  # pytorch median / this median, same frames
 
 
@@ -105,8 +107,12 @@ class BenchConfig:
     weights: str | None = None
     max_sequences: int | None = None
     seed: int = 0
+    stream_frames: int | None = None  # streaming section length; None: 300 (quick: 30); 0: no streaming section
+    stream_format: str | None = None  # which row streams; None: the first accepted onnxruntime row, else pytorch
 
     def __post_init__(self) -> None:
+        if self.stream_frames is not None and self.stream_frames < 0:
+            raise ValueError(f"stream_frames must be >= 0 (0 disables the streaming section), got {self.stream_frames}")
         if not self.frames or any(f < 1 for f in self.frames):
             raise ValueError(f"frames must be positive integers, got {self.frames}")
         if self.runs is not None and self.runs < 1:
@@ -115,10 +121,20 @@ class BenchConfig:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
 
     @property
-    def protocol(self) -> dict[str, int]:
+    def streaming_frames(self) -> int:
+        if self.stream_frames is not None:
+            return self.stream_frames
+        return 30 if self.quick else 300
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """Warm-up calls, then between ``min_runs`` and ``runs`` timed calls (stopping once ``budget_s``
+        seconds are spent). An explicit ``runs`` means exactly that many."""
         base = QUICK if self.quick else DEFAULT
-        return {"warmup": base["warmup"] if self.warmup is None else self.warmup,
-                "runs": base["runs"] if self.runs is None else self.runs}
+        if self.runs is not None:
+            return {"warmup": base["warmup"] if self.warmup is None else self.warmup, "runs": self.runs,
+                    "min_runs": self.runs, "budget_s": None}
+        return {**base, "warmup": base["warmup"] if self.warmup is None else self.warmup}
 
 
 @dataclass
@@ -129,6 +145,8 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
     created_utc: str = ""
     elapsed_s: float = 0.0
+    batch_scale: list[Any] = field(default_factory=list)  # edgescene.bench.scale.BatchScale per timed row
+    stream: Any = None  # edgescene.bench.scale.StreamScale
 
     def row(self, name: str) -> FormatRow | None:
         return next((r for r in self.rows if r.format == name), None)
@@ -137,7 +155,9 @@ class BenchReport:
         return {"schema": "edgescene.bench", "version": 1, "config": asdict(self.config),
                 "protocol": self.config.protocol, "machine": self.machine, "notes": self.notes,
                 "created_utc": self.created_utc, "elapsed_s": self.elapsed_s,
-                "rows": [asdict(r) for r in self.rows]}
+                "rows": [asdict(r) for r in self.rows],
+                "scale": {"batch": [asdict(b) for b in self.batch_scale],
+                          "streaming": asdict(self.stream) if self.stream is not None else None}}
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -184,24 +204,35 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def measure(session, frames: int, height: int, width: int, warmup: int, runs: int, seed: int = 0) -> FrameResult:
-    """Warm-up then ``runs`` timed synchronous calls of ``session`` on ``frames`` random frames."""
+def measure(session, frames: int, height: int, width: int, warmup: int, runs: int, seed: int = 0,
+            min_runs: int | None = None, budget_s: float | None = None, baseline_mb: float | None = None) -> FrameResult:
+    """Warm-up, then timed synchronous calls of ``session`` on ``frames`` random frames.
+
+    Up to ``runs`` calls; with ``budget_s``, timing stops once ``min_runs`` calls are done and
+    ``budget_s`` seconds have been spent (slow configurations get fewer, still several, samples).
+    Peak memory (VmHWM) is reset before the warm-up, so it covers this frame count's first call
+    (where allocators grow) too; ``baseline_mb`` is the RSS before the session's first call.
+    """
     spec = session.input_spec()[0]
     images = np.random.default_rng(seed).random((frames, 3, height, width), dtype=np.float32)
     feeds = {spec.name: images}
+    reset_peak_rss()
     for _ in range(warmup):
         session(feeds)
-    reset_peak_rss()
-    before, _ = rss_mb()
     samples = []
-    for _ in range(runs):
+    spent = 0.0
+    min_runs = runs if min_runs is None else min(min_runs, runs)
+    while len(samples) < runs and not (budget_s is not None and len(samples) >= min_runs and spent >= budget_s):
         start = time.perf_counter()
         session(feeds)  # returns numpy: device->host copies are inside the timing
         samples.append(time.perf_counter() - start)
+        spent += samples[-1]
     _, peak = rss_mb()
     timing = timing_stats(samples, warmup)
+    activation = None if peak is None or baseline_mb is None else round(max(peak - baseline_mb, 0.0), 2)
     return FrameResult(frames=frames, status="ok", timing=timing, per_frame_ms=timing.median_ms / frames,
-                       throughput_fps=frames / (timing.median_ms / 1e3), peak_rss_mb=peak, rss_before_mb=before)
+                       throughput_fps=frames / (timing.median_ms / 1e3), peak_rss_mb=peak, rss_before_mb=baseline_mb,
+                       activation_mb=activation)
 
 
 def _error(exc: BaseException) -> str:
@@ -268,10 +299,11 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> F
         row.status = f"skipped: {_error(exc)}"
         return row
     low, high = min(config.frames), max(config.frames)
+    top = max(high, STREAM_WINDOW) if config.streaming_frames else high  # the streaming section runs windows
     target = Path(config.out) / "artifacts" / fmt.name
     try:
         result = export_model(ExportConfig(model=config.model, format=fmt.name, out=str(target),
-                                           weights=config.weights, frames_range=(low, high, high),
+                                           weights=config.weights, frames_range=(low, high, top),
                                            height=config.height, width=config.width, overwrite=True),
                               log=log)
     except Exception as exc:  # noqa: BLE001 - a failed export is a row, not a crash
@@ -298,11 +330,13 @@ def _run_row(row: FormatRow, config: BenchConfig, open_model: Callable[[], Any],
     except Exception as exc:  # noqa: BLE001
         row.results = [FrameResult(frames=n, status=f"failed: {_error(exc)}") for n in config.frames]
         return
+    baseline, _ = rss_mb()
     try:
         row.backend, row.device = session.backend, session.device
-        for n in config.frames:
+        for n in sorted(config.frames):  # ascending: allocators only grow, so each peak is this size's
             try:
-                result = measure(session, n, config.height, config.width, proto["warmup"], proto["runs"], config.seed)
+                result = measure(session, n, config.height, config.width, proto["warmup"], proto["runs"], config.seed,
+                                 min_runs=proto["min_runs"], budget_s=proto["budget_s"], baseline_mb=baseline)
                 log(f"bench: {row.format:<10} frames={n}: median {result.timing.median_ms:.2f} ms "
                     f"p95 {result.timing.p95_ms:.2f} ms, {result.throughput_fps:.1f} frames/s")
             except Exception as exc:  # noqa: BLE001
@@ -359,7 +393,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
     report = BenchReport(config=config, machine=machine_info(), rows=[], notes=[
         "latency: synchronous session calls on ready float32 arrays; host<->device copies included, "
         "preprocessing (decode, resize, normalise) excluded",
-        f"protocol: {config.protocol['warmup']} warm-up calls, then {config.protocol['runs']} timed calls; "
+        f"protocol: {config.protocol['warmup']} warm-up calls, then {config.protocol['min_runs']} to "
+        f"{config.protocol['runs']} timed calls (stopping after {config.protocol['budget_s']} s where set); "
         "median, p95, 3-sigma-clipped mean",
         "peak_rss_mb: the process's VmHWM after the timed runs (reset before them where the kernel allows)",
         "rejected / failed / skipped formats are not timed",
@@ -392,7 +427,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
         log(f"bench: exporting {name}")
         row = _export_row(config, name, quiet)
         log(f"bench: {name}: {row.status}")
-        if row.ok:
+        if row.ok and row.backend == "triton":
+            row.status = "accepted (not timed: served by Triton Inference Server; its model.onnx is the onnx row's graph)"
+        elif row.ok:
             _run_row(row, config, lambda: open_session(row.artifact, config.device), log)
             if config.dataset:
                 row.accuracy = _accuracy(row.artifact, config, None)
@@ -403,10 +440,59 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
             ref = reference.result(result.frames)
             if result.timing and ref is not None and ref.timing:
                 result.speedup_vs_pytorch = ref.timing.median_ms / result.timing.median_ms
+    from edgescene.bench.scale import batch_scale
+
+    report.batch_scale = [b for b in (batch_scale(r) for r in report.rows) if b is not None]
+    if config.streaming_frames:
+        report.stream = _streaming(report, config, torch_options, reference_model, log)
     report.created_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report.elapsed_s = round(time.perf_counter() - start, 2)
     write_json(out / "bench.json", report.to_json())
     return report
+
+
+def _stream_row(report: BenchReport, config: BenchConfig) -> FormatRow | None:
+    if config.stream_format:
+        row = report.row(config.stream_format)
+        if row is None:
+            raise ValueError(f"--stream-format {config.stream_format!r} is not a row of this run "
+                             f"(rows: {', '.join(r.format for r in report.rows)})")
+        return row
+    return next((r for r in report.rows if r.ok and r.backend == "onnxruntime" and r.artifact), None)
+
+
+def _streaming(report: BenchReport, config: BenchConfig, torch_options: dict[str, Any], reference_model: str,
+               log: Callable[[str], None]):
+    """The streaming section: a long synthetic video through the runtime reconstructor, one row's model."""
+    from edgescene.bench import streaming_memory
+    from edgescene.bench.scale import StreamScale, stream_label
+
+    frames = config.streaming_frames
+    try:
+        row = _stream_row(report, config)
+        if row is not None and row.format != PYTORCH:
+            if not (row.ok and row.artifact):
+                raise ValueError(f"row {row.format} has no accepted artifact ({row.status})")
+            model, options, name = row.artifact, {}, row.format
+        else:  # no exported row: stream with the eager model
+            model, options, name = reference_model, dict(torch_options), PYTORCH
+            options["max_frames"] = max(options.get("max_frames", STREAM_WINDOW), STREAM_WINDOW)
+        log(f"bench: streaming {frames} synthetic frames through {name}")
+        data = streaming_memory.run(model, frames, width=config.width, height=config.height, window=STREAM_WINDOW,
+                                    overlap=STREAM_OVERLAP, seed=config.seed + 3, max_points=2_000_000,
+                                    checkpoints=(10, 100), session_options=options, log=log, device=config.device)
+    except Exception as exc:  # noqa: BLE001 - a failed section is reported, not a crash
+        log(traceback.format_exc())
+        return StreamScale(model=config.model, format=config.stream_format or "?", frames=frames,
+                           size=[config.height, config.width], window=STREAM_WINDOW, overlap=STREAM_OVERLAP,
+                           backend="", checkpoints={},
+                           latency_change=float("nan"), rss_change=float("nan"), latency_label="–",
+                           memory_label="–", render_s_excluded=0.0, error=_error(exc))
+    return StreamScale(model=str(model), format=name, frames=frames, size=data["size"], window=data["window"],
+                       overlap=data["overlap"], backend=data["backend"], checkpoints=data["checkpoints"],
+                       latency_change=data["latency_change"], rss_change=data["rss_change"],
+                       latency_label=stream_label(data["latency_change"]), memory_label=stream_label(data["rss_change"]),
+                       render_s_excluded=data["render_s_excluded"], samples=data["samples"])
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

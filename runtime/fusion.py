@@ -102,6 +102,19 @@ def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, inverse.reshape(-1)
 
 
+_PACK_BITS = 21  # per axis: voxel keys in [-2**20, 2**20) pack into one int64 in lexicographic order
+
+
+def _packable(keys: np.ndarray) -> bool:
+    return len(keys) == 0 or (int(keys.min()) >= -(1 << (_PACK_BITS - 1)) and int(keys.max()) < (1 << (_PACK_BITS - 1)))
+
+
+def _pack(keys: np.ndarray) -> np.ndarray:
+    """(M, 3) int64 keys -> (M,) int64, monotone in (kx, ky, kz) lexicographic order (see :func:`_packable`)."""
+    k = keys + (1 << (_PACK_BITS - 1))
+    return (k[:, 0] << (2 * _PACK_BITS)) | (k[:, 1] << _PACK_BITS) | k[:, 2]
+
+
 def _weighted_means(inverse: np.ndarray, n: int, w: np.ndarray, *values: np.ndarray):
     """Per-group summed weight (n,) and weighted means (n, 3) of each (N, 3) value array."""
     wsum = np.bincount(inverse, weights=w, minlength=n)
@@ -239,7 +252,17 @@ class PointMap:
 
     # -- internals
     def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray) -> None:
-        """Combine (keys, means, weights) rows with the current state by weighted mean per key."""
+        """Combine (keys, means, weights) rows with the current state by weighted mean per key.
+
+        The map is kept sorted by voxel key (lexicographic), so a batch is merged by binary search
+        and insertion, O(N log M + M) instead of re-sorting all M + N rows: the cost of one frame
+        stays nearly flat as the map grows. Keys too far out to pack fall back to a full re-sort.
+        """
+        if len(keys) == 0:
+            return
+        if len(self) and _packable(self._keys) and _packable(keys):
+            self._merge_sorted(keys, xyz, rgb, w)
+            return
         all_keys = np.concatenate([self._keys, keys])
         all_w = np.concatenate([self._w, w])
         uniq, inverse = _group(all_keys)
@@ -247,6 +270,26 @@ class PointMap:
                                               np.concatenate([self._xyz, xyz]),
                                               np.concatenate([self._rgb, rgb]))
         self._keys, self._xyz, self._rgb, self._w = uniq, m_xyz, m_rgb.astype(np.float32), wsum
+
+    def _merge_sorted(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray) -> None:
+        uniq, inverse = _group(keys)  # the batch's own voxels first (sorted, like the map)
+        bw, (bxyz, brgb) = _weighted_means(inverse, len(uniq), w, xyz, rgb)
+        packed_map, packed_new = _pack(self._keys), _pack(uniq)
+        at = np.searchsorted(packed_map, packed_new)
+        hit = at < len(packed_map)
+        hit[hit] = packed_map[at[hit]] == packed_new[hit]
+        i, j = at[hit], np.flatnonzero(hit)  # voxels already in the map: weighted mean in place
+        total = self._w[i] + bw[j]
+        self._xyz[i] = (self._xyz[i] * self._w[i, None] + bxyz[j] * bw[j, None]) / total[:, None]
+        self._rgb[i] = ((self._rgb[i] * self._w[i, None] + brgb[j] * bw[j, None]) / total[:, None]).astype(np.float32)
+        self._w[i] = total
+        new = ~hit  # new voxels: inserted where they sort
+        if new.any():
+            pos = at[new]
+            self._keys = np.insert(self._keys, pos, uniq[new], axis=0)
+            self._xyz = np.insert(self._xyz, pos, bxyz[new], axis=0)
+            self._rgb = np.insert(self._rgb, pos, brgb[new].astype(np.float32), axis=0)
+            self._w = np.insert(self._w, pos, bw[new])
 
     def _rebin(self, xyz: np.ndarray) -> None:
         """Recompute voxel keys of the stored means at the current voxel size and merge duplicates."""

@@ -196,3 +196,21 @@ def test_fusion_imports_without_torch():
             "import edgescene.runtime.fusion, edgescene.runtime.outputs; "
             "assert 'edgescene.models' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pointmap_incremental_merge_matches_one_shot_with_weights_and_interleaved_voxels():
+    rng = np.random.default_rng(3)
+    batches = [(rng.uniform(-2, 2, (800, 3)), rng.integers(0, 256, (800, 3), dtype=np.uint8), rng.uniform(0.1, 3, 800))
+               for _ in range(6)]  # each batch lands between, inside and beyond the voxels already mapped
+    m = PointMap(0.25)
+    for pts, col, w in batches:
+        m.add(pts, col, w)
+        keys = m._keys  # the map stays sorted by voxel key: what the binary-search merge relies on
+        assert (np.lexsort(keys.T[::-1]) == np.arange(len(keys))).all()
+    p, c, w = voxel_downsample(np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), 0.25,
+                               np.concatenate([b[2] for b in batches]))
+    order, ref = np.lexsort(m.points.T), np.lexsort(p.T.astype(np.float32))
+    assert len(m) == len(p)
+    np.testing.assert_allclose(m.points[order], p[ref], atol=1e-6)
+    np.testing.assert_allclose(m.weights[order], w[ref], rtol=1e-9)
+    assert np.abs(m.colors[order].astype(int) - c[ref]).max() <= 1
