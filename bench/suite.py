@@ -11,10 +11,15 @@ model through :func:`edgescene.runtime.session.open_session`'s torch backend.
 
 Protocol (per format and frame count): ``warmup`` untimed calls, then ``runs`` timed calls; each
 call is synchronous (the session returns numpy arrays), so host<->device copies are included and
-preprocessing is not (inputs are ready-made float32 arrays). Reported: median, p95, sigma-clipped
-mean and std per call, per frame, throughput (frames/s) and the peak resident memory of the process
-(VmHWM, reset before the runs where the kernel allows it). Speedups are against the PyTorch row of
-the same run. A failing format or frame count becomes a row status, never a crash.
+preprocessing is not (inputs are ready-made float32 arrays). Each row runs in its own worker
+process (:mod:`edgescene.bench.worker`), so its peak memory is its own. Reported: median, p95,
+sigma-clipped mean and std per call, per frame, throughput (frames/s), the peak resident memory
+(VmHWM, reset before each frame count where the kernel allows it) and the activation memory
+(peak minus the RSS with the model loaded). Speedups are against the PyTorch row of the same run.
+A failing format or frame count becomes a row status, never a crash.
+
+After the rows: the scale section (:mod:`edgescene.bench.scale`: growth of time and memory with
+the frame count, and a long streaming run through the runtime reconstructor).
 """
 
 from __future__ import annotations
@@ -322,29 +327,34 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> F
     return row
 
 
-def _run_row(row: FormatRow, config: BenchConfig, open_model: Callable[[], Any], log: Callable[[str], None]) -> None:
-    """Open the session once and measure every frame count (and accuracy); failures stay in the row."""
-    proto = config.protocol
-    try:
-        session = open_model()
-    except Exception as exc:  # noqa: BLE001
-        row.results = [FrameResult(frames=n, status=f"failed: {_error(exc)}") for n in config.frames]
-        return
-    baseline, _ = rss_mb()
-    try:
-        row.backend, row.device = session.backend, session.device
-        for n in sorted(config.frames):  # ascending: allocators only grow, so each peak is this size's
-            try:
-                result = measure(session, n, config.height, config.width, proto["warmup"], proto["runs"], config.seed,
-                                 min_runs=proto["min_runs"], budget_s=proto["budget_s"], baseline_mb=baseline)
-                log(f"bench: {row.format:<10} frames={n}: median {result.timing.median_ms:.2f} ms "
-                    f"p95 {result.timing.p95_ms:.2f} ms, {result.throughput_fps:.1f} frames/s")
-            except Exception as exc:  # noqa: BLE001
-                result = FrameResult(frames=n, status=f"failed: {_error(exc)}")
-                log(f"bench: {row.format} frames={n}: {result.status}")
-            row.results.append(result)
-    finally:
-        session.close()
+def _run_row(row: FormatRow, config: BenchConfig, model: str, options: dict[str, Any] | None,
+             log: Callable[[str], None]) -> None:
+    """Measure every frame count of ``model`` in a fresh process (:mod:`edgescene.bench.worker`);
+    failures, crashes included, stay in the row."""
+    import subprocess
+    import sys
+    import tempfile
+
+    spec = {"model": str(model), "device": config.device, "options": options or {}, "frames": config.frames,
+            "height": config.height, "width": config.width, "protocol": config.protocol, "seed": config.seed}
+    with tempfile.TemporaryDirectory(prefix="edgescene-bench-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.run([sys.executable, "-m", "edgescene.bench.worker", str(spec_path), str(out_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr.splitlines():
+            if line.startswith("bench:"):
+                log(line)
+        if proc.returncode != 0 or not out_path.is_file():
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            reason = lines[-1][:300] if lines else f"worker exited with {proc.returncode}"
+            row.results = [FrameResult(frames=n, status=f"failed: {reason}") for n in config.frames]
+            return
+        data = json.loads(out_path.read_text())
+    row.backend, row.device = data["backend"], data["device"]
+    for r in data["results"]:
+        timing = r.pop("timing", None)
+        row.results.append(FrameResult(**r, timing=Timing(**timing) if timing else None))
 
 
 def _artifact_row(config: BenchConfig) -> tuple[FormatRow | None, str | None]:
@@ -384,8 +394,6 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
     """Export, time and (optionally) score every requested format beside the PyTorch reference."""
     from datetime import datetime, timezone
 
-    from edgescene.runtime.session import open_session
-
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -411,13 +419,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
         torch_options["weights"] = config.weights
     reference = FormatRow(format=PYTORCH, status="reference", precision="fp32", backend="torch")
     log(f"bench: {PYTORCH} (eager reference)")
-    _run_row(reference, config, lambda: open_session(reference_model, config.device, **torch_options), log)
+    _run_row(reference, config, reference_model, torch_options, log)
     if config.dataset:
         reference.accuracy = _accuracy(reference_model, config, torch_options)
     report.rows.append(reference)
 
     if artifact is not None:
-        _run_row(artifact, config, lambda: open_session(config.model, config.device), log)
+        _run_row(artifact, config, config.model, None, log)
         if config.dataset:
             artifact.accuracy = _accuracy(config.model, config, None)
         report.rows.append(artifact)
@@ -430,7 +438,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
         if row.ok and row.backend == "triton":
             row.status = "accepted (not timed: served by Triton Inference Server; its model.onnx is the onnx row's graph)"
         elif row.ok:
-            _run_row(row, config, lambda: open_session(row.artifact, config.device), log)
+            _run_row(row, config, row.artifact, None, log)
             if config.dataset:
                 row.accuracy = _accuracy(row.artifact, config, None)
         report.rows.append(row)

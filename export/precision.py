@@ -134,11 +134,20 @@ def quantize_int8_static(src: Path, dst: Path, graph: ExportGraph, calibration: 
     quantize_static(str(prepared), str(static), Feeds(), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=STATIC_INT8_OPS, nodes_to_quantize=trunk or None, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, use_external_data_format=big)
-    # the transformer's matrix products: dynamic (per-call activation ranges) keeps the cameras accurate
-    quantize_dynamic(str(static), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                     nodes_to_exclude=[n.name for n in onnx.load(str(static), load_external_data=False).graph.node
-                                       if n.name.startswith(graph.fp32_prefixes)],
-                     use_external_data_format=big)
+    # the transformer's matrix products: dynamic (per-call activation ranges) keeps the cameras accurate.
+    # onnxruntime warns "already quantized?" on seeing the QDQ nodes: expected here, so silenced.
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(static), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
+                         nodes_to_exclude=[n.name for n in onnx.load(str(static), load_external_data=False).graph.node
+                                           if n.name.startswith(graph.fp32_prefixes)],
+                         use_external_data_format=big)
+    finally:
+        root.setLevel(level)
     if big:
         return sorted(p.name for p in dst.parent.iterdir() if p.name.startswith(dst.name) and p != dst)
     return []

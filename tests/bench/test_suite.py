@@ -17,8 +17,8 @@ H, W = 56, 84
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "quick"
-    config = BenchConfig(model="vggt_tiny", formats=["onnx", "onnx-int8", "tensorrt", "no-such-format"],
-                         frames=[1, 2], height=H, width=W, out=str(out), quick=True, device="cpu")
+    config = BenchConfig(model="vggt_tiny", formats=["onnx", "onnx-int8", "onnx-int8-static", "tensorrt", "no-such-format"],
+                         frames=[1, 2], height=H, width=W, out=str(out), quick=True, device="cpu", stream_frames=24)
     report = run_bench(config, log=lambda s: None)
     write_report(report, out)
     return out, report
@@ -36,8 +36,14 @@ def test_sigma_clipped_mean_drops_outliers():
 
 
 def test_config_protocol_and_validation(tmp_path):
-    assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), quick=True).protocol == {"warmup": 1, "runs": 3}
-    assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), runs=7).protocol["runs"] == 7
+    assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), quick=True).protocol == {
+        "warmup": 1, "runs": 3, "min_runs": 3, "budget_s": 0.0}
+    assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), runs=7).protocol == {
+        "warmup": 2, "runs": 7, "min_runs": 7, "budget_s": None}  # an explicit --runs means exactly that many
+    default = BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path))
+    assert default.protocol["min_runs"] == 5 and default.protocol["budget_s"] > 0 and default.streaming_frames == 300
+    with pytest.raises(ValueError):
+        BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), stream_frames=-1)
     with pytest.raises(ValueError):
         BenchConfig("vggt_tiny", ["onnx"], [0], H, W, str(tmp_path))
     with pytest.raises(ValueError):
@@ -56,7 +62,7 @@ def test_bench_json_has_timed_rows_for_reference_and_formats(quick):
         assert rows[name]["parity_p99_abs"] is not None
         assert (out / "artifacts" / name).is_dir() or (out / "artifacts" / f"{name}.rejected").is_dir()
     assert rows["onnx"]["status"] == "accepted"
-    for name in ("pytorch", "onnx", "onnx-int8"):
+    for name in ("pytorch", "onnx", "onnx-int8", "onnx-int8-static"):
         if rows[name]["status"] == "rejected":
             continue
         results = {r["frames"]: r for r in rows[name]["results"]}
@@ -70,6 +76,7 @@ def test_bench_json_has_timed_rows_for_reference_and_formats(quick):
             assert r["per_frame_ms"] == pytest.approx(t["median_ms"] / n)
             assert r["throughput_fps"] > 0
             assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 0
+            assert r["activation_mb"] is None or r["activation_mb"] >= 0
             assert r["speedup_vs_pytorch"] > 0
     assert all(r["speedup_vs_pytorch"] == pytest.approx(1.0) for r in rows["pytorch"]["results"])
     assert data["machine"]["cores"] >= 1 and "torch" in data["machine"]["versions"]
@@ -83,7 +90,7 @@ def test_unavailable_and_unknown_formats_are_rows_not_crashes(quick):
     assert bogus is not None and bogus.status.startswith("failed:") and "unknown export format" in bogus.status
     assert bogus.results == []
     names = [r.format for r in report.rows]
-    assert names[0] == "pytorch" and names[1:3] == ["onnx", "onnx-int8"]
+    assert names[0] == "pytorch" and names[1:4] == ["onnx", "onnx-int8", "onnx-int8-static"]
 
 
 def test_report_markdown_and_plots(quick):
@@ -93,8 +100,48 @@ def test_report_markdown_and_plots(quick):
     assert "host<->device copies" in text and "preprocessing" in text
     assert "| format | 1 frame | 2 frames |" in text
     assert "Speedup vs PyTorch" in text and "`onnx-int8`" in text
-    pngs = list(out.glob("*.png"))
-    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "## Targets" in text and "onnx >= 1.4x PyTorch eager" in text
+    assert "## Scale: batch mode" in text and "## Scale: streaming" in text
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {"latency_vs_frames.png", "memory_vs_frames.png", "streaming.png"} <= pngs
+    assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_scale_section_batch_growth_and_streaming_checkpoints(quick):
+    out, report = quick
+    data = json.loads((out / "bench.json").read_text())
+    batch = {b["format"]: b for b in data["scale"]["batch"]}
+    assert {"pytorch", "onnx", "onnx-int8"} <= set(batch)
+    for b in batch.values():
+        assert b["frames"] == [1, 2] and len(b["latency_ms"]) == 2
+        assert b["latency_growth"]["label"] and b["latency_growth"]["exponent"] is not None
+    stream = data["scale"]["streaming"]
+    assert stream["error"] is None, stream["error"]
+    assert stream["format"] == "onnx" and stream["frames"] == 24
+    assert sorted(stream["checkpoints"], key=int) == ["10", "24"]
+    assert len(stream["samples"]) == 24 and stream["samples"][-1]["windows"] >= 3  # every 6 frames once 8 are in
+    for c in stream["checkpoints"].values():
+        assert c["per_frame_s"] > 0 and c["rss_mb"] > 0
+    assert stream["latency_label"].startswith(("constant", "grows", "shrinks"))
+
+
+def test_each_row_runs_in_its_own_process_and_onnx_rows_never_import_torch(quick, tmp_path):
+    from edgescene.bench.worker import main as worker
+
+    out, report = quick
+    spec = {"model": str(out / "artifacts" / "onnx"), "device": "cpu", "options": {}, "frames": [2, 1],
+            "height": H, "width": W, "protocol": {"warmup": 0, "runs": 2, "min_runs": 2, "budget_s": None}, "seed": 0}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "edgescene.bench.worker", str(tmp_path / "spec.json"),
+                           str(tmp_path / "out.json")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["torch_imported"] is False  # the runtime's promise, checked in the process that measured
+    assert [r["frames"] for r in data["results"]] == [1, 2]  # ascending whatever the order asked
+    assert worker(["only-one-argument"]) == 2
 
 
 def test_cli_bench_with_accuracy(tmp_path):
@@ -107,9 +154,10 @@ def test_cli_bench_with_accuracy(tmp_path):
     out = tmp_path / "cli"
     assert main(["bench", "--model", "vggt_tiny", "--formats", "onnx", "--frames", "2", "--height", str(H),
                  "--width", str(W), "--out", str(out), "--runs", "2", "--warmup", "1", "--device", "cpu",
-                 "--dataset", str(dataset)]) == 0
+                 "--dataset", str(dataset), "--stream-frames", "0"]) == 0
     data = json.loads((out / "bench.json").read_text())
-    assert data["protocol"] == {"warmup": 1, "runs": 2}
+    assert data["protocol"] == {"warmup": 1, "runs": 2, "min_runs": 2, "budget_s": None}
+    assert data["scale"]["streaming"] is None
     for row in data["rows"]:
         assert row["accuracy"] is not None and "error" not in row["accuracy"], row["accuracy"]
         assert np.isfinite(row["accuracy"]["abs_rel"])
@@ -120,13 +168,13 @@ def test_cli_bench_with_accuracy(tmp_path):
 def test_artifact_folder_is_timed_as_exported(quick, tmp_path):
     src, _ = quick
     out = tmp_path / "artifact"
-    config = BenchConfig(model=str(src / "artifacts" / "onnx"), formats=["onnx-int8"], frames=[1, 3],
-                         height=392, width=518, out=str(out), runs=1, warmup=0, device="cpu")
+    config = BenchConfig(model=str(src / "artifacts" / "onnx"), formats=["onnx-int8"], frames=[1, 12],
+                         height=392, width=518, out=str(out), runs=1, warmup=0, device="cpu", stream_frames=0)
     report = run_bench(config, log=lambda s: None)
     assert [r.format for r in report.rows] == ["pytorch", "onnx"]  # --formats ignored, nothing exported
     assert (report.config.height, report.config.width) == (H, W)  # the artifact's input size
     onnx = report.row("onnx")
     assert onnx.status == "accepted" and onnx.size_mb > 0
     assert onnx.result(1).status == "ok" and onnx.result(1).speedup_vs_pytorch > 0
-    assert onnx.result(3).status.startswith("failed:")  # exported for 1..2 frames: a row status, not a crash
+    assert onnx.result(12).status.startswith("failed:")  # exported for 1..8 frames: a row status, not a crash
     assert not (out / "artifacts").exists()

@@ -58,5 +58,6 @@ def test_the_override_is_scoped_to_the_context():
 
 
 def test_only_onnxruntime_formats_use_the_fused_node():
-    assert {name for name, f in FORMATS.items() if f.fused_attention} == {"onnx", "onnx-fp16", "onnx-int8"}
-    assert all(FORMATS[name].backend == "onnxruntime" for name in ("onnx", "onnx-fp16", "onnx-int8"))
+    fused = {name for name, f in FORMATS.items() if f.fused_attention}
+    assert fused == {"onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static"}
+    assert all(FORMATS[name].backend == "onnxruntime" for name in fused)
