@@ -177,6 +177,15 @@ def render_markdown(report: BenchReport, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
 def _timed(rows: list[FormatRow]) -> list[FormatRow]:
     return [r for r in rows if any(x.timing for x in r.results)]
 
@@ -204,11 +213,7 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         ax.set_xticks(report.config.frames)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        path = out / "latency_vs_frames.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(fig, out / "latency_vs_frames.png"))
     if report.batch_scale and any(a is not None for b in report.batch_scale for a in b.activation_mb):
         fig, ax = plt.subplots(figsize=(6, 4))
         for b in report.batch_scale:
@@ -220,11 +225,7 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         ax.set_xticks(report.config.frames)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        path = out / "memory_vs_frames.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(fig, out / "memory_vs_frames.png"))
     st = report.stream
     if st is not None and st.samples:
         frames = [s["frame"] for s in st.samples]
@@ -242,11 +243,7 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         bottom.legend(fontsize=8)
         bottom.grid(alpha=0.3)
         top.set_title(f"streaming: {st.format}, {st.frames} frames")
-        fig.tight_layout()
-        path = out / "streaming.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(fig, out / "streaming.png"))
     scored = [r for r in rows if r.accuracy and r.accuracy.get("abs_rel") is not None]
     if scored:
         frames = max(report.config.frames)
@@ -262,11 +259,7 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         ax.set_title("accuracy vs speed, by format and precision")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / "accuracy_vs_speed.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(fig, out / "accuracy_vs_speed.png"))
     return written
 
 
