@@ -202,30 +202,26 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         return []
     written = []
     rows = _timed(report.rows)
+    title = f"{report.config.model} {report.config.height}x{report.config.width}"
+
+    def frames_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, name: str, suffix: str = "") -> None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, points in series.items():
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.set_xlabel("frames per call")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title + suffix)
+        ax.set_xticks(report.config.frames)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        written.append(_save(fig, out / name))
+
     if rows:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for row in rows:
-            points = [(r.frames, r.timing.median_ms) for r in row.results if r.timing]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=row.format)
-        ax.set_xlabel("frames per call")
-        ax.set_ylabel("median latency per call (ms)")
-        ax.set_title(f"{report.config.model} {report.config.height}x{report.config.width}")
-        ax.set_xticks(report.config.frames)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        written.append(_save(fig, out / "latency_vs_frames.png"))
+        frames_plot({row.format: [(r.frames, r.timing.median_ms) for r in row.results if r.timing] for row in rows},
+                    "median latency per call (ms)", "latency_vs_frames.png")
     if report.batch_scale and any(a is not None for b in report.batch_scale for a in b.activation_mb):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for b in report.batch_scale:
-            pts = [(n, a) for n, a in zip(b.frames, b.peak_rss_mb) if a is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=b.format)
-        ax.set_xlabel("frames per call")
-        ax.set_ylabel("peak host memory, VmHWM (MiB)")
-        ax.set_title(f"{report.config.model} {report.config.height}x{report.config.width}: memory")
-        ax.set_xticks(report.config.frames)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        written.append(_save(fig, out / "memory_vs_frames.png"))
+        frames_plot({b.format: [(n, a) for n, a in zip(b.frames, b.peak_rss_mb) if a is not None]
+                     for b in report.batch_scale}, "peak host memory, VmHWM (MiB)", "memory_vs_frames.png", ": memory")
     st = report.stream
     if st is not None and st.samples:
         frames = [s["frame"] for s in st.samples]

@@ -21,19 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgescene.bench.suite import rss_mb
 from edgescene.runtime.frames import Frame
 from edgescene.runtime.outputs import write_depth_npz
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
-
-
-def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MiB, from /proc/self/status."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def synthetic_video(frames: int, width: int, height: int, seed: int):
