@@ -1,4 +1,6 @@
-"""FastAPI service and Gradio app, thin layers over ``edgescene.runtime`` and ``edgescene.train``.
+"""FastAPI service (``edgescene serve``) and Gradio web app (``edgescene app``).
 
-Built in the apps issue; this package is empty until then.
+Thin layers: reconstruction goes through ``edgescene.runtime`` (reconstruct_to_folder,
+Reconstructor, SceneCache), training through ``edgescene.train.launch.start_training``, model
+checks through ``edgescene.models.weights.inspect`` and export through ``edgescene.export.pipeline``.
 """

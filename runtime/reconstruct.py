@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 
@@ -73,6 +73,9 @@ class Reconstruction:
     depth: list[np.ndarray] = field(default_factory=list)  # (H, W) per keyframe, map units
     depth_conf: list[np.ndarray] = field(default_factory=list)
     report: dict = field(default_factory=dict)
+    images: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) uint8 per keyframe, model input size
+    world_points: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) map frame, point-map head (if any)
+    world_points_conf: list[np.ndarray] = field(default_factory=list)
 
 
 class Stream:
@@ -195,6 +198,9 @@ class Reconstructor:
             extrinsics=extrinsics, intrinsics=intrinsics, points=stream.map.points, colors=stream.map.colors,
             keyframes=[_frame_record(r.meta) for r in results], depth=[r.depth for r in results],
             depth_conf=[r.depth_conf for r in results], report=_report(self, stream),
+            images=[r.rgb for r in results],
+            world_points=[r.world_points for r in results if r.world_points is not None],
+            world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
         )
 
 
@@ -222,11 +228,14 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
 
 
 def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: ReconstructConfig = ReconstructConfig(),
-                          overwrite: bool = False, progress: bool = True) -> dict:
+                          overwrite: bool = False, progress: bool = True,
+                          on_frame: Callable[[int, int | None], None] | None = None) -> dict:
     """Reconstruct ``source`` (image, folder or list of images, video) into the folder ``out``.
 
     Nothing appears at ``out`` unless the whole run succeeds (it is built in a staging folder).
-    Returns the run report (also written as ``report.json``).
+    ``on_frame(frames_seen, expected_frames or None)`` is called after every input frame (a job's
+    progress; an exception it raises cancels the run). Returns the run report (also written as
+    ``report.json``).
     """
     start = time.perf_counter()
     with OutputFolder(out, overwrite=overwrite) as folder:
@@ -242,8 +251,11 @@ def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: Re
 
         stream = rec.stream(sink=sink)
         decode_start = time.perf_counter()
+        expected = frames.expected_count()
         for frame in frames:
             stream.push(frame)
+            if on_frame is not None:
+                on_frame(stream.frames_seen, expected)
         if stream.frames_seen == 0:
             raise ValueError(f"{source}: no frames to reconstruct")
         stream.finish()

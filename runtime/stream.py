@@ -88,6 +88,9 @@ class KeyframeResult:
     intrinsics: np.ndarray  # (3, 3)
     depth: np.ndarray  # (H, W) map units
     depth_conf: np.ndarray  # (H, W)
+    rgb: np.ndarray | None = None  # (H, W, 3) uint8, the model input's colours
+    world_points: np.ndarray | None = None  # (H, W, 3) float32 map frame: the point-map head's estimate
+    world_points_conf: np.ndarray | None = None  # (H, W)
 
 
 @dataclass
@@ -184,7 +187,8 @@ class StreamingReconstruction:
             self.map.add(map_points[i][keep], frames[i].rgb[keep], conf[i][keep])
             if self.sink is not None:
                 self.sink(KeyframeResult(self._keyframes, frames[i].meta, extr, intr,
-                                         (scale * pred.depth[i]).astype(np.float32), pred.depth_conf[i]))
+                                         (scale * pred.depth[i]).astype(np.float32), pred.depth_conf[i],
+                                         frames[i].rgb, *self._point_map(pred, i, scale, rotation, translation)))
             self._keyframes += 1
         k = self.config.overlap
         self._overlap = frames[-k:] if k else []
@@ -192,6 +196,14 @@ class StreamingReconstruction:
         self._overlap_conf = conf[-k:] if k else None
         self._pending = []
         self._windows += 1
+
+    def _point_map(self, pred: WindowPrediction, i: int, scale: float, rotation: np.ndarray,
+                   translation: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Frame ``i``'s point-map-head points in the map frame (None when the model has no such head)."""
+        if pred.world_points is None:
+            return None, None
+        points = scale * pred.world_points[i].astype(np.float64) @ rotation.T + translation
+        return points.astype(np.float32), pred.world_points_conf[i]
 
     def _window_points(self, pred: WindowPrediction) -> tuple[np.ndarray, np.ndarray]:
         if self.config.branch == "points":

@@ -22,6 +22,8 @@ export and the runtime read it directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import copy
 import random
 from pathlib import Path
@@ -172,8 +174,12 @@ def _load_train_state(state: dict, student: SSLModel, teacher: SSLModel, optimiz
         scaler.load_state_dict(state["scaler"])
 
 
-def train(config: DinoTrainConfig) -> dict[str, float]:
-    """Run (or continue) training; returns the last logged metrics with ``step``."""
+def train(config: DinoTrainConfig, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Run (or continue) training; returns the last logged metrics with ``step``.
+
+    ``should_stop``: polled after every step; when it returns True the run saves ``last.pt`` and
+    returns early (a stop button: continue later with ``resume=True``).
+    """
     # -- processes, seeds, output folder --------------------------------------------------------
     info = setup_distributed(config.device)
     seed_everything(config.seed, info.rank)
@@ -256,6 +262,10 @@ def train(config: DinoTrainConfig) -> dict[str, float]:
         update_teacher(teacher, student, sched["momentum"])
         done = step + 1
         bar.update(1)
+        stopping = should_stop is not None and should_stop()
+        if stopping:
+            end_step = done
+            print(f"dinov3: stop requested at step {done}; saving and returning", flush=True)
 
         if done % config.log_every == 0 or done == end_step:
             values = torch.stack([losses[k].detach().float() for k in LOSS_KEYS])
@@ -270,6 +280,8 @@ def train(config: DinoTrainConfig) -> dict[str, float]:
             state = _train_state(student, teacher, optimizer, scaler, done)
             save_checkpoint(last, kind="dinov3", preset=config.preset, config=config.to_dict(), step=done,
                             model=state["teacher"], train_state=state, metrics=metrics)
+        if stopping:
+            break
     bar.close()
     logger.close()
     if info.distributed:

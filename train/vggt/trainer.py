@@ -13,6 +13,8 @@ official key layout, so ``load_vggt(out_dir/last.pt)`` and ``edgescene export --
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 import time
 from dataclasses import replace
@@ -145,10 +147,13 @@ def build_datasets(config: VGGTTrainConfig, log=print) -> tuple[SequenceDataset,
     return train_set, val_set
 
 
-def train(config: VGGTTrainConfig, stop_at_step: int | None = None) -> dict[str, float]:
+def train(config: VGGTTrainConfig, stop_at_step: int | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Run (or continue) a training job; returns the last logged metrics.
 
     ``stop_at_step``: save and return once this step is done (time-sliced jobs; tests of resuming).
+    ``should_stop``: polled after every step; when it returns True the run saves ``last.pt`` and
+    returns (a stop button: the run continues later with ``resume="last"``).
     """
     info = setup_distributed(config.device)
     log = print if info.is_main else (lambda *a, **k: None)
@@ -213,7 +218,10 @@ def train(config: VGGTTrainConfig, stop_at_step: int | None = None) -> dict[str,
                 logger.log(done, metrics)
                 bar.set_postfix(loss=f"{metrics['total']:.4f}", lr=f"{lr:.2e}")
                 sums, count, t0 = {}, 0, time.time()
-            last = done == config.steps or done == stop_at_step
+            stopping = should_stop is not None and should_stop()
+            if stopping:
+                log(f"step {done}: stop requested; saving and returning")
+            last = done == config.steps or done == stop_at_step or stopping
             if info.is_main and (done % config.save_every == 0 or last):
                 if val_keys:
                     val = validate(model, val_set, val_keys, info.device, amp)
@@ -228,7 +236,7 @@ def train(config: VGGTTrainConfig, stop_at_step: int | None = None) -> dict[str,
                                        config=config.to_dict(), step=done, model=state, train_state=train_state,
                                        metrics=metrics)
                 tqdm.write(f"step {done}: saved {path}")
-            if done == stop_at_step:
+            if done == stop_at_step or stopping:
                 break
         bar.close()
         logger.close()

@@ -1,0 +1,356 @@
+"""The HTTP service (``edgescene serve``): reconstruction jobs over a REST API, and a live stream.
+
+    POST   /jobs                       upload images or one video (multipart field ``files``) -> 202 + job id
+    GET    /jobs, /jobs/{id}           status and progress of jobs
+    DELETE /jobs/{id}                  cancel a queued or running job
+    GET    /jobs/{id}/files/{path}     download an output: scene.glb, points.ply, cameras.json, report.json, ...
+    WS     /stream                     push encoded frames (JPEG/PNG bytes) one by one, get the running map back
+    GET    /health, /models            liveness; the models served, with their artifact metadata
+
+Rejections carry a JSON ``detail`` naming the problem and the fix: 413 (upload over the size limit),
+415 (not an image / video the runtime reads, checked by name and content), 429 (queue full),
+400 / 422 (bad options), 404 (unknown job, or a file outside the job's output folder).
+The service is a thin layer over :mod:`edgescene.runtime` (reconstruct_to_folder, Reconstructor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+
+from edgescene import __version__
+from edgescene.apps.jobs import JobManager, QueueFull, new_job_id
+from edgescene.apps.models_catalog import find_model, list_models
+from edgescene.apps.uploads import UploadError, check_kinds, kind_of, resolve_inside, safe_name, save_stream
+from edgescene.runtime.frames import InputError
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Options of ``edgescene serve`` (validated)."""
+
+    jobs_dir: Path = Path("jobs")
+    models_dir: Path | None = None  # artifact folders offered besides the bundled model
+    max_upload_mb: float = 500.0  # per request, all files together
+    max_files: int = 500
+    queue_size: int = 4  # jobs waiting for a worker
+    workers: int = 1  # jobs run at once
+    stream_max_frame_mb: float = 20.0  # one encoded frame on /stream
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "jobs_dir", Path(self.jobs_dir))
+        if self.models_dir is not None:
+            object.__setattr__(self, "models_dir", Path(self.models_dir))
+            if not self.models_dir.is_dir():
+                raise ValueError(f"models_dir {self.models_dir} is not a folder; create it or leave it out")
+        for name in ("max_upload_mb", "stream_max_frame_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_files", "queue_size", "workers"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+# ----------------------------------------------------------------------------- response schemas
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    queued: int
+    running: int
+    queue_capacity: int
+    workers: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    usable: bool
+    bundled: bool
+    family: str | None = None
+    preset: str | None = None
+    format: str | None = None
+    precision: str | None = None
+    backend: str | None = None
+    input_size: dict[str, int] | None = None
+    frames: dict[str, int] | None = None
+    accepted: bool | None = None
+    created_utc: str | None = None
+    error: str | None = None
+
+
+class JobInfo(BaseModel):
+    id: str
+    kind: str
+    model: str
+    config: dict
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    progress: float
+    frames_seen: int
+    frames_expected: int | None
+    message: str
+    created: float
+    started: float | None
+    finished: float | None
+    outputs: list[str]
+    error: str | None
+    files_url: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS = {status: {"model": Problem, "description": text} for status, text in {
+    400: "bad request (e.g. a video together with images, unknown model)",
+    404: "unknown job or file",
+    409: "the job has not finished: no outputs yet",
+    413: "upload over the size limit",
+    415: "unsupported file type",
+    429: "the job queue is full: retry later",
+}.items()}
+
+
+def _job_info(job) -> JobInfo:
+    return JobInfo(**job.public(), files_url=f"/jobs/{job.id}/files/")
+
+
+class _BodyLimit:
+    """ASGI middleware: POST /jobs bodies over the limit are refused with 413 as soon as they are seen
+    (by Content-Length, or while they stream in), before anything is parsed or stored."""
+
+    def __init__(self, app, limit_bytes: int) -> None:
+        self.app, self.limit = app, limit_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/jobs":
+            return await self.app(scope, receive, send)
+        slack = 1 << 20  # multipart framing around the files
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit + slack:
+            return await _problem(scope, receive, send, 413, f"upload of {int(length) / 2**20:.1f} MiB is over the limit of "
+                                             f"{self.limit / 2**20:.0f} MiB; send fewer or smaller files")
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit + slack:  # an HTTPException passes FastAPI's body parsing unchanged
+                raise HTTPException(413, f"upload over the limit of {self.limit / 2**20:.0f} MiB; "
+                                         "send fewer or smaller files")
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+async def _problem(scope, receive, send, status: int, detail: str) -> None:
+    await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+
+
+def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
+    """The FastAPI application; its job workers start with it."""
+    jobs = JobManager(config.jobs_dir, queue_size=config.queue_size, workers=config.workers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        jobs.shutdown()
+
+    app = FastAPI(title="edgescene", version=__version__, lifespan=lifespan,
+                  description="3D reconstruction of images and video with VGGT: jobs, downloads and a live stream.")
+    app.state.jobs, app.state.config = jobs, config
+    app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, exc: UploadError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        states = [j.status for j in jobs.list()]
+        return Health(status="ok", version=__version__, queued=states.count("queued"),
+                      running=states.count("running"), queue_capacity=config.queue_size, workers=config.workers)
+
+    @app.get("/models", response_model=list[ModelInfo])
+    def models() -> list[ModelInfo]:
+        return [ModelInfo(name=e.name, **{"bundled": False, "usable": False, **e.info}) for e in list_models(config.models_dir)]
+
+    @app.post("/jobs", status_code=202, response_model=JobInfo, responses=ERRORS)
+    def submit(files: list[UploadFile] = File(..., description="one video, or one or more images"),
+               model: str | None = Form(None, description="a name from /models (default: the bundled model)"),
+               every_s: float | None = Form(None, gt=0, description="video: keep one frame every this many seconds"),
+               max_frames: int | None = Form(None, ge=1, description="stop after this many frames"),
+               conf_percentile: float = Form(50.0, ge=0, le=100, description="drop the less confident points"),
+               branch: Literal["depth", "points"] = Form("depth"),
+               window: int = Form(8, ge=2, description="keyframes per model call")) -> JobInfo:
+        if len(files) > config.max_files:
+            raise UploadError(f"{len(files)} files is more than the limit of {config.max_files}; send fewer images")
+        if not jobs.has_room():
+            raise HTTPException(429, f"the queue is full ({config.queue_size} jobs waiting); retry when one has finished")
+        try:
+            entry = find_model(config.models_dir, model)
+            options = ReconstructConfig(every_s=every_s, max_frames=max_frames, conf_percentile=conf_percentile,
+                                        branch=branch, window=window, overlap=min(2, window - 1))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        job_id = new_job_id()
+        inputs = jobs.input_dir(job_id)
+        inputs.mkdir(parents=True)
+        try:
+            kinds, used = [], 0
+            for i, upload in enumerate(files):
+                head = upload.file.read(16)
+                upload.file.seek(0)
+                kinds.append(kind_of(upload.filename or "", head))
+                used += save_stream(upload.file, inputs / safe_name(upload.filename or "", i),
+                                    config.max_upload_bytes, used)
+            kind = check_kinds(kinds)
+            if kind == "images" and every_s is not None:
+                raise UploadError("every_s samples videos only; for images use max_frames")
+            return _job_info(jobs.submit(job_id, kind, str(entry.path), options))
+        except QueueFull as exc:
+            shutil.rmtree(jobs.folder(job_id), ignore_errors=True)
+            raise HTTPException(429, str(exc)) from exc
+        except BaseException:
+            shutil.rmtree(jobs.folder(job_id), ignore_errors=True)
+            raise
+
+    @app.get("/jobs", response_model=list[JobInfo])
+    def list_jobs() -> list[JobInfo]:
+        return [_job_info(j) for j in jobs.list()]
+
+    def _job(job_id: str):
+        job = jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}; list jobs with GET /jobs")
+        return job
+
+    @app.get("/jobs/{job_id}", response_model=JobInfo, responses=ERRORS)
+    def job_status(job_id: str) -> JobInfo:
+        return _job_info(_job(job_id))
+
+    @app.delete("/jobs/{job_id}", response_model=JobInfo, responses=ERRORS)
+    def cancel(job_id: str) -> JobInfo:
+        _job(job_id)
+        return _job_info(jobs.cancel(job_id))
+
+    @app.get("/jobs/{job_id}/files/{path:path}", responses={**ERRORS, 200: {
+        "description": "the file", "content": {"application/octet-stream": {}}}})
+    def download(job_id: str, path: str):
+        job = _job(job_id)
+        if job.status != "done":
+            raise HTTPException(409, f"job {job_id} is {job.status}; outputs are served once it is done")
+        try:
+            target = resolve_inside(jobs.output_dir(job_id), path)
+        except FileNotFoundError:
+            raise HTTPException(404, f"no file {path!r} in the job's outputs; see its 'outputs' list") from None
+        if not target.is_file():
+            raise HTTPException(404, f"no file {path!r} in the job's outputs; see its 'outputs' list")
+        return FileResponse(target, filename=target.name)
+
+    @app.websocket("/stream")
+    async def stream(websocket: WebSocket, model: str | None = None, window: int = 8):
+        await _stream_session(websocket, config, model, window)
+
+    return app
+
+
+# ----------------------------------------------------------------------------- live stream
+
+PREVIEW_POINTS = 20_000
+
+
+def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False) -> dict:
+    """The running reconstruction as JSON: counts, every keyframe's camera, a subsample of the map."""
+    core = stream.core
+    extrinsics, _ = core.trajectory()
+    message = {"type": "final" if final else "update", "frame": frame_number, "keyframe": keyframe,
+               "keyframes": len(extrinsics), "windows": core.state.windows,
+               "points": len(core.map) if core.map is not None else 0,
+               "camera_centers": core.camera_centers().round(5).tolist(),
+               "extrinsics": extrinsics.round(6).tolist()}
+    if core.map is not None and len(core.map):
+        points, colors = core.map.points, core.map.colors
+        step = max(1, len(points) // PREVIEW_POINTS)
+        message["preview"] = {"points": points[::step].round(4).tolist(), "colors": colors[::step].tolist(),
+                              "every": step}
+    return message
+
+
+async def _stream_session(websocket: WebSocket, config: ServiceConfig, model: str | None, window: int) -> None:
+    """One client's live reconstruction: binary messages are frames, text ``finish`` ends the stream."""
+    import cv2
+
+    await websocket.accept()
+    try:
+        entry = find_model(config.models_dir, model)
+        rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
+    except ValueError as exc:
+        await websocket.send_json({"type": "error", "detail": str(exc)})
+        await websocket.close(code=1008)
+        return
+    stream = rec.stream()
+    limit = int(config.stream_max_frame_mb * 2**20)
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                if message["text"].strip() == "finish":
+                    if stream.frames_seen == 0:
+                        await websocket.send_json({"type": "error", "detail": "no frames were sent before 'finish'"})
+                    else:
+                        await asyncio.to_thread(stream.finish)
+                        await websocket.send_json(_map_message(stream, stream.frames_seen, False, final=True))
+                    await websocket.close()
+                    return
+                await websocket.send_json({"type": "error", "detail": "text messages: only 'finish'; send frames "
+                                                                      "as binary JPEG/PNG messages"})
+                continue
+            data = message.get("bytes") or b""
+            if len(data) > limit:
+                await websocket.send_json({"type": "error", "detail": f"frame of {len(data) / 2**20:.1f} MiB is "
+                                           f"over the {config.stream_max_frame_mb:g} MiB limit; send smaller frames"})
+                continue
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                await websocket.send_json({"type": "error", "detail": f"frame {stream.frames_seen + 1}: not a "
+                                           "decodable image; send each frame as JPEG or PNG bytes"})
+                continue
+            start = time.perf_counter()
+            try:
+                state = await asyncio.to_thread(stream.push, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            except (InputError, ValueError) as exc:
+                await websocket.send_json({"type": "error", "detail": str(exc)})
+                continue
+            if state is not None:
+                reply = _map_message(stream, stream.frames_seen, True)
+            else:
+                reply = {"type": "ack", "frame": stream.frames_seen,
+                         "keyframes_pending": True, "points": len(stream.map) if stream.map is not None else 0}
+            reply["push_ms"] = round(1000 * (time.perf_counter() - start), 2)
+            await websocket.send_json(reply)
+    except WebSocketDisconnect:
+        return
+
+
+__all__ = ["ServiceConfig", "create_app"]
