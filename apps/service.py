@@ -183,6 +183,18 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     async def upload_error(request: Request, exc: UploadError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, exc):
+        """Allow lists every method of the path (Starlette names only the first matching route's)."""
+        allowed = set()
+        for route in app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"}) if hasattr(route, "methods") else (None, None)
+            if match is not None and match.name != "NONE" and route.methods:
+                allowed |= route.methods
+        allow = ", ".join(sorted(allowed))
+        return JSONResponse({"detail": f"method {request.method} is not allowed here; use {allow}"},
+                            status_code=405, headers={"Allow": allow})
+
     @app.get("/health", response_model=Health)
     def health() -> Health:
         states = [j.status for j in jobs.list()]

@@ -1,0 +1,236 @@
+"""The HTTP service: every endpoint through TestClient, with the bundled model and sample video."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from edgescene.apps.service import ServiceConfig, create_app  # noqa: E402
+from edgescene.apps.uploads import resolve_inside  # noqa: E402
+from edgescene.assets import DEFAULT_MODEL, sample_dir  # noqa: E402
+from edgescene.runtime.frames import open_frames  # noqa: E402
+
+SAMPLE = sample_dir() / "sample.mp4"
+
+
+def _video():
+    return ("files", ("sample.mp4", SAMPLE.read_bytes(), "video/mp4"))
+
+
+def _png(rgb: np.ndarray, name: str = "frame.png"):
+    ok, buf = cv2.imencode(".png", rgb[..., ::-1])
+    assert ok
+    return ("files", (name, buf.tobytes(), "image/png"))
+
+
+def _wait(client, job_id: str, timeout_s: float = 120.0) -> dict:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(job)
+
+
+@pytest.fixture()
+def client(tmp_path):
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs", max_upload_mb=2.0, queue_size=1))) as c:
+        yield c
+
+
+def test_health_and_models(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["queue_capacity"] == 1 and health["workers"] == 1
+    models = client.get("/models").json()
+    bundled = models[0]
+    assert bundled["name"] == DEFAULT_MODEL and bundled["bundled"] and bundled["usable"]
+    assert bundled["family"] == "vggt" and bundled["input_size"] == {"height": 126, "width": 168}
+
+
+def test_video_job_runs_and_serves_its_outputs(client, tmp_path):
+    r = client.post("/jobs", files=[_video()], data={"max_frames": "10", "conf_percentile": "30"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["kind"] == "video" and job["status"] in ("queued", "running")
+    job = _wait(client, job["id"])
+    assert job["status"] == "done", job
+    assert job["progress"] == 1.0 and job["frames_seen"] == 10
+    assert {"scene.glb", "points.ply", "cameras.json", "report.json", "trajectory.tum"} <= set(job["outputs"])
+    glb = client.get(f"/jobs/{job['id']}/files/scene.glb")
+    assert glb.status_code == 200 and glb.content[:4] == b"glTF"
+    cameras = client.get(f"/jobs/{job['id']}/files/cameras.json").json()
+    assert len(cameras["frames"]) == json.loads(client.get(f"/jobs/{job['id']}/files/report.json").text)["keyframes"]
+    depth = client.get(f"/jobs/{job['id']}/files/depth/00000.npz")
+    assert depth.status_code == 200
+    assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
+
+
+def test_image_job(client):
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=3)]
+    r = client.post("/jobs", files=[_png(f, f"img{i}.png") for i, f in enumerate(frames)])
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["id"])
+    assert job["status"] == "done" and job["kind"] == "images" and job["frames_seen"] == 3
+
+
+def test_oversized_upload_is_413_and_leaves_nothing(client, tmp_path):
+    big = ("files", ("big.mp4", SAMPLE.read_bytes()[:64] + b"\0" * (3 * 2**20), "video/mp4"))
+    r = client.post("/jobs", files=[big])
+    assert r.status_code == 413
+    assert "limit of 2 MiB" in r.json()["detail"]
+    assert not any((tmp_path / "jobs").iterdir())  # no job folder, no partial upload
+
+
+def test_oversized_upload_without_content_length_is_413(tmp_path):
+    """Counted while it streams in: a chunked body has no Content-Length to check up front."""
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs", max_upload_mb=1.0))) as c:
+        boundary = "XyZ"
+        payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.mp4\"\r\n"
+                   "Content-Type: video/mp4\r\n\r\n").encode() + b"\0" * (3 * 2**20) + f"\r\n--{boundary}--\r\n".encode()
+
+        def chunks():
+            for i in range(0, len(payload), 65536):
+                yield payload[i:i + 65536]
+
+        r = c.post("/jobs", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert r.status_code == 413, r.text
+        assert "limit" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("name,content,fragment", [
+    ("notes.txt", b"hello", "unsupported file type '.txt'"),
+    ("clip.mp4", b"#!/bin/sh\necho not a video\n", "not a known video container"),
+    ("photo.jpg", b"GIF89a....", "not a known image format"),
+])
+def test_wrong_type_is_415(client, name, content, fragment):
+    r = client.post("/jobs", files=[("files", (name, content, "application/octet-stream"))])
+    assert r.status_code == 415
+    assert fragment in r.json()["detail"]
+
+
+def test_video_with_images_and_bad_options_are_400(client):
+    frame = next(iter(open_frames(SAMPLE, max_frames=1))).rgb
+    r = client.post("/jobs", files=[_video(), _png(frame)])
+    assert r.status_code == 400 and "either one video or images" in r.json()["detail"]
+    r = client.post("/jobs", files=[_png(frame)], data={"every_s": "0.5"})
+    assert r.status_code == 400 and "videos only" in r.json()["detail"]
+    r = client.post("/jobs", files=[_video()], data={"model": "no_such_model"})
+    assert r.status_code == 400 and DEFAULT_MODEL in r.json()["detail"]
+    assert client.post("/jobs", files=[_video()], data={"conf_percentile": "140"}).status_code == 422
+
+
+def test_full_queue_is_429(client):
+    """queue_size=1, one worker: at most two jobs are taken (one running, one waiting), then 429."""
+    statuses = [client.post("/jobs", files=[_video()]).status_code for _ in range(4)]
+    assert statuses[0] == 202 and 429 in statuses
+    assert statuses.count(202) <= 2
+    r = client.post("/jobs", files=[_video()])
+    if r.status_code == 429:
+        assert "queue is full" in r.json()["detail"] and "retry" in r.json()["detail"]
+    for job in client.get("/jobs").json():
+        client.delete(f"/jobs/{job['id']}")
+
+
+def test_traversal_attempts_are_404(client, tmp_path):
+    job = _wait(client, client.post("/jobs", files=[_video()], data={"max_frames": "4"}).json()["id"])
+    assert job["status"] == "done"
+    secret = tmp_path / "jobs" / job["id"] / "job.json"  # inside the job folder, outside its outputs
+    assert secret.exists()
+    for path in ("../job.json", "..%2Fjob.json", "%2e%2e/job.json", "depth/../../job.json", "/etc/passwd",
+                 "..%2F..%2F..%2Fetc%2Fpasswd"):
+        r = client.get(f"/jobs/{job['id']}/files/{path}")
+        assert r.status_code == 404, (path, r.status_code)
+    # a link planted in the outputs that points outside is not followed
+    out = tmp_path / "jobs" / job["id"] / "output"
+    (out / "escape.json").symlink_to(secret)
+    assert client.get(f"/jobs/{job['id']}/files/escape.json").status_code == 404
+    assert client.get("/jobs/../../etc/passwd").status_code == 404
+    assert client.get("/jobs/nope/files/scene.glb").status_code == 404
+
+
+def test_resolve_inside(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f.txt").write_text("x")
+    assert resolve_inside(tmp_path / "a", "f.txt") == (tmp_path / "a" / "f.txt").resolve()
+    for bad in ("../f.txt", "../a/../f.txt", "/etc/passwd", "", "a\x00b", "x/../../f.txt"):
+        with pytest.raises(FileNotFoundError):
+            resolve_inside(tmp_path / "a", bad)
+
+
+def test_outputs_wait_for_the_job_and_cancel(client):
+    r = client.post("/jobs", files=[_video()])
+    job_id = r.json()["id"]
+    early = client.get(f"/jobs/{job_id}/files/scene.glb")
+    if client.get(f"/jobs/{job_id}").json()["status"] != "done":
+        assert early.status_code == 409 and "served once it is done" in early.json()["detail"]
+    cancelled = client.delete(f"/jobs/{job_id}").json()
+    assert cancelled["id"] == job_id
+    final = _wait(client, job_id)
+    assert final["status"] in ("cancelled", "done")
+    assert client.delete("/jobs/unknown").status_code == 404
+
+
+def test_stream_websocket_returns_the_running_map(client):
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=9)]
+    updates = []
+    with client.websocket_connect("/stream?window=4") as ws:
+        ws.send_bytes(b"not an image")
+        assert ws.receive_json()["type"] == "error"
+        for rgb in frames:
+            ok, buf = cv2.imencode(".jpg", rgb[..., ::-1])
+            ws.send_bytes(buf.tobytes())
+            reply = ws.receive_json()
+            assert reply["type"] in ("ack", "update")
+            if reply["type"] == "update":
+                updates.append(reply)
+        ws.send_text("finish")
+        final = ws.receive_json()
+    assert len(updates) >= 2  # windows of 4 with overlap 2: the map grows every 2 frames
+    assert [u["points"] for u in updates] == sorted(u["points"] for u in updates) and updates[0]["points"] > 0
+    first = updates[0]
+    assert np.allclose(np.array(first["extrinsics"][0]), np.eye(4)[:3], atol=1e-9)  # map frame = first camera
+    assert len(first["preview"]["points"]) == len(first["preview"]["colors"]) > 0
+    assert final["type"] == "final" and final["keyframes"] >= updates[-1]["keyframes"] and final["points"] > 0
+
+
+def test_stream_unknown_model(client):
+    with client.websocket_connect("/stream?model=nope") as ws:
+        message = ws.receive_json()
+    assert message["type"] == "error" and "unknown model" in message["detail"]
+
+
+def test_service_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="queue_size"):
+        ServiceConfig(jobs_dir=tmp_path, queue_size=0)
+    with pytest.raises(ValueError, match="not a folder"):
+        ServiceConfig(jobs_dir=tmp_path, models_dir=tmp_path / "missing")
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        ServiceConfig(jobs_dir=tmp_path, max_upload_mb=0)
+
+
+def test_models_dir_lists_user_artifacts(tmp_path):
+    import shutil
+
+    from edgescene.assets import default_model_dir
+
+    models = tmp_path / "models"
+    shutil.copytree(default_model_dir(), models / "my_model", ignore=shutil.ignore_patterns("*.safetensors"))
+    (models / "broken").mkdir()
+    (models / "broken" / "artifact.json").write_text("{not json")
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs", models_dir=models))) as c:
+        listed = {m["name"]: m for m in c.get("/models").json()}
+        assert listed["my_model"]["usable"] and not listed["my_model"]["bundled"]
+        assert not listed["broken"]["usable"] and "not valid JSON" in listed["broken"]["error"]
+        r = c.post("/jobs", files=[_video()], data={"model": "broken"})
+        assert r.status_code == 400 and "my_model" in r.json()["detail"]
+        job = _wait(c, c.post("/jobs", files=[_video()], data={"model": "my_model", "max_frames": "4"}).json()["id"])
+        assert job["status"] == "done" and Path(job["model"]).name == "my_model"
