@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
+from edgescene.commands import apps as _apps
 from edgescene.commands import bench as _bench
 from edgescene.commands import data as _data
 from edgescene.commands import evaluate as _evaluate
@@ -43,4 +44,8 @@ COMMANDS: list[Command] = [
             _evaluate.add_eval_arguments, _evaluate.run_eval),
     Command("bench", "benchmark export formats beside PyTorch: latency, throughput, memory, accuracy; report.md + plots",
             _bench.add_bench_arguments, _bench.run_bench),
+    Command("serve", "HTTP service: reconstruction jobs (upload, poll, download) and a live websocket stream",
+            _apps.add_serve_arguments, _apps.run_serve),
+    Command("app", "Gradio web app: model setup, training, export and 3D reconstruction in the browser",
+            _apps.add_app_arguments, _apps.run_app),
 ]

@@ -1,0 +1,114 @@
+"""The web app's reconstruction: run the model once, keep its predictions, re-render on demand.
+
+``reconstruct(...)`` checks the uploaded files against the chosen input mode, runs
+:class:`edgescene.runtime.reconstruct.Reconstructor` over them, saves a
+:class:`edgescene.runtime.scene.SceneCache` in a fresh folder and renders it.
+``rerender(folder, options)`` re-renders that cache under new display options (confidence
+percentile, branch, cameras, background filter) without running the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgescene.apps.uploads import check_kinds, kind_of
+from edgescene.runtime.frames import open_frames
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
+from edgescene.runtime.scene import SceneCache, ViewOptions
+
+MODES = {"single image": "images", "several images": "images", "video": "video"}
+CACHE_NAME = "predictions.npz"
+
+
+@dataclass
+class Rendered:
+    folder: Path
+    glb: Path
+    ply: Path
+    depth_images: list
+    points: int
+    keyframes: int
+    seconds: float
+    model_run: bool
+    branches: tuple[str, ...]
+
+
+def check_inputs(paths: Sequence[str | Path], mode: str) -> list[Path]:
+    """The files, checked by name and content against ``mode`` (ValueError naming what to upload)."""
+    if mode not in MODES:
+        raise ValueError(f"input mode must be one of {', '.join(MODES)}, got {mode!r}")
+    paths = [Path(p) for p in paths or []]
+    if not paths:
+        raise ValueError(f"no files: upload {'a video' if mode == 'video' else 'one or more images'} first")
+    kinds = []
+    for p in paths:
+        with open(p, "rb") as f:
+            kinds.append(kind_of(p.name, f.read(16)))
+    kind = check_kinds(kinds)
+    if kind != MODES[mode]:
+        raise ValueError(f"input mode '{mode}' needs {'one video' if mode == 'video' else 'images'}, "
+                         f"but the upload is {'a video' if kind == 'video' else 'images'}; switch the mode")
+    if mode == "single image" and len(paths) != 1:
+        raise ValueError(f"'single image' takes exactly one image, got {len(paths)}; choose 'several images'")
+    return paths
+
+
+def reconstruct(paths: Sequence[str | Path], mode: str, model: str | Path, out_root: str | Path,
+                every_s: float | None = None, max_frames: int | None = None, window: int = 8,
+                options: ViewOptions = ViewOptions(),
+                on_frame: Callable[[int, int | None], None] | None = None) -> Rendered:
+    """Run the model over the inputs once, cache its predictions in a new folder and render them."""
+    paths = check_inputs(paths, mode)
+    start = time.perf_counter()
+    source = paths[0] if mode != "several images" else paths
+    frames = open_frames(source, every_s=every_s if mode == "video" else None, max_frames=max_frames)
+    rec = Reconstructor(model, ReconstructConfig(window=window, overlap=min(2, window - 1), branch=options.branch,
+                                                 conf_percentile=options.conf_percentile))
+    expected = frames.expected_count()
+    seen = []
+
+    def counted():
+        for frame in frames:
+            seen.append(frame.index)
+            if on_frame is not None:
+                on_frame(len(seen), expected)
+            yield frame
+
+    result = rec.run(counted())
+    folder = Path(out_root) / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True)
+    cache = SceneCache.from_reconstruction(result)
+    cache.save(folder / CACHE_NAME)
+    return _render(cache, folder, options, start, model_run=True)
+
+
+def rerender(folder: str | Path, options: ViewOptions) -> Rendered:
+    """Re-render a cached reconstruction under ``options`` (the model does not run)."""
+    folder = Path(folder)
+    cache_path = folder / CACHE_NAME
+    if not cache_path.is_file():
+        raise ValueError("nothing to re-render yet: run a reconstruction first")
+    start = time.perf_counter()
+    return _render(SceneCache.load(cache_path), folder, options, start, model_run=False)
+
+
+def _render(cache: SceneCache, folder: Path, options: ViewOptions, start: float, model_run: bool) -> Rendered:
+    view = folder / f"view-{uuid.uuid4().hex[:8]}"  # a new name per render: browsers cache by URL
+    paths = cache.render(view, options)
+    for old in folder.glob("view-*"):
+        if old != view:
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+    points = int(json.loads((view / "view.json").read_text())["points"])
+    return Rendered(folder=folder, glb=paths["glb"], ply=paths["ply"], depth_images=cache.depth_images(),
+                    points=points, keyframes=len(cache.depth), seconds=time.perf_counter() - start,
+                    model_run=model_run, branches=cache.branches)
+
+
+__all__ = ["MODES", "Rendered", "check_inputs", "reconstruct", "rerender"]

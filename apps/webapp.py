@@ -1,0 +1,358 @@
+"""The Gradio web app (``edgescene app``): model setup, training, export and 3D reconstruction.
+
+Tabs:
+  Model setup         upload a DINOv3 / VGGT checkpoint (checked key for key, preset detected),
+                      download VGGT from the Hugging Face Hub by repo id and file name
+  Train DINOv3 / VGGT start and stop a trainer in a background process; live loss plot and progress
+  Export              a checkpoint or training run to an artifact (format, size); parity figures shown
+  3D reconstruction   a single image, several images or a video -> 3D viewer, GLB / PLY downloads and
+                      per-keyframe depth images; display controls re-render cached predictions
+
+Every job goes through a public function: ``edgescene.apps.reconstruction`` (runtime),
+``edgescene.train.launch.start_training``, ``edgescene.export.pipeline.export_model``, and
+``edgescene.apps.workspace`` (checkpoint checks). PyTorch is imported only by the tabs that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from edgescene.apps.models_catalog import list_models
+from edgescene.apps.reconstruction import MODES, reconstruct, rerender
+from edgescene.apps.workspace import CHECKPOINT_SUFFIXES, Workspace
+from edgescene.runtime.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from edgescene.runtime.scene import ViewOptions
+
+log = logging.getLogger(__name__)
+
+VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_base", "vggt_1b")
+DINO_TRAIN_PRESETS = ("dinov3_tiny", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
+EXPORT_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "tensorrt", "triton")
+
+
+def _presets(family: str, fallback: tuple[str, ...]) -> list[str]:
+    try:
+        if family == "vggt":
+            from edgescene.models.vggt.config import VGGT_PRESETS as presets
+        else:
+            from edgescene.models.dinov3 import DINOV3_PRESETS as presets
+        return sorted(presets)
+    except ImportError:
+        return list(fallback)
+
+
+def _error(exc: Exception) -> str:
+    return f"**Error:** {exc}"
+
+
+class WebApp:
+    """The app's state (workspace, training runs) and its event handlers, each a plain method."""
+
+    def __init__(self, workspace: Workspace, models_dir: Path | None = None) -> None:
+        self.workspace = workspace
+        self.extra_models = models_dir
+        self.runs: dict[str, object] = {}  # kind -> TrainingRun
+
+    # -- models ------------------------------------------------------------------------------
+    def reconstruction_models(self) -> dict[str, str]:
+        """name -> artifact folder: the bundled model, the workspace's exports, then --models-dir's."""
+        models = {}
+        for folder in (self.workspace.models_dir, self.extra_models):
+            for entry in list_models(folder):
+                if entry.info.get("usable") and entry.info.get("family") == "vggt":
+                    models.setdefault(entry.name, str(entry.path))
+        return models
+
+    def checkpoint_rows(self) -> list[list]:
+        return [[r.get("name"), r.get("family"), r.get("preset"), r.get("parameters"), r.get("size_mb")]
+                for r in self.workspace.checkpoints()]
+
+    def checkpoint_choices(self) -> list[str]:
+        return [r["name"] for r in self.workspace.checkpoints()]
+
+    def export_sources(self) -> list[str]:
+        runs = [f"run: {p.name}" for p in self.workspace.runs()]
+        return [f"checkpoint: {n}" for n in self.checkpoint_choices()] + runs
+
+    def add_checkpoint(self, file) -> tuple[str, list[list]]:
+        if not file:
+            return _error("choose a checkpoint file first"), self.checkpoint_rows()
+        try:
+            report = self.workspace.add_checkpoint(file)
+        except (ValueError, RuntimeError) as exc:
+            return _error(exc), self.checkpoint_rows()
+        return self._report_md(report), self.checkpoint_rows()
+
+    def download(self, repo_id: str, filename: str) -> tuple[str, list[list]]:
+        try:
+            report = self.workspace.download_vggt(repo_id, filename)
+        except Exception as exc:  # noqa: BLE001 - offline, gated, missing file: all shown to the user
+            return _error(exc), self.checkpoint_rows()
+        return self._report_md(report), self.checkpoint_rows()
+
+    @staticmethod
+    def _report_md(report: dict) -> str:
+        lines = [f"**Added {report['name']}**: {report['family']} preset `{report['preset']}`"]
+        lines += [f"- {k}: {v}" for k, v in report.items() if k not in ("name", "family", "preset", "file")]
+        return "\n".join(lines)
+
+    # -- training ----------------------------------------------------------------------------
+    def start_training(self, kind: str, dataset_dir: str, run_name: str, preset: str, steps: float, batch_size: float,
+                       lr: float, device: str, init: str | None, height: float = 0, width: float = 0) -> str:
+        from edgescene.train.launch import start_training
+
+        current = self.runs.get(kind)
+        if current is not None and current.running:
+            return _error(f"a {kind} run is already going ({current.out_dir.name}); stop it first")
+        try:
+            out_dir = self.workspace.run_dir(run_name)
+            if (out_dir / "last.pt").exists():
+                raise ValueError(f"run {out_dir.name!r} already has a checkpoint; choose another name "
+                                 "(nothing is overwritten)")
+            if not dataset_dir or not (Path(dataset_dir) / "manifest.json").is_file():
+                raise ValueError(f"dataset folder {dataset_dir!r} has no manifest.json; make one with "
+                                 "`edgescene preprocess` or `edgescene synth`")
+            init_path = str(self.workspace.checkpoints_dir / init) if init else None
+            common = dict(dataset_dir=dataset_dir, out_dir=str(out_dir), preset=preset, init=init_path,
+                          steps=int(steps), batch_size=int(batch_size), lr=float(lr), device=device,
+                          log_every=1, num_workers=0)
+            if kind == "vggt":
+                from edgescene.train.vggt.config import VGGTTrainConfig
+
+                config = VGGTTrainConfig(**common, image_height=int(height), image_width=int(width),
+                                         save_every=max(1, int(steps) // 4))
+            else:
+                from edgescene.train.dinov3.config import DinoTrainConfig
+
+                n = int(steps)  # schedules scaled to the run's length
+                config = DinoTrainConfig(**common, warmup_steps=max(1, n // 10), save_every=max(1, n // 4),
+                                         freeze_last_layer_steps=min(1250, n // 10),
+                                         teacher_temp_warmup_steps=min(3000, n // 3))
+        except ImportError as exc:
+            return _error(f"training needs PyTorch: pip install 'edgescene[torch]' ({exc})")
+        except (ValueError, TypeError) as exc:
+            return _error(exc)
+        self.runs[kind] = start_training(config)
+        return f"started {kind} run **{out_dir.name}** ({config.steps} steps on {device})"
+
+    def stop_training(self, kind: str) -> str:
+        run = self.runs.get(kind)
+        if run is None or not run.running:
+            return "no run is going"
+        run.stop()
+        return f"stopping {run.out_dir.name}: it saves last.pt after the current step"
+
+    def training_active(self, kind: str) -> bool:
+        run = self.runs.get(kind)
+        return run is not None and run.running
+
+    def training_status(self, kind: str):
+        """(status markdown, loss plot data) of the kind's current run."""
+        import pandas as pd
+
+        run = self.runs.get(kind)
+        if run is None:
+            return "no run started in this session", pd.DataFrame({"step": [], "loss": []})
+        p = run.progress()
+        text = (f"**{p['state']}**: step {p['step']} / {p['steps']}, loss "
+                f"{p['loss']:.4f}" if p["loss"] is not None else f"**{p['state']}**: step {p['step']} / {p['steps']}")
+        text += f", {p['elapsed_s']:.0f} s; folder `{p['out_dir']}`"
+        if p["checkpoint"]:
+            text += f"; checkpoint `{p['checkpoint']}`"
+        if p["state"] == "failed":
+            text += "\n\n```\n" + (run.error() or run.log_tail()) + "\n```"
+        records = [r for r in run.metrics() if "total" in r]
+        frame = pd.DataFrame({"step": [r["step"] for r in records], "loss": [r["total"] for r in records]})
+        return text, frame
+
+    # -- export ------------------------------------------------------------------------------
+    def export(self, source: str, fmt: str, name: str, height: float, width: float, max_frames: float,
+               progress=gr.Progress()) -> tuple[str, list[list]]:
+        if not source:
+            return _error("choose a checkpoint or a training run to export"), []
+        try:
+            from edgescene.export.pipeline import ExportConfig, export_model
+        except ImportError as exc:
+            return _error(f"export needs PyTorch and ONNX: pip install 'edgescene[export]' ({exc})"), []
+        kind, _, item = source.partition(": ")
+        model = str(self.workspace.checkpoints_dir / item) if kind == "checkpoint" else \
+            str(self.workspace.runs_dir / item / "last.pt")
+        try:
+            out = self.workspace.models_dir / self.workspace.run_dir(name or f"{item}_{fmt}").name
+            if out.exists():
+                raise ValueError(f"a model called {out.name!r} exists already; choose another name")
+            config = ExportConfig(model=model, format=fmt, out=str(out), height=int(height) or None,
+                                  width=int(width) or None, frames_range=(1, min(2, int(max_frames)), int(max_frames)))
+            lines: list[str] = []
+            progress(0.1, desc="exporting")
+            result = export_model(config, log=lines.append)
+        except Exception as exc:  # noqa: BLE001 - every failure is shown with its message
+            return _error(exc), []
+        rows = []
+        for case in result.report.to_json()["cases"]:
+            for output in case["outputs"]:
+                rows.append([case["frames"], output["name"], f"{output['p99_abs']:.3g}", f"{output['max_abs']:.3g}",
+                             f"{output['cosine']:.6f}"])
+        verdict = "accepted" if result.accepted else "REJECTED by the parity gate"
+        sizes = ", ".join(f"{k} {v:.1f} MB" for k, v in result.sizes_mb.items())
+        return (f"**{out.name}**: {verdict} in {result.elapsed_s:.0f} s ({sizes}); it is now offered in "
+                f"3D reconstruction" if result.accepted else f"**{out.name}**: {verdict}"), rows
+
+    # -- reconstruction ----------------------------------------------------------------------
+    def run_reconstruction(self, files, mode, model_name, every_s, max_frames, conf, show_cameras, filter_bg, branch,
+                           progress=gr.Progress()):
+        models = self.reconstruction_models()
+        try:
+            if model_name not in models:
+                raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(models)}")
+            paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+            options = ViewOptions(conf_percentile=float(conf), branch=branch, show_cameras=bool(show_cameras),
+                                  filter_background=bool(filter_bg))
+            result = reconstruct(paths, mode, models[model_name], self.workspace.reconstructions_dir,
+                                 every_s=float(every_s) if every_s else None,
+                                 max_frames=int(max_frames) if max_frames else None, options=options,
+                                 on_frame=lambda seen, total: progress(seen / total if total else 0.0,
+                                                                       desc=f"frame {seen}"))
+        except Exception as exc:  # noqa: BLE001 - shown in the status line
+            return _error(exc), None, None, [], None
+        return self._view(result)
+
+    def rerender(self, folder, conf, show_cameras, filter_bg, branch):
+        if not folder:
+            return "change the display after a reconstruction has run", None, None, [], folder
+        try:
+            options = ViewOptions(conf_percentile=float(conf), branch=branch, show_cameras=bool(show_cameras),
+                                  filter_background=bool(filter_bg))
+            result = rerender(folder, options)
+        except Exception as exc:  # noqa: BLE001
+            return _error(exc), None, None, [], folder
+        return self._view(result)
+
+    @staticmethod
+    def _view(result):
+        how = "model run and render" if result.model_run else "re-rendered from cached predictions (model not run)"
+        status = (f"{result.keyframes} keyframes, {result.points:,} points; {how} in {result.seconds:.2f} s; "
+                  f"branches available: {', '.join(result.branches)}")
+        gallery = [(img, f"keyframe {i}") for i, img in enumerate(result.depth_images)]
+        return status, str(result.glb), [str(result.glb), str(result.ply)], gallery, str(result.folder)
+
+
+def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None = None) -> gr.Blocks:
+    """The Gradio Blocks app over ``workspace`` (created if missing)."""
+    app = WebApp(Workspace(Path(workspace)), Path(models_dir) if models_dir else None)
+    with gr.Blocks(title="edgescene") as demo:
+        gr.Markdown("# edgescene\nPhotos and video to 3D scenes with VGGT; DINOv3 and VGGT training and export.")
+        with gr.Tabs():
+            with gr.Tab("Model setup"):
+                gr.Markdown("Upload a DINOv3 `.pth` or a VGGT checkpoint: it is loaded safely, checked key for key "
+                            "against the presets and kept in the workspace with its detected preset.")
+                with gr.Row():
+                    upload = gr.File(label="checkpoint", file_types=list(CHECKPOINT_SUFFIXES), type="filepath")
+                    with gr.Column():
+                        add_btn = gr.Button("Check and add")
+                        repo = gr.Textbox(label="VGGT Hub repo id", value="facebook/VGGT-1B")
+                        hub_file = gr.Textbox(label="file name (empty: model.safetensors or model.pt)")
+                        dl_btn = gr.Button("Download from the Hub")
+                setup_status = gr.Markdown()
+                table = gr.Dataframe(headers=["name", "family", "preset", "parameters", "size (MB)"],
+                                     value=app.checkpoint_rows(), interactive=False, label="checkpoints")
+                add_btn.click(app.add_checkpoint, [upload], [setup_status, table])
+                dl_btn.click(app.download, [repo, hub_file], [setup_status, table])
+
+            for kind, label, presets, default in (("dinov3", "Train DINOv3", _presets("dinov3", DINO_TRAIN_PRESETS),
+                                                   "dinov3_tiny"),
+                                                  ("vggt", "Train VGGT", _presets("vggt", VGGT_TRAIN_PRESETS),
+                                                   "vggt_tiny")):
+                with gr.Tab(label):
+                    with gr.Row():
+                        dataset = gr.Textbox(label="dataset folder (with manifest.json)")
+                        run_name = gr.Textbox(label="run name", value=f"{kind}_run")
+                        preset = gr.Dropdown(presets, value=default if default in presets else presets[0],
+                                             label="preset")
+                    with gr.Row():
+                        steps = gr.Number(label="steps", value=100, precision=0, minimum=1)
+                        batch = gr.Number(label="batch size", value=2, precision=0, minimum=1)
+                        lr = gr.Number(label="learning rate", value=1e-4 if kind == "vggt" else 5e-4)
+                        device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="device")
+                        init = gr.Dropdown(app.checkpoint_choices(), value=None, label="start from (optional)",
+                                           allow_custom_value=False)
+                        if kind == "vggt":
+                            height = gr.Number(label="height", value=126, precision=0)
+                            width = gr.Number(label="width", value=168, precision=0)
+                        else:
+                            height = gr.Number(value=0, visible=False)
+                            width = gr.Number(value=0, visible=False)
+                    with gr.Row():
+                        start = gr.Button("Start", variant="primary")
+                        stop = gr.Button("Stop")
+                    status = gr.Markdown()
+                    plot = gr.LinePlot(x="step", y="loss", label="training loss")
+                    timer = gr.Timer(2.0, active=False)  # polls only while a run is going
+
+                    def on_start(*args, k=kind):
+                        message = app.start_training(k, *args)
+                        return message, gr.Timer(active=app.training_active(k))
+
+                    def on_tick(k=kind):
+                        text, frame = app.training_status(k)
+                        return text, frame, gr.Timer(active=app.training_active(k))
+
+                    start.click(on_start, [dataset, run_name, preset, steps, batch, lr, device, init, height, width],
+                                [status, timer])
+                    stop.click(lambda k=kind: app.stop_training(k), None, [status])
+                    timer.tick(on_tick, None, [status, plot, timer])
+
+            with gr.Tab("Export"):
+                with gr.Row():
+                    source = gr.Dropdown(app.export_sources(), label="checkpoint or training run")
+                    refresh = gr.Button("Refresh list")
+                    fmt = gr.Dropdown(list(EXPORT_FORMATS), value="onnx", label="format")
+                    name = gr.Textbox(label="model name (empty: from the source)")
+                with gr.Row():
+                    ex_h = gr.Number(label="height (0: model default)", value=0, precision=0)
+                    ex_w = gr.Number(label="width (0: model default)", value=0, precision=0)
+                    ex_frames = gr.Number(label="max frames per call", value=8, precision=0, minimum=1)
+                ex_btn = gr.Button("Export", variant="primary")
+                ex_status = gr.Markdown()
+                parity = gr.Dataframe(headers=["frames", "output", "p99 |diff|", "max |diff|", "cosine"],
+                                      interactive=False, label="parity against PyTorch")
+                refresh.click(lambda: gr.update(choices=app.export_sources()), None, [source])
+                ex_btn.click(app.export, [source, fmt, name, ex_h, ex_w, ex_frames], [ex_status, parity])
+
+            with gr.Tab("3D reconstruction"):
+                models = app.reconstruction_models()
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        mode = gr.Radio(list(MODES), value="video", label="input")
+                        files = gr.File(label="images or a video", file_count="multiple", type="filepath", elem_id="recon-files",
+                                        file_types=list(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
+                        model = gr.Dropdown(list(models), value=next(iter(models)), label="model")
+                        every_s = gr.Slider(0, 5, value=0, step=0.1, label="video: one frame every N seconds (0: all)")
+                        max_frames = gr.Number(label="max frames (0: no limit)", value=0, precision=0, minimum=0)
+                        run_btn = gr.Button("Reconstruct", variant="primary", elem_id="recon-run")
+                        gr.Markdown("Display (re-renders without running the model):")
+                        conf = gr.Slider(0, 100, value=50, step=1, label="confidence percentile (drop below)")
+                        show_cams = gr.Checkbox(value=True, label="show cameras", elem_id="recon-cameras")
+                        filter_bg = gr.Checkbox(value=False, label="filter background (near-black / white pixels)")
+                        branch = gr.Radio(["depth", "points"], value="depth", label="branch: depth + cameras, "
+                                          "or the point-map head")
+                    with gr.Column(scale=2):
+                        rec_status = gr.Markdown(elem_id="recon-status")
+                        viewer = gr.Model3D(label="3D scene", clear_color=(0.95, 0.95, 0.95, 1.0), elem_id="recon-viewer")
+                        downloads = gr.File(label="downloads (GLB, PLY)", file_count="multiple", interactive=False)
+                        depth = gr.Gallery(label="depth per keyframe", columns=6, height=240, elem_id="recon-depth")
+                cache = gr.State(None)
+                outputs = [rec_status, viewer, downloads, depth, cache]
+                run_btn.click(app.run_reconstruction,
+                              [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch], outputs)
+                for control in (conf, show_cams, filter_bg, branch):
+                    event = control.release if control is conf else control.change
+                    event(app.rerender, [cache, conf, show_cams, filter_bg, branch], outputs)
+    return demo
+
+
+__all__ = ["WebApp", "build_app"]

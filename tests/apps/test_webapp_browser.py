@@ -1,0 +1,114 @@
+"""The Gradio app in a real browser: Debian's Chromium driven by Playwright (no browser download).
+
+Starts ``edgescene app`` as a user would, opens it, reconstructs the bundled sample video in the
+3D reconstruction tab, waits for the 3D viewer's canvas, changes a display control (which must
+re-render from the cached predictions, not run the model again) and saves screenshots under
+``test-artifacts/browser/`` (or ``$EDGESCENE_TEST_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgescene.assets import sample_dir
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("EDGESCENE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+# Chromium on a closed network: no background connections, no sandbox (root in CI), software GL.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def app_url(tmp_path):
+    pytest.importorskip("gradio")
+    port = _free_port()
+    log = open(tmp_path / "app.log", "w")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgescene", "app", "--port", str(port),
+                             "--workspace", str(tmp_path / "workspace")], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    import httpx
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"edgescene app exited with {proc.returncode}:\n{(tmp_path / 'app.log').read_text()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"edgescene app did not answer within 90 s:\n{(tmp_path / 'app.log').read_text()}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture()
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it with apt where it can)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        yield context.new_page()
+        browser.close()
+
+
+def test_reconstruct_sample_video_in_the_browser(app_url, page):
+    ARTIFACTS.joinpath("browser").mkdir(parents=True, exist_ok=True)
+    page.set_default_timeout(120_000)
+    page.goto(app_url, wait_until="load")
+    page.get_by_role("tab", name="3D reconstruction").wait_for()
+    for tab in ("Model setup", "Train DINOv3", "Train VGGT", "Export", "3D reconstruction"):
+        assert page.get_by_role("tab", name=tab).count() == 1, tab
+    page.get_by_role("tab", name="3D reconstruction").click()
+
+    page.locator("#recon-files input[type=file]").set_input_files(str(sample_dir() / "sample.mp4"))
+    page.locator("#recon-files").get_by_text("sample.mp4").first.wait_for()
+    page.locator("#recon-run").click()
+
+    status = page.locator("#recon-status")
+    status.get_by_text("model run and render").wait_for()
+    page.locator("#recon-viewer canvas").wait_for(state="visible")
+    text = status.inner_text()
+    keyframes = int(text.split(" keyframes")[0].split()[-1])
+    assert keyframes >= 8, text
+    assert "Error" not in text
+    page.wait_for_timeout(1500)  # let the viewer draw the points
+    page.screenshot(path=str(ARTIFACTS / "browser" / "reconstruction.png"), full_page=True)
+    assert page.locator("#recon-depth img").count() >= keyframes  # per-keyframe depth images
+
+    # A display control re-renders from the cached predictions: no second model run.
+    page.locator("#recon-cameras input[type=checkbox]").uncheck()
+    status.get_by_text("re-rendered from cached predictions").wait_for()
+    assert f"{keyframes} keyframes" in status.inner_text()
+    page.locator("#recon-viewer canvas").wait_for(state="visible")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "browser" / "reconstruction_no_cameras.png"), full_page=True)
+    assert (ARTIFACTS / "browser" / "reconstruction.png").stat().st_size > 10_000
