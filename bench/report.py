@@ -126,11 +126,13 @@ def _scale_sections(report: BenchReport) -> list[str]:
         if st.error:
             lines += [f"Streaming section failed: {st.error}", ""]
         else:
-            lines += [f"`{st.format}` ({st.backend}) on a {st.frames}-frame synthetic handheld orbit rendered at "
-                      f"{st.size[0]}x{st.size[1]}; window {st.window}, overlap {st.overlap} (the model runs once every "
-                      f"{st.window - st.overlap} frames). Per-frame latency is amortised over one model period and "
-                      f"includes preprocessing, the model and fusion; rendering ({st.render_s_excluded:.1f} s) is "
-                      "excluded.", ""]
+            rendered = st.render_size or st.size
+            lines += [f"`{st.format}` ({st.backend}) at {st.size[0]}x{st.size[1]} on a {st.frames}-frame synthetic "
+                      f"handheld orbit rendered at {rendered[0]}x{rendered[1]} (resized to the input by the runtime); "
+                      f"window {st.window}, overlap {st.overlap} (the model runs once every {st.window - st.overlap} "
+                      f"frames); {st.warmup_calls} blank warm-up windows before frame 1. Per-frame latency is amortised "
+                      f"over one model period and includes preprocessing, the model and fusion; rendering "
+                      f"({st.render_s_excluded:.1f} s) and the warm-up are excluded.", ""]
             body = [[str(c["frame"]), _cell(c["per_frame_s"] * 1e3, 1), f"{c['span'][0]}–{c['span'][1]}",
                      _cell(c["rss_mb"], 0), _cell(c["peak_mb"], 0), str(c["map_points"]), str(c["model_calls"])]
                     for c in sorted(st.checkpoints.values(), key=lambda c: c["frame"])]

@@ -72,6 +72,8 @@ class StreamScale:
     render_s_excluded: float
     samples: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    render_size: list[int] | None = None  # the synthetic video's frame size before the runtime resizes it
+    warmup_calls: int = 0  # blank windows run before frame 1
 
 
 def stream_label(change: float, tolerance: float = 0.10) -> str:
