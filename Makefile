@@ -1,6 +1,6 @@
 # Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
 #   make demo    reconstruct the bundled sample video with the bundled default model
-#   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent)
+#   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent; installs chromium for browser tests)
 # TORCH_SPEC selects the torch build; the default is the CPU wheel these machines carry.
 
 SHELL := /bin/bash
@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # pip on these machines warns about every local index folder it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,15 @@ demo: $(STAMP)
 	@echo "demo: reconstructed the bundled sample video with the bundled model (edgescene/assets/models);"
 	@echo "demo: open out/demo/reconstruction/scene.glb in any glTF viewer, or read report.json."
 
-test: $(STAMP)
+# Browser tests drive Debian's chromium (never a downloaded browser); installed here when root with apt.
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "make: installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "make: chromium is not installed (needs root and apt); browser tests will skip"; fi
+
+test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest $(ARGS)
 
 clean:

@@ -128,8 +128,12 @@ class WebApp:
             else:
                 from edgescene.train.dinov3.config import DinoTrainConfig
 
-                n = int(steps)  # schedules scaled to the run's length
-                config = DinoTrainConfig(**common, warmup_steps=max(1, n // 10), save_every=max(1, n // 4),
+                from edgescene.models.dinov3 import DINOV3_PRESETS
+
+                n, patch, crop = int(steps), DINOV3_PRESETS[preset].patch_size, int(height)
+                local = max(2 * patch, round(crop * 96 / 224 / patch) * patch)  # upstream's 224:96 ratio
+                config = DinoTrainConfig(**common, global_crop_size=crop, local_crop_size=local,
+                                         warmup_steps=max(1, n // 10), save_every=max(1, n // 4),
                                          freeze_last_layer_steps=min(1250, n // 10),
                                          teacher_temp_warmup_steps=min(3000, n // 3))
         except ImportError as exc:
@@ -284,7 +288,8 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             height = gr.Number(label="height", value=126, precision=0)
                             width = gr.Number(label="width", value=168, precision=0)
                         else:
-                            height = gr.Number(value=0, visible=False)
+                            height = gr.Number(label="crop size (global; local crops scale with it)", value=112,
+                                               precision=0)
                             width = gr.Number(value=0, visible=False)
                     with gr.Row():
                         start = gr.Button("Start", variant="primary")

@@ -130,7 +130,9 @@ def _scale_sections(report: BenchReport) -> list[str]:
             lines += [f"`{st.format}` ({st.backend}) at {st.size[0]}x{st.size[1]} on a {st.frames}-frame synthetic "
                       f"handheld orbit rendered at {rendered[0]}x{rendered[1]} (resized to the input by the runtime); "
                       f"window {st.window}, overlap {st.overlap} (the model runs once every {st.window - st.overlap} "
-                      f"frames); {st.warmup_calls} blank warm-up windows before frame 1. Per-frame latency is amortised "
+                      f"frames); {st.warmup_calls} blank warm-up windows before frame 1"
+                      f"{'; point map reserved for 2 M points up front (--reserve-map)' if st.reserve_map else ''}"
+                      f". Per-frame latency is amortised "
                       f"over one model period and includes preprocessing, the model and fusion; rendering "
                       f"({st.render_s_excluded:.1f} s) and the warm-up are excluded.", ""]
             body = [[str(c["frame"]), _cell(c["per_frame_s"] * 1e3, 1), f"{c['span'][0]}–{c['span'][1]}",

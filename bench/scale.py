@@ -74,6 +74,7 @@ class StreamScale:
     error: str | None = None
     render_size: list[int] | None = None  # the synthetic video's frame size before the runtime resizes it
     warmup_calls: int = 0  # blank windows run before frame 1
+    reserve_map: bool = False  # the point map's bound allocated up front
 
 
 def stream_label(change: float, tolerance: float = 0.10) -> str:

@@ -45,13 +45,15 @@ def synthetic_video(frames: int, width: int, height: int, seed: int):
 
 def run(model: str, frames: int, width: int, height: int, window: int, overlap: int, seed: int,
         max_points: int | None, checkpoints: tuple[int, ...] = (10, 50, 100), session_options: dict | None = None,
-        log=None, device: str = "auto", render_scale: float = 1.0, warmup_calls: int = 2) -> dict:
+        log=None, device: str = "auto", render_scale: float = 1.0, warmup_calls: int = 2,
+        reserve_map: bool = False) -> dict:
     """Stream ``frames`` synthetic frames through the reconstructor; samples and checkpoint summaries.
 
     The video is rendered at ``render_scale`` x (height, width) (the runtime's preprocessing resizes
     it to the model input, as it does for any camera); the session is warmed up with
     ``warmup_calls`` blank windows first (:meth:`Reconstructor.warm_up`), so frame 10 is measured
-    in the steady state a running service is in.
+    in the steady state a running service is in. ``reserve_map`` allocates the point map for
+    ``max_points`` up front (``--reserve-map``).
 
     Per-frame latency at checkpoint ``n`` is amortised over one model period: the push times of the
     ``window - overlap`` frames that end with the first model call at or after frame ``n`` (one
@@ -59,7 +61,8 @@ def run(model: str, frames: int, width: int, height: int, window: int, overlap: 
     process's RSS and peak RSS (VmHWM) after frame ``n``.
     """
     rec = Reconstructor(model, ReconstructConfig(window=window, overlap=overlap, keyframe_threshold=0.0,
-                                                 max_points=max_points, device=device), **(session_options or {}))
+                                                 max_points=max_points, reserve_map=reserve_map, device=device),
+                      **(session_options or {}))
     warmup_s = rec.warm_up(warmup_calls)
     render_h, render_w = max(16, round(height * render_scale)), max(16, round(width * render_scale))
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +100,7 @@ def run(model: str, frames: int, width: int, height: int, window: int, overlap: 
         "rss_change": round(last["rss_mb"] / first["rss_mb"] - 1, 4),
         "peak_change": round(last["peak_mb"] / first["peak_mb"] - 1, 4),
         "render_s_excluded": round(render_s, 2), "render_size": [render_h, render_w],
-        "warmup_calls": warmup_calls, "warmup_s": round(warmup_s, 2),
+        "warmup_calls": warmup_calls, "warmup_s": round(warmup_s, 2), "reserve_map": reserve_map,
         "samples": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()} for s in samples],
         "note": "push_s includes keyframe selection, preprocessing, the model (once per window) and fusion; "
                 "rendering the synthetic frames and the warm-up calls are excluded",
@@ -131,10 +134,11 @@ def main() -> None:
     parser.add_argument("--max-points", type=int, default=2_000_000, help="the fused cloud's hard bound")
     parser.add_argument("--render-scale", type=float, default=1.0, help="render the video at this x the model size")
     parser.add_argument("--warmup-calls", type=int, default=2, help="blank windows run before the stream")
+    parser.add_argument("--reserve-map", action="store_true", help="allocate the map for --max-points up front")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = run(args.model, args.frames, args.width, args.height, args.window, args.overlap, args.seed, args.max_points,
-                 render_scale=args.render_scale, warmup_calls=args.warmup_calls)
+                 render_scale=args.render_scale, warmup_calls=args.warmup_calls, reserve_map=args.reserve_map)
     report.pop("samples")
     text = json.dumps(report, indent=1)
     if args.out:

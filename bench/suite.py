@@ -39,6 +39,8 @@ PYTORCH = "pytorch"
 STREAM_WINDOW, STREAM_OVERLAP = 8, 2  # the streaming section's window: the runtime's defaults
 STREAM_RENDER_SCALE = 0.5  # the synthetic video at half the model input (rendering is excluded but takes wall time)
 STREAM_WARMUP_CALLS = 2  # blank windows before frame 1: frame 10 is then in the steady state
+# The streaming section reserves the point map's bound (2 M points) up front (--reserve-map), as a
+# long-running stream should: memory is then flat from frame 1 instead of growing with the map.
 QUICK = {"warmup": 1, "runs": 3, "min_runs": 3, "budget_s": 0.0}
 DEFAULT = {"warmup": 2, "runs": 20, "min_runs": 5, "budget_s": 3.0}
 
@@ -491,7 +493,8 @@ def _streaming(report: BenchReport, config: BenchConfig, torch_options: dict[str
         data = streaming_memory.run(model, frames, width=config.width, height=config.height, window=STREAM_WINDOW,
                                     overlap=STREAM_OVERLAP, seed=config.seed + 3, max_points=2_000_000,
                                     checkpoints=(10, 100), session_options=options, log=log, device=config.device,
-                                    render_scale=STREAM_RENDER_SCALE, warmup_calls=STREAM_WARMUP_CALLS)
+                                    render_scale=STREAM_RENDER_SCALE, warmup_calls=STREAM_WARMUP_CALLS,
+                                    reserve_map=True)
     except Exception as exc:  # noqa: BLE001 - a failed section is reported, not a crash
         log(traceback.format_exc())
         return StreamScale(model=config.model, format=config.stream_format or "?", frames=frames,
@@ -504,7 +507,8 @@ def _streaming(report: BenchReport, config: BenchConfig, torch_options: dict[str
                        latency_change=data["latency_change"], rss_change=data["rss_change"],
                        latency_label=stream_label(data["latency_change"]), memory_label=stream_label(data["rss_change"]),
                        render_s_excluded=data["render_s_excluded"], samples=data["samples"],
-                       render_size=data["render_size"], warmup_calls=data["warmup_calls"])
+                       render_size=data["render_size"], warmup_calls=data["warmup_calls"],
+                       reserve_map=data["reserve_map"])
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ Imports numpy and the standard library only (never torch or ``edgescene.models``
   summed weight).
 - :class:`PointMap` merges frame after frame into such a voxel grid with a running weighted mean,
   so it grows with the extent of the scene, not with the number of frames; ``max_points`` gives
-  a hard bound by coarsening the grid when it is exceeded.
+  a hard bound by coarsening the grid when it is exceeded. A hash table finds voxels, so adding a
+  frame costs the same whatever the map's size.
 
 Voxel ``k = floor(p / voxel_size)`` (integer, per axis), aligned at the world origin, so doubling
 the voxel size merges whole groups of 2 x 2 x 2 voxels. Non-finite points, points with zero weight
@@ -155,60 +156,98 @@ def voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel_size: float,
 
 # ----------------------------------------------------------------------------- fused map
 
-class PointMap:
-    """A fused colour point cloud on a voxel grid, bounded in memory.
+_EMPTY = np.int64(-1)  # a free hash slot (packed keys are >= 0)
+_FIB = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: multiply, keep the high bits
+_MIN_ROWS = 256
 
-    State is four arrays keyed by voxel: integer keys (M, 3) int64, weighted mean positions
-    (M, 3) float64, weighted mean colours (M, 3) float32 and summed weights (M,) float64.
-    :meth:`add` merges a batch with one ``np.unique`` over old and new keys (no Python loop per
-    point), so a static scene seen again and again keeps its size. With ``max_points`` set, the
-    voxel size doubles (and the map is re-downsampled) until the map holds at most that many
-    points, a hard bound on memory whatever the scene.
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+class PointMap:
+    """A fused colour point cloud on a voxel grid, bounded in memory, with a per-frame cost that
+    does not grow with the map.
+
+    Voxels live in insertion order in dense arrays (packed key (M,) int64, weighted mean position
+    (M, 3) float64, weighted mean colour (M, 3) float32, summed weight (M,) float64) and are found
+    through an open-addressing hash table (packed key -> row; linear probing, load <= 1/2). :meth:`add`
+    groups a batch by voxel, then looks all its voxels up / inserts them at once (vectorised probing,
+    no Python loop per point): O(batch) whatever the map's size, so a long stream's per-frame cost
+    stays flat. A static scene seen again and again keeps its size.
+
+    With ``max_points`` set, the voxel size doubles (and the map is re-binned) until the map holds at
+    most that many points: a hard bound on memory whatever the scene. ``reserve=True`` (needs
+    ``max_points``) allocates and touches the arrays for that bound up front, so the process's memory
+    is flat from the first frame and no resize happens mid-stream; otherwise the arrays double as needed.
 
     voxel_size: > 0, in world units (VGGT's normalised scale unless aligned); it changes when the
     cap coarsens the grid or :meth:`transform` scales the map.
     max_points: None (no cap) or >= 8 (the grid is anchored at the origin, so points in the 8
     octants around it never share a voxel however coarse the grid).
+    Points more than 2**20 voxels from the origin are dropped as numeric outliers.
     """
 
-    def __init__(self, voxel_size: float, max_points: int | None = None) -> None:
+    def __init__(self, voxel_size: float, max_points: int | None = None, reserve: bool = False) -> None:
         if not float(voxel_size) > 0:
             raise ValueError(f"voxel_size: expected > 0, got {voxel_size}")
         if max_points is not None and int(max_points) < 8:
             raise ValueError(f"max_points: expected None or >= 8, got {max_points}")
+        if reserve and max_points is None:
+            raise ValueError("reserve=True needs max_points (the bound to reserve memory for)")
         self.voxel_size = float(voxel_size)
         self.max_points = None if max_points is None else int(max_points)
+        self.reserve = bool(reserve)
         self._reset()
 
     def _reset(self) -> None:
-        self._keys = np.zeros((0, 3), dtype=np.int64)
-        self._xyz = np.zeros((0, 3), dtype=np.float64)
-        self._rgb = np.zeros((0, 3), dtype=np.float32)
-        self._w = np.zeros(0, dtype=np.float64)
+        rows = self.max_points if self.reserve else _MIN_ROWS
+        self._allocate(rows)
+        self._n = 0
+
+    def _allocate(self, rows: int) -> None:
+        """Fresh (empty) arrays for ``rows`` voxels and a table of >= 2 x rows slots, pages touched."""
+        slots = _pow2_at_least(2 * rows)
+        # np.full writes every page (np.zeros would map them lazily): the memory is really held now
+        self._packed = np.full(rows, 0, dtype=np.int64)
+        self._xyz = np.full((rows, 3), 0.0, dtype=np.float64)
+        self._rgb = np.full((rows, 3), 0.0, dtype=np.float32)
+        self._w = np.full(rows, 0.0, dtype=np.float64)
+        self._table = np.full(slots, _EMPTY, dtype=np.int64)
+        self._row = np.full(slots, 0, dtype=np.int64)
+        self._shift = np.uint64(64 - (slots.bit_length() - 1))
 
     # -- state
     def __len__(self) -> int:
-        return len(self._w)
+        return self._n
+
+    @property
+    def _keys(self) -> np.ndarray:
+        """(M, 3) int64 voxel coordinates, in the map's (insertion) order."""
+        p = self._packed[:self._n]
+        half, mask = 1 << (_PACK_BITS - 1), (1 << _PACK_BITS) - 1
+        return np.stack([(p >> (2 * _PACK_BITS)) & mask, (p >> _PACK_BITS) & mask, p & mask], axis=1) - half
 
     @property
     def points(self) -> np.ndarray:
         """(M, 3) float32 weighted mean position per voxel (a copy)."""
-        return self._xyz.astype(np.float32)
+        return self._xyz[:self._n].astype(np.float32)
 
     @property
     def colors(self) -> np.ndarray:
         """(M, 3) uint8 weighted mean colour per voxel."""
-        return _to_uint8(self._rgb)
+        return _to_uint8(self._rgb[:self._n])
 
     @property
     def weights(self) -> np.ndarray:
         """(M,) float64 summed weight per voxel (a copy)."""
-        return self._w.copy()
+        return self._w[:self._n].copy()
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the map's arrays."""
-        return int(self._keys.nbytes + self._xyz.nbytes + self._rgb.nbytes + self._w.nbytes)
+        """Bytes held by the map's arrays (allocated capacity, hash table included)."""
+        return int(self._packed.nbytes + self._xyz.nbytes + self._rgb.nbytes + self._w.nbytes
+                   + self._table.nbytes + self._row.nbytes)
 
     def __repr__(self) -> str:
         return (f"PointMap({len(self)} points, voxel_size={self.voxel_size:g}, "
@@ -221,9 +260,12 @@ class PointMap:
         Each voxel keeps the weighted mean of everything that fell in it, over all batches.
         """
         p, c, w = _check_points(points, colors, weights)
-        keys, ok = _voxel_keys(p, self.voxel_size)
-        keep = w[ok] > 0
-        self._merge(keys[keep], p[ok][keep].astype(np.float64), c[ok][keep].astype(np.float32), w[ok][keep])
+        while True:
+            keys, ok = _voxel_keys(p, self.voxel_size)
+            keep = (w[ok] > 0) & _in_pack_range(keys)
+            if self._merge(keys[keep], p[ok][keep].astype(np.float64), c[ok][keep].astype(np.float32), w[ok][keep]):
+                break
+            self._coarsen()  # reserved arrays full: coarsen the map first, then bin the batch again
         self._enforce_cap()
 
     def transform(self, s: float, R: np.ndarray, t: np.ndarray) -> None:
@@ -241,7 +283,7 @@ class PointMap:
             raise ValueError(f"R: expected (3, 3), got {R.shape}")
         if t.shape != (3,):
             raise ValueError(f"t: expected (3,), got {t.shape}")
-        xyz = apply_sim3(self._xyz, float(s), R, t)
+        xyz = apply_sim3(self._xyz[:self._n], float(s), R, t)
         self.voxel_size *= float(s)
         self._rebin(xyz)
         self._enforce_cap()
@@ -251,59 +293,117 @@ class PointMap:
         self._reset()
 
     # -- internals
-    def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray) -> None:
-        """Combine (keys, means, weights) rows with the current state by weighted mean per key.
+    def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray) -> bool:
+        """Combine a batch with the map by weighted mean per voxel (keys already in pack range).
 
-        The map is kept sorted by voxel key (lexicographic), so a batch is merged by binary search
-        and insertion, O(N log M + M) instead of re-sorting all M + N rows: the cost of one frame
-        stays nearly flat as the map grows. Keys too far out to pack fall back to a full re-sort.
+        Returns False, changing nothing, when reserved arrays cannot take the batch's new voxels.
         """
         if len(keys) == 0:
-            return
-        if len(self) and _packable(self._keys) and _packable(keys):
-            self._merge_sorted(keys, xyz, rgb, w)
-            return
-        all_keys = np.concatenate([self._keys, keys])
-        all_w = np.concatenate([self._w, w])
-        uniq, inverse = _group(all_keys)
-        wsum, (m_xyz, m_rgb) = _weighted_means(inverse, len(uniq), all_w,
-                                              np.concatenate([self._xyz, xyz]),
-                                              np.concatenate([self._rgb, rgb]))
-        self._keys, self._xyz, self._rgb, self._w = uniq, m_xyz, m_rgb.astype(np.float32), wsum
-
-    def _merge_sorted(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray) -> None:
-        uniq, inverse = _group(keys)  # the batch's own voxels first (sorted, like the map)
-        bw, (bxyz, brgb) = _weighted_means(inverse, len(uniq), w, xyz, rgb)
-        packed_map, packed_new = _pack(self._keys), _pack(uniq)
-        at = np.searchsorted(packed_map, packed_new)
-        hit = at < len(packed_map)
-        hit[hit] = packed_map[at[hit]] == packed_new[hit]
-        i, j = at[hit], np.flatnonzero(hit)  # voxels already in the map: weighted mean in place
+            return True
+        packed = _pack(keys)
+        uniq, inverse = np.unique(packed, return_inverse=True)
+        if self.reserve and self._n + len(uniq) > len(self._w):
+            if self._n + int((self._lookup(uniq) < 0).sum()) > len(self._w):
+                return False
+        bw, (bxyz, brgb) = _weighted_means(inverse.reshape(-1), len(uniq), w, xyz, rgb)
+        self._grow_for(self._n + len(uniq))
+        rows, new = self._find_or_insert(uniq)
+        old = ~new
+        i, j = rows[old], np.flatnonzero(old)  # voxels already in the map: weighted mean in place
         total = self._w[i] + bw[j]
         self._xyz[i] = (self._xyz[i] * self._w[i, None] + bxyz[j] * bw[j, None]) / total[:, None]
         self._rgb[i] = ((self._rgb[i] * self._w[i, None] + brgb[j] * bw[j, None]) / total[:, None]).astype(np.float32)
         self._w[i] = total
-        new = ~hit  # new voxels: inserted where they sort
-        if new.any():
-            pos = at[new]
-            self._keys = np.insert(self._keys, pos, uniq[new], axis=0)
-            self._xyz = np.insert(self._xyz, pos, bxyz[new], axis=0)
-            self._rgb = np.insert(self._rgb, pos, brgb[new].astype(np.float32), axis=0)
-            self._w = np.insert(self._w, pos, bw[new])
+        i = rows[new]  # new voxels: their rows were appended in order
+        self._xyz[i], self._rgb[i], self._w[i] = bxyz[new], brgb[new].astype(np.float32), bw[new]
+        return True
+
+    def _lookup(self, packed: np.ndarray) -> np.ndarray:
+        """Rows of packed keys, -1 where absent (nothing inserted)."""
+        rows = np.full(len(packed), -1, dtype=np.int64)
+        slot = self._slots(packed)
+        pending = np.arange(len(packed))
+        mask = len(self._table) - 1
+        while pending.size:
+            s = slot[pending]
+            occupant = self._table[s]
+            found = occupant == packed[pending]
+            rows[pending[found]] = self._row[s[found]]
+            go_on = ~found & (occupant != _EMPTY)
+            slot[pending[go_on]] = (s[go_on] + 1) & mask
+            pending = pending[go_on]
+        return rows
+
+    def _slots(self, packed: np.ndarray) -> np.ndarray:
+        return ((packed.astype(np.uint64) * _FIB) >> self._shift).astype(np.int64)
+
+    def _find_or_insert(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of unique packed keys, inserting the missing ones (appended); (rows, newly inserted)."""
+        rows = np.empty(len(packed), dtype=np.int64)
+        new = np.zeros(len(packed), dtype=bool)
+        slot = self._slots(packed)
+        pending = np.arange(len(packed))
+        mask = len(self._table) - 1
+        while pending.size:
+            s = slot[pending]
+            occupant = self._table[s]
+            found = occupant == packed[pending]
+            rows[pending[found]] = self._row[s[found]]
+            empty = occupant == _EMPTY
+            claim_slots, first = np.unique(s[empty], return_index=True)  # one winner per free slot
+            winners = pending[empty][first]
+            fresh = np.arange(self._n, self._n + len(winners))
+            self._table[claim_slots] = packed[winners]
+            self._row[claim_slots] = fresh
+            self._packed[fresh] = packed[winners]
+            rows[winners], new[winners] = fresh, True
+            self._n += len(winners)
+            done = found.copy()
+            done[np.flatnonzero(empty)[first]] = True
+            collided = ~found & ~empty  # slot taken by another key: probe the next one
+            slot[pending[collided]] = (s[collided] + 1) & mask
+            pending = pending[~done]  # losers of a claim retry the same (now taken) slot
+        return rows, new
+
+    def _grow_for(self, rows: int) -> None:
+        """Make room for ``rows`` voxels (doubling; reserved arrays never grow: :meth:`add` coarsens)."""
+        capacity = len(self._w)
+        if rows <= capacity or self.reserve:
+            return
+        target = max(_pow2_at_least(rows), 2 * capacity)
+        if self.max_points is not None and not self.reserve:
+            target = max(rows, min(target, self.max_points * 2))
+        n = self._n
+        packed, xyz, rgb, w = self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n]
+        self._allocate(target)
+        self._n = 0
+        rows, _ = self._find_or_insert(packed)  # rows are handed out in slot order: carry values by row
+        self._xyz[rows], self._rgb[rows], self._w[rows] = xyz, rgb, w
 
     def _rebin(self, xyz: np.ndarray) -> None:
         """Recompute voxel keys of the stored means at the current voxel size and merge duplicates."""
         keys, ok = _voxel_keys(xyz, self.voxel_size)
-        rgb, w = self._rgb[ok], self._w[ok]
-        self._reset()
-        self._merge(keys, xyz[ok], rgb, w)
+        inside = _in_pack_range(keys)
+        rgb, w = self._rgb[:self._n][ok][inside], self._w[:self._n][ok][inside]
+        xyz = xyz[ok][inside]
+        self._n = 0
+        self._table.fill(_EMPTY)
+        self._merge(keys[inside], xyz, rgb, w)
+
+    def _coarsen(self) -> None:
+        before = len(self)
+        self.voxel_size *= 2.0
+        self._rebin(self._xyz[:self._n].copy())
+        log.info("point map: %d points reach max_points=%s; voxel size doubled to %g -> %d points",
+                 before, self.max_points, self.voxel_size, len(self))
 
     def _enforce_cap(self) -> None:
         if self.max_points is None:
             return
         while len(self) > self.max_points:
-            before = len(self)
-            self.voxel_size *= 2.0
-            self._rebin(self._xyz)
-            log.info("point map: %d points exceed max_points=%d; voxel size doubled to %g -> %d points",
-                     before, self.max_points, self.voxel_size, len(self))
+            self._coarsen()
+
+
+def _in_pack_range(keys: np.ndarray) -> np.ndarray:
+    half = 1 << (_PACK_BITS - 1)
+    return np.all((keys >= -half) & (keys < half), axis=1)

@@ -45,6 +45,7 @@ class ReconstructConfig:
     conf_percentile: float = 50.0
     voxel_size: float | None = None
     max_points: int | None = 2_000_000  # hard bound on the fused cloud (the voxel doubles past it)
+    reserve_map: bool = False  # allocate the map for max_points up front (flat memory; ~85 B per point)
     max_depth_ratio: float | None = 3.0  # fuse points up to this x each frame's median depth
     every_s: float | None = None
     max_frames: int | None = None
@@ -56,7 +57,8 @@ class ReconstructConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
             raise ValueError(f"mode must be 'crop' or 'pad', got {self.mode!r}")
-        StreamConfig(window=self.window, overlap=self.overlap, branch=self.branch, conf_percentile=self.conf_percentile)
+        StreamConfig(window=self.window, overlap=self.overlap, branch=self.branch, conf_percentile=self.conf_percentile,
+                     max_points=self.max_points, reserve_map=self.reserve_map)
         if self.keyframe_threshold < 0 or self.max_keyframe_gap < 1:
             raise ValueError("keyframe_threshold must be >= 0 and max_keyframe_gap >= 1")
 
@@ -162,7 +164,8 @@ class Reconstructor:
                              f"use --window {min(max(config.window, low), high)} or re-export with --frames-range")
         self.stream_config = StreamConfig(window=config.window, overlap=config.overlap, branch=config.branch,
                                           conf_percentile=config.conf_percentile, voxel_size=config.voxel_size,
-                                          max_points=config.max_points, max_depth_ratio=config.max_depth_ratio)
+                                          max_points=config.max_points, max_depth_ratio=config.max_depth_ratio,
+                                          reserve_map=config.reserve_map)
         self.features = open_session(config.features, device=config.device) if config.features else None
         if self.features is not None and self.features.artifact.model.get("family") != "dinov3":
             raise ArtifactError(f"--features {config.features}: expected a DINOv3 features artifact")

@@ -64,6 +64,7 @@ class StreamConfig:
     conf_percentile: float = 50.0
     voxel_size: float | None = None  # None: 1/250 of the first window's median depth
     max_points: int | None = 2_000_000
+    reserve_map: bool = False  # allocate the map for max_points up front: flat memory for a long stream
     max_depth_ratio: float | None = 3.0  # fuse only points closer than this x the frame's median depth
     align_stride: int = 4  # pixel stride of the correspondences used for alignment
 
@@ -72,6 +73,8 @@ class StreamConfig:
             raise ValueError("window must be >= 2 when windows overlap")
         if not 1 <= self.overlap < self.window and not (self.window == 1 and self.overlap == 0):
             raise ValueError(f"overlap must be in [1, window-1] (got overlap={self.overlap}, window={self.window})")
+        if self.reserve_map and self.max_points is None:
+            raise ValueError("reserve_map needs max_points (the bound to reserve memory for)")
         if self.branch not in ("depth", "points"):
             raise ValueError(f"branch must be 'depth' or 'points', got {self.branch!r}")
         if not 0 <= self.conf_percentile <= 100:
@@ -172,7 +175,8 @@ class StreamingReconstruction:
             # The map frame is the first keyframe's camera frame exactly (VGGT's is only close to it).
             scale, rotation, translation = 1.0, pred.extrinsics[0][:, :3], pred.extrinsics[0][:, 3]
             voxel = self.config.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0
-            self.map = PointMap(voxel_size=max(voxel, 1e-9), max_points=self.config.max_points)
+            self.map = PointMap(voxel_size=max(voxel, 1e-9), max_points=self.config.max_points,
+                                reserve=self.config.reserve_map)
         else:
             scale, rotation, translation = self._align(points[:n_old], conf[:n_old])
         map_points = scale * points @ rotation.T + translation

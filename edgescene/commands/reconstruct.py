@@ -22,6 +22,9 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voxel-size", type=float, help="point cloud voxel in map units (default: median depth / 250)")
     p.add_argument("--max-points", type=int, default=2_000_000,
                    help="hard bound on the fused point cloud; past it the voxel size doubles (default: 2000000)")
+    p.add_argument("--reserve-map", action="store_true",
+                   help="allocate the point map for --max-points up front (about 85 bytes a point): memory stays "
+                        "flat for a long stream and a machine too small fails at the start, not hours in")
     p.add_argument("--every", type=float, dest="every_s", help="video: keep one frame every this many seconds")
     p.add_argument("--max-frames", type=int, help="stop after this many input frames")
     p.add_argument("--keyframe-threshold", type=float, default=4.0,
@@ -36,7 +39,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
     config = ReconstructConfig(window=args.window, overlap=args.overlap, mode=args.mode, branch=args.branch,
                                conf_percentile=args.conf_percentile, voxel_size=args.voxel_size,
-                               max_points=args.max_points, every_s=args.every_s,
+                               max_points=args.max_points, reserve_map=args.reserve_map, every_s=args.every_s,
                                max_frames=args.max_frames, keyframe_threshold=args.keyframe_threshold,
                                max_keyframe_gap=args.max_keyframe_gap, device=args.device, features=args.features)
     from edgescene.assets import default_model_dir

@@ -1,0 +1,144 @@
+"""The web app's handlers without a browser: model setup, training, export, reconstruction and re-rendering."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytest.importorskip("gradio")
+
+from edgescene.apps.reconstruction import check_inputs  # noqa: E402
+from edgescene.apps.webapp import WebApp, build_app  # noqa: E402
+from edgescene.apps.workspace import Workspace  # noqa: E402
+from edgescene.assets import DEFAULT_MODEL, default_model_dir, sample_dir  # noqa: E402
+from edgescene.runtime.frames import open_frames  # noqa: E402
+from edgescene.train.data.synthetic import SynthConfig, generate_dataset  # noqa: E402
+
+CHECKPOINT = default_model_dir() / "model.safetensors"  # the bundled vggt_small weights
+SAMPLE = sample_dir() / "sample.mp4"
+
+
+class NoProgress:
+    def __call__(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture()
+def app(tmp_path) -> WebApp:
+    return WebApp(Workspace(tmp_path / "ws"))
+
+
+def test_build_app_has_every_tab(tmp_path):
+    demo = build_app(tmp_path / "ws")
+    labels = {getattr(block, "label", None) for block in demo.blocks.values()}
+    assert {"Model setup", "Train DINOv3", "Train VGGT", "Export", "3D reconstruction"} <= labels
+    assert {"3D scene", "confidence percentile (drop below)", "show cameras"} <= labels
+
+
+def test_add_checkpoint_detects_the_preset_and_never_overwrites(app, tmp_path):
+    message, rows = app.add_checkpoint(str(CHECKPOINT))
+    assert "vggt_small" in message and rows == [["model.safetensors", "vggt", "vggt_small", "7,120,728", 13.6]]
+    message, rows = app.add_checkpoint(str(CHECKPOINT))  # the same file again: kept once
+    assert "already in the workspace" in message and len(rows) == 1
+    other = tmp_path / "model.safetensors"  # same name, different content: a new name
+    data = bytearray(CHECKPOINT.read_bytes())
+    shutil.copyfile(CHECKPOINT, other)
+    with open(other, "r+b") as f:
+        f.seek(len(data) - 4)
+        f.write(bytes(4))  # change the last weight bytes: still a valid file
+    message, rows = app.add_checkpoint(str(other))
+    assert [r[0] for r in rows] == ["model-2.safetensors", "model.safetensors"]
+    assert (app.workspace.checkpoints_dir / "model.safetensors").read_bytes() == CHECKPOINT.read_bytes()
+
+
+def test_bad_checkpoints_are_refused_with_a_reason(app, tmp_path):
+    junk = tmp_path / "weights.pth"
+    junk.write_bytes(b"this is not a checkpoint")
+    message, rows = app.add_checkpoint(str(junk))
+    assert message.startswith("**Error:**") and "not a usable DINOv3 or VGGT checkpoint" in message and rows == []
+    message, _ = app.add_checkpoint(str(tmp_path / "x.txt"))
+    assert "expected a .pth, .pt, .safetensors checkpoint" in message
+    message, _ = app.add_checkpoint(None)
+    assert "choose a checkpoint file" in message
+    assert not list(app.workspace.checkpoints_dir.iterdir())
+
+
+def test_hub_download_fails_fast_offline(app, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    message, _ = app.download("facebook/VGGT-1B", "model.pt")
+    assert time.monotonic() - start < 10
+    assert message.startswith("**Error:**") and "HF_HUB_OFFLINE" in message
+    message, _ = app.download("not a repo id", "")
+    assert "owner/name" in message
+
+
+def test_reconstruction_then_rerender_without_the_model(app, monkeypatch):
+    status, glb, downloads, gallery, folder = app.run_reconstruction(
+        [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 10, 50, True, False, "depth", progress=NoProgress())
+    assert "10 keyframes" in status and "model run" in status, status
+    assert Path(glb).read_bytes()[:4] == b"glTF" and [Path(p).name for p in downloads] == ["scene.glb", "points.ply"]
+    assert len(gallery) == 10
+    # from here on the model must not run: any session call fails the test
+    import edgescene.runtime.reconstruct as reconstruct_module
+
+    monkeypatch.setattr(reconstruct_module, "open_session", lambda *a, **k: pytest.fail("the model ran again"))
+    points = int(status.split(" keyframes, ")[1].split(" points")[0].replace(",", ""))
+    status2, glb2, *_ = app.rerender(folder, 90, False, True, "points")
+    assert "re-rendered from cached predictions (model not run)" in status2
+    points2 = int(status2.split(" keyframes, ")[1].split(" points")[0].replace(",", ""))
+    assert points2 < points and glb2 != glb
+    assert not Path(glb).exists()  # the previous render's files are cleaned up
+
+
+def test_reconstruction_inputs_are_checked(app, tmp_path):
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=2)]
+    images = []
+    for i, rgb in enumerate(frames):
+        images.append(tmp_path / f"f{i}.png")
+        cv2.imwrite(str(images[-1]), rgb[..., ::-1])
+    with pytest.raises(ValueError, match="switch the mode"):
+        check_inputs([SAMPLE], "several images")
+    with pytest.raises(ValueError, match="exactly one image"):
+        check_inputs(images, "single image")
+    with pytest.raises(ValueError, match="no files"):
+        check_inputs([], "video")
+    status, *_ = app.run_reconstruction([str(p) for p in images], "several images", DEFAULT_MODEL, 0, 0, 50, True,
+                                        False, "depth", progress=NoProgress())
+    assert "2 keyframes" in status, status
+    status, glb, *_ = app.run_reconstruction([str(SAMPLE)], "video", "nope", 0, 0, 50, True, False, "depth",
+                                             progress=NoProgress())
+    assert "unknown model" in status and glb is None
+    status, *_ = app.rerender(None, 50, True, False, "depth")
+    assert "after a reconstruction" in status
+
+
+def test_training_tab_validates_and_runs(app, tmp_path):
+    message = app.start_training("vggt", str(tmp_path), "run1", "vggt_tiny", 5, 1, 1e-4, "cpu", None, 28, 42)
+    assert "has no manifest.json" in message
+    data = tmp_path / "data"
+    generate_dataset(SynthConfig(out_dir=str(data), scenes=2, frames=4, width=64, height=48))
+    message = app.start_training("vggt", str(data), "run1", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42)
+    assert "started vggt run" in message, message
+    assert "already going" in app.start_training("vggt", str(data), "run2", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42)
+    run = app.runs["vggt"]
+    assert run.wait(180) == "finished", run.log_tail()
+    status, frame = app.training_status("vggt")
+    assert "**finished**: step 4 / 4" in status and list(frame["step"]) == [1, 2, 3, 4]
+    assert "already has a checkpoint" in app.start_training("vggt", str(data), "run1", "vggt_tiny", 4, 1, 1e-4, "cpu",
+                                                            None, 28, 42)
+    assert app.export_sources() == ["run: run1"]
+
+
+def test_export_tab_adds_an_accepted_model(app):
+    app.add_checkpoint(str(CHECKPOINT))
+    message, rows = app.export("checkpoint: model.safetensors", "onnx", "small_onnx", 126, 168, 4, progress=NoProgress())
+    assert "accepted" in message, message
+    assert {r[1] for r in rows} >= {"pose_enc", "depth", "depth_conf"} and {r[0] for r in rows} >= {1, 4}
+    assert "small_onnx" in app.reconstruction_models()
+    message, _ = app.export("checkpoint: model.safetensors", "onnx", "small_onnx", 126, 168, 4, progress=NoProgress())
+    assert "exists already" in message
