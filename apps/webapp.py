@@ -175,7 +175,7 @@ class WebApp:
 
     # -- export ------------------------------------------------------------------------------
     def export(self, source: str, fmt: str, name: str, height: float, width: float, max_frames: float,
-               progress=gr.Progress()) -> tuple[str, list[list]]:
+               precision: str = "default", progress=gr.Progress()) -> tuple[str, list[list]]:
         if not source:
             return _error("choose a checkpoint or a training run to export"), []
         try:
@@ -190,7 +190,8 @@ class WebApp:
             if out.exists():
                 raise ValueError(f"a model called {out.name!r} exists already; choose another name")
             config = ExportConfig(model=model, format=fmt, out=str(out), height=int(height) or None,
-                                  width=int(width) or None, frames_range=(1, min(2, int(max_frames)), int(max_frames)))
+                                  width=int(width) or None, frames_range=(1, min(2, int(max_frames)), int(max_frames)),
+                                  precision=None if precision in (None, "", "default") else precision)
             lines: list[str] = []
             progress(0.1, desc="exporting")
             result = export_model(config, log=lines.append)
@@ -321,12 +322,14 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                     ex_h = gr.Number(label="height (0: model default)", value=0, precision=0)
                     ex_w = gr.Number(label="width (0: model default)", value=0, precision=0)
                     ex_frames = gr.Number(label="max frames per call", value=8, precision=0, minimum=1)
+                    ex_precision = gr.Dropdown(["default", "fp32", "fp16", "int8"], value="default",
+                                               label="precision (tensorrt / triton; the onnx formats imply theirs)")
                 ex_btn = gr.Button("Export", variant="primary")
                 ex_status = gr.Markdown()
                 parity = gr.Dataframe(headers=["frames", "output", "p99 |diff|", "max |diff|", "cosine"],
                                       interactive=False, label="parity against PyTorch")
                 refresh.click(lambda: gr.update(choices=app.export_sources()), None, [source])
-                ex_btn.click(app.export, [source, fmt, name, ex_h, ex_w, ex_frames], [ex_status, parity])
+                ex_btn.click(app.export, [source, fmt, name, ex_h, ex_w, ex_frames, ex_precision], [ex_status, parity])
 
             with gr.Tab("3D reconstruction"):
                 models = app.reconstruction_models()
