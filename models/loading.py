@@ -1,16 +1,21 @@
 """One way to turn what a user names into a model: a preset (random weights, or ``weights``), a
 checkpoint file (family and preset detected from its keys) or a VGGT Hub id. Used by the exporter
-and by the runtime's PyTorch backend."""
+and by the runtime's PyTorch backend. A preset's random weights are seeded (``RANDOM_INIT_SEED``),
+so a random-init export or benchmark is the same model every run, whatever ran before it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from edgescene.models.registry import MODELS, create_model, get_spec
 from edgescene.models.weights.common import sha256_of
+
+
+RANDOM_INIT_SEED = 0
 
 
 @dataclass
@@ -31,8 +36,13 @@ def load_model(model: str | Path, weights: str | Path | None = None) -> LoadedMo
     name, path = str(model), Path(model)
     if name in MODELS:
         sha = sha256_of(Path(weights)) if weights is not None and Path(weights).is_file() else None
-        return LoadedModel(create_model(name, weights=weights).eval(), MODELS[name].family, name,
-                           str(weights) if weights else "random-init", sha)
+        if weights is None:  # random init, seeded: the same preset gives the same weights every run
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                module = create_model(name)
+        else:
+            module = create_model(name, weights=weights)
+        return LoadedModel(module.eval(), MODELS[name].family, name, str(weights) if weights else "random-init", sha)
     if weights is not None:
         raise ValueError("weights= goes with a preset name (--weights on the CLI); "
                          "with a checkpoint file as the model leave it out")
