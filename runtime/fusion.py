@@ -318,28 +318,25 @@ class PointMap:
         self._xyz[i], self._rgb[i], self._w[i] = bxyz[new], brgb[new].astype(np.float32), bw[new]
         return True
 
-    def _lookup(self, packed: np.ndarray) -> np.ndarray:
-        """Rows of packed keys, -1 where absent (nothing inserted)."""
-        rows = np.full(len(packed), -1, dtype=np.int64)
-        slot = self._slots(packed)
-        pending = np.arange(len(packed))
-        mask = len(self._table) - 1
-        while pending.size:
-            s = slot[pending]
-            occupant = self._table[s]
-            found = occupant == packed[pending]
-            rows[pending[found]] = self._row[s[found]]
-            go_on = ~found & (occupant != _EMPTY)
-            slot[pending[go_on]] = (s[go_on] + 1) & mask
-            pending = pending[go_on]
-        return rows
-
     def _slots(self, packed: np.ndarray) -> np.ndarray:
         return ((packed.astype(np.uint64) * _FIB) >> self._shift).astype(np.int64)
 
+    def _lookup(self, packed: np.ndarray) -> np.ndarray:
+        """Rows of unique packed keys, -1 where absent (nothing inserted)."""
+        return self._probe(packed, insert=False)[0]
+
     def _find_or_insert(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of unique packed keys, inserting the missing ones (appended); (rows, newly inserted)."""
-        rows = np.empty(len(packed), dtype=np.int64)
+        return self._probe(packed, insert=True)
+
+    def _probe(self, packed: np.ndarray, insert: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Linear probing for all keys at once: each round looks at one slot per pending key.
+
+        A key stops at its own slot (found) or at a free one: absent (row -1) when not inserting,
+        else it claims the slot; when several keys want one free slot, one wins and the others look
+        at it again next round (now taken by another key, they move on).
+        """
+        rows = np.full(len(packed), -1, dtype=np.int64)
         new = np.zeros(len(packed), dtype=bool)
         slot = self._slots(packed)
         pending = np.arange(len(packed))
@@ -350,19 +347,21 @@ class PointMap:
             found = occupant == packed[pending]
             rows[pending[found]] = self._row[s[found]]
             empty = occupant == _EMPTY
-            claim_slots, first = np.unique(s[empty], return_index=True)  # one winner per free slot
-            winners = pending[empty][first]
-            fresh = np.arange(self._n, self._n + len(winners))
-            self._table[claim_slots] = packed[winners]
-            self._row[claim_slots] = fresh
-            self._packed[fresh] = packed[winners]
-            rows[winners], new[winners] = fresh, True
-            self._n += len(winners)
-            done = found.copy()
-            done[np.flatnonzero(empty)[first]] = True
+            done = found | empty
+            if insert:
+                claim_slots, first = np.unique(s[empty], return_index=True)  # one winner per free slot
+                winners = pending[empty][first]
+                fresh = np.arange(self._n, self._n + len(winners))
+                self._table[claim_slots] = packed[winners]
+                self._row[claim_slots] = fresh
+                self._packed[fresh] = packed[winners]
+                rows[winners], new[winners] = fresh, True
+                self._n += len(winners)
+                done = found.copy()
+                done[np.flatnonzero(empty)[first]] = True  # losers of a claim retry the same slot
             collided = ~found & ~empty  # slot taken by another key: probe the next one
             slot[pending[collided]] = (s[collided] + 1) & mask
-            pending = pending[~done]  # losers of a claim retry the same (now taken) slot
+            pending = pending[~done]
         return rows, new
 
     def _grow_for(self, rows: int) -> None:
