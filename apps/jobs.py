@@ -25,9 +25,6 @@ from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_fold
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-
-
 class QueueFull(RuntimeError):
     """Every queue slot is taken; the client should retry later (HTTP 429)."""
 
@@ -42,7 +39,7 @@ class Job:
     kind: str  # images | video
     model: str
     config: dict
-    status: str = "queued"
+    status: str = "queued"  # queued -> running -> done | failed | cancelled
     progress: float = 0.0  # 0..1 of the expected input frames
     frames_seen: int = 0
     frames_expected: int | None = None
@@ -195,4 +192,4 @@ class JobManager:
                          message="failed")
 
 
-__all__ = ["Job", "JobCancelled", "JobManager", "QueueFull", "STATES", "new_job_id"]
+__all__ = ["Job", "JobCancelled", "JobManager", "QueueFull", "new_job_id"]

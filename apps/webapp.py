@@ -15,8 +15,6 @@ Every job goes through a public function: ``edgescene.apps.reconstruction`` (run
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 import gradio as gr
@@ -27,7 +25,6 @@ from edgescene.apps.workspace import CHECKPOINT_SUFFIXES, Workspace
 from edgescene.runtime.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from edgescene.runtime.scene import ViewOptions
 
-log = logging.getLogger(__name__)
 
 VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_base", "vggt_1b")
 DINO_TRAIN_PRESETS = ("dinov3_tiny", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")

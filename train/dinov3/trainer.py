@@ -22,10 +22,9 @@ export and the runtime read it directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import copy
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch

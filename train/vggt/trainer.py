@@ -13,10 +13,9 @@ official key layout, so ``load_vggt(out_dir/last.pt)`` and ``edgescene export --
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
