@@ -37,7 +37,7 @@ class JobCancelled(Exception):
 class Job:
     id: str
     kind: str  # images | video
-    model: str
+    model: str  # the model's name (see /models)
     config: dict
     status: str = "queued"  # queued -> running -> done | failed | cancelled
     progress: float = 0.0  # 0..1 of the expected input frames
@@ -68,7 +68,7 @@ class JobManager:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
         self._jobs: dict[str, Job] = {}
-        self._configs: dict[str, ReconstructConfig] = {}  # of jobs not yet started
+        self._configs: dict[str, tuple[Path, ReconstructConfig]] = {}  # model folder, options: jobs not yet started
         self._cancel: set[str] = set()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._work, name=f"edgescene-job-{i}", daemon=True)
@@ -90,11 +90,14 @@ class JobManager:
     def has_room(self) -> bool:
         return not self._queue.full()
 
-    def submit(self, job_id: str, kind: str, model: str, config: ReconstructConfig) -> Job:
-        """Queue a job whose inputs are already in ``input_dir(job_id)``; :class:`QueueFull` if no slot."""
-        job = Job(id=job_id, kind=kind, model=str(model), config=asdict(config))
+    def submit(self, job_id: str, kind: str, model: str, model_path: Path, config: ReconstructConfig) -> Job:
+        """Queue a job whose inputs are already in ``input_dir(job_id)``; :class:`QueueFull` if no slot.
+
+        ``model`` is the name clients see; ``model_path`` the artifact folder (never shown to them).
+        """
+        job = Job(id=job_id, kind=kind, model=model, config=asdict(config))
         with self._lock:
-            self._jobs[job_id], self._configs[job_id] = job, config
+            self._jobs[job_id], self._configs[job_id] = job, (Path(model_path), config)
             self._save(job)
             try:
                 self._queue.put_nowait(job_id)
@@ -178,8 +181,9 @@ class JobManager:
                 job.message = f"frame {seen}" + (f" of {expected}" if expected else "")
 
         try:
-            report = reconstruct_to_folder(source, job.model, self.output_dir(job.id), self._configs.pop(job.id),
-                                           progress=False, on_frame=on_frame)
+            model_path, config = self._configs.pop(job.id)
+            report = reconstruct_to_folder(source, model_path, self.output_dir(job.id), config, progress=False,
+                                           on_frame=on_frame)
             outputs = sorted(str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*")
                              if p.is_file())
             self._update(job, status="done", progress=1.0, finished=time.time(), outputs=outputs,

@@ -237,7 +237,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             kind = check_kinds(kinds)
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
-            return _job_info(jobs.submit(job_id, kind, str(entry.path), options))
+            return _job_info(jobs.submit(job_id, kind, entry.name, entry.path, options))
         except QueueFull as exc:
             shutil.rmtree(jobs.folder(job_id), ignore_errors=True)
             raise HTTPException(429, str(exc)) from exc
