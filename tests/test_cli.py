@@ -64,3 +64,49 @@ def test_synth_command_writes_a_dataset_and_refuses_to_overwrite(tmp_path, capsy
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--trajectories", "spiral", "--overwrite"]) == 2
+
+
+def _use_hub_cache(monkeypatch, folder) -> None:
+    """Point huggingface_hub at ``folder`` (its constants are read at import: patch them too)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(folder))
+
+
+def _fake_hub_cache(root, repo_id: str, filename: str, source) -> None:
+    """A Hugging Face cache holding ``repo_id/filename`` (what a previous online download leaves)."""
+    import shutil
+
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copyfile(source, snapshot / filename)
+
+
+def test_download_copies_a_checked_checkpoint_and_never_overwrites(tmp_path, monkeypatch, capsys):
+    from edgescene.assets import default_model_dir
+
+    weights = default_model_dir() / "model.safetensors"
+    _use_hub_cache(monkeypatch, tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _fake_hub_cache(tmp_path / "hub", "me/vggt-small", "model.safetensors", weights)
+    target = tmp_path / "models"
+    assert main(["download", "--repo-id", "me/vggt-small", "--target-dir", str(target)]) == 0
+    assert (target / "model.safetensors").read_bytes() == weights.read_bytes()
+    assert "vggt preset vggt_small" in capsys.readouterr().out
+    (target / "model.safetensors").write_bytes(b"someone else's file")
+    assert main(["download", "--repo-id", "me/vggt-small", "--target-dir", str(target)]) == 2
+    assert "differs" in capsys.readouterr().err
+    assert (target / "model.safetensors").read_bytes() == b"someone else's file"
+
+
+def test_download_offline_fails_fast_with_the_fix(tmp_path, monkeypatch, capsys):
+    _use_hub_cache(monkeypatch, tmp_path / "empty")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["download", "--target-dir", str(tmp_path / "models")]) == 2
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE" in err and "huggingface-cli download facebook/VGGT-1B" in err
+    assert not (tmp_path / "models").exists()

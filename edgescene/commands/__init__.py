@@ -30,6 +30,8 @@ COMMANDS: list[Command] = [
             _reconstruct.add_reconstruct_arguments, _reconstruct.run_reconstruct),
     Command("models", "list every model preset with its parameter count and where its weights come from",
             _models.add_models_arguments, _models.run_models),
+    Command("download", "fetch a VGGT checkpoint from the Hugging Face Hub, check it and copy it to a folder",
+            _models.add_download_arguments, _models.run_download),
     Command("inspect", "identify a checkpoint file (family, preset, form), verify its hash and keys",
             _models.add_inspect_arguments, _models.run_inspect),
     Command("preprocess", "resize images, IR, satellite GeoTIFFs and video frames into PNGs plus a manifest.json",

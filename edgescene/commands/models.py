@@ -62,3 +62,34 @@ def run_inspect(args: argparse.Namespace) -> int:
         for key, value in report.items():
             print(f"{key:<16} {value}")
     return 0
+
+
+def add_download_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo-id", default="facebook/VGGT-1B", help="Hugging Face repo (default: facebook/VGGT-1B)")
+    p.add_argument("--filename", help="file in the repo (default: model.safetensors, then model.pt)")
+    p.add_argument("--revision", help="branch, tag or commit")
+    p.add_argument("--target-dir", type=Path, default=Path("models/vggt"), help="where the checked copy goes")
+    p.add_argument("--overwrite", action="store_true", help="replace a different file of the same name")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    _require_torch()
+    import shutil
+
+    from edgescene.models.weights.common import sha256_of
+    from edgescene.models.weights.inspect import inspect_checkpoint
+    from edgescene.models.weights.vggt import download_from_hub
+
+    cached = download_from_hub(args.repo_id, args.filename, args.revision)
+    report = inspect_checkpoint(cached)  # a file that is not a VGGT / DINOv3 checkpoint stops here
+    target = args.target_dir / cached.name
+    if target.exists() and sha256_of(target) != sha256_of(cached) and not args.overwrite:
+        raise FileExistsError(f"{target} exists and differs from {args.repo_id}/{cached.name}; "
+                              "pass --overwrite or another --target-dir")
+    args.target_dir.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or args.overwrite:
+        tmp = target.with_name(target.name + ".part")
+        shutil.copyfile(cached, tmp)
+        tmp.replace(target)
+    print(f"{target}: {report['family']} preset {report['preset']}, {report['parameters']} parameters")
+    return 0
