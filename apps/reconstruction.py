@@ -30,7 +30,7 @@ class Rendered:
     folder: Path
     glb: Path
     ply: Path
-    depth_images: list
+    depth_images: list  # (H, W, 3) uint8 per keyframe; empty on a re-render (they do not change)
     points: int
     keyframes: int
     seconds: float
@@ -106,7 +106,8 @@ def _render(cache: SceneCache, folder: Path, options: ViewOptions, start: float,
                 f.unlink()
             old.rmdir()
     points = int(json.loads((view / "view.json").read_text())["points"])
-    return Rendered(folder=folder, glb=paths["glb"], ply=paths["ply"], depth_images=cache.depth_images(),
+    depth_images = cache.depth_images() if model_run else []  # unchanged by display options: made once
+    return Rendered(folder=folder, glb=paths["glb"], ply=paths["ply"], depth_images=depth_images,
                     points=points, keyframes=len(cache.depth), seconds=time.perf_counter() - start,
                     model_run=model_run, branches=cache.branches)
 

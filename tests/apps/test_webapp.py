@@ -88,7 +88,8 @@ def test_reconstruction_then_rerender_without_the_model(app, monkeypatch):
 
     monkeypatch.setattr(reconstruct_module, "open_session", lambda *a, **k: pytest.fail("the model ran again"))
     points = int(status.split(" keyframes, ")[1].split(" points")[0].replace(",", ""))
-    status2, glb2, *_ = app.rerender(folder, 90, False, True, "points")
+    status2, glb2, _, gallery2, _ = app.rerender(folder, 90, False, True, "points")
+    assert not isinstance(gallery2, list)  # depth images stay as they are: not recomputed, not resent
     assert "re-rendered from cached predictions (model not run)" in status2
     points2 = int(status2.split(" keyframes, ")[1].split(" points")[0].replace(",", ""))
     assert points2 < points and glb2 != glb
