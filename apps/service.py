@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -278,9 +279,23 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             raise HTTPException(404, f"no file {path!r} in the job's outputs; see its 'outputs' list")
         return FileResponse(target, filename=target.name)
 
+    reconstructors: dict[tuple[str, int], Reconstructor] = {}  # opened once, shared by streams
+    app.state.stream_reconstructors = reconstructors
+    opening = threading.Lock()
+
+    def reconstructor(model: str | None, window: int) -> Reconstructor:
+        """The (model, window) reconstructor, opened and warmed up on first use (sessions are thread-safe)."""
+        entry = find_model(config.models_dir, model)
+        with opening:
+            if (entry.name, window) not in reconstructors:
+                rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
+                rec.warm_up(1)
+                reconstructors[entry.name, window] = rec
+            return reconstructors[entry.name, window]
+
     @app.websocket("/stream")
     async def stream(websocket: WebSocket, model: str | None = None, window: int = 8):
-        await _stream_session(websocket, config, model, window)
+        await _stream_session(websocket, config, lambda: reconstructor(model, window))
 
     return app
 
@@ -307,14 +322,14 @@ def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False)
     return message
 
 
-async def _stream_session(websocket: WebSocket, config: ServiceConfig, model: str | None, window: int) -> None:
-    """One client's live reconstruction: binary messages are frames, text ``finish`` ends the stream."""
+async def _stream_session(websocket: WebSocket, config: ServiceConfig, open_reconstructor) -> None:
+    """One client's live reconstruction: binary messages are frames, text ``finish`` ends the stream.
+    Each client has its own stream state; the model session is shared."""
     import cv2
 
     await websocket.accept()
     try:
-        entry = find_model(config.models_dir, model)
-        rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
+        rec = await asyncio.to_thread(open_reconstructor)
     except ValueError as exc:
         await websocket.send_json({"type": "error", "detail": str(exc)})
         await websocket.close(code=1008)

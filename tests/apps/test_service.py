@@ -233,3 +233,21 @@ def test_models_dir_lists_user_artifacts(tmp_path):
         assert r.status_code == 400 and "my_model" in r.json()["detail"]
         job = _wait(c, c.post("/jobs", files=[_video()], data={"model": "my_model", "max_frames": "4"}).json()["id"])
         assert job["status"] == "done" and job["model"] == "my_model"  # a name: server paths are not shown
+
+
+def test_stream_clients_share_the_model_but_not_their_state(client):
+    """Two clients, one after the other, send the same frames: each starts its own map (same result),
+    while the model session opened for the first is reused by the second."""
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=4)]
+    finals = []
+    for _ in range(2):
+        with client.websocket_connect("/stream?window=4") as ws:
+            for rgb in frames:
+                ok, buf = cv2.imencode(".png", rgb[..., ::-1])
+                ws.send_bytes(buf.tobytes())
+                ws.receive_json()
+            ws.send_text("finish")
+            finals.append(ws.receive_json())
+    assert finals[0]["points"] == finals[1]["points"] > 0 and finals[0]["keyframes"] == finals[1]["keyframes"] == 4
+    assert np.allclose(finals[1]["extrinsics"][0], np.eye(4)[:3])
+    assert len(client.app.state.stream_reconstructors) == 1
