@@ -65,21 +65,21 @@ class Resize:
 
     def to_source_points(self, uv) -> np.ndarray:
         """Model pixel coordinates ``(..., 2)`` (u, v) -> original image coordinates (x, y)."""
-        uv = np.asarray(uv)
-        if uv.ndim < 1 or uv.shape[-1] != 2:
-            raise ValueError(f"uv: expected (..., 2), got {uv.shape}")
-        dt = uv.dtype if np.issubdtype(uv.dtype, np.floating) else np.dtype(np.float64)
-        off = np.array([self.offset_x, self.offset_y])
-        return ((uv.astype(np.float64) - off) / self.scale).astype(dt)
+        return self._map_points(uv, "uv", to_source=True)
 
     def to_model_points(self, xy) -> np.ndarray:
         """Original image coordinates ``(..., 2)`` (x, y) -> model pixel coordinates (u, v)."""
-        xy = np.asarray(xy)
-        if xy.ndim < 1 or xy.shape[-1] != 2:
-            raise ValueError(f"xy: expected (..., 2), got {xy.shape}")
-        dt = xy.dtype if np.issubdtype(xy.dtype, np.floating) else np.dtype(np.float64)
+        return self._map_points(xy, "xy", to_source=False)
+
+    def _map_points(self, points, name: str, to_source: bool) -> np.ndarray:
+        """Undo (``to_source``) or apply the resize's scale and offset; float input keeps its dtype."""
+        points = np.asarray(points)
+        if points.ndim < 1 or points.shape[-1] != 2:
+            raise ValueError(f"{name}: expected (..., 2), got {points.shape}")
+        dt = points.dtype if np.issubdtype(points.dtype, np.floating) else np.dtype(np.float64)
         off = np.array([self.offset_x, self.offset_y])
-        return (xy.astype(np.float64) * self.scale + off).astype(dt)
+        p = points.astype(np.float64)
+        return ((p - off) / self.scale if to_source else p * self.scale + off).astype(dt)
 
     @staticmethod
     def _apply(A: np.ndarray, K, name: str) -> np.ndarray:
