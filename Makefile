@@ -1,6 +1,8 @@
 # Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
 #   make demo    reconstruct the bundled sample video with the bundled default model
 #   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent; installs chromium for browser tests)
+#   make device-check DEVICE_OUT=DIR   the GPU check (scripts/device_check.py) with the machine's own python3
+#                and torch, no venv and no network; on a machine without a CUDA GPU it says so and exits 0
 # TORCH_SPEC selects the torch build; the default is the CPU wheel these machines carry.
 
 SHELL := /bin/bash
@@ -14,7 +16,9 @@ STAMP := $(VENV)/.installed
 # pip on these machines warns about every local index folder it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test venv chromium clean
+.PHONY: demo test venv chromium clean device-check
+
+DEVICE_OUT ?= out/device-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +46,9 @@ chromium:
 
 test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest $(ARGS)
+
+device-check:
+	$(PYTHON) scripts/device_check.py $(DEVICE_OUT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -190,14 +190,26 @@ def gate_frame_counts(frames_range: tuple[int, int, int]) -> list[int]:
 
 
 def gate_images(height: int, width: int, frames: int) -> np.ndarray:
-    """(frames, 3, H, W) float32 in [0, 1]: frames of the bundled sample video, resized (fixed inputs)."""
-    import av
+    """(frames, 3, H, W) float32 in [0, 1]: frames of the bundled sample video, resized (fixed inputs).
+
+    Decoded with OpenCV's FFmpeg reader (the same pixels as PyAV on this file, max |d| = 0), so the
+    gate needs no PyAV.
+    """
     import cv2
 
     from edgescene.assets import sample_dir
 
-    with av.open(str(sample_dir() / "sample.mp4")) as container:
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    capture = cv2.VideoCapture(str(sample_dir() / "sample.mp4"))
+    decoded = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        decoded.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    if not decoded:
+        raise RuntimeError(f"OpenCV could not decode {sample_dir() / 'sample.mp4'}: its build lacks FFmpeg; "
+                           "install opencv-python-headless from PyPI")
     picks = [decoded[(i * 7) % len(decoded)] for i in range(frames)]  # distinct, spread out, repeatable
     resized = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA if f.shape[1] > width else cv2.INTER_CUBIC)
                for f in picks]

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Upstream splits a bilinear resize along the batch above this many output elements (an int32
+# indexing limit of some CUDA kernels); tests lower it to reach that branch on small inputs.
 _INT_MAX = 1610612736
 _POS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -69,9 +71,10 @@ def add_uv_position(x: torch.Tensor, image_w: int, image_h: int, ratio: float = 
 
 
 def interpolate(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=True), split along the batch above 1.6e9 output elements."""
-    if not torch.jit.is_tracing() and size[0] * size[1] * x.shape[0] * x.shape[1] > _INT_MAX:
-        chunks = torch.chunk(x, elements // _INT_MAX + 1, dim=0)
+    """Bilinear resize (align_corners=True), split along the batch above ``_INT_MAX`` output elements."""
+    elements = size[0] * size[1] * x.shape[0] * x.shape[1]
+    if not torch.jit.is_tracing() and elements > _INT_MAX:
+        chunks = torch.chunk(x, int(elements) // _INT_MAX + 1, dim=0)
         return torch.cat([F.interpolate(c, size=size, mode="bilinear", align_corners=True) for c in chunks], dim=0)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
@@ -140,6 +143,11 @@ class DPTHead(nn.Module):
     """tokens {layer: (B, S, P, dim_in)} -> values (B, S, H, W, output_dim-1) and confidence (B, S, H, W).
 
     With ``feature_only=True`` returns features (B, S, features, H/down_ratio, W/down_ratio).
+
+    ``frames_chunk_size`` (default 8, as upstream) runs the head on that many frames at a time, so
+    its full-resolution maps are held for one chunk only; every operation is per frame, so the
+    result equals the unchunked one. ``None`` or 0 runs all frames at once. Traced and exported
+    graphs never chunk (the frame axis stays dynamic in them).
     """
 
     def __init__(
@@ -155,8 +163,12 @@ class DPTHead(nn.Module):
         pos_embed: bool = True,
         feature_only: bool = False,
         down_ratio: int = 1,
+        frames_chunk_size: int | None = 8,
     ) -> None:
         super().__init__()
+        if frames_chunk_size is not None and frames_chunk_size < 0:
+            raise ValueError(f"frames_chunk_size must be >= 0 or None, got {frames_chunk_size}")
+        self.frames_chunk_size = frames_chunk_size
         self.patch_size = patch_size
         self.activation = activation
         self.conf_activation = conf_activation
@@ -188,6 +200,20 @@ class DPTHead(nn.Module):
             )
 
     def forward(self, tokens: dict[int, torch.Tensor], image_hw: tuple[int, int], patch_start_idx: int):
+        s = next(iter(tokens.values())).shape[1]
+        chunk = self.frames_chunk_size
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if exporting or not chunk or s <= chunk:
+            return self._forward_frames(tokens, image_hw, patch_start_idx)
+        parts = [
+            self._forward_frames({k: v[:, i : i + chunk] for k, v in tokens.items()}, image_hw, patch_start_idx)
+            for i in range(0, s, chunk)
+        ]
+        if self.feature_only:
+            return torch.cat(parts, dim=1)
+        return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
+
+    def _forward_frames(self, tokens: dict[int, torch.Tensor], image_hw: tuple[int, int], patch_start_idx: int):
         h_img, w_img = image_hw
         grid_h, grid_w = h_img // self.patch_size, w_img // self.patch_size
         b, s = next(iter(tokens.values())).shape[:2]
