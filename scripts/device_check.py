@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
+import io
 import importlib.util
 import json
 import os
 import platform
+import pstats
 import statistics
 import subprocess
 import sys
@@ -127,7 +130,8 @@ def pytest_section(site: Path, out: Path, timeout_s: int) -> dict:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
                    if "mark.gpu" in p.read_text())
     env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-rA", "-q",
+    # -P: the checkout's own edgescene/ folder (the CLI only) must not shadow the linked package
+    cmd = [sys.executable, "-P", "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-rA", "-q",
            f"--junitxml={out / 'pytest_gpu.xml'}", *files]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -253,11 +257,17 @@ def stream_section(result: dict, model_name: str, frames: int, window: int) -> N
 
     session({"images": np.stack(shots[:window])})  # warm-up: cuDNN autotuning, allocator
     stream = StreamingReconstruction(timed_predictor, StreamConfig(window=window, overlap=2))
+    profiler = cProfile.Profile()
     start = time.perf_counter()
+    profiler.enable()
     for shot in shots:
         stream.push(shot, (shot.transpose(1, 2, 0) * 255).astype(np.uint8))
     stream.finish()
+    profiler.disable()
     total = time.perf_counter() - start
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+    result["profile_top_cumulative"] = text.getvalue().splitlines()[:80]
     model_total = sum(model_s)
     result.update(model=model_name, frames=frames, window=window, windows=len(model_s),
                   total_s=round(total, 3), model_s=round(model_total, 3),
