@@ -12,7 +12,9 @@ read by the runtime, which never guesses shapes, normalisation or precision. Sch
                 "source_sha256": ... or null, "track_head": bool},
       "files": {"model": "model.onnx", "external_data": ["model.onnx.data"], ...},
       "inputs": [TensorSpec], "outputs": [TensorSpec],     # names, shapes (ints or axis names), dtypes
-      "input_size": {"height": H, "width": W},
+      "input_size": {"height": H, "width": W},            # the default size (the gate's)
+      "input_sizes": [{"height": H, "width": W}, ...],   # optional: every size served (default [input_size])
+      "any_size_multiple": null | 14,                     # the PyTorch backend: any H, W multiple of this
       "frames": {"min": 1, "opt": 2, "max": 8},           # the dynamic frame (VGGT) or batch (DINOv3) axis
       "normalization": {"input_range": [0, 1], "mean": [...], "std": [...], "in_graph": true},
       "opset": 17, "exporter": "...", "versions": {"edgescene": ..., "torch": ..., ...},
@@ -72,6 +74,23 @@ class Artifact:
     elapsed_s: float = 0.0
     device: dict[str, Any] = field(default_factory=dict)
     calibration: str | None = None  # static int8: what the activation ranges were observed on
+    input_sizes: list[dict[str, int]] = field(default_factory=list)  # every size served; [] = [input_size]
+    any_size_multiple: int | None = None  # set where any H, W multiple of this is served (PyTorch)
+
+    def served_sizes(self) -> list[tuple[int, int]] | None:
+        """The (H, W) input sizes this artifact serves; None when any multiple of
+        :attr:`any_size_multiple` is served."""
+        if self.any_size_multiple:
+            return None
+        sizes = [(int(s["height"]), int(s["width"])) for s in self.input_sizes]
+        default = (int(self.input_size["height"]), int(self.input_size["width"]))
+        return sizes if default in sizes else [default, *sizes]
+
+    def describe_sizes(self) -> str:
+        served = self.served_sizes()
+        if served is None:
+            return f"any H x W that are multiples of {self.any_size_multiple}"
+        return ", ".join(f"{h}x{w}" for h, w in served)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "version": VERSION, **asdict(self)}
@@ -85,7 +104,7 @@ class Artifact:
         known = {f.name for f in fields(cls)}
         body = {k: v for k, v in data.items() if k in known}
         missing = sorted(known - set(body) - {"opset", "exporter", "versions", "parity", "accepted", "created_utc", "elapsed_s", "device",
-                                              "calibration"})
+                                              "calibration", "input_sizes", "any_size_multiple"})
         if missing:
             raise ArtifactError(f"{where}: metadata lacks {missing}")
         body["inputs"] = [TensorSpec(**t) for t in body["inputs"]]

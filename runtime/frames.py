@@ -7,9 +7,12 @@ a time, so a long video is never held in memory; each iteration starts again fro
 
 Every frame is ``(H0, W0, 3) uint8 RGB`` at the original resolution:
 
-- RGBA (and grey + alpha) images are composited on white, as VGGT's ``load_and_preprocess_images``;
-  grey images become RGB; 16-bit images are scaled to 8 bit (``/ 257``); float images are taken
-  to be in [0, 1]. JPEG EXIF orientation is applied; video display rotation (phone videos) too.
+- Images are decoded as upstream VGGT's ``load_and_preprocess_images`` decodes them
+  (:func:`edgescene.runtime.preprocess.decode_image`: Pillow, RGBA composited on white,
+  ``convert("RGB")``; 16-bit and float images scaled to 8 bit instead of clipped).
+- ``orientation="none"`` (the default, as upstream) keeps pixels as stored; ``"exif"`` applies the
+  EXIF Orientation tag of every image format and the display rotation of videos (phone videos).
+  Each frame records what was applied (``Frame.rotation_deg``, ``Frame.orientation``).
 - Video frames keep their decoded frame number as ``index`` and their presentation time in seconds
   from the start of the stream as ``timestamp_s``.
 
@@ -66,6 +69,8 @@ class Frame:
     timestamp_s: float | None
     rgb: np.ndarray = field(repr=False)
     source: str
+    orientation: str = "none"  # the option the frame was read with: "none" or "exif"
+    rotation_deg: int = 0  # video display rotation applied (counter-clockwise), with orientation="exif"
 
     def __repr__(self) -> str:
         t = "None" if self.timestamp_s is None else f"{self.timestamp_s:.3f}"
@@ -116,26 +121,16 @@ def _to_uint8_rgb(img: np.ndarray, path: str) -> np.ndarray:
     return np.ascontiguousarray(np.rint(x * 255.0).astype(np.uint8))
 
 
-def read_image(path: str | Path) -> np.ndarray | None:
-    """Decode one image file to (H, W, 3) uint8 RGB; ``None`` when OpenCV cannot decode it."""
-    import cv2
+def read_image(path: str | Path, orientation: str = "none") -> np.ndarray | None:
+    """Decode one image file to (H, W, 3) uint8 RGB as upstream does; ``None`` (and a logged reason)
+    when it cannot be decoded."""
+    from edgescene.runtime.preprocess import decode_image
 
-    path = Path(path)
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # unlike cv2.imread, works with any path on every OS
-    except OSError as exc:
-        log.warning("cannot read %s: %s", path, exc)
+        return decode_image(path, orientation)  # type: ignore[arg-type]
+    except ValueError as exc:
+        log.warning("%s", exc)
         return None
-    if data.size == 0:
-        return None
-    if path.suffix.lower() in _ALPHA_CAPABLE:
-        flags = cv2.IMREAD_UNCHANGED  # keeps alpha and 16 bit (ignores EXIF orientation)
-    else:
-        flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH  # applies EXIF orientation, keeps depth
-    img = cv2.imdecode(data, flags)
-    if img is None or img.size == 0:
-        return None
-    return _to_uint8_rgb(img, str(path))
 
 
 def _thumbnail(rgb: np.ndarray) -> np.ndarray:
@@ -188,7 +183,8 @@ class FrameSource:
     frame_count: int | None = None
 
     def __init__(self, every_s: float | None, max_frames: int | None,
-                 motion_threshold: float | None, progress: bool):
+                 motion_threshold: float | None, progress: bool, orientation: str = "none"):
+        self.orientation = orientation
         self.every_s = None if every_s is None else float(every_s)
         self.max_frames = None if max_frames is None else int(max_frames)
         self.motion_threshold = None if motion_threshold is None else float(motion_threshold)
@@ -242,7 +238,7 @@ class ImageSource(FrameSource):
         with _progress_bar(self.progress, self.expected_count(), "images") as bar:
             for i, path in enumerate(self.paths):
                 try:
-                    rgb = read_image(path)
+                    rgb = read_image(path, self.orientation)
                     if rgb is None:
                         raise InputError(f"cannot read image {path}: the file is corrupt or not an image; "
                                          "re-export it as PNG or JPEG")
@@ -256,7 +252,7 @@ class ImageSource(FrameSource):
                     continue
                 kept += 1
                 bar.update(1)
-                yield Frame(index=i, timestamp_s=None, rgb=rgb, source=str(path))
+                yield Frame(index=i, timestamp_s=None, rgb=rgb, source=str(path), orientation=self.orientation)
                 if self.max_frames is not None and kept >= self.max_frames:
                     return
         if read == 0:
@@ -308,7 +304,7 @@ class VideoSource(FrameSource):
             frames = self._decode(container, stream)
             try:
                 first = next(frames, None)
-                rgb = None if first is None else _frame_rgb(first)
+                rgb = None if first is None else _frame_rgb(first, self.orientation == "exif")[0]
             finally:
                 frames.close()
             if rgb is None:
@@ -379,12 +375,13 @@ class VideoSource(FrameSource):
                         continue
                     while next_t <= t + _TIME_TOLERANCE_S:  # next multiple of every_s after t
                         next_t += self.every_s
-                rgb = _frame_rgb(frame)
+                rgb, rotated = _frame_rgb(frame, self.orientation == "exif")
                 if not gate.keep(rgb):
                     continue
                 kept += 1
                 bar.update(1)
-                yield Frame(index=index, timestamp_s=t, rgb=rgb, source=f"{self.path}#f{index:06d}")
+                yield Frame(index=index, timestamp_s=t, rgb=rgb, source=f"{self.path}#f{index:06d}",
+                            orientation=self.orientation, rotation_deg=rotated)
                 if self.max_frames is not None and kept >= self.max_frames:
                     return
         finally:
@@ -393,17 +390,17 @@ class VideoSource(FrameSource):
             container.close()
 
 
-def _frame_rgb(frame) -> np.ndarray:
-    """PyAV frame -> (H, W, 3) uint8 RGB, display rotation applied (phone videos)."""
+def _frame_rgb(frame, apply_rotation: bool = False) -> tuple[np.ndarray, int]:
+    """PyAV frame -> ((H, W, 3) uint8 RGB, degrees rotated), the display rotation (phone videos)
+    applied only when asked (``orientation="exif"``)."""
     rgb = frame.to_ndarray(format="rgb24")
-    try:
-        rotation = frame.rotation  # degrees counter-clockwise, from the display matrix
-    except Exception:  # older PyAV
-        rotation = 0
-    k = round((rotation or 0) / 90) % 4
+    if not apply_rotation:
+        return rgb, 0
+    rotation = int(getattr(frame, "rotation", 0) or 0)  # degrees counter-clockwise, from the display matrix
+    k = round(rotation / 90) % 4
     if k:
         rgb = np.ascontiguousarray(np.rot90(rgb, k))
-    return rgb
+    return rgb, 90 * k
 
 
 def _reason(exc: BaseException) -> str:
@@ -412,7 +409,10 @@ def _reason(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- entry point
 
-def _check_options(every_s, max_frames, motion_threshold) -> None:
+def _check_options(every_s, max_frames, motion_threshold, orientation="none") -> None:
+    if orientation not in ("none", "exif"):
+        raise InputError(f"orientation must be 'none' (pixels as stored, as upstream VGGT) or 'exif' (apply "
+                         f"EXIF orientation and video rotation), got {orientation!r}")
     if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, numbers.Real)
                                 or not math.isfinite(every_s) or every_s <= 0):
         raise InputError(f"every_s must be a positive number of seconds, got {every_s!r}")
@@ -443,15 +443,16 @@ def _check_file(path: Path) -> str:
 
 def open_frames(source: str | Path | Sequence[str | Path], every_s: float | None = None,
                 max_frames: int | None = None, motion_threshold: float | None = None,
-                progress: bool = False) -> FrameSource:
+                progress: bool = False, orientation: str = "none") -> FrameSource:
     """Open an image, a folder of images (sorted naturally), a list of images, or a video.
 
     Validates paths, types and (for a video) that it opens and decodes a first frame; frames are
     then read lazily when the returned :class:`FrameSource` is iterated. See the module docstring
     for sampling (``every_s``, ``motion_threshold``, ``max_frames``) and errors (:class:`InputError`).
     """
-    _check_options(every_s, max_frames, motion_threshold)
-    kw = dict(every_s=every_s, max_frames=max_frames, motion_threshold=motion_threshold, progress=progress)
+    _check_options(every_s, max_frames, motion_threshold, orientation)
+    kw = dict(every_s=every_s, max_frames=max_frames, motion_threshold=motion_threshold, progress=progress,
+              orientation=orientation)
 
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()

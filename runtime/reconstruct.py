@@ -7,8 +7,12 @@
     reconstruct_to_folder("long.mp4", "artifacts/vggt_onnx", "out/")   # the CLI's job
 
 Frames go through keyframe selection (image difference, or DINOv3 features when a features
-artifact is given), preprocessing to the artifact's input size, and
-:class:`~edgescene.runtime.stream.StreamingReconstruction`. Outputs: a fused, confidence-filtered,
+artifact is given), upstream VGGT's preprocessing (:func:`~edgescene.runtime.preprocess.choose_model_size`:
+upstream's size rule, e.g. 294x518 for a 16:9 frame in crop mode, the whole frame; an exported
+artifact that does not serve that size gets it padded into the smallest size it serves that
+contains it, or fitted whole into its largest), and
+:class:`~edgescene.runtime.stream.StreamingReconstruction`. The report records, per keyframe, the
+source size, orientation, resized size, crop / pad offsets and model input size. Outputs: a fused, confidence-filtered,
 voxel-downsampled point cloud (PLY and GLB), per-keyframe depth and confidence (NPZ, model
 resolution, map units), cameras (JSON: intrinsics in model and original pixels, camera-from-world
 extrinsics; TUM trajectory) and a run report, written atomically into one folder.
@@ -16,6 +20,7 @@ extrinsics; TUM trajectory) and a run report, written atomically into one folder
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -29,9 +34,11 @@ from edgescene.runtime.artifact import ArtifactError
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.outputs import OutputFolder, write_cameras_json, write_depth_npz, write_glb, write_json, write_ply, write_tum
-from edgescene.runtime.preprocess import Resize, fit, prepare
+from edgescene.runtime.preprocess import Resize, choose_model_size, fit, prepare, resize_pixels
 from edgescene.runtime.session import open_session
 from edgescene.runtime.stream import KeyframeResult, StreamConfig, StreamingReconstruction, StreamState, predictor_from_session
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,13 @@ class ReconstructConfig:
     max_keyframe_gap: int = 8
     device: str = "auto"
     features: str | None = None  # a DINOv3 features artifact for keyframes and revisits
+    orientation: Literal["none", "exif"] = "none"  # "exif": apply EXIF orientation / video rotation
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
             raise ValueError(f"mode must be 'crop' or 'pad', got {self.mode!r}")
+        if self.orientation not in ("none", "exif"):
+            raise ValueError(f"orientation must be 'none' or 'exif', got {self.orientation!r}")
         StreamConfig(window=self.window, overlap=self.overlap, branch=self.branch, conf_percentile=self.conf_percentile,
                      max_points=self.max_points, reserve_map=self.reserve_map)
         if self.keyframe_threshold < 0 or self.max_keyframe_gap < 1:
@@ -90,6 +100,9 @@ class Stream:
         self.decisions: list[dict] = []
         self.revisits: list[dict] = []
         self._resize: Resize | None = None
+        self.model_hw: tuple[int, int] | None = None  # chosen at the first frame
+        self.provenance: list[dict] = []  # per keyframe: how its pixels reached the model
+        self.notes: list[str] = []
         self._selector = reconstructor._selector()
         self._core = StreamingReconstruction(self._timed_predictor(), reconstructor.stream_config, sink=sink)
 
@@ -116,19 +129,36 @@ class Stream:
         if not decision.keep:
             return None
         start = time.perf_counter()
-        h, w = self.rec.input_hw
         if self._resize is None or (self._resize.src_h, self._resize.src_w) != frame.rgb.shape[:2]:
-            self._resize = fit(frame.rgb.shape[0], frame.rgb.shape[1], h, w, self.rec.config.mode)
-        image = prepare(frame.rgb, self._resize)
+            self._resize = self._choose(frame)
+        image = resize_pixels(frame.rgb, self._resize)
         colors = np.clip(np.rint(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
         self.timings["preprocess_s"] += time.perf_counter() - start
+        provenance = {"index": frame.index, "orientation": getattr(frame, "orientation", "none"),
+                      "rotation_deg": getattr(frame, "rotation_deg", 0), **self._resize.describe()}
+        self.provenance.append(provenance)
         meta = {"index": frame.index, "source": frame.source, "timestamp_s": frame.timestamp_s,
-                "resize": self._resize, "reason": decision.reason}
+                "resize": self._resize, "reason": decision.reason, "provenance": provenance}
         start = time.perf_counter()
         model_before = self.timings["model_s"]
         state = self._core.push(image, colors, meta)
         self.timings["fusion_s"] += time.perf_counter() - start - (self.timings["model_s"] - model_before)
         return state
+
+    def _choose(self, frame: Frame) -> Resize:
+        """The model input size is fixed at the first frame (windows are batches); a later frame of
+        another size is padded onto it, or fitted whole inside it."""
+        h0, w0 = frame.rgb.shape[:2]
+        served = self.rec.served_sizes if self.model_hw is None else [self.model_hw]
+        resize, note = choose_model_size(h0, w0, self.rec.config.mode, served, self.rec.long_side)
+        if self.model_hw is None:
+            self.model_hw = (resize.dst_h, resize.dst_w)
+        if note:
+            note = f"{w0}x{h0} (W x H) frames: {note}"
+            if note not in self.notes:
+                self.notes.append(note)
+                log.warning("%s", note)
+        return resize
 
     def finish(self) -> StreamState:
         start = time.perf_counter()
@@ -157,7 +187,9 @@ class Reconstructor:
         if family != "vggt":
             raise ArtifactError(f"{model}: a {family} artifact; reconstruction needs a VGGT model "
                                 "(DINOv3 artifacts go to --features)")
-        self.input_hw = (int(artifact.input_size["height"]), int(artifact.input_size["width"]))
+        self.input_hw = (int(artifact.input_size["height"]), int(artifact.input_size["width"]))  # default size
+        self.served_sizes = artifact.served_sizes()  # None: any multiple of the patch (PyTorch)
+        self.long_side = max(self.input_hw)  # upstream's rule at the model's own scale (518 for VGGT-1B)
         low, high = int(artifact.frames["min"]), int(artifact.frames["max"])
         if not low <= config.window <= high:
             raise ValueError(f"--window {config.window} is outside what {model} serves ({low}..{high} frames): "
@@ -184,7 +216,7 @@ class Reconstructor:
 
         return FeatureSelector(embed, max_gap=self.config.max_keyframe_gap)
 
-    def warm_up(self, calls: int = 2) -> float:
+    def warm_up(self, calls: int = 2, hw: tuple[int, int] | None = None) -> float:
         """Run the model ``calls`` times on a blank window (``window`` frames), as a server does before
         its first request: the backend's memory arena and kernels reach their steady state here, so the
         first real window is neither slower nor smaller in memory than the rest. Returns the seconds spent.
@@ -192,7 +224,7 @@ class Reconstructor:
         if calls < 0:
             raise ValueError(f"calls must be >= 0, got {calls}")
         start = time.perf_counter()
-        h, w = self.input_hw
+        h, w = hw or self.input_hw
         blank = np.full((self.config.window, 3, h, w), 0.5, np.float32)
         for _ in range(calls):
             self.session({"images": blank})
@@ -225,6 +257,14 @@ def _frame_record(meta: dict) -> dict:
     return {"index": meta["index"], "source": meta["source"], "timestamp_s": meta["timestamp_s"]}
 
 
+def _preprocessing(rec: Reconstructor, stream: Stream) -> dict:
+    return {"rule": "upstream VGGT load_and_preprocess_images (Pillow bicubic, sizes rounded to 14)",
+            "mode": rec.config.mode, "orientation": rec.config.orientation,
+            "model_input_hw": list(stream.model_hw) if stream.model_hw else None,
+            "served_sizes": rec.session.artifact.describe_sizes(), "notes": stream.notes,
+            "frames": stream.provenance}
+
+
 def _report(rec: Reconstructor, stream: Stream) -> dict:
     artifact = rec.session.artifact
     core = stream.core
@@ -236,7 +276,8 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         "points": len(core.map) if core.map is not None else 0,
         "backend": {"name": rec.session.backend, "device": rec.session.device},
         "model": {"format": artifact.format, "precision": artifact.precision, **artifact.model,
-                  "input_size": artifact.input_size},
+                  "input_size": artifact.input_size, "served_sizes": artifact.describe_sizes()},
+        "preprocessing": _preprocessing(rec, stream),
         "config": asdict(rec.config),
         "timings_s": {k: round(v, 4) for k, v in stream.timings.items()},
         "alignments": [asdict(a) for a in core.alignments],
@@ -256,13 +297,19 @@ def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: Re
     """
     start = time.perf_counter()
     with OutputFolder(out, overwrite=overwrite) as folder:
-        frames = open_frames(source, every_s=config.every_s, max_frames=config.max_frames, progress=progress)
+        frames = open_frames(source, every_s=config.every_s, max_frames=config.max_frames, progress=progress,
+                             orientation=config.orientation)
         rec = Reconstructor(model, config)
         kept: list[KeyframeResult] = []
 
         def sink(result: KeyframeResult) -> None:
+            p = result.meta["provenance"]
             write_depth_npz(folder.path(f"depth/{result.keyframe:05d}.npz"), result.depth, result.depth_conf,
-                            frame_index=np.int64(result.meta["index"]))
+                            frame_index=np.int64(result.meta["index"]), source_hw=np.int64(p["source_hw"]),
+                            resized_hw=np.int64(p["resized_hw"]), offset_xy=np.int64(p["offset_xy"]),
+                            model_hw=np.int64(p["model_hw"]), scale_xy=np.float64(p["scale_xy"]),
+                            rotation_deg=np.int64(p["rotation_deg"]), orientation=np.str_(p["orientation"]),
+                            mode=np.str_(p["mode"]))
             kept.append(KeyframeResult(result.keyframe, result.meta, result.extrinsics, result.intrinsics,
                                        np.empty(0), np.empty(0)))  # cameras only: depth is on disk
 
@@ -282,13 +329,17 @@ def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: Re
         write_start = time.perf_counter()
         points, colors = stream.map.points, stream.map.colors
         write_ply(folder.path("points.ply"), points, colors)
-        cameras = [(intrinsics[i], extrinsics[i], rec.input_hw) for i in range(len(kept))]
+        model_hw = stream.model_hw or rec.input_hw
+        cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]
         write_glb(folder.path("scene.glb"), points, colors, cameras=cameras)
-        write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, rec.input_hw)
+        write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
         write_json(folder.path("cameras_source.json"), {
-            "note": "intrinsics in the original image's pixels (before resizing to the model input)",
+            "note": "intrinsics in the original image's pixels (before resizing to the model input); "
+                    "'frames' says how each image reached the model (edgescene.runtime.preprocess.Resize: "
+                    "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
             "intrinsics": source_intrinsics.tolist(),
             "image_size": [[k.meta["resize"].src_h, k.meta["resize"].src_w] for k in kept],
+            "frames": [k.meta["provenance"] for k in kept],
         })
         timestamps = np.array([r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records])
         write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)

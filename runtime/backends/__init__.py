@@ -107,17 +107,36 @@ def check_feeds(artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> tuple[di
                              f"got {value.dtype}")
         if value.ndim != len(spec.shape) or any(
                 isinstance(d, int) and d != s for d, s in zip(spec.shape, value.shape)):
-            raise ValueError(f"input {spec.name!r} must have shape {spec.shape}, got {list(value.shape)}")
+            raise ValueError(f"input {spec.name!r} must have shape {spec.shape}, got {list(value.shape)} "
+                             f"(input sizes served: {artifact.describe_sizes()})")
         for d, s in zip(spec.shape, value.shape):
             if not isinstance(d, str):
                 continue
             if axes.setdefault(d, s) != s:
                 raise ValueError(f"axis {d!r} is {axes[d]} in one input and {s} in {spec.name!r}; it must agree")
+            if d in IMAGE_AXES:
+                continue
             if s < lo or (hi is not None and s > hi):
                 raise ValueError(f"input {spec.name!r}: the {d!r} axis is {s}, outside this artifact's range "
                                  f"{lo}..{hi} (its frames min..max; an export takes --frames-range MIN:OPT:MAX)")
         prepared[spec.name] = np.ascontiguousarray(value, dtype=want)
+    if "height" in axes or "width" in axes:
+        _check_size(artifact, axes.get("height"), axes.get("width"))
     return prepared, axes
+
+
+IMAGE_AXES = ("height", "width")  # named image axes: checked against the served sizes, not the frame range
+
+
+def _check_size(artifact: Artifact, height: int | None, width: int | None) -> None:
+    multiple = artifact.any_size_multiple
+    served = artifact.served_sizes()
+    if multiple:
+        for axis, value in (("height", height), ("width", width)):
+            if value is not None and (value < multiple or value % multiple):
+                raise ValueError(f"images {axis} {value} must be a positive multiple of the patch size {multiple}")
+    elif served is not None and (height, width) not in served:
+        raise ValueError(f"images are {height}x{width}; this artifact serves {artifact.describe_sizes()}")
 
 
 def output_shapes(artifact: Artifact, axes: Mapping[str, int]) -> dict[str, tuple[int, ...] | None]:

@@ -6,7 +6,9 @@ checkpoint (``.pt`` / ``.pth`` / ``.safetensors``, VGGT or DINOv3, told apart by
 ``inspect_checkpoint``) or a preset name (random weights, or ``weights=`` a checkpoint for it).
 The IO comes from the export wrappers (:mod:`edgescene.export.graphs`), so names, shapes and
 normalisation are those of an ONNX export at the same ``height`` x ``width`` (defaults 392x518 for
-VGGT, 224x224 for DINOv3); :attr:`artifact` is a synthetic artifact describing it.
+VGGT, 224x224 for DINOv3); :attr:`artifact` is a synthetic artifact describing it. A VGGT session
+serves any H and W that are multiples of the patch size (``artifact.any_size_multiple``: images
+``(frames, 3, "height", "width")``), so the runtime feeds each input at upstream's size.
 
 On CUDA the model runs under autocast in bf16 (fp16 on GPUs without bf16) with PyTorch's SDPA
 attention, optionally ``torch.compile``-d; on the CPU in fp32. Outputs are float32 numpy arrays.
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgescene.runtime.artifact import Artifact
+from edgescene.runtime.artifact import Artifact, TensorSpec
 from edgescene.runtime.backends import BaseSession, check_device, check_feeds
 
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
@@ -42,6 +44,16 @@ def _pick_device(device: str) -> torch.device:
         raise RuntimeError(f"device='cuda' but torch {torch.__version__} sees no CUDA GPU (built for CUDA "
                            f"{torch.version.cuda or 'none'}): install a CUDA build of torch, or pass device='cpu'")
     return torch.device(device)
+
+
+def _named_hw(spec: TensorSpec, height: int, width: int) -> TensorSpec:
+    """``spec`` with its first (height, width) pair of dims after the frame axis renamed "height", "width"."""
+    shape = list(spec.shape)
+    for i in range(1, len(shape) - 1):
+        if shape[i] == height and shape[i + 1] == width:
+            shape[i], shape[i + 1] = "height", "width"
+            break
+    return TensorSpec(spec.name, shape, spec.dtype, spec.description)
 
 
 class TorchSession(BaseSession):
@@ -78,10 +90,15 @@ class TorchSession(BaseSession):
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._autocast_dtype]
         graph = (vggt_graph(module, preset, height, width, track=False) if family == "vggt"
                  else dinov3_graph(module, preset, height, width))
+        inputs, outputs, any_size = graph.inputs, graph.outputs, None
+        if family == "vggt":  # every size, multiple of the patch: H and W become named axes
+            inputs = [_named_hw(t, height, width) for t in inputs]
+            outputs = [_named_hw(t, height, width) for t in outputs]
+            any_size = patch
         self.artifact = Artifact(
             format="torch", precision=precision, backend="torch",
             model={"family": family, "preset": preset, "source": source, "source_sha256": sha, "track_head": False},
-            files={"model": source}, inputs=graph.inputs, outputs=graph.outputs,
+            files={"model": source}, inputs=inputs, outputs=outputs, any_size_multiple=any_size,
             input_size={"height": height, "width": width},
             frames={"min": 1, "opt": min(DEFAULT_OPT_FRAMES[family], max_frames), "max": max_frames},
             normalization=graph.normalization, exporter="", versions={"torch": torch.__version__}, accepted=True,

@@ -58,8 +58,9 @@ def test_torch_backend_matches_the_onnx_artifact(same_weights, preset, source):
     session = open_session(model, device="cpu", height=height, width=width, **options)
     assert session.backend == "torch" and session.device == "cpu" and session.artifact.precision == "fp32"
     assert session.artifact.model["preset"] == preset
-    for kind in ("input_spec", "output_spec"):  # identical IO: names, shapes, dtypes
-        assert [(t.name, t.shape, t.dtype) for t in getattr(session, kind)()] == \
+    sized = {"height": height, "width": width}
+    for kind in ("input_spec", "output_spec"):  # identical IO at this size: names, shapes, dtypes
+        assert [(t.name, [sized.get(d, d) for d in t.shape], t.dtype) for t in getattr(session, kind)()] == \
                [(t.name, t.shape, t.dtype) for t in getattr(reference, kind)()]
     assert session.artifact.normalization == reference.artifact.normalization
     for frames in (1, 3):
@@ -69,8 +70,14 @@ def test_torch_backend_matches_the_onnx_artifact(same_weights, preset, source):
         for name in expected:
             assert got[name].dtype == np.float32 and got[name].shape == expected[name].shape, name
             assert np.abs(got[name] - expected[name]).max() < 1e-4, name
-    with pytest.raises(ValueError, match="must have shape"):
-        session({"images": gate_images(height + 16, width, 1)})
+    with pytest.raises(ValueError, match="must have shape|multiple of the patch size"):
+        session({"images": gate_images(height + 5, width, 1)})
+    if preset == "vggt_tiny":  # VGGT in PyTorch serves every multiple of the patch size
+        assert session.artifact.served_sizes() is None
+        other = session({"images": gate_images(height + 14, width - 14, 2)})
+        assert other["depth"].shape == (2, height + 14, width - 14)
+        with pytest.raises(ValueError, match=f"got \\[1, 3, {height + 14}, {width}\\] \\(input sizes served: {height}x{width}\\)"):
+            reference({"images": gate_images(height + 14, width, 1)})
     session.close()
 
 

@@ -203,7 +203,7 @@ def test_motion_threshold_on_video(tmp_path):
     assert len(list(open_frames(path))) == 10
 
 
-def test_video_display_rotation_is_applied(tmp_path):
+def test_video_display_rotation_is_applied_only_with_orientation_exif(tmp_path):
     img = np.zeros((48, 64, 3), np.uint8)
     img[:16, :16] = 255  # top-left corner marked
     path = tmp_path / "phone.mp4"
@@ -215,17 +215,22 @@ def test_video_display_rotation_is_applied(tmp_path):
             container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    src = open_frames(path)
+    (stored,) = list(open_frames(path))  # default "none": pixels as stored, as upstream
+    assert stored.rgb.shape == (48, 64, 3) and stored.rotation_deg == 0 and stored.orientation == "none"
+    src = open_frames(path, orientation="exif")
     (f,) = list(src)
     assert f.rgb.shape == (64, 48, 3) and "48x64" in src.describe()
+    assert f.rotation_deg == 90 and f.orientation == "exif"
     assert f.rgb[-8:, :8].mean() > 200 and f.rgb[:8, :8].mean() < 50  # top-left went to bottom-left
+    with pytest.raises(ValueError, match="orientation must be 'none'"):
+        open_frames(path, orientation="auto")
 
 
 def test_video_is_read_lazily(tmp_path, monkeypatch):
     path = ramp_video(tmp_path / "long.mp4", 200, fps=25)
     converted = []
     real = fr._frame_rgb
-    monkeypatch.setattr(fr, "_frame_rgb", lambda f: converted.append(1) or real(f))
+    monkeypatch.setattr(fr, "_frame_rgb", lambda f, rotate=False: converted.append(1) or real(f, rotate))
     src = open_frames(path)
     assert len(converted) == 1  # opening probes the first frame only
     assert not any(isinstance(v, (list, tuple, np.ndarray)) for v in vars(src).values())
