@@ -75,6 +75,23 @@ class Resize:
                          [0.0, self.sy, self.offset_y],
                          [0.0, 0.0, 1.0]])
 
+    @classmethod
+    def from_provenance(cls, record: dict) -> "Resize":
+        """The mapping back from a :meth:`describe` record (report.json ``preprocessing.frames``,
+        cameras_source.json ``frames``, or a depth NPZ's arrays)::
+
+            npz = np.load("out/depth/00000.npz")
+            depth_in_photo = depth_to_source(npz["depth"], Resize.from_provenance(npz))
+        """
+        def get(key):
+            value = record[key]
+            return value.tolist() if hasattr(value, "tolist") else value
+
+        (sh, sw), (mh, mw), (rh, rw) = get("source_hw"), get("model_hw"), get("resized_hw")
+        (ox, oy), (sx, sy) = get("offset_xy"), get("scale_xy")
+        return cls(int(sh), int(sw), int(mh), int(mw), float(sx), float(ox), float(oy), str(get("mode")),
+                   scale_y=float(sy), resized_h=int(rh), resized_w=int(rw))
+
     def describe(self) -> dict:
         """JSON-ready provenance: source size, resized size, crop / pad offsets, model input size.
 

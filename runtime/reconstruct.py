@@ -257,6 +257,21 @@ def _frame_record(meta: dict) -> dict:
     return {"index": meta["index"], "source": meta["source"], "timestamp_s": meta["timestamp_s"]}
 
 
+REAL_MODEL = "for real footage use VGGT-1B: --model facebook/VGGT-1B (README: 'Bring VGGT-1B')"
+
+
+def model_notes(model: dict) -> list[str]:
+    """One-line warnings about the model that ran (``artifact.model``): a demo model trained on
+    synthetic scenes only, or random weights. Printed by the CLI and the apps, kept in report.json."""
+    notes = []
+    if model.get("source") == "random-init":
+        notes.append(f"{model.get('preset')} ran with RANDOM weights (--random-weights): its output is noise, "
+                     "for tests and timing only")
+    if model.get("demo"):
+        notes.append(f"{model.get('preset')} is a demo model, {model['demo']}; {REAL_MODEL}")
+    return notes
+
+
 def _preprocessing(rec: Reconstructor, stream: Stream) -> dict:
     return {"rule": "upstream VGGT load_and_preprocess_images (Pillow bicubic, sizes rounded to 14)",
             "mode": rec.config.mode, "orientation": rec.config.orientation,
@@ -277,6 +292,7 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         "backend": {"name": rec.session.backend, "device": rec.session.device},
         "model": {"format": artifact.format, "precision": artifact.precision, **artifact.model,
                   "input_size": artifact.input_size, "served_sizes": artifact.describe_sizes()},
+        "model_notes": model_notes(artifact.model),
         "preprocessing": _preprocessing(rec, stream),
         "config": asdict(rec.config),
         "timings_s": {k: round(v, 4) for k, v in stream.timings.items()},

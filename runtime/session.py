@@ -14,6 +14,7 @@ artifact folder, backend onnxruntime/triton     onnxruntime (CPU, CUDA or Tensor
 artifact folder, backend tensorrt               native TensorRT (tensorrt + cuda-python)
 ``.pt`` / ``.pth`` / ``.safetensors`` file      torch (imports torch and edgescene.models, only then)
 preset name (``vggt_tiny``, ``dinov3_vitl16``)  torch, random weights unless ``weights=``
+Hub id (``facebook/VGGT-1B``)                   torch: the Hugging Face cache, or a download when online
 ==============================================  =====================================================
 
 ``device``: "auto" (the best available), "cpu", "cuda" or "tensorrt" (onnxruntime's TensorRT EP
@@ -23,6 +24,7 @@ checked against what it accepts. This module imports neither torch nor :mod:`edg
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -38,8 +40,15 @@ Device = Literal["auto", "cpu", "cuda", "tensorrt"]
 ARTIFACT_BACKENDS: dict[str, str] = {"onnxruntime": "onnxruntime", "triton": "onnxruntime", "tensorrt": "tensorrt"}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 PRESET_PREFIXES = ("vggt_", "dinov3_")  # the registry's families; the torch backend checks the exact name
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, e.g. facebook/VGGT-1B
 ACCEPTED = (f"an artifact folder written by `edgescene export` (with {ARTIFACT_JSON}), a PyTorch checkpoint "
-            f"({', '.join(CHECKPOINT_SUFFIXES)}) or a model preset name ({'*, '.join(PRESET_PREFIXES)}*)")
+            f"({', '.join(CHECKPOINT_SUFFIXES)}), a VGGT Hub id (facebook/VGGT-1B) or a model preset name "
+            f"({'*, '.join(PRESET_PREFIXES)}*)")
+
+
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` that is not an existing path (a Hugging Face Hub repository id)."""
+    return bool(HUB_ID.match(name)) and not Path(name).exists()
 
 
 class Session(Protocol):
@@ -75,6 +84,8 @@ def _resolve(model: str | Path) -> tuple[str, Path | str, Artifact | None]:
         return "torch", path, None
     name = str(model)
     if name.startswith(PRESET_PREFIXES) and not path.exists() and "/" not in name:
+        return "torch", name, None
+    if is_hub_id(name):
         return "torch", name, None
     what = "a file of another kind" if path.exists() else "neither an existing path nor a preset name"
     raise ArtifactError(f"cannot open {str(model)!r} ({what}); open_session takes {ACCEPTED}")

@@ -108,5 +108,5 @@ def test_download_offline_fails_fast_with_the_fix(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["download", "--target-dir", str(tmp_path / "models")]) == 2
     err = capsys.readouterr().err
-    assert "HF_HUB_OFFLINE" in err and "huggingface-cli download facebook/VGGT-1B" in err
+    assert "HF_HUB_OFFLINE" in err and "edgescene download --repo-id facebook/VGGT-1B" in err
     assert not (tmp_path / "models").exists()

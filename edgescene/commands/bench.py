@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgescene.commands.model_choice import check_model_choice
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -17,8 +19,10 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a preset name (e.g. vggt_tiny) or a checkpoint file")
-    p.add_argument("--weights", help="a checkpoint for the preset in --model (default: random weights)")
+    p.add_argument("--model", required=True, help="a preset name (with --weights or --random-weights), a checkpoint "
+                                                  "file or a Hub id (facebook/VGGT-1B)")
+    p.add_argument("--weights", help="a checkpoint for the preset in --model")
+    p.add_argument("--random-weights", action="store_true", help="run a preset with random weights (timing only)")
     p.add_argument("--formats", default="all",
                    help="comma-separated export formats (see `edgescene export --help`), or 'all' (default): every "
                         "format of the export table; those needing missing hardware or tools are reported as skipped. "
@@ -48,6 +52,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from edgescene.export.formats import FORMATS
 
+    check_model_choice(args.model, args.weights, args.random_weights)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     if formats == ["all"]:
         formats = list(FORMATS)

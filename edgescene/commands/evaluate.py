@@ -9,10 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgescene.commands.model_choice import MODEL_HELP, check_model_choice
+
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="an exported VGGT artifact folder (edgescene export), a VGGT checkpoint, or a preset")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--random-weights", action="store_true",
+                   help="allow a preset name in --model to run with random weights (tests, timing)")
     p.add_argument("--dataset", required=True,
                    help="a folder with a manifest.json whose frames have depth and cameras (e.g. from edgescene synth)")
     p.add_argument("--frames", type=int,
@@ -40,6 +43,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edgescene.bench.accuracy import evaluate, evaluate_baselines
+
+    check_model_choice(args.model, random_weights=args.random_weights, has_weights_option=False)
 
     bars: list = []
 

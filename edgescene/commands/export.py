@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgescene.commands.model_choice import check_model_choice
 from edgescene.export.formats import FORMATS, help_text
 
 
@@ -17,8 +18,10 @@ def _frames_range(text: str) -> tuple[int, int, int]:
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "formats (name, precisions, what it is):\n" + help_text()
-    p.add_argument("--model", required=True, help="a preset (see `edgescene models`), a checkpoint file or a VGGT Hub id")
-    p.add_argument("--weights", help="checkpoint for the preset named in --model (default: random weights)")
+    p.add_argument("--model", required=True, help="a preset (see `edgescene models`) with --weights or "
+                                                  "--random-weights, a checkpoint file or a VGGT Hub id")
+    p.add_argument("--weights", help="checkpoint for the preset named in --model")
+    p.add_argument("--random-weights", action="store_true", help="export a preset with random weights (tests, timing)")
     p.add_argument("--format", required=True, help=f"one of: {', '.join(FORMATS)}")
     p.add_argument("--out", required=True, help="artifact folder to create")
     frames = p.add_mutually_exclusive_group()
@@ -38,6 +41,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from edgescene.export.pipeline import ExportConfig, export_model, next_commands
+
+    check_model_choice(args.model, args.weights, args.random_weights)
 
     config = ExportConfig(model=args.model, weights=args.weights, format=args.format, out=args.out, frames=args.frames,
                           frames_range=args.frames_range, height=args.height, width=args.width,

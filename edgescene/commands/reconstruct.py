@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from edgescene.commands.model_choice import MODEL_HELP, check_model_choice
+
 
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", nargs="+", help="an image, several images, a folder of images, or a video file")
-    p.add_argument("--model",
-                   help="an exported VGGT artifact folder (edgescene export), a VGGT checkpoint, or a preset "
-                        "(default: the bundled vggt_small_synthetic model)")
+    p.add_argument("--model", help=f"{MODEL_HELP} (default: the bundled vggt_small_synthetic demo model, "
+                                   "trained on synthetic scenes only)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="allow a preset name in --model to run with random weights (tests, timing)")
     p.add_argument("--out", required=True, help="output folder (created atomically; never merged into)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help="default: auto")
     p.add_argument("--window", type=int, default=8, help="keyframes per model call (default: 8)")
     p.add_argument("--overlap", type=int, default=2, help="keyframes shared by consecutive windows (default: 2)")
-    p.add_argument("--mode", choices=["crop", "pad"], default="crop", help="fit frames to the model input (default: crop)")
+    p.add_argument("--mode", choices=["crop", "pad"], default="crop",
+                   help="upstream VGGT's preprocessing: crop (width 518, height rounded to 14, centre-cropped to 518 "
+                        "rows: a 16:9 frame is fed whole at 294x518) or pad (long side 518, white padding to "
+                        "518x518) (default: crop)")
+    p.add_argument("--orientation", choices=["none", "exif"], default="none",
+                   help="none: pixels as stored, as upstream (default); exif: apply EXIF orientation (every image "
+                        "format) and video display rotation")
     p.add_argument("--branch", choices=["depth", "points"], default="depth",
                    help="points from depth + cameras (default) or from the point-map head")
     p.add_argument("--conf-percentile", type=float, default=50.0,
@@ -37,19 +46,29 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
 def run_reconstruct(args: argparse.Namespace) -> int:
     from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
+    check_model_choice(args.model, random_weights=args.random_weights, has_weights_option=False)
+
     config = ReconstructConfig(window=args.window, overlap=args.overlap, mode=args.mode, branch=args.branch,
                                conf_percentile=args.conf_percentile, voxel_size=args.voxel_size,
                                max_points=args.max_points, reserve_map=args.reserve_map, every_s=args.every_s,
                                max_frames=args.max_frames, keyframe_threshold=args.keyframe_threshold,
-                               max_keyframe_gap=args.max_keyframe_gap, device=args.device, features=args.features)
+                               max_keyframe_gap=args.max_keyframe_gap, device=args.device, features=args.features,
+                               orientation=args.orientation)
     from edgescene.assets import default_model_dir
 
     model = args.model or default_model_dir()
     if args.model is None and not (default_model_dir() / "artifact.json").is_file():
-        raise FileNotFoundError(f"no bundled model at {default_model_dir()}; pass --model (an artifact, checkpoint or preset)")
+        raise FileNotFoundError(f"no bundled model at {default_model_dir()}; pass --model ({MODEL_HELP})")
     source = args.input[0] if len(args.input) == 1 else args.input
     report = reconstruct_to_folder(source, model, args.out, config, overwrite=args.overwrite)
     t = report["timings_s"]
+    pre = report["preprocessing"]
+    model = report["model"]
+    print(f"reconstruct: model {model.get('preset')} ({model.get('format')} {model.get('precision')}) on "
+          f"{report['backend']['name']}/{report['backend']['device']}; frames fed at "
+          f"{'x'.join(map(str, pre['model_input_hw'] or []))} ({pre['mode']}, orientation {pre['orientation']})")
+    for note in pre["notes"] + report["model_notes"]:
+        print(f"reconstruct: note: {note}")
     print(f"reconstruct: {report['frames_seen']} frames, {report['keyframes']} keyframes, {report['windows']} model calls, "
           f"{report['points']} points in {t['total_s']:.1f} s (model {t.get('model_s', 0):.1f} s) on "
           f"{report['backend']['name']}/{report['backend']['device']} -> {args.out}")

@@ -95,8 +95,8 @@ def download_from_hub(repo_id: str = DEFAULT_HUB_REPO, filename: str | None = No
         except Exception:  # noqa: BLE001 - any cache miss
             continue
     hint = (
-        f"Download it where there is network (`huggingface-cli download {repo_id} {names[0]}`) and pass "
-        f"the file path instead, e.g. `--model /path/to/{names[0]}`."
+        f"Fetch it once where there is network (`edgescene download --repo-id {repo_id} --target-dir weights/`, "
+        f"or `hf download {repo_id} {names[0]}`) and pass the file: `--model weights/{names[0]}`."
     )
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise HubUnavailableError(f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. {hint}")

@@ -152,7 +152,7 @@ def test_cli_bench_with_accuracy(tmp_path):
     generate_dataset(SynthConfig(out_dir=str(dataset), scenes=1, frames=4, width=96, height=64, seed=7,
                                  trajectories=("orbit",)))
     out = tmp_path / "cli"
-    assert main(["bench", "--model", "vggt_tiny", "--formats", "onnx", "--frames", "2", "--height", str(H),
+    assert main(["bench", "--model", "vggt_tiny", "--random-weights", "--formats", "onnx", "--frames", "2", "--height", str(H),
                  "--width", str(W), "--out", str(out), "--runs", "2", "--warmup", "1", "--device", "cpu",
                  "--dataset", str(dataset), "--stream-frames", "0"]) == 0
     data = json.loads((out / "bench.json").read_text())

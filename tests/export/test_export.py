@@ -104,7 +104,7 @@ def test_a_broken_export_fails_the_gate_and_is_not_accepted(tmp_path, monkeypatc
 
     monkeypatch.setattr(pipeline, "export_onnx", export_then_corrupt)
     out = tmp_path / "broken"
-    code = main(["export", "--model", "vggt_tiny", "--format", "onnx", "--out", str(out),
+    code = main(["export", "--model", "vggt_tiny", "--random-weights", "--format", "onnx", "--out", str(out),
                  "--height", "56", "--width", "84", "--frames", "2"])
     assert code == 3
     assert not out.exists()

@@ -75,7 +75,7 @@ def test_hub_offline_fails_fast_with_instructions(monkeypatch, tmp_path):
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE") as err:
         load_vggt("facebook/VGGT-1B")
     assert time.perf_counter() - start < 5
-    assert "huggingface-cli download facebook/VGGT-1B model.safetensors" in str(err.value)
+    assert "hf download facebook/VGGT-1B model.safetensors" in str(err.value)
 
 
 def test_hub_unreachable_fails_fast_without_the_offline_flag(monkeypatch, tmp_path):

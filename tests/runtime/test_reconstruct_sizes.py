@@ -1,0 +1,144 @@
+"""Every aspect ratio seen whole, provenance of every pixel, and honest model choice, end to end.
+
+A 1920x1080 video goes through the PyTorch backend (fed at upstream's 294x518, the whole frame)
+and through a fixed-size exported artifact (padded into its one size, never cropped); report.json,
+cameras_source.json and the depth NPZ files say how each frame reached the model. The CLI refuses a
+preset without weights, says when the bundled demo model ran, and fails offline in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from edgescene.assets import sample_dir
+from edgescene.cli import main
+from edgescene.export.pipeline import ExportConfig, export_model
+from edgescene.runtime.preprocess import Resize, depth_to_source
+from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
+
+VIDEO = sample_dir() / "sample.mp4"
+
+
+@pytest.fixture(scope="module")
+def video_1080p(tmp_path_factory):
+    """Four 1920x1080 frames of a moving gradient (H.264)."""
+    path = tmp_path_factory.mktemp("video") / "wide.mp4"
+    yy, xx = np.mgrid[0:1080, 0:1920]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
+        for i in range(4):
+            rgb = np.stack([(xx + 40 * i) % 256, yy % 256, (xx // 8 + yy // 8) % 256], -1).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts") / "vggt_tiny"
+    export_model(ExportConfig(model="vggt_tiny", format="onnx", out=str(out), height=56, width=84,
+                              frames_range=(1, 2, 4)), log=lambda s: None)
+    return out
+
+
+def _config(**kw) -> ReconstructConfig:
+    return ReconstructConfig(window=2, overlap=1, keyframe_threshold=0.0, max_keyframe_gap=1, device="cpu", **kw)
+
+
+def test_torch_backend_feeds_a_16_9_video_whole_at_294x518(video_1080p, tmp_path):
+    out = tmp_path / "rec"
+    report = reconstruct_to_folder(video_1080p, "vggt_tiny", out, _config(), progress=False)
+    pre = report["preprocessing"]
+    assert report["backend"]["name"] == "torch" and pre["model_input_hw"] == [294, 518]
+    assert pre["notes"] == [] and pre["served_sizes"] == "any H x W that are multiples of 14"
+    assert len(pre["frames"]) == report["keyframes"] >= 2
+    frame = pre["frames"][0]
+    assert frame == {"index": 0, "orientation": "none", "rotation_deg": 0, "source_hw": [1080, 1920],
+                     "resized_hw": [294, 518], "offset_xy": [0, 0], "model_hw": [294, 518],
+                     "scale_xy": [518 / 1920, 294 / 1080], "mode": "crop"}
+    assert any("RANDOM weights" in note for note in report["model_notes"])
+    depth = np.load(out / "depth" / "00000.npz")
+    assert depth["depth"].shape == (294, 518)
+    assert depth["source_hw"].tolist() == [1080, 1920] and depth["offset_xy"].tolist() == [0, 0]
+    assert str(depth["orientation"]) == "none" and str(depth["mode"]) == "crop"
+    source = json.loads((out / "cameras_source.json").read_text())
+    assert source["frames"][0]["resized_hw"] == [294, 518]
+    # the principal point (model centre) maps to the source centre
+    np.testing.assert_allclose(np.array(source["intrinsics"])[0][:2, 2], [960.0, 540.0], atol=1e-6)
+
+
+def test_fixed_artifact_pads_a_16_9_video_and_never_crops(video_1080p, tiny_artifact, tmp_path):
+    report = reconstruct_to_folder(video_1080p, tiny_artifact, tmp_path / "rec", _config(), progress=False)
+    pre = report["preprocessing"]
+    assert pre["model_input_hw"] == [56, 84] and pre["served_sizes"] == "56x84"
+    frame = pre["frames"][0]
+    # upstream's rule at the artifact's long side 84: 42x84, the whole frame, padded 7 rows top and bottom
+    assert frame["resized_hw"] == [42, 84] and frame["offset_xy"] == [0, 7] and frame["model_hw"] == [56, 84]
+    assert len(pre["notes"]) == 1 and "padded to 56x84" in pre["notes"][0] and "42x84" in pre["notes"][0]
+
+
+def test_depth_npz_maps_back_to_the_photo(tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((300, 200, 3), 128, np.uint8)).save(photo)  # portrait: upstream crops rows
+    out = tmp_path / "rec"
+    reconstruct_to_folder(photo, "vggt_tiny", out, _config(), progress=False)
+    npz = np.load(out / "depth" / "00000.npz")
+    f = json.loads((out / "cameras_source.json").read_text())["frames"][0]
+    resize = Resize.from_provenance(npz)
+    assert resize == Resize.from_provenance(f)
+    back = depth_to_source(npz["depth"], resize)
+    assert back.shape == (300, 200)
+    seen = np.isfinite(back).all(axis=1)
+    assert f["model_hw"] == [518, 518] and f["offset_xy"] == [0, -133]  # 784 rows -> the centre 518
+    assert not seen[0] and seen[150] and not seen[-1]
+
+
+def test_cli_refuses_a_preset_without_weights(tmp_path, capsys):
+    assert main(["reconstruct", str(VIDEO), "--model", "vggt_small", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "random weights" in err and "--random-weights" in err and "facebook/VGGT-1B" in err
+    assert not (tmp_path / "r").exists()
+    assert main(["reconstruct", str(VIDEO), "--random-weights", "--out", str(tmp_path / "r")]) == 2
+    assert "goes with a preset name" in capsys.readouterr().err
+
+
+def test_cli_runs_a_preset_with_random_weights_and_says_so(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["reconstruct", str(VIDEO), "--model", "vggt_tiny", "--random-weights", "--device", "cpu",
+                 "--out", str(out), "--max-frames", "6", "--window", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "RANDOM weights" in printed and "frames fed at 392x518" in printed  # 4:3 at long side 518
+
+
+def test_cli_says_when_the_bundled_demo_model_ran(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["reconstruct", str(VIDEO), "--out", str(out), "--max-frames", "8", "--window", "4"]) == 0
+    printed = capsys.readouterr().out
+    notes = [line for line in printed.splitlines() if "demo model" in line]
+    assert len(notes) == 1 and "synthetic scenes only" in notes[0] and "facebook/VGGT-1B" in notes[0]
+    report = json.loads((out / "report.json").read_text())
+    assert any("synthetic scenes only" in note for note in report["model_notes"])
+
+
+def test_cli_hub_id_offline_is_one_clear_line(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([sys.executable, "-m", "edgescene", "reconstruct", str(VIDEO), "--model",
+                             "facebook/VGGT-1B", "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "edgescene download --repo-id facebook/VGGT-1B" in lines[0] and "--model weights/" in lines[0]
+    assert not (tmp_path / "r").exists()
