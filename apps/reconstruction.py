@@ -9,6 +9,7 @@ percentile, branch, cameras, background filter) without running the model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -36,6 +37,7 @@ class Rendered:
     seconds: float
     model_run: bool
     branches: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # one line each: demo / random-weight model, how frames were fitted
 
 
 def check_inputs(paths: Sequence[str | Path], mode: str) -> list[Path]:
@@ -84,7 +86,9 @@ def reconstruct(paths: Sequence[str | Path], mode: str, model: str | Path, out_r
     folder.mkdir(parents=True)
     cache = SceneCache.from_reconstruction(result)
     cache.save(folder / CACHE_NAME)
-    return _render(cache, folder, options, start, model_run=True)
+    rendered = _render(cache, folder, options, start, model_run=True)
+    notes = tuple(result.report.get("model_notes", [])) + tuple(result.report["preprocessing"]["notes"])
+    return dataclasses.replace(rendered, notes=notes)
 
 
 def rerender(folder: str | Path, options: ViewOptions) -> Rendered:

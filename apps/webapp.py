@@ -239,6 +239,8 @@ class WebApp:
         how = "model run and render" if result.model_run else "re-rendered from cached predictions (model not run)"
         status = (f"{result.keyframes} keyframes, {result.points:,} points; {how} in {result.seconds:.2f} s; "
                   f"branches available: {', '.join(result.branches)}")
+        for note in result.notes:
+            status += f"\n\n**Note:** {note}"
         gallery = [(img, f"keyframe {i}") for i, img in enumerate(result.depth_images)] if result.model_run \
             else gr.skip()  # depth images do not depend on the display options: leave them as they are
         return status, str(result.glb), [str(result.glb), str(result.ply)], gallery, str(result.folder)

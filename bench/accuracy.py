@@ -4,9 +4,10 @@
 
 (the same as ``edgescene eval``). For every sequence of the dataset's manifest whose frames all have
 depth and cameras (``edgescene synth`` writes such data), ``frames`` frames evenly spaced over the
-sequence (first included) are fitted to the model input (``fit(..., "crop")`` + ``prepare``; GT
-depth follows the same mapping with nearest-neighbour sampling, GT intrinsics through
-``Resize.to_model_intrinsics``), the session runs once on them, and :mod:`edgescene.bench.metrics`
+sequence (first included) reach the model as the runtime feeds them (upstream VGGT's preprocessing,
+:func:`edgescene.runtime.preprocess.choose_model_size` + ``resize_pixels``: the whole frame, padded
+into a fixed-size artifact; at upstream's own size for the PyTorch backend; GT depth follows the
+same mapping with nearest-neighbour sampling, GT intrinsics through ``Resize.to_model_intrinsics``), the session runs once on them, and :mod:`edgescene.bench.metrics`
 scores depth (AbsRel, delta < 1.25 after one median scale per sequence), pose AUC@30 over all frame
 pairs (2+ frames), ATE after Sim(3) alignment (3+ frames; also relative to the extent of the GT
 trajectory) and the focal length error (mean of |f_pred - f_gt| / f_gt over fx, fy and frames).
@@ -35,7 +36,7 @@ import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres, depth_metrics, pose_auc
 from edgescene.runtime.geometry import decode_pose, relative_pose_to_first
-from edgescene.runtime.preprocess import Resize, fit, load_rgb, prepare, prepare_depth
+from edgescene.runtime.preprocess import Resize, choose_model_size, decode_image, prepare_depth, resize_pixels
 from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
 
 __all__ = [
@@ -83,8 +84,12 @@ def _usable(entries: list[Entry]) -> bool:
 
 def load_sequences(dataset_dir: str | Path, size: tuple[int, int], frames: int | None,
                    max_sequences: int | None = None, load_images: bool = True,
-                   skipped: list[dict] | None = None) -> Iterator[SequenceData]:
+                   skipped: list[dict] | None = None, any_size: bool = False) -> Iterator[SequenceData]:
     """Yield the usable sequences of a manifest at model size ``(H, W)``, sorted by name.
+
+    ``any_size`` (a model that serves every multiple of 14, the PyTorch backend): each sequence at
+    upstream's own size for its frames, with long side ``max(size)``; otherwise every frame is
+    placed whole into ``size``.
 
     ``frames`` per sequence (evenly spaced, clipped to the sequence length; None = all frames).
     Sequences lacking depth or cameras on any frame are left out and, when ``skipped`` is a list,
@@ -108,12 +113,13 @@ def load_sequences(dataset_dir: str | Path, size: tuple[int, int], frames: int |
             gt = np.load(resolve_inside(root, e.depth), allow_pickle=False)
             if gt.ndim == 3 and gt.shape[-1] == 1:
                 gt = gt[..., 0]
-            r = fit(gt.shape[0], gt.shape[1], height, width, FIT_MODE)
+            r, _ = choose_model_size(gt.shape[0], gt.shape[1], FIT_MODE, None if any_size else [(height, width)],
+                                     max(height, width))
             if load_images:
-                rgb = load_rgb(resolve_inside(root, e.path))
+                rgb = decode_image(resolve_inside(root, e.path))
                 if rgb.shape[:2] != gt.shape:
                     raise ValueError(f"{e.id}: image {rgb.shape[:2]} and depth {gt.shape} sizes differ")
-                images.append(prepare(rgb, r))
+                images.append(resize_pixels(rgb, r))
             d = prepare_depth(gt, r)
             depth.append(d)
             valid.append(r.valid_mask() & (d > 0))
@@ -193,6 +199,7 @@ class EvalReport:
     rows: list[SequenceRow] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # per method: backend, device, artifact
+    any_size: bool = False  # each sequence at upstream's size (PyTorch backend), not placed into ``size``
 
     @property
     def methods(self) -> list[str]:
@@ -212,17 +219,19 @@ class EvalReport:
 
     def merged(self, other: "EvalReport") -> "EvalReport":
         """This report with ``other``'s rows appended (same dataset, size and frames)."""
-        if (other.dataset, tuple(other.size), other.frames) != (self.dataset, tuple(self.size), self.frames):
+        if (other.dataset, tuple(other.size), other.frames, other.any_size) != \
+                (self.dataset, tuple(self.size), self.frames, self.any_size):
             raise ValueError("cannot merge reports of different datasets, sizes or frame counts")
         skipped = self.skipped + [s for s in other.skipped if s not in self.skipped]
         return EvalReport(self.dataset, self.size, self.frames, self.rows + other.rows, skipped,
-                          {**self.info, **other.info})
+                          {**self.info, **other.info}, any_size=self.any_size)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": "edgescene.eval", "version": 1, "dataset": self.dataset,
             "input_size": {"height": self.size[0], "width": self.size[1]}, "frames": self.frames,
-            "fit_mode": FIT_MODE, "methods": self.methods, "info": self.info, "means": self.means(),
+            "fit_mode": FIT_MODE, "preprocessing": "upstream VGGT (Pillow bicubic, sizes rounded to 14)",
+            "any_size": self.any_size, "methods": self.methods, "info": self.info, "means": self.means(),
             "rows": [asdict(r) for r in self.rows], "skipped": self.skipped,
         }
 
@@ -294,7 +303,10 @@ def evaluate(model: str | Path, dataset_dir: str | Path, frames: int | None = No
                                          "artifact": {"format": artifact.format, "precision": artifact.precision,
                                                       "model": artifact.model, "frames": artifact.frames}}})
         total = _count_usable(dataset_dir, max_sequences)
-        for done, seq in enumerate(load_sequences(dataset_dir, size, frames, max_sequences, skipped=report.skipped), 1):
+        report.any_size = artifact.served_sizes() is None
+        sequences = load_sequences(dataset_dir, size, frames, max_sequences, skipped=report.skipped,
+                                   any_size=report.any_size)
+        for done, seq in enumerate(sequences, 1):
             if len(seq.indices) < fmin:
                 report.skipped.append({"sequence": seq.name, "reason": f"{len(seq.indices)} frames, the model needs {fmin}"})
             else:
@@ -302,7 +314,7 @@ def evaluate(model: str | Path, dataset_dir: str | Path, frames: int | None = No
                 depth = np.asarray(out["depth"], np.float32)
                 if depth.ndim == 4 and depth.shape[-1] == 1:
                     depth = depth[..., 0]
-                extrinsics, intrinsics = decode_pose(np.asarray(out["pose_enc"], np.float64), size)
+                extrinsics, intrinsics = decode_pose(np.asarray(out["pose_enc"], np.float64), depth.shape[-2:])
                 report.rows.append(SequenceRow(name, seq.name, seq.indices,
                                                score(Prediction(depth, extrinsics, intrinsics), seq)))
             if progress:
@@ -316,10 +328,12 @@ def evaluate(model: str | Path, dataset_dir: str | Path, frames: int | None = No
 
 
 def evaluate_baselines(dataset_dir: str | Path, frames: int | None, size: Sequence[int],
-                       max_sequences: int | None = None, baselines: Sequence[str] | None = None) -> EvalReport:
+                       max_sequences: int | None = None, baselines: Sequence[str] | None = None,
+                       any_size: bool = False) -> EvalReport:
     """Score the trivial :data:`BASELINES` on the frames :func:`evaluate` would use.
 
-    frames: per sequence (clipped to its length; None = all); size: model input ``(H, W)``.
+    frames: per sequence (clipped to its length; None = all); size: model input ``(H, W)``;
+    any_size: as the evaluated report's (:attr:`EvalReport.any_size`).
     """
     names = list(baselines) if baselines is not None else list(BASELINES)
     unknown = [n for n in names if n not in BASELINES]
@@ -328,10 +342,12 @@ def evaluate_baselines(dataset_dir: str | Path, frames: int | None, size: Sequen
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive values, got {size!r}")
     size = (int(size[0]), int(size[1]))
-    report = EvalReport(str(dataset_dir), size, frames, info={n: {"baseline": True} for n in names})
-    for seq in load_sequences(dataset_dir, size, frames, max_sequences, load_images=False, skipped=report.skipped):
+    report = EvalReport(str(dataset_dir), size, frames, info={n: {"baseline": True} for n in names},
+                        any_size=any_size)
+    for seq in load_sequences(dataset_dir, size, frames, max_sequences, load_images=False, skipped=report.skipped,
+                              any_size=any_size):
         for n in names:
-            pred = BASELINES[n](len(seq.indices), *size)
+            pred = BASELINES[n](len(seq.indices), *seq.depth.shape[-2:])
             report.rows.append(SequenceRow(n, seq.name, seq.indices, score(pred, seq)))
     if not report.rows:
         raise ValueError(f"{dataset_dir}: no sequence with depth and cameras ({len(report.skipped)} skipped)")

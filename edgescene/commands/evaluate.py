@@ -60,7 +60,8 @@ def run_eval(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     if args.baselines:
-        report = report.merged(evaluate_baselines(args.dataset, report.frames, report.size, args.max_sequences))
+        report = report.merged(evaluate_baselines(args.dataset, report.frames, report.size, args.max_sequences,
+                                                       any_size=report.any_size))
     print(report.format())
     if args.json_out:
         _write_json(Path(args.json_out), report.to_json())

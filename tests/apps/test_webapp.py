@@ -81,6 +81,7 @@ def test_reconstruction_then_rerender_without_the_model(app, monkeypatch):
     status, glb, downloads, gallery, folder = app.run_reconstruction(
         [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 10, 50, True, False, "depth", progress=NoProgress())
     assert "10 keyframes" in status and "model run" in status, status
+    assert status.count("demo model") == 1 and "synthetic scenes only" in status  # the bundled model says what it is
     assert Path(glb).read_bytes()[:4] == b"glTF" and [Path(p).name for p in downloads] == ["scene.glb", "points.ply"]
     assert len(gallery) == 10
     # from here on the model must not run: any session call fails the test
