@@ -28,7 +28,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     frames.add_argument("--frames", type=int, help="a fixed frame (batch) count")
     frames.add_argument("--frames-range", type=_frames_range, metavar="MIN:OPT:MAX",
                         help="the frame counts the artifact serves (default: 1:2:8 for VGGT, 1:1:8 for DINOv3)")
-    p.add_argument("--height", type=int, help="input height in pixels (default: 392 VGGT, 224 DINOv3)")
+    p.add_argument("--height", type=int, help="input height in pixels (default: 392 VGGT, 224 DINOv3). Every format "
+                                              "serves this one size; the runtime pads other aspect ratios into it "
+                                              "whole (a 16:9 video: 294x518 in 392x518), never cropping more than "
+                                              "upstream VGGT; the PyTorch backend serves every size")
     p.add_argument("--width", type=int, help="input width in pixels (default: 518 VGGT, 224 DINOv3)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="for tensorrt and triton (others imply it)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")

@@ -4,8 +4,11 @@
 A usable sequence is one whose every entry has a depth map and a camera. A sample is a window of
 consecutive frames (upstream's ``get_nearby``: frames close in time overlap), loaded as RGB in
 [0, 1], depth in metres (0 = invalid) and the camera-from-world extrinsics / intrinsics of the
-processed images, then brought to the training size with the same cover-and-centre-crop as
-:func:`edgescene.runtime.preprocess.fit` (``"crop"``), intrinsics mapped by its :class:`Resize`.
+processed images, then brought to the training size: training samples with the cover-and-centre-crop
+of :func:`edgescene.runtime.preprocess.fit` (``"crop"``, the random zoom needs it), validation
+samples exactly as the runtime feeds frames (upstream VGGT's preprocessing,
+:func:`~edgescene.runtime.preprocess.choose_model_size`: the whole frame, padded with white into
+the training size; padded pixels carry no depth); intrinsics mapped by the :class:`Resize`.
 
 Augmentation (training only; one draw per sample, shared by all its frames, as a scene must stay
 geometrically consistent): a random centred zoom of up to ``MAX_ZOOM`` (upstream scales by
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from edgescene.runtime.preprocess import fit, load_rgb, prepare, prepare_depth
+from edgescene.runtime.preprocess import choose_model_size, fit, load_rgb, prepare, prepare_depth, resize_pixels
 from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
 
 MAX_ZOOM = 1.25
@@ -124,8 +127,12 @@ class SequenceDataset(Dataset):
             y0, x0 = (h0 - ch) // 2, (w0 - cw) // 2
             rgb, depth = rgb[y0:y0 + ch, x0:x0 + cw], depth[y0:y0 + ch, x0:x0 + cw]
             K = K - np.array([[0, 0, x0], [0, 0, y0], [0, 0, 0]], np.float64)
-            resize = fit(ch, cw, self.height, self.width, "crop")
-            images.append(prepare(rgb, resize))
+            if self.augment:  # random crops: cover the training size
+                resize = fit(ch, cw, self.height, self.width, "crop")
+                images.append(prepare(rgb, resize))
+            else:  # validation: the frame as the runtime feeds it (upstream preprocessing, whole, padded)
+                resize, _ = choose_model_size(ch, cw, "crop", [(self.height, self.width)], max(self.height, self.width))
+                images.append(resize_pixels(rgb, resize))
             depths.append(prepare_depth(depth, resize))
             intr.append(resize.to_model_intrinsics(K))
             extr.append(np.asarray(entry.camera["extrinsics"], np.float64))
