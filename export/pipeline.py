@@ -6,6 +6,11 @@ repository), run the gate against PyTorch, write ``artifact.json`` (and ONNX ``m
 Everything is built in a staging folder beside ``out``; it becomes ``out`` only when the gate
 passes, otherwise ``out.rejected`` (metadata with ``accepted: false``) and the CLI exits non-zero.
 An existing ``out`` is never replaced without ``overwrite``.
+
+``sizes`` (VGGT): one complete export per input size, each through the gate at its size, in
+sub-folders ``HxW/`` of one artifact whose ``artifact.json`` lists them (``input_sizes``,
+``files["sizes"]``); :class:`edgescene.runtime.multisize.MultiSizeSession` serves it. Each size
+carries its own weights (n sizes: n times the weights on disk).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -27,7 +32,8 @@ from edgescene.export.graphs import ExportGraph, dinov3_graph, vggt_graph
 from edgescene.export.onnx_export import export_onnx, set_metadata
 from edgescene.export.parity import ParityReport, gate_frame_counts, gate_images, run_gate
 from edgescene.models.loading import load_model
-from edgescene.runtime.artifact import Artifact, write_artifact_json
+from edgescene.runtime.artifact import Artifact, with_named_image_axes, write_artifact_json
+from edgescene.runtime.multisize import size_key
 
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
 DEFAULT_FRAMES = {"vggt": (1, 2, 8), "dinov3": (1, 1, 8)}
@@ -51,6 +57,7 @@ class ExportConfig:
     workspace_gb: float | None = None
     calibration: str | None = None  # onnx-int8-static: images / video for activation ranges (default: sample video)
     overwrite: bool = False
+    sizes: tuple[tuple[int, int], ...] | None = None  # VGGT: several input sizes (H, W), the first the default
 
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames_range is not None:
@@ -63,6 +70,13 @@ class ExportConfig:
                 raise ValueError(f"--frames-range MIN:OPT:MAX needs 1 <= MIN <= OPT <= MAX, got {low}:{opt}:{high}")
         if self.opset < 17:
             raise ValueError(f"--opset must be >= 17, got {self.opset}")
+        if self.sizes is not None:
+            if not self.sizes:
+                raise ValueError("--sizes needs at least one HEIGHTxWIDTH")
+            if self.height is not None or self.width is not None:
+                raise ValueError("give --sizes or --height/--width, not both (the first of --sizes is the default)")
+            if len(set(self.sizes)) != len(self.sizes):
+                raise ValueError(f"--sizes lists a size twice: {', '.join(size_key(*s) for s in self.sizes)}")
 
 
 @dataclass
@@ -170,7 +184,61 @@ def preflight(fmt: Format) -> None:
                            "(engines are specific to the GPU they are built on: build on the target device)")
 
 
+def _export_sizes(config: ExportConfig, log: Callable[[str], None]) -> ExportResult:
+    """One export per size into ``out/HxW/``, then the artifact that lists them."""
+    start = time.perf_counter()
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    sizes = config.sizes or ()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        results: list[tuple[str, ExportResult]] = []
+        for i, (h, w) in enumerate(sizes, 1):
+            key = size_key(h, w)
+            log(f"export: size {key} ({i} of {len(sizes)})")
+            result = export_model(replace(config, sizes=None, height=h, width=w, out=str(stage / key),
+                                          overwrite=False), log)
+            if result.artifact.model["family"] != "vggt":
+                raise ValueError("--sizes is for VGGT models (DINOv3's patch-token count changes with the size); "
+                                 "export DINOv3 once per size with --height/--width")
+            results.append((key, result))
+            if not result.accepted:
+                log(f"export: size {key} failed its parity gate; the remaining sizes are not exported")
+                break
+        first = results[0][1].artifact
+        h0, w0 = sizes[0]
+        accepted = len(results) == len(sizes) and all(r.accepted for _, r in results)
+        artifact = Artifact(
+            format=first.format, precision=first.precision, backend=first.backend, model=first.model,
+            files={"sizes": {key: r.folder.name for key, r in results}},
+            inputs=[with_named_image_axes(t, h0, w0) for t in first.inputs],
+            outputs=[with_named_image_axes(t, h0, w0) for t in first.outputs],
+            input_size={"height": h0, "width": w0},
+            input_sizes=[{"height": h, "width": w} for h, w in sizes],
+            frames=first.frames, normalization=first.normalization, opset=first.opset, exporter=first.exporter,
+            versions=first.versions, accepted=accepted,
+            parity={"passed": accepted, "sizes": {key: r.report.to_json() for key, r in results}},
+            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            elapsed_s=round(time.perf_counter() - start, 2), device=first.device, calibration=first.calibration,
+        )
+        write_artifact_json(artifact, stage)
+        target = out if accepted else out.with_name(out.name + ".rejected")
+        if target.exists():
+            shutil.rmtree(target)
+        stage.chmod(0o755)
+        (stage / "artifact.json").chmod(0o644)
+        stage.rename(target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    last = results[-1][1]
+    return ExportResult(target, accepted, artifact, last.report, _file_sizes(target), round(time.perf_counter() - start, 2))
+
+
 def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> ExportResult:
+    if config.sizes:
+        return _export_sizes(config, log)
     start = time.perf_counter()
     fmt = get_format(config.format)
     preflight(fmt)

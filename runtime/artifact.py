@@ -114,6 +114,17 @@ class Artifact:
         return cls(**body)
 
 
+def with_named_image_axes(spec: TensorSpec, height: int, width: int) -> TensorSpec:
+    """``spec`` with its first (height, width) pair of dims after the leading axis renamed
+    ``"height"``, ``"width"``: the IO of a model that serves more than one input size."""
+    shape = list(spec.shape)
+    for i in range(1, len(shape) - 1):
+        if shape[i] == height and shape[i + 1] == width:
+            shape[i], shape[i + 1] = "height", "width"
+            break
+    return TensorSpec(spec.name, shape, spec.dtype, spec.description)
+
+
 def write_artifact_json(artifact: Artifact, folder: str | Path) -> Path:
     """Write ``folder/artifact.json`` atomically."""
     folder = Path(folder)
@@ -142,6 +153,9 @@ def read_artifact(folder: str | Path, require_accepted: bool = True) -> Artifact
         name = artifact.files.get(key)
         if name and not (path.parent / name).exists():
             raise ArtifactError(f"{path.parent}: {name} is missing (the folder is incomplete)")
+    for key, sub in (artifact.files.get("sizes") or {}).items():
+        if not (path.parent / sub / ARTIFACT_JSON).is_file():
+            raise ArtifactError(f"{path.parent}: the {key} sub-artifact {sub}/ is missing (the folder is incomplete)")
     for name in artifact.files.get("external_data", []):
         if not (path.parent / name).exists():
             raise ArtifactError(f"{path.parent}: external weights {name} are missing (copy them with the model)")

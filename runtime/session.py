@@ -101,6 +101,10 @@ def open_session(model: str | Path, device: Device = "auto", **options) -> Sessi
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     backend, source, artifact = _resolve(model)
+    if artifact is not None and artifact.files.get("sizes"):
+        from edgescene.runtime.multisize import MultiSizeSession
+
+        return MultiSizeSession(source, artifact, lambda folder: open_session(folder, device, **options))
     try:
         cls = backend_class(backend)
     except ImportError as exc:

@@ -15,6 +15,15 @@ def _frames_range(text: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
 
 
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    from edgescene.runtime.multisize import parse_size
+
+    try:
+        return tuple(parse_size(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "formats (name, precisions, what it is):\n" + help_text()
@@ -33,6 +42,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                                               "whole (a 16:9 video: 294x518 in 392x518), never cropping more than "
                                               "upstream VGGT; the PyTorch backend serves every size")
     p.add_argument("--width", type=int, help="input width in pixels (default: 518 VGGT, 224 DINOv3)")
+    p.add_argument("--sizes", type=_sizes, metavar="HxW,HxW,...",
+                   help="VGGT: serve several input sizes from one artifact, each exported and gated at its size "
+                        "(the first is the default), e.g. 294x518,392x518,518x518,518x392 for 16:9, 4:3, square "
+                        "and portrait 3:4 inputs at upstream's sizes; each size carries its own copy of the weights")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="for tensorrt and triton (others imply it)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")
     p.add_argument("--track", action="store_true", help="include VGGT's track head (query_points input)")
@@ -51,7 +64,7 @@ def run_export(args: argparse.Namespace) -> int:
                           frames_range=args.frames_range, height=args.height, width=args.width,
                           precision=args.precision, opset=args.opset, track=args.track,
                           workspace_gb=args.workspace_gb, calibration=args.calibration,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, sizes=args.sizes)
     result = export_model(config)
     print(f"export: {'ACCEPTED' if result.accepted else 'REJECTED'} in {result.elapsed_s:.1f} s -> {result.folder}")
     for name, mb in result.sizes_mb.items():

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgescene.runtime.artifact import Artifact, TensorSpec
+from edgescene.runtime.artifact import Artifact, with_named_image_axes
 from edgescene.runtime.backends import BaseSession, check_device, check_feeds
 
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
@@ -44,16 +44,6 @@ def _pick_device(device: str) -> torch.device:
         raise RuntimeError(f"device='cuda' but torch {torch.__version__} sees no CUDA GPU (built for CUDA "
                            f"{torch.version.cuda or 'none'}): install a CUDA build of torch, or pass device='cpu'")
     return torch.device(device)
-
-
-def _named_hw(spec: TensorSpec, height: int, width: int) -> TensorSpec:
-    """``spec`` with its first (height, width) pair of dims after the frame axis renamed "height", "width"."""
-    shape = list(spec.shape)
-    for i in range(1, len(shape) - 1):
-        if shape[i] == height and shape[i + 1] == width:
-            shape[i], shape[i + 1] = "height", "width"
-            break
-    return TensorSpec(spec.name, shape, spec.dtype, spec.description)
 
 
 class TorchSession(BaseSession):
@@ -92,8 +82,8 @@ class TorchSession(BaseSession):
                  else dinov3_graph(module, preset, height, width))
         inputs, outputs, any_size = graph.inputs, graph.outputs, None
         if family == "vggt":  # every size, multiple of the patch: H and W become named axes
-            inputs = [_named_hw(t, height, width) for t in inputs]
-            outputs = [_named_hw(t, height, width) for t in outputs]
+            inputs = [with_named_image_axes(t, height, width) for t in inputs]
+            outputs = [with_named_image_axes(t, height, width) for t in outputs]
             any_size = patch
         self.artifact = Artifact(
             format="torch", precision=precision, backend="torch",

@@ -87,6 +87,55 @@ def test_fixed_artifact_pads_a_16_9_video_and_never_crops(video_1080p, tiny_arti
     assert len(pre["notes"]) == 1 and "padded to 56x84" in pre["notes"][0] and "42x84" in pre["notes"][0]
 
 
+@pytest.fixture(scope="module")
+def multi_size_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts") / "vggt_tiny_sizes"
+    result = export_model(ExportConfig(model="vggt_tiny", format="onnx", out=str(out), sizes=((294, 518), (392, 518)),
+                                       frames_range=(1, 2, 2)), log=lambda s: None)
+    assert result.accepted
+    return out
+
+
+def test_multi_size_artifact_feeds_a_16_9_video_whole_at_294x518(video_1080p, multi_size_artifact, tmp_path):
+    data = json.loads((multi_size_artifact / "artifact.json").read_text())
+    assert data["input_sizes"] == [{"height": 294, "width": 518}, {"height": 392, "width": 518}]
+    assert data["files"]["sizes"] == {"294x518": "294x518", "392x518": "392x518"} and data["accepted"]
+    assert set(data["parity"]["sizes"]) == {"294x518", "392x518"}
+    assert all(p["passed"] for p in data["parity"]["sizes"].values())
+    report = reconstruct_to_folder(video_1080p, multi_size_artifact, tmp_path / "rec", _config(), progress=False)
+    pre = report["preprocessing"]
+    assert report["backend"]["name"] == "onnxruntime" and pre["served_sizes"] == "294x518, 392x518"
+    assert pre["model_input_hw"] == [294, 518] and pre["notes"] == []
+    assert pre["frames"][0]["resized_hw"] == [294, 518] and pre["frames"][0]["offset_xy"] == [0, 0]
+
+
+def test_multi_size_session_dispatches_by_size_and_refuses_others(multi_size_artifact):
+    from edgescene.runtime.session import open_session
+
+    session = open_session(multi_size_artifact, device="cpu")
+    assert session.open_sizes == ["294x518"]  # the default size opens at once, the others on first use
+    images = np.random.default_rng(0).random((2, 3, 392, 518), dtype=np.float32)
+    direct = open_session(multi_size_artifact / "392x518", device="cpu")({"images": images})
+    got = session({"images": images})
+    assert session.open_sizes == ["294x518", "392x518"]
+    assert np.array_equal(got["depth"], direct["depth"]) and got["depth"].shape == (2, 392, 518)
+    with pytest.raises(ValueError, match="images are 518x518; this artifact serves 294x518, 392x518"):
+        session({"images": np.zeros((1, 3, 518, 518), np.float32)})
+    session.close()
+
+
+def test_multi_size_export_refuses_bad_sizes(tmp_path, capsys):
+    with pytest.raises(ValueError, match="not both"):
+        ExportConfig(model="vggt_tiny", format="onnx", out=str(tmp_path / "x"), sizes=((56, 84),), height=56)
+    with pytest.raises(ValueError, match="twice"):
+        ExportConfig(model="vggt_tiny", format="onnx", out=str(tmp_path / "x"), sizes=((56, 84), (56, 84)))
+    with pytest.raises(SystemExit) as stopped:
+        main(["export", "--model", "vggt_tiny", "--random-weights", "--format", "onnx", "--sizes", "56by84",
+              "--out", str(tmp_path / "x")])
+    assert stopped.value.code == 2 and "HEIGHTxWIDTH in pixels, e.g. 294x518" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_depth_npz_maps_back_to_the_photo(tmp_path):
     from PIL import Image
 
