@@ -44,8 +44,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, help="input width in pixels (default: 518 VGGT, 224 DINOv3)")
     p.add_argument("--sizes", type=_sizes, metavar="HxW,HxW,...",
                    help="VGGT: serve several input sizes from one artifact, each exported and gated at its size "
-                        "(the first is the default), e.g. 294x518,392x518,518x518,518x392 for 16:9, 4:3, square "
-                        "and portrait 3:4 inputs at upstream's sizes; each size carries its own copy of the weights")
+                        "(the first is the default), e.g. 294x518,350x518,392x518,518x518: upstream's crop-mode sizes "
+                        "for 16:9, 3:2, 4:3 and square or portrait inputs (pad mode is always 518x518); each size "
+                        "carries its own copy of the weights")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="for tensorrt and triton (others imply it)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")
     p.add_argument("--track", action="store_true", help="include VGGT's track head (query_points input)")
