@@ -56,12 +56,17 @@ class WebApp:
 
     # -- models ------------------------------------------------------------------------------
     def reconstruction_models(self) -> dict[str, str]:
-        """name -> artifact folder: the bundled model, the workspace's exports, then --models-dir's."""
+        """name -> model: the bundled model, the workspace's exports, --models-dir's, then the VGGT
+        checkpoints of Model setup (uploaded, or downloaded from the Hub: facebook/VGGT-1B), which run
+        on the PyTorch backend (CUDA when present) at upstream's input size."""
         models = {}
         for folder in (self.workspace.models_dir, self.extra_models):
             for entry in list_models(folder):
                 if entry.info.get("usable") and entry.info.get("family") == "vggt":
                     models.setdefault(entry.name, str(entry.path))
+        for report in self.workspace.checkpoints():
+            if report.get("family") == "vggt":
+                models.setdefault(f"checkpoint: {report['name']}", str(report["file"]))
         return models
 
     def checkpoint_rows(self) -> list[list]:

@@ -61,10 +61,13 @@ class ReconstructConfig:
     device: str = "auto"
     features: str | None = None  # a DINOv3 features artifact for keyframes and revisits
     orientation: Literal["none", "exif"] = "none"  # "exif": apply EXIF orientation / video rotation
+    long_side: int | None = None  # upstream's size rule at this long side (default: the model's; 518 for VGGT-1B)
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
             raise ValueError(f"mode must be 'crop' or 'pad', got {self.mode!r}")
+        if self.long_side is not None and (self.long_side < 14 or self.long_side % 14):
+            raise ValueError(f"long_side must be a positive multiple of 14 (the patch size), got {self.long_side}")
         if self.orientation not in ("none", "exif"):
             raise ValueError(f"orientation must be 'none' or 'exif', got {self.orientation!r}")
         StreamConfig(window=self.window, overlap=self.overlap, branch=self.branch, conf_percentile=self.conf_percentile,
@@ -189,7 +192,8 @@ class Reconstructor:
                                 "(DINOv3 artifacts go to --features)")
         self.input_hw = (int(artifact.input_size["height"]), int(artifact.input_size["width"]))  # default size
         self.served_sizes = artifact.served_sizes()  # None: any multiple of the patch (PyTorch)
-        self.long_side = max(self.input_hw)  # upstream's rule at the model's own scale (518 for VGGT-1B)
+        # upstream's rule at the model's own scale (518 for VGGT-1B), or at the asked long side
+        self.long_side = config.long_side or max(self.input_hw)
         low, high = int(artifact.frames["min"]), int(artifact.frames["max"])
         if not low <= config.window <= high:
             raise ValueError(f"--window {config.window} is outside what {model} serves ({low}..{high} frames): "

@@ -21,6 +21,9 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
                    help="upstream VGGT's preprocessing: crop (width 518, height rounded to 14, centre-cropped to 518 "
                         "rows: a 16:9 frame is fed whole at 294x518) or pad (long side 518, white padding to "
                         "518x518) (default: crop)")
+    p.add_argument("--long-side", type=int,
+                   help="feed frames at upstream's size rule with this long side, a multiple of 14 (default: the "
+                        "model's resolution, 518 for VGGT-1B); an exported artifact must serve the result")
     p.add_argument("--orientation", choices=["none", "exif"], default="none",
                    help="none: pixels as stored, as upstream (default); exif: apply EXIF orientation (every image "
                         "format) and video display rotation")
@@ -53,7 +56,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                                max_points=args.max_points, reserve_map=args.reserve_map, every_s=args.every_s,
                                max_frames=args.max_frames, keyframe_threshold=args.keyframe_threshold,
                                max_keyframe_gap=args.max_keyframe_gap, device=args.device, features=args.features,
-                               orientation=args.orientation)
+                               orientation=args.orientation, long_side=args.long_side)
     from edgescene.assets import default_model_dir
 
     model = args.model or default_model_dir()

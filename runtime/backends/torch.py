@@ -5,8 +5,9 @@ The only runtime module that imports torch and :mod:`edgescene.models`, and only
 checkpoint (``.pt`` / ``.pth`` / ``.safetensors``, VGGT or DINOv3, told apart by
 ``inspect_checkpoint``) or a preset name (random weights, or ``weights=`` a checkpoint for it).
 The IO comes from the export wrappers (:mod:`edgescene.export.graphs`), so names, shapes and
-normalisation are those of an ONNX export at the same ``height`` x ``width`` (defaults 392x518 for
-VGGT, 224x224 for DINOv3); :attr:`artifact` is a synthetic artifact describing it. A VGGT session
+normalisation are those of an ONNX export at the same ``height`` x ``width`` (defaults: VGGT at its
+own resolution, ``img_size`` wide and 3/4 of it high rounded to the patch, i.e. 392x518 for VGGT-1B
+and 126x168 for the bundled vggt_small; 224x224 for DINOv3); :attr:`artifact` is a synthetic artifact describing it. A VGGT session
 serves any H and W that are multiples of the patch size (``artifact.any_size_multiple``: images
 ``(frames, 3, "height", "width")``), so the runtime feeds each input at upstream's size.
 
@@ -65,9 +66,12 @@ class TorchSession(BaseSession):
         self._device = _pick_device(device)
         self.device = self._device.type
         module, family, preset, source, sha = _load(model, weights)
+        patch = module.config.patch_size
+        if family == "vggt" and height is None and width is None:  # the model's own resolution, 4:3
+            width = module.config.img_size  # 518 for VGGT-1B, as upstream; 168 for the bundled vggt_small
+            height = max(patch, round(width * 3 / 4 / patch) * patch)
         height = height or DEFAULT_SIZE[family][0]
         width = width or DEFAULT_SIZE[family][1]
-        patch = module.config.patch_size
         for axis, value in (("height", height), ("width", width)):
             if value < patch or value % patch:
                 raise ValueError(f"{axis} {value} must be a positive multiple of the patch size {patch} "

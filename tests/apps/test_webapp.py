@@ -144,3 +144,13 @@ def test_export_tab_adds_an_accepted_model(app):
     assert "small_onnx" in app.reconstruction_models()
     message, _ = app.export("checkpoint: model.safetensors", "onnx", "small_onnx", 126, 168, 4, progress=NoProgress())
     assert "exists already" in message
+
+
+def test_a_vggt_checkpoint_from_model_setup_reconstructs_on_the_pytorch_backend(app):
+    app.add_checkpoint(str(CHECKPOINT))  # what Model setup keeps, uploaded or downloaded from the Hub
+    models = app.reconstruction_models()
+    assert models["checkpoint: model.safetensors"].endswith("model.safetensors")
+    status, glb, *_ = app.run_reconstruction([str(SAMPLE)], "video", "checkpoint: model.safetensors", 0, 6, 50, True,
+                                             False, "depth", progress=NoProgress())
+    assert glb is not None and "6 keyframes" in status, status
+    assert "demo model" not in status  # a checkpoint carries no demo flag: it is the user's model

@@ -87,7 +87,8 @@ def test_torch_backend_defaults_and_errors(same_weights):
     assert session.artifact.model["source"] == "random-init"
     assert [t.shape for t in session.output_spec()] == [["batch", 64], ["batch", 196, 64]]
     assert session({"images": gate_images(224, 224, 2)})["patch_tokens"].shape == (2, 196, 64)
-    assert open_session("vggt_tiny", device="cpu").artifact.input_size == {"height": 392, "width": 518}
+    # VGGT defaults to its own resolution at 4:3: 224 wide for vggt_tiny (392x518 for vggt_1b, 126x168 vggt_small)
+    assert open_session("vggt_tiny", device="cpu").artifact.input_size == {"height": 168, "width": 224}
     with pytest.raises(ValueError, match="unknown model 'vggt_tinyy'.*Did you mean vggt_tiny"):
         open_session("vggt_tinyy")
     with pytest.raises(ValueError, match="multiple of the patch size 14"):

@@ -57,7 +57,8 @@ def _config(**kw) -> ReconstructConfig:
 
 def test_torch_backend_feeds_a_16_9_video_whole_at_294x518(video_1080p, tmp_path):
     out = tmp_path / "rec"
-    report = reconstruct_to_folder(video_1080p, "vggt_tiny", out, _config(), progress=False)
+    # vggt_tiny's own resolution is 224 wide; VGGT-1B's is 518, which long_side=518 asks for here
+    report = reconstruct_to_folder(video_1080p, "vggt_tiny", out, _config(long_side=518), progress=False)
     pre = report["preprocessing"]
     assert report["backend"]["name"] == "torch" and pre["model_input_hw"] == [294, 518]
     assert pre["notes"] == [] and pre["served_sizes"] == "any H x W that are multiples of 14"
@@ -142,7 +143,7 @@ def test_depth_npz_maps_back_to_the_photo(tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((300, 200, 3), 128, np.uint8)).save(photo)  # portrait: upstream crops rows
     out = tmp_path / "rec"
-    reconstruct_to_folder(photo, "vggt_tiny", out, _config(), progress=False)
+    reconstruct_to_folder(photo, "vggt_tiny", out, _config(long_side=518), progress=False)
     npz = np.load(out / "depth" / "00000.npz")
     f = json.loads((out / "cameras_source.json").read_text())["frames"][0]
     resize = Resize.from_provenance(npz)
@@ -168,7 +169,7 @@ def test_cli_runs_a_preset_with_random_weights_and_says_so(tmp_path, capsys):
     assert main(["reconstruct", str(VIDEO), "--model", "vggt_tiny", "--random-weights", "--device", "cpu",
                  "--out", str(out), "--max-frames", "6", "--window", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "RANDOM weights" in printed and "frames fed at 392x518" in printed  # 4:3 at long side 518
+    assert "RANDOM weights" in printed and "frames fed at 168x224" in printed  # 4:3 at vggt_tiny's 224
 
 
 def test_cli_says_when_the_bundled_demo_model_ran(tmp_path, capsys):
