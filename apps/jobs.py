@@ -187,7 +187,8 @@ class JobManager:
             outputs = sorted(str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*")
                              if p.is_file())
             self._update(job, status="done", progress=1.0, finished=time.time(), outputs=outputs,
-                         message=f"{report['keyframes']} keyframes, {report['points']} points")
+                         message="; ".join([f"{report['keyframes']} keyframes, {report['points']} points",
+                                            *report.get("model_notes", [])]))
         except JobCancelled:
             self._update(job, status="cancelled", finished=time.time(), message="cancelled while running")
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error, the worker goes on

@@ -1,5 +1,7 @@
-"""The models a service or app offers: the bundled default VGGT artifact plus the artifact folders
-in a models directory. Clients name a model; they never pass a path.
+"""The models a service or app offers: the bundled default VGGT artifact, the artifact folders in a
+models directory, and PyTorch VGGT models the operator names (``serve --vggt NAME=SOURCE``: a Hub id
+such as facebook/VGGT-1B, or a checkpoint file), run by the PyTorch backend (CUDA when present).
+Clients name a model; they never pass a path.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from edgescene.assets import DEFAULT_MODEL, default_model_dir
 from edgescene.runtime.artifact import ArtifactError, read_artifact
+from edgescene.runtime.session import is_hub_id
 
 
 @dataclass(frozen=True)
@@ -29,19 +32,34 @@ def _describe(path: Path) -> dict:
             "accepted": bool(artifact.accepted), "created_utc": artifact.created_utc}
 
 
-def list_models(models_dir: Path | None) -> list[ModelEntry]:
-    """The bundled model first, then every sub-folder of ``models_dir`` holding an ``artifact.json``."""
+def _describe_pytorch(source: str) -> dict:
+    """A PyTorch VGGT model named by the operator, described without loading it."""
+    if is_hub_id(source):
+        return {"usable": True, "family": "vggt", "format": "pytorch", "backend": "torch", "source": f"hub:{source}"}
+    path = Path(source)
+    if not path.is_file():
+        return {"usable": False, "error": f"{path.name}: no such checkpoint file"}
+    return {"usable": True, "family": "vggt", "format": "pytorch", "backend": "torch", "source": path.name}
+
+
+def list_models(models_dir: Path | None, pytorch_models: dict[str, str] | None = None) -> list[ModelEntry]:
+    """The bundled model first, then every sub-folder of ``models_dir`` holding an ``artifact.json``,
+    then ``pytorch_models`` (name -> Hub id or checkpoint file)."""
     entries = [ModelEntry(DEFAULT_MODEL, default_model_dir(), {**_describe(default_model_dir()), "bundled": True})]
     if models_dir is not None and Path(models_dir).is_dir():
         for folder in sorted(Path(models_dir).iterdir()):
             if folder.name != DEFAULT_MODEL and (folder / "artifact.json").is_file():
                 entries.append(ModelEntry(folder.name, folder, {**_describe(folder), "bundled": False}))
+    for name, source in (pytorch_models or {}).items():
+        entries.append(ModelEntry(name, Path(source), {**_describe_pytorch(source), "bundled": False}))
     return entries
 
 
-def find_model(models_dir: Path | None, name: str | None, family: str = "vggt") -> ModelEntry:
+def find_model(models_dir: Path | None, name: str | None, family: str = "vggt",
+               pytorch_models: dict[str, str] | None = None) -> ModelEntry:
     """The usable ``family`` model called ``name`` (None: the bundled default); ValueError naming the choices."""
-    entries = [e for e in list_models(models_dir) if e.info.get("usable") and e.info.get("family") == family]
+    entries = [e for e in list_models(models_dir, pytorch_models)
+               if e.info.get("usable") and e.info.get("family") == family]
     name = name or DEFAULT_MODEL
     for entry in entries:
         if entry.name == name:

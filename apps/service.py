@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -31,11 +31,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from edgescene import __version__
+from edgescene.assets import DEFAULT_MODEL
 from edgescene.apps.jobs import JobManager, QueueFull, new_job_id
 from edgescene.apps.models_catalog import find_model, list_models
 from edgescene.apps.uploads import UploadError, check_kinds, kind_of, resolve_inside, safe_name, save_stream
 from edgescene.runtime.frames import InputError
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
+from edgescene.runtime.session import is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class ServiceConfig:
 
     jobs_dir: Path = Path("jobs")
     models_dir: Path | None = None  # artifact folders offered besides the bundled model
+    pytorch_models: dict[str, str] = field(default_factory=dict)  # name -> Hub id or checkpoint (PyTorch backend)
     max_upload_mb: float = 500.0  # per request, all files together
     max_files: int = 500
     queue_size: int = 4  # jobs waiting for a worker
@@ -58,6 +61,11 @@ class ServiceConfig:
             object.__setattr__(self, "models_dir", Path(self.models_dir))
             if not self.models_dir.is_dir():
                 raise ValueError(f"models_dir {self.models_dir} is not a folder; create it or leave it out")
+        for name, source in self.pytorch_models.items():
+            if not name or "/" in name or name == DEFAULT_MODEL:
+                raise ValueError(f"model name {name!r} must be non-empty, without '/', and not {DEFAULT_MODEL!r}")
+            if not (is_hub_id(source) or Path(source).is_file()):
+                raise ValueError(f"--vggt {name}={source}: neither a Hub id (facebook/VGGT-1B) nor a checkpoint file")
         for name in ("max_upload_mb", "stream_max_frame_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -94,6 +102,7 @@ class ModelInfo(BaseModel):
     frames: dict[str, int] | None = None
     accepted: bool | None = None
     created_utc: str | None = None
+    source: str | None = None  # PyTorch models: the Hub id or the checkpoint's file name
     error: str | None = None
 
 
@@ -204,7 +213,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
 
     @app.get("/models", response_model=list[ModelInfo])
     def models() -> list[ModelInfo]:
-        return [ModelInfo(name=e.name, **{"bundled": False, "usable": False, **e.info}) for e in list_models(config.models_dir)]
+        return [ModelInfo(name=e.name, **{"bundled": False, "usable": False, **e.info}) for e in list_models(config.models_dir, config.pytorch_models)]
 
     @app.post("/jobs", status_code=202, response_model=JobInfo, responses=ERRORS)
     def submit(files: list[UploadFile] = File(..., description="one video, or one or more images"),
@@ -219,7 +228,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         if not jobs.has_room():
             raise HTTPException(429, f"the queue is full ({config.queue_size} jobs waiting); retry when one has finished")
         try:
-            entry = find_model(config.models_dir, model)
+            entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
             options = ReconstructConfig(every_s=every_s, max_frames=max_frames, conf_percentile=conf_percentile,
                                         branch=branch, window=window, overlap=min(2, window - 1))
         except ValueError as exc:
@@ -285,7 +294,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
 
     def reconstructor(model: str | None, window: int) -> Reconstructor:
         """The (model, window) reconstructor, opened and warmed up on first use (sessions are thread-safe)."""
-        entry = find_model(config.models_dir, model)
+        entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
         with opening:
             if (entry.name, window) not in reconstructors:
                 rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))

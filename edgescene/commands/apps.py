@@ -18,6 +18,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="one folder per job is made here")
     p.add_argument("--models-dir", type=Path, help="artifact folders offered besides the bundled model")
+    p.add_argument("--vggt", action="append", default=[], metavar="NAME=SOURCE",
+                   help="offer a PyTorch VGGT model as NAME: a Hub id (VGGT-1B=facebook/VGGT-1B, from the Hugging "
+                        "Face cache or downloaded on first use) or a checkpoint file (VGGT-1B=weights/model.pt); "
+                        "runs on CUDA when present; repeatable")
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="per request, all files together")
     p.add_argument("--queue-size", type=int, default=4, help="jobs that may wait for a worker (then 429)")
     p.add_argument("--workers", type=int, default=1, help="jobs run at once")
@@ -30,8 +34,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from edgescene.apps.service import ServiceConfig, create_app
 
+    pytorch_models = {}
+    for item in args.vggt:
+        name, sep, source = item.partition("=")
+        if not sep or not name or not source:
+            raise ValueError(f"--vggt takes NAME=SOURCE (e.g. VGGT-1B=facebook/VGGT-1B), got {item!r}")
+        pytorch_models[name] = source
     config = ServiceConfig(jobs_dir=args.jobs_dir, models_dir=args.models_dir, max_upload_mb=args.max_upload_mb,
-                           queue_size=args.queue_size, workers=args.workers)
+                           queue_size=args.queue_size, workers=args.workers, pytorch_models=pytorch_models)
     print(f"edgescene serve: {config}")
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")

@@ -62,6 +62,7 @@ def test_video_job_runs_and_serves_its_outputs(client, tmp_path):
     assert job["kind"] == "video" and job["status"] in ("queued", "running") and job["model"] == DEFAULT_MODEL
     job = _wait(client, job["id"])
     assert job["status"] == "done", job
+    assert "demo model" in job["message"] and "facebook/VGGT-1B" in job["message"]  # the bundled model says so
     assert job["progress"] == 1.0 and job["frames_seen"] == 10
     assert {"scene.glb", "points.ply", "cameras.json", "report.json", "trajectory.tum"} <= set(job["outputs"])
     glb = client.get(f"/jobs/{job['id']}/files/scene.glb")
@@ -233,6 +234,30 @@ def test_models_dir_lists_user_artifacts(tmp_path):
         assert r.status_code == 400 and "my_model" in r.json()["detail"]
         job = _wait(c, c.post("/jobs", files=[_video()], data={"model": "my_model", "max_frames": "4"}).json()["id"])
         assert job["status"] == "done" and job["model"] == "my_model"  # a name: server paths are not shown
+
+
+def test_pytorch_models_by_checkpoint_and_hub_id(tmp_path, monkeypatch):
+    from edgescene.assets import default_model_dir
+
+    checkpoint = default_model_dir() / "model.safetensors"  # the bundled vggt_small weights, as a user's file
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    config = ServiceConfig(jobs_dir=tmp_path / "jobs",
+                           pytorch_models={"mine": str(checkpoint), "VGGT-1B": "facebook/VGGT-1B"})
+    with TestClient(create_app(config)) as c:
+        listed = {m["name"]: m for m in c.get("/models").json()}
+        assert listed["mine"]["usable"] and listed["mine"]["backend"] == "torch"
+        assert listed["mine"]["source"] == "model.safetensors"  # the file's name, never the server's path
+        assert listed["VGGT-1B"]["source"] == "hub:facebook/VGGT-1B"
+        job = _wait(c, c.post("/jobs", files=[_video()], data={"model": "mine", "max_frames": "4",
+                                                               "window": "4"}).json()["id"])
+        assert job["status"] == "done", job
+        report = c.get(f"/jobs/{job['id']}/files/report.json").json()
+        assert report["backend"]["name"] == "torch" and report["preprocessing"]["model_input_hw"] == [126, 168]
+        job = _wait(c, c.post("/jobs", files=[_video()], data={"model": "VGGT-1B", "max_frames": "4"}).json()["id"])
+        assert job["status"] == "failed" and "edgescene download --repo-id facebook/VGGT-1B" in job["error"]
+    with pytest.raises(ValueError, match="neither a Hub id"):
+        ServiceConfig(jobs_dir=tmp_path / "jobs", pytorch_models={"x": str(tmp_path / "missing.pt")})
 
 
 def test_stream_clients_share_the_model_but_not_their_state(client):
