@@ -12,6 +12,7 @@ threads: onnxruntime releases the GIL while the model runs, so the API stays res
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -24,6 +25,7 @@ from pathlib import Path
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
 log = logging.getLogger(__name__)
+
 
 class QueueFull(RuntimeError):
     """Every queue slot is taken; the client should retry later (HTTP 429)."""
@@ -71,8 +73,9 @@ class JobManager:
         self._configs: dict[str, tuple[Path, ReconstructConfig]] = {}  # model folder, options: jobs not yet started
         self._cancel: set[str] = set()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._work, name=f"edgescene-job-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"edgescene-job-{i}", daemon=True) for i in range(workers)
+        ]
         for t in self._threads:
             t.start()
 
@@ -103,7 +106,9 @@ class JobManager:
                 self._queue.put_nowait(job_id)
             except queue.Full:
                 del self._jobs[job_id], self._configs[job_id]
-                raise QueueFull(f"{self._queue.maxsize} jobs are already waiting; retry when one has finished") from None
+                raise QueueFull(
+                    f"{self._queue.maxsize} jobs are already waiting; retry when one has finished"
+                ) from None
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -137,10 +142,8 @@ class JobManager:
 
     def shutdown(self) -> None:
         for _ in self._threads:
-            try:
+            with contextlib.suppress(queue.Full):  # a full queue: the worker stops after its current job
                 self._queue.put_nowait(None)
-            except queue.Full:
-                pass
 
     # -- worker ----------------------------------------------------------------------------------
     def _save(self, job: Job) -> None:
@@ -182,19 +185,29 @@ class JobManager:
 
         try:
             model_path, config = self._configs.pop(job.id)
-            report = reconstruct_to_folder(source, model_path, self.output_dir(job.id), config, progress=False,
-                                           on_frame=on_frame)
-            outputs = sorted(str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*")
-                             if p.is_file())
-            self._update(job, status="done", progress=1.0, finished=time.time(), outputs=outputs,
-                         message="; ".join([f"{report['keyframes']} keyframes, {report['points']} points",
-                                            *report.get("model_notes", [])]))
+            report = reconstruct_to_folder(
+                source, model_path, self.output_dir(job.id), config, progress=False, on_frame=on_frame
+            )
+            outputs = sorted(
+                str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*") if p.is_file()
+            )
+            self._update(
+                job,
+                status="done",
+                progress=1.0,
+                finished=time.time(),
+                outputs=outputs,
+                message="; ".join(
+                    [f"{report['keyframes']} keyframes, {report['points']} points", *report.get("model_notes", [])]
+                ),
+            )
         except JobCancelled:
             self._update(job, status="cancelled", finished=time.time(), message="cancelled while running")
-        except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error, the worker goes on
+        except Exception as exc:
             log.exception("job %s failed", job.id)
-            self._update(job, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}",
-                         message="failed")
+            self._update(
+                job, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}", message="failed"
+            )
 
 
 __all__ = ["Job", "JobCancelled", "JobManager", "QueueFull", "new_job_id"]

@@ -26,10 +26,18 @@ def _describe(path: Path) -> dict:
         artifact = read_artifact(path, require_accepted=False)
     except (ArtifactError, OSError, ValueError) as exc:
         return {"usable": False, "error": str(exc)}
-    return {"usable": bool(artifact.accepted), "family": artifact.model.get("family"),
-            "preset": artifact.model.get("preset"), "format": artifact.format, "precision": artifact.precision,
-            "backend": artifact.backend, "input_size": artifact.input_size, "frames": artifact.frames,
-            "accepted": bool(artifact.accepted), "created_utc": artifact.created_utc}
+    return {
+        "usable": bool(artifact.accepted),
+        "family": artifact.model.get("family"),
+        "preset": artifact.model.get("preset"),
+        "format": artifact.format,
+        "precision": artifact.precision,
+        "backend": artifact.backend,
+        "input_size": artifact.input_size,
+        "frames": artifact.frames,
+        "accepted": bool(artifact.accepted),
+        "created_utc": artifact.created_utc,
+    }
 
 
 def _describe_pytorch(source: str) -> dict:
@@ -55,11 +63,13 @@ def list_models(models_dir: Path | None, pytorch_models: dict[str, str] | None =
     return entries
 
 
-def find_model(models_dir: Path | None, name: str | None, family: str = "vggt",
-               pytorch_models: dict[str, str] | None = None) -> ModelEntry:
+def find_model(
+    models_dir: Path | None, name: str | None, family: str = "vggt", pytorch_models: dict[str, str] | None = None
+) -> ModelEntry:
     """The usable ``family`` model called ``name`` (None: the bundled default); ValueError naming the choices."""
-    entries = [e for e in list_models(models_dir, pytorch_models)
-               if e.info.get("usable") and e.info.get("family") == family]
+    entries = [
+        e for e in list_models(models_dir, pytorch_models) if e.info.get("usable") and e.info.get("family") == family
+    ]
     name = name or DEFAULT_MODEL
     for entry in entries:
         if entry.name == name:

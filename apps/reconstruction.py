@@ -53,24 +53,37 @@ def check_inputs(paths: Sequence[str | Path], mode: str) -> list[Path]:
             kinds.append(kind_of(p.name, f.read(16)))
     kind = check_kinds(kinds)
     if kind != MODES[mode]:
-        raise ValueError(f"input mode '{mode}' needs {'one video' if mode == 'video' else 'images'}, "
-                         f"but the upload is {'a video' if kind == 'video' else 'images'}; switch the mode")
+        raise ValueError(
+            f"input mode '{mode}' needs {'one video' if mode == 'video' else 'images'}, "
+            f"but the upload is {'a video' if kind == 'video' else 'images'}; switch the mode"
+        )
     if mode == "single image" and len(paths) != 1:
         raise ValueError(f"'single image' takes exactly one image, got {len(paths)}; choose 'several images'")
     return paths
 
 
-def reconstruct(paths: Sequence[str | Path], mode: str, model: str | Path, out_root: str | Path,
-                every_s: float | None = None, max_frames: int | None = None, window: int = 8,
-                options: ViewOptions = ViewOptions(),
-                on_frame: Callable[[int, int | None], None] | None = None) -> Rendered:
+def reconstruct(
+    paths: Sequence[str | Path],
+    mode: str,
+    model: str | Path,
+    out_root: str | Path,
+    every_s: float | None = None,
+    max_frames: int | None = None,
+    window: int = 8,
+    options: ViewOptions = ViewOptions(),
+    on_frame: Callable[[int, int | None], None] | None = None,
+) -> Rendered:
     """Run the model over the inputs once, cache its predictions in a new folder and render them."""
     paths = check_inputs(paths, mode)
     start = time.perf_counter()
     source = paths[0] if mode != "several images" else paths
     frames = open_frames(source, every_s=every_s if mode == "video" else None, max_frames=max_frames)
-    rec = Reconstructor(model, ReconstructConfig(window=window, overlap=min(2, window - 1), branch=options.branch,
-                                                 conf_percentile=options.conf_percentile))
+    rec = Reconstructor(
+        model,
+        ReconstructConfig(
+            window=window, overlap=min(2, window - 1), branch=options.branch, conf_percentile=options.conf_percentile
+        ),
+    )
     expected = frames.expected_count()
     seen = []
 
@@ -111,9 +124,17 @@ def _render(cache: SceneCache, folder: Path, options: ViewOptions, start: float,
             old.rmdir()
     points = int(json.loads((view / "view.json").read_text())["points"])
     depth_images = cache.depth_images() if model_run else []  # unchanged by display options: made once
-    return Rendered(folder=folder, glb=paths["glb"], ply=paths["ply"], depth_images=depth_images,
-                    points=points, keyframes=len(cache.depth), seconds=time.perf_counter() - start,
-                    model_run=model_run, branches=cache.branches)
+    return Rendered(
+        folder=folder,
+        glb=paths["glb"],
+        ply=paths["ply"],
+        depth_images=depth_images,
+        points=points,
+        keyframes=len(cache.depth),
+        seconds=time.perf_counter() - start,
+        model_run=model_run,
+        branches=cache.branches,
+    )
 
 
 __all__ = ["MODES", "Rendered", "check_inputs", "reconstruct", "rerender"]

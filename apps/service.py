@@ -31,10 +31,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from edgescene import __version__
-from edgescene.assets import DEFAULT_MODEL
 from edgescene.apps.jobs import JobManager, QueueFull, new_job_id
 from edgescene.apps.models_catalog import find_model, list_models
 from edgescene.apps.uploads import UploadError, check_kinds, kind_of, resolve_inside, safe_name, save_stream
+from edgescene.assets import DEFAULT_MODEL
 from edgescene.runtime.frames import InputError
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
@@ -79,6 +79,7 @@ class ServiceConfig:
 
 
 # ----------------------------------------------------------------------------- response schemas
+
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -128,14 +129,17 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS = {status: {"model": Problem, "description": text} for status, text in {
-    400: "bad request (e.g. a video together with images, unknown model)",
-    404: "unknown job or file",
-    409: "the job has not finished: no outputs yet",
-    413: "upload over the size limit",
-    415: "unsupported file type",
-    429: "the job queue is full: retry later",
-}.items()}
+ERRORS = {
+    status: {"model": Problem, "description": text}
+    for status, text in {
+        400: "bad request (e.g. a video together with images, unknown model)",
+        404: "unknown job or file",
+        409: "the job has not finished: no outputs yet",
+        413: "upload over the size limit",
+        415: "unsupported file type",
+        429: "the job queue is full: retry later",
+    }.items()
+}
 
 
 def _job_info(job) -> JobInfo:
@@ -155,8 +159,14 @@ class _BodyLimit:
         slack = 1 << 20  # multipart framing around the files
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit + slack:
-            return await _problem(scope, receive, send, 413, f"upload of {int(length) / 2**20:.1f} MiB is over the limit of "
-                                             f"{self.limit / 2**20:.0f} MiB; send fewer or smaller files")
+            return await _problem(
+                scope,
+                receive,
+                send,
+                413,
+                f"upload of {int(length) / 2**20:.1f} MiB is over the limit of "
+                f"{self.limit / 2**20:.0f} MiB; send fewer or smaller files",
+            )
         seen = 0
 
         async def counted():
@@ -164,8 +174,9 @@ class _BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit + slack:  # an HTTPException passes FastAPI's body parsing unchanged
-                raise HTTPException(413, f"upload over the limit of {self.limit / 2**20:.0f} MiB; "
-                                         "send fewer or smaller files")
+                raise HTTPException(
+                    413, f"upload over the limit of {self.limit / 2**20:.0f} MiB; send fewer or smaller files"
+                )
             return message
 
         return await self.app(scope, counted, send)
@@ -184,8 +195,12 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         yield
         jobs.shutdown()
 
-    app = FastAPI(title="edgescene", version=__version__, lifespan=lifespan,
-                  description="3D reconstruction of images and video with VGGT: jobs, downloads and a live stream.")
+    app = FastAPI(
+        title="edgescene",
+        version=__version__,
+        lifespan=lifespan,
+        description="3D reconstruction of images and video with VGGT: jobs, downloads and a live stream.",
+    )
     app.state.jobs, app.state.config = jobs, config
     app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes)
 
@@ -202,35 +217,57 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             if match is not None and match.name != "NONE" and route.methods:
                 allowed |= route.methods
         allow = ", ".join(sorted(allowed))
-        return JSONResponse({"detail": f"method {request.method} is not allowed here; use {allow}"},
-                            status_code=405, headers={"Allow": allow})
+        return JSONResponse(
+            {"detail": f"method {request.method} is not allowed here; use {allow}"},
+            status_code=405,
+            headers={"Allow": allow},
+        )
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
         states = [j.status for j in jobs.list()]
-        return Health(status="ok", version=__version__, queued=states.count("queued"),
-                      running=states.count("running"), queue_capacity=config.queue_size, workers=config.workers)
+        return Health(
+            status="ok",
+            version=__version__,
+            queued=states.count("queued"),
+            running=states.count("running"),
+            queue_capacity=config.queue_size,
+            workers=config.workers,
+        )
 
     @app.get("/models", response_model=list[ModelInfo])
     def models() -> list[ModelInfo]:
-        return [ModelInfo(name=e.name, **{"bundled": False, "usable": False, **e.info}) for e in list_models(config.models_dir, config.pytorch_models)]
+        return [
+            ModelInfo(name=e.name, **{"bundled": False, "usable": False, **e.info})
+            for e in list_models(config.models_dir, config.pytorch_models)
+        ]
 
     @app.post("/jobs", status_code=202, response_model=JobInfo, responses=ERRORS)
-    def submit(files: list[UploadFile] = File(..., description="one video, or one or more images"),
-               model: str | None = Form(None, description="a name from /models (default: the bundled model)"),
-               every_s: float | None = Form(None, gt=0, description="video: keep one frame every this many seconds"),
-               max_frames: int | None = Form(None, ge=1, description="stop after this many frames"),
-               conf_percentile: float = Form(50.0, ge=0, le=100, description="drop the less confident points"),
-               branch: Literal["depth", "points"] = Form("depth"),
-               window: int = Form(8, ge=2, description="keyframes per model call")) -> JobInfo:
+    def submit(
+        files: list[UploadFile] = File(..., description="one video, or one or more images"),
+        model: str | None = Form(None, description="a name from /models (default: the bundled model)"),
+        every_s: float | None = Form(None, gt=0, description="video: keep one frame every this many seconds"),
+        max_frames: int | None = Form(None, ge=1, description="stop after this many frames"),
+        conf_percentile: float = Form(50.0, ge=0, le=100, description="drop the less confident points"),
+        branch: Literal["depth", "points"] = Form("depth"),
+        window: int = Form(8, ge=2, description="keyframes per model call"),
+    ) -> JobInfo:
         if len(files) > config.max_files:
             raise UploadError(f"{len(files)} files is more than the limit of {config.max_files}; send fewer images")
         if not jobs.has_room():
-            raise HTTPException(429, f"the queue is full ({config.queue_size} jobs waiting); retry when one has finished")
+            raise HTTPException(
+                429, f"the queue is full ({config.queue_size} jobs waiting); retry when one has finished"
+            )
         try:
             entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
-            options = ReconstructConfig(every_s=every_s, max_frames=max_frames, conf_percentile=conf_percentile,
-                                        branch=branch, window=window, overlap=min(2, window - 1))
+            options = ReconstructConfig(
+                every_s=every_s,
+                max_frames=max_frames,
+                conf_percentile=conf_percentile,
+                branch=branch,
+                window=window,
+                overlap=min(2, window - 1),
+            )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         job_id = new_job_id()
@@ -242,8 +279,9 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
                 head = upload.file.read(16)
                 upload.file.seek(0)
                 kinds.append(kind_of(upload.filename or "", head))
-                used += save_stream(upload.file, inputs / safe_name(upload.filename or "", i),
-                                    config.max_upload_bytes, used)
+                used += save_stream(
+                    upload.file, inputs / safe_name(upload.filename or "", i), config.max_upload_bytes, used
+                )
             kind = check_kinds(kinds)
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
@@ -274,8 +312,10 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         _job(job_id)
         return _job_info(jobs.cancel(job_id))
 
-    @app.get("/jobs/{job_id}/files/{path:path}", responses={**ERRORS, 200: {
-        "description": "the file", "content": {"application/octet-stream": {}}}})
+    @app.get(
+        "/jobs/{job_id}/files/{path:path}",
+        responses={**ERRORS, 200: {"description": "the file", "content": {"application/octet-stream": {}}}},
+    )
     def download(job_id: str, path: str):
         job = _job(job_id)
         if job.status != "done":
@@ -318,16 +358,24 @@ def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False)
     """The running reconstruction as JSON: counts, every keyframe's camera, a subsample of the map."""
     core = stream.core
     extrinsics, _ = core.trajectory()
-    message = {"type": "final" if final else "update", "frame": frame_number, "keyframe": keyframe,
-               "keyframes": len(extrinsics), "windows": core.state.windows,
-               "points": len(core.map) if core.map is not None else 0,
-               "camera_centers": core.camera_centers().round(5).tolist(),
-               "extrinsics": extrinsics.round(6).tolist()}
+    message = {
+        "type": "final" if final else "update",
+        "frame": frame_number,
+        "keyframe": keyframe,
+        "keyframes": len(extrinsics),
+        "windows": core.state.windows,
+        "points": len(core.map) if core.map is not None else 0,
+        "camera_centers": core.camera_centers().round(5).tolist(),
+        "extrinsics": extrinsics.round(6).tolist(),
+    }
     if core.map is not None and len(core.map):
         points, colors = core.map.points, core.map.colors
         step = max(1, len(points) // PREVIEW_POINTS)
-        message["preview"] = {"points": points[::step].round(4).tolist(), "colors": colors[::step].tolist(),
-                              "every": step}
+        message["preview"] = {
+            "points": points[::step].round(4).tolist(),
+            "colors": colors[::step].tolist(),
+            "every": step,
+        }
     return message
 
 
@@ -359,18 +407,29 @@ async def _stream_session(websocket: WebSocket, config: ServiceConfig, open_reco
                         await websocket.send_json(_map_message(stream, stream.frames_seen, False, final=True))
                     await websocket.close()
                     return
-                await websocket.send_json({"type": "error", "detail": "text messages: only 'finish'; send frames "
-                                                                      "as binary JPEG/PNG messages"})
+                await websocket.send_json(
+                    {"type": "error", "detail": "text messages: only 'finish'; send frames as binary JPEG/PNG messages"}
+                )
                 continue
             data = message.get("bytes") or b""
             if len(data) > limit:
-                await websocket.send_json({"type": "error", "detail": f"frame of {len(data) / 2**20:.1f} MiB is "
-                                           f"over the {config.stream_max_frame_mb:g} MiB limit; send smaller frames"})
+                await websocket.send_json(
+                    {
+                        "type": "error",
+                        "detail": f"frame of {len(data) / 2**20:.1f} MiB is "
+                        f"over the {config.stream_max_frame_mb:g} MiB limit; send smaller frames",
+                    }
+                )
                 continue
             bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if bgr is None:
-                await websocket.send_json({"type": "error", "detail": f"frame {stream.frames_seen + 1}: not a "
-                                           "decodable image; send each frame as JPEG or PNG bytes"})
+                await websocket.send_json(
+                    {
+                        "type": "error",
+                        "detail": f"frame {stream.frames_seen + 1}: not a "
+                        "decodable image; send each frame as JPEG or PNG bytes",
+                    }
+                )
                 continue
             start = time.perf_counter()
             try:
@@ -381,8 +440,12 @@ async def _stream_session(websocket: WebSocket, config: ServiceConfig, open_reco
             if state is not None:
                 reply = _map_message(stream, stream.frames_seen, True)
             else:
-                reply = {"type": "ack", "frame": stream.frames_seen,
-                         "keyframes_pending": True, "points": len(stream.map) if stream.map is not None else 0}
+                reply = {
+                    "type": "ack",
+                    "frame": stream.frames_seen,
+                    "keyframes_pending": True,
+                    "points": len(stream.map) if stream.map is not None else 0,
+                }
             reply["push_ms"] = round(1000 * (time.perf_counter() - start), 2)
             await websocket.send_json(reply)
     except WebSocketDisconnect:

@@ -33,19 +33,23 @@ class UnsupportedType(UploadError):
 
 
 def _is_image(head: bytes) -> bool:
-    return (head.startswith(b"\xff\xd8\xff")  # JPEG
-            or head.startswith(b"\x89PNG\r\n\x1a\n")
-            or head.startswith(b"BM")
-            or head[:4] in (b"II*\x00", b"MM\x00*")  # TIFF
-            or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
-            or (len(head) >= 2 and head[0:1] == b"P" and head[1:2] in b"123456"))  # PNM
+    return (
+        head.startswith(b"\xff\xd8\xff")  # JPEG
+        or head.startswith(b"\x89PNG\r\n\x1a\n")
+        or head.startswith(b"BM")
+        or head[:4] in (b"II*\x00", b"MM\x00*")  # TIFF
+        or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
+        or (len(head) >= 2 and head[0:1] == b"P" and head[1:2] in b"123456")
+    )  # PNM
 
 
 def _is_video(head: bytes) -> bool:
-    return (head[4:8] == b"ftyp"  # MP4 / MOV (ISO base media)
-            or head[4:8] in (b"moov", b"mdat", b"wide", b"free")  # older QuickTime
-            or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
-            or head.startswith(b"\x1a\x45\xdf\xa3"))  # Matroska / WebM
+    return (
+        head[4:8] == b"ftyp"  # MP4 / MOV (ISO base media)
+        or head[4:8] in (b"moov", b"mdat", b"wide", b"free")  # older QuickTime
+        or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
+        or head.startswith(b"\x1a\x45\xdf\xa3")
+    )  # Matroska / WebM
 
 
 def kind_of(name: str, head: bytes) -> str:
@@ -54,13 +58,17 @@ def kind_of(name: str, head: bytes) -> str:
     supported = f"images {', '.join(IMAGE_EXTENSIONS)}; videos {', '.join(VIDEO_EXTENSIONS)}"
     if suffix in IMAGE_EXTENSIONS:
         if not _is_image(head):
-            raise UnsupportedType(f"{name!r} is named like an image but its content is not a known image format; "
-                                  f"upload the original file ({supported})")
+            raise UnsupportedType(
+                f"{name!r} is named like an image but its content is not a known image format; "
+                f"upload the original file ({supported})"
+            )
         return "image"
     if suffix in VIDEO_EXTENSIONS:
         if not _is_video(head):
-            raise UnsupportedType(f"{name!r} is named like a video but its content is not a known video container; "
-                                  f"upload the original file ({supported})")
+            raise UnsupportedType(
+                f"{name!r} is named like a video but its content is not a known video container; "
+                f"upload the original file ({supported})"
+            )
         return "video"
     raise UnsupportedType(f"{name!r}: unsupported file type {suffix or '(no extension)'!r}; upload {supported}")
 
@@ -93,8 +101,10 @@ def save_stream(source: BinaryIO, target: Path, limit_bytes: int, used_bytes: in
             while chunk := source.read(CHUNK):
                 written += len(chunk)
                 if used_bytes + written > limit_bytes:
-                    raise UploadTooLarge(f"upload larger than the limit of {limit_bytes / 2**20:.0f} MiB; send fewer or "
-                                         "smaller files (or start the service with a larger --max-upload-mb)")
+                    raise UploadTooLarge(
+                        f"upload larger than the limit of {limit_bytes / 2**20:.0f} MiB; send fewer or "
+                        "smaller files (or start the service with a larger --max-upload-mb)"
+                    )
                 out.write(chunk)
     except BaseException:
         target.unlink(missing_ok=True)
@@ -114,5 +124,13 @@ def resolve_inside(folder: Path, relative: str) -> Path:
     return target
 
 
-__all__ = ["UploadError", "UploadTooLarge", "UnsupportedType", "check_kinds", "kind_of", "resolve_inside",
-           "safe_name", "save_stream"]
+__all__ = [
+    "UploadError",
+    "UploadTooLarge",
+    "UnsupportedType",
+    "check_kinds",
+    "kind_of",
+    "resolve_inside",
+    "safe_name",
+    "save_stream",
+]

@@ -25,7 +25,6 @@ from edgescene.apps.workspace import CHECKPOINT_SUFFIXES, Workspace
 from edgescene.runtime.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from edgescene.runtime.scene import ViewOptions
 
-
 VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_base", "vggt_1b")
 DINO_TRAIN_PRESETS = ("dinov3_tiny", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
 EXPORT_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "tensorrt", "triton")
@@ -70,8 +69,10 @@ class WebApp:
         return models
 
     def checkpoint_rows(self) -> list[list]:
-        return [[r.get("name"), r.get("family"), r.get("preset"), r.get("parameters"), r.get("size_mb")]
-                for r in self.workspace.checkpoints()]
+        return [
+            [r.get("name"), r.get("family"), r.get("preset"), r.get("parameters"), r.get("size_mb")]
+            for r in self.workspace.checkpoints()
+        ]
 
     def checkpoint_choices(self) -> list[str]:
         return [r["name"] for r in self.workspace.checkpoints()]
@@ -103,8 +104,20 @@ class WebApp:
         return "\n".join(lines)
 
     # -- training ----------------------------------------------------------------------------
-    def start_training(self, kind: str, dataset_dir: str, run_name: str, preset: str, steps: float, batch_size: float,
-                       lr: float, device: str, init: str | None, height: float = 0, width: float = 0) -> str:
+    def start_training(
+        self,
+        kind: str,
+        dataset_dir: str,
+        run_name: str,
+        preset: str,
+        steps: float,
+        batch_size: float,
+        lr: float,
+        device: str,
+        init: str | None,
+        height: float = 0,
+        width: float = 0,
+    ) -> str:
         from edgescene.train.launch import start_training
 
         current = self.runs.get(kind)
@@ -113,31 +126,48 @@ class WebApp:
         try:
             out_dir = self.workspace.run_dir(run_name)
             if (out_dir / "last.pt").exists():
-                raise ValueError(f"run {out_dir.name!r} already has a checkpoint; choose another name "
-                                 "(nothing is overwritten)")
+                raise ValueError(
+                    f"run {out_dir.name!r} already has a checkpoint; choose another name (nothing is overwritten)"
+                )
             if not dataset_dir or not (Path(dataset_dir) / "manifest.json").is_file():
-                raise ValueError(f"dataset folder {dataset_dir!r} has no manifest.json; make one with "
-                                 "`edgescene preprocess` or `edgescene synth`")
+                raise ValueError(
+                    f"dataset folder {dataset_dir!r} has no manifest.json; make one with "
+                    "`edgescene preprocess` or `edgescene synth`"
+                )
             init_path = str(self.workspace.checkpoints_dir / init) if init else None
-            common = dict(dataset_dir=dataset_dir, out_dir=str(out_dir), preset=preset, init=init_path,
-                          steps=int(steps), batch_size=int(batch_size), lr=float(lr), device=device,
-                          log_every=1, num_workers=0)
+            common = dict(
+                dataset_dir=dataset_dir,
+                out_dir=str(out_dir),
+                preset=preset,
+                init=init_path,
+                steps=int(steps),
+                batch_size=int(batch_size),
+                lr=float(lr),
+                device=device,
+                log_every=1,
+                num_workers=0,
+            )
             if kind == "vggt":
                 from edgescene.train.vggt.config import VGGTTrainConfig
 
-                config = VGGTTrainConfig(**common, image_height=int(height), image_width=int(width),
-                                         save_every=max(1, int(steps) // 4))
+                config = VGGTTrainConfig(
+                    **common, image_height=int(height), image_width=int(width), save_every=max(1, int(steps) // 4)
+                )
             else:
-                from edgescene.train.dinov3.config import DinoTrainConfig
-
                 from edgescene.models.dinov3 import DINOV3_PRESETS
+                from edgescene.train.dinov3.config import DinoTrainConfig
 
                 n, patch, crop = int(steps), DINOV3_PRESETS[preset].patch_size, int(height)
                 local = max(2 * patch, round(crop * 96 / 224 / patch) * patch)  # upstream's 224:96 ratio
-                config = DinoTrainConfig(**common, global_crop_size=crop, local_crop_size=local,
-                                         warmup_steps=max(1, n // 10), save_every=max(1, n // 4),
-                                         freeze_last_layer_steps=min(1250, n // 10),
-                                         teacher_temp_warmup_steps=min(3000, n // 3))
+                config = DinoTrainConfig(
+                    **common,
+                    global_crop_size=crop,
+                    local_crop_size=local,
+                    warmup_steps=max(1, n // 10),
+                    save_every=max(1, n // 4),
+                    freeze_last_layer_steps=min(1250, n // 10),
+                    teacher_temp_warmup_steps=min(3000, n // 3),
+                )
         except ImportError as exc:
             return _error(f"training needs PyTorch: pip install 'edgescene[torch]' ({exc})")
         except (ValueError, TypeError) as exc:
@@ -164,8 +194,11 @@ class WebApp:
         if run is None:
             return "no run started in this session", pd.DataFrame({"step": [], "loss": []})
         p = run.progress()
-        text = (f"**{p['state']}**: step {p['step']} / {p['steps']}, loss "
-                f"{p['loss']:.4f}" if p["loss"] is not None else f"**{p['state']}**: step {p['step']} / {p['steps']}")
+        text = (
+            f"**{p['state']}**: step {p['step']} / {p['steps']}, loss {p['loss']:.4f}"
+            if p["loss"] is not None
+            else f"**{p['state']}**: step {p['step']} / {p['steps']}"
+        )
         text += f", {p['elapsed_s']:.0f} s; folder `{p['out_dir']}`"
         if p["checkpoint"]:
             text += f"; checkpoint `{p['checkpoint']}`"
@@ -176,8 +209,17 @@ class WebApp:
         return text, frame
 
     # -- export ------------------------------------------------------------------------------
-    def export(self, source: str, fmt: str, name: str, height: float, width: float, max_frames: float,
-               precision: str = "default", progress=gr.Progress()) -> tuple[str, list[list]]:
+    def export(
+        self,
+        source: str,
+        fmt: str,
+        name: str,
+        height: float,
+        width: float,
+        max_frames: float,
+        precision: str = "default",
+        progress=gr.Progress(),
+    ) -> tuple[str, list[list]]:
         if not source:
             return _error("choose a checkpoint or a training run to export"), []
         try:
@@ -185,15 +227,24 @@ class WebApp:
         except ImportError as exc:
             return _error(f"export needs PyTorch and ONNX: pip install 'edgescene[export]' ({exc})"), []
         kind, _, item = source.partition(": ")
-        model = str(self.workspace.checkpoints_dir / item) if kind == "checkpoint" else \
-            str(self.workspace.runs_dir / item / "last.pt")
+        model = (
+            str(self.workspace.checkpoints_dir / item)
+            if kind == "checkpoint"
+            else str(self.workspace.runs_dir / item / "last.pt")
+        )
         try:
             out = self.workspace.models_dir / self.workspace.run_dir(name or f"{item}_{fmt}").name
             if out.exists():
                 raise ValueError(f"a model called {out.name!r} exists already; choose another name")
-            config = ExportConfig(model=model, format=fmt, out=str(out), height=int(height) or None,
-                                  width=int(width) or None, frames_range=(1, min(2, int(max_frames)), int(max_frames)),
-                                  precision=None if precision in (None, "", "default") else precision)
+            config = ExportConfig(
+                model=model,
+                format=fmt,
+                out=str(out),
+                height=int(height) or None,
+                width=int(width) or None,
+                frames_range=(1, min(2, int(max_frames)), int(max_frames)),
+                precision=None if precision in (None, "", "default") else precision,
+            )
             lines: list[str] = []
             progress(0.1, desc="exporting")
             result = export_model(config, log=lines.append)
@@ -202,28 +253,58 @@ class WebApp:
         rows = []
         for case in result.report.to_json()["cases"]:
             for output in case["outputs"]:
-                rows.append([case["frames"], output["name"], f"{output['p99_abs']:.3g}", f"{output['max_abs']:.3g}",
-                             f"{output['cosine']:.6f}"])
+                rows.append(
+                    [
+                        case["frames"],
+                        output["name"],
+                        f"{output['p99_abs']:.3g}",
+                        f"{output['max_abs']:.3g}",
+                        f"{output['cosine']:.6f}",
+                    ]
+                )
         verdict = "accepted" if result.accepted else "REJECTED by the parity gate"
         sizes = ", ".join(f"{k} {v:.1f} MB" for k, v in result.sizes_mb.items())
-        return (f"**{out.name}**: {verdict} in {result.elapsed_s:.0f} s ({sizes}); it is now offered in "
-                f"3D reconstruction" if result.accepted else f"**{out.name}**: {verdict}"), rows
+        return (
+            f"**{out.name}**: {verdict} in {result.elapsed_s:.0f} s ({sizes}); it is now offered in 3D reconstruction"
+            if result.accepted
+            else f"**{out.name}**: {verdict}"
+        ), rows
 
     # -- reconstruction ----------------------------------------------------------------------
-    def run_reconstruction(self, files, mode, model_name, every_s, max_frames, conf, show_cameras, filter_bg, branch,
-                           progress=gr.Progress()):
+    def run_reconstruction(
+        self,
+        files,
+        mode,
+        model_name,
+        every_s,
+        max_frames,
+        conf,
+        show_cameras,
+        filter_bg,
+        branch,
+        progress=gr.Progress(),
+    ):
         models = self.reconstruction_models()
         try:
             if model_name not in models:
                 raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(models)}")
             paths = [f if isinstance(f, str) else f.name for f in (files or [])]
-            options = ViewOptions(conf_percentile=float(conf), branch=branch, show_cameras=bool(show_cameras),
-                                  filter_background=bool(filter_bg))
-            result = reconstruct(paths, mode, models[model_name], self.workspace.reconstructions_dir,
-                                 every_s=float(every_s) if every_s else None,
-                                 max_frames=int(max_frames) if max_frames else None, options=options,
-                                 on_frame=lambda seen, total: progress(seen / total if total else 0.0,
-                                                                       desc=f"frame {seen}"))
+            options = ViewOptions(
+                conf_percentile=float(conf),
+                branch=branch,
+                show_cameras=bool(show_cameras),
+                filter_background=bool(filter_bg),
+            )
+            result = reconstruct(
+                paths,
+                mode,
+                models[model_name],
+                self.workspace.reconstructions_dir,
+                every_s=float(every_s) if every_s else None,
+                max_frames=int(max_frames) if max_frames else None,
+                options=options,
+                on_frame=lambda seen, total: progress(seen / total if total else 0.0, desc=f"frame {seen}"),
+            )
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             return _error(exc), None, None, [], None
         return self._view(result)
@@ -232,8 +313,12 @@ class WebApp:
         if not folder:
             return "change the display after a reconstruction has run", None, None, [], folder
         try:
-            options = ViewOptions(conf_percentile=float(conf), branch=branch, show_cameras=bool(show_cameras),
-                                  filter_background=bool(filter_bg))
+            options = ViewOptions(
+                conf_percentile=float(conf),
+                branch=branch,
+                show_cameras=bool(show_cameras),
+                filter_background=bool(filter_bg),
+            )
             result = rerender(folder, options)
         except Exception as exc:  # noqa: BLE001
             return _error(exc), None, None, [], folder
@@ -242,12 +327,15 @@ class WebApp:
     @staticmethod
     def _view(result):
         how = "model run and render" if result.model_run else "re-rendered from cached predictions (model not run)"
-        status = (f"{result.keyframes} keyframes, {result.points:,} points; {how} in {result.seconds:.2f} s; "
-                  f"branches available: {', '.join(result.branches)}")
+        status = (
+            f"{result.keyframes} keyframes, {result.points:,} points; {how} in {result.seconds:.2f} s; "
+            f"branches available: {', '.join(result.branches)}"
+        )
         for note in result.notes:
             status += f"\n\n**Note:** {note}"
-        gallery = [(img, f"keyframe {i}") for i, img in enumerate(result.depth_images)] if result.model_run \
-            else gr.skip()  # depth images do not depend on the display options: leave them as they are
+        gallery = (
+            [(img, f"keyframe {i}") for i, img in enumerate(result.depth_images)] if result.model_run else gr.skip()
+        )  # depth images do not depend on the display options: leave them as they are
         return status, str(result.glb), [str(result.glb), str(result.ply)], gallery, str(result.folder)
 
 
@@ -258,8 +346,10 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
         gr.Markdown("# edgescene\nPhotos and video to 3D scenes with VGGT; DINOv3 and VGGT training and export.")
         with gr.Tabs():
             with gr.Tab("Model setup"):
-                gr.Markdown("Upload a DINOv3 `.pth` or a VGGT checkpoint: it is loaded safely, checked key for key "
-                            "against the presets and kept in the workspace with its detected preset.")
+                gr.Markdown(
+                    "Upload a DINOv3 `.pth` or a VGGT checkpoint: it is loaded safely, checked key for key "
+                    "against the presets and kept in the workspace with its detected preset."
+                )
                 with gr.Row():
                     upload = gr.File(label="checkpoint", file_types=list(CHECKPOINT_SUFFIXES), type="filepath")
                     with gr.Column():
@@ -268,34 +358,44 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                         hub_file = gr.Textbox(label="file name (empty: model.safetensors or model.pt)")
                         dl_btn = gr.Button("Download from the Hub")
                 setup_status = gr.Markdown()
-                table = gr.Dataframe(headers=["name", "family", "preset", "parameters", "size (MB)"],
-                                     value=app.checkpoint_rows(), interactive=False, label="checkpoints")
+                table = gr.Dataframe(
+                    headers=["name", "family", "preset", "parameters", "size (MB)"],
+                    value=app.checkpoint_rows(),
+                    interactive=False,
+                    label="checkpoints",
+                )
                 add_btn.click(app.add_checkpoint, [upload], [setup_status, table])
                 dl_btn.click(app.download, [repo, hub_file], [setup_status, table])
 
-            for kind, label, presets, default in (("dinov3", "Train DINOv3", _presets("dinov3", DINO_TRAIN_PRESETS),
-                                                   "dinov3_tiny"),
-                                                  ("vggt", "Train VGGT", _presets("vggt", VGGT_TRAIN_PRESETS),
-                                                   "vggt_tiny")):
+            for kind, label, presets, default in (
+                ("dinov3", "Train DINOv3", _presets("dinov3", DINO_TRAIN_PRESETS), "dinov3_tiny"),
+                ("vggt", "Train VGGT", _presets("vggt", VGGT_TRAIN_PRESETS), "vggt_tiny"),
+            ):
                 with gr.Tab(label):
                     with gr.Row():
                         dataset = gr.Textbox(label="dataset folder (with manifest.json)")
                         run_name = gr.Textbox(label="run name", value=f"{kind}_run")
-                        preset = gr.Dropdown(presets, value=default if default in presets else presets[0],
-                                             label="preset")
+                        preset = gr.Dropdown(
+                            presets, value=default if default in presets else presets[0], label="preset"
+                        )
                     with gr.Row():
                         steps = gr.Number(label="steps", value=100, precision=0, minimum=1)
                         batch = gr.Number(label="batch size", value=2, precision=0, minimum=1)
                         lr = gr.Number(label="learning rate", value=1e-4 if kind == "vggt" else 5e-4)
                         device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="device")
-                        init = gr.Dropdown(app.checkpoint_choices(), value=None, label="start from (optional)",
-                                           allow_custom_value=False)
+                        init = gr.Dropdown(
+                            app.checkpoint_choices(),
+                            value=None,
+                            label="start from (optional)",
+                            allow_custom_value=False,
+                        )
                         if kind == "vggt":
                             height = gr.Number(label="height", value=126, precision=0)
                             width = gr.Number(label="width", value=168, precision=0)
                         else:
-                            height = gr.Number(label="crop size (global; local crops scale with it)", value=112,
-                                               precision=0)
+                            height = gr.Number(
+                                label="crop size (global; local crops scale with it)", value=112, precision=0
+                            )
                             width = gr.Number(value=0, visible=False)
                     with gr.Row():
                         start = gr.Button("Start", variant="primary")
@@ -312,8 +412,11 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                         text, frame = app.training_status(k)
                         return text, frame, gr.Timer(active=app.training_active(k))
 
-                    start.click(on_start, [dataset, run_name, preset, steps, batch, lr, device, init, height, width],
-                                [status, timer])
+                    start.click(
+                        on_start,
+                        [dataset, run_name, preset, steps, batch, lr, device, init, height, width],
+                        [status, timer],
+                    )
                     stop.click(lambda k=kind: app.stop_training(k), None, [status])
                     timer.tick(on_tick, None, [status, plot, timer])
 
@@ -327,12 +430,18 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                     ex_h = gr.Number(label="height (0: model default)", value=0, precision=0)
                     ex_w = gr.Number(label="width (0: model default)", value=0, precision=0)
                     ex_frames = gr.Number(label="max frames per call", value=8, precision=0, minimum=1)
-                    ex_precision = gr.Dropdown(["default", "fp32", "fp16", "int8"], value="default",
-                                               label="precision (tensorrt / triton; the onnx formats imply theirs)")
+                    ex_precision = gr.Dropdown(
+                        ["default", "fp32", "fp16", "int8"],
+                        value="default",
+                        label="precision (tensorrt / triton; the onnx formats imply theirs)",
+                    )
                 ex_btn = gr.Button("Export", variant="primary")
                 ex_status = gr.Markdown()
-                parity = gr.Dataframe(headers=["frames", "output", "p99 |diff|", "max |diff|", "cosine"],
-                                      interactive=False, label="parity against PyTorch")
+                parity = gr.Dataframe(
+                    headers=["frames", "output", "p99 |diff|", "max |diff|", "cosine"],
+                    interactive=False,
+                    label="parity against PyTorch",
+                )
                 refresh.click(lambda: gr.update(choices=app.export_sources()), None, [source])
                 ex_btn.click(app.export, [source, fmt, name, ex_h, ex_w, ex_frames, ex_precision], [ex_status, parity])
 
@@ -341,8 +450,13 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                 with gr.Row():
                     with gr.Column(scale=1):
                         mode = gr.Radio(list(MODES), value="video", label="input")
-                        files = gr.File(label="images or a video", file_count="multiple", type="filepath", elem_id="recon-files",
-                                        file_types=list(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
+                        files = gr.File(
+                            label="images or a video",
+                            file_count="multiple",
+                            type="filepath",
+                            elem_id="recon-files",
+                            file_types=list(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS),
+                        )
                         model = gr.Dropdown(list(models), value=next(iter(models)), label="model")
                         every_s = gr.Slider(0, 5, value=0, step=0.1, label="video: one frame every N seconds (0: all)")
                         max_frames = gr.Number(label="max frames (0: no limit)", value=0, precision=0, minimum=0)
@@ -351,17 +465,23 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                         conf = gr.Slider(0, 100, value=50, step=1, label="confidence percentile (drop below)")
                         show_cams = gr.Checkbox(value=True, label="show cameras", elem_id="recon-cameras")
                         filter_bg = gr.Checkbox(value=False, label="filter background (near-black / white pixels)")
-                        branch = gr.Radio(["depth", "points"], value="depth", label="branch: depth + cameras, "
-                                          "or the point-map head")
+                        branch = gr.Radio(
+                            ["depth", "points"], value="depth", label="branch: depth + cameras, or the point-map head"
+                        )
                     with gr.Column(scale=2):
                         rec_status = gr.Markdown(elem_id="recon-status")
-                        viewer = gr.Model3D(label="3D scene", clear_color=(0.95, 0.95, 0.95, 1.0), elem_id="recon-viewer")
+                        viewer = gr.Model3D(
+                            label="3D scene", clear_color=(0.95, 0.95, 0.95, 1.0), elem_id="recon-viewer"
+                        )
                         downloads = gr.File(label="downloads (GLB, PLY)", file_count="multiple", interactive=False)
                         depth = gr.Gallery(label="depth per keyframe", columns=6, height=240, elem_id="recon-depth")
                 cache = gr.State(None)
                 outputs = [rec_status, viewer, downloads, depth, cache]
-                run_btn.click(app.run_reconstruction,
-                              [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch], outputs)
+                run_btn.click(
+                    app.run_reconstruction,
+                    [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch],
+                    outputs,
+                )
                 for control in (conf, show_cams, filter_bg, branch):
                     event = control.release if control is conf else control.change
                     event(app.rerender, [cache, conf, show_cams, filter_bg, branch], outputs)

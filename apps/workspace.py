@@ -73,14 +73,16 @@ class Workspace:
         source = Path(source)
         suffix = source.suffix.lower()
         if suffix not in CHECKPOINT_SUFFIXES:
-            raise ValueError(f"{source.name}: expected a {', '.join(CHECKPOINT_SUFFIXES)} checkpoint, got "
-                             f"{suffix or 'no extension'!r}")
+            raise ValueError(
+                f"{source.name}: expected a {', '.join(CHECKPOINT_SUFFIXES)} checkpoint, got "
+                f"{suffix or 'no extension'!r}"
+            )
         _require_torch("checking a checkpoint")
         from edgescene.models.weights.inspect import inspect_checkpoint
 
         try:
             report = inspect_checkpoint(source)
-        except Exception as exc:  # noqa: BLE001 - any load failure is the user's file, reported as such
+        except Exception as exc:
             raise ValueError(f"{source.name} is not a usable DINOv3 or VGGT checkpoint: {exc}") from exc
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name or source.name).stem).strip("._") or "checkpoint"
         digest = _sha256(source)

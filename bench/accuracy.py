@@ -7,7 +7,8 @@ depth and cameras (``edgescene synth`` writes such data), ``frames`` frames even
 sequence (first included) reach the model as the runtime feeds them (upstream VGGT's preprocessing,
 :func:`edgescene.runtime.preprocess.choose_model_size` + ``resize_pixels``: the whole frame, padded
 into a fixed-size artifact; at upstream's own size for the PyTorch backend; GT depth follows the
-same mapping with nearest-neighbour sampling, GT intrinsics through ``Resize.to_model_intrinsics``), the session runs once on them, and :mod:`edgescene.bench.metrics`
+same mapping with nearest-neighbour sampling, GT intrinsics through ``Resize.to_model_intrinsics``),
+the session runs once on them, and :mod:`edgescene.bench.metrics`
 scores depth (AbsRel, delta < 1.25 after one median scale per sequence), pose AUC@30 over all frame
 pairs (2+ frames), ATE after Sim(3) alignment (3+ frames; also relative to the extent of the GT
 trajectory) and the focal length error (mean of |f_pred - f_gt| / f_gt over fx, fy and frames).
@@ -36,12 +37,22 @@ import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres, depth_metrics, pose_auc
 from edgescene.runtime.geometry import decode_pose, relative_pose_to_first
-from edgescene.runtime.preprocess import Resize, choose_model_size, decode_image, prepare_depth, resize_pixels
+from edgescene.runtime.preprocess import choose_model_size, decode_image, prepare_depth, resize_pixels
 from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
 
 __all__ = [
-    "BASELINES", "METRICS", "EvalReport", "Prediction", "SequenceData", "SequenceRow", "evaluate",
-    "evaluate_baselines", "frame_indices", "load_sequences", "score", "main",
+    "BASELINES",
+    "METRICS",
+    "EvalReport",
+    "Prediction",
+    "SequenceData",
+    "SequenceRow",
+    "evaluate",
+    "evaluate_baselines",
+    "frame_indices",
+    "load_sequences",
+    "score",
+    "main",
 ]
 
 # column key -> (table header, higher is better)
@@ -82,9 +93,15 @@ def _usable(entries: list[Entry]) -> bool:
     return all(e.depth is not None and e.camera is not None for e in entries)
 
 
-def load_sequences(dataset_dir: str | Path, size: tuple[int, int], frames: int | None,
-                   max_sequences: int | None = None, load_images: bool = True,
-                   skipped: list[dict] | None = None, any_size: bool = False) -> Iterator[SequenceData]:
+def load_sequences(
+    dataset_dir: str | Path,
+    size: tuple[int, int],
+    frames: int | None,
+    max_sequences: int | None = None,
+    load_images: bool = True,
+    skipped: list[dict] | None = None,
+    any_size: bool = False,
+) -> Iterator[SequenceData]:
     """Yield the usable sequences of a manifest at model size ``(H, W)``, sorted by name.
 
     ``any_size`` (a model that serves every multiple of 14, the PyTorch backend): each sequence at
@@ -113,8 +130,9 @@ def load_sequences(dataset_dir: str | Path, size: tuple[int, int], frames: int |
             gt = np.load(resolve_inside(root, e.depth), allow_pickle=False)
             if gt.ndim == 3 and gt.shape[-1] == 1:
                 gt = gt[..., 0]
-            r, _ = choose_model_size(gt.shape[0], gt.shape[1], FIT_MODE, None if any_size else [(height, width)],
-                                     max(height, width))
+            r, _ = choose_model_size(
+                gt.shape[0], gt.shape[1], FIT_MODE, None if any_size else [(height, width)], max(height, width)
+            )
             if load_images:
                 rgb = decode_image(resolve_inside(root, e.path))
                 if rgb.shape[:2] != gt.shape:
@@ -126,8 +144,15 @@ def load_sequences(dataset_dir: str | Path, size: tuple[int, int], frames: int |
             extrinsics.append(np.asarray(e.camera["extrinsics"], dtype=np.float64))
             intrinsics.append(r.to_model_intrinsics(np.asarray(e.camera["intrinsics"], dtype=np.float64)))
         count += 1
-        yield SequenceData(name, indices, np.stack(images) if load_images else None, np.stack(depth),
-                           np.stack(valid), relative_pose_to_first(np.stack(extrinsics)), np.stack(intrinsics))
+        yield SequenceData(
+            name,
+            indices,
+            np.stack(images) if load_images else None,
+            np.stack(depth),
+            np.stack(valid),
+            relative_pose_to_first(np.stack(extrinsics)),
+            np.stack(intrinsics),
+        )
 
 
 # ------------------------------------------------------------------------------------- scoring
@@ -217,22 +242,41 @@ class EvalReport:
             result[method] = means
         return result
 
-    def merged(self, other: "EvalReport") -> "EvalReport":
+    def merged(self, other: EvalReport) -> EvalReport:
         """This report with ``other``'s rows appended (same dataset, size and frames)."""
-        if (other.dataset, tuple(other.size), other.frames, other.any_size) != \
-                (self.dataset, tuple(self.size), self.frames, self.any_size):
+        if (other.dataset, tuple(other.size), other.frames, other.any_size) != (
+            self.dataset,
+            tuple(self.size),
+            self.frames,
+            self.any_size,
+        ):
             raise ValueError("cannot merge reports of different datasets, sizes or frame counts")
         skipped = self.skipped + [s for s in other.skipped if s not in self.skipped]
-        return EvalReport(self.dataset, self.size, self.frames, self.rows + other.rows, skipped,
-                          {**self.info, **other.info}, any_size=self.any_size)
+        return EvalReport(
+            self.dataset,
+            self.size,
+            self.frames,
+            self.rows + other.rows,
+            skipped,
+            {**self.info, **other.info},
+            any_size=self.any_size,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": "edgescene.eval", "version": 1, "dataset": self.dataset,
-            "input_size": {"height": self.size[0], "width": self.size[1]}, "frames": self.frames,
-            "fit_mode": FIT_MODE, "preprocessing": "upstream VGGT (Pillow bicubic, sizes rounded to 14)",
-            "any_size": self.any_size, "methods": self.methods, "info": self.info, "means": self.means(),
-            "rows": [asdict(r) for r in self.rows], "skipped": self.skipped,
+            "schema": "edgescene.eval",
+            "version": 1,
+            "dataset": self.dataset,
+            "input_size": {"height": self.size[0], "width": self.size[1]},
+            "frames": self.frames,
+            "fit_mode": FIT_MODE,
+            "preprocessing": "upstream VGGT (Pillow bicubic, sizes rounded to 14)",
+            "any_size": self.any_size,
+            "methods": self.methods,
+            "info": self.info,
+            "means": self.means(),
+            "rows": [asdict(r) for r in self.rows],
+            "skipped": self.skipped,
         }
 
     def format(self) -> str:
@@ -244,21 +288,31 @@ class EvalReport:
 
         def table(header: list[str], body: list[list[str]]) -> list[str]:
             widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
-            line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-                                           for i, (c, w) in enumerate(zip(cells, widths)))
+            line = lambda cells: "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
             return [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
 
         arrows = [METRICS[k][0] + (" ^" if METRICS[k][1] else " v") for k in keys]
         means = self.means()
-        lines = [f"eval: {self.dataset}, input {self.size[0]}x{self.size[1]} ({FIT_MODE}), "
-                 f"frames per sequence {self.frames if self.frames is not None else 'all'} "
-                 "(^ higher is better, v lower is better)", ""]
-        lines += table(["method", "seqs", *arrows],
-                       [[m, str(int(v["sequences"])), *(cell(v[k]) for k in keys)] for m, v in means.items()])
+        lines = [
+            f"eval: {self.dataset}, input {self.size[0]}x{self.size[1]} ({FIT_MODE}), "
+            f"frames per sequence {self.frames if self.frames is not None else 'all'} "
+            "(^ higher is better, v lower is better)",
+            "",
+        ]
+        lines += table(
+            ["method", "seqs", *arrows],
+            [[m, str(int(v["sequences"])), *(cell(v[k]) for k in keys)] for m, v in means.items()],
+        )
         lines += ["", "per sequence:"]
-        lines += table(["sequence", "method", "frames", *arrows],
-                       [[r.sequence, r.method, str(len(r.frames)), *(cell(r.metrics.get(k)) for k in keys)]
-                        for r in sorted(self.rows, key=lambda r: (r.sequence, self.methods.index(r.method)))])
+        lines += table(
+            ["sequence", "method", "frames", *arrows],
+            [
+                [r.sequence, r.method, str(len(r.frames)), *(cell(r.metrics.get(k)) for k in keys)]
+                for r in sorted(self.rows, key=lambda r: (r.sequence, self.methods.index(r.method)))
+            ],
+        )
         for s in self.skipped:
             lines.append(f"skipped {s['sequence']}: {s['reason']}")
         return "\n".join(lines)
@@ -270,9 +324,15 @@ def _method_name(model, artifact) -> str:
     return f"{preset} ({artifact.format}, {artifact.precision})"
 
 
-def evaluate(model: str | Path, dataset_dir: str | Path, frames: int | None = None, device: str = "cpu",
-             max_sequences: int | None = None, progress: Callable[[int, int], None] | None = None,
-             session_options: dict[str, Any] | None = None) -> EvalReport:
+def evaluate(
+    model: str | Path,
+    dataset_dir: str | Path,
+    frames: int | None = None,
+    device: str = "cpu",
+    max_sequences: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    session_options: dict[str, Any] | None = None,
+) -> EvalReport:
     """Score ``model`` (artifact folder, checkpoint or preset; see ``open_session``) on a dataset.
 
     frames: per sequence, default the model's ``artifact.frames["opt"]``; clipped to each sequence's
@@ -290,46 +350,71 @@ def evaluate(model: str | Path, dataset_dir: str | Path, frames: int | None = No
         artifact = session.artifact
         outputs = {t.name for t in session.output_spec()}
         if not {"pose_enc", "depth"} <= outputs:
-            raise ValueError(f"{model}: outputs {sorted(outputs)} lack pose_enc / depth; "
-                             "accuracy evaluation needs a VGGT model")
+            raise ValueError(
+                f"{model}: outputs {sorted(outputs)} lack pose_enc / depth; accuracy evaluation needs a VGGT model"
+            )
         size = (int(artifact.input_size["height"]), int(artifact.input_size["width"]))
         fmin, fopt, fmax = (int(artifact.frames[k]) for k in ("min", "opt", "max"))
         frames = int(frames) if frames is not None else fopt
         if not fmin <= frames <= fmax:
             raise ValueError(f"frames {frames} is outside what {model} accepts ({fmin}..{fmax})")
         name = _method_name(model, artifact)
-        report = EvalReport(str(dataset_dir), size, frames,
-                            info={name: {"model": str(model), "backend": session.backend, "device": session.device,
-                                         "artifact": {"format": artifact.format, "precision": artifact.precision,
-                                                      "model": artifact.model, "frames": artifact.frames}}})
+        report = EvalReport(
+            str(dataset_dir),
+            size,
+            frames,
+            info={
+                name: {
+                    "model": str(model),
+                    "backend": session.backend,
+                    "device": session.device,
+                    "artifact": {
+                        "format": artifact.format,
+                        "precision": artifact.precision,
+                        "model": artifact.model,
+                        "frames": artifact.frames,
+                    },
+                }
+            },
+        )
         total = _count_usable(dataset_dir, max_sequences)
         report.any_size = artifact.served_sizes() is None
-        sequences = load_sequences(dataset_dir, size, frames, max_sequences, skipped=report.skipped,
-                                   any_size=report.any_size)
+        sequences = load_sequences(
+            dataset_dir, size, frames, max_sequences, skipped=report.skipped, any_size=report.any_size
+        )
         for done, seq in enumerate(sequences, 1):
             if len(seq.indices) < fmin:
-                report.skipped.append({"sequence": seq.name, "reason": f"{len(seq.indices)} frames, the model needs {fmin}"})
+                report.skipped.append(
+                    {"sequence": seq.name, "reason": f"{len(seq.indices)} frames, the model needs {fmin}"}
+                )
             else:
                 out = session({"images": seq.images})
                 depth = np.asarray(out["depth"], np.float32)
                 if depth.ndim == 4 and depth.shape[-1] == 1:
                     depth = depth[..., 0]
                 extrinsics, intrinsics = decode_pose(np.asarray(out["pose_enc"], np.float64), depth.shape[-2:])
-                report.rows.append(SequenceRow(name, seq.name, seq.indices,
-                                               score(Prediction(depth, extrinsics, intrinsics), seq)))
+                report.rows.append(
+                    SequenceRow(name, seq.name, seq.indices, score(Prediction(depth, extrinsics, intrinsics), seq))
+                )
             if progress:
                 progress(done, total)
     finally:
         session.close()
     if not report.rows:
-        raise ValueError(f"{dataset_dir}: no sequence with depth and cameras could be evaluated "
-                         f"({len(report.skipped)} skipped)")
+        raise ValueError(
+            f"{dataset_dir}: no sequence with depth and cameras could be evaluated ({len(report.skipped)} skipped)"
+        )
     return report
 
 
-def evaluate_baselines(dataset_dir: str | Path, frames: int | None, size: Sequence[int],
-                       max_sequences: int | None = None, baselines: Sequence[str] | None = None,
-                       any_size: bool = False) -> EvalReport:
+def evaluate_baselines(
+    dataset_dir: str | Path,
+    frames: int | None,
+    size: Sequence[int],
+    max_sequences: int | None = None,
+    baselines: Sequence[str] | None = None,
+    any_size: bool = False,
+) -> EvalReport:
     """Score the trivial :data:`BASELINES` on the frames :func:`evaluate` would use.
 
     frames: per sequence (clipped to its length; None = all); size: model input ``(H, W)``;
@@ -342,10 +427,10 @@ def evaluate_baselines(dataset_dir: str | Path, frames: int | None, size: Sequen
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive values, got {size!r}")
     size = (int(size[0]), int(size[1]))
-    report = EvalReport(str(dataset_dir), size, frames, info={n: {"baseline": True} for n in names},
-                        any_size=any_size)
-    for seq in load_sequences(dataset_dir, size, frames, max_sequences, load_images=False, skipped=report.skipped,
-                              any_size=any_size):
+    report = EvalReport(str(dataset_dir), size, frames, info={n: {"baseline": True} for n in names}, any_size=any_size)
+    for seq in load_sequences(
+        dataset_dir, size, frames, max_sequences, load_images=False, skipped=report.skipped, any_size=any_size
+    ):
         for n in names:
             pred = BASELINES[n](len(seq.indices), *seq.depth.shape[-2:])
             report.rows.append(SequenceRow(n, seq.name, seq.indices, score(pred, seq)))

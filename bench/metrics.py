@@ -26,8 +26,14 @@ import numpy as np
 from edgescene.runtime.geometry import inverse_se3, umeyama_sim3
 
 __all__ = [
-    "depth_metrics", "rotation_error_deg", "translation_angle_deg", "relative_pose_errors", "auc_from_errors",
-    "pose_auc", "ate", "camera_centres",
+    "depth_metrics",
+    "rotation_error_deg",
+    "translation_angle_deg",
+    "relative_pose_errors",
+    "auc_from_errors",
+    "pose_auc",
+    "ate",
+    "camera_centres",
 ]
 
 DELTA = 1.25
@@ -173,8 +179,9 @@ def auc_from_errors(errors, threshold: int) -> float:
     return float(np.mean(np.cumsum(histogram / float(e.size))))
 
 
-def pose_auc(pred_extrinsics, gt_extrinsics, thresholds: Sequence[int] = (30,),
-             sign_ambiguity: bool = False) -> dict[str, float]:
+def pose_auc(
+    pred_extrinsics, gt_extrinsics, thresholds: Sequence[int] = (30,), sign_ambiguity: bool = False
+) -> dict[str, float]:
     """Pose AUC of one sequence: ``{"auc_30": ...}`` (one key ``auc_<t>`` per threshold).
 
     pred_extrinsics, gt_extrinsics: (S, 3, 4) camera-from-world, S >= 2. For every pair i < j the

@@ -18,7 +18,9 @@ import torch
 from edgescene.models import create_model, get_spec
 
 
-def time_forward(model_name: str, frames: int, height: int, width: int, runs: int = 1, threads: int | None = None) -> dict:
+def time_forward(
+    model_name: str, frames: int, height: int, width: int, runs: int = 1, threads: int | None = None
+) -> dict:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -34,9 +36,14 @@ def time_forward(model_name: str, frames: int, height: int, width: int, runs: in
             model(images)
             times.append(time.perf_counter() - start)
     return {
-        "model": model_name, "frames": frames, "height": height, "width": width,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "build_s": round(build_s, 2), "forward_s": [round(t, 3) for t in times],
+        "model": model_name,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "build_s": round(build_s, 2),
+        "forward_s": [round(t, 3) for t in times],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
 

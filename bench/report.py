@@ -12,7 +12,7 @@ def _cell(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e6):
+        if value != 0 and (abs(value) < 10**-digits or abs(value) >= 1e6):
             return f"{value:.2e}"
         return f"{value:.{digits}f}"
     return str(value)
@@ -24,7 +24,7 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
 
 def _short(text: str, limit: int = 120) -> str:
     text = text.replace("|", "/")
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def machine_header(report: BenchReport) -> list[str]:
@@ -58,15 +58,21 @@ def _per_frames(report: BenchReport, title: str, fn, digits: int = 2) -> list[st
         cells = [f"`{row.format}`"]
         for n in frames:
             r = row.result(n)
-            cells.append(_cell(fn(r), digits) if r is not None and r.status == "ok" else
-                         ("–" if r is None else r.status.split(":")[0]))
+            cells.append(
+                _cell(fn(r), digits)
+                if r is not None and r.status == "ok"
+                else ("–" if r is None else r.status.split(":")[0])
+            )
         body.append(cells)
     return [f"## {title}", ""] + _table(["format"] + [f"{n} frame{'s' * (n > 1)}" for n in frames], body) + [""]
 
 
 def _largest_common(report: BenchReport, a: FormatRow, b: FormatRow):
-    frames = [n for n in sorted(report.config.frames, reverse=True)
-              if a.result(n) and a.result(n).timing and b.result(n) and b.result(n).timing]
+    frames = [
+        n
+        for n in sorted(report.config.frames, reverse=True)
+        if a.result(n) and a.result(n).timing and b.result(n) and b.result(n).timing
+    ]
     return frames[0] if frames else None
 
 
@@ -84,8 +90,14 @@ def targets(report: BenchReport) -> list[dict]:
             out.append({"target": f"{name} >= {goal}x PyTorch eager", "measured": row.status, "met": None})
             return
         ratio = row.result(n).speedup_vs_pytorch
-        out.append({"target": f"{name} >= {goal}x PyTorch eager", "measured": f"{ratio:.2f}x at {n} frames",
-                    "met": ratio >= goal, "value": ratio})
+        out.append(
+            {
+                "target": f"{name} >= {goal}x PyTorch eager",
+                "measured": f"{ratio:.2f}x at {n} frames",
+                "met": ratio >= goal,
+                "value": ratio,
+            }
+        )
 
     speed("onnx", 1.4)
     speed("onnx-int8", 2.5)
@@ -95,30 +107,52 @@ def targets(report: BenchReport) -> list[dict]:
         row = report.row(name)
         if fp32 and row and fp32.accuracy and row.accuracy and "abs_rel" in fp32.accuracy and "abs_rel" in row.accuracy:
             d = abs(row.accuracy["abs_rel"] - fp32.accuracy["abs_rel"])
-            out.append({"target": f"{name} depth AbsRel within 0.01 of fp32", "measured": f"|Δ| = {d:.4f}",
-                        "met": d <= 0.01, "value": d})
+            out.append(
+                {
+                    "target": f"{name} depth AbsRel within 0.01 of fp32",
+                    "measured": f"|Δ| = {d:.4f}",
+                    "met": d <= 0.01,
+                    "value": d,
+                }
+            )
     st = report.stream
     if st is not None and not st.error:
         for what, change in (("per-frame latency", st.latency_change), ("memory (RSS)", st.rss_change)):
             first, last = min(st.checkpoints, key=int), max(st.checkpoints, key=int)
-            out.append({"target": f"streaming {what} constant within 10 % (frame {first} -> {last})",
-                        "measured": f"{change * 100:+.1f} %", "met": abs(change) <= 0.10, "value": change})
+            out.append(
+                {
+                    "target": f"streaming {what} constant within 10 % (frame {first} -> {last})",
+                    "measured": f"{change * 100:+.1f} %",
+                    "met": abs(change) <= 0.10,
+                    "value": change,
+                }
+            )
     return out
 
 
 def _scale_sections(report: BenchReport) -> list[str]:
     lines = []
     if report.batch_scale:
-        lines += ["## Scale: batch mode (all frames in one call)", "",
-                  "Growth fitted as `y = a * frames^k` over the frame counts; activation memory is the peak RSS "
-                  "while running minus the RSS with the model loaded.", ""]
+        lines += [
+            "## Scale: batch mode (all frames in one call)",
+            "",
+            "Growth fitted as `y = a * frames^k` over the frame counts; activation memory is the peak RSS "
+            "while running minus the RSS with the model loaded.",
+            "",
+        ]
         body = []
         for b in report.batch_scale:
             lat = b.latency_growth
             mem = b.memory_growth or {}
-            act = ", ".join(f"{n}: {_cell(a, 0)}" for n, a in zip(b.frames, b.activation_mb))
-            body.append([f"`{b.format}`", f"{lat.get('label')} (k={_cell(lat.get('exponent'))})",
-                         f"{mem.get('label', '–')} (k={_cell(mem.get('exponent'))})", act])
+            act = ", ".join(f"{n}: {_cell(a, 0)}" for n, a in zip(b.frames, b.activation_mb, strict=True))
+            body.append(
+                [
+                    f"`{b.format}`",
+                    f"{lat.get('label')} (k={_cell(lat.get('exponent'))})",
+                    f"{mem.get('label', '–')} (k={_cell(mem.get('exponent'))})",
+                    act,
+                ]
+            )
         lines += _table(["format", "latency growth", "memory growth", "activation MiB by frames"], body) + [""]
     st = report.stream
     if st is not None:
@@ -127,19 +161,32 @@ def _scale_sections(report: BenchReport) -> list[str]:
             lines += [f"Streaming section failed: {st.error}", ""]
         else:
             rendered = st.render_size or st.size
-            lines += [f"`{st.format}` ({st.backend}) at {st.size[0]}x{st.size[1]} on a {st.frames}-frame synthetic "
-                      f"handheld orbit rendered at {rendered[0]}x{rendered[1]} (resized to the input by the runtime); "
-                      f"window {st.window}, overlap {st.overlap} (the model runs once every {st.window - st.overlap} "
-                      f"frames); {st.warmup_calls} blank warm-up windows before frame 1"
-                      f"{'; point map reserved for 2 M points up front (--reserve-map)' if st.reserve_map else ''}"
-                      f". Per-frame latency is amortised "
-                      f"over one model period and includes preprocessing, the model and fusion; rendering "
-                      f"({st.render_s_excluded:.1f} s) and the warm-up are excluded.", ""]
-            body = [[str(c["frame"]), _cell(c["per_frame_s"] * 1e3, 1), f"{c['span'][0]}–{c['span'][1]}",
-                     _cell(c["rss_mb"], 0), _cell(c["peak_mb"], 0), str(c["map_points"]), str(c["model_calls"])]
-                    for c in sorted(st.checkpoints.values(), key=lambda c: c["frame"])]
-            lines += _table(["frame", "per-frame ms", "frames averaged", "RSS MiB", "peak MiB", "map points",
-                             "model calls"], body)
+            lines += [
+                f"`{st.format}` ({st.backend}) at {st.size[0]}x{st.size[1]} on a {st.frames}-frame synthetic "
+                f"handheld orbit rendered at {rendered[0]}x{rendered[1]} (resized to the input by the runtime); "
+                f"window {st.window}, overlap {st.overlap} (the model runs once every {st.window - st.overlap} "
+                f"frames); {st.warmup_calls} blank warm-up windows before frame 1"
+                f"{'; point map reserved for 2 M points up front (--reserve-map)' if st.reserve_map else ''}"
+                f". Per-frame latency is amortised "
+                f"over one model period and includes preprocessing, the model and fusion; rendering "
+                f"({st.render_s_excluded:.1f} s) and the warm-up are excluded.",
+                "",
+            ]
+            body = [
+                [
+                    str(c["frame"]),
+                    _cell(c["per_frame_s"] * 1e3, 1),
+                    f"{c['span'][0]}–{c['span'][1]}",
+                    _cell(c["rss_mb"], 0),
+                    _cell(c["peak_mb"], 0),
+                    str(c["map_points"]),
+                    str(c["model_calls"]),
+                ]
+                for c in sorted(st.checkpoints.values(), key=lambda c: c["frame"])
+            ]
+            lines += _table(
+                ["frame", "per-frame ms", "frames averaged", "RSS MiB", "peak MiB", "map points", "model calls"], body
+            )
             lines += ["", f"- per-frame latency: {st.latency_label}", f"- memory: {st.memory_label}", ""]
     return lines
 
@@ -149,30 +196,61 @@ def render_markdown(report: BenchReport, plots: list[str]) -> str:
     checks = targets(report)
     if checks:
         mark = {True: "met", False: "**not met**", None: "–"}
-        lines += ["## Targets", ""] + _table(["target", "measured", "status"],
-                                             [[c["target"], c["measured"], mark[c["met"]]] for c in checks]) + [""]
+        lines += (
+            ["## Targets", ""]
+            + _table(["target", "measured", "status"], [[c["target"], c["measured"], mark[c["met"]]] for c in checks])
+            + [""]
+        )
     lines += ["## Formats", ""]
-    lines += _table(["format", "status", "precision", "backend / device", "size MB", "parity p99 |d|", "export s"],
-                    [[f"`{r.format}`", _short(r.status), _cell(r.precision), f"{r.backend or '–'} / {r.device or '–'}",
-                      _cell(r.size_mb), (f"{r.parity_p99_abs:.2e}" if r.parity_p99_abs is not None else "–"), _cell(r.export_s, 1)] for r in report.rows])
+    lines += _table(
+        ["format", "status", "precision", "backend / device", "size MB", "parity p99 |d|", "export s"],
+        [
+            [
+                f"`{r.format}`",
+                _short(r.status),
+                _cell(r.precision),
+                f"{r.backend or '–'} / {r.device or '–'}",
+                _cell(r.size_mb),
+                (f"{r.parity_p99_abs:.2e}" if r.parity_p99_abs is not None else "–"),
+                _cell(r.export_s, 1),
+            ]
+            for r in report.rows
+        ],
+    )
     lines.append("")
     lines += _per_frames(report, "Latency per call, median (ms)", lambda r: r.timing.median_ms)
     lines += _per_frames(report, "Latency per call, p95 (ms)", lambda r: r.timing.p95_ms)
-    lines += _per_frames(report, "Latency per call, sigma-clipped mean ± std (ms)",
-                         lambda r: f"{r.timing.mean_ms:.2f} ± {r.timing.std_ms:.2f}")
+    lines += _per_frames(
+        report,
+        "Latency per call, sigma-clipped mean ± std (ms)",
+        lambda r: f"{r.timing.mean_ms:.2f} ± {r.timing.std_ms:.2f}",
+    )
     lines += _per_frames(report, "Latency per frame, median (ms)", lambda r: r.per_frame_ms)
     lines += _per_frames(report, "Throughput (frames/s)", lambda r: r.throughput_fps, 1)
     lines += _per_frames(report, "Speedup vs PyTorch (same run, median)", lambda r: r.speedup_vs_pytorch)
     lines += _per_frames(report, "Peak host memory, VmHWM (MiB)", lambda r: r.peak_rss_mb, 0)
     accuracy = [r for r in report.rows if r.accuracy]
     if accuracy:
-        lines += ["## Accuracy", "", f"Dataset: `{report.config.dataset}`, {max(report.config.frames)} frames "
-                  "per sequence.", ""]
-        lines += _table(["format", "AbsRel ↓", "AUC@30 ↑", "sequences"],
-                        [[f"`{r.format}`", _cell(r.accuracy.get("abs_rel"), 4), _cell(r.accuracy.get("auc_30"), 4),
-                          _cell(r.accuracy.get("sequences"), 0)] if "error" not in r.accuracy
-                         else [f"`{r.format}`", f"failed: {r.accuracy['error']}".replace("|", "/"), "–", "–"]
-                         for r in accuracy])
+        lines += [
+            "## Accuracy",
+            "",
+            f"Dataset: `{report.config.dataset}`, {max(report.config.frames)} frames per sequence.",
+            "",
+        ]
+        lines += _table(
+            ["format", "AbsRel ↓", "AUC@30 ↑", "sequences"],
+            [
+                [
+                    f"`{r.format}`",
+                    _cell(r.accuracy.get("abs_rel"), 4),
+                    _cell(r.accuracy.get("auc_30"), 4),
+                    _cell(r.accuracy.get("sequences"), 0),
+                ]
+                if "error" not in r.accuracy
+                else [f"`{r.format}`", f"failed: {r.accuracy['error']}".replace("|", "/"), "–", "–"]
+                for r in accuracy
+            ],
+        )
         lines.append("")
     lines += _scale_sections(report)
     if plots:
@@ -221,18 +299,30 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         written.append(_save(fig, out / name))
 
     if rows:
-        frames_plot({row.format: [(r.frames, r.timing.median_ms) for r in row.results if r.timing] for row in rows},
-                    "median latency per call (ms)", "latency_vs_frames.png")
+        frames_plot(
+            {row.format: [(r.frames, r.timing.median_ms) for r in row.results if r.timing] for row in rows},
+            "median latency per call (ms)",
+            "latency_vs_frames.png",
+        )
     if report.batch_scale and any(a is not None for b in report.batch_scale for a in b.activation_mb):
-        frames_plot({b.format: [(n, a) for n, a in zip(b.frames, b.peak_rss_mb) if a is not None]
-                     for b in report.batch_scale}, "peak host memory, VmHWM (MiB)", "memory_vs_frames.png", ": memory")
+        frames_plot(
+            {
+                b.format: [(n, a) for n, a in zip(b.frames, b.peak_rss_mb, strict=True) if a is not None]
+                for b in report.batch_scale
+            },
+            "peak host memory, VmHWM (MiB)",
+            "memory_vs_frames.png",
+            ": memory",
+        )
     st = report.stream
     if st is not None and st.samples:
         frames = [s["frame"] for s in st.samples]
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
         top.plot(frames, [s["push_s"] * 1e3 for s in st.samples], lw=0.6, color="0.6", label="each push")
         marks = sorted(st.checkpoints.values(), key=lambda c: c["frame"])
-        top.plot([c["frame"] for c in marks], [c["per_frame_s"] * 1e3 for c in marks], "o-", label="per frame, amortised")
+        top.plot(
+            [c["frame"] for c in marks], [c["per_frame_s"] * 1e3 for c in marks], "o-", label="per frame, amortised"
+        )
         top.set_ylabel("latency (ms)")
         top.legend(fontsize=8)
         top.grid(alpha=0.3)

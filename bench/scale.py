@@ -9,19 +9,25 @@ frames 10, 100 and the last are compared; within ``tolerance`` of the first chec
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 # exponent k of y ~ frames**k -> label (upper bounds, exclusive)
-GROWTH_LABELS = ((0.15, "constant"), (0.75, "sublinear"), (1.3, "linear"), (1.75, "superlinear"),
-                 (math.inf, "quadratic or worse"))
+GROWTH_LABELS = (
+    (0.15, "constant"),
+    (0.75, "sublinear"),
+    (1.3, "linear"),
+    (1.75, "superlinear"),
+    (math.inf, "quadratic or worse"),
+)
 
 
 def growth_exponent(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Least-squares k of ``y = a x^k`` over the positive points; None with fewer than 2 distinct x."""
-    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if x and y and x > 0 and y > 0]
+    pts = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if x and y and x > 0 and y > 0]
     if len({x for x, _ in pts}) < 2:
         return None
     lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -93,8 +99,10 @@ def batch_scale(row) -> BatchScale | None:
     frames = [r.frames for r in timed]
     latency = [r.timing.median_ms for r in timed]
     peaks = [r.peak_rss_mb for r in timed]
-    activation = [None if r.peak_rss_mb is None or r.rss_before_mb is None else max(r.peak_rss_mb - r.rss_before_mb, 0.0)
-                  for r in timed]
+    activation = [
+        None if r.peak_rss_mb is None or r.rss_before_mb is None else max(r.peak_rss_mb - r.rss_before_mb, 0.0)
+        for r in timed
+    ]
     scale = BatchScale(row.format, frames, latency, peaks, activation)
     scale.latency_growth = classify_growth(frames, latency)
     mem = [a for a in activation if a is not None]

@@ -43,10 +43,23 @@ def synthetic_video(frames: int, width: int, height: int, seed: int):
         yield Frame(index=i, timestamp_s=i / 10.0, rgb=rgb, source=f"synthetic#{i}")
 
 
-def run(model: str, frames: int, width: int, height: int, window: int, overlap: int, seed: int,
-        max_points: int | None, checkpoints: tuple[int, ...] = (10, 50, 100), session_options: dict | None = None,
-        log=None, device: str = "auto", render_scale: float = 1.0, warmup_calls: int = 2,
-        reserve_map: bool = False) -> dict:
+def run(
+    model: str,
+    frames: int,
+    width: int,
+    height: int,
+    window: int,
+    overlap: int,
+    seed: int,
+    max_points: int | None,
+    checkpoints: tuple[int, ...] = (10, 50, 100),
+    session_options: dict | None = None,
+    log=None,
+    device: str = "auto",
+    render_scale: float = 1.0,
+    warmup_calls: int = 2,
+    reserve_map: bool = False,
+) -> dict:
     """Stream ``frames`` synthetic frames through the reconstructor; samples and checkpoint summaries.
 
     The video is rendered at ``render_scale`` x (height, width) (the runtime's preprocessing resizes
@@ -60,12 +73,22 @@ def run(model: str, frames: int, width: int, height: int, window: int, overlap: 
     model call plus the cheap pushes between calls), divided by that count. Memory at ``n`` is the
     process's RSS and peak RSS (VmHWM) after frame ``n``.
     """
-    rec = Reconstructor(model, ReconstructConfig(window=window, overlap=overlap, keyframe_threshold=0.0,
-                                                 max_points=max_points, reserve_map=reserve_map, device=device),
-                      **(session_options or {}))
+    rec = Reconstructor(
+        model,
+        ReconstructConfig(
+            window=window,
+            overlap=overlap,
+            keyframe_threshold=0.0,
+            max_points=max_points,
+            reserve_map=reserve_map,
+            device=device,
+        ),
+        **(session_options or {}),
+    )
     warmup_s = rec.warm_up(warmup_calls)
     render_h, render_w = max(16, round(height * render_scale)), max(16, round(width * render_scale))
     with tempfile.TemporaryDirectory() as tmp:
+
         def sink(result):  # depth goes to disk, as in reconstruct_to_folder
             write_depth_npz(Path(tmp) / f"{result.keyframe:05d}.npz", result.depth, result.depth_conf)
 
@@ -82,8 +105,16 @@ def run(model: str, frames: int, width: int, height: int, window: int, overlap: 
             render_s += t1 - t0
             rss, peak = rss_mb()
             state = stream.core.state
-            samples.append({"frame": i + 1, "push_s": t2 - t1, "rss_mb": rss, "peak_mb": peak,
-                            "map_points": state.points, "windows": state.windows})
+            samples.append(
+                {
+                    "frame": i + 1,
+                    "push_s": t2 - t1,
+                    "rss_mb": rss,
+                    "peak_mb": peak,
+                    "map_points": state.points,
+                    "windows": state.windows,
+                }
+            )
             if log is not None and (i + 1) % 50 == 0:
                 log(f"bench: streaming frame {i + 1}/{frames}: rss {rss:.0f} MiB, {state.windows} model calls")
         stream.finish()
@@ -93,17 +124,26 @@ def run(model: str, frames: int, width: int, height: int, window: int, overlap: 
     summary = {str(n): _checkpoint(samples, n, period) for n in marks}
     first, last = summary[str(marks[0])], summary[str(marks[-1])]
     return {
-        "model": str(model), "frames": frames, "max_points": max_points, "size": [height, width],
-        "window": window, "overlap": overlap, "period": period, "backend": backend,
+        "model": str(model),
+        "frames": frames,
+        "max_points": max_points,
+        "size": [height, width],
+        "window": window,
+        "overlap": overlap,
+        "period": period,
+        "backend": backend,
         "checkpoints": summary,
         "latency_change": round(last["per_frame_s"] / first["per_frame_s"] - 1, 4),
         "rss_change": round(last["rss_mb"] / first["rss_mb"] - 1, 4),
         "peak_change": round(last["peak_mb"] / first["peak_mb"] - 1, 4),
-        "render_s_excluded": round(render_s, 2), "render_size": [render_h, render_w],
-        "warmup_calls": warmup_calls, "warmup_s": round(warmup_s, 2), "reserve_map": reserve_map,
+        "render_s_excluded": round(render_s, 2),
+        "render_size": [render_h, render_w],
+        "warmup_calls": warmup_calls,
+        "warmup_s": round(warmup_s, 2),
+        "reserve_map": reserve_map,
         "samples": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()} for s in samples],
         "note": "push_s includes keyframe selection, preprocessing, the model (once per window) and fusion; "
-                "rendering the synthetic frames and the warm-up calls are excluded",
+        "rendering the synthetic frames and the warm-up calls are excluded",
     }
 
 
@@ -115,11 +155,17 @@ def _checkpoint(samples: list[dict], n: int, period: int) -> dict:
     after = [i for i in calls if i >= n - 1]
     end = after[0] if after else (calls[-1] if calls else len(samples) - 1)
     start = max(0, end - period + 1)
-    span = samples[start:end + 1]
+    span = samples[start : end + 1]
     at = samples[n - 1]
-    return {"frame": n, "per_frame_s": round(sum(s["push_s"] for s in span) / len(span), 5),
-            "span": [span[0]["frame"], span[-1]["frame"]], "rss_mb": round(at["rss_mb"], 2),
-            "peak_mb": round(at["peak_mb"], 2), "map_points": at["map_points"], "model_calls": at["windows"]}
+    return {
+        "frame": n,
+        "per_frame_s": round(sum(s["push_s"] for s in span) / len(span), 5),
+        "span": [span[0]["frame"], span[-1]["frame"]],
+        "rss_mb": round(at["rss_mb"], 2),
+        "peak_mb": round(at["peak_mb"], 2),
+        "map_points": at["map_points"],
+        "model_calls": at["windows"],
+    }
 
 
 def main() -> None:
@@ -137,8 +183,19 @@ def main() -> None:
     parser.add_argument("--reserve-map", action="store_true", help="allocate the map for --max-points up front")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    report = run(args.model, args.frames, args.width, args.height, args.window, args.overlap, args.seed, args.max_points,
-                 render_scale=args.render_scale, warmup_calls=args.warmup_calls, reserve_map=args.reserve_map)
+    report = run(
+        args.model,
+        args.frames,
+        args.width,
+        args.height,
+        args.window,
+        args.overlap,
+        args.seed,
+        args.max_points,
+        render_scale=args.render_scale,
+        warmup_calls=args.warmup_calls,
+        reserve_map=args.reserve_map,
+    )
     report.pop("samples")
     text = json.dumps(report, indent=1)
     if args.out:

@@ -24,14 +24,16 @@ the frame count, and a long streaming run through the runtime reconstructor).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -141,8 +143,12 @@ class BenchConfig:
         seconds are spent). An explicit ``runs`` means exactly that many."""
         base = QUICK if self.quick else DEFAULT
         if self.runs is not None:
-            return {"warmup": base["warmup"] if self.warmup is None else self.warmup, "runs": self.runs,
-                    "min_runs": self.runs, "budget_s": None}
+            return {
+                "warmup": base["warmup"] if self.warmup is None else self.warmup,
+                "runs": self.runs,
+                "min_runs": self.runs,
+                "budget_s": None,
+            }
         return {**base, "warmup": base["warmup"] if self.warmup is None else self.warmup}
 
 
@@ -161,12 +167,21 @@ class BenchReport:
         return next((r for r in self.rows if r.format == name), None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": "edgescene.bench", "version": 1, "config": asdict(self.config),
-                "protocol": self.config.protocol, "machine": self.machine, "notes": self.notes,
-                "created_utc": self.created_utc, "elapsed_s": self.elapsed_s,
-                "rows": [asdict(r) for r in self.rows],
-                "scale": {"batch": [asdict(b) for b in self.batch_scale],
-                          "streaming": asdict(self.stream) if self.stream is not None else None}}
+        return {
+            "schema": "edgescene.bench",
+            "version": 1,
+            "config": asdict(self.config),
+            "protocol": self.config.protocol,
+            "machine": self.machine,
+            "notes": self.notes,
+            "created_utc": self.created_utc,
+            "elapsed_s": self.elapsed_s,
+            "rows": [asdict(r) for r in self.rows],
+            "scale": {
+                "batch": [asdict(b) for b in self.batch_scale],
+                "streaming": asdict(self.stream) if self.stream is not None else None,
+            },
+        }
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -185,8 +200,16 @@ def sigma_clipped(values: Sequence[float], sigma: float = 3.0, iterations: int =
 def timing_stats(samples_s: Sequence[float], warmup: int) -> Timing:
     ms = np.asarray(samples_s, np.float64) * 1e3
     mean, std = sigma_clipped(ms)
-    return Timing(runs=len(ms), warmup=warmup, median_ms=float(np.median(ms)), p95_ms=float(np.percentile(ms, 95)),
-                  mean_ms=mean, std_ms=std, min_ms=float(ms.min()), samples_ms=[round(float(v), 4) for v in ms])
+    return Timing(
+        runs=len(ms),
+        warmup=warmup,
+        median_ms=float(np.median(ms)),
+        p95_ms=float(np.percentile(ms, 95)),
+        mean_ms=mean,
+        std_ms=std,
+        min_ms=float(ms.min()),
+        samples_ms=[round(float(v), 4) for v in ms],
+    )
 
 
 def rss_mb() -> tuple[float | None, float | None]:
@@ -213,8 +236,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def measure(session, frames: int, height: int, width: int, warmup: int, runs: int, seed: int = 0,
-            min_runs: int | None = None, budget_s: float | None = None, baseline_mb: float | None = None) -> FrameResult:
+def measure(
+    session,
+    frames: int,
+    height: int,
+    width: int,
+    warmup: int,
+    runs: int,
+    seed: int = 0,
+    min_runs: int | None = None,
+    budget_s: float | None = None,
+    baseline_mb: float | None = None,
+) -> FrameResult:
     """Warm-up, then timed synchronous calls of ``session`` on ``frames`` random frames.
 
     Up to ``runs`` calls; with ``budget_s``, timing stops once ``min_runs`` calls are done and
@@ -239,9 +272,16 @@ def measure(session, frames: int, height: int, width: int, warmup: int, runs: in
     _, peak = rss_mb()
     timing = timing_stats(samples, warmup)
     activation = None if peak is None or baseline_mb is None else round(max(peak - baseline_mb, 0.0), 2)
-    return FrameResult(frames=frames, status="ok", timing=timing, per_frame_ms=timing.median_ms / frames,
-                       throughput_fps=frames / (timing.median_ms / 1e3), peak_rss_mb=peak, rss_before_mb=baseline_mb,
-                       activation_mb=activation)
+    return FrameResult(
+        frames=frames,
+        status="ok",
+        timing=timing,
+        per_frame_ms=timing.median_ms / frames,
+        throughput_fps=frames / (timing.median_ms / 1e3),
+        peak_rss_mb=peak,
+        rss_before_mb=baseline_mb,
+        activation_mb=activation,
+    )
 
 
 def _error(exc: BaseException) -> str:
@@ -251,8 +291,12 @@ def _error(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------ machine
 def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -265,10 +309,8 @@ def machine_info() -> dict[str, Any]:
 
     versions["edgescene"] = __version__
     for name in ("numpy", "torch", "onnx", "onnxruntime", "tensorrt"):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):  # absent, or without a version: not listed
             versions[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - absent or broken: simply not listed
-            pass
     info["versions"] = versions
     info["gpu"] = None
     try:
@@ -311,10 +353,19 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> F
     top = max(high, STREAM_WINDOW) if config.streaming_frames else high  # the streaming section runs windows
     target = Path(config.out) / "artifacts" / fmt.name
     try:
-        result = export_model(ExportConfig(model=config.model, format=fmt.name, out=str(target),
-                                           weights=config.weights, frames_range=(low, high, top),
-                                           height=config.height, width=config.width, overwrite=True),
-                              log=log)
+        result = export_model(
+            ExportConfig(
+                model=config.model,
+                format=fmt.name,
+                out=str(target),
+                weights=config.weights,
+                frames_range=(low, high, top),
+                height=config.height,
+                width=config.width,
+                overwrite=True,
+            ),
+            log=log,
+        )
     except Exception as exc:  # noqa: BLE001 - a failed export is a row, not a crash
         log(traceback.format_exc())
         row.status = f"failed: {_error(exc)}"
@@ -331,21 +382,34 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> F
     return row
 
 
-def _run_row(row: FormatRow, config: BenchConfig, model: str, options: dict[str, Any] | None,
-             log: Callable[[str], None]) -> None:
+def _run_row(
+    row: FormatRow, config: BenchConfig, model: str, options: dict[str, Any] | None, log: Callable[[str], None]
+) -> None:
     """Measure every frame count of ``model`` in a fresh process (:mod:`edgescene.bench.worker`);
     failures, crashes included, stay in the row."""
     import subprocess
     import sys
     import tempfile
 
-    spec = {"model": str(model), "device": config.device, "options": options or {}, "frames": config.frames,
-            "height": config.height, "width": config.width, "protocol": config.protocol, "seed": config.seed}
+    spec = {
+        "model": str(model),
+        "device": config.device,
+        "options": options or {},
+        "frames": config.frames,
+        "height": config.height,
+        "width": config.width,
+        "protocol": config.protocol,
+        "seed": config.seed,
+    }
     with tempfile.TemporaryDirectory(prefix="edgescene-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
-        proc = subprocess.run([sys.executable, "-m", "edgescene.bench.worker", str(spec_path), str(out_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgescene.bench.worker", str(spec_path), str(out_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for line in proc.stderr.splitlines():
             if line.startswith("bench:"):
                 log(line)
@@ -375,10 +439,16 @@ def _artifact_row(config: BenchConfig) -> tuple[FormatRow | None, str | None]:
     config.height, config.width = int(art.input_size["height"]), int(art.input_size["width"])
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
     errors = [o for c in (art.parity or {}).get("cases", []) for o in c.get("outputs", [])]
-    row = FormatRow(format=art.format, status="accepted", precision=art.precision, backend=art.backend,
-                    artifact=str(folder), size_mb=round(size, 3),
-                    parity_p99_abs=max((o["p99_abs"] for o in errors), default=None),
-                    parity_p99_normalised=max((o["p99_normalised"] for o in errors), default=None))
+    row = FormatRow(
+        format=art.format,
+        status="accepted",
+        precision=art.precision,
+        backend=art.backend,
+        artifact=str(folder),
+        size_mb=round(size, 3),
+        parity_p99_abs=max((o["p99_abs"] for o in errors), default=None),
+        parity_p99_normalised=max((o["p99_normalised"] for o in errors), default=None),
+    )
     return row, art.model["preset"]
 
 
@@ -386,8 +456,14 @@ def _accuracy(model: str, config: BenchConfig, options: dict[str, Any] | None) -
     from edgescene.bench.accuracy import evaluate
 
     try:
-        report = evaluate(model, config.dataset, frames=max(config.frames), device=config.device,
-                          max_sequences=config.max_sequences, session_options=options)
+        report = evaluate(
+            model,
+            config.dataset,
+            frames=max(config.frames),
+            device=config.device,
+            max_sequences=config.max_sequences,
+            session_options=options,
+        )
     except Exception as exc:  # noqa: BLE001
         return {"error": _error(exc)}
     means = next(iter(report.means().values()))
@@ -401,22 +477,29 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    quiet = lambda s: None  # noqa: E731 - export logs are long; failures keep their text in the row
-    report = BenchReport(config=config, machine=machine_info(), rows=[], notes=[
-        "latency: synchronous session calls on ready float32 arrays; host<->device copies included, "
-        "preprocessing (decode, resize, normalise) excluded",
-        f"protocol: {config.protocol['warmup']} warm-up calls, then {config.protocol['min_runs']} to "
-        f"{config.protocol['runs']} timed calls (stopping after {config.protocol['budget_s']} s where set); "
-        "median, p95, 3-sigma-clipped mean",
-        "peak_rss_mb: the process's VmHWM after the timed runs (reset before them where the kernel allows)",
-        "rejected / failed / skipped formats are not timed",
-    ])
+    quiet = lambda s: None
+    report = BenchReport(
+        config=config,
+        machine=machine_info(),
+        rows=[],
+        notes=[
+            "latency: synchronous session calls on ready float32 arrays; host<->device copies included, "
+            "preprocessing (decode, resize, normalise) excluded",
+            f"protocol: {config.protocol['warmup']} warm-up calls, then {config.protocol['min_runs']} to "
+            f"{config.protocol['runs']} timed calls (stopping after {config.protocol['budget_s']} s where set); "
+            "median, p95, 3-sigma-clipped mean",
+            "peak_rss_mb: the process's VmHWM after the timed runs (reset before them where the kernel allows)",
+            "rejected / failed / skipped formats are not timed",
+        ],
+    )
     artifact, preset = _artifact_row(config)
     reference_model = config.model
     if artifact is not None:  # an exported folder: time it as is, beside the preset it was exported from
         reference_model = preset
-        report.notes.append(f"--model is an artifact folder: it is timed as exported (--formats ignored); the "
-                            f"pytorch row is preset {reference_model} at the artifact's input size")
+        report.notes.append(
+            f"--model is an artifact folder: it is timed as exported (--formats ignored); the "
+            f"pytorch row is preset {reference_model} at the artifact's input size"
+        )
     # PyTorch reference first: the same eager model every export starts from.
     torch_options = {"height": config.height, "width": config.width, "max_frames": max(config.frames)}
     if config.weights:
@@ -433,14 +516,16 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
         if config.dataset:
             artifact.accuracy = _accuracy(config.model, config, None)
         report.rows.append(artifact)
-    for name in ([] if artifact is not None else dict.fromkeys(config.formats)):
+    for name in [] if artifact is not None else dict.fromkeys(config.formats):
         if name == PYTORCH:
             continue
         log(f"bench: exporting {name}")
         row = _export_row(config, name, quiet)
         log(f"bench: {name}: {row.status}")
         if row.ok and row.backend == "triton":
-            row.status = "accepted (not timed: served by Triton Inference Server; its model.onnx is the onnx row's graph)"
+            row.status = (
+                "accepted (not timed: served by Triton Inference Server; its model.onnx is the onnx row's graph)"
+            )
         elif row.ok:
             _run_row(row, config, row.artifact, None, log)
             if config.dataset:
@@ -467,14 +552,21 @@ def _stream_row(report: BenchReport, config: BenchConfig) -> FormatRow | None:
     if config.stream_format:
         row = report.row(config.stream_format)
         if row is None:
-            raise ValueError(f"--stream-format {config.stream_format!r} is not a row of this run "
-                             f"(rows: {', '.join(r.format for r in report.rows)})")
+            raise ValueError(
+                f"--stream-format {config.stream_format!r} is not a row of this run "
+                f"(rows: {', '.join(r.format for r in report.rows)})"
+            )
         return row
     return next((r for r in report.rows if r.ok and r.backend == "onnxruntime" and r.artifact), None)
 
 
-def _streaming(report: BenchReport, config: BenchConfig, torch_options: dict[str, Any], reference_model: str,
-               log: Callable[[str], None]):
+def _streaming(
+    report: BenchReport,
+    config: BenchConfig,
+    torch_options: dict[str, Any],
+    reference_model: str,
+    log: Callable[[str], None],
+):
     """The streaming section: a long synthetic video through the runtime reconstructor, one row's model."""
     from edgescene.bench import streaming_memory
     from edgescene.bench.scale import StreamScale, stream_label
@@ -490,25 +582,60 @@ def _streaming(report: BenchReport, config: BenchConfig, torch_options: dict[str
             model, options, name = reference_model, dict(torch_options), PYTORCH
             options["max_frames"] = max(options.get("max_frames", STREAM_WINDOW), STREAM_WINDOW)
         log(f"bench: streaming {frames} synthetic frames through {name}")
-        data = streaming_memory.run(model, frames, width=config.width, height=config.height, window=STREAM_WINDOW,
-                                    overlap=STREAM_OVERLAP, seed=config.seed + 3, max_points=2_000_000,
-                                    checkpoints=(10, 100), session_options=options, log=log, device=config.device,
-                                    render_scale=STREAM_RENDER_SCALE, warmup_calls=STREAM_WARMUP_CALLS,
-                                    reserve_map=True)
+        data = streaming_memory.run(
+            model,
+            frames,
+            width=config.width,
+            height=config.height,
+            window=STREAM_WINDOW,
+            overlap=STREAM_OVERLAP,
+            seed=config.seed + 3,
+            max_points=2_000_000,
+            checkpoints=(10, 100),
+            session_options=options,
+            log=log,
+            device=config.device,
+            render_scale=STREAM_RENDER_SCALE,
+            warmup_calls=STREAM_WARMUP_CALLS,
+            reserve_map=True,
+        )
     except Exception as exc:  # noqa: BLE001 - a failed section is reported, not a crash
         log(traceback.format_exc())
-        return StreamScale(model=config.model, format=config.stream_format or "?", frames=frames,
-                           size=[config.height, config.width], window=STREAM_WINDOW, overlap=STREAM_OVERLAP,
-                           backend="", checkpoints={},
-                           latency_change=float("nan"), rss_change=float("nan"), latency_label="–",
-                           memory_label="–", render_s_excluded=0.0, error=_error(exc))
-    return StreamScale(model=str(model), format=name, frames=frames, size=data["size"], window=data["window"],
-                       overlap=data["overlap"], backend=data["backend"], checkpoints=data["checkpoints"],
-                       latency_change=data["latency_change"], rss_change=data["rss_change"],
-                       latency_label=stream_label(data["latency_change"]), memory_label=stream_label(data["rss_change"]),
-                       render_s_excluded=data["render_s_excluded"], samples=data["samples"],
-                       render_size=data["render_size"], warmup_calls=data["warmup_calls"],
-                       reserve_map=data["reserve_map"])
+        return StreamScale(
+            model=config.model,
+            format=config.stream_format or "?",
+            frames=frames,
+            size=[config.height, config.width],
+            window=STREAM_WINDOW,
+            overlap=STREAM_OVERLAP,
+            backend="",
+            checkpoints={},
+            latency_change=float("nan"),
+            rss_change=float("nan"),
+            latency_label="–",
+            memory_label="–",
+            render_s_excluded=0.0,
+            error=_error(exc),
+        )
+    return StreamScale(
+        model=str(model),
+        format=name,
+        frames=frames,
+        size=data["size"],
+        window=data["window"],
+        overlap=data["overlap"],
+        backend=data["backend"],
+        checkpoints=data["checkpoints"],
+        latency_change=data["latency_change"],
+        rss_change=data["rss_change"],
+        latency_label=stream_label(data["latency_change"]),
+        memory_label=stream_label(data["rss_change"]),
+        render_s_excluded=data["render_s_excluded"],
+        samples=data["samples"],
+        render_size=data["render_size"],
+        warmup_calls=data["warmup_calls"],
+        reserve_map=data["reserve_map"],
+    )
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -517,5 +644,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["BenchConfig", "BenchReport", "FormatRow", "FrameResult", "Timing", "machine_info", "measure",
-           "run_bench", "sigma_clipped", "timing_stats"]
+__all__ = [
+    "BenchConfig",
+    "BenchReport",
+    "FormatRow",
+    "FrameResult",
+    "Timing",
+    "machine_info",
+    "measure",
+    "run_bench",
+    "sigma_clipped",
+    "timing_stats",
+]

@@ -28,15 +28,34 @@ def run(spec: dict) -> dict:
     try:
         for n in sorted(spec["frames"]):  # ascending: allocators only grow, so each peak is this size's
             try:
-                r = measure(session, n, spec["height"], spec["width"], proto["warmup"], proto["runs"], spec["seed"],
-                            min_runs=proto["min_runs"], budget_s=proto["budget_s"], baseline_mb=baseline)
-                print(f"bench:   frames={n}: median {r.timing.median_ms:.2f} ms, p95 {r.timing.p95_ms:.2f} ms, "
-                      f"{r.throughput_fps:.1f} frames/s, peak {r.peak_rss_mb:.0f} MiB", file=sys.stderr, flush=True)
+                r = measure(
+                    session,
+                    n,
+                    spec["height"],
+                    spec["width"],
+                    proto["warmup"],
+                    proto["runs"],
+                    spec["seed"],
+                    min_runs=proto["min_runs"],
+                    budget_s=proto["budget_s"],
+                    baseline_mb=baseline,
+                )
+                print(
+                    f"bench:   frames={n}: median {r.timing.median_ms:.2f} ms, p95 {r.timing.p95_ms:.2f} ms, "
+                    f"{r.throughput_fps:.1f} frames/s, peak {r.peak_rss_mb:.0f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
             except Exception as exc:  # noqa: BLE001 - one frame count failing is a result, not a crash
                 r = FrameResult(frames=n, status=f"failed: {_error(exc)}")
             results.append(asdict(r))
-        return {"backend": session.backend, "device": session.device, "rss_loaded_mb": baseline,
-                "torch_imported": "torch" in sys.modules, "results": results}
+        return {
+            "backend": session.backend,
+            "device": session.device,
+            "rss_loaded_mb": baseline,
+            "torch_imported": "torch" in sys.modules,
+            "results": results,
+        }
     finally:
         session.close()
 

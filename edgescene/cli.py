@@ -40,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, ImportError, RuntimeError, UserError) as exc:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        PermissionError,
+        ImportError,
+        RuntimeError,
+        UserError,
+    ) as exc:
         print(f"edgescene {args.command}: error: {exc}", file=sys.stderr)
         return 2

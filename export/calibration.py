@@ -25,8 +25,9 @@ def default_calibration_source() -> Path:
     return sample_dir() / "sample.mp4"
 
 
-def calibration_feeds(graph: ExportGraph, source: str | Path | None, batch_frames: int,
-                      max_frames: int = DEFAULT_CALIBRATION_FRAMES) -> tuple[list[dict[str, np.ndarray]], str]:
+def calibration_feeds(
+    graph: ExportGraph, source: str | Path | None, batch_frames: int, max_frames: int = DEFAULT_CALIBRATION_FRAMES
+) -> tuple[list[dict[str, np.ndarray]], str]:
     """(feeds per batch, description of what was read) for ``graph`` from ``source`` (default: the sample video)."""
     from edgescene.runtime.frames import open_frames
     from edgescene.runtime.preprocess import prepare_batch
@@ -46,6 +47,8 @@ def calibration_feeds(graph: ExportGraph, source: str | Path | None, batch_frame
     if not prepared:
         raise ValueError(f"no frames could be read from calibration source {path}")
     batch_frames = min(batch_frames, len(prepared))
-    feeds = [graph.feeds(np.stack(prepared[start:start + batch_frames]))
-             for start in range(0, len(prepared) - batch_frames + 1, batch_frames)]
+    feeds = [
+        graph.feeds(np.stack(prepared[start : start + batch_frames]))
+        for start in range(0, len(prepared) - batch_frames + 1, batch_frames)
+    ]
     return feeds, f"{len(feeds) * batch_frames} frames of {path} in batches of {batch_frames}"

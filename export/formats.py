@@ -12,8 +12,17 @@ import difflib
 from dataclasses import dataclass
 
 # Options a user can set; each format accepts a subset.
-ALL_OPTIONS = ("frames", "frames_range", "height", "width", "precision", "opset", "track", "workspace_gb",
-               "calibration")
+ALL_OPTIONS = (
+    "frames",
+    "frames_range",
+    "height",
+    "width",
+    "precision",
+    "opset",
+    "track",
+    "workspace_gb",
+    "calibration",
+)
 
 
 @dataclass(frozen=True)
@@ -38,34 +47,87 @@ _COMMON = frozenset({"frames", "frames_range", "height", "width", "opset"})
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("onnx", "ONNX fp32, dynamic frame count; external data above 2 GB", ("fp32",),
-               _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime"),
-               fused_attention=True),
-        Format("onnx-fp16", "ONNX with fp16 weights and math; LayerNorm, softmax, RoPE, the first attention "
-               "block and the heads stay fp32; fp32 inputs/outputs", ("fp16",),
-               _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime"),
-               fused_attention=True),
-        Format("onnx-int8", "ONNX with int8 weights (onnxruntime dynamic quantization of MatMul/Gemm), for CPUs",
-               ("int8",), _COMMON | {"track"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]", ("onnx", "onnxruntime"),
-               fused_attention=True),
-        Format("onnx-int8-static", "ONNX with int8 convolutions: the DPT heads' trunks statically quantized "
-               "(QDQ, per-channel weights, activation ranges calibrated on real frames: --calibration, default the "
-               "bundled sample video) and the transformer's MatMuls dynamically; the heads' last projection, "
-               "activations and the camera head stay fp32", ("int8",),
-               _COMMON | {"calibration"}, "onnxruntime", "cpu", "model.onnx [+ model.onnx.data]",
-               ("onnx", "onnxruntime"), fused_attention=True),
-        Format("tensorrt", "TensorRT engine built from the ONNX graph: strongly typed, an optimization profile "
-               "over the frame count, a timing cache", ("fp16", "fp32"),
-               _COMMON | {"precision", "workspace_gb"}, "tensorrt", "gpu", "model.engine + model.onnx + timing.cache",
-               ("onnx", "tensorrt")),
-        Format("triton", "Triton Inference Server model repository (config.pbtxt + versioned ONNX model)",
-               ("fp32", "fp16"), _COMMON | {"precision"}, "triton", "cpu",
-               "<name>/config.pbtxt + <name>/1/model.onnx", ("onnx", "onnxruntime")),
+        Format(
+            "onnx",
+            "ONNX fp32, dynamic frame count; external data above 2 GB",
+            ("fp32",),
+            _COMMON | {"track"},
+            "onnxruntime",
+            "cpu",
+            "model.onnx [+ model.onnx.data]",
+            ("onnx", "onnxruntime"),
+            fused_attention=True,
+        ),
+        Format(
+            "onnx-fp16",
+            "ONNX with fp16 weights and math; LayerNorm, softmax, RoPE, the first attention "
+            "block and the heads stay fp32; fp32 inputs/outputs",
+            ("fp16",),
+            _COMMON | {"track"},
+            "onnxruntime",
+            "cpu",
+            "model.onnx [+ model.onnx.data]",
+            ("onnx", "onnxruntime"),
+            fused_attention=True,
+        ),
+        Format(
+            "onnx-int8",
+            "ONNX with int8 weights (onnxruntime dynamic quantization of MatMul/Gemm), for CPUs",
+            ("int8",),
+            _COMMON | {"track"},
+            "onnxruntime",
+            "cpu",
+            "model.onnx [+ model.onnx.data]",
+            ("onnx", "onnxruntime"),
+            fused_attention=True,
+        ),
+        Format(
+            "onnx-int8-static",
+            "ONNX with int8 convolutions: the DPT heads' trunks statically quantized "
+            "(QDQ, per-channel weights, activation ranges calibrated on real frames: --calibration, default the "
+            "bundled sample video) and the transformer's MatMuls dynamically; the heads' last projection, "
+            "activations and the camera head stay fp32",
+            ("int8",),
+            _COMMON | {"calibration"},
+            "onnxruntime",
+            "cpu",
+            "model.onnx [+ model.onnx.data]",
+            ("onnx", "onnxruntime"),
+            fused_attention=True,
+        ),
+        Format(
+            "tensorrt",
+            "TensorRT engine built from the ONNX graph: strongly typed, an optimization profile "
+            "over the frame count, a timing cache",
+            ("fp16", "fp32"),
+            _COMMON | {"precision", "workspace_gb"},
+            "tensorrt",
+            "gpu",
+            "model.engine + model.onnx + timing.cache",
+            ("onnx", "tensorrt"),
+        ),
+        Format(
+            "triton",
+            "Triton Inference Server model repository (config.pbtxt + versioned ONNX model)",
+            ("fp32", "fp16"),
+            _COMMON | {"precision"},
+            "triton",
+            "cpu",
+            "<name>/config.pbtxt + <name>/1/model.onnx",
+            ("onnx", "onnxruntime"),
+        ),
     )
 }
 
-ALIASES = {"trt": "tensorrt", "engine": "tensorrt", "onnx-fp32": "onnx", "onnx16": "onnx-fp16", "int8": "onnx-int8",
-           "int8-static": "onnx-int8-static", "onnx-qdq": "onnx-int8-static"}
+ALIASES = {
+    "trt": "tensorrt",
+    "engine": "tensorrt",
+    "onnx-fp32": "onnx",
+    "onnx16": "onnx-fp16",
+    "int8": "onnx-int8",
+    "int8-static": "onnx-int8-static",
+    "onnx-qdq": "onnx-int8-static",
+}
 
 
 def get_format(name: str) -> Format:
@@ -88,15 +150,19 @@ def validate_options(fmt: Format, given: dict[str, object]) -> None:
     precision = given.get("precision")
     if precision is not None and precision not in fmt.precisions:
         others = [f.name for f in FORMATS.values() if precision in f.precisions]
-        raise ValueError(f"format {fmt.name!r} exports {'/'.join(fmt.precisions)}, not {precision}; "
-                         f"{precision} is available in: {', '.join(others) or 'no format'}")
+        raise ValueError(
+            f"format {fmt.name!r} exports {'/'.join(fmt.precisions)}, not {precision}; "
+            f"{precision} is available in: {', '.join(others) or 'no format'}"
+        )
 
 
 def markdown_table() -> str:
     """The README's format table."""
     lines = ["| format | precision | runs on | artifact | what it is |", "|---|---|---|---|---|"]
     for f in FORMATS.values():
-        lines.append(f"| `{f.name}` | {', '.join(f.precisions)} | {f.backend} ({f.device}) | {f.files} | {f.description} |")
+        lines.append(
+            f"| `{f.name}` | {', '.join(f.precisions)} | {f.backend} ({f.device}) | {f.files} | {f.description} |"
+        )
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ the MatMul-Softmax-MatMul pattern itself).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ class OrtMultiHeadAttention(torch.autograd.Function):
     """q, k, v: (B, N, heads * head_dim) -> (B, N, heads * head_dim); softmax scale 1/sqrt(head_dim)."""
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:  # noqa: ARG004
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
         b, n, c = q.shape
 
         def split(t: torch.Tensor) -> torch.Tensor:

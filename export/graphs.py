@@ -46,8 +46,13 @@ class VGGTGraph(nn.Module):
 
     def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None):
         out = self.model(images.unsqueeze(0), query_points.unsqueeze(0) if self.track else None)
-        outputs = (out["pose_enc"][0], out["depth"][0, ..., 0], out["depth_conf"][0], out["world_points"][0],
-                   out["world_points_conf"][0])
+        outputs = (
+            out["pose_enc"][0],
+            out["depth"][0, ..., 0],
+            out["depth_conf"][0],
+            out["world_points"][0],
+            out["world_points_conf"][0],
+        )
         if self.track:
             outputs += (out["track"][0], out["vis"][0], out["conf"][0])
         return outputs
@@ -128,17 +133,26 @@ class ExportGraph:
         args = [torch.from_numpy(feeds[name]) for name in self.input_names]
         with exportable_attention():
             outputs = self.module(*args)
-        return {name: t.float().numpy() for name, t in zip(self.output_names, outputs)}
+        return {name: t.float().numpy() for name, t in zip(self.output_names, outputs, strict=True)}
 
 
-def vggt_graph(model: VGGT, preset: str, height: int, width: int, track: bool, track_frames: int | None = None,
-               num_queries: int = 8) -> ExportGraph:
+def vggt_graph(
+    model: VGGT,
+    preset: str,
+    height: int,
+    width: int,
+    track: bool,
+    track_frames: int | None = None,
+    num_queries: int = 8,
+) -> ExportGraph:
     if track and model.track_head is None:
         raise ValueError("--track needs a model with a track head (this checkpoint has none)")
     frames = "frames"
     inputs = [TensorSpec("images", [frames, 3, height, width], "float32", "RGB in [0, 1]")]
     outputs = [
-        TensorSpec("pose_enc", [frames, 9], "float32", "absT_quaR_FoV: translation, XYZW quaternion, fov_h, fov_w (rad)"),
+        TensorSpec(
+            "pose_enc", [frames, 9], "float32", "absT_quaR_FoV: translation, XYZW quaternion, fov_h, fov_w (rad)"
+        ),
         TensorSpec("depth", [frames, height, width], "float32", "depth along the camera z axis"),
         TensorSpec("depth_conf", [frames, height, width], "float32", "depth confidence >= 1"),
         TensorSpec("world_points", [frames, height, width, 3], "float32", "points in the first camera's frame"),
@@ -158,8 +172,13 @@ def vggt_graph(model: VGGT, preset: str, height: int, width: int, track: bool, t
         ]
     mean, std = model.aggregator.mean, model.aggregator.std
     return ExportGraph(
-        module=VGGTGraph(model, track).eval(), family="vggt", preset=preset, height=height, width=width,
-        inputs=inputs, outputs=outputs,
+        module=VGGTGraph(model, track).eval(),
+        family="vggt",
+        preset=preset,
+        height=height,
+        width=width,
+        inputs=inputs,
+        outputs=outputs,
         normalization={"input_range": [0, 1], "mean": list(mean), "std": list(std), "in_graph": True},
         first_block_prefixes=("/model/aggregator/frame_blocks.0/", "/model/aggregator/global_blocks.0/"),
         fp32_prefixes=("/model/camera_head/", "/model/depth_head/", "/model/point_head/", "/model/track_head/"),
@@ -171,10 +190,21 @@ def dinov3_graph(model: DinoVisionTransformer, preset: str, height: int, width: 
     patches = (height // model.patch_size) * (width // model.patch_size)
     dim = model.embed_dim
     return ExportGraph(
-        module=DinoFeaturesGraph(model).eval(), family="dinov3", preset=preset, height=height, width=width,
+        module=DinoFeaturesGraph(model).eval(),
+        family="dinov3",
+        preset=preset,
+        height=height,
+        width=width,
         inputs=[TensorSpec("images", ["batch", 3, height, width], "float32", "RGB in [0, 1]")],
-        outputs=[TensorSpec("cls", ["batch", dim], "float32", "normalised CLS token"),
-                 TensorSpec("patch_tokens", ["batch", patches, dim], "float32", "normalised patch tokens, row-major")],
-        normalization={"input_range": [0, 1], "mean": list(model.config.mean), "std": list(model.config.std), "in_graph": True},
+        outputs=[
+            TensorSpec("cls", ["batch", dim], "float32", "normalised CLS token"),
+            TensorSpec("patch_tokens", ["batch", patches, dim], "float32", "normalised patch tokens, row-major"),
+        ],
+        normalization={
+            "input_range": [0, 1],
+            "mean": list(model.config.mean),
+            "std": list(model.config.std),
+            "in_graph": True,
+        },
         first_block_prefixes=("/model/blocks.0/",),
     )

@@ -40,15 +40,23 @@ def save_onnx(model: onnx.ModelProto, path: Path, external: bool | None = None) 
     if external:
         data_name = path.name + ".data"
         (path.parent / data_name).unlink(missing_ok=True)
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024, convert_attribute=True)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+            convert_attribute=True,
+        )
         return [data_name]
     onnx.save_model(model, str(path))
     return []
 
 
-def export_onnx(graph: ExportGraph, path: Path, example_frames: int, opset: int = 17,
-                fused_attention: bool = False) -> list[str]:
+def export_onnx(
+    graph: ExportGraph, path: Path, example_frames: int, opset: int = 17, fused_attention: bool = False
+) -> list[str]:
     """Export ``graph`` to ``path``. Returns the external data files written beside it.
 
     ``fused_attention``: write each attention layer as one onnxruntime ``MultiHeadAttention`` node
@@ -70,9 +78,17 @@ def export_onnx(graph: ExportGraph, path: Path, example_frames: int, opset: int 
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
                 with fused_attention_export(fused_attention):
-                    torch.onnx.export(graph.module, args, str(raw), dynamo=False, opset_version=opset,
-                                      input_names=graph.input_names, output_names=graph.output_names,
-                                      dynamic_axes=graph.dynamic_axes(), do_constant_folding=True)
+                    torch.onnx.export(
+                        graph.module,
+                        args,
+                        str(raw),
+                        dynamo=False,
+                        opset_version=opset,
+                        input_names=graph.input_names,
+                        output_names=graph.output_names,
+                        dynamic_axes=graph.dynamic_axes(),
+                        do_constant_folding=True,
+                    )
             model = onnx.load(str(raw))  # pulls in any external data torch wrote beside it
             return save_onnx(model, path)
 

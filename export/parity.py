@@ -32,8 +32,8 @@ DINOv3 token cosine, min    0.99          0.95
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -44,12 +44,30 @@ Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 FP32_LIMITS = {"value": 1e-4, "confidence": 1e-3}
 DECODED_LIMITS = {
-    "fp16": {"depth_median_rel": 0.01, "depth_p95_rel": 0.05, "conf_median_rel": 0.05, "points_median_rel": 0.02,
-             "rotation_deg": 0.5, "translation_rel": 0.02, "fov_rel": 0.01, "track_median_px": 1.0,
-             "cosine_mean": 0.999, "cosine_min": 0.99},
-    "int8": {"depth_median_rel": 0.03, "depth_p95_rel": 0.10, "conf_median_rel": 0.15, "points_median_rel": 0.06,
-             "rotation_deg": 2.0, "translation_rel": 0.06, "fov_rel": 0.03, "track_median_px": 3.0,
-             "cosine_mean": 0.99, "cosine_min": 0.95},
+    "fp16": {
+        "depth_median_rel": 0.01,
+        "depth_p95_rel": 0.05,
+        "conf_median_rel": 0.05,
+        "points_median_rel": 0.02,
+        "rotation_deg": 0.5,
+        "translation_rel": 0.02,
+        "fov_rel": 0.01,
+        "track_median_px": 1.0,
+        "cosine_mean": 0.999,
+        "cosine_min": 0.99,
+    },
+    "int8": {
+        "depth_median_rel": 0.03,
+        "depth_p95_rel": 0.10,
+        "conf_median_rel": 0.15,
+        "points_median_rel": 0.06,
+        "rotation_deg": 2.0,
+        "translation_rel": 0.06,
+        "fov_rel": 0.03,
+        "track_median_px": 3.0,
+        "cosine_mean": 0.99,
+        "cosine_min": 0.95,
+    },
 }
 # Limits are upper bounds except the cosine ones, which are lower bounds.
 LOWER_BOUNDS = {"cosine_mean", "cosine_min"}
@@ -88,16 +106,22 @@ class ParityReport:
         return all(c.passed for c in self.cases)
 
     def to_json(self) -> dict:
-        return {"passed": self.passed, "precision": self.precision, "limits": self.limits,
-                "cases": [{**asdict(c), "passed": c.passed} for c in self.cases]}
+        return {
+            "passed": self.passed,
+            "precision": self.precision,
+            "limits": self.limits,
+            "cases": [{**asdict(c), "passed": c.passed} for c in self.cases],
+        }
 
     def format(self) -> str:
         lines = [f"parity gate ({self.precision}): {'PASSED' if self.passed else 'FAILED'}"]
         for case in self.cases:
             lines.append(f"  frames={case.frames}: {'ok' if case.passed else 'FAILED'}")
             for o in case.outputs:
-                lines.append(f"    {o.name:<18} p99|d| {o.p99_abs:.2e}  max|d| {o.max_abs:.2e}  "
-                             f"p99 norm {o.p99_normalised:.2e}  cos {o.cosine:.6f}")
+                lines.append(
+                    f"    {o.name:<18} p99|d| {o.p99_abs:.2e}  max|d| {o.max_abs:.2e}  "
+                    f"p99 norm {o.p99_normalised:.2e}  cos {o.cosine:.6f}"
+                )
             for metric, value in case.checks.items():
                 lines.append(f"    {metric:<26} {value:.4g} (limit {self.limits.get(metric, float('nan')):.4g})")
             lines += [f"    FAIL: {f}" for f in case.failures]
@@ -114,7 +138,9 @@ def output_error(name: str, got: np.ndarray, ref: np.ndarray) -> OutputError:
     finite = np.isfinite(diff)
     if not finite.all():
         return OutputError(name, float("inf"), float("inf"), float("inf"), cosine)
-    return OutputError(name, float(np.percentile(diff, 99)), float(diff.max()), float(np.percentile(normalised, 99)), cosine)
+    return OutputError(
+        name, float(np.percentile(diff, 99)), float(diff.max()), float(np.percentile(normalised, 99)), cosine
+    )
 
 
 def _rotation_deg(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
@@ -131,7 +157,9 @@ def decoded_checks(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], heigh
     conf_rel = np.abs(got["depth_conf"] - ref["depth_conf"]) / ref["depth_conf"]
     checks["conf_median_rel"] = float(np.median(conf_rel))
     point_err = np.linalg.norm(got["world_points"] - ref["world_points"], axis=-1)
-    checks["points_median_rel"] = float(np.median(point_err) / max(np.median(np.linalg.norm(ref["world_points"], axis=-1)), 1e-6))
+    checks["points_median_rel"] = float(
+        np.median(point_err) / max(np.median(np.linalg.norm(ref["world_points"], axis=-1)), 1e-6)
+    )
     extr_g, intr_g = decode_pose(got["pose_enc"].astype(np.float64), (height, width))
     extr_r, intr_r = decode_pose(ref["pose_enc"].astype(np.float64), (height, width))
     checks["rotation_deg"] = float(_rotation_deg(extr_g[:, :, :3], extr_r[:, :, :3]).max())
@@ -146,6 +174,7 @@ def decoded_checks(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], heigh
 
 def feature_checks(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
     """DINOv3 outputs: cosine similarity of every token (CLS and patches)."""
+
     def token_cosines(a, b):
         a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
         return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
@@ -154,8 +183,15 @@ def feature_checks(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> di
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
 
 
-def run_gate(candidate: Runner, cases: list[dict[str, np.ndarray]], references: list[dict[str, np.ndarray]],
-             family: str, precision: str, height: int, width: int) -> ParityReport:
+def run_gate(
+    candidate: Runner,
+    cases: list[dict[str, np.ndarray]],
+    references: list[dict[str, np.ndarray]],
+    family: str,
+    precision: str,
+    height: int,
+    width: int,
+) -> ParityReport:
     """Compare ``candidate`` on every case of inputs with the PyTorch ``references`` computed for them
     (computed beforehand, so the PyTorch model can be freed first); see the module docstring."""
     limits = dict(FP32_LIMITS) if precision == "fp32" else dict(DECODED_LIMITS[precision])
@@ -208,9 +244,13 @@ def gate_images(height: int, width: int, frames: int) -> np.ndarray:
         decoded.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     capture.release()
     if not decoded:
-        raise RuntimeError(f"OpenCV could not decode {sample_dir() / 'sample.mp4'}: its build lacks FFmpeg; "
-                           "install opencv-python-headless from PyPI")
+        raise RuntimeError(
+            f"OpenCV could not decode {sample_dir() / 'sample.mp4'}: its build lacks FFmpeg; "
+            "install opencv-python-headless from PyPI"
+        )
     picks = [decoded[(i * 7) % len(decoded)] for i in range(frames)]  # distinct, spread out, repeatable
-    resized = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA if f.shape[1] > width else cv2.INTER_CUBIC)
-               for f in picks]
+    resized = [
+        cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA if f.shape[1] > width else cv2.INTER_CUBIC)
+        for f in picks
+    ]
     return np.stack(resized).transpose(0, 3, 1, 2).astype(np.float32) / 255.0

@@ -19,10 +19,10 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -100,8 +100,13 @@ def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    versions = {"edgescene": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    versions = {
+        "edgescene": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import tensorrt
 
@@ -112,7 +117,9 @@ def _versions() -> dict[str, str]:
 
 
 def _file_sizes(folder: Path) -> dict[str, float]:
-    return {str(p.relative_to(folder)): round(p.stat().st_size / 2**20, 2) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): round(p.stat().st_size / 2**20, 2) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _ort_runner(model_path: Path):
@@ -120,12 +127,20 @@ def _ort_runner(model_path: Path):
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return lambda feeds: dict(zip(names, session.run(names, feeds)))
+    return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
 
 
-def _package(fmt: Format, graph: ExportGraph, fp32_onnx: Path, stage: Path, precision: str,
-             frames_range: tuple[int, int, int], config: ExportConfig, log: Callable[[str], None],
-             calibration: list | None = None):
+def _package(
+    fmt: Format,
+    graph: ExportGraph,
+    fp32_onnx: Path,
+    stage: Path,
+    precision: str,
+    frames_range: tuple[int, int, int],
+    config: ExportConfig,
+    log: Callable[[str], None],
+    calibration: list | None = None,
+):
     """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path)."""
     from edgescene.export.precision import convert_fp16, quantize_int8, quantize_int8_static
 
@@ -146,8 +161,9 @@ def _package(fmt: Format, graph: ExportGraph, fp32_onnx: Path, stage: Path, prec
         from edgescene.export.triton import write_triton_repository
 
         name = f"{graph.preset}_{graph.height}x{graph.width}".replace("-", "_")
-        files = write_triton_repository(fp32_onnx, stage, name, graph.inputs, graph.outputs, precision=precision,
-                                        max_frames=frames_range[2])
+        files = write_triton_repository(
+            fp32_onnx, stage, name, graph.inputs, graph.outputs, precision=precision, max_frames=frames_range[2]
+        )
         inner = stage / files["model"]
         return {**files, "model": files["model"]}, _ort_runner(inner), {}, inner
     # tensorrt
@@ -161,8 +177,15 @@ def _package(fmt: Format, graph: ExportGraph, fp32_onnx: Path, stage: Path, prec
         for p in fp32_onnx.parent.iterdir():
             p.rename(stage / p.name)
     profiles = [frame_profile("images", frames_range, (3, graph.height, graph.width))]
-    device = build_engine(onnx_for_engine, stage / "model.engine", profiles, precision,
-                          timing_cache_path=stage / "timing.cache", workspace_gb=config.workspace_gb or 8.0, log=log)
+    device = build_engine(
+        onnx_for_engine,
+        stage / "model.engine",
+        profiles,
+        precision,
+        timing_cache_path=stage / "timing.cache",
+        workspace_gb=config.workspace_gb or 8.0,
+        log=log,
+    )
     runner = TensorRTRunner(stage / "model.engine")
     files = {"model": "model.onnx", "external_data": external, "engine": "model.engine", "timing_cache": "timing.cache"}
     return files, runner, device, onnx_for_engine
@@ -180,8 +203,10 @@ def preflight(fmt: Format) -> None:
     if missing:
         raise ImportError(f"format {fmt.name!r} needs {', '.join(missing)}: pip install 'edgescene[export,runtime]'")
     if fmt.device == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError(f"format {fmt.name!r} builds on an NVIDIA GPU and none is visible here "
-                           "(engines are specific to the GPU they are built on: build on the target device)")
+        raise RuntimeError(
+            f"format {fmt.name!r} builds on an NVIDIA GPU and none is visible here "
+            "(engines are specific to the GPU they are built on: build on the target device)"
+        )
 
 
 def _export_sizes(config: ExportConfig, log: Callable[[str], None]) -> ExportResult:
@@ -198,11 +223,14 @@ def _export_sizes(config: ExportConfig, log: Callable[[str], None]) -> ExportRes
         for i, (h, w) in enumerate(sizes, 1):
             key = size_key(h, w)
             log(f"export: size {key} ({i} of {len(sizes)})")
-            result = export_model(replace(config, sizes=None, height=h, width=w, out=str(stage / key),
-                                          overwrite=False), log)
+            result = export_model(
+                replace(config, sizes=None, height=h, width=w, out=str(stage / key), overwrite=False), log
+            )
             if result.artifact.model["family"] != "vggt":
-                raise ValueError("--sizes is for VGGT models (DINOv3's patch-token count changes with the size); "
-                                 "export DINOv3 once per size with --height/--width")
+                raise ValueError(
+                    "--sizes is for VGGT models (DINOv3's patch-token count changes with the size); "
+                    "export DINOv3 once per size with --height/--width"
+                )
             results.append((key, result))
             if not result.accepted:
                 log(f"export: size {key} failed its parity gate; the remaining sizes are not exported")
@@ -211,17 +239,26 @@ def _export_sizes(config: ExportConfig, log: Callable[[str], None]) -> ExportRes
         h0, w0 = sizes[0]
         accepted = len(results) == len(sizes) and all(r.accepted for _, r in results)
         artifact = Artifact(
-            format=first.format, precision=first.precision, backend=first.backend, model=first.model,
+            format=first.format,
+            precision=first.precision,
+            backend=first.backend,
+            model=first.model,
             files={"sizes": {key: r.folder.name for key, r in results}},
             inputs=[with_named_image_axes(t, h0, w0) for t in first.inputs],
             outputs=[with_named_image_axes(t, h0, w0) for t in first.outputs],
             input_size={"height": h0, "width": w0},
             input_sizes=[{"height": h, "width": w} for h, w in sizes],
-            frames=first.frames, normalization=first.normalization, opset=first.opset, exporter=first.exporter,
-            versions=first.versions, accepted=accepted,
+            frames=first.frames,
+            normalization=first.normalization,
+            opset=first.opset,
+            exporter=first.exporter,
+            versions=first.versions,
+            accepted=accepted,
             parity={"passed": accepted, "sizes": {key: r.report.to_json() for key, r in results}},
             created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            elapsed_s=round(time.perf_counter() - start, 2), device=first.device, calibration=first.calibration,
+            elapsed_s=round(time.perf_counter() - start, 2),
+            device=first.device,
+            calibration=first.calibration,
         )
         write_artifact_json(artifact, stage)
         target = out if accepted else out.with_name(out.name + ".rejected")
@@ -233,7 +270,9 @@ def _export_sizes(config: ExportConfig, log: Callable[[str], None]) -> ExportRes
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     last = results[-1][1]
-    return ExportResult(target, accepted, artifact, last.report, _file_sizes(target), round(time.perf_counter() - start, 2))
+    return ExportResult(
+        target, accepted, artifact, last.report, _file_sizes(target), round(time.perf_counter() - start, 2)
+    )
 
 
 def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> ExportResult:
@@ -242,9 +281,19 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
     start = time.perf_counter()
     fmt = get_format(config.format)
     preflight(fmt)
-    validate_options(fmt, {"frames": config.frames, "frames_range": config.frames_range, "height": config.height,
-                           "width": config.width, "precision": config.precision, "track": config.track,
-                           "workspace_gb": config.workspace_gb, "calibration": config.calibration})
+    validate_options(
+        fmt,
+        {
+            "frames": config.frames,
+            "frames_range": config.frames_range,
+            "height": config.height,
+            "width": config.width,
+            "precision": config.precision,
+            "track": config.track,
+            "workspace_gb": config.workspace_gb,
+            "calibration": config.calibration,
+        },
+    )
     precision = config.precision or fmt.default_precision
     out = Path(config.out)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
@@ -257,14 +306,18 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
     _check_size(loaded.family, height, width, patch)
     frames_range = (config.frames,) * 3 if config.frames else (config.frames_range or DEFAULT_FRAMES[loaded.family])
     if config.track and frames_range[0] != frames_range[2]:
-        raise ValueError("the track head exports with a fixed frame count (its attention traces static shapes); "
-                         "pass --frames N instead of a range")
+        raise ValueError(
+            "the track head exports with a fixed frame count (its attention traces static shapes); "
+            "pass --frames N instead of a range"
+        )
     if loaded.family == "vggt":
         graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track, track_frames=frames_range[0])
     else:
         graph = dinov3_graph(loaded.module, loaded.preset, height, width)
-    log(f"export: {loaded.preset} ({loaded.family}, {loaded.source}) -> {fmt.name} {precision}, "
-        f"{height}x{width}, frames {frames_range[0]}..{frames_range[2]} (opt {frames_range[1]})")
+    log(
+        f"export: {loaded.preset} ({loaded.family}, {loaded.source}) -> {fmt.name} {precision}, "
+        f"{height}x{width}, frames {frames_range[0]}..{frames_range[2]} (opt {frames_range[1]})"
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -278,15 +331,17 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
         (stage / "fp32").mkdir()
         fp32_onnx = stage / "fp32" / "model.onnx"
         t = time.perf_counter()
-        export_onnx(graph, fp32_onnx, example_frames=frames_range[1], opset=config.opset,
-                    fused_attention=fmt.fused_attention)
+        export_onnx(
+            graph, fp32_onnx, example_frames=frames_range[1], opset=config.opset, fused_attention=fmt.fused_attention
+        )
         log(f"export: ONNX traced and saved in {time.perf_counter() - t:.1f} s")
         counts = gate_frame_counts(frames_range)
         cases = [graph.feeds(gate_images(height, width, n)) for n in counts]
         references = [graph.reference(feeds) for feeds in cases]
         del graph.module, loaded.module  # free PyTorch's copy of the weights before loading the artifact
-        files, runner, device, onnx_path = _package(fmt, graph, fp32_onnx, stage, precision, frames_range, config, log,
-                                                    calibration)
+        files, runner, device, onnx_path = _package(
+            fmt, graph, fp32_onnx, stage, precision, frames_range, config, log, calibration
+        )
         shutil.rmtree(stage / "fp32", ignore_errors=True)
         t = time.perf_counter()
         report = run_gate(runner, cases, references, graph.family, precision, height, width)
@@ -294,18 +349,32 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
         log(f"export: parity gate ran in {time.perf_counter() - t:.1f} s")
         log(report.format())
         artifact = Artifact(
-            format=fmt.name, precision=precision, backend=fmt.backend,
-            model={"family": graph.family, "preset": graph.preset, "source": loaded.source,
-                   "source_sha256": loaded.sha256, "track_head": config.track},
-            files=files, inputs=graph.inputs, outputs=graph.outputs,
+            format=fmt.name,
+            precision=precision,
+            backend=fmt.backend,
+            model={
+                "family": graph.family,
+                "preset": graph.preset,
+                "source": loaded.source,
+                "source_sha256": loaded.sha256,
+                "track_head": config.track,
+            },
+            files=files,
+            inputs=graph.inputs,
+            outputs=graph.outputs,
             input_size={"height": height, "width": width},
             frames={"min": frames_range[0], "opt": frames_range[1], "max": frames_range[2]},
-            normalization=graph.normalization, opset=config.opset,
+            normalization=graph.normalization,
+            opset=config.opset,
             exporter=f"torch.onnx.export (TorchScript, dynamo=False) {torch.__version__}"
-                     + ("; attention as com.microsoft.MultiHeadAttention (onnxruntime)" if fmt.fused_attention else ""),
-            versions=_versions(), parity=report.to_json(), accepted=report.passed,
+            + ("; attention as com.microsoft.MultiHeadAttention (onnxruntime)" if fmt.fused_attention else ""),
+            versions=_versions(),
+            parity=report.to_json(),
+            accepted=report.passed,
             created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            elapsed_s=round(time.perf_counter() - start, 2), device=device, calibration=calibration_text,
+            elapsed_s=round(time.perf_counter() - start, 2),
+            device=device,
+            calibration=calibration_text,
         )
         set_metadata(onnx_path, artifact.to_json())
         write_artifact_json(artifact, stage)
@@ -334,8 +403,10 @@ def next_commands(result: ExportResult) -> list[str]:
         lines.append(f"edgescene reconstruct {sample_dir() / 'sample.mp4'} --model {folder} --out out/reconstruction")
     if "bench" in names:
         lines.append(f"edgescene bench --model {folder} --out out/bench")
-    lines.append(f'python -c "from edgescene.runtime.session import open_session; s = open_session(\'{folder}\'); '
-                 f'print([t.name for t in s.input_spec()])"')
+    lines.append(
+        f"python -c \"from edgescene.runtime.session import open_session; s = open_session('{folder}'); "
+        f'print([t.name for t in s.input_spec()])"'
+    )
     return lines
 
 

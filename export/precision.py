@@ -25,8 +25,19 @@ import onnx
 from edgescene.export.graphs import ExportGraph
 from edgescene.export.onnx_export import initializer_bytes, save_onnx
 
-KEEP_FP32_OPS = ["LayerNormalization", "Softmax", "Sin", "Cos", "Exp", "Erf", "Range", "ReduceMean", "Pow", "Sqrt",
-                 "MultiHeadAttention"]  # onnxruntime's CPU kernel of the fused attention is fp32 only
+KEEP_FP32_OPS = [
+    "LayerNormalization",
+    "Softmax",
+    "Sin",
+    "Cos",
+    "Exp",
+    "Erf",
+    "Range",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+    "MultiHeadAttention",
+]  # onnxruntime's CPU kernel of the fused attention is fp32 only
 ROPE_OPS = {"Mul", "Add", "Neg", "Concat", "Slice", "Split"}
 
 
@@ -46,8 +57,11 @@ def convert_fp16(src: Path, dst: Path, graph: ExportGraph) -> list[str]:
 
     model = onnx.load(str(src))
     converted = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(KEEP_FP32_OPS)),
-        node_block_list=fp32_nodes(model, graph), disable_shape_infer=initializer_bytes(model) > 1.8e9,
+        model,
+        keep_io_types=True,
+        op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(KEEP_FP32_OPS)),
+        node_block_list=fp32_nodes(model, graph),
+        disable_shape_infer=initializer_bytes(model) > 1.8e9,
     )
     return save_onnx(converted, dst)
 
@@ -62,12 +76,19 @@ def quantize_int8(src: Path, dst: Path, graph: ExportGraph) -> list[str]:
     exclude = [n.name for n in model.graph.node if n.name.startswith(graph.fp32_prefixes)]
     prepared = src.with_name("prepared.onnx")
     try:  # shape inference + graph cleanup first, as onnxruntime recommends for quantization
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True, save_as_external_data=big,
-                          all_tensors_to_one_file=True)
+        quant_pre_process(
+            str(src), str(prepared), skip_symbolic_shape=True, save_as_external_data=big, all_tensors_to_one_file=True
+        )
     except Exception:  # noqa: BLE001 - optional step; quantize the plain graph instead
         prepared = src
-    quantize_dynamic(str(prepared), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                     nodes_to_exclude=exclude, use_external_data_format=big)
+    quantize_dynamic(
+        str(prepared),
+        str(dst),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        use_external_data_format=big,
+    )
     if big:  # quantize_dynamic names its data file after the model; report what is there
         return sorted(p.name for p in dst.parent.iterdir() if p.name.startswith(dst.name) and p != dst)
     return []
@@ -99,15 +120,21 @@ def static_int8_nodes(model: onnx.ModelProto) -> list[str]:
     return nodes
 
 
-def quantize_int8_static(src: Path, dst: Path, graph: ExportGraph, calibration: list[dict[str, np.ndarray]],
-                         log=print) -> list[str]:
+def quantize_int8_static(
+    src: Path, dst: Path, graph: ExportGraph, calibration: list[dict[str, np.ndarray]], log=print
+) -> list[str]:
     """fp32 ONNX -> statically quantized int8 QDQ ONNX at ``dst`` (activation ranges from ``calibration``).
 
     Weights int8 per output channel (symmetric), activations uint8 per tensor with MinMax ranges
     observed on the calibration feeds (real frames: see :func:`edgescene.export.calibration.calibration_feeds`).
     """
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
@@ -116,8 +143,9 @@ def quantize_int8_static(src: Path, dst: Path, graph: ExportGraph, calibration: 
     big = initializer_bytes(model) > 1.8e9
     prepared = src.with_name("prepared.onnx")
     try:
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True, save_as_external_data=big,
-                          all_tensors_to_one_file=True)
+        quant_pre_process(
+            str(src), str(prepared), skip_symbolic_shape=True, save_as_external_data=big, all_tensors_to_one_file=True
+        )
     except Exception:  # noqa: BLE001 - optional step; quantize the plain graph instead
         prepared = src
     trunk = static_int8_nodes(onnx.load(str(prepared), load_external_data=False))
@@ -131,9 +159,18 @@ def quantize_int8_static(src: Path, dst: Path, graph: ExportGraph, calibration: 
 
     log(f"export: calibrating activation ranges on {len(calibration)} batch(es)")
     static = dst.with_name("static.onnx")
-    quantize_static(str(prepared), str(static), Feeds(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=STATIC_INT8_OPS, nodes_to_quantize=trunk or None, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, use_external_data_format=big)
+    quantize_static(
+        str(prepared),
+        str(static),
+        Feeds(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=STATIC_INT8_OPS,
+        nodes_to_quantize=trunk or None,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        use_external_data_format=big,
+    )
     # the transformer's matrix products: dynamic (per-call activation ranges) keeps the cameras accurate.
     # onnxruntime warns "already quantized?" on seeing the QDQ nodes: expected here, so silenced.
     import logging
@@ -142,10 +179,18 @@ def quantize_int8_static(src: Path, dst: Path, graph: ExportGraph, calibration: 
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(static), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                         nodes_to_exclude=[n.name for n in onnx.load(str(static), load_external_data=False).graph.node
-                                           if n.name.startswith(graph.fp32_prefixes)],
-                         use_external_data_format=big)
+        quantize_dynamic(
+            str(static),
+            str(dst),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=[
+                n.name
+                for n in onnx.load(str(static), load_external_data=False).graph.node
+                if n.name.startswith(graph.fp32_prefixes)
+            ],
+            use_external_data_format=big,
+        )
     finally:
         root.setLevel(level)
     if big:

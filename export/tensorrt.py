@@ -52,8 +52,10 @@ def require_tensorrt():
         raise ImportError(f"{_INSTALL_HINT} ({e})") from e
     major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
     if major < 10:
-        raise ImportError(f"TensorRT {getattr(trt, '__version__', '?')} is too old: the name-based API and strong "
-                          f"typing need TensorRT >= 10. {_INSTALL_HINT}")
+        raise ImportError(
+            f"TensorRT {getattr(trt, '__version__', '?')} is too old: the name-based API and strong "
+            f"typing need TensorRT >= 10. {_INSTALL_HINT}"
+        )
     return trt
 
 
@@ -62,9 +64,11 @@ def _require_cuda():
     import torch
 
     if not torch.cuda.is_available():
-        raise RuntimeError(f"CUDA is not available (torch {torch.__version__}, built for CUDA "
-                           f"{torch.version.cuda or 'none'}): TensorRT engines are built and run on an NVIDIA GPU; "
-                           "install a CUDA build of torch on a machine with one")
+        raise RuntimeError(
+            f"CUDA is not available (torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda or 'none'}): TensorRT engines are built and run on an NVIDIA GPU; "
+            "install a CUDA build of torch on a machine with one"
+        )
     return torch
 
 
@@ -120,17 +124,23 @@ class EngineProfile:
             raise ValueError(f"{self.input_name}: min/opt/max shapes have different ranks: {lo}, {opt}, {hi}")
         if any(d < 1 for d in lo):
             raise ValueError(f"{self.input_name}: every dimension must be >= 1, got min_shape {lo}")
-        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
-            raise ValueError(f"{self.input_name}: need min <= opt <= max on every axis, "
-                             f"got min {lo}, opt {opt}, max {hi}")
+        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
+            raise ValueError(
+                f"{self.input_name}: need min <= opt <= max on every axis, got min {lo}, opt {opt}, max {hi}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"input": self.input_name, "min": list(self.min_shape), "opt": list(self.opt_shape),
-                "max": list(self.max_shape)}
+        return {
+            "input": self.input_name,
+            "min": list(self.min_shape),
+            "opt": list(self.opt_shape),
+            "max": list(self.max_shape),
+        }
 
 
-def frame_profile(input_name: str, frames_range: tuple[int, int, int], tail: tuple[int, ...],
-                  frame_axis: int = 0) -> EngineProfile:
+def frame_profile(
+    input_name: str, frames_range: tuple[int, int, int], tail: tuple[int, ...], frame_axis: int = 0
+) -> EngineProfile:
     """A profile over the frame count: ``frames_range = (min, opt, max)`` frames inserted at
     ``frame_axis`` into the fixed ``tail`` dims. ``frame_profile("images", (1, 4, 16), (3, 518, 518))``
     gives min (1, 3, 518, 518), opt (4, 3, 518, 518), max (16, 3, 518, 518)."""
@@ -155,8 +165,10 @@ def _profile_groups(profiles: Sequence[EngineProfile | Sequence[EngineProfile]])
     """Each item is one TensorRT optimization profile: a bare EngineProfile (one dynamic input) or a
     sequence of them (one per dynamic input)."""
     if isinstance(profiles, EngineProfile) or not profiles:
-        raise ValueError("profiles must be a non-empty list with one entry per optimization profile "
-                         "(an EngineProfile, or a list of EngineProfile for models with several dynamic inputs)")
+        raise ValueError(
+            "profiles must be a non-empty list with one entry per optimization profile "
+            "(an EngineProfile, or a list of EngineProfile for models with several dynamic inputs)"
+        )
     groups = []
     for i, item in enumerate(profiles):
         group = [item] if isinstance(item, EngineProfile) else list(item)
@@ -205,23 +217,35 @@ def _check_profiles_against_network(network, groups: list[list[EngineProfile]]) 
                 raise ValueError(f"profiles[{i}] names input {p.input_name!r}; the network inputs are {sorted(inputs)}")
             shape = inputs[p.input_name]
             if len(shape) != len(p.min_shape):
-                raise ValueError(f"profiles[{i}]: input {p.input_name!r} has rank {len(shape)} {shape}, "
-                                 f"the profile rank {len(p.min_shape)} {p.min_shape}")
+                raise ValueError(
+                    f"profiles[{i}]: input {p.input_name!r} has rank {len(shape)} {shape}, "
+                    f"the profile rank {len(p.min_shape)} {p.min_shape}"
+                )
             for axis, d in enumerate(shape):
                 if d >= 0 and not p.min_shape[axis] == p.opt_shape[axis] == p.max_shape[axis] == d:
-                    raise ValueError(f"profiles[{i}]: axis {axis} of input {p.input_name!r} is fixed at {d} in the "
-                                     f"graph {shape}, the profile gives {p.min_shape}..{p.max_shape}")
+                    raise ValueError(
+                        f"profiles[{i}]: axis {axis} of input {p.input_name!r} is fixed at {d} in the "
+                        f"graph {shape}, the profile gives {p.min_shape}..{p.max_shape}"
+                    )
         missing = sorted(set(dynamic) - {p.input_name for p in group})
         if missing:
-            raise ValueError(f"profiles[{i}] gives no shape range for the dynamic input(s) {missing} "
-                             f"(shapes {[inputs[m] for m in missing]})")
+            raise ValueError(
+                f"profiles[{i}] gives no shape range for the dynamic input(s) {missing} "
+                f"(shapes {[inputs[m] for m in missing]})"
+            )
     return inputs
 
 
-def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EngineProfile | Sequence[EngineProfile]],
-                 precision: Literal["fp32", "fp16"], timing_cache_path: Path | None = None,
-                 workspace_gb: float = 8.0, builder_optimization_level: int | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    profiles: Sequence[EngineProfile | Sequence[EngineProfile]],
+    precision: Literal["fp32", "fp16"],
+    timing_cache_path: Path | None = None,
+    workspace_gb: float = 8.0,
+    builder_optimization_level: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Build a strongly typed TensorRT engine from ``onnx_path`` and write it to ``engine_path``.
 
     ``profiles``: one entry per optimization profile (an EngineProfile, or a list of them when the
@@ -235,8 +259,10 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EnginePr
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     timing_cache_path = Path(timing_cache_path) if timing_cache_path is not None else None
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} "
-                         "(int8 is an ONNX-level format, not a TensorRT builder option)")
+        raise ValueError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} "
+            "(int8 is an ONNX-level format, not a TensorRT builder option)"
+        )
     if not workspace_gb > 0:
         raise ValueError(f"workspace_gb must be > 0, got {workspace_gb}")
     if builder_optimization_level is not None and builder_optimization_level not in range(6):
@@ -246,17 +272,23 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EnginePr
         raise FileNotFoundError(f"ONNX file not found: {onnx_path}")
     has_fp16 = _onnx_has_float16(onnx_path)
     if precision == "fp16" and not has_fp16:
-        raise ValueError(f"precision 'fp16' but {onnx_path} holds no float16 tensor: engines are strongly typed, so "
-                         "pass the fp16 ONNX (format onnx-fp16), not the fp32 one")
+        raise ValueError(
+            f"precision 'fp16' but {onnx_path} holds no float16 tensor: engines are strongly typed, so "
+            "pass the fp16 ONNX (format onnx-fp16), not the fp32 one"
+        )
     if precision == "fp32" and has_fp16:
-        raise ValueError(f"precision 'fp32' but {onnx_path} holds float16 tensors: engines are strongly typed, so "
-                         "pass the fp32 ONNX, or build with precision 'fp16'")
+        raise ValueError(
+            f"precision 'fp32' but {onnx_path} holds float16 tensors: engines are strongly typed, so "
+            "pass the fp32 ONNX, or build with precision 'fp16'"
+        )
 
     trt = require_tensorrt()
     torch = _require_cuda()
     device = _this_gpu(torch)
-    log(f"tensorrt: TensorRT {trt.__version__} on {device['gpu']} (sm {device['compute_capability']}), "
-        f"building {precision} engine from {onnx_path}")
+    log(
+        f"tensorrt: TensorRT {trt.__version__} on {device['gpu']} (sm {device['compute_capability']}), "
+        f"building {precision} engine from {onnx_path}"
+    )
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -269,8 +301,10 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EnginePr
         errors = "\n".join(f"  {parser.get_error(i)}" for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path} ({parser.num_errors} error(s)):\n{errors}")
 
-    for kind, count, get in (("input", network.num_inputs, network.get_input),
-                             ("output", network.num_outputs, network.get_output)):
+    for kind, count, get in (
+        ("input", network.num_inputs, network.get_input),
+        ("output", network.num_outputs, network.get_output),
+    ):
         for i in range(count):
             t = get(i)
             log(f"tensorrt: {kind} {t.name} shape {_shape(t.shape)} dtype {t.dtype}")
@@ -302,8 +336,10 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EnginePr
     plan = builder.build_serialized_network(network, config)
     build_s = time.perf_counter() - start
     if plan is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}: read the TensorRT log above; if it "
-                           f"ran out of memory, lower workspace_gb (now {workspace_gb}) or the profiles' max shapes")
+        raise RuntimeError(
+            f"TensorRT failed to build an engine from {onnx_path}: read the TensorRT log above; if it "
+            f"ran out of memory, lower workspace_gb (now {workspace_gb}) or the profiles' max shapes"
+        )
     engine_bytes = _write_atomic(engine_path, plan)
     del plan
 
@@ -322,8 +358,9 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EnginePr
         "profiles": [{p.input_name: p.as_dict() for p in group} for group in groups],
         "workspace_gb": workspace_gb,
         "builder_optimization_level": builder_optimization_level,
-        "timing_cache": None if timing_cache_path is None else
-        {"path": str(timing_cache_path), "loaded_bytes": cache_loaded, "written_bytes": cache_written},
+        "timing_cache": None
+        if timing_cache_path is None
+        else {"path": str(timing_cache_path), "loaded_bytes": cache_loaded, "written_bytes": cache_written},
         "build_s": round(build_s, 3),
         "engine_bytes": engine_bytes,
     }
@@ -335,9 +372,15 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Sequence[EnginePr
 
 def _dtype_table(trt, torch) -> dict:
     """TensorRT DataType -> (numpy dtype, torch dtype) for the types the runner handles."""
-    pairs = {"FLOAT": (np.float32, torch.float32), "HALF": (np.float16, torch.float16),
-             "INT32": (np.int32, torch.int32), "INT64": (np.int64, torch.int64), "BOOL": (np.bool_, torch.bool),
-             "INT8": (np.int8, torch.int8), "UINT8": (np.uint8, torch.uint8)}
+    pairs = {
+        "FLOAT": (np.float32, torch.float32),
+        "HALF": (np.float16, torch.float16),
+        "INT32": (np.int32, torch.int32),
+        "INT64": (np.int64, torch.int64),
+        "BOOL": (np.bool_, torch.bool),
+        "INT8": (np.int8, torch.int8),
+        "UINT8": (np.uint8, torch.uint8),
+    }
     return {getattr(trt.DataType, k): (np.dtype(v[0]), v[1]) for k, v in pairs.items() if hasattr(trt.DataType, k)}
 
 
@@ -359,20 +402,25 @@ class TensorRTRunner:
             built_cc = expected_device.get("compute_capability")
             built_gpu = expected_device.get("gpu", "?")
             if built_cc is not None and str(built_cc) != here["compute_capability"]:
-                raise RuntimeError(f"engine built for {built_gpu}/{built_cc}, this GPU is "
-                                   f"{here['gpu']}/{here['compute_capability']}: rebuild it here")
+                raise RuntimeError(
+                    f"engine built for {built_gpu}/{built_cc}, this GPU is "
+                    f"{here['gpu']}/{here['compute_capability']}: rebuild it here"
+                )
             built_trt = expected_device.get("tensorrt")
             if built_trt is not None and str(built_trt) != trt.__version__:
-                raise RuntimeError(f"engine built with TensorRT {built_trt}, this is TensorRT {trt.__version__}: "
-                                   "rebuild it here")
+                raise RuntimeError(
+                    f"engine built with TensorRT {built_trt}, this is TensorRT {trt.__version__}: rebuild it here"
+                )
         self._torch = torch
         self.device = torch.device("cuda", torch.cuda.current_device())
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"could not deserialize {engine_path} with TensorRT {trt.__version__} on {here['gpu']}: "
-                               "engines are tied to the TensorRT version and GPU that built them; rebuild it here")
+            raise RuntimeError(
+                f"could not deserialize {engine_path} with TensorRT {trt.__version__} on {here['gpu']}: "
+                "engines are tied to the TensorRT version and GPU that built them; rebuild it here"
+            )
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise RuntimeError(f"could not create an execution context for {engine_path} (out of GPU memory?)")
@@ -386,8 +434,10 @@ class TensorRTRunner:
             name = self.engine.get_tensor_name(i)
             dtype = self.engine.get_tensor_dtype(name)
             if dtype not in table:
-                raise RuntimeError(f"tensor {name!r} has TensorRT dtype {dtype}, which the runner does not map "
-                                   f"(supported: {', '.join(str(k) for k in table)})")
+                raise RuntimeError(
+                    f"tensor {name!r} has TensorRT dtype {dtype}, which the runner does not map "
+                    f"(supported: {', '.join(str(k) for k in table)})"
+                )
             self._dtypes[name] = table[dtype]
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self.inputs if is_input else self.outputs).append(name)
@@ -405,7 +455,7 @@ class TensorRTRunner:
             for name, shape in shapes.items():
                 lo, _, hi = (_shape(s) for s in self.engine.get_tensor_profile_shape(name, index))
                 ranges.append(f"profile {index} {name}: {lo}..{hi}")
-                fits &= len(lo) == len(shape) and all(a <= d <= b for a, d, b in zip(lo, shape, hi))
+                fits &= len(lo) == len(shape) and all(a <= d <= b for a, d, b in zip(lo, shape, hi, strict=True))
             if fits:
                 return index
         raise ValueError(f"input shapes {shapes} fit no optimization profile of the engine ({'; '.join(ranges)})")
@@ -448,8 +498,9 @@ class TensorRTRunner:
             for name in self.outputs:
                 shape = _shape(self.context.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
-                    raise RuntimeError(f"output {name!r} has a data-dependent shape {shape}, which the runner does "
-                                       "not support")
+                    raise RuntimeError(
+                        f"output {name!r} has a data-dependent shape {shape}, which the runner does not support"
+                    )
                 outputs[name] = self._buffer(name, shape)
                 self.context.set_tensor_address(name, outputs[name].data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):

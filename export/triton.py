@@ -51,8 +51,9 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
@@ -105,8 +106,10 @@ def write_triton_repository(
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not supported for Triton; valid: {', '.join(PRECISIONS)}")
     if precision == "fp16" and gpu is False:
-        raise ValueError("precision 'fp16' needs GPU instances (TensorRT accelerator); use gpu=True or gpu=None, "
-                         "or precision 'fp32' for CPU instances")
+        raise ValueError(
+            "precision 'fp16' needs GPU instances (TensorRT accelerator); use gpu=True or gpu=None, "
+            "or precision 'fp32' for CPU instances"
+        )
     if gpu not in (True, False, None):
         raise ValueError(f"gpu must be True (KIND_GPU), False (KIND_CPU) or None (Triton picks), got {gpu!r}")
     if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
@@ -122,8 +125,9 @@ def write_triton_repository(
     _check_specs_match_graph(graph_model, inputs, outputs, onnx_path)
     external = _external_data_locations(graph_model, onnx_path)
 
-    text = render_config(model_name, inputs, outputs, precision=precision, max_frames=max_frames,
-                         instances=instances, gpu=gpu)
+    text = render_config(
+        model_name, inputs, outputs, precision=precision, max_frames=max_frames, instances=instances, gpu=gpu
+    )
     _self_check(text, model_name, inputs, outputs, precision, instances, gpu)
 
     model_dir = repository / model_name
@@ -133,15 +137,24 @@ def write_triton_repository(
 
     others = sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name != VERSION)
     if others:
-        log.warning("%s also holds version folder(s) %s; with version_policy latest:1 Triton serves the highest",
-                    model_dir, ", ".join(others))
+        log.warning(
+            "%s also holds version folder(s) %s; with version_policy latest:1 Triton serves the highest",
+            model_dir,
+            ", ".join(others),
+        )
     files = {
         "config": f"{model_name}/{CONFIG_FILE}",
         "model": f"{model_name}/{VERSION}/{MODEL_FILE}",
         "external_data": [f"{model_name}/{VERSION}/{loc}" for loc in external],
     }
-    log.info("triton repository %s: model %s (%s, %d instance(s), %s)", repository, model_name, precision,
-             instances, {True: "GPU", False: "CPU", None: "device picked by Triton"}[gpu])
+    log.info(
+        "triton repository %s: model %s (%s, %d instance(s), %s)",
+        repository,
+        model_name,
+        precision,
+        instances,
+        {True: "GPU", False: "CPU", None: "device picked by Triton"}[gpu],
+    )
     return files
 
 
@@ -228,6 +241,7 @@ def triton_client_example(model_name: str, inputs: list[TensorSpec], outputs: li
 
 # ----------------------------------------------------------------------------- config text
 
+
 def _tensor_block(key: str, specs: list[TensorSpec]) -> list[str]:
     lines = [f"{key} ["]
     for i, spec in enumerate(specs):
@@ -246,8 +260,9 @@ def _tensor_block(key: str, specs: list[TensorSpec]) -> list[str]:
 
 def _dtype(spec: TensorSpec) -> str:
     if spec.dtype not in DATA_TYPES:
-        raise ValueError(f"tensor {spec.name!r}: dtype {spec.dtype!r} has no Triton mapping here; "
-                         f"valid: {', '.join(DATA_TYPES)}")
+        raise ValueError(
+            f"tensor {spec.name!r}: dtype {spec.dtype!r} has no Triton mapping here; valid: {', '.join(DATA_TYPES)}"
+        )
     return spec.dtype
 
 
@@ -286,10 +301,13 @@ def _identifier(name: str) -> str:
 
 # ----------------------------------------------------------------------------- checks
 
+
 def _check_model_name(model_name: str) -> None:
     if not isinstance(model_name, str) or not MODEL_NAME_RE.fullmatch(model_name) or model_name in (".", ".."):
-        raise ValueError(f"invalid Triton model name {model_name!r}: use letters, digits, '_', '.' and '-' "
-                         "(it names a folder of the repository)")
+        raise ValueError(
+            f"invalid Triton model name {model_name!r}: use letters, digits, '_', '.' and '-' "
+            "(it names a folder of the repository)"
+        )
 
 
 def _graph_io(model: onnx.ModelProto) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -299,8 +317,9 @@ def _graph_io(model: onnx.ModelProto) -> tuple[dict[str, Any], dict[str, Any]]:
     return ins, outs
 
 
-def _check_specs_match_graph(model: onnx.ModelProto, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                             where: Path) -> None:
+def _check_specs_match_graph(
+    model: onnx.ModelProto, inputs: list[TensorSpec], outputs: list[TensorSpec], where: Path
+) -> None:
     """What Triton's ONNX Runtime backend checks at load: every graph input configured, configured
     tensors exist, same data type, same rank, and fixed graph sizes configured as the same size."""
     graph_in, graph_out = _graph_io(model)
@@ -327,9 +346,11 @@ def _check_one(spec: TensorSpec, value: onnx.ValueInfoProto, kind: str, where: P
     if not tensor_type.HasField("shape"):
         return
     graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
-    if len(graph_dims) != len(dims) or any(g != -1 and g != d for g, d in zip(graph_dims, dims)):
-        raise ValueError(f"{where}: {kind} {spec.name!r} has shape {graph_dims} in the graph (-1: dynamic), "
-                         f"the spec {list(spec.shape)} gives dims {dims}")
+    if len(graph_dims) != len(dims) or any(g != -1 and g != d for g, d in zip(graph_dims, dims, strict=True)):
+        raise ValueError(
+            f"{where}: {kind} {spec.name!r} has shape {graph_dims} in the graph (-1: dynamic), "
+            f"the spec {list(spec.shape)} gives dims {dims}"
+        )
 
 
 def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -355,8 +376,10 @@ def _external_data_locations(model: onnx.ModelProto, onnx_path: Path) -> list[st
         location = ExternalDataInfo(tensor).location
         rel = PurePosixPath(location.replace("\\", "/"))
         if not location or rel.is_absolute() or ".." in rel.parts or not (base / rel).resolve().is_relative_to(base):
-            raise ValueError(f"{onnx_path}: tensor {tensor.name!r} names external data {location!r} outside "
-                             "the model's folder; refusing to read it")
+            raise ValueError(
+                f"{onnx_path}: tensor {tensor.name!r} names external data {location!r} outside "
+                "the model's folder; refusing to read it"
+            )
         if str(rel) == MODEL_FILE:
             raise ValueError(f"{onnx_path}: external data named {MODEL_FILE!r} would collide with the model file")
         if not (base / rel).is_file():
@@ -376,17 +399,36 @@ def _model_config_class() -> type:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     fd = descriptor_pb2.FieldDescriptorProto
-    f = descriptor_pb2.FileDescriptorProto(name="edgescene/triton_model_config_subset.proto",
-                                           package="inference", syntax="proto3")
+    f = descriptor_pb2.FileDescriptorProto(
+        name="edgescene/triton_model_config_subset.proto", package="inference", syntax="proto3"
+    )
     data_type = f.enum_type.add(name="DataType")
-    for number, name in enumerate(("INVALID", "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
-                                   "INT32", "INT64", "FP16", "FP32", "FP64", "STRING", "BF16")):
+    for number, name in enumerate(
+        (
+            "INVALID",
+            "BOOL",
+            "UINT8",
+            "UINT16",
+            "UINT32",
+            "UINT64",
+            "INT8",
+            "INT16",
+            "INT32",
+            "INT64",
+            "FP16",
+            "FP32",
+            "FP64",
+            "STRING",
+            "BF16",
+        )
+    ):
         data_type.value.add(name=f"TYPE_{name}", number=number)
 
     def fields(msg: Any, spec: list[tuple]) -> None:
         for name, number, ftype, type_name, repeated in spec:
-            field = msg.field.add(name=name, number=number, type=ftype,
-                                  label=fd.LABEL_REPEATED if repeated else fd.LABEL_OPTIONAL)
+            field = msg.field.add(
+                name=name, number=number, type=ftype, label=fd.LABEL_REPEATED if repeated else fd.LABEL_OPTIONAL
+            )
             if type_name:
                 field.type_name = type_name
 
@@ -401,12 +443,24 @@ def _model_config_class() -> type:
     kind = group.enum_type.add(name="Kind")
     for number, name in enumerate(("KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL")):
         kind.value.add(name=name, number=number)
-    fields(group, [("name", 1, s, "", False), ("count", 2, i32, "", False), ("gpus", 3, i32, "", True),
-                   ("kind", 4, e, ".inference.ModelInstanceGroup.Kind", False)])
+    fields(
+        group,
+        [
+            ("name", 1, s, "", False),
+            ("count", 2, i32, "", False),
+            ("gpus", 3, i32, "", True),
+            ("kind", 4, e, ".inference.ModelInstanceGroup.Kind", False),
+        ],
+    )
     for name, dims_number in (("ModelInput", 4), ("ModelOutput", 3)):
-        fields(f.message_type.add(name=name), [("name", 1, s, "", False),
-                                               ("data_type", 2, e, ".inference.DataType", False),
-                                               ("dims", dims_number, i64, "", True)])
+        fields(
+            f.message_type.add(name=name),
+            [
+                ("name", 1, s, "", False),
+                ("data_type", 2, e, ".inference.DataType", False),
+                ("dims", dims_number, i64, "", True),
+            ],
+        )
     policy = f.message_type.add(name="ModelVersionPolicy")
     fields(policy.nested_type.add(name="Latest"), [("num_versions", 1, u32, "", False)])
     fields(policy, [("latest", 1, m, ".inference.ModelVersionPolicy.Latest", False)])
@@ -414,22 +468,31 @@ def _model_config_class() -> type:
     accelerators = optimization.nested_type.add(name="ExecutionAccelerators")
     accelerator = accelerators.nested_type.add(name="Accelerator")
     fields(accelerator, [("name", 1, s, "", False)])
-    map_field(accelerator, ".inference.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator",
-              "parameters", 2, s)
+    map_field(accelerator, ".inference.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator", "parameters", 2, s)
     acc = ".inference.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator"
-    fields(accelerators, [("gpu_execution_accelerator", 1, m, acc, True),
-                          ("cpu_execution_accelerator", 2, m, acc, True)])
-    fields(optimization, [("execution_accelerators", 4, m,
-                           ".inference.ModelOptimizationPolicy.ExecutionAccelerators", False)])
+    fields(
+        accelerators, [("gpu_execution_accelerator", 1, m, acc, True), ("cpu_execution_accelerator", 2, m, acc, True)]
+    )
+    fields(
+        optimization,
+        [("execution_accelerators", 4, m, ".inference.ModelOptimizationPolicy.ExecutionAccelerators", False)],
+    )
     fields(f.message_type.add(name="ModelParameter"), [("string_value", 1, s, "", False)])
     config = f.message_type.add(name="ModelConfig")
-    fields(config, [("name", 1, s, "", False), ("platform", 2, s, "", False),
-                    ("version_policy", 3, m, ".inference.ModelVersionPolicy", False),
-                    ("max_batch_size", 4, i32, "", False),
-                    ("input", 5, m, ".inference.ModelInput", True), ("output", 6, m, ".inference.ModelOutput", True),
-                    ("instance_group", 7, m, ".inference.ModelInstanceGroup", True),
-                    ("optimization", 12, m, ".inference.ModelOptimizationPolicy", False),
-                    ("backend", 17, s, "", False)])
+    fields(
+        config,
+        [
+            ("name", 1, s, "", False),
+            ("platform", 2, s, "", False),
+            ("version_policy", 3, m, ".inference.ModelVersionPolicy", False),
+            ("max_batch_size", 4, i32, "", False),
+            ("input", 5, m, ".inference.ModelInput", True),
+            ("output", 6, m, ".inference.ModelOutput", True),
+            ("instance_group", 7, m, ".inference.ModelInstanceGroup", True),
+            ("optimization", 12, m, ".inference.ModelOptimizationPolicy", False),
+            ("backend", 17, s, "", False),
+        ],
+    )
     map_field(config, ".inference.ModelConfig", "parameters", 14, m, ".inference.ModelParameter")
 
     pool = descriptor_pool.DescriptorPool()
@@ -444,8 +507,15 @@ def _parse_config(text: str) -> Any:
     return text_format.Parse(text, _model_config_class()())
 
 
-def _self_check(text: str, model_name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                precision: str, instances: int, gpu: bool | None) -> None:
+def _self_check(
+    text: str,
+    model_name: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    precision: str,
+    instances: int,
+    gpu: bool | None,
+) -> None:
     """Round-trip the generated text through the parser and compare it with what was asked for."""
     from google.protobuf import text_format
 
@@ -477,6 +547,7 @@ def _enum_name(message: Any, field: str) -> str:
 
 
 # ----------------------------------------------------------------------------- files
+
 
 def _place(src: Path, dst: Path) -> None:
     """Hard-link ``src`` at ``dst`` (same filesystem), else copy it."""

@@ -15,8 +15,9 @@ LVD-1689M weights, satellite statistics for SAT-493M), shape (B, 3, H, W).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -73,8 +74,9 @@ class DinoV3Config:
 
 
 _SAT = {"mean": SAT493M_MEAN, "std": SAT493M_STD, "weights_tag": "sat493m"}
-_VIT7B = DinoV3Config(4096, 40, 32, ffn="swiglu", ffn_ratio=3.0, swiglu_align=64, qkv_bias=False,
-                      untie_global_and_local_cls_norm=True)
+_VIT7B = DinoV3Config(
+    4096, 40, 32, ffn="swiglu", ffn_ratio=3.0, swiglu_align=64, qkv_bias=False, untie_global_and_local_cls_norm=True
+)
 _VITL = DinoV3Config(1024, 24, 16)
 
 DINOV3_PRESETS: dict[str, DinoV3Config] = {
@@ -107,9 +109,17 @@ class DinoVisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(c.patch_size, c.in_chans, c.embed_dim)
         self.rope_embed = DinoRopeEmbedding(c.head_dim, base=c.rope_base, rescale_coords=c.rope_rescale_coords)
         self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.ffn_ratio, ffn=c.ffn, swiglu_align=c.swiglu_align,
-                  qkv_bias=c.qkv_bias, mask_k_bias=c.mask_k_bias, norm_eps=c.norm_eps,
-                  layerscale_init=c.layerscale_init)
+            Block(
+                c.embed_dim,
+                c.num_heads,
+                c.ffn_ratio,
+                ffn=c.ffn,
+                swiglu_align=c.swiglu_align,
+                qkv_bias=c.qkv_bias,
+                mask_k_bias=c.mask_k_bias,
+                norm_eps=c.norm_eps,
+                layerscale_init=c.layerscale_init,
+            )
             for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
@@ -203,7 +213,7 @@ class DinoVisionTransformer(nn.Module):
         if bad or not indices:
             raise ValueError(f"layer indices must be in [0, {depth - 1}], got {indices}")
         _, outputs, h, w = self._run_blocks(x, None, keep=set(indices))
-        by_index = dict(zip(sorted(set(indices)), outputs))
+        by_index = dict(zip(sorted(set(indices)), outputs, strict=True))
         outputs = [self.norm(by_index[i]) if norm else by_index[i] for i in indices]
         n_prefix = self.config.n_prefix_tokens
         class_tokens = [o[:, 0] for o in outputs]
@@ -216,7 +226,7 @@ class DinoVisionTransformer(nn.Module):
             parts.append(class_tokens)
         if return_extra_tokens:
             parts.append(extra_tokens)
-        return tuple(patches) if len(parts) == 1 else tuple(zip(*parts))
+        return tuple(patches) if len(parts) == 1 else tuple(zip(*parts, strict=True))
 
 
 def build_dinov3(name_or_config: str | DinoV3Config) -> DinoVisionTransformer:

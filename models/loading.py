@@ -14,7 +14,6 @@ from torch import nn
 from edgescene.models.registry import MODELS, create_model, get_spec
 from edgescene.models.weights.common import sha256_of
 
-
 RANDOM_INIT_SEED = 0
 
 
@@ -44,13 +43,15 @@ def load_model(model: str | Path, weights: str | Path | None = None) -> LoadedMo
             module = create_model(name, weights=weights)
         return LoadedModel(module.eval(), MODELS[name].family, name, str(weights) if weights else "random-init", sha)
     if weights is not None:
-        raise ValueError("weights= goes with a preset name (--weights on the CLI); "
-                         "with a checkpoint file as the model leave it out")
+        raise ValueError(
+            "weights= goes with a preset name (--weights on the CLI); with a checkpoint file as the model leave it out"
+        )
     if path.is_file():
         report = inspect_checkpoint(path)
         loader = load_vggt if report["family"] == "vggt" else load_dinov3
-        return LoadedModel(loader(path, preset=report["preset"]), report["family"], report["preset"], str(path),
-                           sha256_of(path))
+        return LoadedModel(
+            loader(path, preset=report["preset"]), report["family"], report["preset"], str(path), sha256_of(path)
+        )
     if "/" in name and not path.exists():  # a Hub id
         return LoadedModel(load_vggt(name), "vggt", "vggt_1b", f"hub:{name}", None)
     get_spec(name)  # raises: unknown name, with close matches and the valid ones

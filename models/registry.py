@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -54,9 +54,13 @@ class ModelSpec:
 def _specs() -> dict[str, ModelSpec]:
     specs = {}
     for name, c in DINOV3_PRESETS.items():
-        specs[name] = ModelSpec(name, "dinov3", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)"))
+        specs[name] = ModelSpec(
+            name, "dinov3", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)")
+        )
     for name, c in VGGT_PRESETS.items():
-        specs[name] = ModelSpec(name, "vggt", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)"))
+        specs[name] = ModelSpec(
+            name, "vggt", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)")
+        )
     return specs
 
 
@@ -78,7 +82,7 @@ def _build(name: str) -> nn.Module:
     return VGGT(VGGT_PRESETS[name])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _count_parameters(name: str) -> int:
     with torch.device("meta"):
         model = _build(name)

@@ -96,15 +96,32 @@ class Artifact:
         return {"schema": SCHEMA, "version": VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "artifact") -> "Artifact":
+    def from_json(cls, data: dict[str, Any], where: str = "artifact") -> Artifact:
         if data.get("schema") != SCHEMA:
             raise ArtifactError(f"{where}: not an edgescene artifact (schema {data.get('schema')!r})")
         if data.get("version") != VERSION:
-            raise ArtifactError(f"{where}: artifact version {data.get('version')} is not supported (this edgescene reads {VERSION})")
+            raise ArtifactError(
+                f"{where}: artifact version {data.get('version')} is not supported (this edgescene reads {VERSION})"
+            )
         known = {f.name for f in fields(cls)}
         body = {k: v for k, v in data.items() if k in known}
-        missing = sorted(known - set(body) - {"opset", "exporter", "versions", "parity", "accepted", "created_utc", "elapsed_s", "device",
-                                              "calibration", "input_sizes", "any_size_multiple"})
+        missing = sorted(
+            known
+            - set(body)
+            - {
+                "opset",
+                "exporter",
+                "versions",
+                "parity",
+                "accepted",
+                "created_utc",
+                "elapsed_s",
+                "device",
+                "calibration",
+                "input_sizes",
+                "any_size_multiple",
+            }
+        )
         if missing:
             raise ArtifactError(f"{where}: metadata lacks {missing}")
         body["inputs"] = [TensorSpec(**t) for t in body["inputs"]]

@@ -39,8 +39,14 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "Frame", "InputError", "FrameSource", "open_frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
-    "natural_key", "read_image",
+    "Frame",
+    "InputError",
+    "FrameSource",
+    "open_frames",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "natural_key",
+    "read_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,10 +85,10 @@ class Frame:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def natural_key(name: str) -> tuple:
     """Sort key putting ``img2`` before ``img10`` (case-insensitive)."""
-    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p.lower())
-                 for p in re.split(r"(\d+)", name) if p != "")
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name) if p != "")
 
 
 def _supported(kind: str) -> str:
@@ -154,9 +160,9 @@ class _MotionGate:
         if self.threshold is None:
             return True
         thumb = _thumbnail(rgb)
-        if self.last is not None and self.last.shape == thumb.shape:
-            if float(np.abs(thumb - self.last).mean()) <= self.threshold:
-                return False
+        same_size = self.last is not None and self.last.shape == thumb.shape
+        if same_size and float(np.abs(thumb - self.last).mean()) <= self.threshold:
+            return False
         self.last = thumb
         return True
 
@@ -168,6 +174,7 @@ def _progress_bar(enabled: bool, total: int | None, desc: str):
 
 
 # ----------------------------------------------------------------------------- sources
+
 
 class FrameSource:
     """Iterable of :class:`Frame`, read lazily. Made by :func:`open_frames`.
@@ -182,8 +189,14 @@ class FrameSource:
     duration_s: float | None = None
     frame_count: int | None = None
 
-    def __init__(self, every_s: float | None, max_frames: int | None,
-                 motion_threshold: float | None, progress: bool, orientation: str = "none"):
+    def __init__(
+        self,
+        every_s: float | None,
+        max_frames: int | None,
+        motion_threshold: float | None,
+        progress: bool,
+        orientation: str = "none",
+    ):
         self.orientation = orientation
         self.every_s = None if every_s is None else float(every_s)
         self.max_frames = None if max_frames is None else int(max_frames)
@@ -240,8 +253,10 @@ class ImageSource(FrameSource):
                 try:
                     rgb = read_image(path, self.orientation)
                     if rgb is None:
-                        raise InputError(f"cannot read image {path}: the file is corrupt or not an image; "
-                                         "re-export it as PNG or JPEG")
+                        raise InputError(
+                            f"cannot read image {path}: the file is corrupt or not an image; "
+                            "re-export it as PNG or JPEG"
+                        )
                 except InputError as exc:
                     if self.strict:
                         raise
@@ -256,8 +271,10 @@ class ImageSource(FrameSource):
                 if self.max_frames is not None and kept >= self.max_frames:
                     return
         if read == 0:
-            raise InputError(f"no image could be read from {self.origin}: every file is corrupt or not an "
-                             f"image; supported types: {_supported('image')}")
+            raise InputError(
+                f"no image could be read from {self.origin}: every file is corrupt or not an "
+                f"image; supported types: {_supported('image')}"
+            )
 
 
 class VideoSource(FrameSource):
@@ -277,12 +294,16 @@ class VideoSource(FrameSource):
         try:
             container = av.open(str(self.path))
         except Exception as exc:  # av.error.FFmpegError and friends
-            raise InputError(f"cannot decode video {self.path}: {_reason(exc)}; check the file plays, "
-                             "or re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4)") from exc
+            raise InputError(
+                f"cannot decode video {self.path}: {_reason(exc)}; check the file plays, "
+                "or re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4)"
+            ) from exc
         if not container.streams.video:
             container.close()
-            raise InputError(f"no frames in {self.path}: the file has no video stream; pass a video "
-                             "with a picture track, or extract images from it")
+            raise InputError(
+                f"no frames in {self.path}: the file has no video stream; pass a video "
+                "with a picture track, or extract images from it"
+            )
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         return container, stream
@@ -308,8 +329,10 @@ class VideoSource(FrameSource):
             finally:
                 frames.close()
             if rgb is None:
-                raise InputError(f"no frames could be decoded from {self.path}: the video stream is empty "
-                                 "or corrupt; check the file plays, or re-encode it")
+                raise InputError(
+                    f"no frames could be decoded from {self.path}: the video stream is empty "
+                    "or corrupt; check the file plays, or re-encode it"
+                )
             self.height, self.width = rgb.shape[:2]
         finally:
             container.close()
@@ -347,8 +370,9 @@ class VideoSource(FrameSource):
                 yield frame
         except Exception as exc:  # av.error.FFmpegError: truncated or corrupt data
             if n == 0:
-                raise InputError(f"cannot decode video {self.path}: {_reason(exc)}; check the file plays, "
-                                 "or re-encode it") from exc
+                raise InputError(
+                    f"cannot decode video {self.path}: {_reason(exc)}; check the file plays, or re-encode it"
+                ) from exc
             log.warning("video %s: decoding stopped after %d frames: %s", self.path, n, _reason(exc))
 
     def __iter__(self) -> Iterator[Frame]:
@@ -369,8 +393,10 @@ class VideoSource(FrameSource):
                     t = index / self.fps
                 if self.every_s is not None:
                     if t is None:
-                        raise InputError(f"cannot sample {self.path} every {self.every_s:g} s: the video has "
-                                         "no timestamps or frame rate; use max_frames instead, or re-encode it")
+                        raise InputError(
+                            f"cannot sample {self.path} every {self.every_s:g} s: the video has "
+                            "no timestamps or frame rate; use max_frames instead, or re-encode it"
+                        )
                     if t + _TIME_TOLERANCE_S < next_t:
                         continue
                     while next_t <= t + _TIME_TOLERANCE_S:  # next multiple of every_s after t
@@ -380,8 +406,14 @@ class VideoSource(FrameSource):
                     continue
                 kept += 1
                 bar.update(1)
-                yield Frame(index=index, timestamp_s=t, rgb=rgb, source=f"{self.path}#f{index:06d}",
-                            orientation=self.orientation, rotation_deg=rotated)
+                yield Frame(
+                    index=index,
+                    timestamp_s=t,
+                    rgb=rgb,
+                    source=f"{self.path}#f{index:06d}",
+                    orientation=self.orientation,
+                    rotation_deg=rotated,
+                )
                 if self.max_frames is not None and kept >= self.max_frames:
                     return
         finally:
@@ -409,21 +441,29 @@ def _reason(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- entry point
 
+
 def _check_options(every_s, max_frames, motion_threshold, orientation="none") -> None:
     if orientation not in ("none", "exif"):
-        raise InputError(f"orientation must be 'none' (pixels as stored, as upstream VGGT) or 'exif' (apply "
-                         f"EXIF orientation and video rotation), got {orientation!r}")
-    if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, numbers.Real)
-                                or not math.isfinite(every_s) or every_s <= 0):
+        raise InputError(
+            f"orientation must be 'none' (pixels as stored, as upstream VGGT) or 'exif' (apply "
+            f"EXIF orientation and video rotation), got {orientation!r}"
+        )
+    if every_s is not None and (
+        isinstance(every_s, bool) or not isinstance(every_s, numbers.Real) or not math.isfinite(every_s) or every_s <= 0
+    ):
         raise InputError(f"every_s must be a positive number of seconds, got {every_s!r}")
-    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral)
-                                   or max_frames < 1):
+    if max_frames is not None and (
+        isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral) or max_frames < 1
+    ):
         raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
-    if motion_threshold is not None and (isinstance(motion_threshold, bool)
-                                         or not isinstance(motion_threshold, numbers.Real)
-                                         or not 0 <= motion_threshold <= 255):
-        raise InputError(f"motion_threshold must be a number in [0, 255] (mean grey-level difference), "
-                         f"got {motion_threshold!r}")
+    if motion_threshold is not None and (
+        isinstance(motion_threshold, bool)
+        or not isinstance(motion_threshold, numbers.Real)
+        or not 0 <= motion_threshold <= 255
+    ):
+        raise InputError(
+            f"motion_threshold must be a number in [0, 255] (mean grey-level difference), got {motion_threshold!r}"
+        )
 
 
 def _check_file(path: Path) -> str:
@@ -437,13 +477,20 @@ def _check_file(path: Path) -> str:
         return "image"
     if ext in VIDEO_EXTENSIONS:
         return "video"
-    raise InputError(f"{path}: unsupported file type {ext or '(no extension)'!r}; supported images: "
-                     f"{_supported('image')}; videos: {_supported('video')}")
+    raise InputError(
+        f"{path}: unsupported file type {ext or '(no extension)'!r}; supported images: "
+        f"{_supported('image')}; videos: {_supported('video')}"
+    )
 
 
-def open_frames(source: str | Path | Sequence[str | Path], every_s: float | None = None,
-                max_frames: int | None = None, motion_threshold: float | None = None,
-                progress: bool = False, orientation: str = "none") -> FrameSource:
+def open_frames(
+    source: str | Path | Sequence[str | Path],
+    every_s: float | None = None,
+    max_frames: int | None = None,
+    motion_threshold: float | None = None,
+    progress: bool = False,
+    orientation: str = "none",
+) -> FrameSource:
     """Open an image, a folder of images (sorted naturally), a list of images, or a video.
 
     Validates paths, types and (for a video) that it opens and decodes a first frame; frames are
@@ -451,8 +498,13 @@ def open_frames(source: str | Path | Sequence[str | Path], every_s: float | None
     for sampling (``every_s``, ``motion_threshold``, ``max_frames``) and errors (:class:`InputError`).
     """
     _check_options(every_s, max_frames, motion_threshold, orientation)
-    kw = dict(every_s=every_s, max_frames=max_frames, motion_threshold=motion_threshold, progress=progress,
-              orientation=orientation)
+    kw = dict(
+        every_s=every_s,
+        max_frames=max_frames,
+        motion_threshold=motion_threshold,
+        progress=progress,
+        orientation=orientation,
+    )
 
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
@@ -460,7 +512,9 @@ def open_frames(source: str | Path | Sequence[str | Path], every_s: float | None
             raise InputError(f"{path} does not exist; check the path")
         if path.is_dir():
             files = [p for p in path.iterdir() if not p.name.startswith(".") and p.is_file()]
-            images = sorted((p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: natural_key(p.name))
+            images = sorted(
+                (p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: natural_key(p.name)
+            )
             if not images:
                 videos = [p.name for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
                 hint = f" (it holds video {videos[0]}: pass the video itself)" if videos else ""
@@ -484,6 +538,8 @@ def open_frames(source: str | Path | Sequence[str | Path], every_s: float | None
         paths, origin, strict = items, f"a list of {len(items)} paths", False
 
     if every_s is not None:
-        raise InputError(f"every_s applies to videos only, but {origin} is images; use max_frames or "
-                         "motion_threshold to thin images out")
+        raise InputError(
+            f"every_s applies to videos only, but {origin} is images; use max_frames or "
+            "motion_threshold to thin images out"
+        )
     return ImageSource(paths, origin, strict, **kw)

@@ -27,7 +27,7 @@ __all__ = ["confidence_mask", "voxel_downsample", "PointMap"]
 
 log = logging.getLogger(__name__)
 
-_MAX_KEY = 2 ** 40  # voxel coordinates beyond this are treated as outliers (and cannot overflow)
+_MAX_KEY = 2**40  # voxel coordinates beyond this are treated as outliers (and cannot overflow)
 
 
 def confidence_mask(conf: np.ndarray, percentile: float, min_conf: float = 1e-5) -> np.ndarray:
@@ -53,18 +53,24 @@ def confidence_mask(conf: np.ndarray, percentile: float, min_conf: float = 1e-5)
 
 # ----------------------------------------------------------------------------- voxel grouping
 
+
 def _check_points(points, colors, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate (N, 3) points, (N, 3) uint8 colours and optional (N,) weights."""
     p = np.asarray(points)
-    if p.ndim != 2 or p.shape[1] != 3 or not (np.issubdtype(p.dtype, np.floating)
-                                              or np.issubdtype(p.dtype, np.integer)):
+    if (
+        p.ndim != 2
+        or p.shape[1] != 3
+        or not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer))
+    ):
         raise ValueError(f"points: expected real (N, 3), got {p.shape} {p.dtype}")
     c = np.asarray(colors)
     if c.shape != p.shape:
         raise ValueError(f"colors: expected ({p.shape[0]}, 3) like points, got {c.shape}")
     if c.dtype != np.uint8:
-        raise ValueError(f"colors: expected uint8 in 0..255, got {c.dtype} "
-                         "(convert float [0, 1] colours with (c * 255).round().astype(np.uint8))")
+        raise ValueError(
+            f"colors: expected uint8 in 0..255, got {c.dtype} "
+            "(convert float [0, 1] colours with (c * 255).round().astype(np.uint8))"
+        )
     if weights is None:
         w = np.ones(p.shape[0])
     else:
@@ -94,7 +100,7 @@ def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return keys.reshape(0, 3), np.zeros(0, dtype=np.int64)
     lo = keys.min(axis=0)
     ext = keys.max(axis=0) - lo + 1
-    if float(ext[0]) * float(ext[1]) * float(ext[2]) < 2.0 ** 62:
+    if float(ext[0]) * float(ext[1]) * float(ext[2]) < 2.0**62:
         k = keys - lo
         packed = (k[:, 0] * ext[1] + k[:, 1]) * ext[2] + k[:, 2]
         _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
@@ -131,8 +137,9 @@ def _to_uint8(c: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(c), 0, 255).astype(np.uint8)
 
 
-def voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel_size: float,
-                     weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def voxel_downsample(
+    points: np.ndarray, colors: np.ndarray, voxel_size: float, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One point per occupied voxel.
 
     points: (N, 3) float; colors: (N, 3) uint8; voxel_size: > 0, in the units of points;
@@ -224,34 +231,42 @@ class PointMap:
     @property
     def _keys(self) -> np.ndarray:
         """(M, 3) int64 voxel coordinates, in the map's (insertion) order."""
-        p = self._packed[:self._n]
+        p = self._packed[: self._n]
         half, mask = 1 << (_PACK_BITS - 1), (1 << _PACK_BITS) - 1
         return np.stack([(p >> (2 * _PACK_BITS)) & mask, (p >> _PACK_BITS) & mask, p & mask], axis=1) - half
 
     @property
     def points(self) -> np.ndarray:
         """(M, 3) float32 weighted mean position per voxel (a copy)."""
-        return self._xyz[:self._n].astype(np.float32)
+        return self._xyz[: self._n].astype(np.float32)
 
     @property
     def colors(self) -> np.ndarray:
         """(M, 3) uint8 weighted mean colour per voxel."""
-        return _to_uint8(self._rgb[:self._n])
+        return _to_uint8(self._rgb[: self._n])
 
     @property
     def weights(self) -> np.ndarray:
         """(M,) float64 summed weight per voxel (a copy)."""
-        return self._w[:self._n].copy()
+        return self._w[: self._n].copy()
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the map's arrays (allocated capacity, hash table included)."""
-        return int(self._packed.nbytes + self._xyz.nbytes + self._rgb.nbytes + self._w.nbytes
-                   + self._table.nbytes + self._row.nbytes)
+        return int(
+            self._packed.nbytes
+            + self._xyz.nbytes
+            + self._rgb.nbytes
+            + self._w.nbytes
+            + self._table.nbytes
+            + self._row.nbytes
+        )
 
     def __repr__(self) -> str:
-        return (f"PointMap({len(self)} points, voxel_size={self.voxel_size:g}, "
-                f"max_points={self.max_points}, {self.nbytes / 2**20:.1f} MiB)")
+        return (
+            f"PointMap({len(self)} points, voxel_size={self.voxel_size:g}, "
+            f"max_points={self.max_points}, {self.nbytes / 2**20:.1f} MiB)"
+        )
 
     # -- updates
     def add(self, points: np.ndarray, colors: np.ndarray, weights: np.ndarray | None = None) -> None:
@@ -283,7 +298,7 @@ class PointMap:
             raise ValueError(f"R: expected (3, 3), got {R.shape}")
         if t.shape != (3,):
             raise ValueError(f"t: expected (3,), got {t.shape}")
-        xyz = apply_sim3(self._xyz[:self._n], float(s), R, t)
+        xyz = apply_sim3(self._xyz[: self._n], float(s), R, t)
         self.voxel_size *= float(s)
         self._rebin(xyz)
         self._enforce_cap()
@@ -302,9 +317,13 @@ class PointMap:
             return True
         packed = _pack(keys)
         uniq, inverse = np.unique(packed, return_inverse=True)
-        if self.reserve and self._n + len(uniq) > len(self._w):
-            if self._n + int((self._lookup(uniq) < 0).sum()) > len(self._w):
-                return False
+        # reserved: refuse a batch whose new voxels do not fit (only counted when they might not)
+        if (
+            self.reserve
+            and self._n + len(uniq) > len(self._w)
+            and self._n + int((self._lookup(uniq) < 0).sum()) > len(self._w)
+        ):
+            return False
         bw, (bxyz, brgb) = _weighted_means(inverse.reshape(-1), len(uniq), w, xyz, rgb)
         self._grow_for(self._n + len(uniq))
         rows, new = self._find_or_insert(uniq)
@@ -383,7 +402,7 @@ class PointMap:
         """Recompute voxel keys of the stored means at the current voxel size and merge duplicates."""
         keys, ok = _voxel_keys(xyz, self.voxel_size)
         inside = _in_pack_range(keys)
-        rgb, w = self._rgb[:self._n][ok][inside], self._w[:self._n][ok][inside]
+        rgb, w = self._rgb[: self._n][ok][inside], self._w[: self._n][ok][inside]
         xyz = xyz[ok][inside]
         self._n = 0
         self._table.fill(_EMPTY)
@@ -392,9 +411,14 @@ class PointMap:
     def _coarsen(self) -> None:
         before = len(self)
         self.voxel_size *= 2.0
-        self._rebin(self._xyz[:self._n].copy())
-        log.info("point map: %d points reach max_points=%s; voxel size doubled to %g -> %d points",
-                 before, self.max_points, self.voxel_size, len(self))
+        self._rebin(self._xyz[: self._n].copy())
+        log.info(
+            "point map: %d points reach max_points=%s; voxel size doubled to %g -> %d points",
+            before,
+            self.max_points,
+            self.voxel_size,
+            len(self),
+        )
 
     def _enforce_cap(self) -> None:
         if self.max_points is None:

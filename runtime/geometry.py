@@ -23,8 +23,16 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "quat_to_rotmat", "rotmat_to_quat", "encode_pose", "decode_pose", "inverse_se3",
-    "unproject_depth", "project_points", "umeyama_sim3", "apply_sim3", "robust_umeyama_sim3",
+    "quat_to_rotmat",
+    "rotmat_to_quat",
+    "encode_pose",
+    "decode_pose",
+    "inverse_se3",
+    "unproject_depth",
+    "project_points",
+    "umeyama_sim3",
+    "apply_sim3",
+    "robust_umeyama_sim3",
     "relative_pose_to_first",
 ]
 
@@ -36,7 +44,7 @@ def _check(x, name: str, trailing: tuple[int, ...], lead: str | None = "...") ->
     """
     x = np.asarray(x)
     n = len(trailing)
-    ok = x.ndim >= n and tuple(x.shape[x.ndim - n:]) == trailing
+    ok = x.ndim >= n and tuple(x.shape[x.ndim - n :]) == trailing
     if lead != "...":
         ok = ok and x.ndim == n + (lead is not None)
     if not ok:
@@ -74,9 +82,15 @@ def quat_to_rotmat(q) -> np.ndarray:
         raise ValueError("q: quaternion with zero norm has no rotation")
     s = 2.0 / norm2
     rows = [
-        1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w),
-        s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w),
-        s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y),
+        1 - s * (y * y + z * z),
+        s * (x * y - z * w),
+        s * (x * z + y * w),
+        s * (x * y + z * w),
+        1 - s * (x * x + z * z),
+        s * (y * z - x * w),
+        s * (x * z - y * w),
+        s * (y * z + x * w),
+        1 - s * (x * x + y * y),
     ]
     return np.stack(rows, axis=-1).reshape(q.shape[:-1] + (3, 3)).astype(dtype)
 
@@ -96,16 +110,30 @@ def rotmat_to_quat(R) -> np.ndarray:
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
     # 4 * (w^2, x^2, y^2, z^2) for a unit quaternion; q_abs = 2 * |component|.
-    q_abs = np.sqrt(np.maximum(np.stack([
-        1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22,
-    ], axis=-1), 0.0))
+    q_abs = np.sqrt(
+        np.maximum(
+            np.stack(
+                [
+                    1 + m00 + m11 + m22,
+                    1 + m00 - m11 - m22,
+                    1 - m00 + m11 - m22,
+                    1 - m00 - m11 + m22,
+                ],
+                axis=-1,
+            ),
+            0.0,
+        )
+    )
     # Row k is 2 * q_abs[k] * (w, x, y, z), i.e. the quaternion scaled by 4 * component k.
-    candidates = np.stack([
-        np.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], axis=-1),
-        np.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], axis=-1),
-        np.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], axis=-1),
-        np.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], axis=-1),
-    ], axis=-2)
+    candidates = np.stack(
+        [
+            np.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], axis=-1),
+            np.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], axis=-1),
+            np.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], axis=-1),
+            np.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], axis=-1),
+        ],
+        axis=-2,
+    )
     candidates = candidates / (2.0 * np.maximum(q_abs, 0.1))[..., None]
     best = np.argmax(q_abs, axis=-1)
     wxyz = np.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
@@ -199,8 +227,7 @@ def unproject_depth(depth, extrinsics, intrinsics) -> np.ndarray:
     K = _check(intrinsics, "intrinsics", (3, 3), lead="S")
     s, h, w = d.shape
     if E.shape[0] != s or K.shape[0] != s:
-        raise ValueError(f"depth {d.shape}, extrinsics {E.shape} and intrinsics {K.shape}: "
-                         "frame counts differ")
+        raise ValueError(f"depth {d.shape}, extrinsics {E.shape} and intrinsics {K.shape}: frame counts differ")
     dtype = _out_dtype(d, E, K)
     d = d.astype(np.float64)
     E = E.astype(np.float64)
@@ -305,8 +332,9 @@ def _robust_weights(residuals: np.ndarray, c: float, loss: str) -> np.ndarray:
     return np.where(r <= 1.0, 1.0, 1.0 / np.maximum(r, 1.0))  # huber
 
 
-def robust_umeyama_sim3(src, dst, weights=None, iterations: int = 5, threshold: float | None = None,
-                        loss: str = "cauchy"):
+def robust_umeyama_sim3(
+    src, dst, weights=None, iterations: int = 5, threshold: float | None = None, loss: str = "cauchy"
+):
     """Outlier-robust similarity by iteratively reweighted :func:`umeyama_sim3`.
 
     src, dst: (N, 3); weights: optional non-negative prior weights (N,). Each iteration computes
@@ -332,8 +360,7 @@ def robust_umeyama_sim3(src, dst, weights=None, iterations: int = 5, threshold: 
     floor = 1e-9 * spread if spread > 0 else 1e-12
     w = prior.copy()
     for _ in range(iterations):
-        residuals = np.linalg.norm(y - apply_sim3(x, s, R.astype(np.float64), t.astype(np.float64)),
-                                   axis=-1)
+        residuals = np.linalg.norm(y - apply_sim3(x, s, R.astype(np.float64), t.astype(np.float64)), axis=-1)
         if threshold is None:
             c = max(1.4826 * float(np.median(residuals[prior > 0])), floor)
         else:

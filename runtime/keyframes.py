@@ -60,8 +60,14 @@ class ImageDifferenceSelector:
 class FeatureSelector:
     """``embed(rgb) -> (D,)`` gives an embedding (e.g. a DINOv3 artifact's CLS token)."""
 
-    def __init__(self, embed, similarity: float = 0.92, max_gap: int = 10, revisit_similarity: float = 0.95,
-                 revisit_min_age: int = 20) -> None:
+    def __init__(
+        self,
+        embed,
+        similarity: float = 0.92,
+        max_gap: int = 10,
+        revisit_similarity: float = 0.95,
+        revisit_min_age: int = 20,
+    ) -> None:
         self.embed = embed
         self.similarity = similarity
         self.max_gap = max_gap

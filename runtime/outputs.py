@@ -41,8 +41,14 @@ from trimesh.path.path import Path3D
 from edgescene.runtime.geometry import inverse_se3, rotmat_to_quat
 
 __all__ = [
-    "OutputFolder", "write_ply", "write_glb", "write_cameras_json", "write_tum", "write_depth_npz",
-    "write_json", "CAMERA_CONVENTION",
+    "OutputFolder",
+    "write_ply",
+    "write_glb",
+    "write_cameras_json",
+    "write_tum",
+    "write_depth_npz",
+    "write_json",
+    "CAMERA_CONVENTION",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,7 @@ _Y_UP = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 # ----------------------------------------------------------------------------- output folder
+
 
 def _is_nonempty_dir(p: Path) -> bool:
     return p.is_dir() and any(p.iterdir())
@@ -83,10 +90,11 @@ class OutputFolder:
         if out.exists() and not out.is_dir():
             raise FileExistsError(f"output {out} exists and is not a folder; choose another output path")
         if not self.overwrite and _is_nonempty_dir(out):
-            raise FileExistsError(f"output folder {out} exists and is not empty; "
-                                  "pass --overwrite to replace it, or choose another folder")
+            raise FileExistsError(
+                f"output folder {out} exists and is not empty; pass --overwrite to replace it, or choose another folder"
+            )
 
-    def __enter__(self) -> "OutputFolder":
+    def __enter__(self) -> OutputFolder:
         if self.staging is not None:
             raise RuntimeError("OutputFolder is not re-entrant")
         self._check_destination()
@@ -151,6 +159,7 @@ class OutputFolder:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 @contextlib.contextmanager
 def _atomic_open(path: str | os.PathLike, mode: str = "wb"):
     """Open a temporary file beside ``path``; rename it to ``path`` only if the block succeeds."""
@@ -207,10 +216,12 @@ def _point_set(points, colors) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------- point clouds
 
-_EMPTY_PLY = (b"ply\nformat binary_little_endian 1.0\ncomment edgescene: empty point cloud\n"
-              b"element vertex 0\nproperty float x\nproperty float y\nproperty float z\n"
-              b"property uchar red\nproperty uchar green\nproperty uchar blue\nproperty uchar alpha\n"
-              b"end_header\n")
+_EMPTY_PLY = (
+    b"ply\nformat binary_little_endian 1.0\ncomment edgescene: empty point cloud\n"
+    b"element vertex 0\nproperty float x\nproperty float y\nproperty float z\n"
+    b"property uchar red\nproperty uchar green\nproperty uchar blue\nproperty uchar alpha\n"
+    b"end_header\n"
+)
 
 
 def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> None:
@@ -249,8 +260,7 @@ def _frustum(K: np.ndarray, E: np.ndarray, hw: tuple[int, int], depth: float) ->
     The mark is a triangle over the image's top edge, so viewers show which way is up.
     """
     h, w = hw
-    pix = np.array([[0, 0], [w, 0], [w, h], [0, h],
-                    [w / 4, 0], [3 * w / 4, 0], [w / 2, -h / 4]], dtype=np.float64)
+    pix = np.array([[0, 0], [w, 0], [w, h], [0, h], [w / 4, 0], [3 * w / 4, 0], [w / 2, -h / 4]], dtype=np.float64)
     rays = np.linalg.solve(K, np.concatenate([pix, np.ones((len(pix), 1))], axis=1).T).T
     cam = np.concatenate([np.zeros((1, 3)), rays / rays[:, 2:3] * depth], axis=0)
     c2w = inverse_se3(E)
@@ -268,14 +278,21 @@ def _camera_colour(i: int, n: int) -> np.ndarray:
 
 def _empty_glb() -> bytes:
     """A valid glTF 2.0 binary holding one empty scene (trimesh refuses to export empty scenes)."""
-    doc = json.dumps({"asset": {"version": "2.0", "generator": "edgescene"},
-                      "scene": 0, "scenes": [{"nodes": []}]}).encode()
+    doc = json.dumps(
+        {"asset": {"version": "2.0", "generator": "edgescene"}, "scene": 0, "scenes": [{"nodes": []}]}
+    ).encode()
     doc += b" " * (-len(doc) % 4)
     return struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(doc)) + struct.pack("<I4s", len(doc), b"JSON") + doc
 
 
-def write_glb(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray,
-              cameras: list | None = None, camera_scale: float | None = None, y_up: bool = True) -> None:
+def write_glb(
+    path: str | os.PathLike,
+    points: np.ndarray,
+    colors: np.ndarray,
+    cameras: list | None = None,
+    camera_scale: float | None = None,
+    y_up: bool = True,
+) -> None:
     """glTF binary scene: the point cloud (node ``points``) and a line frustum per camera
     (nodes ``camera_000``, ``camera_001``, ..., coloured blue to red in frame order).
 
@@ -294,8 +311,7 @@ def write_glb(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray,
     node = _Y_UP if y_up else np.eye(4)
     scene = trimesh.Scene()
     if len(p):
-        scene.add_geometry(trimesh.PointCloud(p, colors=c), geom_name="points", node_name="points",
-                           transform=node)
+        scene.add_geometry(trimesh.PointCloud(p, colors=c), geom_name="points", node_name="points", transform=node)
     if cams:
         if camera_scale is None:
             centres = np.stack([inverse_se3(E)[:, 3] for _, E, _ in cams])
@@ -319,14 +335,16 @@ def write_glb(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray,
 
 # ----------------------------------------------------------------------------- cameras
 
+
 def _frame_field(frame, key: str, default=None):
     if isinstance(frame, Mapping):
         return frame.get(key, default)
     return getattr(frame, key, default)
 
 
-def write_cameras_json(path: str | os.PathLike, frames: list, intrinsics: np.ndarray,
-                       extrinsics: np.ndarray, image_hw) -> None:
+def write_cameras_json(
+    path: str | os.PathLike, frames: list, intrinsics: np.ndarray, extrinsics: np.ndarray, image_hw
+) -> None:
     """Cameras as JSON.
 
     frames: S dicts (or objects with attributes) giving ``index`` (default: position),
@@ -350,14 +368,16 @@ def write_cameras_json(path: str | os.PathLike, frames: list, intrinsics: np.nda
     for i, frame in enumerate(frames):
         ts = _frame_field(frame, "timestamp_s")
         source = _frame_field(frame, "source")
-        entries.append({
-            "index": int(_frame_field(frame, "index", i)),
-            "source": None if source is None else str(source),
-            "timestamp_s": None if ts is None else float(ts),
-            "intrinsics": K[i].tolist(),
-            "extrinsics": E[i].tolist(),
-            "camera_to_world": c2w[i].tolist(),
-        })
+        entries.append(
+            {
+                "index": int(_frame_field(frame, "index", i)),
+                "source": None if source is None else str(source),
+                "timestamp_s": None if ts is None else float(ts),
+                "intrinsics": K[i].tolist(),
+                "extrinsics": E[i].tolist(),
+                "camera_to_world": c2w[i].tolist(),
+            }
+        )
     write_json(path, {"convention": CAMERA_CONVENTION, "image_size": [h, w], "frames": entries})
 
 
@@ -374,9 +394,11 @@ def write_tum(path: str | os.PathLike, timestamps: np.ndarray, extrinsics: np.nd
     _finite(ts, "timestamps")
     c2w = inverse_se3(E)
     q = rotmat_to_quat(c2w[:, :, :3])
-    lines = ["# edgescene trajectory, TUM RGB-D format: camera-to-world poses "
-             "(OpenCV camera axes: x right, y down, z forward; first frame = world)",
-             "# timestamp tx ty tz qx qy qz qw"]
+    lines = [
+        "# edgescene trajectory, TUM RGB-D format: camera-to-world poses "
+        "(OpenCV camera axes: x right, y down, z forward; first frame = world)",
+        "# timestamp tx ty tz qx qy qz qw",
+    ]
     for i in range(len(ts)):
         nums = " ".join(f"{v:.9g}" for v in (*c2w[i, :, 3], *q[i]))
         lines.append(f"{ts[i]:.6f} {nums}")
@@ -385,6 +407,7 @@ def write_tum(path: str | os.PathLike, timestamps: np.ndarray, extrinsics: np.nd
 
 
 # ----------------------------------------------------------------------------- depth, report
+
 
 def write_depth_npz(path: str | os.PathLike, depth: np.ndarray, conf: np.ndarray, **extra) -> None:
     """Compressed NPZ of one frame: ``depth`` (H, W) and ``conf`` (H, W), both stored float32.

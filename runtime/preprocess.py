@@ -31,9 +31,26 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Resize", "fit", "prepare", "prepare_batch", "model_size_for", "MODES", "PAD_VALUE", "TARGET_SIZE",
-           "ORIENTATIONS", "load_and_preprocess_images", "preprocess_frames", "upstream_resize", "place",
-           "resize_pixels", "decode_image", "depth_to_source", "upstream_size", "choose_model_size"]
+__all__ = [
+    "Resize",
+    "fit",
+    "prepare",
+    "prepare_batch",
+    "model_size_for",
+    "MODES",
+    "PAD_VALUE",
+    "TARGET_SIZE",
+    "ORIENTATIONS",
+    "load_and_preprocess_images",
+    "preprocess_frames",
+    "upstream_resize",
+    "place",
+    "resize_pixels",
+    "decode_image",
+    "depth_to_source",
+    "upstream_size",
+    "choose_model_size",
+]
 
 MODES = ("crop", "pad")
 ORIENTATIONS = ("none", "exif")
@@ -71,26 +88,36 @@ class Resize:
 
     def matrix(self) -> np.ndarray:
         """(3, 3) float64 homogeneous map from source to model pixels."""
-        return np.array([[self.scale, 0.0, self.offset_x],
-                         [0.0, self.sy, self.offset_y],
-                         [0.0, 0.0, 1.0]])
+        return np.array([[self.scale, 0.0, self.offset_x], [0.0, self.sy, self.offset_y], [0.0, 0.0, 1.0]])
 
     @classmethod
-    def from_provenance(cls, record: dict) -> "Resize":
+    def from_provenance(cls, record: dict) -> Resize:
         """The mapping back from a :meth:`describe` record (report.json ``preprocessing.frames``,
         cameras_source.json ``frames``, or a depth NPZ's arrays)::
 
             npz = np.load("out/depth/00000.npz")
             depth_in_photo = depth_to_source(npz["depth"], Resize.from_provenance(npz))
         """
+
         def get(key):
             value = record[key]
             return value.tolist() if hasattr(value, "tolist") else value
 
         (sh, sw), (mh, mw), (rh, rw) = get("source_hw"), get("model_hw"), get("resized_hw")
         (ox, oy), (sx, sy) = get("offset_xy"), get("scale_xy")
-        return cls(int(sh), int(sw), int(mh), int(mw), float(sx), float(ox), float(oy), str(get("mode")),
-                   scale_y=float(sy), resized_h=int(rh), resized_w=int(rw))
+        return cls(
+            int(sh),
+            int(sw),
+            int(mh),
+            int(mw),
+            float(sx),
+            float(ox),
+            float(oy),
+            str(get("mode")),
+            scale_y=float(sy),
+            resized_h=int(rh),
+            resized_w=int(rw),
+        )
 
     def describe(self) -> dict:
         """JSON-ready provenance: source size, resized size, crop / pad offsets, model input size.
@@ -99,8 +126,14 @@ class Resize:
         input (negative: that many pixels were cropped away; positive: padding).
         """
         rh, rw, y0, x0 = self.placement()
-        return {"source_hw": [self.src_h, self.src_w], "resized_hw": [rh, rw], "offset_xy": [x0, y0],
-                "model_hw": [self.dst_h, self.dst_w], "scale_xy": [self.scale, self.sy], "mode": self.mode}
+        return {
+            "source_hw": [self.src_h, self.src_w],
+            "resized_hw": [rh, rw],
+            "offset_xy": [x0, y0],
+            "model_hw": [self.dst_h, self.dst_w],
+            "scale_xy": [self.scale, self.sy],
+            "mode": self.mode,
+        }
 
     def to_source_intrinsics(self, K) -> np.ndarray:
         """Intrinsics in model pixels ``(..., 3, 3)`` -> the same camera in original image pixels.
@@ -161,7 +194,7 @@ class Resize:
         """``(dst_h, dst_w)`` bool: True where the model input shows the image, False on padding."""
         mask = np.zeros((self.dst_h, self.dst_w), dtype=bool)
         rh, rw, y0, x0 = self.placement()
-        mask[max(y0, 0):min(y0 + rh, self.dst_h), max(x0, 0):min(x0 + rw, self.dst_w)] = True
+        mask[max(y0, 0) : min(y0 + rh, self.dst_h), max(x0, 0) : min(x0 + rw, self.dst_w)] = True
         return mask
 
 
@@ -210,8 +243,10 @@ def prepare(rgb: np.ndarray, resize: Resize) -> np.ndarray:
 
     rgb = _as_uint8_or_float(rgb)
     if rgb.shape[:2] != (resize.src_h, resize.src_w):
-        raise ValueError(f"rgb is {rgb.shape[0]}x{rgb.shape[1]} but resize expects "
-                         f"{resize.src_h}x{resize.src_w}; call fit() with this image's size")
+        raise ValueError(
+            f"rgb is {rgb.shape[0]}x{rgb.shape[1]} but resize expects "
+            f"{resize.src_h}x{resize.src_w}; call fit() with this image's size"
+        )
     rh, rw, y0, x0 = resize.placement()
     if (rh, rw) != rgb.shape[:2]:
         shrinking = rh * rw < resize.src_h * resize.src_w
@@ -226,12 +261,13 @@ def prepare(rgb: np.ndarray, resize: Resize) -> np.ndarray:
     # intersection of the placed image with the target, in both frames
     ty0, tx0 = max(y0, 0), max(x0, 0)
     ty1, tx1 = min(y0 + rh, resize.dst_h), min(x0 + rw, resize.dst_w)
-    out[:, ty0:ty1, tx0:tx1] = img[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0].transpose(2, 0, 1)
+    out[:, ty0:ty1, tx0:tx1] = img[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0].transpose(2, 0, 1)
     return out
 
 
-def prepare_batch(frames: Sequence[np.ndarray], dst_h: int, dst_w: int,
-                  mode: Literal["crop", "pad"] = "crop") -> tuple[np.ndarray, list[Resize]]:
+def prepare_batch(
+    frames: Sequence[np.ndarray], dst_h: int, dst_w: int, mode: Literal["crop", "pad"] = "crop"
+) -> tuple[np.ndarray, list[Resize]]:
     """Prepare several frames (arrays, or objects with an ``rgb`` array such as ``Frame``).
 
     Returns ``images: (S, 3, dst_h, dst_w) float32 in [0, 1]`` and one :class:`Resize` per frame
@@ -261,8 +297,10 @@ def model_size_for(src_h: int, src_w: int, long_side: int = 518, multiple: int =
     src_h, src_w = _positive_int(src_h, "src_h"), _positive_int(src_w, "src_w")
     long_side, multiple = _positive_int(long_side, "long_side"), _positive_int(multiple, "multiple")
     if long_side % multiple:
-        raise ValueError(f"long_side must be a multiple of {multiple} (the patch size), got {long_side}; "
-                         f"e.g. {max(multiple, round(long_side / multiple) * multiple)}")
+        raise ValueError(
+            f"long_side must be a multiple of {multiple} (the patch size), got {long_side}; "
+            f"e.g. {max(multiple, round(long_side / multiple) * multiple)}"
+        )
     short = min(src_h, src_w) * long_side / max(src_h, src_w)
     short = max(multiple, round(short / multiple) * multiple)
     return (long_side, short) if src_h > src_w else (short, long_side)
@@ -286,7 +324,7 @@ def prepare_depth(depth: np.ndarray, resize: Resize) -> np.ndarray:
     out = np.zeros((resize.dst_h, resize.dst_w), dtype=np.float32)
     ty0, tx0 = max(y0, 0), max(x0, 0)
     ty1, tx1 = min(y0 + rh, resize.dst_h), min(x0 + rw, resize.dst_w)
-    out[ty0:ty1, tx0:tx1] = d[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
+    out[ty0:ty1, tx0:tx1] = d[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
     return out
 
 
@@ -306,13 +344,15 @@ def load_rgb(path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- upstream-exact path
 
+
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}")
 
 
-def upstream_size(src_h: int, src_w: int, mode: Literal["crop", "pad"] = "crop",
-                  target_size: int = TARGET_SIZE) -> tuple[int, int]:
+def upstream_size(
+    src_h: int, src_w: int, mode: Literal["crop", "pad"] = "crop", target_size: int = TARGET_SIZE
+) -> tuple[int, int]:
     """Upstream's resized ``(h, w)`` before its crop / pad (Python's ``round``: halves go to even).
 
     ``"crop"``: w = target, h = ``round(src_h * (target / src_w) / 14) * 14``. ``"pad"``: the longest
@@ -328,14 +368,17 @@ def upstream_size(src_h: int, src_w: int, mode: Literal["crop", "pad"] = "crop",
     else:
         h, w = round(src_h * (target / src_w) / PATCH) * PATCH, target
     if h < PATCH or w < PATCH:
-        raise ValueError(f"a {src_w}x{src_h} (W x H) image is too elongated for a {target}-pixel model input: "
-                         f"its short side would round to {min(h, w)} pixels (under one {PATCH}-pixel patch); "
-                         "crop it to an aspect ratio under 37:1 first")
+        raise ValueError(
+            f"a {src_w}x{src_h} (W x H) image is too elongated for a {target}-pixel model input: "
+            f"its short side would round to {min(h, w)} pixels (under one {PATCH}-pixel patch); "
+            "crop it to an aspect ratio under 37:1 first"
+        )
     return h, w
 
 
-def upstream_resize(src_h: int, src_w: int, mode: Literal["crop", "pad"] = "crop",
-                    target_size: int = TARGET_SIZE) -> Resize:
+def upstream_resize(
+    src_h: int, src_w: int, mode: Literal["crop", "pad"] = "crop", target_size: int = TARGET_SIZE
+) -> Resize:
     """The :class:`Resize` of upstream's ``load_and_preprocess_images`` for one image.
 
     ``"crop"``: model input ``min(h, target) x target``, rows centre-cropped (floor half on top);
@@ -348,8 +391,19 @@ def upstream_resize(src_h: int, src_w: int, mode: Literal["crop", "pad"] = "crop
     else:
         dst_h = dst_w = target_size
         y0, x0 = (target_size - rh) // 2, (target_size - rw) // 2
-    return Resize(src_h, src_w, dst_h, dst_w, rw / src_w, float(x0), float(y0), mode,
-                  scale_y=rh / src_h, resized_h=rh, resized_w=rw)
+    return Resize(
+        src_h,
+        src_w,
+        dst_h,
+        dst_w,
+        rw / src_w,
+        float(x0),
+        float(y0),
+        mode,
+        scale_y=rh / src_h,
+        resized_h=rh,
+        resized_w=rw,
+    )
 
 
 def place(resize: Resize, dst_h: int, dst_w: int) -> Resize:
@@ -360,8 +414,19 @@ def place(resize: Resize, dst_h: int, dst_w: int) -> Resize:
         raise ValueError(f"cannot place a {resize.dst_h}x{resize.dst_w} input on a smaller {dst_h}x{dst_w} canvas")
     rh, rw, y0, x0 = resize.placement()
     dy, dx = (dst_h - resize.dst_h) // 2, (dst_w - resize.dst_w) // 2
-    return Resize(resize.src_h, resize.src_w, dst_h, dst_w, resize.scale, float(x0 + dx), float(y0 + dy),
-                  resize.mode, scale_y=resize.sy, resized_h=rh, resized_w=rw)
+    return Resize(
+        resize.src_h,
+        resize.src_w,
+        dst_h,
+        dst_w,
+        resize.scale,
+        float(x0 + dx),
+        float(y0 + dy),
+        resize.mode,
+        scale_y=resize.sy,
+        resized_h=rh,
+        resized_w=rw,
+    )
 
 
 def resize_pixels(rgb: np.ndarray, resize: Resize) -> np.ndarray:
@@ -378,22 +443,39 @@ def resize_pixels(rgb: np.ndarray, resize: Resize) -> np.ndarray:
         raise ValueError(f"rgb is {rgb.shape[0]}x{rgb.shape[1]} but resize expects {resize.src_h}x{resize.src_w}")
     rh, rw, y0, x0 = resize.placement()
     if rgb.dtype == np.uint8:
-        img = rgb if (rh, rw) == rgb.shape[:2] else np.asarray(
-            Image.fromarray(rgb, "RGB").resize((rw, rh), Image.Resampling.BICUBIC))
+        img = (
+            rgb
+            if (rh, rw) == rgb.shape[:2]
+            else np.asarray(Image.fromarray(rgb, "RGB").resize((rw, rh), Image.Resampling.BICUBIC))
+        )
         img = img.astype(np.float32) / np.float32(255.0)
     else:
-        img = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., c]), "F").resize(
-            (rw, rh), Image.Resampling.BICUBIC)) for c in range(3)], axis=-1) if (rh, rw) != rgb.shape[:2] else rgb
+        img = (
+            np.stack(
+                [
+                    np.asarray(
+                        Image.fromarray(np.ascontiguousarray(rgb[..., c]), "F").resize(
+                            (rw, rh), Image.Resampling.BICUBIC
+                        )
+                    )
+                    for c in range(3)
+                ],
+                axis=-1,
+            )
+            if (rh, rw) != rgb.shape[:2]
+            else rgb
+        )
         img = np.clip(img, 0.0, 1.0).astype(np.float32)
     out = np.full((3, resize.dst_h, resize.dst_w), PAD_VALUE, dtype=np.float32)
     ty0, tx0 = max(y0, 0), max(x0, 0)
     ty1, tx1 = min(y0 + rh, resize.dst_h), min(x0 + rw, resize.dst_w)
-    out[:, ty0:ty1, tx0:tx1] = img[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0].transpose(2, 0, 1)
+    out[:, ty0:ty1, tx0:tx1] = img[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0].transpose(2, 0, 1)
     return out
 
 
-def preprocess_frames(frames: Sequence[np.ndarray], mode: Literal["crop", "pad"] = "crop",
-                      target_size: int = TARGET_SIZE) -> tuple[np.ndarray, list[Resize]]:
+def preprocess_frames(
+    frames: Sequence[np.ndarray], mode: Literal["crop", "pad"] = "crop", target_size: int = TARGET_SIZE
+) -> tuple[np.ndarray, list[Resize]]:
     """Decoded frames (``(H0, W0, 3)`` uint8 RGB arrays, or objects with an ``rgb`` array) ->
     ``images (S, 3, H, W) float32 in [0, 1]`` exactly as upstream preprocesses image files, and one
     :class:`Resize` per frame (mixed shapes padded with 1.0 to the largest H and W)."""
@@ -408,7 +490,7 @@ def preprocess_frames(frames: Sequence[np.ndarray], mode: Literal["crop", "pad"]
     height, width = max(r.dst_h for r in resizes), max(r.dst_w for r in resizes)
     resizes = [place(r, height, width) for r in resizes]
     images = np.empty((len(arrays), 3, height, width), np.float32)
-    for i, (rgb, r) in enumerate(zip(arrays, resizes)):
+    for i, (rgb, r) in enumerate(zip(arrays, resizes, strict=True)):
         images[i] = resize_pixels(rgb, r)
     return images, resizes
 
@@ -436,8 +518,12 @@ def decode_image(path, orientation: Literal["none", "exif"] = "none") -> np.ndar
         raise ValueError(f"cannot decode image {path}: {exc}") from exc
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img)
-        top = 65535.0 if img.mode.startswith("I;16") or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255
-                                                         and arr.max(initial=0) <= 65535) else None
+        top = (
+            65535.0
+            if img.mode.startswith("I;16")
+            or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255 and arr.max(initial=0) <= 65535)
+            else None
+        )
         if arr.dtype.kind == "f":
             arr = np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0) * 255.0
         elif top is not None:
@@ -448,17 +534,23 @@ def decode_image(path, orientation: Literal["none", "exif"] = "none") -> np.ndar
     return np.asarray(img.convert("RGB"))
 
 
-def load_and_preprocess_images(image_path_list, mode: Literal["crop", "pad"] = "crop",
-                               orientation: Literal["none", "exif"] = "none",
-                               target_size: int = TARGET_SIZE) -> np.ndarray:
+def load_and_preprocess_images(
+    image_path_list,
+    mode: Literal["crop", "pad"] = "crop",
+    orientation: Literal["none", "exif"] = "none",
+    target_size: int = TARGET_SIZE,
+) -> np.ndarray:
     """Image files -> ``(S, 3, H, W) float32 in [0, 1]``, upstream's ``load_and_preprocess_images``.
 
     H and W are multiples of 14: ``"crop"`` gives ``min(round(h * 518 / w / 14) * 14, 518) x 518``
     for one image (e.g. 294 x 518 for 16:9), ``"pad"`` gives 518 x 518. Use
     :func:`preprocess_frames` on decoded arrays to get the :class:`Resize` of each image as well.
     """
-    paths = [image_path_list] if isinstance(image_path_list, (str, bytes)) or hasattr(image_path_list, "__fspath__") \
+    paths = (
+        [image_path_list]
+        if isinstance(image_path_list, (str, bytes)) or hasattr(image_path_list, "__fspath__")
         else list(image_path_list)
+    )
     if not paths:
         raise ValueError("at least one image is required")
     _check_mode(mode)
@@ -466,8 +558,13 @@ def load_and_preprocess_images(image_path_list, mode: Literal["crop", "pad"] = "
     return images
 
 
-def choose_model_size(src_h: int, src_w: int, mode: Literal["crop", "pad"], served: Sequence[tuple[int, int]] | None,
-                      long_side: int = TARGET_SIZE) -> tuple[Resize, str]:
+def choose_model_size(
+    src_h: int,
+    src_w: int,
+    mode: Literal["crop", "pad"],
+    served: Sequence[tuple[int, int]] | None,
+    long_side: int = TARGET_SIZE,
+) -> tuple[Resize, str]:
     """The mapping of a ``src_h x src_w`` frame onto what a model serves, and a note when it differs
     from upstream's.
 
@@ -489,12 +586,15 @@ def choose_model_size(src_h: int, src_w: int, mode: Literal["crop", "pad"], serv
         return place(base, h, w), f"padded to {h}x{w}, the smallest size the model serves ({want})"
     h, w = max(served, key=lambda s: s[0] * s[1])
     fitted = fit(src_h, src_w, h, w, "pad")
-    return fitted, (f"fitted whole inside {h}x{w}, the largest size the model serves ({want}; "
-                    "export the model at that size to feed it)")
+    return fitted, (
+        f"fitted whole inside {h}x{w}, the largest size the model serves ({want}; "
+        "export the model at that size to feed it)"
+    )
 
 
-def depth_to_source(depth: np.ndarray, resize: Resize, interpolation: Literal["nearest", "linear"] = "nearest"
-                    ) -> np.ndarray:
+def depth_to_source(
+    depth: np.ndarray, resize: Resize, interpolation: Literal["nearest", "linear"] = "nearest"
+) -> np.ndarray:
     """A model-resolution map ``(dst_h, dst_w)`` (depth, confidence) -> ``(src_h, src_w)`` float32 in
     the original image's pixels.
 

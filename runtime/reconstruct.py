@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -33,10 +34,24 @@ from edgescene import __version__
 from edgescene.runtime.artifact import ArtifactError
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
-from edgescene.runtime.outputs import OutputFolder, write_cameras_json, write_depth_npz, write_glb, write_json, write_ply, write_tum
+from edgescene.runtime.outputs import (
+    OutputFolder,
+    write_cameras_json,
+    write_depth_npz,
+    write_glb,
+    write_json,
+    write_ply,
+    write_tum,
+)
 from edgescene.runtime.preprocess import Resize, choose_model_size, fit, prepare, resize_pixels
 from edgescene.runtime.session import open_session
-from edgescene.runtime.stream import KeyframeResult, StreamConfig, StreamingReconstruction, StreamState, predictor_from_session
+from edgescene.runtime.stream import (
+    KeyframeResult,
+    StreamConfig,
+    StreamingReconstruction,
+    StreamState,
+    predictor_from_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +85,14 @@ class ReconstructConfig:
             raise ValueError(f"long_side must be a positive multiple of 14 (the patch size), got {self.long_side}")
         if self.orientation not in ("none", "exif"):
             raise ValueError(f"orientation must be 'none' or 'exif', got {self.orientation!r}")
-        StreamConfig(window=self.window, overlap=self.overlap, branch=self.branch, conf_percentile=self.conf_percentile,
-                     max_points=self.max_points, reserve_map=self.reserve_map)
+        StreamConfig(
+            window=self.window,
+            overlap=self.overlap,
+            branch=self.branch,
+            conf_percentile=self.conf_percentile,
+            max_points=self.max_points,
+            reserve_map=self.reserve_map,
+        )
         if self.keyframe_threshold < 0 or self.max_keyframe_gap < 1:
             raise ValueError("keyframe_threshold must be >= 0 and max_keyframe_gap >= 1")
 
@@ -96,7 +117,7 @@ class Reconstruction:
 class Stream:
     """Frame-by-frame reconstruction: ``push(frame)`` returns the running state when the map changed."""
 
-    def __init__(self, reconstructor: "Reconstructor", sink=None) -> None:
+    def __init__(self, reconstructor: Reconstructor, sink=None) -> None:
         self.rec = reconstructor
         self.timings: dict[str, float] = defaultdict(float)
         self.frames_seen = 0
@@ -137,11 +158,21 @@ class Stream:
         image = resize_pixels(frame.rgb, self._resize)
         colors = np.clip(np.rint(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
         self.timings["preprocess_s"] += time.perf_counter() - start
-        provenance = {"index": frame.index, "orientation": getattr(frame, "orientation", "none"),
-                      "rotation_deg": getattr(frame, "rotation_deg", 0), **self._resize.describe()}
+        provenance = {
+            "index": frame.index,
+            "orientation": getattr(frame, "orientation", "none"),
+            "rotation_deg": getattr(frame, "rotation_deg", 0),
+            **self._resize.describe(),
+        }
         self.provenance.append(provenance)
-        meta = {"index": frame.index, "source": frame.source, "timestamp_s": frame.timestamp_s,
-                "resize": self._resize, "reason": decision.reason, "provenance": provenance}
+        meta = {
+            "index": frame.index,
+            "source": frame.source,
+            "timestamp_s": frame.timestamp_s,
+            "resize": self._resize,
+            "reason": decision.reason,
+            "provenance": provenance,
+        }
         start = time.perf_counter()
         model_before = self.timings["model_s"]
         state = self._core.push(image, colors, meta)
@@ -188,20 +219,29 @@ class Reconstructor:
         artifact = self.session.artifact
         family = artifact.model.get("family")
         if family != "vggt":
-            raise ArtifactError(f"{model}: a {family} artifact; reconstruction needs a VGGT model "
-                                "(DINOv3 artifacts go to --features)")
+            raise ArtifactError(
+                f"{model}: a {family} artifact; reconstruction needs a VGGT model (DINOv3 artifacts go to --features)"
+            )
         self.input_hw = (int(artifact.input_size["height"]), int(artifact.input_size["width"]))  # default size
         self.served_sizes = artifact.served_sizes()  # None: any multiple of the patch (PyTorch)
         # upstream's rule at the model's own scale (518 for VGGT-1B), or at the asked long side
         self.long_side = config.long_side or max(self.input_hw)
         low, high = int(artifact.frames["min"]), int(artifact.frames["max"])
         if not low <= config.window <= high:
-            raise ValueError(f"--window {config.window} is outside what {model} serves ({low}..{high} frames): "
-                             f"use --window {min(max(config.window, low), high)} or re-export with --frames-range")
-        self.stream_config = StreamConfig(window=config.window, overlap=config.overlap, branch=config.branch,
-                                          conf_percentile=config.conf_percentile, voxel_size=config.voxel_size,
-                                          max_points=config.max_points, max_depth_ratio=config.max_depth_ratio,
-                                          reserve_map=config.reserve_map)
+            raise ValueError(
+                f"--window {config.window} is outside what {model} serves ({low}..{high} frames): "
+                f"use --window {min(max(config.window, low), high)} or re-export with --frames-range"
+            )
+        self.stream_config = StreamConfig(
+            window=config.window,
+            overlap=config.overlap,
+            branch=config.branch,
+            conf_percentile=config.conf_percentile,
+            voxel_size=config.voxel_size,
+            max_points=config.max_points,
+            max_depth_ratio=config.max_depth_ratio,
+            reserve_map=config.reserve_map,
+        )
         self.features = open_session(config.features, device=config.device) if config.features else None
         if self.features is not None and self.features.artifact.model.get("family") != "dinov3":
             raise ArtifactError(f"--features {config.features}: expected a DINOv3 features artifact")
@@ -248,9 +288,14 @@ class Reconstructor:
         stream.finish()
         extrinsics, intrinsics = stream.core.trajectory()
         return Reconstruction(
-            extrinsics=extrinsics, intrinsics=intrinsics, points=stream.map.points, colors=stream.map.colors,
-            keyframes=[_frame_record(r.meta) for r in results], depth=[r.depth for r in results],
-            depth_conf=[r.depth_conf for r in results], report=_report(self, stream),
+            extrinsics=extrinsics,
+            intrinsics=intrinsics,
+            points=stream.map.points,
+            colors=stream.map.colors,
+            keyframes=[_frame_record(r.meta) for r in results],
+            depth=[r.depth for r in results],
+            depth_conf=[r.depth_conf for r in results],
+            report=_report(self, stream),
             images=[r.rgb for r in results],
             world_points=[r.world_points for r in results if r.world_points is not None],
             world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
@@ -269,19 +314,25 @@ def model_notes(model: dict) -> list[str]:
     synthetic scenes only, or random weights. Printed by the CLI and the apps, kept in report.json."""
     notes = []
     if model.get("source") == "random-init":
-        notes.append(f"{model.get('preset')} ran with RANDOM weights (--random-weights): its output is noise, "
-                     "for tests and timing only")
+        notes.append(
+            f"{model.get('preset')} ran with RANDOM weights (--random-weights): its output is noise, "
+            "for tests and timing only"
+        )
     if model.get("demo"):
         notes.append(f"{model.get('preset')} is a demo model, {model['demo']}; {REAL_MODEL}")
     return notes
 
 
 def _preprocessing(rec: Reconstructor, stream: Stream) -> dict:
-    return {"rule": "upstream VGGT load_and_preprocess_images (Pillow bicubic, sizes rounded to 14)",
-            "mode": rec.config.mode, "orientation": rec.config.orientation,
-            "model_input_hw": list(stream.model_hw) if stream.model_hw else None,
-            "served_sizes": rec.session.artifact.describe_sizes(), "notes": stream.notes,
-            "frames": stream.provenance}
+    return {
+        "rule": "upstream VGGT load_and_preprocess_images (Pillow bicubic, sizes rounded to 14)",
+        "mode": rec.config.mode,
+        "orientation": rec.config.orientation,
+        "model_input_hw": list(stream.model_hw) if stream.model_hw else None,
+        "served_sizes": rec.session.artifact.describe_sizes(),
+        "notes": stream.notes,
+        "frames": stream.provenance,
+    }
 
 
 def _report(rec: Reconstructor, stream: Stream) -> dict:
@@ -294,8 +345,13 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         "windows": core.state.windows,
         "points": len(core.map) if core.map is not None else 0,
         "backend": {"name": rec.session.backend, "device": rec.session.device},
-        "model": {"format": artifact.format, "precision": artifact.precision, **artifact.model,
-                  "input_size": artifact.input_size, "served_sizes": artifact.describe_sizes()},
+        "model": {
+            "format": artifact.format,
+            "precision": artifact.precision,
+            **artifact.model,
+            "input_size": artifact.input_size,
+            "served_sizes": artifact.describe_sizes(),
+        },
         "model_notes": model_notes(artifact.model),
         "preprocessing": _preprocessing(rec, stream),
         "config": asdict(rec.config),
@@ -305,9 +361,15 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
     }
 
 
-def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: ReconstructConfig = ReconstructConfig(),
-                          overwrite: bool = False, progress: bool = True,
-                          on_frame: Callable[[int, int | None], None] | None = None) -> dict:
+def reconstruct_to_folder(
+    source,
+    model: str | Path,
+    out: str | Path,
+    config: ReconstructConfig = ReconstructConfig(),
+    overwrite: bool = False,
+    progress: bool = True,
+    on_frame: Callable[[int, int | None], None] | None = None,
+) -> dict:
     """Reconstruct ``source`` (image, folder or list of images, video) into the folder ``out``.
 
     Nothing appears at ``out`` unless the whole run succeeds (it is built in a staging folder).
@@ -317,21 +379,37 @@ def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: Re
     """
     start = time.perf_counter()
     with OutputFolder(out, overwrite=overwrite) as folder:
-        frames = open_frames(source, every_s=config.every_s, max_frames=config.max_frames, progress=progress,
-                             orientation=config.orientation)
+        frames = open_frames(
+            source,
+            every_s=config.every_s,
+            max_frames=config.max_frames,
+            progress=progress,
+            orientation=config.orientation,
+        )
         rec = Reconstructor(model, config)
         kept: list[KeyframeResult] = []
 
         def sink(result: KeyframeResult) -> None:
             p = result.meta["provenance"]
-            write_depth_npz(folder.path(f"depth/{result.keyframe:05d}.npz"), result.depth, result.depth_conf,
-                            frame_index=np.int64(result.meta["index"]), source_hw=np.int64(p["source_hw"]),
-                            resized_hw=np.int64(p["resized_hw"]), offset_xy=np.int64(p["offset_xy"]),
-                            model_hw=np.int64(p["model_hw"]), scale_xy=np.float64(p["scale_xy"]),
-                            rotation_deg=np.int64(p["rotation_deg"]), orientation=np.str_(p["orientation"]),
-                            mode=np.str_(p["mode"]))
-            kept.append(KeyframeResult(result.keyframe, result.meta, result.extrinsics, result.intrinsics,
-                                       np.empty(0), np.empty(0)))  # cameras only: depth is on disk
+            write_depth_npz(
+                folder.path(f"depth/{result.keyframe:05d}.npz"),
+                result.depth,
+                result.depth_conf,
+                frame_index=np.int64(result.meta["index"]),
+                source_hw=np.int64(p["source_hw"]),
+                resized_hw=np.int64(p["resized_hw"]),
+                offset_xy=np.int64(p["offset_xy"]),
+                model_hw=np.int64(p["model_hw"]),
+                scale_xy=np.float64(p["scale_xy"]),
+                rotation_deg=np.int64(p["rotation_deg"]),
+                orientation=np.str_(p["orientation"]),
+                mode=np.str_(p["mode"]),
+            )
+            kept.append(
+                KeyframeResult(
+                    result.keyframe, result.meta, result.extrinsics, result.intrinsics, np.empty(0), np.empty(0)
+                )
+            )  # cameras only: depth is on disk
 
         stream = rec.stream(sink=sink)
         decode_start = time.perf_counter()
@@ -353,23 +431,36 @@ def reconstruct_to_folder(source, model: str | Path, out: str | Path, config: Re
         cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]
         write_glb(folder.path("scene.glb"), points, colors, cameras=cameras)
         write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
-        write_json(folder.path("cameras_source.json"), {
-            "note": "intrinsics in the original image's pixels (before resizing to the model input); "
-                    "'frames' says how each image reached the model (edgescene.runtime.preprocess.Resize: "
-                    "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
-            "intrinsics": source_intrinsics.tolist(),
-            "image_size": [[k.meta["resize"].src_h, k.meta["resize"].src_w] for k in kept],
-            "frames": [k.meta["provenance"] for k in kept],
-        })
-        timestamps = np.array([r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records])
+        write_json(
+            folder.path("cameras_source.json"),
+            {
+                "note": "intrinsics in the original image's pixels (before resizing to the model input); "
+                "'frames' says how each image reached the model (edgescene.runtime.preprocess.Resize: "
+                "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
+                "intrinsics": source_intrinsics.tolist(),
+                "image_size": [[k.meta["resize"].src_h, k.meta["resize"].src_w] for k in kept],
+                "frames": [k.meta["provenance"] for k in kept],
+            },
+        )
+        timestamps = np.array(
+            [r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records]
+        )
         write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
         report = _report(rec, stream)
         report["timings_s"]["write_s"] = round(time.perf_counter() - write_start, 4)
         report["timings_s"]["total_s"] = round(time.perf_counter() - start, 4)
         report["timings_s"]["decode_and_other_s"] = round(
-            time.perf_counter() - decode_start - sum(v for k, v in stream.timings.items()), 4)
+            time.perf_counter() - decode_start - sum(v for k, v in stream.timings.items()), 4
+        )
         report["input"] = frames.describe()
-        report["outputs"] = ["points.ply", "scene.glb", "cameras.json", "cameras_source.json", "trajectory.tum",
-                             "depth/*.npz", "report.json"]
+        report["outputs"] = [
+            "points.ply",
+            "scene.glb",
+            "cameras.json",
+            "cameras_source.json",
+            "trajectory.tum",
+            "depth/*.npz",
+            "report.json",
+        ]
         write_json(folder.path("report.json"), report)
     return report

@@ -78,9 +78,17 @@ def background_mask(images: np.ndarray, dark: int = 16, bright: int = 240) -> np
 class SceneCache:
     """Per-keyframe predictions of one reconstruction (see the module doc for shapes)."""
 
-    def __init__(self, extrinsics: np.ndarray, intrinsics: np.ndarray, depth: np.ndarray, depth_conf: np.ndarray,
-                 images: np.ndarray, world_points: np.ndarray | None = None,
-                 world_points_conf: np.ndarray | None = None, keyframes: list[dict] | None = None) -> None:
+    def __init__(
+        self,
+        extrinsics: np.ndarray,
+        intrinsics: np.ndarray,
+        depth: np.ndarray,
+        depth_conf: np.ndarray,
+        images: np.ndarray,
+        world_points: np.ndarray | None = None,
+        world_points_conf: np.ndarray | None = None,
+        keyframes: list[dict] | None = None,
+    ) -> None:
         self.extrinsics = np.asarray(extrinsics, np.float64)
         self.intrinsics = np.asarray(intrinsics, np.float64)
         self.depth = np.asarray(depth, np.float32)
@@ -95,8 +103,12 @@ class SceneCache:
         if self.depth.ndim != 3 or len(self.depth) == 0:
             raise ValueError(f"depth: expected (K, H, W) with K >= 1, got {self.depth.shape}")
         k, h, w = self.depth.shape
-        expected = {"extrinsics": (self.extrinsics, (k, 3, 4)), "intrinsics": (self.intrinsics, (k, 3, 3)),
-                    "depth_conf": (self.depth_conf, (k, h, w)), "images": (self.images, (k, h, w, 3))}
+        expected = {
+            "extrinsics": (self.extrinsics, (k, 3, 4)),
+            "intrinsics": (self.intrinsics, (k, 3, 3)),
+            "depth_conf": (self.depth_conf, (k, h, w)),
+            "images": (self.images, (k, h, w, 3)),
+        }
         if (self.world_points is None) != (self.world_points_conf is None):
             raise ValueError("world_points and world_points_conf come together (both or neither)")
         if self.world_points is not None:
@@ -110,14 +122,21 @@ class SceneCache:
 
     # -- construction and persistence --------------------------------------------------------
     @classmethod
-    def from_reconstruction(cls, rec) -> "SceneCache":
+    def from_reconstruction(cls, rec) -> SceneCache:
         """From :class:`edgescene.runtime.reconstruct.Reconstruction` (``Reconstructor.run``)."""
         if not rec.images or len(rec.images) != len(rec.depth):
             raise ValueError("the reconstruction carries no per-keyframe images: use Reconstructor.run")
         has_points = len(rec.world_points) == len(rec.depth) > 0
-        return cls(rec.extrinsics, rec.intrinsics, np.stack(rec.depth), np.stack(rec.depth_conf), np.stack(rec.images),
-                   np.stack(rec.world_points) if has_points else None,
-                   np.stack(rec.world_points_conf) if has_points else None, rec.keyframes)
+        return cls(
+            rec.extrinsics,
+            rec.intrinsics,
+            np.stack(rec.depth),
+            np.stack(rec.depth_conf),
+            np.stack(rec.images),
+            np.stack(rec.world_points) if has_points else None,
+            np.stack(rec.world_points_conf) if has_points else None,
+            rec.keyframes,
+        )
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -126,9 +145,14 @@ class SceneCache:
     def save(self, path: str | os.PathLike) -> Path:
         """One uncompressed NPZ (arrays + keyframe records as JSON), written atomically."""
         path = Path(path)
-        arrays = {"extrinsics": self.extrinsics, "intrinsics": self.intrinsics, "depth": self.depth,
-                  "depth_conf": self.depth_conf, "images": self.images,
-                  "keyframes": np.array(json.dumps(self.keyframes, default=str))}
+        arrays = {
+            "extrinsics": self.extrinsics,
+            "intrinsics": self.intrinsics,
+            "depth": self.depth,
+            "depth_conf": self.depth_conf,
+            "images": self.images,
+            "keyframes": np.array(json.dumps(self.keyframes, default=str)),
+        }
         if self.world_points is not None:
             arrays.update(world_points=self.world_points, world_points_conf=self.world_points_conf)
         buf = io.BytesIO()
@@ -139,26 +163,39 @@ class SceneCache:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SceneCache":
+    def load(cls, path: str | os.PathLike) -> SceneCache:
         with np.load(path, allow_pickle=False) as data:
             missing = {"extrinsics", "intrinsics", "depth", "depth_conf", "images", "keyframes"} - set(data.files)
             if missing:
                 raise ValueError(f"{path}: not a scene cache (missing {sorted(missing)})")
             points = data["world_points"] if "world_points" in data.files else None
             points_conf = data["world_points_conf"] if "world_points_conf" in data.files else None
-            return cls(data["extrinsics"], data["intrinsics"], data["depth"], data["depth_conf"], data["images"],
-                       points, points_conf, json.loads(str(data["keyframes"])))
+            return cls(
+                data["extrinsics"],
+                data["intrinsics"],
+                data["depth"],
+                data["depth_conf"],
+                data["images"],
+                points,
+                points_conf,
+                json.loads(str(data["keyframes"])),
+            )
 
     # -- rendering -----------------------------------------------------------------------------
     def points(self, options: ViewOptions = ViewOptions()) -> tuple[np.ndarray, np.ndarray]:
         """The fused cloud under ``options``: (N, 3) float64 map frame and (N, 3) uint8 colours."""
         if options.branch not in self.branches:
-            raise ValueError(f"branch {options.branch!r} is not available: this model has no point-map head "
-                             f"(available: {', '.join(self.branches)})")
+            raise ValueError(
+                f"branch {options.branch!r} is not available: this model has no point-map head "
+                f"(available: {', '.join(self.branches)})"
+            )
         if options.branch == "points":
             world, conf = self.world_points.astype(np.float64), self.world_points_conf
         else:
-            world, conf = unproject_depth(self.depth.astype(np.float64), self.extrinsics, self.intrinsics), self.depth_conf
+            world, conf = (
+                unproject_depth(self.depth.astype(np.float64), self.extrinsics, self.intrinsics),
+                self.depth_conf,
+            )
         keep = np.stack([confidence_mask(c, options.conf_percentile) for c in conf])
         keep &= np.isfinite(world).all(-1)
         if options.max_depth_ratio is not None:
@@ -183,8 +220,11 @@ class SceneCache:
         folder.mkdir(parents=True, exist_ok=True)
         points, colors = self.points(options)
         hw = self.depth.shape[1:]
-        cameras = [(self.intrinsics[i], self.extrinsics[i], hw) for i in range(len(self.depth))] \
-            if options.show_cameras else None
+        cameras = (
+            [(self.intrinsics[i], self.extrinsics[i], hw) for i in range(len(self.depth))]
+            if options.show_cameras
+            else None
+        )
         paths = {"glb": folder / "scene.glb", "ply": folder / "points.ply"}
         write_glb(paths["glb"], points, colors, cameras=cameras)
         write_ply(paths["ply"], points, colors)

@@ -41,9 +41,11 @@ ARTIFACT_BACKENDS: dict[str, str] = {"onnxruntime": "onnxruntime", "triton": "on
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 PRESET_PREFIXES = ("vggt_", "dinov3_")  # the registry's families; the torch backend checks the exact name
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, e.g. facebook/VGGT-1B
-ACCEPTED = (f"an artifact folder written by `edgescene export` (with {ARTIFACT_JSON}), a PyTorch checkpoint "
-            f"({', '.join(CHECKPOINT_SUFFIXES)}), a VGGT Hub id (facebook/VGGT-1B) or a model preset name "
-            f"({'*, '.join(PRESET_PREFIXES)}*)")
+ACCEPTED = (
+    f"an artifact folder written by `edgescene export` (with {ARTIFACT_JSON}), a PyTorch checkpoint "
+    f"({', '.join(CHECKPOINT_SUFFIXES)}), a VGGT Hub id (facebook/VGGT-1B) or a model preset name "
+    f"({'*, '.join(PRESET_PREFIXES)}*)"
+)
 
 
 def is_hub_id(name: str) -> bool:
@@ -75,8 +77,9 @@ def _resolve(model: str | Path) -> tuple[str, Path | str, Artifact | None]:
     if path.is_dir():
         artifact = read_artifact(path)  # ArtifactError: no artifact.json, invalid, rejected, incomplete
         if artifact.backend not in ARTIFACT_BACKENDS:
-            raise ArtifactError(f"{path}: backend {artifact.backend!r} has no runtime here; "
-                                f"known: {', '.join(ARTIFACT_BACKENDS)}")
+            raise ArtifactError(
+                f"{path}: backend {artifact.backend!r} has no runtime here; known: {', '.join(ARTIFACT_BACKENDS)}"
+            )
         return ARTIFACT_BACKENDS[artifact.backend], path, artifact
     if path.suffix in CHECKPOINT_SUFFIXES:
         if not path.is_file():
@@ -109,8 +112,10 @@ def open_session(model: str | Path, device: Device = "auto", **options) -> Sessi
         cls = backend_class(backend)
     except ImportError as exc:
         if backend == "torch":
-            raise ImportError(f"opening {str(model)!r} needs PyTorch (the torch backend): "
-                              f"pip install 'edgescene[torch]'; or open an exported artifact folder ({exc})") from exc
+            raise ImportError(
+                f"opening {str(model)!r} needs PyTorch (the torch backend): "
+                f"pip install 'edgescene[torch]'; or open an exported artifact folder ({exc})"
+            ) from exc
         raise
     accepted = backend_options(cls)
     unknown = sorted(set(options) - set(accepted))

@@ -18,8 +18,9 @@ depth along the camera z axis in map units.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -48,8 +49,14 @@ def predictor_from_session(session) -> Predictor:
     def predict(images: np.ndarray) -> WindowPrediction:
         out = session({"images": images})
         extrinsics, intrinsics = decode_pose(out["pose_enc"].astype(np.float64), images.shape[-2:])
-        return WindowPrediction(extrinsics, intrinsics, out["depth"], out["depth_conf"],
-                                out.get("world_points"), out.get("world_points_conf"))
+        return WindowPrediction(
+            extrinsics,
+            intrinsics,
+            out["depth"],
+            out["depth_conf"],
+            out.get("world_points"),
+            out.get("world_points_conf"),
+        )
 
     return predict
 
@@ -128,8 +135,12 @@ class StreamingReconstruction:
     state after a window ran, else None. ``finish()`` runs the last, partial window.
     """
 
-    def __init__(self, predictor: Predictor, config: StreamConfig = StreamConfig(),
-                 sink: Callable[[KeyframeResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        config: StreamConfig = StreamConfig(),
+        sink: Callable[[KeyframeResult], None] | None = None,
+    ) -> None:
         self.predictor = predictor
         self.config = config
         self.sink = sink
@@ -147,8 +158,12 @@ class StreamingReconstruction:
 
     @property
     def state(self) -> StreamState:
-        return StreamState(len(self.extrinsics), self._windows, len(self.map) if self.map is not None else 0,
-                           self.alignments[-1] if self.alignments else None)
+        return StreamState(
+            len(self.extrinsics),
+            self._windows,
+            len(self.map) if self.map is not None else 0,
+            self.alignments[-1] if self.alignments else None,
+        )
 
     def push(self, image: np.ndarray, rgb: np.ndarray, meta: dict | None = None) -> StreamState | None:
         if image.ndim != 3 or image.shape[0] != 3:
@@ -175,8 +190,9 @@ class StreamingReconstruction:
             # The map frame is the first keyframe's camera frame exactly (VGGT's is only close to it).
             scale, rotation, translation = 1.0, pred.extrinsics[0][:, :3], pred.extrinsics[0][:, 3]
             voxel = self.config.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0
-            self.map = PointMap(voxel_size=max(voxel, 1e-9), max_points=self.config.max_points,
-                                reserve=self.config.reserve_map)
+            self.map = PointMap(
+                voxel_size=max(voxel, 1e-9), max_points=self.config.max_points, reserve=self.config.reserve_map
+            )
         else:
             scale, rotation, translation = self._align(points[:n_old], conf[:n_old])
         map_points = scale * points @ rotation.T + translation
@@ -190,9 +206,18 @@ class StreamingReconstruction:
                 keep &= pred.depth[i] <= self.config.max_depth_ratio * np.median(pred.depth[i])
             self.map.add(map_points[i][keep], frames[i].rgb[keep], conf[i][keep])
             if self.sink is not None:
-                self.sink(KeyframeResult(self._keyframes, frames[i].meta, extr, intr,
-                                         (scale * pred.depth[i]).astype(np.float32), pred.depth_conf[i],
-                                         frames[i].rgb, *self._point_map(pred, i, scale, rotation, translation)))
+                self.sink(
+                    KeyframeResult(
+                        self._keyframes,
+                        frames[i].meta,
+                        extr,
+                        intr,
+                        (scale * pred.depth[i]).astype(np.float32),
+                        pred.depth_conf[i],
+                        frames[i].rgb,
+                        *self._point_map(pred, i, scale, rotation, translation),
+                    )
+                )
             self._keyframes += 1
         k = self.config.overlap
         self._overlap = frames[-k:] if k else []
@@ -201,8 +226,9 @@ class StreamingReconstruction:
         self._pending = []
         self._windows += 1
 
-    def _point_map(self, pred: WindowPrediction, i: int, scale: float, rotation: np.ndarray,
-                   translation: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _point_map(
+        self, pred: WindowPrediction, i: int, scale: float, rotation: np.ndarray, translation: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Frame ``i``'s point-map-head points in the map frame (None when the model has no such head)."""
         if pred.world_points is None:
             return None, None
@@ -224,13 +250,19 @@ class StreamingReconstruction:
         dst = self._overlap_points[:, ::stride, ::stride].reshape(-1, 3)
         weights = np.sqrt(conf[:, ::stride, ::stride] * self._overlap_conf[:, ::stride, ::stride]).reshape(-1)
         valid = np.isfinite(src).all(1) & np.isfinite(dst).all(1) & (weights > 0)
-        scale, rotation, translation, robust = robust_umeyama_sim3(src[valid], dst[valid], weights[valid].astype(np.float64))
+        scale, rotation, translation, robust = robust_umeyama_sim3(
+            src[valid], dst[valid], weights[valid].astype(np.float64)
+        )
         residual = np.linalg.norm(scale * src[valid] @ rotation.T + translation - dst[valid], axis=1)
-        self.alignments.append(WindowAlignment(
-            index=self._windows, frames=[f.meta.get("index", -1) for f in self._overlap], scale=float(scale),
-            inlier_fraction=float((robust > 0.5 * robust.max()).mean()) if robust.size else 0.0,
-            residual=float(np.median(residual)) if residual.size else float("nan"),
-        ))
+        self.alignments.append(
+            WindowAlignment(
+                index=self._windows,
+                frames=[f.meta.get("index", -1) for f in self._overlap],
+                scale=float(scale),
+                inlier_fraction=float((robust > 0.5 * robust.max()).mean()) if robust.size else 0.0,
+                residual=float(np.median(residual)) if residual.size else float("nan"),
+            )
+        )
         return float(scale), rotation, translation
 
     @staticmethod
@@ -251,5 +283,13 @@ class StreamingReconstruction:
         return inverse_se3(extr)[:, :, 3] if len(extr) else np.zeros((0, 3))
 
 
-__all__ = ["KeyframeResult", "Predictor", "StreamConfig", "StreamState", "StreamingReconstruction",
-           "WindowAlignment", "WindowPrediction", "predictor_from_session"]
+__all__ = [
+    "KeyframeResult",
+    "Predictor",
+    "StreamConfig",
+    "StreamState",
+    "StreamingReconstruction",
+    "WindowAlignment",
+    "WindowPrediction",
+    "predictor_from_session",
+]

@@ -30,8 +30,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import io
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -47,8 +47,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # upstream README (facebookresearch/vggt), aggregator only, H100, flash attention 3, ~392x518
-UPSTREAM = {1: (0.04, 1.88), 2: (0.05, 2.07), 4: (0.07, 2.45), 8: (0.11, 3.23), 10: (0.14, 3.63),
-            20: (0.31, 5.58), 50: (1.04, 11.41), 100: (3.12, 21.15), 200: (8.75, 40.63)}
+UPSTREAM = {
+    1: (0.04, 1.88),
+    2: (0.05, 2.07),
+    4: (0.07, 2.45),
+    8: (0.11, 3.23),
+    10: (0.14, 3.63),
+    20: (0.31, 5.58),
+    50: (1.04, 11.41),
+    100: (3.12, 21.15),
+    200: (8.75, 40.63),
+}
 HEIGHT, WIDTH = 392, 518
 GB = 1e9
 DEVICE = "cuda"  # "cpu" only for --cpu-dry-run (the script's own test on a machine without a GPU)
@@ -107,17 +116,25 @@ def env_section() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "device_count": torch.cuda.device_count(),
-        "modules": {m: importlib.util.find_spec(m) is not None
-                    for m in ("tensorrt", "cuda", "onnxruntime", "onnx", "cv2", "PIL", "av", "trimesh")},
+        "modules": {
+            m: importlib.util.find_spec(m) is not None
+            for m in ("tensorrt", "cuda", "onnxruntime", "onnx", "cv2", "PIL", "av", "trimesh")
+        },
     }
     if info["device_count"]:
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
-                    memory_gb=round(props.total_memory / GB, 1), bf16=torch.cuda.is_bf16_supported(),
-                    sdpa={"flash": torch.backends.cuda.flash_sdp_enabled(),
-                          "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
-                          "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
-                          "math": torch.backends.cuda.math_sdp_enabled()})
+        info.update(
+            gpu=props.name,
+            compute_capability=f"{props.major}.{props.minor}",
+            memory_gb=round(props.total_memory / GB, 1),
+            bf16=torch.cuda.is_bf16_supported(),
+            sdpa={
+                "flash": torch.backends.cuda.flash_sdp_enabled(),
+                "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+                "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
+                "math": torch.backends.cuda.math_sdp_enabled(),
+            },
+        )
     with contextlib.suppress(ImportError):
         import onnxruntime
 
@@ -127,18 +144,33 @@ def env_section() -> dict:
 
 
 def pytest_section(site: Path, out: Path, timeout_s: int) -> dict:
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
-                   if "mark.gpu" in p.read_text())
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text())
     env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", HF_HUB_OFFLINE="1")
     # -P: the checkout's own edgescene/ folder (the CLI only) must not shadow the linked package
-    cmd = [sys.executable, "-P", "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-rA", "-q",
-           f"--junitxml={out / 'pytest_gpu.xml'}", *files]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "-q",
+        f"--junitxml={out / 'pytest_gpu.xml'}",
+        *files,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     (out / "pytest_gpu.log").write_text(proc.stdout + proc.stderr)
     tail = [line for line in proc.stdout.splitlines() if line.strip()][-25:]
-    return {"files": files, "returncode": proc.returncode, "seconds": round(time.perf_counter() - start, 1),
-            "summary": tail}
+    return {
+        "files": files,
+        "returncode": proc.returncode,
+        "seconds": round(time.perf_counter() - start, 1),
+        "summary": tail,
+    }
 
 
 def _timed(fn, reps: int) -> tuple[list[float], float]:
@@ -159,8 +191,9 @@ def _reps(frames: int) -> int:
     return 10 if frames <= 20 else 3 if frames <= 50 else 2
 
 
-def vggt_section(result: dict, model_name: str, agg_frames: list[int], full_frames: list[int],
-                 memory_frames: list[int]) -> None:
+def vggt_section(
+    result: dict, model_name: str, agg_frames: list[int], full_frames: list[int], memory_frames: list[int]
+) -> None:
     """Fills ``result`` as it goes, so a failure part-way keeps what was measured."""
     import torch
 
@@ -182,13 +215,21 @@ def vggt_section(result: dict, model_name: str, agg_frames: list[int], full_fram
 
     def row(kind: str, frames: int, fn, resident: int, reps: int | None = None) -> dict:
         times, peak = _timed(fn, reps or _reps(frames))
-        entry = {"kind": kind, "frames": frames, "reps": len(times), "median_s": round(statistics.median(times), 4),
-                 "min_s": round(min(times), 4), "peak_gb": round(peak / GB, 3),
-                 "peak_above_weights_gb": round((peak - resident) / GB, 3)}
+        entry = {
+            "kind": kind,
+            "frames": frames,
+            "reps": len(times),
+            "median_s": round(statistics.median(times), 4),
+            "min_s": round(min(times), 4),
+            "peak_gb": round(peak / GB, 3),
+            "peak_above_weights_gb": round((peak - resident) / GB, 3),
+        }
         if frames in UPSTREAM and kind.startswith("aggregator"):
             entry["upstream_s"], entry["upstream_gb"] = UPSTREAM[frames]
             entry["time_ratio_vs_upstream"] = round(entry["median_s"] / UPSTREAM[frames][0], 2)
-        print(f"  {kind:<28} {frames:>4} frames  {entry['median_s']:8.4f} s  peak {entry['peak_gb']:7.2f} GB", flush=True)
+        print(
+            f"  {kind:<28} {frames:>4} frames  {entry['median_s']:8.4f} s  peak {entry['peak_gb']:7.2f} GB", flush=True
+        )
         result.setdefault("rows", []).append(entry)
         _empty_cache()
         return entry
@@ -210,13 +251,13 @@ def vggt_section(result: dict, model_name: str, agg_frames: list[int], full_fram
         for frames in full_frames:
             x = images(frames)
             with autocast:
-                row("aggregator, bf16 autocast", frames, lambda x=x: model.aggregator(x), resident)
-                row("full model, bf16 autocast", frames, lambda x=x: model(x), resident)
+                row("aggregator, bf16 autocast", frames, lambda x=x, m=model: m.aggregator(x), resident)
+                row("full model, bf16 autocast", frames, lambda x=x, m=model: m(x), resident)
             del x
         for frames in memory_frames:
             x = images(frames)
             with autocast:
-                row("full model, bf16 autocast", frames, lambda x=x: model(x), resident, reps=1)
+                row("full model, bf16 autocast", frames, lambda x=x, m=model: m(x), resident, reps=1)
             del x
         # 3. chunked DPT heads equal the unchunked ones
         x = images(16)
@@ -228,7 +269,8 @@ def vggt_section(result: dict, model_name: str, agg_frames: list[int], full_fram
             for head in (model.depth_head, model.point_head):
                 head.frames_chunk_size = 8
         result["dpt_chunk_16_frames_max_abs_diff"] = {
-            k: float((chunked[k] - whole[k]).abs().max()) for k in ("depth", "depth_conf", "world_points")}
+            k: float((chunked[k] - whole[k]).abs().max()) for k in ("depth", "depth_conf", "world_points")
+        }
         del chunked, whole, x
     del model
     _empty_cache()
@@ -244,8 +286,10 @@ def stream_section(result: dict, model_name: str, frames: int, window: int) -> N
     session = open_session(model_name, device=DEVICE, height=HEIGHT, width=WIDTH)
     rng = np.random.default_rng(0)
     base = rng.random((3, HEIGHT, WIDTH), dtype=np.float32)
-    shots = [np.clip(np.roll(base, 4 * i, axis=2) + 0.02 * rng.standard_normal(base.shape, dtype=np.float32), 0, 1)
-             for i in range(frames)]
+    shots = [
+        np.clip(np.roll(base, 4 * i, axis=2) + 0.02 * rng.standard_normal(base.shape, dtype=np.float32), 0, 1)
+        for i in range(frames)
+    ]
     predictor = predictor_from_session(session)
     model_s: list[float] = []
 
@@ -269,11 +313,18 @@ def stream_section(result: dict, model_name: str, frames: int, window: int) -> N
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
     result["profile_top_cumulative"] = text.getvalue().splitlines()[:80]
     model_total = sum(model_s)
-    result.update(model=model_name, frames=frames, window=window, windows=len(model_s),
-                  total_s=round(total, 3), model_s=round(model_total, 3),
-                  end_to_end_fraction_of_model_throughput=round(model_total / total, 3),
-                  frames_per_s=round(frames / total, 2), model_only_frames_per_s=round(frames / model_total, 2),
-                  precision=session.artifact.precision)
+    result.update(
+        model=model_name,
+        frames=frames,
+        window=window,
+        windows=len(model_s),
+        total_s=round(total, 3),
+        model_s=round(model_total, 3),
+        end_to_end_fraction_of_model_throughput=round(model_total / total, 3),
+        frames_per_s=round(frames / total, 2),
+        model_only_frames_per_s=round(frames / model_total, 2),
+        precision=session.artifact.precision,
+    )
     session.close()
 
 
@@ -294,7 +345,7 @@ def threads_section(result: dict, model_name: str, frames: int) -> None:
         try:
             for _ in range(3):
                 parallel[i] = session(feeds[i])
-        except Exception as exc:  # recorded in the report, not swallowed
+        except Exception as exc:  # noqa: BLE001 - recorded in the report, not swallowed
             errors.append(f"thread {i}: {exc!r}")
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(2)]
@@ -312,46 +363,73 @@ def threads_section(result: dict, model_name: str, frames: int) -> None:
 
 def markdown(report: dict) -> str:
     env = report["env"]
-    lines = [f"# Device check, {report['date']}", "",
-             f"{env.get('gpu', 'no GPU')} (compute {env.get('compute_capability', '-')}, {env.get('memory_gb', '-')} GB), "
-             f"torch {env['torch']} (CUDA {env['torch_cuda']}), Python {env['python']}; "
-             f"TensorRT {'present' if env['modules']['tensorrt'] else 'absent'}, "
-             f"onnxruntime {env.get('onnxruntime', 'absent')} {env.get('onnxruntime_providers', '')}.", ""]
+    lines = [
+        f"# Device check, {report['date']}",
+        "",
+        f"{env.get('gpu', 'no GPU')} (compute {env.get('compute_capability', '-')}, {env.get('memory_gb', '-')} GB), "
+        f"torch {env['torch']} (CUDA {env['torch_cuda']}), Python {env['python']}; "
+        f"TensorRT {'present' if env['modules']['tensorrt'] else 'absent'}, "
+        f"onnxruntime {env.get('onnxruntime', 'absent')} {env.get('onnxruntime_providers', '')}.",
+        "",
+    ]
     for name, section in report["sections"].items():
         if "error" in section:
             lines += [f"**{name} failed:** `{section['error']}`", ""]
     pt = report["sections"].get("pytest", {})
     if "summary" in pt:
-        lines += ["## gpu-marked tests", "", f"`pytest -m gpu` exit {pt['returncode']} in {pt['seconds']} s: "
-                  f"{pt['summary'][-1] if pt['summary'] else ''}", ""]
+        lines += [
+            "## gpu-marked tests",
+            "",
+            f"`pytest -m gpu` exit {pt['returncode']} in {pt['seconds']} s: "
+            f"{pt['summary'][-1] if pt['summary'] else ''}",
+            "",
+        ]
     vg = report["sections"].get("vggt_1b", {})
     if vg.get("rows"):
-        lines += [f"## {vg['model']} at {HEIGHT}x{WIDTH} (H x W), random weights, SDPA", "",
-                  f"{vg['params']:,} parameters ({vg['aggregator_params']:,} in the aggregator); fp32 weights "
-                  f"{vg.get('fp32_weights_gb', '-')} GB. Median of the timed calls after one warm-up; "
-                  "peak = torch.cuda.max_memory_allocated, weights included. Upstream: the VGGT README's H100 "
-                  "table (aggregator only, flash attention 3).", "",
-                  "| what | frames | median s | peak GB | peak above weights GB | upstream s | upstream GB | time / upstream |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {vg['model']} at {HEIGHT}x{WIDTH} (H x W), random weights, SDPA",
+            "",
+            f"{vg['params']:,} parameters ({vg['aggregator_params']:,} in the aggregator); fp32 weights "
+            f"{vg.get('fp32_weights_gb', '-')} GB. Median of the timed calls after one warm-up; "
+            "peak = torch.cuda.max_memory_allocated, weights included. Upstream: the VGGT README's H100 "
+            "table (aggregator only, flash attention 3).",
+            "",
+            "| what | frames | median s | peak GB | peak above weights GB | upstream s | upstream GB "
+            "| time / upstream |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in vg["rows"]:
-            lines.append(f"| {r['kind']} | {r['frames']} | {r['median_s']:.3f} | {r['peak_gb']:.2f} | "
-                         f"{r['peak_above_weights_gb']:.2f} | {r.get('upstream_s', '')} | {r.get('upstream_gb', '')} | "
-                         f"{r.get('time_ratio_vs_upstream', '')} |")
+            lines.append(
+                f"| {r['kind']} | {r['frames']} | {r['median_s']:.3f} | {r['peak_gb']:.2f} | "
+                f"{r['peak_above_weights_gb']:.2f} | {r.get('upstream_s', '')} | {r.get('upstream_gb', '')} | "
+                f"{r.get('time_ratio_vs_upstream', '')} |"
+            )
         if "dpt_chunk_16_frames_max_abs_diff" in vg:
-            lines += ["", f"Chunked (8) vs unchunked DPT heads, 16 frames, max |d|: {vg['dpt_chunk_16_frames_max_abs_diff']}"]
+            lines += [
+                "",
+                f"Chunked (8) vs unchunked DPT heads, 16 frames, max |d|: {vg['dpt_chunk_16_frames_max_abs_diff']}",
+            ]
         lines.append("")
     st = report["sections"].get("stream", {})
     if "total_s" in st:
-        lines += ["## Streaming, torch CUDA backend", "",
-                  f"{st['frames']} frames at window {st['window']} ({st['windows']} model calls, {st['precision']}): "
-                  f"stream core {st['total_s']} s ({st['frames_per_s']} frames/s), model alone {st['model_s']} s "
-                  f"({st['model_only_frames_per_s']} frames/s): end to end = "
-                  f"{st['end_to_end_fraction_of_model_throughput']} x the model-only throughput.", ""]
+        lines += [
+            "## Streaming, torch CUDA backend",
+            "",
+            f"{st['frames']} frames at window {st['window']} ({st['windows']} model calls, {st['precision']}): "
+            f"stream core {st['total_s']} s ({st['frames_per_s']} frames/s), model alone {st['model_s']} s "
+            f"({st['model_only_frames_per_s']} frames/s): end to end = "
+            f"{st['end_to_end_fraction_of_model_throughput']} x the model-only throughput.",
+            "",
+        ]
     th = report["sections"].get("threads", {})
     if "max_abs_diff_vs_serial" in th:
-        lines += ["## Two threads on one torch CUDA session", "",
-                  f"{th['frames']} frames each; errors {th['errors'] or 'none'}; max |d| vs serial "
-                  f"{th['max_abs_diff_vs_serial']}", ""]
+        lines += [
+            "## Two threads on one torch CUDA session",
+            "",
+            f"{th['frames']} frames each; errors {th['errors'] or 'none'}; max |d| vs serial "
+            f"{th['max_abs_diff_vs_serial']}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -365,8 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-frames", type=int, default=64)
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: pytest,vggt_1b,stream,threads")
     parser.add_argument("--pytest-timeout", type=int, default=240)
-    parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="run every section on the CPU (use with --model vggt_tiny): tests this script only")
+    parser.add_argument(
+        "--cpu-dry-run",
+        action="store_true",
+        help="run every section on the CPU (use with --model vggt_tiny): tests this script only",
+    )
     args = parser.parse_args(argv)
     global DEVICE, HEIGHT, WIDTH
     if args.cpu_dry_run:
@@ -377,20 +458,23 @@ def main(argv: list[str] | None = None) -> int:
         print("device-check: no CUDA GPU can be used here (torch is not installed for this python); nothing to check")
         return 0
     if not torch.cuda.is_available() and not args.cpu_dry_run:
-        print(f"device-check: no CUDA GPU visible to torch {torch.__version__} "
-              f"(CUDA build {torch.version.cuda or 'none'}); nothing to check")
+        print(
+            f"device-check: no CUDA GPU visible to torch {torch.__version__} "
+            f"(CUDA build {torch.version.cuda or 'none'}); nothing to check"
+        )
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     site = link_tree()
     sys.path.insert(0, str(site))
     skip = set(filter(None, args.skip.split(",")))
-    ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
+    ints = lambda text: [int(v) for v in text.split(",") if v]
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "env": env_section(), "sections": {}}
     print(f"device-check: {report['env'].get('gpu')} torch {torch.__version__} CUDA {torch.version.cuda}", flush=True)
     sections = {
         "pytest": lambda r: r.update(pytest_section(site, args.out, args.pytest_timeout)),
-        "vggt_1b": lambda r: vggt_section(r, args.model, ints(args.agg_frames), ints(args.full_frames),
-                                          ints(args.memory_frames)),
+        "vggt_1b": lambda r: vggt_section(
+            r, args.model, ints(args.agg_frames), ints(args.full_frames), ints(args.memory_frames)
+        ),
         "stream": lambda r: stream_section(r, args.model, args.stream_frames, 8),
         "threads": lambda r: threads_section(r, args.model, 4),
     }
@@ -404,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device-check: {name} ...", flush=True)
         try:
             run(result)
-        except Exception as exc:  # every section reports its own failure; the others still run
+        except Exception as exc:  # noqa: BLE001 - recorded in the report; the other sections still run
             failed = True
             result["error"] = f"{type(exc).__name__}: {exc}"
             result["traceback"] = traceback.format_exc()

@@ -25,12 +25,25 @@ def test_help_lists_the_commands():
 def test_models_table_lists_every_preset_with_parameter_counts(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name, count in [("vggt_1b", "1,256,537,516"), ("dinov3_vits16", "21,601,152"), ("dinov3_vitl16", "303,154,176"),
-                        ("dinov3_vit7b16", "6,716,043,264"), ("dinov3_vitl16_sat493m", "303,156,224")]:
+    for name, count in [
+        ("vggt_1b", "1,256,537,516"),
+        ("dinov3_vits16", "21,601,152"),
+        ("dinov3_vitl16", "303,154,176"),
+        ("dinov3_vit7b16", "6,716,043,264"),
+        ("dinov3_vitl16_sat493m", "303,156,224"),
+    ]:
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert count in line, line
-    for name in ("vggt_tiny", "vggt_tiny_dinov3", "dinov3_tiny", "dinov3_vits16plus", "dinov3_vitb16",
-                 "dinov3_vitl16plus", "dinov3_vith16plus", "dinov3_vit7b16_sat493m"):
+    for name in (
+        "vggt_tiny",
+        "vggt_tiny_dinov3",
+        "dinov3_tiny",
+        "dinov3_vits16plus",
+        "dinov3_vitb16",
+        "dinov3_vitl16plus",
+        "dinov3_vith16plus",
+        "dinov3_vit7b16_sat493m",
+    ):
         assert any(line.startswith(name + " ") for line in out.splitlines()), name
 
 

@@ -12,14 +12,47 @@ from pathlib import Path
 def test_the_wheel_installs_one_top_level_package(tmp_path):
     """Built as users install it: everything lives under edgescene/, nothing generic at the top."""
     repo = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(repo)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(repo),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = tmp_path.glob("edgescene-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"edgescene", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
-    for package in ("models", "models/layers", "models/vggt", "models/weights", "runtime", "runtime/backends", "train",
-                    "train/data", "train/data/synthetic", "train/dinov3", "train/vggt", "export", "bench", "apps",
-                    "commands", "assets"):
+    assert {n.split("/")[0] for n in names} == {
+        "edgescene",
+        f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info",
+    }
+    for package in (
+        "models",
+        "models/layers",
+        "models/vggt",
+        "models/weights",
+        "runtime",
+        "runtime/backends",
+        "train",
+        "train/data",
+        "train/data/synthetic",
+        "train/dinov3",
+        "train/vggt",
+        "export",
+        "bench",
+        "apps",
+        "commands",
+        "assets",
+    ):
         assert f"edgescene/{package}/__init__.py" in names, package
     for asset in ("sample.mp4", "sample_gt.npz", "sample.json"):
         assert f"edgescene/assets/sample/{asset}" in names, asset
@@ -38,7 +71,8 @@ def test_runtime_imports_with_torch_blocked():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import edgescene.runtime, edgescene.cli\n"
-        "from edgescene.runtime import artifact, frames, fusion, geometry, keyframes, outputs, preprocess, reconstruct, session, stream\n"
+        "from edgescene.runtime import artifact, frames, fusion, geometry, keyframes, outputs, preprocess\n"
+        "from edgescene.runtime import reconstruct, session, stream\n"
         "assert 'edgescene.models' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -83,7 +83,9 @@ def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed + rank)
 
 
-def cosine_schedule(start: float, end: float, step: int, total: int, warmup: int = 0, warmup_start: float = 0.0) -> float:
+def cosine_schedule(
+    start: float, end: float, step: int, total: int, warmup: int = 0, warmup_start: float = 0.0
+) -> float:
     """Linear warm-up from ``warmup_start`` to ``start`` over ``warmup`` steps, then cosine to ``end``."""
     if step < warmup:
         return warmup_start + (start - warmup_start) * step / max(1, warmup)
@@ -98,13 +100,30 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def save_checkpoint(path: str | Path, kind: str, preset: str, config: dict, step: int, model: dict,
-                    train_state: dict, metrics: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    kind: str,
+    preset: str,
+    config: dict,
+    step: int,
+    model: dict,
+    train_state: dict,
+    metrics: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, "preset": preset,
-               "config": config, "step": step, "model": model, "train_state": train_state, "metrics": metrics or {}}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "kind": kind,
+        "preset": preset,
+        "config": config,
+        "step": step,
+        "model": model,
+        "train_state": train_state,
+        "metrics": metrics or {},
+    }
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".pt", dir=path.parent)
     os.close(fd)
     try:

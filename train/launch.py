@@ -49,7 +49,7 @@ def _child(kind: str, config: TrainConfig, stop, log_path: str) -> None:  # prag
                 from edgescene.train.dinov3.trainer import train
             metrics = train(config, should_stop=stop.is_set)
             print(f"training finished: {json.dumps(metrics)}", flush=True)
-        except BaseException as exc:  # noqa: BLE001 - recorded for the parent, then re-raised
+        except BaseException as exc:
             Path(config.out_dir, ERROR_NAME).write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
             raise
 
@@ -66,8 +66,12 @@ class TrainingRun:
         self._stop = ctx.Event()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / ERROR_NAME).unlink(missing_ok=True)
-        self._process = ctx.Process(target=_child, args=(self.kind, config, self._stop, str(self.out_dir / LOG_NAME)),
-                                    name=f"edgescene-train-{self.kind}", daemon=True)
+        self._process = ctx.Process(
+            target=_child,
+            args=(self.kind, config, self._stop, str(self.out_dir / LOG_NAME)),
+            name=f"edgescene-train-{self.kind}",
+            daemon=True,
+        )
         self._process.start()
 
     @property
@@ -119,10 +123,16 @@ class TrainingRun:
         """State, step of the last logged record, total steps, last training loss and elapsed seconds."""
         records = [r for r in self.metrics() if "total" in r]
         last = records[-1] if records else {}
-        return {"kind": self.kind, "state": self.state, "step": int(last.get("step", 0)), "steps": self.config.steps,
-                "loss": last.get("total"), "elapsed_s": round(time.time() - self.started, 1),
-                "out_dir": str(self.out_dir), "checkpoint": str(self.out_dir / "last.pt")
-                if (self.out_dir / "last.pt").exists() else None}
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "step": int(last.get("step", 0)),
+            "steps": self.config.steps,
+            "loss": last.get("total"),
+            "elapsed_s": round(time.time() - self.started, 1),
+            "out_dir": str(self.out_dir),
+            "checkpoint": str(self.out_dir / "last.pt") if (self.out_dir / "last.pt").exists() else None,
+        }
 
 
 def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -18,10 +18,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="one folder per job is made here")
     p.add_argument("--models-dir", type=Path, help="artifact folders offered besides the bundled model")
-    p.add_argument("--vggt", action="append", default=[], metavar="NAME=SOURCE",
-                   help="offer a PyTorch VGGT model as NAME: a Hub id (VGGT-1B=facebook/VGGT-1B, from the Hugging "
-                        "Face cache or downloaded on first use) or a checkpoint file (VGGT-1B=weights/model.pt); "
-                        "runs on CUDA when present; repeatable")
+    p.add_argument(
+        "--vggt",
+        action="append",
+        default=[],
+        metavar="NAME=SOURCE",
+        help="offer a PyTorch VGGT model as NAME: a Hub id (VGGT-1B=facebook/VGGT-1B, from the Hugging "
+        "Face cache or downloaded on first use) or a checkpoint file (VGGT-1B=weights/model.pt); "
+        "runs on CUDA when present; repeatable",
+    )
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="per request, all files together")
     p.add_argument("--queue-size", type=int, default=4, help="jobs that may wait for a worker (then 429)")
     p.add_argument("--workers", type=int, default=1, help="jobs run at once")
@@ -40,8 +45,14 @@ def run_serve(args: argparse.Namespace) -> int:
         if not sep or not name or not source:
             raise ValueError(f"--vggt takes NAME=SOURCE (e.g. VGGT-1B=facebook/VGGT-1B), got {item!r}")
         pytorch_models[name] = source
-    config = ServiceConfig(jobs_dir=args.jobs_dir, models_dir=args.models_dir, max_upload_mb=args.max_upload_mb,
-                           queue_size=args.queue_size, workers=args.workers, pytorch_models=pytorch_models)
+    config = ServiceConfig(
+        jobs_dir=args.jobs_dir,
+        models_dir=args.models_dir,
+        max_upload_mb=args.max_upload_mb,
+        queue_size=args.queue_size,
+        workers=args.workers,
+        pytorch_models=pytorch_models,
+    )
     print(f"edgescene serve: {config}")
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")
@@ -51,8 +62,12 @@ def run_serve(args: argparse.Namespace) -> int:
 def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--workspace", type=Path, default=Path("workspace"),
-                   help="checkpoints, training runs, exported models and reconstructions go here")
+    p.add_argument(
+        "--workspace",
+        type=Path,
+        default=Path("workspace"),
+        help="checkpoints, training runs, exported models and reconstructions go here",
+    )
     p.add_argument("--models-dir", type=Path, help="more artifact folders to offer for reconstruction")
     p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs network)")
 
@@ -65,6 +80,7 @@ def run_app(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--models-dir {args.models_dir} is not a folder")
     demo = build_app(args.workspace, args.models_dir)
     print(f"edgescene app: workspace {args.workspace.resolve()}")
-    demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                   allowed_paths=[str(args.workspace.resolve())])
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=args.share, allowed_paths=[str(args.workspace.resolve())]
+    )
     return 0

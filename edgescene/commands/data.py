@@ -16,16 +16,27 @@ def add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-dir", type=Path, required=True, help="folder of source files (searched recursively)")
     p.add_argument("--output-dir", type=Path, required=True, help="where the PNGs and manifest.json go")
     p.add_argument("--size", type=int, default=256, help="long side of every output image, in pixels (default 256)")
-    p.add_argument("--max-video-frames", type=int, default=32,
-                   help="frames sampled uniformly from each video (default 32)")
-    p.add_argument("--metadata-json", type=Path,
-                   help="JSON object: source path relative to --input-dir -> metadata (modality, intrinsics, extrinsics, ...)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="allow replacing files the existing manifest does not list, and changing "
-                        "--size / --max-video-frames / --tile-size against an existing manifest "
-                        "(unchanged sources are still skipped)")
-    p.add_argument("--tile-size", type=int, default=2048,
-                   help="images with a longer side are cut into tiles of this size before resizing (default 2048)")
+    p.add_argument(
+        "--max-video-frames", type=int, default=32, help="frames sampled uniformly from each video (default 32)"
+    )
+    p.add_argument(
+        "--metadata-json",
+        type=Path,
+        help="JSON object: source path relative to --input-dir -> metadata (modality, intrinsics, extrinsics, ...)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow replacing files the existing manifest does not list, and changing "
+        "--size / --max-video-frames / --tile-size against an existing manifest "
+        "(unchanged sources are still skipped)",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=2048,
+        help="images with a longer side are cut into tiles of this size before resizing (default 2048)",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes decoding files in parallel (default 1)")
 
 
@@ -35,12 +46,20 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
         from edgescene.train.data.preprocess import PreprocessConfig, preprocess_folder
     except ImportError as exc:
-        raise ImportError(f"this command needs the data extras ({exc.name} is missing): "
-                          "pip install 'edgescene[data]'") from exc
+        raise ImportError(
+            f"this command needs the data extras ({exc.name} is missing): pip install 'edgescene[data]'"
+        ) from exc
 
-    config = PreprocessConfig(input_dir=args.input_dir, output_dir=args.output_dir, size=args.size,
-                              max_video_frames=args.max_video_frames, metadata_json=args.metadata_json,
-                              overwrite=args.overwrite, tile_size=args.tile_size, workers=args.workers)
+    config = PreprocessConfig(
+        input_dir=args.input_dir,
+        output_dir=args.output_dir,
+        size=args.size,
+        max_video_frames=args.max_video_frames,
+        metadata_json=args.metadata_json,
+        overwrite=args.overwrite,
+        tile_size=args.tile_size,
+        workers=args.workers,
+    )
     bar = tqdm(unit="file", desc="preprocess", file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int, source: str) -> None:

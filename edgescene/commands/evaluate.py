@@ -14,19 +14,29 @@ from edgescene.commands.model_choice import MODEL_HELP, check_model_choice
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--random-weights", action="store_true",
-                   help="allow a preset name in --model to run with random weights (tests, timing)")
-    p.add_argument("--dataset", required=True,
-                   help="a folder with a manifest.json whose frames have depth and cameras (e.g. from edgescene synth), "
-                        "or middlebury-motorcycle: the real Middlebury 2014 stereo pair with structured-light ground "
-                        "truth that scikit-image ships (pip install scikit-image)")
-    p.add_argument("--frames", type=int,
-                   help="frames per sequence, evenly spaced (default: the model's optimal frame count)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow a preset name in --model to run with random weights (tests, timing)",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="a folder with a manifest.json whose frames have depth and cameras (e.g. from edgescene synth), "
+        "or middlebury-motorcycle: the real Middlebury 2014 stereo pair with structured-light ground "
+        "truth that scikit-image ships (pip install scikit-image)",
+    )
+    p.add_argument(
+        "--frames", type=int, help="frames per sequence, evenly spaced (default: the model's optimal frame count)"
+    )
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"], help="default: cpu")
     p.add_argument("--max-sequences", type=int, help="evaluate at most this many sequences (sorted by name)")
     p.add_argument("--json", dest="json_out", help="also write the full report (every sequence) to this JSON file")
-    p.add_argument("--baselines", action="store_true",
-                   help="score constant depth, identity poses and a constant forward walk on the same frames")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="score constant depth, identity poses and a constant forward walk on the same frames",
+    )
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -62,14 +72,21 @@ def run_eval(args: argparse.Namespace) -> int:
 
             dataset = str(write_middlebury_motorcycle(Path(scratch) / "middlebury-motorcycle"))
         try:
-            report = evaluate(args.model, dataset, frames=args.frames, device=args.device,
-                              max_sequences=args.max_sequences, progress=progress)
+            report = evaluate(
+                args.model,
+                dataset,
+                frames=args.frames,
+                device=args.device,
+                max_sequences=args.max_sequences,
+                progress=progress,
+            )
         finally:
             for bar in bars:
                 bar.close()
         if args.baselines:
-            report = report.merged(evaluate_baselines(dataset, report.frames, report.size, args.max_sequences,
-                                                      any_size=report.any_size))
+            report = report.merged(
+                evaluate_baselines(dataset, report.frames, report.size, args.max_sequences, any_size=report.any_size)
+            )
         report.dataset = args.dataset
     print(report.format())
     if args.json_out:

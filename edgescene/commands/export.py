@@ -27,32 +27,50 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "formats (name, precisions, what it is):\n" + help_text()
-    p.add_argument("--model", required=True, help="a preset (see `edgescene models`) with --weights or "
-                                                  "--random-weights, a checkpoint file or a VGGT Hub id")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a preset (see `edgescene models`) with --weights or --random-weights, a checkpoint file or a VGGT Hub id",
+    )
     p.add_argument("--weights", help="checkpoint for the preset named in --model")
     p.add_argument("--random-weights", action="store_true", help="export a preset with random weights (tests, timing)")
     p.add_argument("--format", required=True, help=f"one of: {', '.join(FORMATS)}")
     p.add_argument("--out", required=True, help="artifact folder to create")
     frames = p.add_mutually_exclusive_group()
     frames.add_argument("--frames", type=int, help="a fixed frame (batch) count")
-    frames.add_argument("--frames-range", type=_frames_range, metavar="MIN:OPT:MAX",
-                        help="the frame counts the artifact serves (default: 1:2:8 for VGGT, 1:1:8 for DINOv3)")
-    p.add_argument("--height", type=int, help="input height in pixels (default: 392 VGGT, 224 DINOv3). Every format "
-                                              "serves this one size; the runtime pads other aspect ratios into it "
-                                              "whole (a 16:9 video: 294x518 in 392x518), never cropping more than "
-                                              "upstream VGGT; the PyTorch backend serves every size")
+    frames.add_argument(
+        "--frames-range",
+        type=_frames_range,
+        metavar="MIN:OPT:MAX",
+        help="the frame counts the artifact serves (default: 1:2:8 for VGGT, 1:1:8 for DINOv3)",
+    )
+    p.add_argument(
+        "--height",
+        type=int,
+        help="input height in pixels (default: 392 VGGT, 224 DINOv3). Every format "
+        "serves this one size; the runtime pads other aspect ratios into it "
+        "whole (a 16:9 video: 294x518 in 392x518), never cropping more than "
+        "upstream VGGT; the PyTorch backend serves every size",
+    )
     p.add_argument("--width", type=int, help="input width in pixels (default: 518 VGGT, 224 DINOv3)")
-    p.add_argument("--sizes", type=_sizes, metavar="HxW,HxW,...",
-                   help="VGGT: serve several input sizes from one artifact, each exported and gated at its size "
-                        "(the first is the default), e.g. 294x518,350x518,392x518,518x518: upstream's crop-mode sizes "
-                        "for 16:9, 3:2, 4:3 and square or portrait inputs (pad mode is always 518x518); each size "
-                        "carries its own copy of the weights")
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        metavar="HxW,HxW,...",
+        help="VGGT: serve several input sizes from one artifact, each exported and gated at its size "
+        "(the first is the default), e.g. 294x518,350x518,392x518,518x518: upstream's crop-mode sizes "
+        "for 16:9, 3:2, 4:3 and square or portrait inputs (pad mode is always 518x518); each size "
+        "carries its own copy of the weights",
+    )
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="for tensorrt and triton (others imply it)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")
     p.add_argument("--track", action="store_true", help="include VGGT's track head (query_points input)")
     p.add_argument("--workspace-gb", type=float, help="TensorRT builder workspace (default: 8)")
-    p.add_argument("--calibration", help="onnx-int8-static: an image folder or a video whose frames set the "
-                                         "activation ranges (default: the bundled sample video)")
+    p.add_argument(
+        "--calibration",
+        help="onnx-int8-static: an image folder or a video whose frames set the "
+        "activation ranges (default: the bundled sample video)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
@@ -61,11 +79,23 @@ def run_export(args: argparse.Namespace) -> int:
 
     check_model_choice(args.model, args.weights, args.random_weights)
 
-    config = ExportConfig(model=args.model, weights=args.weights, format=args.format, out=args.out, frames=args.frames,
-                          frames_range=args.frames_range, height=args.height, width=args.width,
-                          precision=args.precision, opset=args.opset, track=args.track,
-                          workspace_gb=args.workspace_gb, calibration=args.calibration,
-                          overwrite=args.overwrite, sizes=args.sizes)
+    config = ExportConfig(
+        model=args.model,
+        weights=args.weights,
+        format=args.format,
+        out=args.out,
+        frames=args.frames,
+        frames_range=args.frames_range,
+        height=args.height,
+        width=args.width,
+        precision=args.precision,
+        opset=args.opset,
+        track=args.track,
+        workspace_gb=args.workspace_gb,
+        calibration=args.calibration,
+        overwrite=args.overwrite,
+        sizes=args.sizes,
+    )
     result = export_model(config)
     print(f"export: {'ACCEPTED' if result.accepted else 'REJECTED'} in {result.elapsed_s:.1f} s -> {result.folder}")
     for name, mb in result.sizes_mb.items():

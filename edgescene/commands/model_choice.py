@@ -16,10 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 PRESET_PREFIXES = ("vggt_", "dinov3_")
-REAL_MODEL_HINT = ("for real footage use VGGT-1B: --model facebook/VGGT-1B (or `edgescene download` it and pass "
-                   "the model.pt path); see the README, 'Bring VGGT-1B'")
-MODEL_HELP = ("an exported artifact folder (edgescene export), a checkpoint file (model.pt / .safetensors), a Hub id "
-              "(facebook/VGGT-1B, facebook/VGGT-1B-Commercial), or a preset name with --weights or --random-weights")
+REAL_MODEL_HINT = (
+    "for real footage use VGGT-1B: --model facebook/VGGT-1B (or `edgescene download` it and pass "
+    "the model.pt path); see the README, 'Bring VGGT-1B'"
+)
+MODEL_HELP = (
+    "an exported artifact folder (edgescene export), a checkpoint file (model.pt / .safetensors), a Hub id "
+    "(facebook/VGGT-1B, facebook/VGGT-1B-Commercial), or a preset name with --weights or --random-weights"
+)
 
 
 class ModelChoiceError(ValueError):
@@ -30,8 +34,9 @@ def is_preset_name(name: str) -> bool:
     return name.startswith(PRESET_PREFIXES) and "/" not in name and not Path(name).exists()
 
 
-def check_model_choice(model: str | None, weights: str | None = None, random_weights: bool = False,
-                       has_weights_option: bool = True) -> None:
+def check_model_choice(
+    model: str | None, weights: str | None = None, random_weights: bool = False, has_weights_option: bool = True
+) -> None:
     """Refuse a preset without weights unless ``random_weights``; refuse contradictory options.
     ``has_weights_option``: the command takes ``--weights`` (export, bench); otherwise the checkpoint
     file itself goes in ``--model``."""
@@ -41,11 +46,12 @@ def check_model_choice(model: str | None, weights: str | None = None, random_wei
         return
     if is_preset_name(model):
         if weights is None and not random_weights:
+            how = "its checkpoint with --weights FILE" if has_weights_option else "the checkpoint file as --model"
             raise ModelChoiceError(
                 f"--model {model} is a preset: without --weights it has random weights and predicts noise. "
-                f"Pass {'its checkpoint with --weights FILE' if has_weights_option else 'the checkpoint file as --model'}"
-                f", or --random-weights to run it anyway (tests, timing); "
-                f"{REAL_MODEL_HINT}")
+                f"Pass {how}, or --random-weights to run it anyway (tests, timing); "
+                f"{REAL_MODEL_HINT}"
+            )
         if weights is not None and random_weights:
             raise ModelChoiceError("--weights and --random-weights contradict each other; pass one")
     elif random_weights:

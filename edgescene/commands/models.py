@@ -29,8 +29,15 @@ def run_models(args: argparse.Namespace) -> int:
 
     specs = [s for s in list_models() if args.family in (None, s.family)]
     rows = [
-        {"name": s.name, "family": s.family, "parameters": s.num_parameters, "patch": s.patch_size,
-         "dim": s.embed_dim, "depth": s.depth, "weights": s.weights}
+        {
+            "name": s.name,
+            "family": s.family,
+            "parameters": s.num_parameters,
+            "patch": s.patch_size,
+            "dim": s.embed_dim,
+            "depth": s.depth,
+            "weights": s.weights,
+        }
         for s in specs
     ]
     if args.json:
@@ -40,8 +47,10 @@ def run_models(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:<24} {r['family']:<7} {r['parameters']:>14,} {format_params(r['parameters']):>7} "
-              f"{r['patch']:>5} {r['dim']:>5} {r['depth']:>5}  {r['weights']}")
+        print(
+            f"{r['name']:<24} {r['family']:<7} {r['parameters']:>14,} {format_params(r['parameters']):>7} "
+            f"{r['patch']:>5} {r['dim']:>5} {r['depth']:>5}  {r['weights']}"
+        )
     return 0
 
 
@@ -84,8 +93,9 @@ def run_download(args: argparse.Namespace) -> int:
     report = inspect_checkpoint(cached)  # a file that is not a VGGT / DINOv3 checkpoint stops here
     target = args.target_dir / cached.name
     if target.exists() and sha256_of(target) != sha256_of(cached) and not args.overwrite:
-        raise FileExistsError(f"{target} exists and differs from {args.repo_id}/{cached.name}; "
-                              "pass --overwrite or another --target-dir")
+        raise FileExistsError(
+            f"{target} exists and differs from {args.repo_id}/{cached.name}; pass --overwrite or another --target-dir"
+        )
     args.target_dir.mkdir(parents=True, exist_ok=True)
     if not target.exists() or args.overwrite:
         tmp = target.with_name(target.name + ".part")

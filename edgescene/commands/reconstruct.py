@@ -9,39 +9,76 @@ from edgescene.commands.model_choice import MODEL_HELP, check_model_choice
 
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", nargs="+", help="an image, several images, a folder of images, or a video file")
-    p.add_argument("--model", help=f"{MODEL_HELP} (default: the bundled vggt_small_synthetic demo model, "
-                                   "trained on synthetic scenes only)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="allow a preset name in --model to run with random weights (tests, timing)")
+    p.add_argument(
+        "--model",
+        help=f"{MODEL_HELP} (default: the bundled vggt_small_synthetic demo model, trained on synthetic scenes only)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow a preset name in --model to run with random weights (tests, timing)",
+    )
     p.add_argument("--out", required=True, help="output folder (created atomically; never merged into)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help="default: auto")
     p.add_argument("--window", type=int, default=8, help="keyframes per model call (default: 8)")
     p.add_argument("--overlap", type=int, default=2, help="keyframes shared by consecutive windows (default: 2)")
-    p.add_argument("--mode", choices=["crop", "pad"], default="crop",
-                   help="upstream VGGT's preprocessing: crop (width 518, height rounded to 14, centre-cropped to 518 "
-                        "rows: a 16:9 frame is fed whole at 294x518) or pad (long side 518, white padding to "
-                        "518x518) (default: crop)")
-    p.add_argument("--long-side", type=int,
-                   help="feed frames at upstream's size rule with this long side, a multiple of 14 (default: the "
-                        "model's resolution, 518 for VGGT-1B); an exported artifact must serve the result")
-    p.add_argument("--orientation", choices=["none", "exif"], default="none",
-                   help="none: pixels as stored, as upstream (default); exif: apply EXIF orientation (every image "
-                        "format) and video display rotation")
-    p.add_argument("--branch", choices=["depth", "points"], default="depth",
-                   help="points from depth + cameras (default) or from the point-map head")
-    p.add_argument("--conf-percentile", type=float, default=50.0,
-                   help="drop points below this confidence percentile per frame (default: 50)")
+    p.add_argument(
+        "--mode",
+        choices=["crop", "pad"],
+        default="crop",
+        help="upstream VGGT's preprocessing: crop (width 518, height rounded to 14, centre-cropped to 518 "
+        "rows: a 16:9 frame is fed whole at 294x518) or pad (long side 518, white padding to "
+        "518x518) (default: crop)",
+    )
+    p.add_argument(
+        "--long-side",
+        type=int,
+        help="feed frames at upstream's size rule with this long side, a multiple of 14 (default: the "
+        "model's resolution, 518 for VGGT-1B); an exported artifact must serve the result",
+    )
+    p.add_argument(
+        "--orientation",
+        choices=["none", "exif"],
+        default="none",
+        help="none: pixels as stored, as upstream (default); exif: apply EXIF orientation (every image "
+        "format) and video display rotation",
+    )
+    p.add_argument(
+        "--branch",
+        choices=["depth", "points"],
+        default="depth",
+        help="points from depth + cameras (default) or from the point-map head",
+    )
+    p.add_argument(
+        "--conf-percentile",
+        type=float,
+        default=50.0,
+        help="drop points below this confidence percentile per frame (default: 50)",
+    )
     p.add_argument("--voxel-size", type=float, help="point cloud voxel in map units (default: median depth / 250)")
-    p.add_argument("--max-points", type=int, default=2_000_000,
-                   help="hard bound on the fused point cloud; past it the voxel size doubles (default: 2000000)")
-    p.add_argument("--reserve-map", action="store_true",
-                   help="allocate the point map for --max-points up front (about 85 bytes a point): memory stays "
-                        "flat for a long stream and a machine too small fails at the start, not hours in")
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=2_000_000,
+        help="hard bound on the fused point cloud; past it the voxel size doubles (default: 2000000)",
+    )
+    p.add_argument(
+        "--reserve-map",
+        action="store_true",
+        help="allocate the point map for --max-points up front (about 85 bytes a point): memory stays "
+        "flat for a long stream and a machine too small fails at the start, not hours in",
+    )
     p.add_argument("--every", type=float, dest="every_s", help="video: keep one frame every this many seconds")
     p.add_argument("--max-frames", type=int, help="stop after this many input frames")
-    p.add_argument("--keyframe-threshold", type=float, default=4.0,
-                   help="image difference (0-255) that makes a new keyframe (default: 4)")
-    p.add_argument("--max-keyframe-gap", type=int, default=8, help="force a keyframe after this many frames (default: 8)")
+    p.add_argument(
+        "--keyframe-threshold",
+        type=float,
+        default=4.0,
+        help="image difference (0-255) that makes a new keyframe (default: 4)",
+    )
+    p.add_argument(
+        "--max-keyframe-gap", type=int, default=8, help="force a keyframe after this many frames (default: 8)"
+    )
     p.add_argument("--features", help="a DINOv3 features artifact: keyframes and revisits from its embeddings")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
@@ -51,12 +88,24 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
     check_model_choice(args.model, random_weights=args.random_weights, has_weights_option=False)
 
-    config = ReconstructConfig(window=args.window, overlap=args.overlap, mode=args.mode, branch=args.branch,
-                               conf_percentile=args.conf_percentile, voxel_size=args.voxel_size,
-                               max_points=args.max_points, reserve_map=args.reserve_map, every_s=args.every_s,
-                               max_frames=args.max_frames, keyframe_threshold=args.keyframe_threshold,
-                               max_keyframe_gap=args.max_keyframe_gap, device=args.device, features=args.features,
-                               orientation=args.orientation, long_side=args.long_side)
+    config = ReconstructConfig(
+        window=args.window,
+        overlap=args.overlap,
+        mode=args.mode,
+        branch=args.branch,
+        conf_percentile=args.conf_percentile,
+        voxel_size=args.voxel_size,
+        max_points=args.max_points,
+        reserve_map=args.reserve_map,
+        every_s=args.every_s,
+        max_frames=args.max_frames,
+        keyframe_threshold=args.keyframe_threshold,
+        max_keyframe_gap=args.max_keyframe_gap,
+        device=args.device,
+        features=args.features,
+        orientation=args.orientation,
+        long_side=args.long_side,
+    )
     from edgescene.assets import default_model_dir
 
     model = args.model or default_model_dir()
@@ -67,14 +116,19 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     t = report["timings_s"]
     pre = report["preprocessing"]
     model = report["model"]
-    print(f"reconstruct: model {model.get('preset')} ({model.get('format')} {model.get('precision')}) on "
-          f"{report['backend']['name']}/{report['backend']['device']}; frames fed at "
-          f"{'x'.join(map(str, pre['model_input_hw'] or []))} ({pre['mode']}, orientation {pre['orientation']})")
+    print(
+        f"reconstruct: model {model.get('preset')} ({model.get('format')} {model.get('precision')}) on "
+        f"{report['backend']['name']}/{report['backend']['device']}; frames fed at "
+        f"{'x'.join(map(str, pre['model_input_hw'] or []))} ({pre['mode']}, orientation {pre['orientation']})"
+    )
     for note in pre["notes"] + report["model_notes"]:
         print(f"reconstruct: note: {note}")
-    print(f"reconstruct: {report['frames_seen']} frames, {report['keyframes']} keyframes, {report['windows']} model calls, "
-          f"{report['points']} points in {t['total_s']:.1f} s (model {t.get('model_s', 0):.1f} s) on "
-          f"{report['backend']['name']}/{report['backend']['device']} -> {args.out}")
+    print(
+        f"reconstruct: {report['frames_seen']} frames, {report['keyframes']} keyframes, "
+        f"{report['windows']} model calls, "
+        f"{report['points']} points in {t['total_s']:.1f} s (model {t.get('model_s', 0):.1f} s) on "
+        f"{report['backend']['name']}/{report['backend']['device']} -> {args.out}"
+    )
     for name in report["outputs"]:
         print(f"  {name}")
     return 0

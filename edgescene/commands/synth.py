@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-
 TRAJECTORIES = ("orbit", "walk", "handheld")  # validated by SynthConfig; no heavy import for --help
 
 
@@ -14,8 +13,11 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=24, help="frames per sequence (default: 24)")
     p.add_argument("--width", type=int, default=256, help="image width in pixels (default: 256)")
     p.add_argument("--height", type=int, default=192, help="image height in pixels (default: 192)")
-    p.add_argument("--trajectories", default=",".join(TRAJECTORIES),
-                   help=f"comma-separated camera paths, used in turn (default: {','.join(TRAJECTORIES)})")
+    p.add_argument(
+        "--trajectories",
+        default=",".join(TRAJECTORIES),
+        help=f"comma-separated camera paths, used in turn (default: {','.join(TRAJECTORIES)})",
+    )
     p.add_argument("--seed", type=int, default=0, help="base seed; scene i uses seed*100003+i (default: 0)")
     p.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
@@ -26,9 +28,17 @@ def run_synth(args: argparse.Namespace) -> int:
 
     from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
-    config = SynthConfig(out_dir=args.out, scenes=args.scenes, frames=args.frames, width=args.width, height=args.height,
-                         trajectories=tuple(t.strip() for t in args.trajectories.split(",") if t.strip()),
-                         seed=args.seed, workers=args.workers, overwrite=args.overwrite)
+    config = SynthConfig(
+        out_dir=args.out,
+        scenes=args.scenes,
+        frames=args.frames,
+        width=args.width,
+        height=args.height,
+        trajectories=tuple(t.strip() for t in args.trajectories.split(",") if t.strip()),
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
     with tqdm(total=config.scenes, unit="scene", desc="synth") as bar:
         summary = generate_dataset(config, progress=lambda done, total: bar.update(done - bar.n))
     print(summary.format())

@@ -15,7 +15,9 @@ TRAINERS = {"dinov3": "edgescene.train.dinov3.cli", "vggt": "edgescene.train.vgg
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=sorted(TRAINERS), help="which model to train")
-    p.add_argument("options", nargs=argparse.REMAINDER, help="the trainer's options (see `edgescene train KIND --help`)")
+    p.add_argument(
+        "options", nargs=argparse.REMAINDER, help="the trainer's options (see `edgescene train KIND --help`)"
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:

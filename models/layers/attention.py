@@ -12,12 +12,11 @@ dinov3/layers/attention.py).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 # (q, k, v each (B, heads, N, head_dim), heads) -> (B, N, heads * head_dim); None = SDPA
 AttentionCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]

@@ -51,8 +51,12 @@ class Aggregator(nn.Module):
         self.register_token = nn.Parameter(torch.zeros(1, 2, c.num_register_tokens, c.embed_dim))
         self.patch_embed = self._build_patch_embed(c)
         block_kwargs = dict(qk_norm=True, norm_eps=1e-5, layerscale_init=c.layerscale_init)
-        self.frame_blocks = nn.ModuleList(Block(c.embed_dim, c.num_heads, c.mlp_ratio, **block_kwargs) for _ in range(c.depth))
-        self.global_blocks = nn.ModuleList(Block(c.embed_dim, c.num_heads, c.mlp_ratio, **block_kwargs) for _ in range(c.depth))
+        self.frame_blocks = nn.ModuleList(
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, **block_kwargs) for _ in range(c.depth)
+        )
+        self.global_blocks = nn.ModuleList(
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, **block_kwargs) for _ in range(c.depth)
+        )
         mean, std = RESNET_MEAN, RESNET_STD
         if c.patch_embed == "dinov3":
             mean, std = self.patch_embed.config.mean, self.patch_embed.config.std
@@ -77,7 +81,8 @@ class Aggregator(nn.Module):
             backbone_cfg = DINOV3_PRESETS[c.dinov3_preset]
             if backbone_cfg.embed_dim != c.embed_dim:
                 raise ValueError(
-                    f"{c.dinov3_preset} has embed_dim {backbone_cfg.embed_dim}, the aggregator {c.embed_dim}: they must match"
+                    f"{c.dinov3_preset} has embed_dim {backbone_cfg.embed_dim}, the aggregator {c.embed_dim}: "
+                    "they must match"
                 )
             return DinoVisionTransformer(backbone_cfg)
         return PatchEmbed(c.patch_size, 3, c.embed_dim)
@@ -105,8 +110,12 @@ class Aggregator(nn.Module):
         tokens = torch.cat((camera, register, patches), dim=1)
         p, c = tokens.shape[1], tokens.shape[2]
         rope = vggt_rope_tables(
-            h_img // self.patch_size, w_img // self.patch_size, self.config.head_dim,
-            prefix=self.patch_start_idx, base=self.config.rope_base, device=images.device,
+            h_img // self.patch_size,
+            w_img // self.patch_size,
+            self.config.head_dim,
+            prefix=self.patch_start_idx,
+            base=self.config.rope_base,
+            device=images.device,
         )
         outputs: dict[int, torch.Tensor] = {}
         for i in range(self.config.depth):

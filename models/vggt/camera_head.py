@@ -31,8 +31,14 @@ def activate_pose(pose: torch.Tensor) -> torch.Tensor:
 class CameraHead(nn.Module):
     """tokens (B, S, P, dim_in) of the last layer -> list of ``num_iterations`` poses (B, S, 9)."""
 
-    def __init__(self, dim_in: int = 2048, trunk_depth: int = 4, num_heads: int = 16, mlp_ratio: float = 4.0,
-                 init_values: float = 0.01) -> None:
+    def __init__(
+        self,
+        dim_in: int = 2048,
+        trunk_depth: int = 4,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        init_values: float = 0.01,
+    ) -> None:
         super().__init__()
         self.empty_pose_tokens = nn.Parameter(torch.zeros(1, 1, POSE_ENCODING_DIM))
         self.trunk = nn.Sequential(

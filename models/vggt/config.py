@@ -81,7 +81,9 @@ class VGGTConfig:
             )
         bad = [i for i in self.intermediate_layer_idx if not 0 <= i < self.depth]
         if bad:
-            raise ValueError(f"intermediate_layer_idx {self.intermediate_layer_idx} out of range for depth {self.depth}")
+            raise ValueError(
+                f"intermediate_layer_idx {self.intermediate_layer_idx} out of range for depth {self.depth}"
+            )
         if self.patch_embed not in ("dinov2", "dinov3", "conv"):
             raise ValueError(f"patch_embed must be 'dinov2', 'dinov3' or 'conv', got {self.patch_embed!r}")
         if self.patch_embed == "dinov2" and self.dinov2.embed_dim != self.embed_dim:
@@ -124,8 +126,9 @@ _TINY_COMMON = dict(
     dpt_out_channels=(32, 64, 64, 64),
     camera_trunk_depth=2,
     camera_num_heads=4,
-    track=TrackHeadConfig(features=32, hidden_size=64, corr_levels=3, corr_radius=2, depth=2, num_heads=4,
-                          num_virtual_tracks=8),
+    track=TrackHeadConfig(
+        features=32, hidden_size=64, corr_levels=3, corr_radius=2, depth=2, num_heads=4, num_virtual_tracks=8
+    ),
 )
 
 VGGT_PRESETS: dict[str, VGGTConfig] = {
@@ -144,8 +147,9 @@ VGGT_PRESETS: dict[str, VGGTConfig] = {
         dpt_out_channels=(64, 128, 128, 128),
         camera_trunk_depth=2,
         camera_num_heads=4,
-        track=TrackHeadConfig(features=48, hidden_size=96, corr_levels=3, corr_radius=3, depth=2, num_heads=4,
-                              num_virtual_tracks=16),
+        track=TrackHeadConfig(
+            features=48, hidden_size=96, corr_levels=3, corr_radius=3, depth=2, num_heads=4, num_virtual_tracks=16
+        ),
     ),
     "vggt_tiny_dinov3": VGGTConfig(  # DINOv3 patch embedding (patch 16), for custom training
         patch_size=16, patch_embed="dinov3", dinov3_preset="dinov3_tiny", **{**_TINY_COMMON, "img_size": 224}

@@ -29,8 +29,9 @@ _INT_MAX = 1610612736
 _POS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def uv_position_embedding(width: int, height: int, channels: int, aspect_ratio: float,
-                          omega_0: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+def uv_position_embedding(
+    width: int, height: int, channels: int, aspect_ratio: float, omega_0: float = 100.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Sinusoidal embedding of an aspect-normalised UV grid, as its two separable parts.
 
     The grid spans +-(aspect/diag) * (width-1)/width in x and +-(1/diag) * (height-1)/height in y,
@@ -101,7 +102,9 @@ class FeatureFusionBlock(nn.Module):
         self.resConfUnit1 = ResidualConvUnit(features) if has_residual else None
         self.resConfUnit2 = ResidualConvUnit(features)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, skip: torch.Tensor | None = None, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         if self.resConfUnit1 is not None and skip is not None:
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
@@ -178,12 +181,14 @@ class DPTHead(nn.Module):
         self.intermediate_layer_idx = tuple(intermediate_layer_idx)
         self.norm = nn.LayerNorm(dim_in)
         self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, 1) for oc in out_channels)
-        self.resize_layers = nn.ModuleList([
-            nn.ConvTranspose2d(out_channels[0], out_channels[0], kernel_size=4, stride=4),
-            nn.ConvTranspose2d(out_channels[1], out_channels[1], kernel_size=2, stride=2),
-            nn.Identity(),
-            nn.Conv2d(out_channels[3], out_channels[3], kernel_size=3, stride=2, padding=1),
-        ])
+        self.resize_layers = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(out_channels[0], out_channels[0], kernel_size=4, stride=4),
+                nn.ConvTranspose2d(out_channels[1], out_channels[1], kernel_size=2, stride=2),
+                nn.Identity(),
+                nn.Conv2d(out_channels[3], out_channels[3], kernel_size=3, stride=2, padding=1),
+            ]
+        )
         self.scratch = nn.Module()
         for i, oc in enumerate(out_channels, start=1):
             setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False))

@@ -43,13 +43,17 @@ class VGGT(nn.Module):
         c = config
         dim_in = 2 * c.embed_dim
         self.aggregator = Aggregator(c)
-        self.camera_head = (
-            CameraHead(dim_in, c.camera_trunk_depth, c.camera_num_heads) if c.enable_camera else None
+        self.camera_head = CameraHead(dim_in, c.camera_trunk_depth, c.camera_num_heads) if c.enable_camera else None
+        dpt = dict(
+            patch_size=c.patch_size,
+            features=c.dpt_features,
+            out_channels=c.dpt_out_channels,
+            intermediate_layer_idx=c.intermediate_layer_idx,
         )
-        dpt = dict(patch_size=c.patch_size, features=c.dpt_features, out_channels=c.dpt_out_channels,
-                   intermediate_layer_idx=c.intermediate_layer_idx)
         self.point_head = (
-            DPTHead(dim_in, output_dim=4, activation="inv_log", conf_activation="expp1", **dpt) if c.enable_point else None
+            DPTHead(dim_in, output_dim=4, activation="inv_log", conf_activation="expp1", **dpt)
+            if c.enable_point
+            else None
         )
         self.depth_head = (
             DPTHead(dim_in, output_dim=2, activation="exp", conf_activation="expp1", **dpt) if c.enable_depth else None
@@ -80,7 +84,9 @@ class VGGT(nn.Module):
             if self.depth_head is not None:
                 predictions["depth"], predictions["depth_conf"] = self.depth_head(tokens32, image_hw, start)
             if self.point_head is not None:
-                predictions["world_points"], predictions["world_points_conf"] = self.point_head(tokens32, image_hw, start)
+                predictions["world_points"], predictions["world_points_conf"] = self.point_head(
+                    tokens32, image_hw, start
+                )
         if self.track_head is not None and query_points is not None:
             tracks, vis, conf = self.track_head(tokens, image_hw, start, query_points)
             predictions["track"], predictions["vis"], predictions["conf"] = tracks[-1], vis, conf

@@ -16,7 +16,11 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "extri_intri_to_pose_encoding", "pose_encoding_to_extri_intri", "mat_to_quat", "quat_to_mat", "rotation_angle_deg",
+    "extri_intri_to_pose_encoding",
+    "pose_encoding_to_extri_intri",
+    "mat_to_quat",
+    "quat_to_mat",
+    "rotation_angle_deg",
 ]
 
 
@@ -36,9 +40,15 @@ def quat_to_mat(q: torch.Tensor) -> torch.Tensor:
     x, y, z, w = q.unbind(-1)
     s = 2.0 / (x * x + y * y + z * z + w * w)
     rows = (
-        1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w),
-        s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w),
-        s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y),
+        1 - s * (y * y + z * z),
+        s * (x * y - z * w),
+        s * (x * z + y * w),
+        s * (x * y + z * w),
+        1 - s * (x * x + z * z),
+        s * (y * z - x * w),
+        s * (x * z - y * w),
+        s * (y * z + x * w),
+        1 - s * (x * x + y * y),
     )
     return torch.stack(rows, dim=-1).reshape(q.shape[:-1] + (3, 3))
 
@@ -54,15 +64,29 @@ def mat_to_quat(R: torch.Tensor) -> torch.Tensor:
     m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
     m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
     m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
-    q_abs = torch.sqrt(torch.clamp(torch.stack([
-        1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22,
-    ], dim=-1), min=0.0))
-    candidates = torch.stack([
-        torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], dim=-1),
-        torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], dim=-1),
-        torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], dim=-1),
-        torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], dim=-1),
-    ], dim=-2)
+    q_abs = torch.sqrt(
+        torch.clamp(
+            torch.stack(
+                [
+                    1 + m00 + m11 + m22,
+                    1 + m00 - m11 - m22,
+                    1 - m00 + m11 - m22,
+                    1 - m00 - m11 + m22,
+                ],
+                dim=-1,
+            ),
+            min=0.0,
+        )
+    )
+    candidates = torch.stack(
+        [
+            torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], dim=-1),
+            torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], dim=-1),
+            torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], dim=-1),
+            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], dim=-1),
+        ],
+        dim=-2,
+    )
     candidates = candidates / (2.0 * torch.clamp(q_abs, min=0.1))[..., None]
     best = q_abs.argmax(dim=-1)
     wxyz = torch.gather(candidates, -2, best[..., None, None].expand(best.shape + (1, 4)))[..., 0, :]
@@ -104,4 +128,3 @@ def rotation_angle_deg(R_a: torch.Tensor, R_b: torch.Tensor) -> torch.Tensor:
     """Angle in degrees of the rotation taking ``R_a`` to ``R_b``; (..., 3, 3) each -> (...)."""
     trace = (R_a.transpose(-1, -2) @ R_b).diagonal(dim1=-2, dim2=-1).sum(-1)
     return torch.rad2deg(torch.acos(torch.clamp((trace - 1.0) / 2.0, -1.0, 1.0)))
-

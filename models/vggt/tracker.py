@@ -121,7 +121,9 @@ def window_offsets(radius: int, device: torch.device, dtype: torch.dtype) -> tor
     return torch.stack(torch.meshgrid(d, d, indexing="ij"), dim=-1)
 
 
-def sample_correlation(pyramid: list[torch.Tensor], feats: torch.Tensor, coords: torch.Tensor, radius: int) -> torch.Tensor:
+def sample_correlation(
+    pyramid: list[torch.Tensor], feats: torch.Tensor, coords: torch.Tensor, radius: int
+) -> torch.Tensor:
     """Local correlation windows around each track.
 
     pyramid: maps (B, S, C, H_l, W_l); feats (B, S, N, C) track features; coords (B, S, N, 2) in

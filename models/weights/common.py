@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -99,7 +99,9 @@ def read_checkpoint(path: str | Path) -> Mapping:
             ) from exc
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0]})") from exc
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}"
+        )
     return obj
 
 
@@ -112,12 +114,14 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes: tuple[str, 
             changed = False
             for prefix in prefixes:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         out[key] = value
     return out
 
 
-def compare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+def compare_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, shape mismatches) of ``state_dict`` against ``model.state_dict()``."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -130,7 +134,9 @@ def compare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     return missing, unexpected, shapes
 
 
-def build_and_load(factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> nn.Module:
+def build_and_load(
+    factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint"
+) -> nn.Module:
     """Build ``factory()`` on the meta device and assign the checkpoint's tensors to it, strictly.
 
     No random initialisation and no second copy of the weights (a memory-mapped file stays mapped):

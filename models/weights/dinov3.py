@@ -17,8 +17,8 @@ must be named). Heads of training checkpoints (``dino_head``/``ibot_head``) are 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -88,7 +88,9 @@ _HF_BLOCK_RENAMES = {
 _HF_GATED_RENAMES = {"mlp.gate_proj": "mlp.w1", "mlp.up_proj": "mlp.w2", "mlp.down_proj": "mlp.w3"}
 
 
-def hf_to_official(state_dict: Mapping[str, torch.Tensor], num_heads: int, rope_base: float = 100.0) -> dict[str, torch.Tensor]:
+def hf_to_official(
+    state_dict: Mapping[str, torch.Tensor], num_heads: int, rope_base: float = 100.0
+) -> dict[str, torch.Tensor]:
     """Map a Hugging Face ``DINOv3ViTModel`` state_dict to the official key layout (pure function).
 
     q/k/v projections are concatenated into ``qkv``; the k bias, absent in HF files, is zero with a
@@ -110,7 +112,7 @@ def hf_to_official(state_dict: Mapping[str, torch.Tensor], num_heads: int, rope_
         i, rest = match.groups()
         for hf_name, name in renames.items():
             if rest == hf_name or rest.startswith(hf_name + "."):
-                out[f"blocks.{i}.{name}{rest[len(hf_name):]}"] = value
+                out[f"blocks.{i}.{name}{rest[len(hf_name) :]}"] = value
                 used.add(key)
                 break
     depth = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"layer\.(\d+)\.", k))), default=-1)
@@ -124,9 +126,11 @@ def hf_to_official(state_dict: Mapping[str, torch.Tensor], num_heads: int, rope_
         biases = [sd.get(f"{attn}{n}_proj.bias") for n in "qkv"]
         if any(b is not None for b in biases):
             dim = weights[0].shape[0]
-            out[f"{dst}bias"] = torch.cat([b if b is not None else torch.zeros(dim, dtype=weights[0].dtype) for b in biases])
+            out[f"{dst}bias"] = torch.cat(
+                [b if b is not None else torch.zeros(dim, dtype=weights[0].dtype) for b in biases]
+            )
             out[f"{dst}bias_mask"] = torch.cat([torch.ones(dim) if b is not None else torch.zeros(dim) for b in biases])
-            used.update(f"{attn}{n}_proj.bias" for n, b in zip("qkv", biases) if b is not None)
+            used.update(f"{attn}{n}_proj.bias" for n, b in zip("qkv", biases, strict=True) if b is not None)
     leftover = sorted(set(sd) - used - {k for k in sd if k.endswith("inv_freq")})
     if leftover:
         raise CheckpointError(f"Hugging Face DINOv3 file has keys this converter does not know: {leftover[:20]}")
@@ -156,8 +160,18 @@ def detect_dinov3_preset(state_dict: Mapping[str, torch.Tensor], hash_prefix: st
     untied = "local_cls_norm.weight" in state_dict
     matches = []
     for name, cfg in DINOV3_PRESETS.items():
-        cfg_hidden = swiglu_hidden_dim(int(cfg.embed_dim * cfg.ffn_ratio), cfg.swiglu_align) if cfg.ffn == "swiglu" else int(cfg.embed_dim * cfg.ffn_ratio)
-        if (cfg.embed_dim, cfg.depth, cfg.ffn == "swiglu", cfg_hidden, cfg.untie_global_and_local_cls_norm) == (dim, depth, swiglu, hidden, untied):
+        cfg_hidden = (
+            swiglu_hidden_dim(int(cfg.embed_dim * cfg.ffn_ratio), cfg.swiglu_align)
+            if cfg.ffn == "swiglu"
+            else int(cfg.embed_dim * cfg.ffn_ratio)
+        )
+        if (cfg.embed_dim, cfg.depth, cfg.ffn == "swiglu", cfg_hidden, cfg.untie_global_and_local_cls_norm) == (
+            dim,
+            depth,
+            swiglu,
+            hidden,
+            untied,
+        ):
             matches.append(name)
     if not matches:
         raise CheckpointError(
@@ -198,7 +212,10 @@ def load_dinov3(path: str | Path, preset: str | None = None) -> DinoVisionTransf
     bad_masks = [k for k, v in state_dict.items() if k.endswith("bias_mask") and not torch.isfinite(v).all()]
     if bad_masks:
         raise CheckpointError(
-            f"{path}: {bad_masks[0]} holds NaN (a model saved before init_weights); re-export the backbone from a trained model"
+            f"{path}: {bad_masks[0]} holds NaN (a model saved before init_weights); "
+            "re-export the backbone from a trained model"
         )
-    model = build_and_load(lambda: DinoVisionTransformer(config), state_dict, what=f"{Path(path).name} ({form} form, preset {name})")
+    model = build_and_load(
+        lambda: DinoVisionTransformer(config), state_dict, what=f"{Path(path).name} ({form} form, preset {name})"
+    )
     return model.eval()

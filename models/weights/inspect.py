@@ -27,8 +27,16 @@ def inspect_checkpoint(path: str | Path, preset: str | None = None) -> dict:
     if _is_vggt(raw):
         state_dict = unwrap_vggt_checkpoint(raw)
         name, config = config_for_state_dict(state_dict, preset)
-        heads = [h for h, on in (("camera", config.enable_camera), ("depth", config.enable_depth),
-                                 ("point", config.enable_point), ("track", config.enable_track)) if on]
+        heads = [
+            h
+            for h, on in (
+                ("camera", config.enable_camera),
+                ("depth", config.enable_depth),
+                ("point", config.enable_point),
+                ("track", config.enable_track),
+            )
+            if on
+        ]
         report.update(family="vggt", form="official or training", preset=name, heads=", ".join(heads))
     else:
         state_dict, hash_prefix, form = dinov3_state_dict_from_file(path)
@@ -42,9 +50,13 @@ def inspect_checkpoint(path: str | Path, preset: str | None = None) -> dict:
             missing = [k for k in missing if not k.startswith("local_cls_norm.")]
         if missing or unexpected or shapes:
             raise StateDictMismatchError(f"{path.name} vs {name}", missing, unexpected, shapes)
-        report.update(family="dinov3", form=form, preset=name,
-                      hash=f"{hash_prefix} verified" if hash_prefix else "no hash in file name",
-                      normalisation=f"mean {DINOV3_PRESETS[name].mean} std {DINOV3_PRESETS[name].std}")
+        report.update(
+            family="dinov3",
+            form=form,
+            preset=name,
+            hash=f"{hash_prefix} verified" if hash_prefix else "no hash in file name",
+            normalisation=f"mean {DINOV3_PRESETS[name].mean} std {DINOV3_PRESETS[name].std}",
+        )
     n_params = sum(v.numel() for k, v in state_dict.items() if not k.endswith(("bias_mask", "periods")))
     report.update(tensors=len(state_dict), parameters=f"{n_params:,}", keys="match the preset exactly")
     return report

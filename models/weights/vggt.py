@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 import torch
@@ -26,8 +26,8 @@ from edgescene.models.vggt.model import VGGT
 from edgescene.models.weights.common import (
     CheckpointError,
     StateDictMismatchError,
-    compare_state_dict,
     build_and_load,
+    compare_state_dict,
     read_checkpoint,
     strip_prefixes,
 )
@@ -50,7 +50,12 @@ def unwrap_vggt_checkpoint(obj: Mapping) -> dict[str, torch.Tensor]:
 
 def config_for_state_dict(state_dict: Mapping[str, torch.Tensor], preset: str | None = None) -> tuple[str, VGGTConfig]:
     """Pick the preset whose key set and shapes match (heads absent from the file are disabled)."""
-    heads = {"camera_head": "enable_camera", "depth_head": "enable_depth", "point_head": "enable_point", "track_head": "enable_track"}
+    heads = {
+        "camera_head": "enable_camera",
+        "depth_head": "enable_depth",
+        "point_head": "enable_point",
+        "track_head": "enable_track",
+    }
     flags = {flag: any(k.startswith(prefix + ".") for k in state_dict) for prefix, flag in heads.items()}
     candidates = [preset] if preset else list(VGGT_PRESETS)
     first_error: StateDictMismatchError | None = None
@@ -63,7 +68,9 @@ def config_for_state_dict(state_dict: Mapping[str, torch.Tensor], preset: str | 
         missing, unexpected, shapes = compare_state_dict(model, state_dict)
         if not (missing or unexpected or shapes):
             return name, config
-        first_error = first_error or StateDictMismatchError(f"VGGT checkpoint vs preset {name}", missing, unexpected, shapes)
+        first_error = first_error or StateDictMismatchError(
+            f"VGGT checkpoint vs preset {name}", missing, unexpected, shapes
+        )
     if first_error is None:
         raise CheckpointError("no VGGT preset to compare with")
     raise first_error
@@ -81,7 +88,9 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def download_from_hub(repo_id: str = DEFAULT_HUB_REPO, filename: str | None = None, revision: str | None = None) -> Path:
+def download_from_hub(
+    repo_id: str = DEFAULT_HUB_REPO, filename: str | None = None, revision: str | None = None
+) -> Path:
     """Path of a VGGT checkpoint from the Hub cache, downloading it when online."""
     try:
         from huggingface_hub import hf_hub_download
@@ -118,8 +127,12 @@ def download_from_hub(repo_id: str = DEFAULT_HUB_REPO, filename: str | None = No
     raise HubUnavailableError(f"{repo_id} has none of {list(names)}; name the file with `filename=`") from last_error
 
 
-def load_vggt(source: str | Path = DEFAULT_HUB_REPO, preset: str | None = None, filename: str | None = None,
-              revision: str | None = None) -> VGGT:
+def load_vggt(
+    source: str | Path = DEFAULT_HUB_REPO,
+    preset: str | None = None,
+    filename: str | None = None,
+    revision: str | None = None,
+) -> VGGT:
     """Load VGGT from a checkpoint path or a Hub repo id (``facebook/VGGT-1B``), strictly. Eval mode."""
     path = Path(source)
     if not path.exists():

@@ -78,8 +78,10 @@ class BaseSession:
 
     def __repr__(self) -> str:
         model = self.artifact.model
-        return (f"{type(self).__name__}({model.get('preset')}, {self.artifact.format} {self.artifact.precision}, "
-                f"backend={self.backend}, device={self.device})")
+        return (
+            f"{type(self).__name__}({model.get('preset')}, {self.artifact.format} {self.artifact.precision}, "
+            f"backend={self.backend}, device={self.device})"
+        )
 
 
 def check_feeds(artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -93,8 +95,9 @@ def check_feeds(artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> tuple[di
     expected = {t.name: t for t in artifact.inputs}
     if set(feeds) != set(expected):
         unknown, missing = sorted(set(feeds) - set(expected)), sorted(set(expected) - set(feeds))
-        detail = "; ".join(part for part in (f"unknown {unknown}" if unknown else "",
-                                             f"missing {missing}" if missing else "") if part)
+        detail = "; ".join(
+            part for part in (f"unknown {unknown}" if unknown else "", f"missing {missing}" if missing else "") if part
+        )
         raise ValueError(f"inputs must be exactly {sorted(expected)}, got {sorted(feeds)} ({detail})")
     lo, hi = artifact.frames.get("min", 1), artifact.frames.get("max")
     prepared: dict[str, np.ndarray] = {}
@@ -103,13 +106,17 @@ def check_feeds(artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> tuple[di
         value = np.asarray(feeds[spec.name])
         want = np.dtype(spec.dtype)
         if value.dtype != want and value.dtype.kind != want.kind:
-            raise ValueError(f"input {spec.name!r} must be {want} ({spec.description or 'see input_spec()'}), "
-                             f"got {value.dtype}")
+            raise ValueError(
+                f"input {spec.name!r} must be {want} ({spec.description or 'see input_spec()'}), got {value.dtype}"
+            )
         if value.ndim != len(spec.shape) or any(
-                isinstance(d, int) and d != s for d, s in zip(spec.shape, value.shape)):
-            raise ValueError(f"input {spec.name!r} must have shape {spec.shape}, got {list(value.shape)} "
-                             f"(input sizes served: {artifact.describe_sizes()})")
-        for d, s in zip(spec.shape, value.shape):
+            isinstance(d, int) and d != s for d, s in zip(spec.shape, value.shape, strict=True)
+        ):
+            raise ValueError(
+                f"input {spec.name!r} must have shape {spec.shape}, got {list(value.shape)} "
+                f"(input sizes served: {artifact.describe_sizes()})"
+            )
+        for d, s in zip(spec.shape, value.shape, strict=True):
             if not isinstance(d, str):
                 continue
             if axes.setdefault(d, s) != s:
@@ -117,8 +124,10 @@ def check_feeds(artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> tuple[di
             if d in IMAGE_AXES:
                 continue
             if s < lo or (hi is not None and s > hi):
-                raise ValueError(f"input {spec.name!r}: the {d!r} axis is {s}, outside this artifact's range "
-                                 f"{lo}..{hi} (its frames min..max; an export takes --frames-range MIN:OPT:MAX)")
+                raise ValueError(
+                    f"input {spec.name!r}: the {d!r} axis is {s}, outside this artifact's range "
+                    f"{lo}..{hi} (its frames min..max; an export takes --frames-range MIN:OPT:MAX)"
+                )
         prepared[spec.name] = np.ascontiguousarray(value, dtype=want)
     if "height" in axes or "width" in axes:
         _check_size(artifact, axes.get("height"), axes.get("width"))
@@ -148,5 +157,13 @@ def output_shapes(artifact: Artifact, axes: Mapping[str, int]) -> dict[str, tupl
     return shapes
 
 
-__all__ = ["BACKENDS", "DEVICES", "BaseSession", "backend_class", "backend_options", "check_device", "check_feeds",
-           "output_shapes"]
+__all__ = [
+    "BACKENDS",
+    "DEVICES",
+    "BaseSession",
+    "backend_class",
+    "backend_options",
+    "check_device",
+    "check_feeds",
+    "output_shapes",
+]

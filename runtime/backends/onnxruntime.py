@@ -34,8 +34,10 @@ DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {"cpu": (CPU,), "cuda": (CUDA, CP
 # what "auto" tries, best first, by artifact precision
 AUTO_ORDER: dict[str, tuple[str, ...]] = {"int8": ("cpu",)}
 AUTO_DEFAULT = ("cuda", "cpu")
-GPU_INSTALL_HINT = ("install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime && "
-                    "pip install 'edgescene[runtime-gpu]'; the two packages share one folder and break each other)")
+GPU_INSTALL_HINT = (
+    "install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime && "
+    "pip install 'edgescene[runtime-gpu]'; the two packages share one folder and break each other)"
+)
 TRT_CACHE = "ort_trt_cache"  # default TensorRT EP cache folder, inside the artifact folder
 
 
@@ -43,8 +45,10 @@ def _import_ort():
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'edgescene[runtime]' "
-                          "(or 'edgescene[runtime-gpu]' on NVIDIA GPUs)") from exc
+        raise ImportError(
+            "the onnxruntime backend needs onnxruntime: pip install 'edgescene[runtime]' "
+            "(or 'edgescene[runtime-gpu]' on NVIDIA GPUs)"
+        ) from exc
     return ort
 
 
@@ -64,18 +68,22 @@ def profile_shapes(artifact: Artifact) -> dict[str, str]:
     for key in ("min", "opt", "max"):
         frames = artifact.frames[key]
         shapes[f"trt_profile_{key}_shapes"] = ",".join(
-            f"{t.name}:" + "x".join(str(frames if isinstance(d, str) else d) for d in t.shape) for t in artifact.inputs)
+            f"{t.name}:" + "x".join(str(frames if isinstance(d, str) else d) for d in t.shape) for t in artifact.inputs
+        )
     return shapes
 
 
-def provider_list(device: str, artifact: Artifact, available: list[str], cache_dir: Path | None = None,
-                  device_id: int = 0) -> list[tuple[str, dict[str, Any]]]:
+def provider_list(
+    device: str, artifact: Artifact, available: list[str], cache_dir: Path | None = None, device_id: int = 0
+) -> list[tuple[str, dict[str, Any]]]:
     """(provider, options) pairs for ``device`` (not "auto"); raises when the first one is missing here."""
     wanted = DEVICE_PROVIDERS[device]
     if wanted[0] not in available:
         extra = " and the TensorRT libraries (pip install tensorrt)" if wanted[0] == TRT else ""
-        raise RuntimeError(f"device={device!r} needs {wanted[0]}, which this onnxruntime does not have (available: "
-                           f"{', '.join(available)}): {GPU_INSTALL_HINT}{extra}; or pass device='cpu'")
+        raise RuntimeError(
+            f"device={device!r} needs {wanted[0]}, which this onnxruntime does not have (available: "
+            f"{', '.join(available)}): {GPU_INSTALL_HINT}{extra}; or pass device='cpu'"
+        )
     providers: list[tuple[str, dict[str, Any]]] = []
     for name in wanted:
         if name not in available:
@@ -86,8 +94,10 @@ def provider_list(device: str, artifact: Artifact, available: list[str], cache_d
             options: dict[str, Any] = {
                 "device_id": device_id,
                 "trt_fp16_enable": artifact.precision == "fp16",
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache_dir),
                 **profile_shapes(artifact),
             }
         elif name == CUDA:
@@ -108,23 +118,35 @@ class OnnxRuntimeSession(BaseSession):
 
     backend = "onnxruntime"
 
-    def __init__(self, folder: str | Path, artifact: Artifact | None = None, device: str = "auto", *,
-                 providers: list[str] | None = None, intra_op_num_threads: int = 0, cache_dir: str | Path | None = None,
-                 device_id: int = 0, io_binding: bool | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        artifact: Artifact | None = None,
+        device: str = "auto",
+        *,
+        providers: list[str] | None = None,
+        intra_op_num_threads: int = 0,
+        cache_dir: str | Path | None = None,
+        device_id: int = 0,
+        io_binding: bool | None = None,
+    ) -> None:
         ort = _import_ort()
         folder = Path(folder)
         self.artifact = artifact if artifact is not None else read_artifact(folder)
         if not isinstance(intra_op_num_threads, int) or intra_op_num_threads < 0:
-            raise ValueError(f"intra_op_num_threads must be an int >= 0 (0: onnxruntime's default), "
-                             f"got {intra_op_num_threads!r}")
+            raise ValueError(
+                f"intra_op_num_threads must be an int >= 0 (0: onnxruntime's default), got {intra_op_num_threads!r}"
+            )
         available = ort.get_available_providers()
         if providers is not None and device != "auto":
             raise ValueError(f"give device ({device!r}) or providers ({providers}), not both")
         if providers is not None:
             unknown = [p for p in providers if p not in available]
             if unknown:
-                raise RuntimeError(f"execution providers {unknown} are not available here (available: "
-                                   f"{', '.join(available)}); for CUDA / TensorRT {GPU_INSTALL_HINT}")
+                raise RuntimeError(
+                    f"execution providers {unknown} are not available here (available: "
+                    f"{', '.join(available)}); for CUDA / TensorRT {GPU_INSTALL_HINT}"
+                )
             chosen: list[Any] = list(providers)
             self.device = {CPU: "cpu", CUDA: "cuda", TRT: "tensorrt"}.get(providers[0], providers[0])
         else:
@@ -134,8 +156,9 @@ class OnnxRuntimeSession(BaseSession):
                 try:
                     cache.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise RuntimeError(f"cannot create the TensorRT EP cache folder {cache} ({exc}): pass "
-                                       "cache_dir= a writable folder") from exc
+                    raise RuntimeError(
+                        f"cannot create the TensorRT EP cache folder {cache} ({exc}): pass cache_dir= a writable folder"
+                    ) from exc
             chosen = provider_list(self.device, self.artifact, available, cache, device_id)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -155,7 +178,7 @@ class OnnxRuntimeSession(BaseSession):
         prepared, axes = check_feeds(self.artifact, feeds)
         names = [t.name for t in self.artifact.outputs]
         if not self._io_binding:
-            return dict(zip(names, self._session.run(names, prepared)))
+            return dict(zip(names, self._session.run(names, prepared), strict=True))
         binding = self._session.io_binding()
         for name, value in prepared.items():
             binding.bind_cpu_input(name, value)
@@ -173,7 +196,7 @@ class OnnxRuntimeSession(BaseSession):
         outputs = binding.copy_outputs_to_cpu()
         # CPU-bound buffers come back as views of the reused buffers: copy so results outlive the call
         copy = self._bind_device[0] == "cpu"
-        return {name: (np.array(o) if copy else o) for name, o in zip(names, outputs)}
+        return {name: (np.array(o) if copy else o) for name, o in zip(names, outputs, strict=True)}
 
     def close(self) -> None:
         self._buffers.clear()

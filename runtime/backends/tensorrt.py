@@ -13,6 +13,7 @@ built it: both are compared with ``artifact.device`` before the engine is deseri
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ import numpy as np
 from edgescene.runtime.artifact import Artifact, read_artifact
 from edgescene.runtime.backends import BaseSession, check_device, check_feeds
 
-INSTALL_HINT = ("the native TensorRT backend needs tensorrt >= 10 and cuda-python on a machine with an NVIDIA GPU: "
-                "pip install 'edgescene[runtime-gpu]' (on Jetson: JetPack's python3-libnvinfer and "
-                "pip install cuda-python); or open the artifact's ONNX export with onnxruntime")
+INSTALL_HINT = (
+    "the native TensorRT backend needs tensorrt >= 10 and cuda-python on a machine with an NVIDIA GPU: "
+    "pip install 'edgescene[runtime-gpu]' (on Jetson: JetPack's python3-libnvinfer and "
+    "pip install cuda-python); or open the artifact's ONNX export with onnxruntime"
+)
 REBUILD = "rebuild with `edgescene export --format tensorrt` here"
 
 
@@ -35,8 +38,9 @@ def require_tensorrt_and_cuda() -> tuple[Any, Any]:
     except ImportError as exc:
         raise ImportError(f"{INSTALL_HINT} (import tensorrt: {exc})") from exc
     if int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0) < 10:
-        raise ImportError(f"TensorRT {getattr(trt, '__version__', '?')} is too old (the name-based API needs >= 10): "
-                          f"{INSTALL_HINT}")
+        raise ImportError(
+            f"TensorRT {getattr(trt, '__version__', '?')} is too old (the name-based API needs >= 10): {INSTALL_HINT}"
+        )
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
@@ -73,12 +77,16 @@ def check_engine_device(built: dict[str, Any], here: dict[str, str]) -> None:
     """Refuse an engine whose compute capability or TensorRT version differs from this machine's."""
     keys = [k for k in ("compute_capability", "tensorrt") if built.get(k) is not None and str(built[k]) != here[k]]
     if keys:
-        def describe(d: dict) -> str:
-            return (f"sm {d.get('compute_capability', '?')} with TensorRT {d.get('tensorrt', '?')} "
-                    f"on {d.get('gpu', '?')}")
 
-        raise RuntimeError(f"engine built for {describe(built)}, this machine has {describe(here)} (differs in "
-                           f"{' and '.join(keys)}): {REBUILD}")
+        def describe(d: dict) -> str:
+            return (
+                f"sm {d.get('compute_capability', '?')} with TensorRT {d.get('tensorrt', '?')} on {d.get('gpu', '?')}"
+            )
+
+        raise RuntimeError(
+            f"engine built for {describe(built)}, this machine has {describe(here)} (differs in "
+            f"{' and '.join(keys)}): {REBUILD}"
+        )
 
 
 class _Buffer:
@@ -114,10 +122,15 @@ class TensorRTSession(BaseSession):
 
     backend = "tensorrt"
 
-    def __init__(self, folder: str | Path, artifact: Artifact | None = None, device: str = "auto", *,
-                 device_id: int = 0) -> None:
-        check_device(device, ("auto", "cuda", "tensorrt"), "tensorrt",
-                     ": a TensorRT engine runs on an NVIDIA GPU only; for the CPU export an ONNX format")
+    def __init__(
+        self, folder: str | Path, artifact: Artifact | None = None, device: str = "auto", *, device_id: int = 0
+    ) -> None:
+        check_device(
+            device,
+            ("auto", "cuda", "tensorrt"),
+            "tensorrt",
+            ": a TensorRT engine runs on an NVIDIA GPU only; for the CPU export an ONNX format",
+        )
         folder = Path(folder)
         self.artifact = artifact if artifact is not None else read_artifact(folder)
         self.device = "cuda"
@@ -135,8 +148,10 @@ class TensorRTSession(BaseSession):
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine((folder / engine_file).read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"TensorRT {trt.__version__} could not deserialize {folder / engine_file} on "
-                               f"{self.here['gpu']}: {REBUILD}")
+            raise RuntimeError(
+                f"TensorRT {trt.__version__} could not deserialize {folder / engine_file} on "
+                f"{self.here['gpu']}: {REBUILD}"
+            )
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise RuntimeError(f"could not create an execution context for {folder / engine_file} (out of GPU memory?)")
@@ -147,8 +162,10 @@ class TensorRTSession(BaseSession):
         self.outputs = [n for n in names if n not in self.inputs]
         expected = ([t.name for t in self.artifact.inputs], [t.name for t in self.artifact.outputs])
         if (sorted(self.inputs), sorted(self.outputs)) != tuple(sorted(e) for e in expected):
-            raise RuntimeError(f"the engine's IO {self.inputs} -> {self.outputs} differs from artifact.json's "
-                               f"{expected[0]} -> {expected[1]}: {REBUILD}")
+            raise RuntimeError(
+                f"the engine's IO {self.inputs} -> {self.outputs} differs from artifact.json's "
+                f"{expected[0]} -> {expected[1]}: {REBUILD}"
+            )
         # Inputs at the profile's maximum shape; output maxima follow from them.
         for name in self.inputs:
             shape = _dims(self.engine.get_tensor_shape(name))
@@ -160,8 +177,9 @@ class TensorRTSession(BaseSession):
         for name in self.outputs:
             shape = _dims(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise RuntimeError(f"output {name!r} has a data-dependent shape {shape}, which this runtime does not "
-                                   "support")
+                raise RuntimeError(
+                    f"output {name!r} has a data-dependent shape {shape}, which this runtime does not support"
+                )
             self._buffers[name] = _Buffer(cudart, name, self._nptype(name), shape, host=True)
         for name, buf in self._buffers.items():
             self.context.set_tensor_address(name, int(buf.device))
@@ -187,8 +205,9 @@ class TensorRTSession(BaseSession):
             if value.nbytes > buf.nbytes:
                 raise ValueError(f"input {name!r} of shape {value.shape} exceeds the engine's maximum {buf.max_shape}")
             if not self.context.set_input_shape(name, value.shape):
-                raise ValueError(f"TensorRT rejected shape {value.shape} for input {name!r} (profile maximum "
-                                 f"{buf.max_shape})")
+                raise ValueError(
+                    f"TensorRT rejected shape {value.shape} for input {name!r} (profile maximum {buf.max_shape})"
+                )
             staged.append(value)
             cuda_call(cudart.cudaMemcpyAsync(buf.device, value.ctypes.data, value.nbytes, h2d, stream))
         if not self.context.execute_async_v3(int(stream)):
@@ -223,7 +242,6 @@ class TensorRTSession(BaseSession):
         self.context = self.engine = None
 
     def __del__(self) -> None:
-        try:
+        # at interpreter shutdown CUDA (or the module globals) may already be gone: nothing left to free
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # interpreter shutdown: CUDA may already be gone
-            pass

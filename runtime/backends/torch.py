@@ -7,7 +7,8 @@ checkpoint (``.pt`` / ``.pth`` / ``.safetensors``, VGGT or DINOv3, told apart by
 The IO comes from the export wrappers (:mod:`edgescene.export.graphs`), so names, shapes and
 normalisation are those of an ONNX export at the same ``height`` x ``width`` (defaults: VGGT at its
 own resolution, ``img_size`` wide and 3/4 of it high rounded to the patch, i.e. 392x518 for VGGT-1B
-and 126x168 for the bundled vggt_small; 224x224 for DINOv3); :attr:`artifact` is a synthetic artifact describing it. A VGGT session
+and 126x168 for the bundled vggt_small; 224x224 for DINOv3); :attr:`artifact` is a synthetic
+artifact describing it. A VGGT session
 serves any H and W that are multiples of the patch size (``artifact.any_size_multiple``: images
 ``(frames, 3, "height", "width")``), so the runtime feeds each input at upstream's size.
 
@@ -42,8 +43,10 @@ def _pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device='cuda' but torch {torch.__version__} sees no CUDA GPU (built for CUDA "
-                           f"{torch.version.cuda or 'none'}): install a CUDA build of torch, or pass device='cpu'")
+        raise RuntimeError(
+            f"device='cuda' but torch {torch.__version__} sees no CUDA GPU (built for CUDA "
+            f"{torch.version.cuda or 'none'}): install a CUDA build of torch, or pass device='cpu'"
+        )
     return torch.device(device)
 
 
@@ -54,13 +57,26 @@ class TorchSession(BaseSession):
 
     backend = "torch"
 
-    def __init__(self, model: str | Path, artifact: Artifact | None = None, device: str = "auto", *,
-                 weights: str | Path | None = None, height: int | None = None, width: int | None = None,
-                 max_frames: int = 1024, compile: bool = False) -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        artifact: Artifact | None = None,
+        device: str = "auto",
+        *,
+        weights: str | Path | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_frames: int = 1024,
+        compile: bool = False,
+    ) -> None:
         from edgescene.export.graphs import dinov3_graph, vggt_graph
 
-        check_device(device, ("auto", "cpu", "cuda"), "torch",
-                     ": TensorRT runs exported engines; export one with `edgescene export --format tensorrt`")
+        check_device(
+            device,
+            ("auto", "cpu", "cuda"),
+            "torch",
+            ": TensorRT runs exported engines; export one with `edgescene export --format tensorrt`",
+        )
         if artifact is not None:
             raise ValueError("the torch backend builds its own artifact description; pass artifact=None")
         self._device = _pick_device(device)
@@ -74,28 +90,41 @@ class TorchSession(BaseSession):
         width = width or DEFAULT_SIZE[family][1]
         for axis, value in (("height", height), ("width", width)):
             if value < patch or value % patch:
-                raise ValueError(f"{axis} {value} must be a positive multiple of the patch size {patch} "
-                                 f"(e.g. {max(patch, round(value / patch) * patch)})")
+                raise ValueError(
+                    f"{axis} {value} must be a positive multiple of the patch size {patch} "
+                    f"(e.g. {max(patch, round(value / patch) * patch)})"
+                )
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self._autocast_dtype = None
         if self.device == "cuda":
             self._autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._autocast_dtype]
-        graph = (vggt_graph(module, preset, height, width, track=False) if family == "vggt"
-                 else dinov3_graph(module, preset, height, width))
+        graph = (
+            vggt_graph(module, preset, height, width, track=False)
+            if family == "vggt"
+            else dinov3_graph(module, preset, height, width)
+        )
         inputs, outputs, any_size = graph.inputs, graph.outputs, None
         if family == "vggt":  # every size, multiple of the patch: H and W become named axes
             inputs = [with_named_image_axes(t, height, width) for t in inputs]
             outputs = [with_named_image_axes(t, height, width) for t in outputs]
             any_size = patch
         self.artifact = Artifact(
-            format="torch", precision=precision, backend="torch",
+            format="torch",
+            precision=precision,
+            backend="torch",
             model={"family": family, "preset": preset, "source": source, "source_sha256": sha, "track_head": False},
-            files={"model": source}, inputs=inputs, outputs=outputs, any_size_multiple=any_size,
+            files={"model": source},
+            inputs=inputs,
+            outputs=outputs,
+            any_size_multiple=any_size,
             input_size={"height": height, "width": width},
             frames={"min": 1, "opt": min(DEFAULT_OPT_FRAMES[family], max_frames), "max": max_frames},
-            normalization=graph.normalization, exporter="", versions={"torch": torch.__version__}, accepted=True,
+            normalization=graph.normalization,
+            exporter="",
+            versions={"torch": torch.__version__},
+            accepted=True,
         )
         self._module = graph.module.eval().to(self._device)
         if compile:
@@ -114,7 +143,7 @@ class TorchSession(BaseSession):
         with torch.inference_mode(), self._autocast():
             outputs = self._module(*args)
         names = [t.name for t in self.artifact.outputs]
-        return {name: t.float().cpu().numpy() for name, t in zip(names, outputs)}
+        return {name: t.float().cpu().numpy() for name, t in zip(names, outputs, strict=True)}
 
     def close(self) -> None:
         self._module = None

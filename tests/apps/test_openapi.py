@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from edgescene.apps.service import ServiceConfig, create_app  # noqa: E402
+from edgescene.apps.service import ServiceConfig, create_app
 
 _JOBS = Path(tempfile.mkdtemp(prefix="edgescene-openapi-"))
 atexit.register(shutil.rmtree, _JOBS, True)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from edgescene.apps.service import ServiceConfig, create_app  # noqa: E402
-from edgescene.apps.uploads import resolve_inside  # noqa: E402
-from edgescene.assets import DEFAULT_MODEL, sample_dir  # noqa: E402
-from edgescene.runtime.frames import open_frames  # noqa: E402
+from edgescene.apps.service import ServiceConfig, create_app
+from edgescene.apps.uploads import resolve_inside
+from edgescene.assets import DEFAULT_MODEL, sample_dir
+from edgescene.runtime.frames import open_frames
 
 SAMPLE = sample_dir() / "sample.mp4"
 
@@ -94,23 +94,32 @@ def test_oversized_upload_without_content_length_is_413(tmp_path):
     """Counted while it streams in: a chunked body has no Content-Length to check up front."""
     with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs", max_upload_mb=1.0))) as c:
         boundary = "XyZ"
-        payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.mp4\"\r\n"
-                   "Content-Type: video/mp4\r\n\r\n").encode() + b"\0" * (3 * 2**20) + f"\r\n--{boundary}--\r\n".encode()
+        payload = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.mp4"\r\n'
+                "Content-Type: video/mp4\r\n\r\n"
+            ).encode()
+            + b"\0" * (3 * 2**20)
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
 
         def chunks():
             for i in range(0, len(payload), 65536):
-                yield payload[i:i + 65536]
+                yield payload[i : i + 65536]
 
         r = c.post("/jobs", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
         assert r.status_code == 413, r.text
         assert "limit" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("name,content,fragment", [
-    ("notes.txt", b"hello", "unsupported file type '.txt'"),
-    ("clip.mp4", b"#!/bin/sh\necho not a video\n", "not a known video container"),
-    ("photo.jpg", b"GIF89a....", "not a known image format"),
-])
+@pytest.mark.parametrize(
+    "name,content,fragment",
+    [
+        ("notes.txt", b"hello", "unsupported file type '.txt'"),
+        ("clip.mp4", b"#!/bin/sh\necho not a video\n", "not a known video container"),
+        ("photo.jpg", b"GIF89a....", "not a known image format"),
+    ],
+)
 def test_wrong_type_is_415(client, name, content, fragment):
     r = client.post("/jobs", files=[("files", (name, content, "application/octet-stream"))])
     assert r.status_code == 415
@@ -145,8 +154,14 @@ def test_traversal_attempts_are_404(client, tmp_path):
     assert job["status"] == "done"
     secret = tmp_path / "jobs" / job["id"] / "job.json"  # inside the job folder, outside its outputs
     assert secret.exists()
-    for path in ("../job.json", "..%2Fjob.json", "%2e%2e/job.json", "depth/../../job.json", "/etc/passwd",
-                 "..%2F..%2F..%2Fetc%2Fpasswd"):
+    for path in (
+        "../job.json",
+        "..%2Fjob.json",
+        "%2e%2e/job.json",
+        "depth/../../job.json",
+        "/etc/passwd",
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+    ):
         r = client.get(f"/jobs/{job['id']}/files/{path}")
         assert r.status_code == 404, (path, r.status_code)
     # a link planted in the outputs that points outside is not followed
@@ -242,15 +257,17 @@ def test_pytorch_models_by_checkpoint_and_hub_id(tmp_path, monkeypatch):
     checkpoint = default_model_dir() / "model.safetensors"  # the bundled vggt_small weights, as a user's file
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    config = ServiceConfig(jobs_dir=tmp_path / "jobs",
-                           pytorch_models={"mine": str(checkpoint), "VGGT-1B": "facebook/VGGT-1B"})
+    config = ServiceConfig(
+        jobs_dir=tmp_path / "jobs", pytorch_models={"mine": str(checkpoint), "VGGT-1B": "facebook/VGGT-1B"}
+    )
     with TestClient(create_app(config)) as c:
         listed = {m["name"]: m for m in c.get("/models").json()}
         assert listed["mine"]["usable"] and listed["mine"]["backend"] == "torch"
         assert listed["mine"]["source"] == "model.safetensors"  # the file's name, never the server's path
         assert listed["VGGT-1B"]["source"] == "hub:facebook/VGGT-1B"
-        job = _wait(c, c.post("/jobs", files=[_video()], data={"model": "mine", "max_frames": "4",
-                                                               "window": "4"}).json()["id"])
+        job = _wait(
+            c, c.post("/jobs", files=[_video()], data={"model": "mine", "max_frames": "4", "window": "4"}).json()["id"]
+        )
         assert job["status"] == "done", job
         report = c.get(f"/jobs/{job['id']}/files/report.json").json()
         assert report["backend"]["name"] == "torch" and report["preprocessing"]["model_input_hw"] == [126, 168]

@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from edgescene.apps.reconstruction import check_inputs  # noqa: E402
-from edgescene.apps.webapp import WebApp, build_app  # noqa: E402
-from edgescene.apps.workspace import Workspace  # noqa: E402
-from edgescene.assets import DEFAULT_MODEL, default_model_dir, sample_dir  # noqa: E402
-from edgescene.runtime.frames import open_frames  # noqa: E402
-from edgescene.train.data.synthetic import SynthConfig, generate_dataset  # noqa: E402
+from edgescene.apps.reconstruction import check_inputs
+from edgescene.apps.webapp import WebApp, build_app
+from edgescene.apps.workspace import Workspace
+from edgescene.assets import DEFAULT_MODEL, default_model_dir, sample_dir
+from edgescene.runtime.frames import open_frames
+from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
 CHECKPOINT = default_model_dir() / "model.safetensors"  # the bundled vggt_small weights
 SAMPLE = sample_dir() / "sample.mp4"
@@ -79,7 +79,8 @@ def test_hub_download_fails_fast_offline(app, monkeypatch):
 
 def test_reconstruction_then_rerender_without_the_model(app, monkeypatch):
     status, glb, downloads, gallery, folder = app.run_reconstruction(
-        [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 10, 50, True, False, "depth", progress=NoProgress())
+        [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 10, 50, True, False, "depth", progress=NoProgress()
+    )
     assert "10 keyframes" in status and "model run" in status, status
     assert status.count("demo model") == 1 and "synthetic scenes only" in status  # the bundled model says what it is
     assert Path(glb).read_bytes()[:4] == b"glTF" and [Path(p).name for p in downloads] == ["scene.glb", "points.ply"]
@@ -109,11 +110,13 @@ def test_reconstruction_inputs_are_checked(app, tmp_path):
         check_inputs(images, "single image")
     with pytest.raises(ValueError, match="no files"):
         check_inputs([], "video")
-    status, *_ = app.run_reconstruction([str(p) for p in images], "several images", DEFAULT_MODEL, 0, 0, 50, True,
-                                        False, "depth", progress=NoProgress())
+    status, *_ = app.run_reconstruction(
+        [str(p) for p in images], "several images", DEFAULT_MODEL, 0, 0, 50, True, False, "depth", progress=NoProgress()
+    )
     assert "2 keyframes" in status, status
-    status, glb, *_ = app.run_reconstruction([str(SAMPLE)], "video", "nope", 0, 0, 50, True, False, "depth",
-                                             progress=NoProgress())
+    status, glb, *_ = app.run_reconstruction(
+        [str(SAMPLE)], "video", "nope", 0, 0, 50, True, False, "depth", progress=NoProgress()
+    )
     assert "unknown model" in status and glb is None
     status, *_ = app.rerender(None, 50, True, False, "depth")
     assert "after a reconstruction" in status
@@ -126,19 +129,24 @@ def test_training_tab_validates_and_runs(app, tmp_path):
     generate_dataset(SynthConfig(out_dir=str(data), scenes=2, frames=4, width=64, height=48))
     message = app.start_training("vggt", str(data), "run1", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42)
     assert "started vggt run" in message, message
-    assert "already going" in app.start_training("vggt", str(data), "run2", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42)
+    assert "already going" in app.start_training(
+        "vggt", str(data), "run2", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42
+    )
     run = app.runs["vggt"]
     assert run.wait(180) == "finished", run.log_tail()
     status, frame = app.training_status("vggt")
     assert "**finished**: step 4 / 4" in status and list(frame["step"]) == [1, 2, 3, 4]
-    assert "already has a checkpoint" in app.start_training("vggt", str(data), "run1", "vggt_tiny", 4, 1, 1e-4, "cpu",
-                                                            None, 28, 42)
+    assert "already has a checkpoint" in app.start_training(
+        "vggt", str(data), "run1", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42
+    )
     assert app.export_sources() == ["run: run1"]
 
 
 def test_export_tab_adds_an_accepted_model(app):
     app.add_checkpoint(str(CHECKPOINT))
-    message, rows = app.export("checkpoint: model.safetensors", "onnx", "small_onnx", 126, 168, 4, progress=NoProgress())
+    message, rows = app.export(
+        "checkpoint: model.safetensors", "onnx", "small_onnx", 126, 168, 4, progress=NoProgress()
+    )
     assert "accepted" in message, message
     assert {r[1] for r in rows} >= {"pose_enc", "depth", "depth_conf"} and {r[0] for r in rows} >= {1, 4}
     assert "small_onnx" in app.reconstruction_models()
@@ -150,7 +158,8 @@ def test_a_vggt_checkpoint_from_model_setup_reconstructs_on_the_pytorch_backend(
     app.add_checkpoint(str(CHECKPOINT))  # what Model setup keeps, uploaded or downloaded from the Hub
     models = app.reconstruction_models()
     assert models["checkpoint: model.safetensors"].endswith("model.safetensors")
-    status, glb, *_ = app.run_reconstruction([str(SAMPLE)], "video", "checkpoint: model.safetensors", 0, 6, 50, True,
-                                             False, "depth", progress=NoProgress())
+    status, glb, *_ = app.run_reconstruction(
+        [str(SAMPLE)], "video", "checkpoint: model.safetensors", 0, 6, 50, True, False, "depth", progress=NoProgress()
+    )
     assert glb is not None and "6 keyframes" in status, status
     assert "demo model" not in status  # a checkpoint carries no demo flag: it is the user's model

@@ -25,9 +25,18 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("EDGESCENE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 # Chromium on a closed network: no background connections, no sandbox (root in CI), software GL.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
-                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 
 
 def _free_port() -> int:
@@ -40,10 +49,14 @@ def _free_port() -> int:
 def app_url(tmp_path):
     pytest.importorskip("gradio")
     port = _free_port()
-    log = open(tmp_path / "app.log", "w")
+    log = open(tmp_path / "app.log", "w")  # noqa: SIM115 - the server process writes it until the fixture ends
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "edgescene", "app", "--port", str(port),
-                             "--workspace", str(tmp_path / "workspace")], stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgescene", "app", "--port", str(port), "--workspace", str(tmp_path / "workspace")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}/"
     import httpx
 

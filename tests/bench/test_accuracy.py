@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgescene.bench.accuracy import (BASELINES, METRICS, evaluate, evaluate_baselines, frame_indices,
-                                      load_sequences)
+from edgescene.bench.accuracy import BASELINES, METRICS, evaluate, evaluate_baselines, frame_indices, load_sequences
 from edgescene.runtime.preprocess import fit
 from edgescene.runtime.preprocess import prepare_depth as resize_depth
 
@@ -22,8 +21,9 @@ def dataset(tmp_path_factory) -> Path:
     from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
     out = tmp_path_factory.mktemp("heldout") / "synth"
-    generate_dataset(SynthConfig(out_dir=str(out), scenes=2, frames=6, width=64, height=48, seed=7,
-                                 trajectories=("orbit", "walk")))
+    generate_dataset(
+        SynthConfig(out_dir=str(out), scenes=2, frames=6, width=64, height=48, seed=7, trajectories=("orbit", "walk"))
+    )
     return out
 
 
@@ -32,8 +32,12 @@ def artifact(tmp_path_factory) -> Path:
     from edgescene.export.pipeline import ExportConfig, export_model
 
     out = tmp_path_factory.mktemp("export") / "vggt_tiny_onnx"
-    export_model(ExportConfig(model="vggt_tiny", format="onnx", out=str(out), height=SIZE[0], width=SIZE[1],
-                              frames_range=(1, 4, 6)), log=lambda s: None)
+    export_model(
+        ExportConfig(
+            model="vggt_tiny", format="onnx", out=str(out), height=SIZE[0], width=SIZE[1], frames_range=(1, 4, 6)
+        ),
+        log=lambda s: None,
+    )
     return out
 
 
@@ -94,9 +98,11 @@ def test_bench_imports_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import edgescene.bench.accuracy, edgescene.bench.metrics\n"
-            "assert not any(m == 'edgescene.models' or m.startswith('edgescene.models.') for m in sys.modules)")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import edgescene.bench.accuracy, edgescene.bench.metrics\n"
+        "assert not any(m == 'edgescene.models' or m.startswith('edgescene.models.') for m in sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -139,8 +145,20 @@ def test_cli_eval_writes_json(dataset, artifact, tmp_path, capsys):
     from edgescene.cli import main
 
     out = tmp_path / "report.json"
-    rc = main(["eval", "--model", str(artifact), "--dataset", str(dataset), "--frames", "5",
-               "--baselines", "--json", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(artifact),
+            "--dataset",
+            str(dataset),
+            "--frames",
+            "5",
+            "--baselines",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "AUC@30" in text and "constant_velocity" in text

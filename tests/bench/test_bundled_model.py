@@ -23,8 +23,16 @@ SUBSET = CARD["ci_subset"]
 def heldout(tmp_path_factory):
     """The first held-out scenes, regenerated bit for bit (scene i of seed 1 is the same in any run)."""
     out = tmp_path_factory.mktemp("heldout") / "synth_val"
-    generate_dataset(SynthConfig(out_dir=str(out), scenes=SUBSET["scenes"], frames=SUBSET["frames_per_scene"],
-                                 width=SUBSET["width"], height=SUBSET["height"], seed=SUBSET["seed"]))
+    generate_dataset(
+        SynthConfig(
+            out_dir=str(out),
+            scenes=SUBSET["scenes"],
+            frames=SUBSET["frames_per_scene"],
+            width=SUBSET["width"],
+            height=SUBSET["height"],
+            seed=SUBSET["seed"],
+        )
+    )
     return out
 
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgescene.bench.metrics import (ate, auc_from_errors, camera_centres, depth_metrics, pose_auc,
-                                     relative_pose_errors, rotation_error_deg, translation_angle_deg)
+from edgescene.bench.metrics import (
+    ate,
+    auc_from_errors,
+    camera_centres,
+    depth_metrics,
+    pose_auc,
+    relative_pose_errors,
+    rotation_error_deg,
+    translation_angle_deg,
+)
 
 
 def rot(axis, deg) -> np.ndarray:
@@ -97,7 +105,9 @@ def test_rotation_and_translation_angles():
     assert rotation_error_deg(np.eye(3), np.eye(3)) == 0.0
     assert translation_angle_deg(np.array([1.0, 0, 0]), np.array([0, 2.0, 0])) == pytest.approx(90.0)
     assert translation_angle_deg(np.array([1.0, 0, 0]), np.array([-1.0, 0, 0])) == pytest.approx(180.0)
-    assert translation_angle_deg(np.array([1.0, 0, 0]), np.array([-1.0, 0, 0]), sign_ambiguity=True) == pytest.approx(0.0)
+    assert translation_angle_deg(np.array([1.0, 0, 0]), np.array([-1.0, 0, 0]), sign_ambiguity=True) == pytest.approx(
+        0.0
+    )
     assert translation_angle_deg(np.zeros(3), np.array([1.0, 0, 0])) == 90.0
     assert translation_angle_deg(np.zeros(3), np.zeros(3)) == 0.0
 

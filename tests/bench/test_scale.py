@@ -9,10 +9,12 @@ from edgescene.bench.scale import classify_growth, growth_exponent, stream_label
 FRAMES = [1, 2, 4, 8, 16]
 
 
-@pytest.mark.parametrize("k, label", [(0.0, "constant"), (0.5, "sublinear"), (1.0, "linear"), (1.5, "superlinear"),
-                                      (2.0, "quadratic or worse")])
+@pytest.mark.parametrize(
+    "k, label",
+    [(0.0, "constant"), (0.5, "sublinear"), (1.0, "linear"), (1.5, "superlinear"), (2.0, "quadratic or worse")],
+)
 def test_power_laws_get_their_exponent_and_label(k, label):
-    ys = [3.0 * n ** k for n in FRAMES]
+    ys = [3.0 * n**k for n in FRAMES]
     assert growth_exponent(FRAMES, ys) == pytest.approx(k, abs=1e-9)
     assert classify_growth(FRAMES, ys)["label"] == label
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,17 @@ H, W = 56, 84
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "quick"
-    config = BenchConfig(model="vggt_tiny", formats=["onnx", "onnx-int8", "onnx-int8-static", "tensorrt", "no-such-format"],
-                         frames=[1, 2], height=H, width=W, out=str(out), quick=True, device="cpu", stream_frames=24)
+    config = BenchConfig(
+        model="vggt_tiny",
+        formats=["onnx", "onnx-int8", "onnx-int8-static", "tensorrt", "no-such-format"],
+        frames=[1, 2],
+        height=H,
+        width=W,
+        out=str(out),
+        quick=True,
+        device="cpu",
+        stream_frames=24,
+    )
     report = run_bench(config, log=lambda s: None)
     write_report(report, out)
     return out, report
@@ -37,9 +45,17 @@ def test_sigma_clipped_mean_drops_outliers():
 
 def test_config_protocol_and_validation(tmp_path):
     assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), quick=True).protocol == {
-        "warmup": 1, "runs": 3, "min_runs": 3, "budget_s": 0.0}
+        "warmup": 1,
+        "runs": 3,
+        "min_runs": 3,
+        "budget_s": 0.0,
+    }
     assert BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path), runs=7).protocol == {
-        "warmup": 2, "runs": 7, "min_runs": 7, "budget_s": None}  # an explicit --runs means exactly that many
+        "warmup": 2,
+        "runs": 7,
+        "min_runs": 7,
+        "budget_s": None,
+    }  # an explicit --runs means exactly that many
     default = BenchConfig("vggt_tiny", ["onnx"], [1], H, W, str(tmp_path))
     assert default.protocol["min_runs"] == 5 and default.protocol["budget_s"] > 0 and default.streaming_frames == 300
     with pytest.raises(ValueError):
@@ -129,14 +145,25 @@ def test_each_row_runs_in_its_own_process_and_onnx_rows_never_import_torch(quick
     from edgescene.bench.worker import main as worker
 
     out, report = quick
-    spec = {"model": str(out / "artifacts" / "onnx"), "device": "cpu", "options": {}, "frames": [2, 1],
-            "height": H, "width": W, "protocol": {"warmup": 0, "runs": 2, "min_runs": 2, "budget_s": None}, "seed": 0}
+    spec = {
+        "model": str(out / "artifacts" / "onnx"),
+        "device": "cpu",
+        "options": {},
+        "frames": [2, 1],
+        "height": H,
+        "width": W,
+        "protocol": {"warmup": 0, "runs": 2, "min_runs": 2, "budget_s": None},
+        "seed": 0,
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "edgescene.bench.worker", str(tmp_path / "spec.json"),
-                           str(tmp_path / "out.json")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgescene.bench.worker", str(tmp_path / "spec.json"), str(tmp_path / "out.json")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["torch_imported"] is False  # the runtime's promise, checked in the process that measured
@@ -149,12 +176,41 @@ def test_cli_bench_with_accuracy(tmp_path):
     from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
     dataset = tmp_path / "heldout"
-    generate_dataset(SynthConfig(out_dir=str(dataset), scenes=1, frames=4, width=96, height=64, seed=7,
-                                 trajectories=("orbit",)))
+    generate_dataset(
+        SynthConfig(out_dir=str(dataset), scenes=1, frames=4, width=96, height=64, seed=7, trajectories=("orbit",))
+    )
     out = tmp_path / "cli"
-    assert main(["bench", "--model", "vggt_tiny", "--random-weights", "--formats", "onnx", "--frames", "2", "--height", str(H),
-                 "--width", str(W), "--out", str(out), "--runs", "2", "--warmup", "1", "--device", "cpu",
-                 "--dataset", str(dataset), "--stream-frames", "0"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "vggt_tiny",
+                "--random-weights",
+                "--formats",
+                "onnx",
+                "--frames",
+                "2",
+                "--height",
+                str(H),
+                "--width",
+                str(W),
+                "--out",
+                str(out),
+                "--runs",
+                "2",
+                "--warmup",
+                "1",
+                "--device",
+                "cpu",
+                "--dataset",
+                str(dataset),
+                "--stream-frames",
+                "0",
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "bench.json").read_text())
     assert data["protocol"] == {"warmup": 1, "runs": 2, "min_runs": 2, "budget_s": None}
     assert data["scale"]["streaming"] is None
@@ -168,8 +224,18 @@ def test_cli_bench_with_accuracy(tmp_path):
 def test_artifact_folder_is_timed_as_exported(quick, tmp_path):
     src, _ = quick
     out = tmp_path / "artifact"
-    config = BenchConfig(model=str(src / "artifacts" / "onnx"), formats=["onnx-int8"], frames=[1, 12],
-                         height=392, width=518, out=str(out), runs=1, warmup=0, device="cpu", stream_frames=0)
+    config = BenchConfig(
+        model=str(src / "artifacts" / "onnx"),
+        formats=["onnx-int8"],
+        frames=[1, 12],
+        height=392,
+        width=518,
+        out=str(out),
+        runs=1,
+        warmup=0,
+        device="cpu",
+        stream_frames=0,
+    )
     report = run_bench(config, log=lambda s: None)
     assert [r.format for r in report.rows] == ["pytorch", "onnx"]  # --formats ignored, nothing exported
     assert (report.config.height, report.config.width) == (H, W)  # the artifact's input size

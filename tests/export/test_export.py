@@ -41,8 +41,13 @@ def test_tiny_vggt_exports_pass_the_gate_at_1_2_and_5_frames(tmp_path, fmt):
     assert artifact.frames == {"min": 1, "opt": 2, "max": 5}
     assert artifact.parity["passed"] and artifact.accepted
     assert artifact.versions["torch"] == torch.__version__
-    assert artifact.model == {"family": "vggt", "preset": "vggt_tiny", "source": "random-init",
-                              "source_sha256": None, "track_head": False}
+    assert artifact.model == {
+        "family": "vggt",
+        "preset": "vggt_tiny",
+        "source": "random-init",
+        "source_sha256": None,
+        "track_head": False,
+    }
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "triton"])
@@ -57,8 +62,16 @@ def test_runtime_builds_its_session_from_the_artifact_folder_alone(tmp_path):
     torch.manual_seed(0)
     model = create_model("vggt_tiny").eval()
     torch.save(model.state_dict(), tmp_path / "model.pt")
-    result = export_model(ExportConfig(model="vggt_tiny", weights=str(tmp_path / "model.pt"), format="onnx",
-                                       out=str(tmp_path / "artifact"), **VGGT_SIZE), **QUIET)
+    result = export_model(
+        ExportConfig(
+            model="vggt_tiny",
+            weights=str(tmp_path / "model.pt"),
+            format="onnx",
+            out=str(tmp_path / "artifact"),
+            **VGGT_SIZE,
+        ),
+        **QUIET,
+    )
     session = open_session(tmp_path / "artifact")
     assert [t.name for t in session.input_spec()] == ["images"]
     assert session.input_spec()[0].shape == ["frames", 3, 56, 84]
@@ -104,8 +117,24 @@ def test_a_broken_export_fails_the_gate_and_is_not_accepted(tmp_path, monkeypatc
 
     monkeypatch.setattr(pipeline, "export_onnx", export_then_corrupt)
     out = tmp_path / "broken"
-    code = main(["export", "--model", "vggt_tiny", "--random-weights", "--format", "onnx", "--out", str(out),
-                 "--height", "56", "--width", "84", "--frames", "2"])
+    code = main(
+        [
+            "export",
+            "--model",
+            "vggt_tiny",
+            "--random-weights",
+            "--format",
+            "onnx",
+            "--out",
+            str(out),
+            "--height",
+            "56",
+            "--width",
+            "84",
+            "--frames",
+            "2",
+        ]
+    )
     assert code == 3
     assert not out.exists()
     rejected = tmp_path / "broken.rejected"
@@ -171,8 +200,9 @@ def test_static_int8_quantizes_the_dpt_trunks_and_records_its_calibration(tmp_pa
     frames_dir.mkdir()
     for i, img in enumerate(gate_images(90, 120, 3)):  # a user's folder of photos
         cv2.imwrite(str(frames_dir / f"{i:02d}.png"), (img.transpose(1, 2, 0)[..., ::-1] * 255).astype(np.uint8))
-    result = export(tmp_path, "vggt_tiny", "onnx-int8-static", frames_range=(1, 2, 2), calibration=str(frames_dir),
-                    **VGGT_SIZE)
+    result = export(
+        tmp_path, "vggt_tiny", "onnx-int8-static", frames_range=(1, 2, 2), calibration=str(frames_dir), **VGGT_SIZE
+    )
     assert result.accepted, result.report.format()
     assert result.artifact.calibration == f"2 frames of {frames_dir} in batches of 2"
     graph = onnx.load(str(result.folder / "model.onnx")).graph

@@ -41,7 +41,7 @@ def test_fused_graph_replaces_every_attention_and_matches_pytorch_at_other_frame
         got = session.run(None, graph.feeds(images))
         with torch.no_grad():
             want = graph.module(torch.from_numpy(images))
-        for name, g, w in zip(graph.output_names, got, want):
+        for name, g, w in zip(graph.output_names, got, want, strict=True):
             np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
 
 

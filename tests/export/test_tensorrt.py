@@ -45,9 +45,16 @@ def tiny_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("trt") / "tiny.onnx"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter, on purpose
-        torch.onnx.export(_Tiny().eval(), (torch.rand(2, 3, H, W),), str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["features", "pooled"],
-                          dynamic_axes={"images": {0: "frames"}, "features": {0: "frames"}, "pooled": {0: "frames"}})
+        torch.onnx.export(
+            _Tiny().eval(),
+            (torch.rand(2, 3, H, W),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["features", "pooled"],
+            dynamic_axes={"images": {0: "frames"}, "features": {0: "frames"}, "pooled": {0: "frames"}},
+        )
     return path
 
 
@@ -74,8 +81,12 @@ def test_frame_profile_inserts_frames_at_the_axis():
     assert (p.min_shape, p.opt_shape, p.max_shape) == ((1, 3, 518, 518), (4, 3, 518, 518), (16, 3, 518, 518))
     p = frame_profile("images", (2, 2, 8), (1, 3, 518, 392), frame_axis=1)
     assert p.min_shape == (1, 2, 3, 518, 392) and p.max_shape == (1, 8, 3, 518, 392)
-    assert p.as_dict() == {"input": "images", "min": [1, 2, 3, 518, 392], "opt": [1, 2, 3, 518, 392],
-                           "max": [1, 8, 3, 518, 392]}
+    assert p.as_dict() == {
+        "input": "images",
+        "min": [1, 2, 3, 518, 392],
+        "opt": [1, 2, 3, 518, 392],
+        "max": [1, 8, 3, 518, 392],
+    }
 
 
 @pytest.mark.parametrize("frames", [(0, 1, 2), (2, 1, 4), (1, 5, 4), (3, 2, 1)])
@@ -117,8 +128,10 @@ def test_runner_without_tensorrt_gives_the_install_hint(tmp_path, monkeypatch):
 
 
 def test_module_imports_without_tensorrt_or_torch():
-    code = ("import sys; sys.modules['tensorrt'] = None; sys.modules['torch'] = None; "
-            "import edgescene.export.tensorrt as m; print(m.frame_profile('x', (1, 1, 2), (3,)).max_shape)")
+    code = (
+        "import sys; sys.modules['tensorrt'] = None; sys.modules['torch'] = None; "
+        "import edgescene.export.tensorrt as m; print(m.frame_profile('x', (1, 1, 2), (3,)).max_shape)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "(2, 3)"
 
@@ -163,8 +176,17 @@ class _Tensor:
 
 def _make_fake_trt(version: str = "10.13.0.35"):
     """A stand-in ``tensorrt`` exposing the calls build_engine makes; records what it was given."""
-    rec = types.SimpleNamespace(flags=None, set_flags=[], pool={}, profiles=[], cache_in=[], opt_level=None,
-                                parse_errors=[], build_result=b"ENGINE-PLAN", built=0)
+    rec = types.SimpleNamespace(
+        flags=None,
+        set_flags=[],
+        pool={},
+        profiles=[],
+        cache_in=[],
+        opt_level=None,
+        parse_errors=[],
+        build_result=b"ENGINE-PLAN",
+        built=0,
+    )
 
     class Network:
         def __init__(self):
@@ -299,15 +321,25 @@ def test_build_sequence_is_strongly_typed_with_profiles_and_a_timing_cache(tiny_
     engine, cache = tmp_path / "out" / "model.engine", tmp_path / "timing.cache"
     lines = []
     profiles = [frame_profile("images", (1, 1, 1), (3, H, W)), frame_profile("images", (2, 4, 8), (3, H, W))]
-    info = build_engine(tiny_onnx, engine, profiles, "fp32", timing_cache_path=cache, workspace_gb=1.5,
-                        builder_optimization_level=3, log=lines.append)
+    info = build_engine(
+        tiny_onnx,
+        engine,
+        profiles,
+        "fp32",
+        timing_cache_path=cache,
+        workspace_gb=1.5,
+        builder_optimization_level=3,
+        log=lines.append,
+    )
 
     assert fake_trt.flags == 1 << int(_Flag.STRONGLY_TYPED)
     assert fake_trt.set_flags == []  # precision comes from the graph, never from builder flags
     assert fake_trt.pool == {_Pool.WORKSPACE: int(1.5 * 2**30)}
     assert fake_trt.opt_level == 3
-    assert fake_trt.profiles == [{"images": ((1, 3, H, W),) * 3},
-                                 {"images": ((2, 3, H, W), (4, 3, H, W), (8, 3, H, W))}]
+    assert fake_trt.profiles == [
+        {"images": ((1, 3, H, W),) * 3},
+        {"images": ((2, 3, H, W), (4, 3, H, W), (8, 3, H, W))},
+    ]
     assert engine.read_bytes() == b"ENGINE-PLAN"
     assert cache.read_bytes() == b"+tactics"
     assert [p.name for p in engine.parent.iterdir()] == ["model.engine"]  # no temp file left behind
@@ -350,8 +382,14 @@ def test_parser_errors_are_all_reported(tiny_onnx, tmp_path, fake_trt):
 def test_failed_build_points_at_the_log_and_writes_nothing(tiny_onnx, tmp_path, fake_trt):
     fake_trt.build_result = None
     with pytest.raises(RuntimeError, match="workspace_gb"):
-        build_engine(tiny_onnx, tmp_path / "m.engine", _profiles(), "fp32", timing_cache_path=tmp_path / "t.cache",
-                     log=lambda s: None)
+        build_engine(
+            tiny_onnx,
+            tmp_path / "m.engine",
+            _profiles(),
+            "fp32",
+            timing_cache_path=tmp_path / "t.cache",
+            log=lambda s: None,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -413,7 +451,7 @@ def _ort(onnx_path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"images": images})))
+    return dict(zip(names, session.run(names, {"images": images}), strict=True))
 
 
 @pytest.mark.tensorrt
@@ -439,8 +477,9 @@ def test_fp32_engine_matches_onnxruntime_and_reuses_the_timing_cache(tiny_onnx, 
     with pytest.raises(ValueError, match="fit no optimization profile"):
         runner({"images": np.zeros((5, 3, H, W), np.float32)})
 
-    again = build_engine(tiny_onnx, tmp_path / "again.engine", profiles, "fp32", timing_cache_path=cache,
-                         workspace_gb=1.0)
+    again = build_engine(
+        tiny_onnx, tmp_path / "again.engine", profiles, "fp32", timing_cache_path=cache, workspace_gb=1.0
+    )
     assert again["timing_cache"]["loaded_bytes"] == info["timing_cache"]["written_bytes"] > 0
 
 

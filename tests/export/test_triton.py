@@ -46,13 +46,26 @@ def export_tiny(folder: Path, external: bool) -> Path:
     torch.manual_seed(0)
     with warnings.catch_warnings():  # the TorchScript exporter (the project's pinned one) warns it is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Tiny().eval(), (torch.rand(2, 3, 8, 8),), str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["depth", "features"],
-                          dynamic_axes={"images": {0: "frames"}, "depth": {0: "frames"}, "features": {0: "frames"}})
+        torch.onnx.export(
+            Tiny().eval(),
+            (torch.rand(2, 3, 8, 8),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["depth", "features"],
+            dynamic_axes={"images": {0: "frames"}, "depth": {0: "frames"}, "features": {0: "frames"}},
+        )
     if external:
         model = onnx.load(str(path))
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=0)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="model.onnx.data",
+            size_threshold=0,
+        )
     return path
 
 
@@ -75,7 +88,8 @@ def test_layout_and_returned_files(exported, tmp_path):
     assert files["model"] == "tiny/1/model.onnx"
     assert files["external_data"] == (["tiny/1/model.onnx.data"] if external else [])
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")) == sorted(
-        ["tiny", "tiny/1", files["config"], files["model"], *files["external_data"]])  # nothing left over
+        ["tiny", "tiny/1", files["config"], files["model"], *files["external_data"]]
+    )  # nothing left over
     assert os.path.samefile(onnx_path, repo / files["model"])  # hard-linked: same filesystem
     for rel in files["external_data"]:
         assert os.path.samefile(onnx_path.parent / "model.onnx.data", repo / rel)
@@ -149,14 +163,14 @@ def test_copied_model_runs_like_the_original_and_is_self_contained(exported, tmp
     rng = np.random.default_rng(0)
     for frames in (1, 3):
         images = rng.random((frames, 3, 8, 8), dtype=np.float32)
-        for want, got in zip(run(onnx_path, images), run(tmp_path / "repo" / files["model"], images)):
+        for want, got in zip(run(onnx_path, images), run(tmp_path / "repo" / files["model"], images), strict=True):
             assert got.shape == want.shape and want.shape[0] == frames
             np.testing.assert_array_equal(got, want)
 
     images = rng.random((2, 3, 8, 8), dtype=np.float32)
     want = run(onnx_path, images)
     shutil.rmtree(onnx_path.parent)  # the version folder must not depend on the export folder
-    for w, g in zip(want, run(tmp_path / "repo" / files["model"], images)):
+    for w, g in zip(want, run(tmp_path / "repo" / files["model"], images), strict=True):
         np.testing.assert_array_equal(g, w)
 
 

@@ -121,8 +121,14 @@ def test_numbers_match_huggingface_transformers(gated):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.DINOv3ViTConfig(
-        hidden_size=64, intermediate_size=128 if gated else 256, num_hidden_layers=2, num_attention_heads=4,
-        num_register_tokens=4, patch_size=16, use_gated_mlp=gated, hidden_act="silu" if gated else "gelu",
+        hidden_size=64,
+        intermediate_size=128 if gated else 256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_register_tokens=4,
+        patch_size=16,
+        use_gated_mlp=gated,
+        hidden_act="silu" if gated else "gelu",
     )
     reference = transformers.DINOv3ViTModel(cfg).eval()
     with torch.no_grad():

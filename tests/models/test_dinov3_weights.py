@@ -73,8 +73,14 @@ def test_training_checkpoint_with_teacher_heads_and_ddp_prefix(tiny, tmp_path):
 def test_huggingface_safetensors(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.DINOv3ViTConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                                       num_attention_heads=4, num_register_tokens=4, patch_size=16)
+    cfg = transformers.DINOv3ViTConfig(
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_register_tokens=4,
+        patch_size=16,
+    )
     hf = transformers.DINOv3ViTModel(cfg).eval()
     with torch.no_grad():
         for p in hf.parameters():
@@ -94,8 +100,19 @@ def meta_state_dict(name):
         return DinoVisionTransformer(DINOV3_PRESETS[name]).state_dict()
 
 
-@pytest.mark.parametrize("name", ["dinov3_vits16", "dinov3_vits16plus", "dinov3_vitb16", "dinov3_vitl16",
-                                  "dinov3_vitl16_sat493m", "dinov3_vitl16plus", "dinov3_vith16plus", "dinov3_vit7b16"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dinov3_vits16",
+        "dinov3_vits16plus",
+        "dinov3_vitb16",
+        "dinov3_vitl16",
+        "dinov3_vitl16_sat493m",
+        "dinov3_vitl16plus",
+        "dinov3_vith16plus",
+        "dinov3_vit7b16",
+    ],
+)
 def test_preset_is_detected_from_keys_and_shapes(name):
     assert detect_dinov3_preset(meta_state_dict(name)) == name
 

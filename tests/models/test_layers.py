@@ -60,7 +60,7 @@ def test_vggt_rope_scores_depend_only_on_relative_position():
     rope = vggt_rope_tables(4, 4, 8, prefix=0)
     q, k = torch.randn(8), torch.randn(8)
     qs, ks = rope(q.expand(1, 1, 16, 8)), rope(k.expand(1, 1, 16, 8))
-    score = lambda a, b: float(qs[0, 0, a] @ ks[0, 0, b])  # noqa: E731
+    score = lambda a, b: float(qs[0, 0, a] @ ks[0, 0, b])
     assert score(0, 5) == pytest.approx(score(5, 10), abs=1e-5)  # both (+1 row, +1 col)
 
 
@@ -79,8 +79,12 @@ def test_uv_embedding_equals_the_float64_torch_formula():
 
     expected = torch.cat([embed(uu), embed(vv)], dim=1).float().reshape(height, width, channels).permute(2, 0, 1)
     x_part, y_part = uv_position_embedding(width, height, channels, aspect)
-    got = torch.cat([torch.from_numpy(x_part)[:, None, :].expand(-1, height, -1),
-                     torch.from_numpy(y_part)[:, :, None].expand(-1, -1, width)])
+    got = torch.cat(
+        [
+            torch.from_numpy(x_part)[:, None, :].expand(-1, height, -1),
+            torch.from_numpy(y_part)[:, :, None].expand(-1, -1, width),
+        ]
+    )
     assert got.dtype == torch.float32
     assert torch.allclose(got, expected, atol=1e-6)
 
@@ -108,7 +112,9 @@ def test_swiglu_widths_of_the_released_models():
 
 def test_dinov2_position_embedding_resize_is_antialiased_bicubic():
     torch.manual_seed(0)
-    embed = DinoV2PatchEmbed(DinoV2PatchEmbedConfig(embed_dim=16, depth=1, num_heads=2), img_size=14 * 6, patch_size=14).eval()
+    embed = DinoV2PatchEmbed(
+        DinoV2PatchEmbedConfig(embed_dim=16, depth=1, num_heads=2), img_size=14 * 6, patch_size=14
+    ).eval()
     assert embed.pos_embed_for(6, 6) is embed.pos_embed  # the training grid is used as is
     grid = embed.pos_embed[:, 1:].reshape(1, 6, 6, 16).permute(0, 3, 1, 2)
     expected = F.interpolate(grid, size=(4, 9), mode="bicubic", antialias=True).permute(0, 2, 3, 1).reshape(1, 36, 16)

@@ -42,8 +42,9 @@ def test_encode_equals_numpy():
 
 def test_encode_float32_and_batched_shapes():
     E, K = random_cameras(12, seed=1)
-    ours = extri_intri_to_pose_encoding(torch.from_numpy(E).float().reshape(3, 4, 3, 4),
-                                        torch.from_numpy(K).float().reshape(3, 4, 3, 3), HW)
+    ours = extri_intri_to_pose_encoding(
+        torch.from_numpy(E).float().reshape(3, 4, 3, 4), torch.from_numpy(K).float().reshape(3, 4, 3, 3), HW
+    )
     assert ours.shape == (3, 4, 9) and ours.dtype == torch.float32
     np.testing.assert_allclose(ours.reshape(12, 9)[4:].numpy(), encode_pose(E, K, HW)[4:], atol=1e-5)
 

@@ -100,7 +100,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.aggregator.gradient_checkpointing = True
     model(images)["depth"].mean().backward()
     again = [p.grad for p in model.parameters() if p.grad is not None]
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(reference, again))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(reference, again, strict=True))
 
 
 def test_dinov3_patch_embedding_variant():
@@ -165,9 +165,16 @@ def test_exports_to_onnx_with_a_dynamic_frame_count(tmp_path):
     graph, path = Graph().eval(), tmp_path / "vggt_tiny.onnx"
     with torch.no_grad():
         graph(torch.rand(1, 2, 3, 42, 56))  # one warm-up forward fixes the resolution's constants
-        torch.onnx.export(graph, (torch.rand(1, 2, 3, 42, 56),), str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=names,
-                          dynamic_axes={n: {1: "frames"} for n in ["images", *names]})
+        torch.onnx.export(
+            graph,
+            (torch.rand(1, 2, 3, 42, 56),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=names,
+            dynamic_axes={n: {1: "frames"} for n in ["images", *names]},
+        )
     onnx.checker.check_model(str(path))
     assert not {n.op_type for n in onnx.load(str(path)).graph.node} & {"If", "Loop"}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -176,6 +183,6 @@ def test_exports_to_onnx_with_a_dynamic_frame_count(tmp_path):
         with torch.no_grad():
             expected = graph(images)
         got = session.run(None, {"images": images.numpy()})
-        for name, e, g in zip(names, expected, got):
+        for name, e, g in zip(names, expected, got, strict=True):
             assert g.shape == tuple(e.shape), name
             assert abs(g - e.numpy()).max() < 1e-4, (name, frames)

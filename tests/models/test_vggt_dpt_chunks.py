@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgescene.models.vggt import build_vggt
-from edgescene.models.vggt import dpt_head
+from edgescene.models.vggt import build_vggt, dpt_head
 
 
 @pytest.fixture(scope="module")

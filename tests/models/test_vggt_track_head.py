@@ -19,8 +19,9 @@ from edgescene.models.vggt.tracker import (
     sincos_pos_table,
 )
 
-SMALL = TrackHeadConfig(features=32, hidden_size=64, corr_levels=3, corr_radius=2, depth=2, num_heads=4,
-                        num_virtual_tracks=8)
+SMALL = TrackHeadConfig(
+    features=32, hidden_size=64, corr_levels=3, corr_radius=2, depth=2, num_heads=4, num_virtual_tracks=8
+)
 
 
 def test_1b_state_dict_matches_official_keys(vggt_reference: dict) -> None:
@@ -28,7 +29,7 @@ def test_1b_state_dict_matches_official_keys(vggt_reference: dict) -> None:
         head = TrackHead(2048, 14, (4, 11, 17, 23), TrackHeadConfig())
     ours = {k: list(v.shape) for k, v in head.state_dict().items()}
     prefix = "track_head."
-    ref = {k[len(prefix):]: v for k, v in vggt_reference["state_dict"].items() if k.startswith(prefix)}
+    ref = {k[len(prefix) :]: v for k, v in vggt_reference["state_dict"].items() if k.startswith(prefix)}
     assert vggt_reference["params_per_top_module"]["track_head"] == 65_941_396
     assert sorted(ours) == sorted(ref)
     assert {k: v for k, v in ours.items() if ref[k] != v} == {}
@@ -82,8 +83,9 @@ def test_bilinear_sample_pixel_centres_and_padding() -> None:
     outside = torch.tensor([[[[-1.0, 0.0], [5.0, 1.0]]]])
     assert torch.allclose(bilinear_sample(img, outside)[0, 0, 0], torch.tensor([0.0, 7.0]))  # border
     assert torch.allclose(bilinear_sample(img, outside, "zeros")[0, 0, 0], torch.tensor([0.0, 0.0]))
-    feats = sample_features(img.expand(1, 2, 3, 4) * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1),
-                            torch.tensor([[[2.0, 1.0]]]))
+    feats = sample_features(
+        img.expand(1, 2, 3, 4) * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1), torch.tensor([[[2.0, 1.0]]])
+    )
     assert torch.allclose(feats, torch.tensor([[[6.0, -6.0]]]))
 
 

@@ -60,7 +60,9 @@ def test_mismatched_checkpoint_lists_the_differences(tiny, tmp_path):
 
 def test_create_model_with_weights(tiny, tmp_path):
     torch.save(tiny.state_dict(), tmp_path / "model.pt")
-    assert torch.equal(depth_of(create_model("vggt_tiny", weights=tmp_path / "model.pt"), IMAGES), depth_of(tiny, IMAGES))
+    assert torch.equal(
+        depth_of(create_model("vggt_tiny", weights=tmp_path / "model.pt"), IMAGES), depth_of(tiny, IMAGES)
+    )
 
 
 def test_missing_path_is_not_mistaken_for_a_hub_id(tmp_path):

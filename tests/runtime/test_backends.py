@@ -40,9 +40,18 @@ def same_weights(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         torch.manual_seed(0)
         checkpoint = root / f"{preset}.pt"
         torch.save(create_model(preset).eval().state_dict(), checkpoint)
-        result = export_model(ExportConfig(model=preset, weights=str(checkpoint), format="onnx",
-                                           out=str(root / f"{preset}_onnx"), height=height, width=width,
-                                           frames_range=(1, 2, 4)), **QUIET)
+        result = export_model(
+            ExportConfig(
+                model=preset,
+                weights=str(checkpoint),
+                format="onnx",
+                out=str(root / f"{preset}_onnx"),
+                height=height,
+                width=width,
+                frames_range=(1, 2, 4),
+            ),
+            **QUIET,
+        )
         assert result.accepted, result.report.format()
         made[preset] = (checkpoint, result.folder)
     return made
@@ -60,8 +69,9 @@ def test_torch_backend_matches_the_onnx_artifact(same_weights, preset, source):
     assert session.artifact.model["preset"] == preset
     sized = {"height": height, "width": width}
     for kind in ("input_spec", "output_spec"):  # identical IO at this size: names, shapes, dtypes
-        assert [(t.name, [sized.get(d, d) for d in t.shape], t.dtype) for t in getattr(session, kind)()] == \
-               [(t.name, t.shape, t.dtype) for t in getattr(reference, kind)()]
+        assert [(t.name, [sized.get(d, d) for d in t.shape], t.dtype) for t in getattr(session, kind)()] == [
+            (t.name, t.shape, t.dtype) for t in getattr(reference, kind)()
+        ]
     assert session.artifact.normalization == reference.artifact.normalization
     for frames in (1, 3):
         feeds = {"images": gate_images(height, width, frames)}
@@ -76,7 +86,9 @@ def test_torch_backend_matches_the_onnx_artifact(same_weights, preset, source):
         assert session.artifact.served_sizes() is None
         other = session({"images": gate_images(height + 14, width - 14, 2)})
         assert other["depth"].shape == (2, height + 14, width - 14)
-        with pytest.raises(ValueError, match=f"got \\[1, 3, {height + 14}, {width}\\] \\(input sizes served: {height}x{width}\\)"):
+        with pytest.raises(
+            ValueError, match=f"got \\[1, 3, {height + 14}, {width}\\] \\(input sizes served: {height}x{width}\\)"
+        ):
             reference({"images": gate_images(height + 14, width, 1)})
     session.close()
 
@@ -100,8 +112,7 @@ def test_torch_backend_defaults_and_errors(same_weights):
     with pytest.raises(ValueError, match="weights= goes with a preset name"):
         open_session(same_weights["vggt_tiny"][0], weights=same_weights["vggt_tiny"][0])
     with pytest.raises(ValueError, match=r"'batch' axis is 3, outside this artifact's range 1\.\.2"):
-        open_session("dinov3_tiny", device="cpu", height=32, width=32, max_frames=2)(
-            {"images": gate_images(32, 32, 3)})
+        open_session("dinov3_tiny", device="cpu", height=32, width=32, max_frames=2)({"images": gate_images(32, 32, 3)})
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="sees no CUDA GPU"):
             open_session("vggt_tiny", device="cuda")
@@ -119,14 +130,25 @@ def _fake_trt_artifact(folder: Path, device: dict) -> Path:
     (folder / "model.onnx").write_bytes(b"onnx")
     (folder / "model.engine").write_bytes(b"engine")
     artifact = Artifact(
-        format="tensorrt", precision="fp32", backend="tensorrt",
-        model={"family": "dinov3", "preset": "fake", "source": "random-init", "source_sha256": None,
-               "track_head": False},
+        format="tensorrt",
+        precision="fp32",
+        backend="tensorrt",
+        model={
+            "family": "dinov3",
+            "preset": "fake",
+            "source": "random-init",
+            "source_sha256": None,
+            "track_head": False,
+        },
         files={"model": "model.onnx", "external_data": [], "engine": "model.engine"},
         inputs=[TensorSpec("images", ["frames", 3, H, W], "float32")],
         outputs=[TensorSpec("pooled", ["frames", 3], "float32"), TensorSpec("scaled", ["frames", 3, H, W], "float32")],
-        input_size={"height": H, "width": W}, frames={"min": 1, "opt": 2, "max": 4}, normalization={},
-        accepted=True, device=dict(device))
+        input_size={"height": H, "width": W},
+        frames={"min": 1, "opt": 2, "max": 4},
+        normalization={},
+        accepted=True,
+        device=dict(device),
+    )
     write_artifact_json(artifact, folder)
     return folder
 
@@ -299,9 +321,12 @@ def test_cuda_call_unpacks_and_raises():
 def test_engine_device_check():
     check_engine_device(BUILT, {"gpu": "Jetson AGX Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"})
     check_engine_device({}, {"gpu": "H100", "compute_capability": "9.0", "tensorrt": "10.9.0"})  # nothing recorded
-    with pytest.raises(RuntimeError, match=r"engine built for sm 8\.7 with TensorRT 10\.3\.0 on Orin, this machine has "
-                                           r"sm 9\.0 with TensorRT 10\.3\.0 on H100 \(differs in compute_capability\)"
-                                           r": rebuild with `edgescene export --format tensorrt` here"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"engine built for sm 8\.7 with TensorRT 10\.3\.0 on Orin, this machine has "
+        r"sm 9\.0 with TensorRT 10\.3\.0 on H100 \(differs in compute_capability\)"
+        r": rebuild with `edgescene export --format tensorrt` here",
+    ):
         check_engine_device(BUILT, {"gpu": "H100", "compute_capability": "9.0", "tensorrt": "10.3.0"})
     with pytest.raises(RuntimeError, match="differs in tensorrt"):
         check_engine_device(BUILT, {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.16.1"})
@@ -332,8 +357,12 @@ def test_the_native_backend_allocates_once_and_copies_once_per_call(tmp_path, st
         stand_ins.calls.clear()
         images = rng.random((frames, 3, H, W), dtype=np.float32)
         out = session({"images": images})
-        assert stand_ins.calls == ["cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost", "cudaMemcpyDeviceToHost",
-                                   "sync"]  # no allocation, one synchronize
+        assert stand_ins.calls == [
+            "cudaMemcpyHostToDevice",
+            "cudaMemcpyDeviceToHost",
+            "cudaMemcpyDeviceToHost",
+            "sync",
+        ]  # no allocation, one synchronize
         assert list(out) == ["pooled", "scaled"]
         np.testing.assert_allclose(out["pooled"], images.mean(axis=(2, 3)), rtol=1e-6)
         np.testing.assert_array_equal(out["scaled"], 2 * images)
@@ -386,9 +415,19 @@ def _tensorrt_missing() -> str | None:
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-3), ("fp16", 5e-2)])
 def test_native_tensorrt_matches_onnxruntime(tmp_path, same_weights, precision, tolerance):
     checkpoint, onnx_folder = same_weights["vggt_tiny"]
-    result = export_model(ExportConfig(model="vggt_tiny", weights=str(checkpoint), format="tensorrt",
-                                       out=str(tmp_path / "engine"), height=56, width=84, frames_range=(1, 2, 4),
-                                       precision=precision), **QUIET)
+    result = export_model(
+        ExportConfig(
+            model="vggt_tiny",
+            weights=str(checkpoint),
+            format="tensorrt",
+            out=str(tmp_path / "engine"),
+            height=56,
+            width=84,
+            frames_range=(1, 2, 4),
+            precision=precision,
+        ),
+        **QUIET,
+    )
     assert result.accepted, result.report.format()
     reference = open_session(onnx_folder, device="cpu")
     session = open_session(result.folder)
@@ -408,7 +447,9 @@ def test_torch_backend_on_cuda_uses_autocast(same_weights):
     checkpoint, folder = same_weights["vggt_tiny"]
     session = open_session(checkpoint, device="cuda", height=56, width=84)
     assert session.artifact.precision in ("bf16", "fp16")
-    got, expected = session({"images": gate_images(56, 84, 2)}), open_session(folder, device="cpu")(
-        {"images": gate_images(56, 84, 2)})
+    got, expected = (
+        session({"images": gate_images(56, 84, 2)}),
+        open_session(folder, device="cpu")({"images": gate_images(56, 84, 2)}),
+    )
     assert got["depth"].dtype == np.float32
     assert np.percentile(np.abs(got["depth"] - expected["depth"]), 99) < 5e-2

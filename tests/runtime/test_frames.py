@@ -15,8 +15,8 @@ import pytest
 from edgescene.runtime import frames as fr
 from edgescene.runtime.frames import Frame, InputError, natural_key, open_frames
 
-
 # ----------------------------------------------------------------------------- helpers
+
 
 def texture(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
     """A random RGB texture, smoothed so that it survives lossy video coding."""
@@ -55,6 +55,7 @@ def video30(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- images
+
 
 def test_single_image(tmp_path):
     img = texture(0)
@@ -124,8 +125,8 @@ def test_list_input(tmp_path):
 def test_rgba_is_composited_on_white(tmp_path):
     bgra = np.zeros((4, 4, 4), np.uint8)
     bgra[0, 0] = (255, 0, 0, 255)  # opaque blue (BGRA)
-    bgra[0, 1] = (0, 0, 0, 0)      # transparent black -> white
-    bgra[0, 2] = (0, 0, 0, 128)    # half-transparent black -> mid grey
+    bgra[0, 1] = (0, 0, 0, 0)  # transparent black -> white
+    bgra[0, 2] = (0, 0, 0, 128)  # half-transparent black -> mid grey
     path = tmp_path / "alpha.png"
     assert cv2.imwrite(str(path), bgra)
     (f,) = open_frames(path)
@@ -162,6 +163,7 @@ def test_motion_threshold_on_images(tmp_path):
 
 
 # ----------------------------------------------------------------------------- video
+
 
 def test_video_decode_count_indices_timestamps(video30):
     src = open_frames(video30)
@@ -249,6 +251,7 @@ def test_progress_bar(video30, capsys):
 
 
 # ----------------------------------------------------------------------------- errors
+
 
 def test_missing_path(tmp_path):
     with pytest.raises(InputError, match="does not exist"):

@@ -30,6 +30,7 @@ def plane_samples(rng: np.random.Generator, n: int, noise: float = 0.0):
 
 # ----------------------------------------------------------------------------- confidence_mask
 
+
 def test_confidence_mask_percentiles():
     conf = np.arange(1, 101, dtype=np.float32).reshape(10, 10)  # 1..100
     assert confidence_mask(conf, 0).all()
@@ -51,10 +52,18 @@ def test_confidence_mask_min_conf_and_invalid():
 
 # ----------------------------------------------------------------------------- voxel_downsample
 
+
 def test_voxel_downsample_hand_case():
-    pts = np.array([[0.1, 0.1, 0.1], [0.3, 0.2, 0.4],      # voxel (0, 0, 0)
-                    [1.2, 0.5, 0.5], [1.6, 0.7, 0.9],      # voxel (1, 0, 0)
-                    [1.4, 0.1, 0.2]], dtype=np.float32)
+    pts = np.array(
+        [
+            [0.1, 0.1, 0.1],
+            [0.3, 0.2, 0.4],  # voxel (0, 0, 0)
+            [1.2, 0.5, 0.5],
+            [1.6, 0.7, 0.9],  # voxel (1, 0, 0)
+            [1.4, 0.1, 0.2],
+        ],
+        dtype=np.float32,
+    )
     colors = np.array([[0, 0, 0], [100, 50, 10], [10, 20, 30], [30, 40, 50], [20, 30, 40]], dtype=np.uint8)
     p, c, w = voxel_downsample(pts, colors, 1.0)
     assert p.dtype == np.float32 and c.dtype == np.uint8 and p.shape == (2, 3)
@@ -99,6 +108,7 @@ def test_voxel_downsample_wide_extent_fallback_matches():
 
 
 # ----------------------------------------------------------------------------- PointMap
+
 
 def test_pointmap_matches_voxel_downsample_of_everything():
     rng = np.random.default_rng(0)
@@ -204,7 +214,12 @@ def test_pointmap_add_cost_does_not_grow_with_the_map():
         best = np.inf
         for _ in range(3):
             trial = PointMap(m.voxel_size)
-            trial._packed, trial._xyz, trial._rgb, trial._w = m._packed.copy(), m._xyz.copy(), m._rgb.copy(), m._w.copy()
+            trial._packed, trial._xyz, trial._rgb, trial._w = (
+                m._packed.copy(),
+                m._xyz.copy(),
+                m._rgb.copy(),
+                m._w.copy(),
+            )
             trial._table, trial._row, trial._shift, trial._n = m._table.copy(), m._row.copy(), m._shift, m._n
             trial._grow_for(len(m) + 60_000)
             start = time.perf_counter()
@@ -232,26 +247,34 @@ def test_pointmap_reserve_allocates_the_bound_up_front():
 
 
 def test_fusion_imports_without_torch():
-    code = ("import sys; sys.modules['torch'] = None; "
-            "import edgescene.runtime.fusion, edgescene.runtime.outputs; "
-            "assert 'edgescene.models' not in sys.modules")
+    code = (
+        "import sys; sys.modules['torch'] = None; "
+        "import edgescene.runtime.fusion, edgescene.runtime.outputs; "
+        "assert 'edgescene.models' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_pointmap_incremental_merge_matches_one_shot_with_weights_and_interleaved_voxels():
     rng = np.random.default_rng(3)
-    batches = [(rng.uniform(-2, 2, (800, 3)), rng.integers(0, 256, (800, 3), dtype=np.uint8), rng.uniform(0.1, 3, 800))
-               for _ in range(6)]  # each batch lands between, inside and beyond the voxels already mapped
+    batches = [
+        (rng.uniform(-2, 2, (800, 3)), rng.integers(0, 256, (800, 3), dtype=np.uint8), rng.uniform(0.1, 3, 800))
+        for _ in range(6)
+    ]  # each batch lands between, inside and beyond the voxels already mapped
     m = PointMap(0.25)
     for pts, col, w in batches:
         m.add(pts, col, w)
         keys = m._keys  # one row per voxel, each found again through the hash table at its own row
         assert len(np.unique(keys, axis=0)) == len(keys)
-        rows, new = m._find_or_insert(m._packed[:len(m)].copy())
+        rows, new = m._find_or_insert(m._packed[: len(m)].copy())
         assert not new.any() and (rows == np.arange(len(m))).all()
         assert (m._table != -1).sum() == len(m) <= len(m._table) // 2
-    p, c, w = voxel_downsample(np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), 0.25,
-                               np.concatenate([b[2] for b in batches]))
+    p, c, w = voxel_downsample(
+        np.concatenate([b[0] for b in batches]),
+        np.concatenate([b[1] for b in batches]),
+        0.25,
+        np.concatenate([b[2] for b in batches]),
+    )
     order, ref = np.lexsort(m.points.T), np.lexsort(p.T.astype(np.float32))
     assert len(m) == len(p)
     np.testing.assert_allclose(m.points[order], p[ref], atol=1e-6)

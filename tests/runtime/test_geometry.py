@@ -11,19 +11,22 @@ import pytest
 
 from edgescene.runtime import geometry as g
 
-
 # ----------------------------------------------------------------------------- helpers
+
 
 def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     """Uniform random rotations via normalised Gaussian quaternions, computed independently."""
     q = rng.normal(size=(n, 4))
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
     x, y, z, w = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=-2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=-2,
+    )
 
 
 def axis_angle(axis, angle: float) -> np.ndarray:
@@ -49,6 +52,7 @@ def rot_angle(R1: np.ndarray, R2: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- module
 
+
 def test_imports_without_torch():
     code = "import sys; sys.modules['torch'] = None; import edgescene.runtime.geometry"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -71,6 +75,7 @@ def test_bad_shape_names_argument():
 
 
 # ----------------------------------------------------------------------------- quaternions
+
 
 def test_quat_rotmat_round_trip_random():
     rng = np.random.default_rng(0)
@@ -136,6 +141,7 @@ def test_quat_batched_shapes():
 
 # ----------------------------------------------------------------------------- pose encoding
 
+
 def test_encode_decode_round_trip():
     rng = np.random.default_rng(3)
     n, h, w = 16, 294, 518
@@ -177,6 +183,7 @@ def test_encode_decode_batched():
 
 # ----------------------------------------------------------------------------- inverse_se3
 
+
 @pytest.mark.parametrize("homogeneous", [False, True])
 def test_inverse_se3(homogeneous):
     rng = np.random.default_rng(5)
@@ -202,6 +209,7 @@ def test_inverse_se3(homogeneous):
 
 
 # ----------------------------------------------------------------------------- (un)projection
+
 
 def test_unproject_then_project_round_trip():
     rng = np.random.default_rng(6)
@@ -241,6 +249,7 @@ def test_unproject_frame_count_mismatch():
 
 
 # ----------------------------------------------------------------------------- umeyama
+
 
 def make_sim3_problem(rng, n=50):
     src = rng.normal(size=(n, 3)) * [3.0, 2.0, 1.0]
@@ -349,6 +358,7 @@ def test_robust_umeyama_huber_and_threshold():
 
 # ----------------------------------------------------------------------------- relative poses
 
+
 def test_relative_pose_to_first():
     rng = np.random.default_rng(13)
     E = random_extrinsics(rng, 5)
@@ -372,6 +382,7 @@ def test_relative_pose_to_first():
 
 
 # ----------------------------------------------------------------------------- dtypes
+
 
 def test_float32_in_float32_out():
     rng = np.random.default_rng(14)

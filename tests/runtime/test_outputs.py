@@ -11,8 +11,14 @@ import trimesh
 
 from edgescene.runtime import geometry as g
 from edgescene.runtime.outputs import (
-    CAMERA_CONVENTION, OutputFolder, write_cameras_json, write_depth_npz, write_glb, write_json,
-    write_ply, write_tum,
+    CAMERA_CONVENTION,
+    OutputFolder,
+    write_cameras_json,
+    write_depth_npz,
+    write_glb,
+    write_json,
+    write_ply,
+    write_tum,
 )
 
 
@@ -42,6 +48,7 @@ def cloud(n: int = 200, seed: int = 0):
 
 # ----------------------------------------------------------------------------- OutputFolder
 
+
 def test_output_folder_success_moves_files(tmp_path):
     out = tmp_path / "run"
     with OutputFolder(out) as folder:
@@ -56,18 +63,16 @@ def test_output_folder_success_moves_files(tmp_path):
 
 def test_output_folder_exception_leaves_nothing(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="boom"):
-        with OutputFolder(out) as folder:
-            folder.path("points.ply").write_bytes(b"partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), OutputFolder(out) as folder:
+        folder.path("points.ply").write_bytes(b"partial")
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
     out.mkdir()
     (out / "old.txt").write_text("keep me")
-    with pytest.raises(KeyboardInterrupt):
-        with OutputFolder(out, overwrite=True) as folder:
-            folder.path("points.ply").write_bytes(b"partial")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), OutputFolder(out, overwrite=True) as folder:
+        folder.path("points.ply").write_bytes(b"partial")
+        raise KeyboardInterrupt
     assert [p.name for p in out.iterdir()] == ["old.txt"] and (out / "old.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -77,9 +82,8 @@ def test_output_folder_refuses_existing_on_enter(tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("old")
     ran = []
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        with OutputFolder(out):
-            ran.append(True)
+    with pytest.raises(FileExistsError, match="--overwrite"), OutputFolder(out):
+        ran.append(True)
     assert ran == [] and (out / "old.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -97,26 +101,24 @@ def test_output_folder_refuses_existing_on_enter(tmp_path):
 
 def test_output_folder_refuses_existing_created_during_run(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        with OutputFolder(out) as folder:
-            folder.path("a.txt").write_text("a")
-            out.mkdir()
-            (out / "other.txt").write_text("someone else")
+    with pytest.raises(FileExistsError, match="--overwrite"), OutputFolder(out) as folder:
+        folder.path("a.txt").write_text("a")
+        out.mkdir()
+        (out / "other.txt").write_text("someone else")
     assert [p.name for p in out.iterdir()] == ["other.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_output_folder_path_stays_inside(tmp_path):
-    with pytest.raises(ValueError, match="name"):
-        with OutputFolder(tmp_path / "run") as folder:
-            folder.path("../escape.txt")
-    with pytest.raises(ValueError, match="name"):
-        with OutputFolder(tmp_path / "run") as folder:
-            folder.path("/etc/passwd")
+    with pytest.raises(ValueError, match="name"), OutputFolder(tmp_path / "run") as folder:
+        folder.path("../escape.txt")
+    with pytest.raises(ValueError, match="name"), OutputFolder(tmp_path / "run") as folder:
+        folder.path("/etc/passwd")
     assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- point clouds
+
 
 def test_ply_round_trip(tmp_path):
     pts, col = cloud()
@@ -188,8 +190,7 @@ def test_glb_default_camera_scale_and_empty(tmp_path):
     extent = np.linalg.norm(pts.max(0) - pts.min(0))
     assert 0 < np.linalg.norm(v, axis=1).max() < 0.1 * extent  # frustum small next to the scene
 
-    write_glb(tmp_path / "cams_only.glb", np.zeros((0, 3)), np.zeros((0, 3), np.uint8),
-              cameras=[(K[0], E[0], hw)])
+    write_glb(tmp_path / "cams_only.glb", np.zeros((0, 3)), np.zeros((0, 3), np.uint8), cameras=[(K[0], E[0], hw)])
     assert set(trimesh.load(tmp_path / "cams_only.glb").geometry) == {"camera_000"}
     write_glb(tmp_path / "empty.glb", np.zeros((0, 3)), np.zeros((0, 3), np.uint8))
     empty = trimesh.load(tmp_path / "empty.glb")
@@ -197,6 +198,7 @@ def test_glb_default_camera_scale_and_empty(tmp_path):
 
 
 # ----------------------------------------------------------------------------- cameras
+
 
 def test_cameras_json_content(tmp_path):
     K, E, hw = cameras(3)
@@ -262,6 +264,7 @@ def test_tum_validates(tmp_path):
 
 # ----------------------------------------------------------------------------- depth, report
 
+
 def test_depth_npz_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     depth = rng.uniform(0.5, 3.0, size=(24, 32)).astype(np.float32)
@@ -280,12 +283,18 @@ def test_depth_npz_round_trip(tmp_path):
 
 
 def test_write_json(tmp_path):
-    report = {"frames": np.int64(3), "fps": np.float32(12.5), "bad": float("nan"),
-              "hw": (48, 64), "path": tmp_path, "z": 1, "a": [np.arange(2)]}
+    report = {
+        "frames": np.int64(3),
+        "fps": np.float32(12.5),
+        "bad": float("nan"),
+        "hw": (48, 64),
+        "path": tmp_path,
+        "z": 1,
+        "a": [np.arange(2)],
+    }
     write_json(tmp_path / "report.json", report)
     text = (tmp_path / "report.json").read_text()
     data = json.loads(text)
     assert list(data) == ["frames", "fps", "bad", "hw", "path", "z", "a"]  # key order kept
-    assert data == {"frames": 3, "fps": 12.5, "bad": None, "hw": [48, 64], "path": str(tmp_path),
-                    "z": 1, "a": [[0, 1]]}
+    assert data == {"frames": 3, "fps": 12.5, "bad": None, "hw": [48, 64], "path": str(tmp_path), "z": 1, "a": [[0, 1]]}
     assert text.startswith('{\n "frames"')  # indent=1

@@ -18,12 +18,13 @@ def marker_image(h: int, w: int, cx: float, cy: float, r: int = 6) -> np.ndarray
 
 
 def centroid(channel: np.ndarray) -> tuple[float, float]:
-    yy, xx = np.mgrid[0:channel.shape[0], 0:channel.shape[1]] + 0.5
+    yy, xx = np.mgrid[0 : channel.shape[0], 0 : channel.shape[1]] + 0.5
     wgt = channel.astype(np.float64)
     return float((xx * wgt).sum() / wgt.sum()), float((yy * wgt).sum() / wgt.sum())
 
 
 # ----------------------------------------------------------------------------- fit
+
 
 def test_crop_mapping_centre_to_centre():
     r = fit(480, 640, 392, 518, "crop")
@@ -69,6 +70,7 @@ def test_fit_validates():
 
 # ----------------------------------------------------------------------------- intrinsics
 
+
 def test_to_source_intrinsics_round_trip_and_projection():
     K_src = np.array([[600.0, 0, 320], [0, 610.0, 240], [0, 0, 1]])
     for mode in ("crop", "pad"):
@@ -99,9 +101,12 @@ def test_to_source_intrinsics_known_values_and_batch():
 
 # ----------------------------------------------------------------------------- pixels
 
+
 @pytest.mark.parametrize("mode", ["crop", "pad"])
-@pytest.mark.parametrize("src_hw,dst_hw", [((480, 640), (392, 518)), ((640, 480), (518, 518)),
-                                           ((60, 80), (140, 210)), ((300, 200), (98, 140))])
+@pytest.mark.parametrize(
+    "src_hw,dst_hw",
+    [((480, 640), (392, 518)), ((640, 480), (518, 518)), ((60, 80), (140, 210)), ((300, 200), (98, 140))],
+)
 def test_pixels_follow_the_mapping(mode, src_hw, dst_hw):
     (h, w), (dh, dw) = src_hw, dst_hw
     r = fit(h, w, dh, dw, mode)
@@ -134,7 +139,7 @@ def test_values_and_interpolation_range():
     r = fit(500, 700, 98, 140, "pad")  # 137.2 px wide: a column or two of padding each side
     flat = prepare(np.full((500, 700, 3), 128, np.uint8), r)
     mask = r.valid_mask()
-    assert 0 < (~mask).sum() and np.all(flat[:, ~mask] == 1.0)
+    assert (~mask).sum() > 0 and np.all(flat[:, ~mask] == 1.0)
     np.testing.assert_allclose(flat[:, mask], 128 / 255, atol=1e-6)  # area-averaged shrink of a flat image
     with pytest.raises(ValueError, match="fit"):
         prepare(rgb, fit(40, 70, 14, 14, "crop"))
@@ -153,6 +158,7 @@ def test_prepare_batch_mixed_sizes_and_frames():
 
 
 # ----------------------------------------------------------------------------- size rule
+
 
 def test_model_size_for():
     assert model_size_for(480, 640) == (392, 518)

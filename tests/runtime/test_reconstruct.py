@@ -24,15 +24,19 @@ EXPECTED = {"points.ply", "scene.glb", "cameras.json", "cameras_source.json", "t
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "vggt_tiny"
-    export_model(ExportConfig(model="vggt_tiny", format="onnx", out=str(out), height=56, width=84,
-                              frames_range=(1, 4, 6)), log=lambda s: None)
+    export_model(
+        ExportConfig(model="vggt_tiny", format="onnx", out=str(out), height=56, width=84, frames_range=(1, 4, 6)),
+        log=lambda s: None,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def dinov3_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "dinov3_tiny"
-    export_model(ExportConfig(model="dinov3_tiny", format="onnx", out=str(out), height=32, width=48), log=lambda s: None)
+    export_model(
+        ExportConfig(model="dinov3_tiny", format="onnx", out=str(out), height=32, width=48), log=lambda s: None
+    )
     return out
 
 
@@ -49,7 +53,7 @@ def test_video_to_every_output_file(artifact, tmp_path):
     cameras = json.loads((out / "cameras.json").read_text())
     assert len(cameras["frames"]) == keyframes
     assert np.allclose(np.array(cameras["frames"][0]["extrinsics"]), np.eye(3, 4), atol=1e-5)  # first = world
-    tum = [l for l in (out / "trajectory.tum").read_text().splitlines() if not l.startswith("#")]
+    tum = [row for row in (out / "trajectory.tum").read_text().splitlines() if not row.startswith("#")]
     assert len(tum) == keyframes and len(tum[0].split()) == 8
     source = json.loads((out / "cameras_source.json").read_text())
     assert source["image_size"][0] == [192, 256]
@@ -65,11 +69,17 @@ def test_single_image_and_image_folder(artifact, tmp_path):
     folder.mkdir()
     for i, rgb in enumerate(frames):
         cv2.imwrite(str(folder / f"img{i}.png"), rgb[..., ::-1])
-    one = reconstruct_to_folder(folder / "img0.png", artifact, tmp_path / "one", progress=False,
-                                config=ReconstructConfig(window=4, overlap=1))
+    one = reconstruct_to_folder(
+        folder / "img0.png", artifact, tmp_path / "one", progress=False, config=ReconstructConfig(window=4, overlap=1)
+    )
     assert one["keyframes"] == 1 and one["windows"] == 1 and one["points"] > 0
-    many = reconstruct_to_folder(folder, artifact, tmp_path / "many", progress=False,
-                                 config=ReconstructConfig(window=4, overlap=1, keyframe_threshold=0))
+    many = reconstruct_to_folder(
+        folder,
+        artifact,
+        tmp_path / "many",
+        progress=False,
+        config=ReconstructConfig(window=4, overlap=1, keyframe_threshold=0),
+    )
     assert many["frames_seen"] == 3 and many["keyframes"] == 3
 
 
@@ -124,7 +134,18 @@ def test_a_failure_mid_run_leaves_no_output(artifact, tmp_path, monkeypatch):
 
 def test_cli_end_to_end_and_overwrite(artifact, tmp_path, capsys):
     out = tmp_path / "rec"
-    args = ["reconstruct", str(VIDEO), "--model", str(artifact), "--out", str(out), "--window", "6", "--max-frames", "12"]
+    args = [
+        "reconstruct",
+        str(VIDEO),
+        "--model",
+        str(artifact),
+        "--out",
+        str(out),
+        "--window",
+        "6",
+        "--max-frames",
+        "12",
+    ]
     assert main(args) == 0
     assert "keyframes" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == EXPECTED

@@ -46,8 +46,10 @@ def video_1080p(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "vggt_tiny"
-    export_model(ExportConfig(model="vggt_tiny", format="onnx", out=str(out), height=56, width=84,
-                              frames_range=(1, 2, 4)), log=lambda s: None)
+    export_model(
+        ExportConfig(model="vggt_tiny", format="onnx", out=str(out), height=56, width=84, frames_range=(1, 2, 4)),
+        log=lambda s: None,
+    )
     return out
 
 
@@ -64,9 +66,17 @@ def test_torch_backend_feeds_a_16_9_video_whole_at_294x518(video_1080p, tmp_path
     assert pre["notes"] == [] and pre["served_sizes"] == "any H x W that are multiples of 14"
     assert len(pre["frames"]) == report["keyframes"] >= 2
     frame = pre["frames"][0]
-    assert frame == {"index": 0, "orientation": "none", "rotation_deg": 0, "source_hw": [1080, 1920],
-                     "resized_hw": [294, 518], "offset_xy": [0, 0], "model_hw": [294, 518],
-                     "scale_xy": [518 / 1920, 294 / 1080], "mode": "crop"}
+    assert frame == {
+        "index": 0,
+        "orientation": "none",
+        "rotation_deg": 0,
+        "source_hw": [1080, 1920],
+        "resized_hw": [294, 518],
+        "offset_xy": [0, 0],
+        "model_hw": [294, 518],
+        "scale_xy": [518 / 1920, 294 / 1080],
+        "mode": "crop",
+    }
     assert any("RANDOM weights" in note for note in report["model_notes"])
     depth = np.load(out / "depth" / "00000.npz")
     assert depth["depth"].shape == (294, 518)
@@ -91,8 +101,12 @@ def test_fixed_artifact_pads_a_16_9_video_and_never_crops(video_1080p, tiny_arti
 @pytest.fixture(scope="module")
 def multi_size_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "vggt_tiny_sizes"
-    result = export_model(ExportConfig(model="vggt_tiny", format="onnx", out=str(out), sizes=((294, 518), (392, 518)),
-                                       frames_range=(1, 2, 2)), log=lambda s: None)
+    result = export_model(
+        ExportConfig(
+            model="vggt_tiny", format="onnx", out=str(out), sizes=((294, 518), (392, 518)), frames_range=(1, 2, 2)
+        ),
+        log=lambda s: None,
+    )
     assert result.accepted
     return out
 
@@ -131,8 +145,20 @@ def test_multi_size_export_refuses_bad_sizes(tmp_path, capsys):
     with pytest.raises(ValueError, match="twice"):
         ExportConfig(model="vggt_tiny", format="onnx", out=str(tmp_path / "x"), sizes=((56, 84), (56, 84)))
     with pytest.raises(SystemExit) as stopped:
-        main(["export", "--model", "vggt_tiny", "--random-weights", "--format", "onnx", "--sizes", "56by84",
-              "--out", str(tmp_path / "x")])
+        main(
+            [
+                "export",
+                "--model",
+                "vggt_tiny",
+                "--random-weights",
+                "--format",
+                "onnx",
+                "--sizes",
+                "56by84",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
     assert stopped.value.code == 2 and "HEIGHTxWIDTH in pixels, e.g. 294x518" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -166,8 +192,26 @@ def test_cli_refuses_a_preset_without_weights(tmp_path, capsys):
 
 def test_cli_runs_a_preset_with_random_weights_and_says_so(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["reconstruct", str(VIDEO), "--model", "vggt_tiny", "--random-weights", "--device", "cpu",
-                 "--out", str(out), "--max-frames", "6", "--window", "3"]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(VIDEO),
+                "--model",
+                "vggt_tiny",
+                "--random-weights",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--max-frames",
+                "6",
+                "--window",
+                "3",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "RANDOM weights" in printed and "frames fed at 168x224" in printed  # 4:3 at vggt_tiny's 224
 
@@ -184,9 +228,23 @@ def test_cli_says_when_the_bundled_demo_model_ran(tmp_path, capsys):
 
 def test_cli_hub_id_offline_is_one_clear_line(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    result = subprocess.run([sys.executable, "-m", "edgescene", "reconstruct", str(VIDEO), "--model",
-                             "facebook/VGGT-1B", "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgescene",
+            "reconstruct",
+            str(VIDEO),
+            "--model",
+            "facebook/VGGT-1B",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr

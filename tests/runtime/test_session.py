@@ -16,8 +16,15 @@ import pytest
 from edgescene.export.parity import gate_images
 from edgescene.export.pipeline import ExportConfig, export_model
 from edgescene.runtime.artifact import ARTIFACT_JSON, ArtifactError, read_artifact
-from edgescene.runtime.backends.onnxruntime import (CPU, CUDA, TRT, OnnxRuntimeSession, profile_shapes,
-                                                    provider_list, resolve_device)
+from edgescene.runtime.backends.onnxruntime import (
+    CPU,
+    CUDA,
+    TRT,
+    OnnxRuntimeSession,
+    profile_shapes,
+    provider_list,
+    resolve_device,
+)
 from edgescene.runtime.session import open_session
 
 VGGT_H, VGGT_W = 56, 84
@@ -28,10 +35,28 @@ DINO_H, DINO_W = 32, 48
 def exported(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("artifacts")
     quiet = {"log": lambda line: None}
-    vggt = export_model(ExportConfig(model="vggt_tiny", format="onnx", out=str(root / "vggt"), height=VGGT_H,
-                                     width=VGGT_W, frames_range=(1, 2, 4)), **quiet)
-    dino = export_model(ExportConfig(model="dinov3_tiny", format="onnx", out=str(root / "dinov3"), height=DINO_H,
-                                     width=DINO_W, frames_range=(1, 2, 4)), **quiet)
+    vggt = export_model(
+        ExportConfig(
+            model="vggt_tiny",
+            format="onnx",
+            out=str(root / "vggt"),
+            height=VGGT_H,
+            width=VGGT_W,
+            frames_range=(1, 2, 4),
+        ),
+        **quiet,
+    )
+    dino = export_model(
+        ExportConfig(
+            model="dinov3_tiny",
+            format="onnx",
+            out=str(root / "dinov3"),
+            height=DINO_H,
+            width=DINO_W,
+            frames_range=(1, 2, 4),
+        ),
+        **quiet,
+    )
     assert vggt.accepted and dino.accepted
     return {"vggt": vggt.folder, "dinov3": dino.folder}
 
@@ -72,8 +97,9 @@ def test_inputs_are_checked_against_the_artifact(exported):
     with pytest.raises(ValueError, match="must be float32.*got uint8"):
         session({"images": (images * 255).astype(np.uint8)})
     # float64 is the same kind: cast, same result
-    np.testing.assert_allclose(session({"images": images.astype(np.float64)})["depth"],
-                               session({"images": images})["depth"], rtol=0, atol=0)
+    np.testing.assert_allclose(
+        session({"images": images.astype(np.float64)})["depth"], session({"images": images})["depth"], rtol=0, atol=0
+    )
 
 
 def test_an_unavailable_provider_names_the_available_ones_and_the_package(exported):
@@ -121,10 +147,18 @@ def test_provider_choice_and_tensorrt_ep_options(exported, tmp_path):
 def test_profile_shapes_cover_every_input():
     from edgescene.runtime.artifact import Artifact, TensorSpec
 
-    artifact = Artifact(format="onnx", precision="fp32", backend="onnxruntime", model={}, files={},
-                        inputs=[TensorSpec("images", [2, 3, 56, 84], "float32"),
-                                TensorSpec("query_points", [8, 2], "float32")],
-                        outputs=[], input_size={}, frames={"min": 2, "opt": 2, "max": 2}, normalization={})
+    artifact = Artifact(
+        format="onnx",
+        precision="fp32",
+        backend="onnxruntime",
+        model={},
+        files={},
+        inputs=[TensorSpec("images", [2, 3, 56, 84], "float32"), TensorSpec("query_points", [8, 2], "float32")],
+        outputs=[],
+        input_size={},
+        frames={"min": 2, "opt": 2, "max": 2},
+        normalization={},
+    )
     assert profile_shapes(artifact)["trt_profile_max_shapes"] == "images:2x3x56x84,query_points:8x2"
 
 

@@ -58,7 +58,7 @@ def test_chained_windows_recover_the_trajectory(sequence, window, overlap):
     assert state.keyframes == len(sequence.frames)
     assert state.windows == len(predictor.calls) > 2
     assert all(len(c) <= window for c in predictor.calls)
-    assert all(c[:overlap] == prev[-overlap:] for prev, c in zip(predictor.calls, predictor.calls[1:]))
+    assert all(c[:overlap] == prev[-overlap:] for prev, c in zip(predictor.calls, predictor.calls[1:], strict=False))
 
     estimated = stream.camera_centers()
     truth = inverse_se3(sequence.extrinsics)[:, :, 3]
@@ -100,7 +100,9 @@ def test_map_points_lie_on_the_true_surfaces(sequence):
 def test_the_stream_keeps_only_the_overlap_in_memory(sequence):
     predictor = GroundTruthPredictor(sequence)
     results = []
-    stream = StreamingReconstruction(predictor, StreamConfig(window=6, overlap=2, conf_percentile=0), sink=results.append)
+    stream = StreamingReconstruction(
+        predictor, StreamConfig(window=6, overlap=2, conf_percentile=0), sink=results.append
+    )
     push_all(stream, predictor, sequence)
     assert [r.keyframe for r in results] == list(range(30))  # every keyframe handed out exactly once
     assert stream._overlap_points.shape[0] == 2 and len(stream._pending) == 0

@@ -42,7 +42,7 @@ def reference(paths, mode="crop"):
         t = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
         if mode == "crop" and new_h > 518:
             start = (new_h - 518) // 2
-            t = t[:, start:start + 518, :]
+            t = t[:, start : start + 518, :]
         if mode == "pad":
             hp, wp = 518 - t.shape[1], 518 - t.shape[2]
             t = F.pad(t, (wp // 2, wp - wp // 2, hp // 2, hp - hp // 2), mode="constant", value=1.0)
@@ -87,7 +87,9 @@ def images(tmp_path_factory):
     save("grey.png", textured(200, 120, 1, seed=7)[..., 0], "L")
     save("tiny.png", textured(7, 9, seed=8))
     save("photo.jpg", textured(243, 365, seed=9), quality=90)
-    Image.fromarray(textured(90, 160, seed=10)).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    Image.fromarray(textured(90, 160, seed=10)).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        folder / "palette.png"
+    )
     made["palette"] = folder / "palette.png"
     return made
 
@@ -136,8 +138,14 @@ def test_arrays_go_through_the_same_code(images):
     rgb = decode_image(images["wide169"])
     batch, resizes = preprocess_frames([rgb, rgb])
     assert np.abs(batch - reference([images["wide169"]] * 2)).max() == 0.0
-    assert resizes[0].describe() == {"source_hw": [360, 640], "resized_hw": [294, 518], "offset_xy": [0, 0],
-                                     "model_hw": [294, 518], "scale_xy": [518 / 640, 294 / 360], "mode": "crop"}
+    assert resizes[0].describe() == {
+        "source_hw": [360, 640],
+        "resized_hw": [294, 518],
+        "offset_xy": [0, 0],
+        "model_hw": [294, 518],
+        "scale_xy": [518 / 640, 294 / 360],
+        "mode": "crop",
+    }
 
 
 def test_decode_image_orientation_is_an_option(tmp_path):
@@ -155,7 +163,7 @@ def test_decode_image_orientation_is_an_option(tmp_path):
 
 
 def test_decode_image_16_bit_is_scaled_not_clipped(tmp_path):
-    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    ramp = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     Image.fromarray(ramp).save(tmp_path / "ir16.png")
     rgb = decode_image(tmp_path / "ir16.png")
     assert rgb.dtype == np.uint8 and rgb.shape == (8, 8, 3)

@@ -29,10 +29,24 @@ from edgescene.train.dinov3.data import MultiCropAugmentation, read_image
 from edgescene.train.dinov3.losses import dino_loss, ibot_loss, koleo_loss, sample_masks, sinkhorn_knopp
 from edgescene.train.dinov3.trainer import build_models, param_groups, train
 
-TINY = dict(preset="dinov3_tiny", batch_size=4, lr=1e-3, warmup_steps=3, global_crop_size=64, local_crop_size=32,
-            local_crops_number=2, head_prototypes=64, head_hidden_dim=64, head_bottleneck_dim=32,
-            freeze_last_layer_steps=2, teacher_temp_warmup_steps=10, log_every=1, save_every=100, num_workers=0,
-            device="cpu")
+TINY = dict(
+    preset="dinov3_tiny",
+    batch_size=4,
+    lr=1e-3,
+    warmup_steps=3,
+    global_crop_size=64,
+    local_crop_size=32,
+    local_crops_number=2,
+    head_prototypes=64,
+    head_hidden_dim=64,
+    head_bottleneck_dim=32,
+    freeze_last_layer_steps=2,
+    teacher_temp_warmup_steps=10,
+    log_every=1,
+    save_every=100,
+    num_workers=0,
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +58,20 @@ def dataset(tmp_path_factory) -> Path:
     ir = (20000 + 3000 * np.sin(np.arange(64) / 5.0)[None, :] + rng.normal(0, 200, (48, 64))).astype(np.uint16)
     cv2.imwrite(str(root / "ir_0.png"), ir)
     manifest = read_manifest(root)
-    manifest.entries.append(Entry(id="ir_0", path="ir_0.png", source="ir_0.png", modality="ir", width=64, height=48,
-                                  channels=1, bit_depth=16, original_width=64, original_height=48))
+    manifest.entries.append(
+        Entry(
+            id="ir_0",
+            path="ir_0.png",
+            source="ir_0.png",
+            modality="ir",
+            width=64,
+            height=48,
+            channels=1,
+            bit_depth=16,
+            original_width=64,
+            original_height=48,
+        )
+    )
     write_manifest(manifest, root)
     return root
 
@@ -67,6 +93,7 @@ def run30(dataset, tmp_path_factory) -> tuple[DinoTrainConfig, Path]:
 
 
 # -- data -----------------------------------------------------------------------------------------
+
 
 def test_ir_is_replicated_to_three_channels_and_16_bit_scaled_by_its_percentiles(tmp_path):
     ramp = np.arange(100 * 100, dtype=np.uint16).reshape(100, 100) * 3 + 1000
@@ -91,7 +118,11 @@ def test_colour_images_are_read_as_rgb(tmp_path):
 def test_multi_crop_shapes_are_seeded_and_single_channel_sources_stay_gray():
     aug = MultiCropAugmentation(64, 32, 3, (0.32, 1.0), (0.05, 0.32), (0.5,) * 3, (0.25,) * 3)
     img = torch.rand(3, 48, 64)
-    a, b, c = aug(img, False, random.Random("k")), aug(img, False, random.Random("k")), aug(img, False, random.Random("j"))
+    a, b, c = (
+        aug(img, False, random.Random("k")),
+        aug(img, False, random.Random("k")),
+        aug(img, False, random.Random("j")),
+    )
     assert a["global_crops"].shape == (2, 3, 64, 64) and a["local_crops"].shape == (3, 3, 32, 32)
     assert torch.equal(a["global_crops"], b["global_crops"]) and not torch.equal(a["global_crops"], c["global_crops"])
     gray = aug(img[:1].expand(3, -1, -1), True, random.Random("k"))
@@ -100,6 +131,7 @@ def test_multi_crop_shapes_are_seeded_and_single_channel_sources_stay_gray():
 
 
 # -- losses ---------------------------------------------------------------------------------------
+
 
 def test_sinkhorn_knopp_rows_sum_to_one_and_prototypes_share_the_mass():
     logits = torch.randn(12, 6, generator=torch.Generator().manual_seed(0))
@@ -117,7 +149,7 @@ def test_dino_loss_of_identical_distributions_is_their_entropy():
     assert torch.allclose(dino_loss(student_logits, probs, student_temp=0.1), entropy, atol=1e-5)
     # global crops: only the off-diagonal pairs (A vs B, B vs A) count
     s, t = torch.randn(2, 3, 8), torch.softmax(torch.randn(2, 3, 8), -1)
-    ce = lambda i, j: -(t[j] * torch.log_softmax(s[i] / 0.1, -1)).sum(-1).mean()  # noqa: E731
+    ce = lambda i, j: -(t[j] * torch.log_softmax(s[i] / 0.1, -1)).sum(-1).mean()
     assert torch.allclose(dino_loss(s, t, 0.1, ignore_diagonal=True), (ce(0, 1) + ce(1, 0)) / 2, atol=1e-5)
 
 
@@ -146,15 +178,16 @@ def test_block_masks_follow_the_upstream_collate():
 
 # -- optimizer ------------------------------------------------------------------------------------
 
+
 def test_param_groups_apply_layer_decay_patch_embed_multiplier_and_no_decay_rules(tmp_path):
     config = make_config(tmp_path, tmp_path, layer_decay=0.5, patch_embed_lr_mult=0.2)
     student, _ = build_models(config)
     where = {id(p): g for g in param_groups(student, config) for p in g["params"]}
     param = dict(student.named_parameters())
-    group = lambda name: where[id(param[name])]  # noqa: E731  (depth 2: layers 0, 1, 2, top 3)
-    assert group("backbone.cls_token")["lr_mult"] == 0.5 ** 3 and group("backbone.cls_token")["wd_mult"] == 0.0
-    assert group("backbone.patch_embed.proj.weight")["lr_mult"] == pytest.approx(0.2 * 0.5 ** 3)
-    assert group("backbone.blocks.0.attn.qkv.weight")["lr_mult"] == 0.5 ** 2
+    group = lambda name: where[id(param[name])]
+    assert group("backbone.cls_token")["lr_mult"] == 0.5**3 and group("backbone.cls_token")["wd_mult"] == 0.0
+    assert group("backbone.patch_embed.proj.weight")["lr_mult"] == pytest.approx(0.2 * 0.5**3)
+    assert group("backbone.blocks.0.attn.qkv.weight")["lr_mult"] == 0.5**2
     assert group("backbone.blocks.1.mlp.fc1.weight")["wd_mult"] == 1.0
     for name in ("backbone.blocks.1.ls1.gamma", "backbone.blocks.1.norm1.weight", "backbone.blocks.1.mlp.fc1.bias"):
         assert group(name)["wd_mult"] == 0.0
@@ -164,6 +197,7 @@ def test_param_groups_apply_layer_decay_patch_embed_multiplier_and_no_decay_rule
 
 
 # -- training runs --------------------------------------------------------------------------------
+
 
 def test_thirty_steps_lower_the_training_loss(run30):
     _, out = run30
@@ -207,7 +241,9 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(dataset, t
         assert torch.equal(value["exp_avg"], b["train_state"]["optimizer"]["state"][key]["exp_avg"])
     steps_b = [m["step"] for m in read_metrics(tmp_path / "split")]
     assert steps_b == [1, 2, 3, 4, 5, 6]
-    assert [m["total"] for m in read_metrics(tmp_path / "straight")] == [m["total"] for m in read_metrics(tmp_path / "split")]
+    assert [m["total"] for m in read_metrics(tmp_path / "straight")] == [
+        m["total"] for m in read_metrics(tmp_path / "split")
+    ]
 
 
 def test_resume_without_a_checkpoint_is_refused(dataset, tmp_path):
@@ -224,7 +260,9 @@ def test_init_loads_a_released_backbone_and_starts_fresh_heads(dataset, tmp_path
     student, teacher = build_models(config)
     fresh, _ = build_models(scratch)
     for key, value in released.state_dict().items():
-        assert torch.equal(student.backbone.state_dict()[key], value) and torch.equal(teacher.backbone.state_dict()[key], value)
+        assert torch.equal(student.backbone.state_dict()[key], value) and torch.equal(
+            teacher.backbone.state_dict()[key], value
+        )
     assert not torch.equal(fresh.backbone.state_dict()["cls_token"], released.state_dict()["cls_token"])
     for name in ("dino_head", "ibot_head"):
         for key, value in getattr(fresh, name).state_dict().items():
@@ -244,11 +282,33 @@ def test_init_with_the_wrong_preset_is_refused(dataset, tmp_path):
 def test_cli_options_mirror_the_config(dataset, tmp_path):
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    args = parser.parse_args(["--dataset-dir", str(dataset), "--out-dir", str(tmp_path), "--preset", "dinov3_tiny",
-                              "--global-crops-scale", "0.4", "1.0", "--no-horizontal-flips", "--resume", "--stop-at", "5"])
+    args = parser.parse_args(
+        [
+            "--dataset-dir",
+            str(dataset),
+            "--out-dir",
+            str(tmp_path),
+            "--preset",
+            "dinov3_tiny",
+            "--global-crops-scale",
+            "0.4",
+            "1.0",
+            "--no-horizontal-flips",
+            "--resume",
+            "--stop-at",
+            "5",
+        ]
+    )
     config = cli.config_from_args(args)
-    assert config == DinoTrainConfig(dataset_dir=str(dataset), out_dir=str(tmp_path), preset="dinov3_tiny",
-                                     global_crops_scale=(0.4, 1.0), horizontal_flips=False, resume=True, stop_at=5)
+    assert config == DinoTrainConfig(
+        dataset_dir=str(dataset),
+        out_dir=str(tmp_path),
+        preset="dinov3_tiny",
+        global_crops_scale=(0.4, 1.0),
+        horizontal_flips=False,
+        resume=True,
+        stop_at=5,
+    )
     with pytest.raises(ValueError, match="multiple of the patch size"):
         replace(config, local_crop_size=40)
 
@@ -259,8 +319,16 @@ def test_two_process_gloo_ddp_run_under_torchrun(dataset, tmp_path):
     options.update({"--" + k.replace("_", "-"): v for k, v in TINY.items() if k not in ("save_every", "log_every")})
     argv = [str(x) for kv in options.items() for x in kv]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "edgescene.train.dinov3.cli", *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "edgescene.train.dinov3.cli",
+        *argv,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout and "dinov3 training config:" in proc.stdout

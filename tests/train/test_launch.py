@@ -31,9 +31,20 @@ def _wait_for(predicate, timeout_s: float = 120.0, what: str = "condition"):
 
 
 def test_vggt_run_reports_progress_and_stops_with_a_checkpoint(dataset, tmp_path):
-    config = VGGTTrainConfig(dataset_dir=str(dataset), out_dir=str(tmp_path / "run"), preset="vggt_tiny", steps=10_000,
-                             frames_per_sequence=(2, 2), image_height=28, image_width=42, log_every=1,
-                             save_every=10_000, device="cpu", num_workers=0, val_fraction=0.0)
+    config = VGGTTrainConfig(
+        dataset_dir=str(dataset),
+        out_dir=str(tmp_path / "run"),
+        preset="vggt_tiny",
+        steps=10_000,
+        frames_per_sequence=(2, 2),
+        image_height=28,
+        image_width=42,
+        log_every=1,
+        save_every=10_000,
+        device="cpu",
+        num_workers=0,
+        val_fraction=0.0,
+    )
     run = start_training(config)
     try:
         _wait_for(lambda: len(run.metrics()) >= 3 or not run.running, what="three logged steps")
@@ -53,11 +64,26 @@ def test_vggt_run_reports_progress_and_stops_with_a_checkpoint(dataset, tmp_path
 
 
 def test_dinov3_run_stops_cleanly(dataset, tmp_path):
-    config = DinoTrainConfig(dataset_dir=str(dataset), out_dir=str(tmp_path / "dino"), preset="dinov3_tiny",
-                             steps=10_000, batch_size=2, warmup_steps=1, global_crop_size=32, local_crop_size=16,
-                             local_crops_number=1, head_prototypes=32, head_hidden_dim=32, head_bottleneck_dim=16,
-                             freeze_last_layer_steps=0, teacher_temp_warmup_steps=1, log_every=1, save_every=10_000,
-                             num_workers=0, device="cpu")
+    config = DinoTrainConfig(
+        dataset_dir=str(dataset),
+        out_dir=str(tmp_path / "dino"),
+        preset="dinov3_tiny",
+        steps=10_000,
+        batch_size=2,
+        warmup_steps=1,
+        global_crop_size=32,
+        local_crop_size=16,
+        local_crops_number=1,
+        head_prototypes=32,
+        head_hidden_dim=32,
+        head_bottleneck_dim=16,
+        freeze_last_layer_steps=0,
+        teacher_temp_warmup_steps=1,
+        log_every=1,
+        save_every=10_000,
+        num_workers=0,
+        device="cpu",
+    )
     run = start_training(config)
     try:
         _wait_for(lambda: len(run.metrics()) >= 2 or not run.running, what="two logged steps")
@@ -72,8 +98,16 @@ def test_dinov3_run_stops_cleanly(dataset, tmp_path):
 def test_a_failing_run_reports_its_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    config = VGGTTrainConfig(dataset_dir=str(empty), out_dir=str(tmp_path / "run"), preset="vggt_tiny", steps=5,
-                             image_height=28, image_width=42, device="cpu", num_workers=0)
+    config = VGGTTrainConfig(
+        dataset_dir=str(empty),
+        out_dir=str(tmp_path / "run"),
+        preset="vggt_tiny",
+        steps=5,
+        image_height=28,
+        image_width=42,
+        device="cpu",
+        num_workers=0,
+    )
     run = start_training(config)
     assert run.wait(120) == "failed"
     assert "manifest" in run.error().lower()

@@ -28,7 +28,14 @@ from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 from edgescene.train.vggt.cli import main as cli_main
 from edgescene.train.vggt.config import VGGTTrainConfig
 from edgescene.train.vggt.data import SequenceDataset, StepBatchSampler, usable_sequences
-from edgescene.train.vggt.losses import LossConfig, camera_loss, filter_by_quantile, normal_loss, regression_loss, vggt_loss
+from edgescene.train.vggt.losses import (
+    LossConfig,
+    camera_loss,
+    filter_by_quantile,
+    normal_loss,
+    regression_loss,
+    vggt_loss,
+)
 from edgescene.train.vggt.normalize import normalize_batch
 from edgescene.train.vggt.trainer import train
 
@@ -52,9 +59,23 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def make_config(data: Path, out: Path, **overrides) -> VGGTTrainConfig:
-    base = dict(dataset_dir=str(data), out_dir=str(out), preset="vggt_tiny", steps=6, batch_size=2,
-                frames_per_sequence=(2, 3), image_height=H, image_width=W, lr=1e-3, log_every=1, save_every=1000,
-                device="cpu", num_workers=0, val_fraction=0.0, seed=0)
+    base = dict(
+        dataset_dir=str(data),
+        out_dir=str(out),
+        preset="vggt_tiny",
+        steps=6,
+        batch_size=2,
+        frames_per_sequence=(2, 3),
+        image_height=H,
+        image_width=W,
+        lr=1e-3,
+        log_every=1,
+        save_every=1000,
+        device="cpu",
+        num_workers=0,
+        val_fraction=0.0,
+        seed=0,
+    )
     return VGGTTrainConfig(**{**base, **overrides})
 
 
@@ -126,16 +147,56 @@ def test_init_and_freeze_aggregator(trained, dataset, tmp_path):
     for head in ("camera_head.", "depth_head.", "point_head."):
         assert any(not torch.equal(init[k], after[k]) for k in init if k.startswith(head)), head
     with pytest.raises(StateDictMismatchError):  # --init is strict: a file of another preset is refused
-        train(make_config(dataset, tmp_path / "bad", init=str(trained / "last.pt"), preset="vggt_tiny_dinov3",
-                          image_height=32, image_width=48))
+        train(
+            make_config(
+                dataset,
+                tmp_path / "bad",
+                init=str(trained / "last.pt"),
+                preset="vggt_tiny_dinov3",
+                image_height=32,
+                image_width=48,
+            )
+        )
 
 
 def test_two_process_gloo_ddp_run(dataset, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "edgescene.train.vggt.cli", "--data", str(dataset), "--out", str(out), "--preset", "vggt_tiny",
-           "--height", str(H), "--width", str(W), "--frames", "2", "3", "--steps", "3", "--batch-size", "1",
-           "--device", "cpu", "--workers", "0", "--log-every", "1", "--save-every", "3", "--val-fraction", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "edgescene.train.vggt.cli",
+        "--data",
+        str(dataset),
+        "--out",
+        str(out),
+        "--preset",
+        "vggt_tiny",
+        "--height",
+        str(H),
+        "--width",
+        str(W),
+        "--frames",
+        "2",
+        "3",
+        "--steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--log-every",
+        "1",
+        "--save-every",
+        "3",
+        "--val-fraction",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -161,15 +222,20 @@ def random_batch(b=2, s=3, h=16, w=20, seed=0):
 
 def test_normalisation_first_camera_identity_mean_distance_one_and_numpy_agreement():
     E, K, depth, valid = random_batch()
-    t = lambda x: torch.from_numpy(x)  # noqa: E731
+    t = lambda x: torch.from_numpy(x)
     gt = normalize_batch(t(E), t(K), t(depth), t(valid))
     first = gt["extrinsics"][:, 0]
     assert torch.allclose(first, torch.eye(3, 4, dtype=first.dtype).expand_as(first), atol=1e-12)
     dist = torch.linalg.vector_norm(gt["world_points"], dim=-1)
     for i in range(E.shape[0]):
         assert dist[i][gt["valid"][i]].mean().item() == pytest.approx(1.0, abs=1e-9)
-        rel = np.concatenate([E[i, :, :, :3] @ inverse_se3(E[i, 0])[:, :3], (E[i, :, :, :3] @ inverse_se3(E[i, 0])[:, 3:])
-                              + E[i, :, :, 3:]], axis=-1)
+        rel = np.concatenate(
+            [
+                E[i, :, :, :3] @ inverse_se3(E[i, 0])[:, :3],
+                (E[i, :, :, :3] @ inverse_se3(E[i, 0])[:, 3:]) + E[i, :, :, 3:],
+            ],
+            axis=-1,
+        )
         ref = unproject_depth(depth[i], rel, K[i]) / gt["scale"][i].item()
         np.testing.assert_allclose(gt["world_points"][i].numpy()[valid[i]], ref[valid[i]], atol=1e-9)
         np.testing.assert_allclose(gt["depth"][i].numpy(), depth[i] / gt["scale"][i].item(), atol=1e-12)
@@ -184,8 +250,13 @@ def test_normalisation_first_camera_identity_mean_distance_one_and_numpy_agreeme
 def perfect_predictions(gt, iterations=4):
     pose = extri_intri_to_pose_encoding(gt["extrinsics"], gt["intrinsics"], tuple(gt["depth"].shape[-2:]))
     ones = torch.ones_like(gt["depth"])
-    return {"pose_enc_list": [pose.clone() for _ in range(iterations)], "depth": gt["depth"][..., None],
-            "depth_conf": ones, "world_points": gt["world_points"], "world_points_conf": ones}
+    return {
+        "pose_enc_list": [pose.clone() for _ in range(iterations)],
+        "depth": gt["depth"][..., None],
+        "depth_conf": ones,
+        "world_points": gt["world_points"],
+        "world_points_conf": ones,
+    }
 
 
 @pytest.mark.parametrize("point_gradient", ["normal", "grad"])
@@ -201,7 +272,7 @@ def test_camera_loss_iteration_weights():
     gt = torch.zeros(2, 3, 9)
     errors = [1.0, 2.0, 3.0, 4.0]
     preds = [gt.clone() for _ in errors]
-    for pred, e in zip(preds, errors):
+    for pred, e in zip(preds, errors, strict=True):
         pred[..., :3] += e
     out = camera_loss(preds, gt, torch.tensor([True, True]))
     expected = (0.6**3 * 1 + 0.6**2 * 2 + 0.6 * 3 + 1.0 * 4) / 4
@@ -244,7 +315,7 @@ def test_samples_have_the_documented_shapes_and_consistent_geometry(dataset):
     plain = SequenceDataset(dataset, sequences, H, W, augment=False)
     sample = plain[(0, 3, 0)]
     assert sample["images"].shape == (3, 3, H, W) and sample["images"].dtype == torch.float32
-    assert 0 <= sample["images"].min() and sample["images"].max() <= 1
+    assert sample["images"].min() >= 0 and sample["images"].max() <= 1
     assert sample["depth"].shape == sample["valid"].shape == (3, H, W) and sample["valid"].dtype == torch.bool
     assert torch.equal(sample["valid"], sample["depth"] > 0)
     assert sample["extrinsics"].shape == (3, 3, 4) and sample["intrinsics"].shape == (3, 3, 3)
@@ -290,8 +361,22 @@ def test_a_manifest_without_depth_is_refused_clearly(dataset, tmp_path, capsys):
     write_manifest(manifest, data)
     with pytest.raises(ValueError, match=r"no sequences with depth\+cameras.*3 sequences lack depth maps"):
         usable_sequences(data, 2)
-    rc = cli_main(["--data", str(data), "--out", str(tmp_path / "o"), "--preset", "vggt_tiny", "--height", "28",
-                   "--width", "42", "--device", "cpu"])
+    rc = cli_main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--preset",
+            "vggt_tiny",
+            "--height",
+            "28",
+            "--width",
+            "42",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 2 and "no sequences with depth+cameras" in capsys.readouterr().err
 
 

@@ -51,8 +51,11 @@ def tile_grid(width: int, height: int, tile_size: int) -> list[tuple[int, int, i
     """Non-overlapping (x, y, w, h) tiles, row by row, edge tiles smaller; one tile when it fits."""
     if max(width, height) <= tile_size:
         return [(0, 0, width, height)]
-    return [(x, y, min(tile_size, width - x), min(tile_size, height - y))
-            for y in range(0, height, tile_size) for x in range(0, width, tile_size)]
+    return [
+        (x, y, min(tile_size, width - x), min(tile_size, height - y))
+        for y in range(0, height, tile_size)
+        for x in range(0, width, tile_size)
+    ]
 
 
 def _encode_png(pixels: np.ndarray) -> bytes:
@@ -78,8 +81,17 @@ def _geo_for_output(geo: GeoInfo, crop: tuple[int, int, int, int], out_w: int, o
 # ---------------------------------------------------------------- entries
 
 
-def _entry(job: Job, path: str, id_: str, pixels: np.ndarray, modality: str, original: tuple[int, int],
-           crop: tuple[int, int, int, int], scaling: dict[str, Any] | None = None, **fields: Any) -> Entry:
+def _entry(
+    job: Job,
+    path: str,
+    id_: str,
+    pixels: np.ndarray,
+    modality: str,
+    original: tuple[int, int],
+    crop: tuple[int, int, int, int],
+    scaling: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Entry:
     h, w = pixels.shape[:2]
     meta = user_metadata(job.metadata)
     camera, k_scaled = output_camera(job.metadata, crop, w, h)
@@ -87,10 +99,23 @@ def _entry(job: Job, path: str, id_: str, pixels: np.ndarray, modality: str, ori
         meta["intrinsics_scaled"] = k_scaled
     if scaling is not None:
         meta["radiometric_scaling"] = scaling
-    return Entry(id=id_, path=path, source=job.rel, modality=job.metadata.get("modality", modality), width=w,
-                 height=h, channels=1 if pixels.ndim == 2 else 3, bit_depth=16 if pixels.dtype == np.uint16 else 8,
-                 original_width=original[0], original_height=original[1], source_size=job.source_size,
-                 source_mtime_ns=job.source_mtime_ns, metadata=meta, camera=camera, **fields)
+    return Entry(
+        id=id_,
+        path=path,
+        source=job.rel,
+        modality=job.metadata.get("modality", modality),
+        width=w,
+        height=h,
+        channels=1 if pixels.ndim == 2 else 3,
+        bit_depth=16 if pixels.dtype == np.uint16 else 8,
+        original_width=original[0],
+        original_height=original[1],
+        source_size=job.source_size,
+        source_mtime_ns=job.source_mtime_ns,
+        metadata=meta,
+        camera=camera,
+        **fields,
+    )
 
 
 def convert_image(job: Job, size: int, tile_size: int) -> Rendered:
@@ -100,14 +125,25 @@ def convert_image(job: Job, size: int, tile_size: int) -> Rendered:
     grid = tile_grid(w, h, tile_size)
     out = []
     for x, y, tw, th in grid:
-        pixels = resize_long_side(image.pixels[y:y + th, x:x + tw], size)
+        pixels = resize_long_side(image.pixels[y : y + th, x : x + tw], size)
         tiled = len(grid) > 1
         path = tile_path(job.base, x, y) if tiled else image_path(job.base)
         id_ = f"{job.rel}#t{x}_{y}" if tiled else job.rel
-        geo = None if image.geo is None else _geo_for_output(image.geo, (x, y, tw, th), pixels.shape[1], pixels.shape[0])
-        entry = _entry(job, path, id_, pixels, image.modality, (w, h), (x, y, tw, th),
-                       scaling=image.radiometric_scaling, geo=geo,
-                       tile={"x": x, "y": y, "width": tw, "height": th} if tiled else None)
+        geo = (
+            None if image.geo is None else _geo_for_output(image.geo, (x, y, tw, th), pixels.shape[1], pixels.shape[0])
+        )
+        entry = _entry(
+            job,
+            path,
+            id_,
+            pixels,
+            image.modality,
+            (w, h),
+            (x, y, tw, th),
+            scaling=image.radiometric_scaling,
+            geo=geo,
+            tile={"x": x, "y": y, "width": tw, "height": th} if tiled else None,
+        )
         out.append((entry, _encode_png(pixels)))
     return out
 
@@ -119,8 +155,17 @@ def convert_video(job: Job, size: int, max_video_frames: int) -> Rendered:
     for frame in video.frames:
         h, w = frame.pixels.shape[:2]
         pixels = resize_long_side(frame.pixels, size)
-        entry = _entry(job, frame_path(job.base, frame.index), f"{job.rel}#f{frame.index}", pixels,
-                       video.modality, (w, h), (0, 0, w, h), sequence=job.rel, frame_index=frame.index,
-                       timestamp_s=frame.timestamp_s)
+        entry = _entry(
+            job,
+            frame_path(job.base, frame.index),
+            f"{job.rel}#f{frame.index}",
+            pixels,
+            video.modality,
+            (w, h),
+            (0, 0, w, h),
+            sequence=job.rel,
+            frame_index=frame.index,
+            timestamp_s=frame.timestamp_s,
+        )
         out.append((entry, _encode_png(pixels)))
     return out

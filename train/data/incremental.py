@@ -40,8 +40,9 @@ def entries_by_source(entries: list[Entry]) -> dict[str, list[Entry]]:
     return by_source
 
 
-def entries_match(entries: list[Entry], size: int, mtime_ns: int, base: str, meta: dict[str, Any],
-                  output_dir: Path) -> bool:
+def entries_match(
+    entries: list[Entry], size: int, mtime_ns: int, base: str, meta: dict[str, Any], output_dir: Path
+) -> bool:
     """Whether a source's previous entries still hold: same size and mtime, same output names and
     user metadata, and every output file still there."""
     for e in entries:

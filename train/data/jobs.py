@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgescene.train.data.convert import Job, convert_image, convert_video
 from edgescene.train.data.manifest import Entry
 from edgescene.train.data.outputs import write_outputs
 from edgescene.train.data.readers import ReadError
-from edgescene.train.data.convert import Job, convert_image, convert_video
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def process_source(job: Job, ctx: Context) -> Result:
         return Result(job.rel, [], error=str(exc))
     except MemoryError:
         return Result(job.rel, [], error="out of memory while decoding (image too large for this machine)")
-    except Exception as exc:  # a decoder's unexpected failure must not stop the run
+    except Exception as exc:  # noqa: BLE001 - a decoder's unexpected failure is recorded; the run goes on
         return Result(job.rel, [], error=f"unexpected {type(exc).__name__}: {exc}")
 
 
@@ -76,14 +76,18 @@ def run_jobs(jobs: list[Job], ctx: Context, workers: int) -> Iterator[Result]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(ctx,))
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(ctx,),
+    )
     try:
         futures = {pool.submit(_process_in_worker, job): job for job in jobs}
         for future in as_completed(futures):
             try:
                 yield future.result()
-            except Exception as exc:  # the worker process died (decoder crash, killed for memory)
+            except Exception as exc:  # noqa: BLE001 - the worker died (decoder crash, OOM kill): recorded
                 yield Result(futures[future].rel, [], error=f"worker process failed: {type(exc).__name__}: {exc}")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -100,8 +100,14 @@ class Manifest:
     errors: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "version": VERSION, "created_by": self.created_by, "options": self.options,
-                "entries": [asdict(e) for e in self.entries], "errors": self.errors}
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "created_by": self.created_by,
+            "options": self.options,
+            "entries": [asdict(e) for e in self.entries],
+            "errors": self.errors,
+        }
 
     def sequences(self) -> dict[str, list[Entry]]:
         """Entries grouped by ``sequence`` and ordered by ``frame_index`` (sequence-less ones skipped)."""
@@ -143,7 +149,9 @@ def read_manifest(path: str | Path) -> Manifest:
     if data.get("schema") != SCHEMA:
         raise ManifestError(f"{path}: not an edgescene manifest (schema {data.get('schema')!r})")
     if data.get("version") != VERSION:
-        raise ManifestError(f"{path}: manifest version {data.get('version')} is not supported (this edgescene reads {VERSION})")
+        raise ManifestError(
+            f"{path}: manifest version {data.get('version')} is not supported (this edgescene reads {VERSION})"
+        )
     known = {f.name for f in fields(Entry)}
     entries = []
     for raw in data.get("entries", []):
@@ -153,8 +161,12 @@ def read_manifest(path: str | Path) -> Manifest:
         entry = Entry(**raw)
         entry.validate()
         entries.append(entry)
-    return Manifest(created_by=data.get("created_by", ""), options=data.get("options", {}), entries=entries,
-                    errors=list(data.get("errors", [])))
+    return Manifest(
+        created_by=data.get("created_by", ""),
+        options=data.get("options", {}),
+        entries=entries,
+        errors=list(data.get("errors", [])),
+    )
 
 
 def resolve_inside(root: str | Path, relative: str) -> Path:

@@ -28,12 +28,16 @@ def load_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"--metadata-json {path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"--metadata-json {path}: expected an object mapping source paths (relative to "
-                         f"--input-dir) to objects, got a JSON {type(data).__name__}")
+        raise ValueError(
+            f"--metadata-json {path}: expected an object mapping source paths (relative to "
+            f"--input-dir) to objects, got a JSON {type(data).__name__}"
+        )
     out: dict[str, dict[str, Any]] = {}
     for key, value in data.items():
         if not isinstance(value, dict):
-            raise ValueError(f"--metadata-json {path}: the value for {key!r} must be an object, got {type(value).__name__}")
+            raise ValueError(
+                f"--metadata-json {path}: the value for {key!r} must be an object, got {type(value).__name__}"
+            )
         norm = posixpath.normpath(key.replace("\\", "/"))
         if norm in out:
             raise ValueError(f"--metadata-json {path}: {key!r} names the same file as another key")
@@ -54,8 +58,7 @@ def _matrix(value: Any, rows: int, cols: int) -> list[list[float]] | None:
 def metadata_problem(meta: dict[str, Any]) -> str | None:
     """Why one source's metadata object is unusable (its error record), or None when it is fine."""
     if "modality" in meta and meta["modality"] not in PREPROCESS_MODALITIES:
-        return (f"metadata: 'modality' must be one of {', '.join(PREPROCESS_MODALITIES)}, "
-                f"got {meta['modality']!r}")
+        return f"metadata: 'modality' must be one of {', '.join(PREPROCESS_MODALITIES)}, got {meta['modality']!r}"
     if "intrinsics" in meta and _matrix(meta["intrinsics"], 3, 3) is None:
         return "metadata: 'intrinsics' must be a 3x3 matrix of numbers (pixels of the original image)"
     if "extrinsics" in meta and _matrix(meta["extrinsics"], 3, 4) is None and _matrix(meta["extrinsics"], 4, 4) is None:
@@ -68,8 +71,9 @@ def user_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in RESERVED_METADATA_KEYS}
 
 
-def output_camera(meta: dict[str, Any], crop: tuple[int, int, int, int], out_w: int, out_h: int
-                  ) -> tuple[dict[str, list] | None, list[list[float]] | None]:
+def output_camera(
+    meta: dict[str, Any], crop: tuple[int, int, int, int], out_w: int, out_h: int
+) -> tuple[dict[str, list] | None, list[list[float]] | None]:
     """(camera for Entry.camera, scaled intrinsics) for a crop (x, y, w, h) of the original resized to out_w x out_h."""
     k = _matrix(meta.get("intrinsics"), 3, 3)
     if k is None:
@@ -77,9 +81,11 @@ def output_camera(meta: dict[str, Any], crop: tuple[int, int, int, int], out_w: 
     x0, y0, w, h = crop
     sx, sy = out_w / w, out_h / h
     k = np.asarray(k)
-    scaled = [[k[0, 0] * sx, k[0, 1] * sx, (k[0, 2] - x0) * sx],
-              [0.0, k[1, 1] * sy, (k[1, 2] - y0) * sy],
-              [0.0, 0.0, 1.0]]
+    scaled = [
+        [k[0, 0] * sx, k[0, 1] * sx, (k[0, 2] - x0) * sx],
+        [0.0, k[1, 1] * sy, (k[1, 2] - y0) * sy],
+        [0.0, 0.0, 1.0],
+    ]
     ext = _matrix(meta.get("extrinsics"), 3, 4)
     if ext is None and (ext4 := _matrix(meta.get("extrinsics"), 4, 4)) is not None:
         ext = ext4[:3]  # a 4x4 camera-from-world: its last row is [0, 0, 0, 1]

@@ -90,19 +90,41 @@ def write_middlebury_motorcycle(out_dir: str | Path) -> Path:
     (out / "depth").mkdir(exist_ok=True)
     entries = []
     for index, (name, rgb, depth, k, e) in enumerate(
-            [("left", left, depth_left, k_left, e_left), ("right", right, depth_right, k_right, e_right)]):
+        [("left", left, depth_left, k_left, e_left), ("right", right, depth_right, k_right, e_right)]
+    ):
         Image.fromarray(rgb).save(out / "images" / f"{name}.png")
         np.save(out / "depth" / f"{name}.npy", depth)
         h, w = rgb.shape[:2]
-        entries.append(Entry(id=f"{SEQUENCE}#{name}", path=f"images/{name}.png", source=f"{SOURCE}: {name}",
-                             modality="visible", width=w, height=h, channels=3, bit_depth=8, original_width=w,
-                             original_height=h, sequence=SEQUENCE, frame_index=index,
-                             camera={"intrinsics": k, "extrinsics": e}, depth=f"depth/{name}.npy",
-                             metadata={"depth_units": "m", "ground_truth": "Middlebury structured light"}))
-    write_manifest(Manifest(created_by=f"edgescene {__version__} middlebury", options={"dataset": DATASET_NAME},
-                            entries=entries), out)
+        entries.append(
+            Entry(
+                id=f"{SEQUENCE}#{name}",
+                path=f"images/{name}.png",
+                source=f"{SOURCE}: {name}",
+                modality="visible",
+                width=w,
+                height=h,
+                channels=3,
+                bit_depth=8,
+                original_width=w,
+                original_height=h,
+                sequence=SEQUENCE,
+                frame_index=index,
+                camera={"intrinsics": k, "extrinsics": e},
+                depth=f"depth/{name}.npy",
+                metadata={"depth_units": "m", "ground_truth": "Middlebury structured light"},
+            )
+        )
+    write_manifest(
+        Manifest(created_by=f"edgescene {__version__} middlebury", options={"dataset": DATASET_NAME}, entries=entries),
+        out,
+    )
     return out
 
 
-__all__ = ["DATASET_NAME", "disparity_to_depth", "load_motorcycle", "warp_depth_to_right",
-           "write_middlebury_motorcycle"]
+__all__ = [
+    "DATASET_NAME",
+    "disparity_to_depth",
+    "load_motorcycle",
+    "warp_depth_to_right",
+    "write_middlebury_motorcycle",
+]

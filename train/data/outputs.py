@@ -69,8 +69,7 @@ def atomic_write(target: Path, data: bytes) -> None:
         raise
 
 
-def write_outputs(rendered: list[tuple[Entry, bytes]], output_dir: Path, overwrite: bool,
-                  owned: frozenset[str]) -> int:
+def write_outputs(rendered: list[tuple[Entry, bytes]], output_dir: Path, overwrite: bool, owned: frozenset[str]) -> int:
     """Write every output of one source, or none: foreign files are checked before anything is written.
 
     ``owned`` holds the output paths the previous manifest lists (ours to replace). Returns the
@@ -86,8 +85,10 @@ def write_outputs(rendered: list[tuple[Entry, bytes]], output_dir: Path, overwri
         plan.append((target, data))
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise ReadError(f"output {foreign[0]}{more} already exists and is not listed in the output folder's "
-                        f"manifest; not overwritten: pass --overwrite to replace it")
+        raise ReadError(
+            f"output {foreign[0]}{more} already exists and is not listed in the output folder's "
+            f"manifest; not overwritten: pass --overwrite to replace it"
+        )
     written: list[Path] = []
     try:
         for target, data in plan:

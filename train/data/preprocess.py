@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from edgescene.train.data.convert import Job, resize_long_side, tile_grid
 from edgescene.train.data.incremental import (
     RELEVANT_OPTIONS,
     changed_options,
@@ -75,11 +76,19 @@ from edgescene.train.data.metadata import (
 )
 from edgescene.train.data.outputs import output_bases
 from edgescene.train.data.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, file_kind
-from edgescene.train.data.convert import Job, resize_long_side, tile_grid
 
 __all__ = [
-    "CHECKPOINT_EVERY", "PREPROCESS_MODALITIES", "RELEVANT_OPTIONS", "RESERVED_METADATA_KEYS", "PreprocessConfig",
-    "PreprocessSummary", "ProgressCallback", "load_metadata", "preprocess_folder", "resize_long_side", "tile_grid",
+    "CHECKPOINT_EVERY",
+    "PREPROCESS_MODALITIES",
+    "RELEVANT_OPTIONS",
+    "RESERVED_METADATA_KEYS",
+    "PreprocessConfig",
+    "PreprocessSummary",
+    "ProgressCallback",
+    "load_metadata",
+    "preprocess_folder",
+    "resize_long_side",
+    "tile_grid",
 ]
 
 CHECKPOINT_EVERY = 200
@@ -102,8 +111,12 @@ class PreprocessConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        for name, low, high in (("size", 16, 16384), ("max_video_frames", 1, 100_000), ("tile_size", 16, 1 << 20),
-                                ("workers", 1, 256)):
+        for name, low, high in (
+            ("size", 16, 16384),
+            ("max_video_frames", 1, 100_000),
+            ("tile_size", 16, 1 << 20),
+            ("workers", 1, 256),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
                 raise ValueError(f"{_flag(name)} must be an integer from {low} to {high}, got {value!r}")
@@ -124,9 +137,13 @@ class PreprocessConfig:
                 raise ValueError(f"--metadata-json {self.metadata_json} is not an existing file")
 
     def manifest_options(self) -> dict[str, Any]:
-        return {"size": self.size, "max_video_frames": self.max_video_frames, "tile_size": self.tile_size,
-                "input_dir": str(self.input_dir),
-                "metadata_json": None if self.metadata_json is None else str(self.metadata_json)}
+        return {
+            "size": self.size,
+            "max_video_frames": self.max_video_frames,
+            "tile_size": self.tile_size,
+            "input_dir": str(self.input_dir),
+            "metadata_json": None if self.metadata_json is None else str(self.metadata_json),
+        }
 
 
 @dataclass
@@ -156,8 +173,10 @@ class PreprocessSummary:
         ]
         lines += [f"error: {e['source']}: {e['error']}" for e in self.errors]
         lines += [f"warning: {w}" for w in self.warnings]
-        lines += [f"removed: {s} (source no longer in the input folder; its outputs are left on disk)"
-                  for s in self.removed_sources]
+        lines += [
+            f"removed: {s} (source no longer in the input folder; its outputs are left on disk)"
+            for s in self.removed_sources
+        ]
         if self.stale_outputs:
             lines.append(f"stale outputs: {self.stale_outputs} files no longer listed in the manifest are left on disk")
         lines += [f"manifest: {self.manifest_path}", f"elapsed: {self.elapsed_s:.2f} s"]
@@ -210,20 +229,29 @@ def preprocess_folder(config: PreprocessConfig, progress: ProgressCallback | Non
     if previous is not None and previous.entries and changed and not config.overwrite:
         was = ", ".join(f"{_flag(k)} {previous.options.get(k)}" for k in changed)
         now = ", ".join(f"{_flag(k)} {options[k]}" for k in changed)
-        raise ValueError(f"{config.output_dir} was preprocessed with {was} (now {now}): every output would change; "
-                         f"pass --overwrite to redo it with the new options, or choose another --output-dir")
+        raise ValueError(
+            f"{config.output_dir} was preprocessed with {was} (now {now}): every output would change; "
+            f"pass --overwrite to redo it with the new options, or choose another --output-dir"
+        )
 
     files, errors = _walk(config)
     rels = [rel for rel, _ in files]
     bases, name_errors = output_bases(rels)
     previous_entries = previous.entries if previous is not None else []
     prev_by_source = {} if changed else entries_by_source(previous_entries)
-    ctx = Context(config.output_dir, config.size, config.max_video_frames, config.tile_size, config.overwrite,
-                  frozenset(e.path for e in previous_entries))
+    ctx = Context(
+        config.output_dir,
+        config.size,
+        config.max_video_frames,
+        config.tile_size,
+        config.overwrite,
+        frozenset(e.path for e in previous_entries),
+    )
     summary = PreprocessSummary(config.input_dir, config.output_dir, config.output_dir / MANIFEST_NAME)
     present = set(rels)
-    summary.warnings = [f"metadata key {key!r} matches no file in the input folder"
-                        for key in sorted(metadata) if key not in present]
+    summary.warnings = [
+        f"metadata key {key!r} matches no file in the input folder" for key in sorted(metadata) if key not in present
+    ]
     summary.removed_sources = sorted({e.source for e in previous_entries} - present)
     total, done = len(files) + len(errors), len(errors)
     summary.failed = len(errors)
@@ -242,8 +270,10 @@ def preprocess_folder(config: PreprocessConfig, progress: ProgressCallback | Non
         problem = None
         if kind is None:
             suffix = path.suffix.lower() or "(no extension)"
-            problem = (f"unsupported file type {suffix} (images: {' '.join(IMAGE_EXTENSIONS)}; "
-                       f"videos: {' '.join(VIDEO_EXTENSIONS)})")
+            problem = (
+                f"unsupported file type {suffix} (images: {' '.join(IMAGE_EXTENSIONS)}; "
+                f"videos: {' '.join(VIDEO_EXTENSIONS)})"
+            )
         problem = problem or name_errors.get(rel) or metadata_problem(meta)
         if problem is not None:
             errors.append({"source": rel, "error": problem})
@@ -264,9 +294,12 @@ def preprocess_folder(config: PreprocessConfig, progress: ProgressCallback | Non
 
     def save(final: bool) -> None:
         pending = [] if final else [e for j in jobs if j.rel not in finished for e in prev_by_source.get(j.rel, [])]
-        manifest = Manifest(created_by=f"edgescene {__version__} preprocess", options=options,
-                            entries=sorted(kept + new + pending, key=lambda e: e.id),
-                            errors=sorted(errors, key=lambda e: e["source"]))
+        manifest = Manifest(
+            created_by=f"edgescene {__version__} preprocess",
+            options=options,
+            entries=sorted(kept + new + pending, key=lambda e: e.id),
+            errors=sorted(errors, key=lambda e: e["source"]),
+        )
         write_manifest(manifest, config.output_dir)
 
     since_save = 0
@@ -292,8 +325,9 @@ def preprocess_folder(config: PreprocessConfig, progress: ProgressCallback | Non
 
     final_entries = kept + new
     paths = {e.path for e in final_entries}
-    summary.stale_outputs = sum(1 for e in previous_entries
-                                if e.path not in paths and (config.output_dir / e.path).is_file())
+    summary.stale_outputs = sum(
+        1 for e in previous_entries if e.path not in paths and (config.output_dir / e.path).is_file()
+    )
     summary.errors = sorted(errors, key=lambda e: e["source"])
     summary.entries = len(final_entries)
     for e in final_entries:

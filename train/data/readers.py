@@ -23,8 +23,12 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 GRAY_IS_IR_EXTENSIONS = (".png", ".tif", ".tiff")  # single-channel files of other formats are photos
 
-GEO_TAGS = {33550: "ModelPixelScaleTag", 33922: "ModelTiepointTag", 34264: "ModelTransformationTag",
-            34735: "GeoKeyDirectoryTag"}
+GEO_TAGS = {
+    33550: "ModelPixelScaleTag",
+    33922: "ModelTiepointTag",
+    34264: "ModelTransformationTag",
+    34735: "GeoKeyDirectoryTag",
+}
 _GEOGRAPHIC_CRS_KEY, _RASTER_TYPE_KEY, _PROJECTED_CRS_KEY = 2048, 1025, 3072
 _USER_DEFINED = 32767
 SATELLITE_PERCENTILES = (2.0, 98.0)
@@ -124,7 +128,7 @@ def _read_tiff(path: Path) -> DecodedImage:
             axes = page.axes
             try:
                 pixels = page.asarray()
-            except Exception as exc:  # e.g. a compression tifffile cannot decode without imagecodecs
+            except Exception as exc:  # noqa: BLE001 - e.g. a compression tifffile cannot decode: try OpenCV
                 try:
                     pixels, axes = _decode_with_opencv(path), "YXS"
                 except ReadError:
@@ -195,12 +199,17 @@ def _single_channel(band: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None
     span = high - low if high > low else 1.0
     scaled = np.where(finite, (values - low) / span, 0.0)
     out = np.round(np.clip(scaled, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    return out, {"method": "minmax", "source_dtype": str(band.dtype), "output_bit_depth": 16,
-                 "bands": [{"low": low, "high": high}]}
+    return out, {
+        "method": "minmax",
+        "source_dtype": str(band.dtype),
+        "output_bit_depth": 16,
+        "bands": [{"low": low, "high": high}],
+    }
 
 
-def percentile_scale(bands: np.ndarray, percentiles: tuple[float, float] = SATELLITE_PERCENTILES
-                     ) -> tuple[np.ndarray, dict[str, Any]]:
+def percentile_scale(
+    bands: np.ndarray, percentiles: tuple[float, float] = SATELLITE_PERCENTILES
+) -> tuple[np.ndarray, dict[str, Any]]:
     """``(H, W, C)`` of any numeric type -> uint8, each band mapped linearly from its low..high
     percentile to 0..255 and clipped. Percentiles come from the whole image (subsampled on a regular
     grid above a few million pixels), so every tile of an image shares one scaling."""
@@ -217,8 +226,13 @@ def percentile_scale(bands: np.ndarray, percentiles: tuple[float, float] = SATEL
         values = (band.astype(np.float32) - np.float32(low)) * np.float32(255.0 / span)
         out[:, :, i] = np.round(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 255.0)).astype(np.uint8)
         records.append({"low": low, "high": high})
-    return out, {"method": "percentile", "percentiles": list(percentiles), "source_dtype": str(bands.dtype),
-                 "output_bit_depth": 8, "bands": records}
+    return out, {
+        "method": "percentile",
+        "percentiles": list(percentiles),
+        "source_dtype": str(bands.dtype),
+        "output_bit_depth": 8,
+        "bands": records,
+    }
 
 
 def _uint16_to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -271,7 +285,7 @@ def _geokeys(directory: Any) -> dict[int, int]:
         return {}
     keys = {}
     for n in range(values[3]):
-        entry = values[4 + 4 * n: 8 + 4 * n]
+        entry = values[4 + 4 * n : 8 + 4 * n]
         if len(entry) < 4:
             break
         key, location, _count, value = entry
@@ -337,8 +351,11 @@ def _iter_frames(path: Path, indices: list[int], out_format: str) -> Iterator[Fr
                 if number != target:
                     continue
                 timestamp = frame.time if frame.time is not None else (number / rate if rate else None)
-                yield Frame(number, None if timestamp is None else float(timestamp),
-                            np.ascontiguousarray(frame.to_ndarray(format=out_format)))
+                yield Frame(
+                    number,
+                    None if timestamp is None else float(timestamp),
+                    np.ascontiguousarray(frame.to_ndarray(format=out_format)),
+                )
                 target = next(wanted, None)
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise ReadError(f"unreadable video: {_av_message(exc)}") from exc

@@ -13,7 +13,8 @@ Run::
     torchrun --nproc_per_node=N -m edgescene.train.dinov3.cli --dataset-dir data/processed --out-dir runs/dino_s \\
         --preset dinov3_vits16 --init dinov3_vits16_pretrain_lvd1689m-08c60483.pth --steps 20000
     # continue from runs/dino_s/last.pt (same options plus --resume)
-    python -m edgescene.train.dinov3.cli --dataset-dir data/processed --out-dir runs/dino_s --preset dinov3_vits16 --resume
+    python -m edgescene.train.dinov3.cli --dataset-dir data/processed --out-dir runs/dino_s \\
+        --preset dinov3_vits16 --resume
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         args = [t for t in typing.get_args(hint) if t is not type(None)]
         if typing.get_origin(hint) is tuple:
-            parser.add_argument(flag, type=args[0], nargs=len(args), default=f.default, metavar=("LOW", "HIGH"), help=text)
+            parser.add_argument(
+                flag, type=args[0], nargs=len(args), default=f.default, metavar=("LOW", "HIGH"), help=text
+            )
         else:
             kind = args[0] if args else hint
             parser.add_argument(flag, type=kind, required=required, default=None if required else f.default, help=text)
@@ -115,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgescene train dinov3", description="DINOv3 self-supervised training / fine-tuning")
+    parser = argparse.ArgumentParser(
+        prog="edgescene train dinov3", description="DINOv3 self-supervised training / fine-tuning"
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

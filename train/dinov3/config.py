@@ -75,15 +75,38 @@ class DinoTrainConfig:
         if self.preset not in DINOV3_PRESETS:
             raise ValueError(f"preset {self.preset!r} is not a DINOv3 preset; valid: {sorted(DINOV3_PRESETS)}")
         patch = DINOV3_PRESETS[self.preset].patch_size
-        positive = ("steps", "batch_size", "global_crop_size", "local_crop_size", "local_crops_number",
-                    "head_prototypes", "head_hidden_dim", "head_bottleneck_dim", "log_every", "save_every",
-                    "lr", "teacher_temp", "teacher_temp_warmup", "student_temp")
+        positive = (
+            "steps",
+            "batch_size",
+            "global_crop_size",
+            "local_crop_size",
+            "local_crops_number",
+            "head_prototypes",
+            "head_hidden_dim",
+            "head_bottleneck_dim",
+            "log_every",
+            "save_every",
+            "lr",
+            "teacher_temp",
+            "teacher_temp_warmup",
+            "student_temp",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        non_negative = ("min_lr", "warmup_steps", "weight_decay", "weight_decay_end", "clip_grad",
-                        "freeze_last_layer_steps", "teacher_temp_warmup_steps", "ibot_weight", "koleo_weight",
-                        "num_workers", "patch_embed_lr_mult")
+        non_negative = (
+            "min_lr",
+            "warmup_steps",
+            "weight_decay",
+            "weight_decay_end",
+            "clip_grad",
+            "freeze_last_layer_steps",
+            "teacher_temp_warmup_steps",
+            "ibot_weight",
+            "koleo_weight",
+            "num_workers",
+            "patch_embed_lr_mult",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -56,8 +56,13 @@ def read_image(path: str | Path) -> tuple[torch.Tensor, bool]:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), single
 
 
-def random_resized_crop(img: torch.Tensor, size: int, scale: tuple[float, float], rng: random.Random,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+def random_resized_crop(
+    img: torch.Tensor,
+    size: int,
+    scale: tuple[float, float],
+    rng: random.Random,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop (10 tries, then a centre crop), bicubic with antialias."""
     _, h, w = img.shape
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -75,7 +80,7 @@ def random_resized_crop(img: torch.Tensor, size: int, scale: tuple[float, float]
         elif w / h > ratio[1]:
             cw = int(round(h * ratio[1]))
         top, left = (h - ch) // 2, (w - cw) // 2
-    crop = img[None, :, top:top + ch, left:left + cw]
+    crop = img[None, :, top : top + ch, left : left + cw]
     return F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
 
 
@@ -103,12 +108,20 @@ def _hsv_to_rgb(img: torch.Tensor) -> torch.Tensor:
     i = i.to(torch.int64) % 6
     p, q, t = (v * (1 - s)).clamp(0, 1), (v * (1 - s * f)).clamp(0, 1), (v * (1 - s * (1 - f))).clamp(0, 1)
     select = (i.unsqueeze(0) == torch.arange(6).view(-1, 1, 1)).to(img.dtype)  # (6, H, W)
-    table = torch.stack((torch.stack((v, q, p, p, t, v)), torch.stack((t, v, v, q, p, p)), torch.stack((p, p, t, v, v, q))))
+    table = torch.stack(
+        (torch.stack((v, q, p, p, t, v)), torch.stack((t, v, v, q, p, p)), torch.stack((p, p, t, v, v, q)))
+    )
     return torch.einsum("ijk,xijk->xjk", select, table)
 
 
-def color_jitter(img: torch.Tensor, rng: random.Random, brightness: float = 0.4, contrast: float = 0.4,
-                 saturation: float = 0.2, hue: float = 0.1) -> torch.Tensor:
+def color_jitter(
+    img: torch.Tensor,
+    rng: random.Random,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.2,
+    hue: float = 0.1,
+) -> torch.Tensor:
     """torchvision's ColorJitter: the four adjustments in a random order, random factors."""
     order = [0, 1, 2, 3]
     rng.shuffle(order)
@@ -128,10 +141,12 @@ def color_jitter(img: torch.Tensor, rng: random.Random, brightness: float = 0.4,
     return img
 
 
-def gaussian_blur(img: torch.Tensor, rng: random.Random, kernel: int = 9, sigma: tuple[float, float] = (0.1, 2.0)) -> torch.Tensor:
+def gaussian_blur(
+    img: torch.Tensor, rng: random.Random, kernel: int = 9, sigma: tuple[float, float] = (0.1, 2.0)
+) -> torch.Tensor:
     s = rng.uniform(*sigma)
     x = torch.arange(kernel, dtype=img.dtype) - (kernel - 1) / 2
-    k = torch.exp(-(x ** 2) / (2 * s * s))
+    k = torch.exp(-(x**2) / (2 * s * s))
     k = (k / k.sum()).to(img.dtype)
     pad = kernel // 2
     out = F.pad(img[None], (pad, pad, pad, pad), mode="reflect")
@@ -142,16 +157,32 @@ def gaussian_blur(img: torch.Tensor, rng: random.Random, kernel: int = 9, sigma:
 class MultiCropAugmentation:
     """image (3, H, W) in [0, 1] -> {"global_crops": (2, 3, G, G), "local_crops": (N, 3, L, L)}, normalised."""
 
-    def __init__(self, global_size: int, local_size: int, local_number: int, global_scale: tuple[float, float],
-                 local_scale: tuple[float, float], mean: tuple[float, ...], std: tuple[float, ...],
-                 horizontal_flips: bool = True) -> None:
+    def __init__(
+        self,
+        global_size: int,
+        local_size: int,
+        local_number: int,
+        global_scale: tuple[float, float],
+        local_scale: tuple[float, float],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        horizontal_flips: bool = True,
+    ) -> None:
         self.global_size, self.local_size, self.local_number = global_size, local_size, local_number
         self.global_scale, self.local_scale = global_scale, local_scale
         self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
         self.flip_p = 0.5 if horizontal_flips else 0.0
 
-    def _crop(self, img: torch.Tensor, size: int, scale: tuple[float, float], blur_p: float, solarize_p: float,
-              single_channel: bool, rng: random.Random) -> torch.Tensor:
+    def _crop(
+        self,
+        img: torch.Tensor,
+        size: int,
+        scale: tuple[float, float],
+        blur_p: float,
+        solarize_p: float,
+        single_channel: bool,
+        rng: random.Random,
+    ) -> torch.Tensor:
         x = random_resized_crop(img, size, scale, rng)
         if rng.random() < self.flip_p:
             x = x.flip(-1)
@@ -168,9 +199,14 @@ class MultiCropAugmentation:
 
     def __call__(self, img: torch.Tensor, single_channel: bool, rng: random.Random) -> dict[str, torch.Tensor]:
         g = (self.global_size, self.global_scale)
-        global_crops = [self._crop(img, *g, 1.0, 0.0, single_channel, rng), self._crop(img, *g, 0.1, 0.2, single_channel, rng)]
-        local_crops = [self._crop(img, self.local_size, self.local_scale, 0.5, 0.0, single_channel, rng)
-                       for _ in range(self.local_number)]
+        global_crops = [
+            self._crop(img, *g, 1.0, 0.0, single_channel, rng),
+            self._crop(img, *g, 0.1, 0.2, single_channel, rng),
+        ]
+        local_crops = [
+            self._crop(img, self.local_size, self.local_scale, 0.5, 0.0, single_channel, rng)
+            for _ in range(self.local_number)
+        ]
         return {"global_crops": torch.stack(global_crops), "local_crops": torch.stack(local_crops)}
 
 
@@ -207,8 +243,9 @@ class StepSampler(Sampler):
     what came before it.
     """
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, n_items: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n, self.batch_size, self.seed = n_items, batch_size, seed
         self.start_step, self.rank, self.world_size = start_step, rank, world_size
 
@@ -231,10 +268,25 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def build_loader(dataset: ManifestImages, batch_size: int, seed: int, start_step: int, rank: int, world_size: int,
-                 num_workers: int, pin_memory: bool = False) -> DataLoader:
+def build_loader(
+    dataset: ManifestImages,
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    pin_memory: bool = False,
+) -> DataLoader:
     """An endless loader: each iteration is one step's batch of stacked crops (B, 2, 3, G, G) / (B, N, 3, L, L)."""
     sampler = StepSampler(len(dataset), batch_size, seed, start_step, rank, world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
-                      pin_memory=pin_memory, worker_init_fn=_worker_init if num_workers else None,
-                      persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init if num_workers else None,
+        persistent_workers=False,
+    )

@@ -18,8 +18,9 @@ from torch import nn
 class DINOHead(nn.Module):
     """x: (N, in_dim) -> prototype logits (N, out_dim)."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 nlayers: int = 3) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, nlayers: int = 3
+    ) -> None:
         super().__init__()
         if nlayers < 2:
             raise ValueError(f"nlayers must be >= 2, got {nlayers}")

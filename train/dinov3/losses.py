@@ -48,8 +48,9 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, n_iteratio
     return q.t()
 
 
-def dino_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float = 0.1,
-              ignore_diagonal: bool = False) -> torch.Tensor:
+def dino_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float = 0.1, ignore_diagonal: bool = False
+) -> torch.Tensor:
     """Cross-entropy of every student crop against every teacher crop, averaged.
 
     student_logits: (S, B, K) raw logits; teacher_probs: (T, B, K) rows summing to 1.
@@ -66,8 +67,9 @@ def dino_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student
     return pairs.sum() / (batch * (s_crops * t_crops - n_diag))
 
 
-def ibot_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, masks: torch.Tensor,
-              student_temp: float = 0.1) -> torch.Tensor:
+def ibot_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, masks: torch.Tensor, student_temp: float = 0.1
+) -> torch.Tensor:
     """Masked-patch cross-entropy, each image weighted by 1 / its number of masked patches.
 
     student_logits, teacher_probs: (M, K) for the M masked patches, in the order of
@@ -95,8 +97,9 @@ class MaskingGenerator:
     least ``min_num_patches`` patches with aspect ratio in [min_aspect, 1/min_aspect], added until
     the requested number of patches is masked (or no rectangle fits)."""
 
-    def __init__(self, grid: tuple[int, int], max_num_patches: float, min_num_patches: int = 4,
-                 min_aspect: float = 0.3) -> None:
+    def __init__(
+        self, grid: tuple[int, int], max_num_patches: float, min_num_patches: int = 4, min_aspect: float = 0.3
+    ) -> None:
         self.height, self.width = grid
         self.max_num_patches = max_num_patches
         self.min_num_patches = min_num_patches
@@ -111,7 +114,7 @@ class MaskingGenerator:
             w = int(round(math.sqrt(area / aspect)))
             if w < self.width and h < self.height:
                 top, left = rng.randint(0, self.height - h), rng.randint(0, self.width - w)
-                block = mask[top:top + h, left:left + w]
+                block = mask[top : top + h, left : left + w]
                 if 0 < h * w - int(block.sum()) <= max_patches:
                     added = h * w - int(block.sum())
                     block.fill_(True)
@@ -131,8 +134,9 @@ class MaskingGenerator:
         return mask
 
 
-def sample_masks(n_images: int, grid: tuple[int, int], ratio_min_max: tuple[float, float], probability: float,
-                 rng: random.Random) -> torch.Tensor:
+def sample_masks(
+    n_images: int, grid: tuple[int, int], ratio_min_max: tuple[float, float], probability: float, rng: random.Random
+) -> torch.Tensor:
     """Masks for a batch of global crops, as upstream ``collate_data_and_cast``: the first
     ``int(n_images * probability)`` get masks whose upper bounds are spread by
     ``linspace(ratio_min, ratio_max)``, the rest none; then the list is shuffled.

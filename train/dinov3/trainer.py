@@ -35,8 +35,15 @@ from tqdm import tqdm
 
 from edgescene.models.dinov3 import DINOV3_PRESETS, build_dinov3
 from edgescene.models.weights.dinov3 import load_dinov3
-from edgescene.train.common import (MetricsLogger, autocast_dtype, cosine_schedule, load_checkpoint, save_checkpoint,
-                                    seed_everything, setup_distributed)
+from edgescene.train.common import (
+    MetricsLogger,
+    autocast_dtype,
+    cosine_schedule,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+)
 from edgescene.train.dinov3.config import DinoTrainConfig
 from edgescene.train.dinov3.data import ManifestImages, MultiCropAugmentation, build_loader
 from edgescene.train.dinov3.heads import DINOHead
@@ -53,20 +60,31 @@ class SSLModel(nn.Module):
     def __init__(self, config: DinoTrainConfig) -> None:
         super().__init__()
         self.backbone = build_dinov3(config.preset)
-        dim, heads = self.backbone.embed_dim, (config.head_prototypes, config.head_hidden_dim, config.head_bottleneck_dim)
+        dim, heads = (
+            self.backbone.embed_dim,
+            (config.head_prototypes, config.head_hidden_dim, config.head_bottleneck_dim),
+        )
         self.dino_head = DINOHead(dim, heads[0], hidden_dim=heads[1], bottleneck_dim=heads[2])
         self.ibot_head = DINOHead(dim, heads[0], hidden_dim=heads[1], bottleneck_dim=heads[2])
 
-    def forward(self, global_crops: torch.Tensor, masks: torch.Tensor, local_crops: torch.Tensor | None = None,
-                mask_inputs: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        masks: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        mask_inputs: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """global_crops (2B, 3, G, G) crop-major; masks (2B, h*w) bool; local_crops (nB, 3, L, L).
 
         ``mask_inputs`` replaces masked patches by the mask token (student); the teacher sees full
         crops and only reads its patch tokens at the masked positions.
         """
         g = self.backbone.forward_features(global_crops, masks=masks if mask_inputs else None)
-        out = {"cls": g["x_norm_clstoken"], "dino_global": self.dino_head(g["x_norm_clstoken"]),
-               "ibot": self.ibot_head(g["x_norm_patchtokens"][masks])}
+        out = {
+            "cls": g["x_norm_clstoken"],
+            "dino_global": self.dino_head(g["x_norm_clstoken"]),
+            "ibot": self.ibot_head(g["x_norm_patchtokens"][masks]),
+        }
         if local_crops is not None:
             cls_local = self.backbone.forward_features(local_crops, local_crops=True)["x_norm_clstoken"]
             out["dino_local"] = self.dino_head(cls_local)
@@ -118,13 +136,20 @@ def schedules(config: DinoTrainConfig, step: int) -> dict[str, float]:
         "lr": cosine_schedule(config.lr, config.min_lr, step, config.steps, config.warmup_steps),
         "wd": cosine_schedule(config.weight_decay, config.weight_decay_end, step, config.steps),
         "momentum": cosine_schedule(config.momentum_teacher, config.momentum_teacher_end, step, config.steps),
-        "teacher_temp": cosine_schedule(config.teacher_temp, config.teacher_temp, step, config.steps,
-                                        config.teacher_temp_warmup_steps, config.teacher_temp_warmup),
+        "teacher_temp": cosine_schedule(
+            config.teacher_temp,
+            config.teacher_temp,
+            step,
+            config.steps,
+            config.teacher_temp_warmup_steps,
+            config.teacher_temp_warmup,
+        ),
     }
 
 
-def compute_losses(student: dict, teacher: dict, masks: torch.Tensor, teacher_temp: float, batch: int,
-                   config: DinoTrainConfig) -> dict[str, torch.Tensor]:
+def compute_losses(
+    student: dict, teacher: dict, masks: torch.Tensor, teacher_temp: float, batch: int, config: DinoTrainConfig
+) -> dict[str, torch.Tensor]:
     """Upstream's loss accumulator: DINO local and global terms weighted by their pair counts, iBOT,
     and KoLeo per global crop (weight x 2 crops, reported as the mean over crops)."""
     n_local = config.local_crops_number
@@ -132,8 +157,9 @@ def compute_losses(student: dict, teacher: dict, masks: torch.Tensor, teacher_te
         targets = sinkhorn_knopp(teacher["dino_global"], teacher_temp).unflatten(0, (N_GLOBAL, batch))
         ibot_targets = sinkhorn_knopp(teacher["ibot"], teacher_temp)
     local = dino_loss(student["dino_local"].unflatten(0, (n_local, batch)), targets, config.student_temp)
-    glob = dino_loss(student["dino_global"].unflatten(0, (N_GLOBAL, batch)), targets, config.student_temp,
-                     ignore_diagonal=True)
+    glob = dino_loss(
+        student["dino_global"].unflatten(0, (N_GLOBAL, batch)), targets, config.student_temp, ignore_diagonal=True
+    )
     local_terms, global_terms = n_local * N_GLOBAL, N_GLOBAL * (N_GLOBAL - 1)
     ibot = ibot_loss(student["ibot"], ibot_targets, masks, config.student_temp)
     koleo = sum(koleo_loss(cls) for cls in student["cls"].chunk(N_GLOBAL)) / N_GLOBAL
@@ -152,10 +178,17 @@ def update_teacher(teacher: SSLModel, student: SSLModel, momentum: float) -> Non
 
 def _train_state(student: SSLModel, teacher: SSLModel, optimizer, scaler, step: int) -> dict:
     return {
-        "student": student.backbone.state_dict(), "teacher": teacher.backbone.state_dict(),
-        "heads": {"student_dino": student.dino_head.state_dict(), "student_ibot": student.ibot_head.state_dict(),
-                  "teacher_dino": teacher.dino_head.state_dict(), "teacher_ibot": teacher.ibot_head.state_dict()},
-        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+        "student": student.backbone.state_dict(),
+        "teacher": teacher.backbone.state_dict(),
+        "heads": {
+            "student_dino": student.dino_head.state_dict(),
+            "student_ibot": student.ibot_head.state_dict(),
+            "teacher_dino": teacher.dino_head.state_dict(),
+            "teacher_ibot": teacher.ibot_head.state_dict(),
+        },
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
         "torch_rng_state": torch.get_rng_state(),
     }
 
@@ -211,18 +244,38 @@ def train(config: DinoTrainConfig, should_stop: Callable[[], bool] | None = None
 
     # -- data -----------------------------------------------------------------------------------
     preset = DINOV3_PRESETS[config.preset]
-    augmentation = MultiCropAugmentation(config.global_crop_size, config.local_crop_size, config.local_crops_number,
-                                         config.global_crops_scale, config.local_crops_scale, preset.mean, preset.std,
-                                         config.horizontal_flips)
+    augmentation = MultiCropAugmentation(
+        config.global_crop_size,
+        config.local_crop_size,
+        config.local_crops_number,
+        config.global_crops_scale,
+        config.local_crops_scale,
+        preset.mean,
+        preset.std,
+        config.horizontal_flips,
+    )
     dataset = ManifestImages(config.dataset_dir, augmentation)
-    batches = iter(build_loader(dataset, config.batch_size, config.seed, start_step, info.rank, info.world_size,
-                                config.num_workers, pin_memory=device.type == "cuda"))
+    batches = iter(
+        build_loader(
+            dataset,
+            config.batch_size,
+            config.seed,
+            start_step,
+            info.rank,
+            info.world_size,
+            config.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+    )
     grid = (config.global_crop_size // preset.patch_size,) * 2
     end_step = config.stop_at or config.steps
     if info.is_main:
-        print(f"dinov3: {info.world_size} process(es) on {device}, amp {amp_dtype or 'off (fp32)'}, "
-              f"global batch {config.batch_size * info.world_size}, {len(dataset)} images, "
-              f"steps {start_step} -> {end_step} of {config.steps}", flush=True)
+        print(
+            f"dinov3: {info.world_size} process(es) on {device}, amp {amp_dtype or 'off (fp32)'}, "
+            f"global batch {config.batch_size * info.world_size}, {len(dataset)} images, "
+            f"steps {start_step} -> {end_step} of {config.steps}",
+            flush=True,
+        )
 
     # -- the loop -------------------------------------------------------------------------------
     logger = MetricsLogger(out_dir, enabled=info.is_main)
@@ -242,8 +295,9 @@ def train(config: DinoTrainConfig, should_stop: Callable[[], bool] | None = None
         batch = next(batches)
         global_crops = batch["global_crops"].transpose(0, 1).flatten(0, 1).to(device, non_blocking=True)
         local_crops = batch["local_crops"].transpose(0, 1).flatten(0, 1).to(device, non_blocking=True)
-        masks = sample_masks(N_GLOBAL * config.batch_size, grid, config.mask_ratio_min_max, config.mask_probability,
-                             rng).to(device)
+        masks = sample_masks(
+            N_GLOBAL * config.batch_size, grid, config.mask_ratio_min_max, config.mask_probability, rng
+        ).to(device)
 
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             with torch.no_grad():
@@ -271,14 +325,22 @@ def train(config: DinoTrainConfig, should_stop: Callable[[], bool] | None = None
             if info.distributed:
                 dist.all_reduce(values)
                 values /= info.world_size
-            metrics = {k: float(v) for k, v in zip(LOSS_KEYS, values.tolist())}
+            metrics = {k: float(v) for k, v in zip(LOSS_KEYS, values.tolist(), strict=True)}
             metrics.update(lr=sched["lr"], momentum=sched["momentum"], teacher_temp=sched["teacher_temp"])
             logger.log(done, metrics)
             bar.set_postfix(loss=f"{metrics['total']:.4f}", lr=f"{sched['lr']:.2e}")
         if info.is_main and (done % config.save_every == 0 or done == end_step):
             state = _train_state(student, teacher, optimizer, scaler, done)
-            save_checkpoint(last, kind="dinov3", preset=config.preset, config=config.to_dict(), step=done,
-                            model=state["teacher"], train_state=state, metrics=metrics)
+            save_checkpoint(
+                last,
+                kind="dinov3",
+                preset=config.preset,
+                config=config.to_dict(),
+                step=done,
+                model=state["teacher"],
+                train_state=state,
+                metrics=metrics,
+            )
         if stopping:
             break
     bar.close()

@@ -36,55 +36,127 @@ def _default(name: str):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = _default
-    p.add_argument("--dataset-dir", "--data", dest="data", required=True,
-                   help="dataset folder with a manifest.json (sequences with depth + cameras)")
-    p.add_argument("--out-dir", "--out", dest="out", required=True, help="output folder: last.pt, metrics.jsonl, tensorboard/")
+    p.add_argument(
+        "--dataset-dir",
+        "--data",
+        dest="data",
+        required=True,
+        help="dataset folder with a manifest.json (sequences with depth + cameras)",
+    )
+    p.add_argument(
+        "--out-dir", "--out", dest="out", required=True, help="output folder: last.pt, metrics.jsonl, tensorboard/"
+    )
     p.add_argument("--preset", default=d("preset"), help=f"model preset (default: {d('preset')})")
     p.add_argument("--init", help="start from these weights: an official file, a Hub id or an edgescene checkpoint")
-    p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
-                   help="continue from CKPT (optimizer, step, RNG); without a value: OUT/last.pt")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="CKPT",
+        help="continue from CKPT (optimizer, step, RNG); without a value: OUT/last.pt",
+    )
     p.add_argument("--freeze", choices=FREEZE_CHOICES, default=d("freeze"), help="parts not trained (default: none)")
     p.add_argument("--steps", type=int, default=d("steps"), help=f"optimizer steps (default: {d('steps')})")
-    p.add_argument("--batch-size", type=int, default=d("batch_size"),
-                   help=f"sequences per step per process (default: {d('batch_size')})")
-    p.add_argument("--frames", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
-                   help="frames per sequence, drawn per step in [MIN, MAX] (default: 2 8)")
-    p.add_argument("--height", type=int, default=d("image_height"), help=f"training image height (default: {d('image_height')})")
-    p.add_argument("--width", type=int, default=d("image_width"), help=f"training image width (default: {d('image_width')})")
-    p.add_argument("--lr", type=float, default=d("lr"), help=f"peak learning rate (default: {d('lr')}, upstream's fine-tune)")
-    p.add_argument("--min-lr", type=float, default=d("min_lr"), help=f"warm-up start and cosine end (default: {d('min_lr')})")
-    p.add_argument("--warmup", type=float, default=d("warmup_fraction"), help="warm-up share of the steps (default: 0.05)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d("batch_size"),
+        help=f"sequences per step per process (default: {d('batch_size')})",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=None,
+        help="frames per sequence, drawn per step in [MIN, MAX] (default: 2 8)",
+    )
+    p.add_argument(
+        "--height", type=int, default=d("image_height"), help=f"training image height (default: {d('image_height')})"
+    )
+    p.add_argument(
+        "--width", type=int, default=d("image_width"), help=f"training image width (default: {d('image_width')})"
+    )
+    p.add_argument(
+        "--lr", type=float, default=d("lr"), help=f"peak learning rate (default: {d('lr')}, upstream's fine-tune)"
+    )
+    p.add_argument(
+        "--min-lr", type=float, default=d("min_lr"), help=f"warm-up start and cosine end (default: {d('min_lr')})"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=d("warmup_fraction"), help="warm-up share of the steps (default: 0.05)"
+    )
     p.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="AdamW weight decay (default: 0.05)")
-    p.add_argument("--clip-grad", type=float, default=d("clip_grad"), help="max grad norm per module, 0 = off (default: 1.0)")
+    p.add_argument(
+        "--clip-grad", type=float, default=d("clip_grad"), help="max grad norm per module, 0 = off (default: 1.0)"
+    )
     p.add_argument("--camera-weight", type=float, default=d("camera_weight"), help="camera loss weight (default: 5.0)")
     p.add_argument("--depth-weight", type=float, default=d("depth_weight"), help="depth loss weight (default: 1.0)")
-    p.add_argument("--point-weight", type=float, default=d("point_weight"), help="point-map loss weight, 0 = off (default: 1.0)")
-    p.add_argument("--point-gradient", choices=POINT_GRADIENT_CHOICES, default=d("point_gradient"),
-                   help="gradient term of the point loss (default: normal)")
+    p.add_argument(
+        "--point-weight", type=float, default=d("point_weight"), help="point-map loss weight, 0 = off (default: 1.0)"
+    )
+    p.add_argument(
+        "--point-gradient",
+        choices=POINT_GRADIENT_CHOICES,
+        default=d("point_gradient"),
+        help="gradient term of the point loss (default: normal)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no colour jitter or random zoom")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute aggregator blocks in backward")
-    p.add_argument("--log-every", type=int, default=d("log_every"), help=f"steps between logs (default: {d('log_every')})")
-    p.add_argument("--save-every", type=int, default=d("save_every"),
-                   help=f"steps between validation + checkpoint (default: {d('save_every')})")
+    p.add_argument(
+        "--log-every", type=int, default=d("log_every"), help=f"steps between logs (default: {d('log_every')})"
+    )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=d("save_every"),
+        help=f"steps between validation + checkpoint (default: {d('save_every')})",
+    )
     p.add_argument("--seed", type=int, default=d("seed"), help="random seed (default: 0)")
     p.add_argument("--device", default=d("device"), help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--workers", type=int, default=d("num_workers"), help=f"data loader workers (default: {d('num_workers')})")
-    p.add_argument("--val-fraction", type=float, default=None,
-                   help=f"held-out share of the sequences (default: {DEFAULT_VAL_FRACTION} unless --val-data)")
+    p.add_argument(
+        "--workers", type=int, default=d("num_workers"), help=f"data loader workers (default: {d('num_workers')})"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help=f"held-out share of the sequences (default: {DEFAULT_VAL_FRACTION} unless --val-data)",
+    )
     p.add_argument("--val-dataset-dir", "--val-data", dest="val_data", help="a separate dataset folder for validation")
 
 
 def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
     return VGGTTrainConfig(
-        dataset_dir=args.data, out_dir=args.out, preset=args.preset, init=args.init, resume=args.resume,
-        freeze=args.freeze, steps=args.steps, batch_size=args.batch_size,
+        dataset_dir=args.data,
+        out_dir=args.out,
+        preset=args.preset,
+        init=args.init,
+        resume=args.resume,
+        freeze=args.freeze,
+        steps=args.steps,
+        batch_size=args.batch_size,
         frames_per_sequence=tuple(args.frames) if args.frames else _default("frames_per_sequence"),
-        image_height=args.height, image_width=args.width, lr=args.lr, min_lr=args.min_lr,
-        warmup_fraction=args.warmup, weight_decay=args.weight_decay, clip_grad=args.clip_grad,
-        camera_weight=args.camera_weight, depth_weight=args.depth_weight, point_weight=args.point_weight,
-        point_gradient=args.point_gradient, augment=not args.no_augment,
-        gradient_checkpointing=args.gradient_checkpointing, log_every=args.log_every, save_every=args.save_every,
-        seed=args.seed, device=args.device, num_workers=args.workers, val_fraction=args.val_fraction,
+        image_height=args.height,
+        image_width=args.width,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_fraction=args.warmup,
+        weight_decay=args.weight_decay,
+        clip_grad=args.clip_grad,
+        camera_weight=args.camera_weight,
+        depth_weight=args.depth_weight,
+        point_weight=args.point_weight,
+        point_gradient=args.point_gradient,
+        augment=not args.no_augment,
+        gradient_checkpointing=args.gradient_checkpointing,
+        log_every=args.log_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.workers,
+        val_fraction=args.val_fraction,
         val_dataset=args.val_data,
     )
 
@@ -102,8 +174,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgescene.train.vggt.cli", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m edgescene.train.vggt.cli",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -22,35 +22,38 @@ DEFAULT_VAL_FRACTION = 0.1
 
 @dataclass(frozen=True)
 class VGGTTrainConfig:
-    dataset_dir: str                        # a manifest folder (``edgescene synth`` / ``preprocess`` with depth + cameras)
-    out_dir: str                            # last.pt, metrics.jsonl and tensorboard/ go here
-    preset: str = "vggt_1b"                 # model size, a key of VGGT_PRESETS
-    init: str | None = None                 # weights to start from: an official file, a Hub id, or an edgescene checkpoint
-    resume: str | None = None               # a checkpoint to continue (optimizer, step, RNG); "last" = out_dir/last.pt
+    dataset_dir: str  # a manifest folder (``edgescene synth`` / ``preprocess`` with depth + cameras)
+    out_dir: str  # last.pt, metrics.jsonl and tensorboard/ go here
+    preset: str = "vggt_1b"  # model size, a key of VGGT_PRESETS
+    init: str | None = None  # weights to start from: an official file, a Hub id, or an edgescene checkpoint
+    resume: str | None = None  # a checkpoint to continue (optimizer, step, RNG); "last" = out_dir/last.pt
     freeze: Literal["none", "aggregator", "patch_embed"] = "none"  # upstream's example freezes the aggregator
-    steps: int = 1000                       # optimizer steps in total (the schedule spans them)
-    batch_size: int = 1                     # sequences per step per process (global batch = batch_size * world size)
-    frames_per_sequence: tuple[int, int] = (2, 8)  # each step draws its frame count in [min, max] (upstream img_nums 2..24)
-    image_height: int = 392                 # training size; multiples of the preset's patch size
+    steps: int = 1000  # optimizer steps in total (the schedule spans them)
+    batch_size: int = 1  # sequences per step per process (global batch = batch_size * world size)
+    frames_per_sequence: tuple[int, int] = (
+        2,
+        8,
+    )  # each step draws its frame count in [min, max] (upstream img_nums 2..24)
+    image_height: int = 392  # training size; multiples of the preset's patch size
     image_width: int = 518
-    lr: float = 5e-5                        # upstream fine-tuning value; the paper trained from scratch at 2e-4
-    min_lr: float = 1e-8                    # warm-up start and cosine end, as upstream
+    lr: float = 5e-5  # upstream fine-tuning value; the paper trained from scratch at 2e-4
+    min_lr: float = 1e-8  # warm-up start and cosine end, as upstream
     warmup_fraction: float = 0.05
-    weight_decay: float = 0.05              # on >= 2-D weights only (not biases, norms, tokens)
-    clip_grad: float = 1.0                  # max grad norm, per module (aggregator, each head), as upstream
-    camera_weight: float = 5.0              # 0 disables a loss and freezes its head
+    weight_decay: float = 0.05  # on >= 2-D weights only (not biases, norms, tokens)
+    clip_grad: float = 1.0  # max grad norm, per module (aggregator, each head), as upstream
+    camera_weight: float = 5.0  # 0 disables a loss and freezes its head
     depth_weight: float = 1.0
     point_weight: float = 1.0
     point_gradient: Literal["normal", "grad"] = "normal"  # gradient term of the point loss (upstream: normal)
-    augment: bool = True                    # colour jitter + random zoom, same for all frames of a sample
+    augment: bool = True  # colour jitter + random zoom, same for all frames of a sample
     gradient_checkpointing: bool = False
     log_every: int = 10
-    save_every: int = 500                   # also validates; a checkpoint is always written at the end
+    save_every: int = 500  # also validates; a checkpoint is always written at the end
     seed: int = 0
-    device: str = "auto"                    # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 2
-    val_fraction: float | None = None       # held-out share of the sequences (default 0.1 without val_dataset)
-    val_dataset: str | None = None          # a separate manifest folder for validation
+    val_fraction: float | None = None  # held-out share of the sequences (default 0.1 without val_dataset)
+    val_dataset: str | None = None  # a separate manifest folder for validation
 
     def __post_init__(self) -> None:
         if self.preset not in VGGT_PRESETS:
@@ -67,14 +70,18 @@ class VGGTTrainConfig:
             raise ValueError(f"seed and num_workers must be >= 0, got {self.seed} and {self.num_workers}")
         lo, hi = self.frames_per_sequence
         if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
-            raise ValueError(f"frames_per_sequence must be (min, max) with 1 <= min <= max, got {self.frames_per_sequence}")
+            raise ValueError(
+                f"frames_per_sequence must be (min, max) with 1 <= min <= max, got {self.frames_per_sequence}"
+            )
         object.__setattr__(self, "frames_per_sequence", (lo, hi))
         patch = VGGT_PRESETS[self.preset].patch_size
         for name in ("image_height", "image_width"):
             value = getattr(self, name)
             if value < patch or value % patch:
-                raise ValueError(f"{name} must be a positive multiple of the patch size {patch} of {self.preset}, "
-                                 f"got {value}; e.g. {max(patch, round(value / patch) * patch)}")
+                raise ValueError(
+                    f"{name} must be a positive multiple of the patch size {patch} of {self.preset}, "
+                    f"got {value}; e.g. {max(patch, round(value / patch) * patch)}"
+                )
         for name in ("lr", "min_lr", "weight_decay", "clip_grad", "camera_weight", "depth_weight", "point_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

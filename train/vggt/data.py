@@ -51,15 +51,18 @@ def usable_sequences(root: str | Path, min_frames: int) -> dict[str, list[Entry]
     loose = sum(1 for e in manifest.entries if e.sequence is None)
     if complete:
         longest = max(len(es) for es in complete.values())
-        raise ValueError(f"dataset {root} is unusable for VGGT training: too few frames: every sequence with depth and "
-                         f"cameras has fewer than {min_frames} frames (the longest has {longest}); lower the minimum "
-                         f"of --frames or use longer sequences")
+        raise ValueError(
+            f"dataset {root} is unusable for VGGT training: too few frames: every sequence with depth and "
+            f"cameras has fewer than {min_frames} frames (the longest has {longest}); lower the minimum "
+            f"of --frames or use longer sequences"
+        )
     raise ValueError(
         f"dataset {root} is unusable for VGGT training: no sequences with depth+cameras on every frame "
         f"({len(manifest.entries)} entries, {len(groups)} sequences, {loose} entries in no sequence; "
         f"{len(no_depth)} sequences lack depth maps, {len(no_camera)} lack cameras). VGGT needs multi-view "
         "sequences with ground-truth depth and camera-from-world poses: make them with `edgescene synth` or "
-        "preprocess data that carries depth and cameras")
+        "preprocess data that carries depth and cameras"
+    )
 
 
 def split_sequences(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -96,8 +99,9 @@ class SequenceDataset(Dataset):
     ``valid: (S, H, W)`` bool.
     """
 
-    def __init__(self, root: str | Path, sequences: dict[str, list[Entry]], height: int, width: int,
-                 augment: bool) -> None:
+    def __init__(
+        self, root: str | Path, sequences: dict[str, list[Entry]], height: int, width: int, augment: bool
+    ) -> None:
         self.root = Path(root).resolve()
         self.names = sorted(sequences)
         self.sequences = [sequences[n] for n in self.names]
@@ -116,7 +120,7 @@ class SequenceDataset(Dataset):
         start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else 0
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
         images, depths, extr, intr = [], [], [], []
-        for entry in entries[start:start + frames]:
+        for entry in entries[start : start + frames]:
             rgb = load_rgb(resolve_inside(self.root, entry.path))
             depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
             if depth.shape != rgb.shape[:2]:
@@ -125,7 +129,7 @@ class SequenceDataset(Dataset):
             h0, w0 = rgb.shape[:2]
             ch, cw = max(1, round(h0 / zoom)), max(1, round(w0 / zoom))  # centred zoom window
             y0, x0 = (h0 - ch) // 2, (w0 - cw) // 2
-            rgb, depth = rgb[y0:y0 + ch, x0:x0 + cw], depth[y0:y0 + ch, x0:x0 + cw]
+            rgb, depth = rgb[y0 : y0 + ch, x0 : x0 + cw], depth[y0 : y0 + ch, x0 : x0 + cw]
             K = K - np.array([[0, 0, x0], [0, 0, y0], [0, 0, 0]], np.float64)
             if self.augment:  # random crops: cover the training size
                 resize = fit(ch, cw, self.height, self.width, "crop")
@@ -157,8 +161,16 @@ class StepBatchSampler(Sampler):
     and per-sample seeds from ``(seed, step, rank)``; only sequences at least that long are drawn.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, frames: tuple[int, int], seed: int, start: int,
-                 total: int, rank: int = 0) -> None:
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        frames: tuple[int, int],
+        seed: int,
+        start: int,
+        total: int,
+        rank: int = 0,
+    ) -> None:
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.start, self.total, self.rank = batch_size, seed, start, total, rank
         self.frames = (frames[0], min(frames[1], int(self.lengths.max())))

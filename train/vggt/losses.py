@@ -48,8 +48,12 @@ def _finite(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
-def camera_loss(pose_enc_list: list[torch.Tensor], gt_pose_enc: torch.Tensor, sample_mask: torch.Tensor,
-                cfg: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
+def camera_loss(
+    pose_enc_list: list[torch.Tensor],
+    gt_pose_enc: torch.Tensor,
+    sample_mask: torch.Tensor,
+    cfg: LossConfig = LossConfig(),
+) -> dict[str, torch.Tensor]:
     """pose_enc_list: n tensors (B, S, 9); gt_pose_enc: (B, S, 9); sample_mask: (B,) bool."""
     n = len(pose_enc_list)
     total_t = total_r = total_fl = pose_enc_list[-1].new_zeros(())
@@ -69,8 +73,9 @@ def camera_loss(pose_enc_list: list[torch.Tensor], gt_pose_enc: torch.Tensor, sa
     return {"camera": total, "camera_T": loss_t, "camera_R": loss_r, "camera_FL": loss_fl}
 
 
-def filter_by_quantile(values: torch.Tensor, valid_range: float, min_elements: int = 1000,
-                       hard_max: float = 100.0) -> torch.Tensor:
+def filter_by_quantile(
+    values: torch.Tensor, valid_range: float, min_elements: int = 1000, hard_max: float = 100.0
+) -> torch.Tensor:
     """Clamp at ``hard_max`` and drop values at or above the ``valid_range`` quantile (only when
     more than ``min_elements`` values exist and more than that many remain)."""
     if valid_range <= 0 or values.numel() <= min_elements:
@@ -94,18 +99,32 @@ def gradient_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> t
     return (grad_x.sum() + grad_y.sum()) / divisor
 
 
-def point_map_to_normal(points: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def point_map_to_normal(
+    points: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """points (N, H, W, 3), mask (N, H, W) -> normals (4, N, H, W, 3) and their valid masks (4, N, H, W)."""
     pm = F.pad(mask, (1, 1, 1, 1), value=False)
     pts = F.pad(points.permute(0, 3, 1, 2), (1, 1, 1, 1)).permute(0, 2, 3, 1)
     center = pts[:, 1:-1, 1:-1]
     up, left = pts[:, :-2, 1:-1] - center, pts[:, 1:-1, :-2] - center
     down, right = pts[:, 2:, 1:-1] - center, pts[:, 1:-1, 2:] - center
-    normals = torch.stack([torch.cross(up, left, dim=-1), torch.cross(left, down, dim=-1),
-                           torch.cross(down, right, dim=-1), torch.cross(right, up, dim=-1)])
+    normals = torch.stack(
+        [
+            torch.cross(up, left, dim=-1),
+            torch.cross(left, down, dim=-1),
+            torch.cross(down, right, dim=-1),
+            torch.cross(right, up, dim=-1),
+        ]
+    )
     c = pm[:, 1:-1, 1:-1]
-    valids = torch.stack([pm[:, :-2, 1:-1] & c & pm[:, 1:-1, :-2], pm[:, 1:-1, :-2] & c & pm[:, 2:, 1:-1],
-                          pm[:, 2:, 1:-1] & c & pm[:, 1:-1, 2:], pm[:, 1:-1, 2:] & c & pm[:, :-2, 1:-1]])
+    valids = torch.stack(
+        [
+            pm[:, :-2, 1:-1] & c & pm[:, 1:-1, :-2],
+            pm[:, 1:-1, :-2] & c & pm[:, 2:, 1:-1],
+            pm[:, 2:, 1:-1] & c & pm[:, 1:-1, 2:],
+            pm[:, 1:-1, 2:] & c & pm[:, :-2, 1:-1],
+        ]
+    )
     return F.normalize(normals, p=2, dim=-1, eps=eps), valids
 
 
@@ -121,12 +140,20 @@ def normal_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, cos_ep
 
 
 def multi_scale(fn, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, scales: int) -> torch.Tensor:
-    total = sum(fn(pred[:, ::2**s, ::2**s], gt[:, ::2**s, ::2**s], mask[:, ::2**s, ::2**s]) for s in range(scales))
+    total = sum(
+        fn(pred[:, :: 2**s, :: 2**s], gt[:, :: 2**s, :: 2**s], mask[:, :: 2**s, :: 2**s]) for s in range(scales)
+    )
     return total / scales
 
 
-def regression_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, conf: torch.Tensor,
-                    gradient: str | None, cfg: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
+def regression_loss(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    mask: torch.Tensor,
+    conf: torch.Tensor,
+    gradient: str | None,
+    cfg: LossConfig = LossConfig(),
+) -> dict[str, torch.Tensor]:
     """pred, gt: (B, S, H, W, C); mask: (B, S, H, W) bool; conf: (B, S, H, W) >= 1 -> conf, reg, grad terms."""
     b, s, h, w, c = pred.shape
     if int(mask.sum()) < cfg.min_valid:
@@ -148,7 +175,9 @@ def regression_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, co
     return {"conf": conf_terms.mean(), "reg": err.mean(), "grad": grad}
 
 
-def vggt_loss(predictions: dict, gt: dict[str, torch.Tensor], cfg: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
+def vggt_loss(
+    predictions: dict, gt: dict[str, torch.Tensor], cfg: LossConfig = LossConfig()
+) -> dict[str, torch.Tensor]:
     """The total objective and its terms.
 
     predictions: the model's outputs (``pose_enc_list``, ``depth`` (B, S, H, W, 1), ``depth_conf``,

@@ -37,15 +37,19 @@ def inverse_se3(E: torch.Tensor) -> torch.Tensor:
 def depth_to_camera_points(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     """depth (..., H, W), intrinsics (..., 3, 3) -> camera-frame points (..., H, W, 3)."""
     h, w = depth.shape[-2:]
-    v, u = torch.meshgrid(torch.arange(h, dtype=depth.dtype, device=depth.device),
-                          torch.arange(w, dtype=depth.dtype, device=depth.device), indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(h, dtype=depth.dtype, device=depth.device),
+        torch.arange(w, dtype=depth.dtype, device=depth.device),
+        indexing="ij",
+    )
     fx, fy = intrinsics[..., 0, 0, None, None], intrinsics[..., 1, 1, None, None]
     cx, cy = intrinsics[..., 0, 2, None, None], intrinsics[..., 1, 2, None, None]
     return torch.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], dim=-1)
 
 
-def normalize_batch(extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor,
-                    valid: torch.Tensor) -> dict[str, torch.Tensor]:
+def normalize_batch(
+    extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Normalise a batch of ground truth.
 
     extrinsics: (B, S, 3, 4) camera-from-world; intrinsics: (B, S, 3, 3); depth: (B, S, H, W);
@@ -56,8 +60,10 @@ def normalize_batch(extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: t
     if extrinsics.dim() != 4 or extrinsics.shape[-2:] != (3, 4):
         raise ValueError(f"extrinsics: expected (B, S, 3, 4), got {tuple(extrinsics.shape)}")
     if depth.dim() != 4 or depth.shape != valid.shape or depth.shape[:2] != extrinsics.shape[:2]:
-        raise ValueError(f"depth {tuple(depth.shape)} and valid {tuple(valid.shape)} must be (B, S, H, W) "
-                         f"matching extrinsics {tuple(extrinsics.shape)}")
+        raise ValueError(
+            f"depth {tuple(depth.shape)} and valid {tuple(valid.shape)} must be (B, S, H, W) "
+            f"matching extrinsics {tuple(extrinsics.shape)}"
+        )
     first_inv = to_homogeneous(inverse_se3(extrinsics[:, :1]))
     relative = (to_homogeneous(extrinsics) @ first_inv)[..., :3, :]
     mask = valid.to(depth.dtype)
@@ -68,7 +74,7 @@ def normalize_batch(extrinsics: torch.Tensor, intrinsics: torch.Tensor, depth: t
     distance = torch.linalg.vector_norm(world, dim=-1)
     count = mask.sum(dim=(1, 2, 3))
     scale = ((distance * mask).sum(dim=(1, 2, 3)) / (count + 1e-8)).clamp(SCALE_MIN, SCALE_MAX)
-    inv = (1.0 / scale)
+    inv = 1.0 / scale
     relative = torch.cat([relative[..., :3], relative[..., 3:] * inv[:, None, None, None]], dim=-1)
     return {
         "extrinsics": relative,

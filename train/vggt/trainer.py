@@ -39,7 +39,13 @@ from edgescene.train.common import (
     setup_distributed,
 )
 from edgescene.train.vggt.config import VGGTTrainConfig
-from edgescene.train.vggt.data import SequenceDataset, StepBatchSampler, split_sequences, usable_sequences, validation_keys
+from edgescene.train.vggt.data import (
+    SequenceDataset,
+    StepBatchSampler,
+    split_sequences,
+    usable_sequences,
+    validation_keys,
+)
 from edgescene.train.vggt.losses import LossConfig, vggt_loss
 from edgescene.train.vggt.normalize import normalize_batch
 
@@ -69,9 +75,13 @@ def build_model(config: VGGTTrainConfig, log=print) -> VGGT:
         model.track_head = None  # no released track loss: train (and save) without it
     for head, weight_name in HEADS.items():
         if getattr(config, weight_name) > 0 and getattr(model, head) is None:
-            raise ValueError(f"{weight_name} is {getattr(config, weight_name)} but the model has no {head} "
-                             f"(the --init file lacks it): set {weight_name} to 0")
-    frozen = {"none": [], "aggregator": [model.aggregator], "patch_embed": [model.aggregator.patch_embed]}[config.freeze]
+            raise ValueError(
+                f"{weight_name} is {getattr(config, weight_name)} but the model has no {head} "
+                f"(the --init file lacks it): set {weight_name} to 0"
+            )
+    frozen = {"none": [], "aggregator": [model.aggregator], "patch_embed": [model.aggregator.patch_embed]}[
+        config.freeze
+    ]
     frozen += [getattr(model, h) for h, w in HEADS.items() if getattr(config, w) == 0 and getattr(model, h) is not None]
     for module in frozen:
         module.requires_grad_(False)
@@ -82,8 +92,10 @@ def build_model(config: VGGTTrainConfig, log=print) -> VGGT:
 def build_optimizer(model: VGGT, config: VGGTTrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on >= 2-D weights only (nanoGPT's split; biases, norms and tokens are not decayed)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
@@ -104,8 +116,9 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def validate(model: VGGT, dataset: SequenceDataset, keys: list, device: torch.device,
-             amp: torch.dtype | None) -> dict[str, float]:
+def validate(
+    model: VGGT, dataset: SequenceDataset, keys: list, device: torch.device, amp: torch.dtype | None
+) -> dict[str, float]:
     """Depth AbsRel after per-frame median scaling and mean rotation error (degrees) on held-out samples."""
     model.eval()
     abs_rel, rot = [], []
@@ -115,7 +128,7 @@ def validate(model: VGGT, dataset: SequenceDataset, keys: list, device: torch.de
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             pred = model(sample["images"])
         if "depth" in pred:
-            for d, g, m in zip(pred["depth"][0, ..., 0].float(), gt["depth"][0], gt["valid"][0]):
+            for d, g, m in zip(pred["depth"][0, ..., 0].float(), gt["depth"][0], gt["valid"][0], strict=True):
                 if m.sum() > 0:
                     scaled = d[m] * (g[m].median() / d[m].median().clamp(min=1e-8))
                     abs_rel.append(float(((scaled - g[m]).abs() / g[m]).mean()))
@@ -135,19 +148,24 @@ def build_datasets(config: VGGTTrainConfig, log=print) -> tuple[SequenceDataset,
     size = (config.image_height, config.image_width)
     sequences = usable_sequences(config.dataset_dir, config.frames_per_sequence[0])
     train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
-    train_set = SequenceDataset(config.dataset_dir, {n: sequences[n] for n in train_names}, *size, augment=config.augment)
+    train_set = SequenceDataset(
+        config.dataset_dir, {n: sequences[n] for n in train_names}, *size, augment=config.augment
+    )
     val_set = None
     if config.val_dataset is not None:
         val_set = SequenceDataset(config.val_dataset, usable_sequences(config.val_dataset, 1), *size, augment=False)
     elif val_names:
         val_set = SequenceDataset(config.dataset_dir, {n: sequences[n] for n in val_names}, *size, augment=False)
-    log(f"data: {len(train_set)} training sequences ({sum(train_set.lengths)} frames), "
-        f"{len(val_set) if val_set else 0} validation sequences")
+    log(
+        f"data: {len(train_set)} training sequences ({sum(train_set.lengths)} frames), "
+        f"{len(val_set) if val_set else 0} validation sequences"
+    )
     return train_set, val_set
 
 
-def train(config: VGGTTrainConfig, stop_at_step: int | None = None,
-          should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+def train(
+    config: VGGTTrainConfig, stop_at_step: int | None = None, should_stop: Callable[[], bool] | None = None
+) -> dict[str, float]:
     """Run (or continue) a training job; returns the last logged metrics.
 
     ``stop_at_step``: save and return once this step is done (time-sliced jobs; tests of resuming).
@@ -162,8 +180,10 @@ def train(config: VGGTTrainConfig, stop_at_step: int | None = None,
         model = build_model(config, log).to(info.device)
         optimizer = build_optimizer(model, config)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log(f"model: {config.preset}, {sum(p.numel() for p in model.parameters()):,} parameters, {n_train:,} trained; "
-            f"device {info.device}, {info.world_size} process(es)")
+        log(
+            f"model: {config.preset}, {sum(p.numel() for p in model.parameters()):,} parameters, {n_train:,} trained; "
+            f"device {info.device}, {info.world_size} process(es)"
+        )
         start = 0
         amp = autocast_dtype(info.device)
         scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
@@ -180,18 +200,30 @@ def train(config: VGGTTrainConfig, stop_at_step: int | None = None,
             return {}
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=device_ids) if info.distributed else model
-        sampler = StepBatchSampler(train_set.lengths, config.batch_size, config.frames_per_sequence, config.seed,
-                                   start, config.steps, info.rank)
-        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.num_workers,
-                            pin_memory=info.device.type == "cuda")
+        sampler = StepBatchSampler(
+            train_set.lengths,
+            config.batch_size,
+            config.frames_per_sequence,
+            config.seed,
+            start,
+            config.steps,
+            info.rank,
+        )
+        loader = DataLoader(
+            train_set, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=info.device.type == "cuda"
+        )
         val_keys = validation_keys(val_set, config.frames_per_sequence[1]) if val_set is not None else []
-        loss_cfg = LossConfig(camera_weight=config.camera_weight, depth_weight=config.depth_weight,
-                              point_weight=config.point_weight, point_gradient=config.point_gradient)
+        loss_cfg = LossConfig(
+            camera_weight=config.camera_weight,
+            depth_weight=config.depth_weight,
+            point_weight=config.point_weight,
+            point_gradient=config.point_gradient,
+        )
         logger = MetricsLogger(config.out_dir, enabled=info.is_main)
         sums: dict[str, float] = {}
         count, metrics, t0 = 0, {}, time.time()
         bar = tqdm(total=config.steps, initial=start, desc="train vggt", unit="step", disable=not info.is_main)
-        for step, batch in zip(range(start, config.steps), loader):
+        for step, batch in zip(range(start, config.steps), loader, strict=True):
             lr = cosine_schedule(config.lr, config.min_lr, step, config.steps, config.warmup_steps, config.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -231,9 +263,16 @@ def train(config: VGGTTrainConfig, stop_at_step: int | None = None,
                 if scaler.is_enabled():
                     train_state["scaler"] = scaler.state_dict()
                 state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                path = save_checkpoint(Path(config.out_dir) / "last.pt", kind="vggt", preset=config.preset,
-                                       config=config.to_dict(), step=done, model=state, train_state=train_state,
-                                       metrics=metrics)
+                path = save_checkpoint(
+                    Path(config.out_dir) / "last.pt",
+                    kind="vggt",
+                    preset=config.preset,
+                    config=config.to_dict(),
+                    step=done,
+                    model=state,
+                    train_state=train_state,
+                    metrics=metrics,
+                )
                 tqdm.write(f"step {done}: saved {path}")
             if done == stop_at_step or stopping:
                 break
@@ -250,4 +289,4 @@ def average_across_ranks(values: dict[str, float], device: torch.device, distrib
     keys = sorted(values)
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
-    return {k: float(v) / dist.get_world_size() for k, v in zip(keys, tensor.tolist())}
+    return {k: float(v) / dist.get_world_size() for k, v in zip(keys, tensor.tolist(), strict=True)}

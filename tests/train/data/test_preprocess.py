@@ -5,7 +5,6 @@ per-file errors, incremental re-runs, overwrite protection, workers and the CLI.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,19 +24,36 @@ GEO_ORIGIN, GEO_PIXEL = (500_000.0, 4_000_000.0), 10.0
 SAT_W, SAT_H = 150, 100  # tiled by TILE into 3 x 2
 K_RGB = [[50.0, 0.0, 30.0], [0.0, 52.0, 22.0], [0.0, 0.0, 1.0]]
 E_RGB = [[1.0, 0.0, 0.0, 0.1], [0.0, 1.0, 0.0, 0.2], [0.0, 0.0, 1.0, 0.3]]
-BAD = {"broken/corrupt.jpg": "cannot decode image", "broken/broken.mp4": "unreadable video",
-       "misc/notes.xyz": "unsupported file type .xyz", "photos/bad_modality.png": "'modality' must be one of"}
-GOOD_SOURCES = ["clips/walk.mp4", "ir/thermal16.png", "ir/thermal8.png", "photos/rgb.jpg", "photos/rgba.png",
-                "sat/multiband16.tif", "sat/scene.tif"]
+BAD = {
+    "broken/corrupt.jpg": "cannot decode image",
+    "broken/broken.mp4": "unreadable video",
+    "misc/notes.xyz": "unsupported file type .xyz",
+    "photos/bad_modality.png": "'modality' must be one of",
+}
+GOOD_SOURCES = [
+    "clips/walk.mp4",
+    "ir/thermal16.png",
+    "ir/thermal8.png",
+    "photos/rgb.jpg",
+    "photos/rgba.png",
+    "sat/multiband16.tif",
+    "sat/scene.tif",
+]
 
 
 def _geotiff(path: Path, pixels: np.ndarray) -> None:
     keys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)  # projected, PixelIsArea, EPSG:32633
-    tifffile.imwrite(path, pixels, photometric="rgb" if pixels.shape[2] == 3 else "minisblack",
-                     planarconfig="contig", extratags=[
-                         (33550, "d", 3, (GEO_PIXEL, GEO_PIXEL, 0.0), False),
-                         (33922, "d", 6, (0.0, 0.0, 0.0, *GEO_ORIGIN, 0.0), False),
-                         (34735, "H", len(keys), keys, False)])
+    tifffile.imwrite(
+        path,
+        pixels,
+        photometric="rgb" if pixels.shape[2] == 3 else "minisblack",
+        planarconfig="contig",
+        extratags=[
+            (33550, "d", 3, (GEO_PIXEL, GEO_PIXEL, 0.0), False),
+            (33922, "d", 6, (0.0, 0.0, 0.0, *GEO_ORIGIN, 0.0), False),
+            (34735, "H", len(keys), keys, False),
+        ],
+    )
 
 
 def _video(path: Path, frames: int, width: int = 64, height: int = 48) -> None:
@@ -74,14 +90,18 @@ def make_raw(root: Path) -> Path:
     (root / "broken/broken.mp4").write_bytes(rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
     (root / "misc/notes.xyz").write_text("not an image")
     (root / ".DS_Store").write_bytes(b"hidden")
-    (root / "metadata.json").write_text(json.dumps({
-        "photos/rgb.jpg": {"intrinsics": K_RGB, "extrinsics": E_RGB, "note": "front camera"},
-        "ir/thermal16.png": {"intrinsics": K_RGB},
-        "photos/rgba.png": {"modality": "ir"},
-        "photos/bad_modality.png": {"modality": "thermal"},
-        "clips/walk.mp4": {"camera_model": "test-cam"},
-        "missing/nothing.jpg": {"note": "matches no file"},
-    }))
+    (root / "metadata.json").write_text(
+        json.dumps(
+            {
+                "photos/rgb.jpg": {"intrinsics": K_RGB, "extrinsics": E_RGB, "note": "front camera"},
+                "ir/thermal16.png": {"intrinsics": K_RGB},
+                "photos/rgba.png": {"modality": "ir"},
+                "photos/bad_modality.png": {"modality": "thermal"},
+                "clips/walk.mp4": {"camera_model": "test-cam"},
+                "missing/nothing.jpg": {"note": "matches no file"},
+            }
+        )
+    )
     return root
 
 
@@ -91,8 +111,14 @@ def raw(tmp_path) -> Path:
 
 
 def config(raw: Path, out: Path, **overrides) -> PreprocessConfig:
-    options = dict(input_dir=raw, output_dir=out, size=SIZE, max_video_frames=MAX_FRAMES, tile_size=TILE,
-                   metadata_json=raw / "metadata.json")
+    options = dict(
+        input_dir=raw,
+        output_dir=out,
+        size=SIZE,
+        max_video_frames=MAX_FRAMES,
+        tile_size=TILE,
+        metadata_json=raw / "metadata.json",
+    )
     options.update(overrides)
     return PreprocessConfig(**options)
 
@@ -123,8 +149,13 @@ def test_mixed_folder_gives_the_expected_manifest(raw, tmp_path):
             assert max(e.width, e.height) == SIZE, e.id
 
     modalities = {i: e.modality for i, e in by_id.items() if "#" not in i}
-    assert modalities == {"photos/rgb.jpg": "visible", "photos/rgba.png": "ir", "ir/thermal16.png": "ir",
-                          "ir/thermal8.png": "ir", "sat/multiband16.tif": "satellite"}
+    assert modalities == {
+        "photos/rgb.jpg": "visible",
+        "photos/rgba.png": "ir",
+        "ir/thermal16.png": "ir",
+        "ir/thermal8.png": "ir",
+        "sat/multiband16.tif": "satellite",
+    }
     assert summary.modalities == {"visible": len(frames) + 1, "ir": 3, "satellite": len(tiles) + 1}
 
     # RGBA: composited on white, 3 channels kept although the metadata relabels it "ir"
@@ -149,8 +180,10 @@ def test_mixed_folder_gives_the_expected_manifest(raw, tmp_path):
     np.testing.assert_allclose(cam.camera["intrinsics"], [[50 * sx, 0, 30 * sx], [0, 52 * sy, 22 * sy], [0, 0, 1]])
     assert cam.camera["extrinsics"] == E_RGB
     assert ir16.camera is None
-    np.testing.assert_allclose(ir16.metadata["intrinsics_scaled"],
-                               [[50 * 32 / 60, 0, 30 * 32 / 60], [0, 52 * 11 / 20, 22 * 11 / 20], [0, 0, 1]])
+    np.testing.assert_allclose(
+        ir16.metadata["intrinsics_scaled"],
+        [[50 * 32 / 60, 0, 30 * 32 / 60], [0, 52 * 11 / 20, 22 * 11 / 20], [0, 0, 1]],
+    )
 
     # video: uniformly sampled frames, in order, with the video's metadata
     seq = manifest.sequences()["clips/walk.mp4"]
@@ -166,7 +199,7 @@ def test_mixed_folder_gives_the_expected_manifest(raw, tmp_path):
     coverage = np.zeros((SAT_H, SAT_W), int)
     for e in sat:
         t = e.tile
-        coverage[t["y"]:t["y"] + t["height"], t["x"]:t["x"] + t["width"]] += 1
+        coverage[t["y"] : t["y"] + t["height"], t["x"] : t["x"] + t["width"]] += 1
         assert max(e.width, e.height) == SIZE and e.path == f"tiles/sat/scene/x{t['x']}_y{t['y']}.png"
         assert e.geo["crs"] == "EPSG:32633" and (e.original_width, e.original_height) == (SAT_W, SAT_H)
         a, b, c, d, ee, f = e.geo["transform"]
@@ -206,7 +239,12 @@ def test_second_run_is_incremental_and_touching_a_source_redoes_only_it(raw, tmp
     first = read_manifest(out)
 
     again = preprocess_folder(config(raw, out))
-    assert (again.processed, again.skipped_unchanged, again.failed, again.written) == (0, len(GOOD_SOURCES), len(BAD), 0)
+    assert (again.processed, again.skipped_unchanged, again.failed, again.written) == (
+        0,
+        len(GOOD_SOURCES),
+        len(BAD),
+        0,
+    )
     assert output_mtimes(out) == before
     assert [e.id for e in read_manifest(out).entries] == [e.id for e in first.entries]
 
@@ -282,8 +320,9 @@ def test_workers_give_identical_results(raw, tmp_path):
     preprocess_folder(config(raw, tmp_path / "two", workers=2))
     one, two = read_manifest(tmp_path / "one"), read_manifest(tmp_path / "two")
     assert one.entries == two.entries and one.errors == two.errors
-    assert {p: (tmp_path / "one" / p).read_bytes() for p in output_mtimes(tmp_path / "one")} == \
-           {p: (tmp_path / "two" / p).read_bytes() for p in output_mtimes(tmp_path / "two")}
+    assert {p: (tmp_path / "one" / p).read_bytes() for p in output_mtimes(tmp_path / "one")} == {
+        p: (tmp_path / "two" / p).read_bytes() for p in output_mtimes(tmp_path / "two")
+    }
 
 
 def test_grayscale_16bit_video_becomes_16bit_ir_frames(tmp_path):
@@ -328,14 +367,33 @@ def test_sampling_and_tiling_helpers():
     assert sample_indices(20, 8) == [0, 3, 5, 8, 11, 14, 16, 19]
     assert sample_indices(5, 32) == [0, 1, 2, 3, 4] and sample_indices(7, 1) == [0]
     assert tile_grid(100, 50, 2048) == [(0, 0, 100, 50)]
-    assert tile_grid(150, 100, 64) == [(0, 0, 64, 64), (64, 0, 64, 64), (128, 0, 22, 64),
-                                       (0, 64, 64, 36), (64, 64, 64, 36), (128, 64, 22, 36)]
+    assert tile_grid(150, 100, 64) == [
+        (0, 0, 64, 64),
+        (64, 0, 64, 64),
+        (128, 0, 22, 64),
+        (0, 64, 64, 36),
+        (64, 64, 64, 36),
+        (128, 64, 22, 36),
+    ]
 
 
 def test_cli_end_to_end(raw, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["preprocess", "--input-dir", str(raw), "--output-dir", str(out), "--size", str(SIZE),
-            "--max-video-frames", str(MAX_FRAMES), "--tile-size", str(TILE), "--metadata-json", str(raw / "metadata.json")]
+    args = [
+        "preprocess",
+        "--input-dir",
+        str(raw),
+        "--output-dir",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--max-video-frames",
+        str(MAX_FRAMES),
+        "--tile-size",
+        str(TILE),
+        "--metadata-json",
+        str(raw / "metadata.json"),
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert f"files: processed {len(GOOD_SOURCES)}, skipped_unchanged 0, failed {len(BAD)}" in text

@@ -51,8 +51,13 @@ def warp_to(depth_a, extr_a, extr_b, intrinsics):
 
 def photometric_error(rgb_a, rgb_b, u, v, mask):
     """Per-pixel mean-over-channels |I_b(u, v) - I_a| (0..255 scale) over ``mask``, I_b bilinear."""
-    sampled = cv2.remap(rgb_b.astype(np.float32), u[mask].astype(np.float32)[None], v[mask].astype(np.float32)[None],
-                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)[0]
+    sampled = cv2.remap(
+        rgb_b.astype(np.float32),
+        u[mask].astype(np.float32)[None],
+        v[mask].astype(np.float32)[None],
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )[0]
     return np.abs(sampled - rgb_a.reshape(-1, 3)[mask]).mean(axis=1)
 
 
@@ -108,7 +113,9 @@ def test_dataset_on_disk_follows_the_manifest_schema(tmp_path):
             depth = np.load(tmp_path / "synth" / e.depth)
             assert image.shape == (48, 64, 3) and depth.shape == (48, 64) and depth.dtype == np.float32
             assert np.array(e.camera["extrinsics"]).shape == (3, 4)
-    again = render_sequence(seed=scene_seed(0, 1), trajectory="walk", frames=4, width=64, height=48)  # scenes take trajectories in turn
+    again = render_sequence(
+        seed=scene_seed(0, 1), trajectory="walk", frames=4, width=64, height=48
+    )  # scenes take trajectories in turn
     assert np.array_equal(np.load(tmp_path / "synth" / sequences["scene_0001"][2].depth), again.depth[2])
     with pytest.raises(FileExistsError, match="--overwrite"):
         generate_dataset(config)

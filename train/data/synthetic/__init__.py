@@ -5,12 +5,27 @@ The project's own real-geometry test bed: procedural scenes (:mod:`.scene`), exa
 bundled sample video (:mod:`.sample`). numpy + OpenCV (+ PyAV for video); no torch.
 """
 
-from edgescene.train.data.synthetic.dataset import SceneSequence, SynthConfig, SynthSummary, generate_dataset, render_sequence
+from edgescene.train.data.synthetic.dataset import (
+    SceneSequence,
+    SynthConfig,
+    SynthSummary,
+    generate_dataset,
+    render_sequence,
+)
 from edgescene.train.data.synthetic.raycast import render
 from edgescene.train.data.synthetic.scene import Scene, random_scene
 from edgescene.train.data.synthetic.trajectories import TRAJECTORIES, look_at, make_trajectory
 
 __all__ = [
-    "TRAJECTORIES", "Scene", "SceneSequence", "SynthConfig", "SynthSummary", "generate_dataset", "look_at",
-    "make_trajectory", "random_scene", "render", "render_sequence",
+    "TRAJECTORIES",
+    "Scene",
+    "SceneSequence",
+    "SynthConfig",
+    "SynthSummary",
+    "generate_dataset",
+    "look_at",
+    "make_trajectory",
+    "random_scene",
+    "render",
+    "render_sequence",
 ]

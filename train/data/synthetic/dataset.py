@@ -17,10 +17,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -77,8 +77,9 @@ def scene_seed(base_seed: int, index: int) -> int:
     return base_seed * 100003 + index
 
 
-def render_sequence(seed: int, trajectory: str, frames: int, width: int, height: int,
-                    fov_deg: tuple[float, float] = (50.0, 75.0)) -> SceneSequence:
+def render_sequence(
+    seed: int, trajectory: str, frames: int, width: int, height: int, fov_deg: tuple[float, float] = (50.0, 75.0)
+) -> SceneSequence:
     """Render one deterministic sequence of a random scene along a random trajectory."""
     scene = random_scene(seed)
     rng = np.random.default_rng(seed + 7919)
@@ -87,8 +88,14 @@ def render_sequence(seed: int, trajectory: str, frames: int, width: int, height:
     intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
     extrinsics = make_trajectory(trajectory, rng, frames, scene.object_radius)
     rendered = [render(scene, intrinsics, e, height, width) for e in extrinsics]
-    return SceneSequence(scene, trajectory, intrinsics, extrinsics,
-                         np.stack([r[0] for r in rendered]), np.stack([r[1] for r in rendered]))
+    return SceneSequence(
+        scene,
+        trajectory,
+        intrinsics,
+        extrinsics,
+        np.stack([r[0] for r in rendered]),
+        np.stack([r[1] for r in rendered]),
+    )
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -125,16 +132,35 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
         frame = seq.frames[i]
         _atomic_write(Path(config.out_dir) / rgb_rel, lambda p, f=frame: _write_png(p, f))
         _atomic_write(Path(config.out_dir) / depth_rel, lambda p, d=seq.depth[i]: _write_npy(p, d))
-        entries.append(asdict(Entry(
-            id=f"{folder.name}#f{i:04d}", path=rgb_rel, source=f"synthetic:{seed}", modality="synthetic",
-            width=config.width, height=config.height, channels=3, bit_depth=8,
-            original_width=config.width, original_height=config.height, sequence=folder.name, frame_index=i,
-            metadata={"trajectory": trajectory, "seed": seed},
-            camera={"intrinsics": seq.intrinsics.tolist(), "extrinsics": seq.extrinsics[i].tolist()},
-            depth=depth_rel,
-        )))
-    description = {**seq.scene.describe(), "trajectory": trajectory, "intrinsics": seq.intrinsics.tolist(),
-                   "extrinsics": seq.extrinsics.tolist(), "width": config.width, "height": config.height}
+        entries.append(
+            asdict(
+                Entry(
+                    id=f"{folder.name}#f{i:04d}",
+                    path=rgb_rel,
+                    source=f"synthetic:{seed}",
+                    modality="synthetic",
+                    width=config.width,
+                    height=config.height,
+                    channels=3,
+                    bit_depth=8,
+                    original_width=config.width,
+                    original_height=config.height,
+                    sequence=folder.name,
+                    frame_index=i,
+                    metadata={"trajectory": trajectory, "seed": seed},
+                    camera={"intrinsics": seq.intrinsics.tolist(), "extrinsics": seq.extrinsics[i].tolist()},
+                    depth=depth_rel,
+                )
+            )
+        )
+    description = {
+        **seq.scene.describe(),
+        "trajectory": trajectory,
+        "intrinsics": seq.intrinsics.tolist(),
+        "extrinsics": seq.extrinsics.tolist(),
+        "width": config.width,
+        "height": config.height,
+    }
     _atomic_write(folder / "scene.json", lambda p: Path(p).write_text(json.dumps(description, indent=1)))
     return entries
 
@@ -151,8 +177,10 @@ class SynthSummary:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
     def format(self) -> str:
-        return (f"synth: {self.scenes} scenes, {self.frames} frames in {self.seconds:.1f} s "
-                f"({self.frames_per_second:.1f} frames/s); manifest {self.manifest}")
+        return (
+            f"synth: {self.scenes} scenes, {self.frames} frames in {self.seconds:.1f} s "
+            f"({self.frames_per_second:.1f} frames/s); manifest {self.manifest}"
+        )
 
 
 def generate_dataset(config: SynthConfig, progress: Callable[[int, int], None] | None = None) -> SynthSummary:
@@ -160,7 +188,9 @@ def generate_dataset(config: SynthConfig, progress: Callable[[int, int], None] |
     dataset unless ``config.overwrite``."""
     out = Path(config.out_dir)
     if (out / MANIFEST_NAME).exists() and not config.overwrite:
-        raise FileExistsError(f"{out} already holds a dataset ({MANIFEST_NAME}); choose another folder or pass --overwrite")
+        raise FileExistsError(
+            f"{out} already holds a dataset ({MANIFEST_NAME}); choose another folder or pass --overwrite"
+        )
     start = time.perf_counter()
     jobs = [(config, i) for i in range(config.scenes)]
     entries: list[dict] = []
@@ -176,6 +206,8 @@ def generate_dataset(config: SynthConfig, progress: Callable[[int, int], None] |
             if progress:
                 progress(done, config.scenes)
     options = {k: v for k, v in asdict(config).items() if k not in ("out_dir", "workers", "overwrite")}
-    manifest = Manifest(created_by=f"edgescene {__version__} synth", options=options, entries=[Entry(**e) for e in entries])
+    manifest = Manifest(
+        created_by=f"edgescene {__version__} synth", options=options, entries=[Entry(**e) for e in entries]
+    )
     path = write_manifest(manifest, out)
     return SynthSummary(config.scenes, len(entries), time.perf_counter() - start, str(path))

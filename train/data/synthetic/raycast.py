@@ -16,7 +16,9 @@ from edgescene.train.data.synthetic.scene import Scene
 from edgescene.train.data.synthetic.textures import sample_texture_lod
 
 
-def camera_rays(intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def camera_rays(
+    intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """World-space ray origin (3,) and directions (H*W, 3), scaled so camera z == 1 along each."""
     intrinsics = np.asarray(intrinsics, np.float64)
     extrinsics = np.asarray(extrinsics, np.float64)
@@ -31,8 +33,9 @@ def camera_rays(intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, wid
 DEFAULT_FAR = 60.0
 
 
-def render(scene: Scene, intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int,
-           far: float = DEFAULT_FAR) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    scene: Scene, intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int, far: float = DEFAULT_FAR
+) -> tuple[np.ndarray, np.ndarray]:
     """-> rgb (H, W, 3) uint8, depth (H, W) float32 (metres along the camera z axis, <= far; 0 = sky)."""
     origin, dirs = camera_rays(intrinsics, extrinsics, height, width)
     pixel_focal = float(np.sqrt(intrinsics[0][0] * intrinsics[1][1]))

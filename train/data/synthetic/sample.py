@@ -47,8 +47,16 @@ def render_sample() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dic
     focal = (WIDTH / 2) / np.tan(np.radians(FOV_DEG) / 2)
     intrinsics = np.array([[focal, 0, WIDTH / 2], [0, focal, HEIGHT / 2], [0, 0, 1]])
     rendered = [render(scene, intrinsics, e, HEIGHT, WIDTH) for e in extrinsics]
-    description = {"seed": SEED, "frames": FRAMES, "width": WIDTH, "height": HEIGHT, "fps": FPS, "fov_deg": FOV_DEG,
-                   "trajectory": "handheld orbit", "scene": scene.describe()}
+    description = {
+        "seed": SEED,
+        "frames": FRAMES,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "fps": FPS,
+        "fov_deg": FOV_DEG,
+        "trajectory": "handheld orbit",
+        "scene": scene.describe(),
+    }
     return (np.stack([r[0] for r in rendered]), np.stack([r[1] for r in rendered]), intrinsics, extrinsics, description)
 
 
@@ -71,7 +79,9 @@ def write_sample(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, depth, intrinsics, extrinsics, description = render_sample()
     write_video(out_dir / "sample.mp4", frames)
-    np.savez_compressed(out_dir / "sample_gt.npz", intrinsics=intrinsics, extrinsics=extrinsics, depth=depth.astype(np.float16))
+    np.savez_compressed(
+        out_dir / "sample_gt.npz", intrinsics=intrinsics, extrinsics=extrinsics, depth=depth.astype(np.float16)
+    )
     (out_dir / "sample.json").write_text(json.dumps(description, indent=1))
 
 

@@ -169,7 +169,9 @@ class Scene:
             "seed": self.seed,
             "primitives": [{"type": type(p).__name__, **asdict(p)} for p in self.primitives],
             "num_textures": len(self.textures),
-            "light_dir": self.light_dir.tolist(), "light_color": self.light_color.tolist(), "ambient": self.ambient,
+            "light_dir": self.light_dir.tolist(),
+            "light_color": self.light_color.tolist(),
+            "ambient": self.ambient,
             "object_radius": self.object_radius,
         }
 
@@ -205,7 +207,13 @@ def random_scene(seed: int, num_objects: tuple[int, int] = (4, 8), object_radius
     light_dir = np.array([np.cos(elevation) * np.cos(azimuth), np.sin(elevation), np.cos(elevation) * np.sin(azimuth)])
     light_color = np.clip(1.0 + rng.normal(0, 0.08, 3), 0.8, 1.15)
     return Scene(
-        seed=seed, primitives=primitives, textures=textures, light_dir=light_dir, light_color=light_color,
-        ambient=float(rng.uniform(0.25, 0.45)), sky_horizon=rng.uniform([0.7, 0.75, 0.8], [0.95, 0.95, 1.0]),
-        sky_zenith=rng.uniform([0.2, 0.35, 0.6], [0.45, 0.6, 0.9]), object_radius=object_radius,
+        seed=seed,
+        primitives=primitives,
+        textures=textures,
+        light_dir=light_dir,
+        light_color=light_color,
+        ambient=float(rng.uniform(0.25, 0.45)),
+        sky_horizon=rng.uniform([0.7, 0.75, 0.8], [0.95, 0.95, 1.0]),
+        sky_zenith=rng.uniform([0.2, 0.35, 0.6], [0.45, 0.6, 0.9]),
+        object_radius=object_radius,
     )

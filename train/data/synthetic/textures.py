@@ -48,7 +48,7 @@ def random_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.nda
         t = noise
     elif kind == 1:  # checker with noise
         n = int(rng.integers(2, 9))
-        t = (((np.floor(xx * n) + np.floor(yy * n)) % 2) * 0.7 + 0.3 * noise)
+        t = ((np.floor(xx * n) + np.floor(yy * n)) % 2) * 0.7 + 0.3 * noise
     elif kind == 2:  # stripes
         n = int(rng.integers(2, 9))
         t = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * n + 0.3 * noise))
@@ -103,6 +103,8 @@ def sample_texture_lod(mipmaps: list[np.ndarray], u: np.ndarray, v: np.ndarray, 
         a = sample_texture(mipmaps[level], u[sel] * scale - 0.5 + 0.5 * scale, v[sel] * scale - 0.5 + 0.5 * scale)
         upper = min(level + 1, len(mipmaps) - 1)
         scale_up = 0.5**upper
-        b = sample_texture(mipmaps[upper], u[sel] * scale_up - 0.5 + 0.5 * scale_up, v[sel] * scale_up - 0.5 + 0.5 * scale_up)
+        b = sample_texture(
+            mipmaps[upper], u[sel] * scale_up - 0.5 + 0.5 * scale_up, v[sel] * scale_up - 0.5 + 0.5 * scale_up
+        )
         out[sel] = a * (1 - frac[sel]) + b * frac[sel]
     return out

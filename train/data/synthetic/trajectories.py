@@ -61,7 +61,9 @@ def _rodrigues(axis_angle: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
 
 
-def handheld(rng: np.random.Generator, base: np.ndarray, rotation_deg: float = 2.0, translation_m: float = 0.05) -> np.ndarray:
+def handheld(
+    rng: np.random.Generator, base: np.ndarray, rotation_deg: float = 2.0, translation_m: float = 0.05
+) -> np.ndarray:
     """Smooth shake on top of a trajectory: per axis, a sum of two slow random sinusoids."""
     frames = len(base)
     time = np.arange(frames, dtype=np.float64)
