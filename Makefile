@@ -1,6 +1,8 @@
 # Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
 #   make demo    reconstruct the bundled sample video with the bundled default model
 #   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent; installs chromium for browser tests)
+#   make test-fast  the suite without the tests marked slow (under 2 minutes)
+#   make lint    the gates: ruff check, ruff format --check, mypy, import-linter contracts (.importlinter)
 #   make device-check DEVICE_OUT=DIR   the GPU check (scripts/device_check.py) with the machine's own python3
 #                and torch, no venv and no network; on a machine without a CUDA GPU it says so and exits 0
 # TORCH_SPEC selects the torch build; the default is the CPU wheel these machines carry.
@@ -16,7 +18,7 @@ STAMP := $(VENV)/.installed
 # pip on these machines warns about every local index folder it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test venv chromium clean device-check
+.PHONY: demo test test-fast lint venv chromium clean device-check
 
 DEVICE_OUT ?= out/device-check
 
@@ -25,7 +27,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install "$(TORCH_SPEC)" 2>&1 | $(QUIET)
-	$(PIP) install -e ".[test]" 2>&1 | $(QUIET)
+	$(PIP) install -e ".[test,lint]" 2>&1 | $(QUIET)
 	$(BIN)/python -c "import torch, onnxruntime, transformers, edgescene.models"
 	touch $(STAMP)
 
@@ -44,8 +46,23 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "make: chromium is not installed (needs root and apt); browser tests will skip"; fi
 
+TEST_ENV := HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+
+# pytest's closing line gives the whole suite's time; --durations lists the slowest tests
 test: $(STAMP) chromium
-	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest $(ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest --durations=15 $(ARGS)
+
+test-fast: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow and not browser" $(ARGS)
+
+TYPED := edgescene.core edgescene.models edgescene.runtime edgescene.export edgescene.plugins
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/package_tree.py build/pkg >/dev/null
+	cd build/pkg && ../../$(BIN)/mypy --config-file ../../pyproject.toml $(addprefix -p ,$(TYPED))
+	cd build/pkg && ../../$(BIN)/lint-imports ../../.importlinter
 
 device-check:
 	$(PYTHON) scripts/device_check.py $(DEVICE_OUT) $(ARGS)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgescene.assets import DEFAULT_MODEL, default_model_dir
-from edgescene.runtime.artifact import ArtifactError, read_artifact
+from edgescene.core.artifact import ArtifactError, read_artifact
 from edgescene.runtime.session import is_hub_id
 
 

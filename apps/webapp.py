@@ -15,6 +15,9 @@ Every job goes through a public function: ``edgescene.apps.reconstruction`` (run
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -32,11 +35,9 @@ EXPORT_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "tensorr
 
 def _presets(family: str, fallback: tuple[str, ...]) -> list[str]:
     try:
-        if family == "vggt":
-            from edgescene.models.vggt.config import VGGT_PRESETS as presets
-        else:
-            from edgescene.models.dinov3 import DINOV3_PRESETS as presets
-        return sorted(presets)
+        from edgescene.train.checkpoints import training_presets
+
+        return training_presets(family)
     except ImportError:
         return list(fallback)
 
@@ -154,10 +155,10 @@ class WebApp:
                     **common, image_height=int(height), image_width=int(width), save_every=max(1, int(steps) // 4)
                 )
             else:
-                from edgescene.models.dinov3 import DINOV3_PRESETS
+                from edgescene.train.checkpoints import patch_size
                 from edgescene.train.dinov3.config import DinoTrainConfig
 
-                n, patch, crop = int(steps), DINOV3_PRESETS[preset].patch_size, int(height)
+                n, patch, crop = int(steps), patch_size(preset), int(height)
                 local = max(2 * patch, round(crop * 96 / 224 / patch) * patch)  # upstream's 224:96 ratio
                 config = DinoTrainConfig(
                     **common,
@@ -220,12 +221,10 @@ class WebApp:
         precision: str = "default",
         progress=gr.Progress(),
     ) -> tuple[str, list[list]]:
+        """Export a checkpoint or a run's last.pt by running ``edgescene export`` in a child process
+        (the app never imports the exporter: a crash or an out-of-memory there cannot take it down)."""
         if not source:
             return _error("choose a checkpoint or a training run to export"), []
-        try:
-            from edgescene.export.pipeline import ExportConfig, export_model
-        except ImportError as exc:
-            return _error(f"export needs PyTorch and ONNX: pip install 'edgescene[export]' ({exc})"), []
         kind, _, item = source.partition(": ")
         model = (
             str(self.workspace.checkpoints_dir / item)
@@ -236,22 +235,40 @@ class WebApp:
             out = self.workspace.models_dir / self.workspace.run_dir(name or f"{item}_{fmt}").name
             if out.exists():
                 raise ValueError(f"a model called {out.name!r} exists already; choose another name")
-            config = ExportConfig(
-                model=model,
-                format=fmt,
-                out=str(out),
-                height=int(height) or None,
-                width=int(width) or None,
-                frames_range=(1, min(2, int(max_frames)), int(max_frames)),
-                precision=None if precision in (None, "", "default") else precision,
-            )
-            lines: list[str] = []
-            progress(0.1, desc="exporting")
-            result = export_model(config, log=lines.append)
-        except Exception as exc:  # noqa: BLE001 - every failure is shown with its message
+            frames = int(max_frames)
+            if frames < 1:
+                raise ValueError(f"max frames must be >= 1, got {frames}")
+            command = [
+                sys.executable,
+                "-m",
+                "edgescene",
+                "export",
+                "--model",
+                model,
+                "--format",
+                fmt,
+                "--out",
+                str(out),
+                "--frames-range",
+                f"1:{min(2, frames)}:{frames}",
+            ]
+            if int(height):
+                command += ["--height", str(int(height))]
+            if int(width):
+                command += ["--width", str(int(width))]
+            if precision not in (None, "", "default"):
+                command += ["--precision", str(precision)]
+        except (ValueError, TypeError) as exc:
             return _error(exc), []
+        progress(0.1, desc="exporting")
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        folder = out if out.is_dir() else out.with_name(out.name + ".rejected")
+        if not (folder / "artifact.json").is_file():
+            detail = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
+            return _error(" ".join(detail[-3:])), []
+        artifact = json.loads((folder / "artifact.json").read_text())
         rows = []
-        for case in result.report.to_json()["cases"]:
+        for case in artifact.get("parity", {}).get("cases", []):
             for output in case["outputs"]:
                 rows.append(
                     [
@@ -262,11 +279,17 @@ class WebApp:
                         f"{output['cosine']:.6f}",
                     ]
                 )
-        verdict = "accepted" if result.accepted else "REJECTED by the parity gate"
-        sizes = ", ".join(f"{k} {v:.1f} MB" for k, v in result.sizes_mb.items())
+        accepted = bool(artifact.get("accepted")) and done.returncode == 0
+        verdict = "accepted" if accepted else "REJECTED by the parity gate"
+        sizes = ", ".join(
+            f"{p.relative_to(folder)} {p.stat().st_size / 2**20:.1f} MB"
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        )
         return (
-            f"**{out.name}**: {verdict} in {result.elapsed_s:.0f} s ({sizes}); it is now offered in 3D reconstruction"
-            if result.accepted
+            f"**{out.name}**: {verdict} in {artifact.get('elapsed_s', 0):.0f} s ({sizes}); "
+            "it is now offered in 3D reconstruction"
+            if accepted
             else f"**{out.name}**: {verdict}"
         ), rows
 

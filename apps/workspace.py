@@ -15,6 +15,7 @@ already taken by a different file gets a numbered suffix.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import shutil
@@ -33,10 +34,8 @@ def _sha256(path: Path) -> str:
 
 
 def _require_torch(job: str) -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(f"{job} needs PyTorch: pip install 'edgescene[torch]' (the CPU wheel is enough)") from exc
+    if importlib.util.find_spec("torch") is None:  # checked, not imported: the train layer imports it
+        raise RuntimeError(f"{job} needs PyTorch: pip install 'edgescene[torch]' (the CPU wheel is enough)")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class Workspace:
                 f"{suffix or 'no extension'!r}"
             )
         _require_torch("checking a checkpoint")
-        from edgescene.models.weights.inspect import inspect_checkpoint
+        from edgescene.train.checkpoints import inspect_checkpoint
 
         try:
             report = inspect_checkpoint(source)
@@ -103,12 +102,12 @@ class Workspace:
     def download_vggt(self, repo_id: str, filename: str | None) -> dict:
         """Fetch a VGGT checkpoint from the Hugging Face Hub (fails fast offline) and add it."""
         _require_torch("downloading VGGT")
-        from edgescene.models.weights.vggt import download_from_hub
+        from edgescene.train.checkpoints import download_vggt
 
         repo_id = (repo_id or "").strip()
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
             raise ValueError(f"repo id must look like 'owner/name' (e.g. facebook/VGGT-1B), got {repo_id!r}")
-        path = download_from_hub(repo_id, (filename or "").strip() or None)
+        path = download_vggt(repo_id, (filename or "").strip() or None)
         return self.add_checkpoint(path, name=f"{repo_id.replace('/', '_')}_{path.stem}")
 
     def checkpoints(self) -> list[dict]:

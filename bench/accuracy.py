@@ -1,17 +1,18 @@
 """Accuracy of a VGGT model (artifact, checkpoint or preset) on a dataset with ground truth.
 
-    python -m edgescene.bench.accuracy --model exports/vggt_onnx --dataset data/synth_val [--baselines]
+    edgescene eval --model exports/vggt_onnx --dataset data/synth_val [--baselines]
 
-(the same as ``edgescene eval``). For every sequence of the dataset's manifest whose frames all have
-depth and cameras (``edgescene synth`` writes such data), ``frames`` frames evenly spaced over the
-sequence (first included) reach the model as the runtime feeds them (upstream VGGT's preprocessing,
-:func:`edgescene.runtime.preprocess.choose_model_size` + ``resize_pixels``: the whole frame, padded
-into a fixed-size artifact; at upstream's own size for the PyTorch backend; GT depth follows the
-same mapping with nearest-neighbour sampling, GT intrinsics through ``Resize.to_model_intrinsics``),
-the session runs once on them, and :mod:`edgescene.bench.metrics`
-scores depth (AbsRel, delta < 1.25 after one median scale per sequence), pose AUC@30 over all frame
-pairs (2+ frames), ATE after Sim(3) alignment (3+ frames; also relative to the extent of the GT
-trajectory) and the focal length error (mean of |f_pred - f_gt| / f_gt over fx, fy and frames).
+(the command line over :func:`evaluate` and :func:`evaluate_baselines`). For every sequence of the
+dataset's manifest whose frames all have depth and cameras (``edgescene synth`` writes such data),
+``frames`` frames evenly spaced over the sequence (first included) reach the model as the runtime
+feeds them (upstream VGGT's preprocessing, :func:`edgescene.core.preprocess.choose_model_size` +
+``resize_pixels``: the whole frame, padded into a fixed-size artifact, at upstream's own size for
+the PyTorch backend; GT depth follows the same mapping with nearest-neighbour sampling, GT
+intrinsics through ``Resize.to_model_intrinsics``), the session runs once on them, and
+:mod:`edgescene.bench.metrics` scores depth (AbsRel, delta < 1.25 after one median scale per
+sequence), pose AUC@30 over all frame pairs (2+ frames), ATE after Sim(3) alignment (3+ frames;
+also relative to the extent of the GT trajectory) and the focal length error (mean of
+|f_pred - f_gt| / f_gt over fx, fy and frames).
 
 Trivial baselines are scored by the same code on the same frames (:data:`BASELINES`); a model that
 does not beat them has learnt nothing about the scene:
@@ -27,7 +28,6 @@ module imports neither torch nor ``edgescene.models``.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres, depth_metrics, pose_auc
-from edgescene.runtime.geometry import decode_pose, relative_pose_to_first
-from edgescene.runtime.preprocess import choose_model_size, decode_image, prepare_depth, resize_pixels
-from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
+from edgescene.core.geometry import decode_pose, relative_pose_to_first
+from edgescene.core.manifest import Entry, read_manifest, resolve_inside
+from edgescene.core.preprocess import choose_model_size, decode_image, prepare_depth, resize_pixels
 
 __all__ = [
     "BASELINES",
@@ -52,7 +52,6 @@ __all__ = [
     "frame_indices",
     "load_sequences",
     "score",
-    "main",
 ]
 
 # column key -> (table header, higher is better)
@@ -442,14 +441,3 @@ def evaluate_baselines(
 def _count_usable(dataset_dir, max_sequences) -> int:
     n = sum(_usable(e) for e in read_manifest(dataset_dir).sequences().values())
     return min(n, max_sequences) if max_sequences is not None else n
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edgescene.bench.accuracy ...``: the same as ``edgescene eval ...``."""
-    from edgescene.cli import main as cli_main
-
-    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

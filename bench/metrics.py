@@ -11,10 +11,10 @@ section 3.2) so that numbers are comparable:
 - ATE (CUT3R ``eval/relpose``, ``evo ape --align --correct_scale``): RMSE of camera centres after
   a Sim(3) Umeyama alignment of the prediction onto the ground truth.
 
-Conventions as :mod:`edgescene.runtime.geometry`: extrinsics are camera-from-world ``[R | t]``
+Conventions as :mod:`edgescene.core.geometry`: extrinsics are camera-from-world ``[R | t]``
 (S, 3, 4), OpenCV axes. Everything is computed in float64; results are Python floats. Degenerate
 inputs (fewer than two cameras, no valid depth, non-finite values) raise ``ValueError``.
-Imports numpy and :mod:`edgescene.runtime.geometry` only.
+Imports numpy and :mod:`edgescene.core.geometry` only.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgescene.runtime.geometry import inverse_se3, umeyama_sim3
+from edgescene.core.geometry import inverse_se3, umeyama_sim3
 
 __all__ = [
     "depth_metrics",
@@ -207,7 +207,7 @@ def camera_centres(extrinsics) -> np.ndarray:
 def _sim3_residuals(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Residuals ``dst - (s R src + t)`` of the least-squares similarity.
 
-    :func:`edgescene.runtime.geometry.umeyama_sim3` when it accepts the points; it refuses
+    :func:`edgescene.core.geometry.umeyama_sim3` when it accepts the points; it refuses
     collinear or identical sources because the rotation is then not unique. The
     residual of the optimum still is, so for those the same closed form is applied here: Umeyama's
     ``R = U diag(1, 1, det) V^T`` remains optimal for a rank-deficient covariance, and a source

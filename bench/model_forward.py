@@ -1,9 +1,11 @@
-"""Time one PyTorch forward pass of a preset on this machine (random weights, eval, no grad).
+"""Time one PyTorch forward pass of a model on this machine (eval, no grad), through the runtime.
 
     python -m edgescene.bench.model_forward --model vggt_1b --frames 1 --height 392 --width 518
 
-Prints build time, per-run forward times and peak resident memory. Random weights time the same
-as real ones. The full benchmark suite (backends, precisions, reports) builds on this later.
+Prints the load time, per-run forward times and peak resident memory. ``--model`` is a preset
+(random weights time the same as real ones), a checkpoint file or a Hub id; the session is the
+runtime's PyTorch backend (:func:`edgescene.runtime.session.open_session`), so the model code is
+the one users run.
 """
 
 from __future__ import annotations
@@ -13,35 +15,32 @@ import json
 import resource
 import time
 
-import torch
+import numpy as np
 
-from edgescene.models import create_model, get_spec
+from edgescene.runtime.session import open_session
 
 
-def time_forward(
-    model_name: str, frames: int, height: int, width: int, runs: int = 1, threads: int | None = None
-) -> dict:
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
+def time_forward(model_name: str, frames: int, height: int, width: int, runs: int = 1, device: str = "cpu") -> dict:
     start = time.perf_counter()
-    model = create_model(model_name).eval()
+    session = open_session(model_name, device=device, height=height, width=width)
     build_s = time.perf_counter() - start
-    family = get_spec(model_name).family
-    images = torch.rand(frames, 3, height, width) if family == "vggt" else torch.randn(frames, 3, height, width)
+    images = np.random.default_rng(0).random((frames, 3, height, width), dtype=np.float32)
     times = []
-    with torch.inference_mode():
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(images)
-            times.append(time.perf_counter() - start)
+    for _ in range(runs):
+        start = time.perf_counter()
+        session({"images": images})
+        times.append(time.perf_counter() - start)
+    artifact = session.artifact
+    session.close()
     return {
         "model": model_name,
+        "preset": artifact.model.get("preset"),
         "frames": frames,
         "height": height,
         "width": width,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "device": session.device,
+        "precision": artifact.precision,
+        "torch": artifact.versions.get("torch"),
         "build_s": round(build_s, 2),
         "forward_s": [round(t, 3) for t in times],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
@@ -50,14 +49,14 @@ def time_forward(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, help="a preset (random weights), a checkpoint file or a Hub id")
     parser.add_argument("--frames", type=int, default=1)
     parser.add_argument("--height", type=int, default=392)
     parser.add_argument("--width", type=int, default=518)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    print(json.dumps(time_forward(args.model, args.frames, args.height, args.width, args.runs, args.threads)))
+    print(json.dumps(time_forward(args.model, args.frames, args.height, args.width, args.runs, args.device)))
 
 
 if __name__ == "__main__":

@@ -430,7 +430,7 @@ def _artifact_row(config: BenchConfig) -> tuple[FormatRow | None, str | None]:
 
     Frame counts outside the artifact's range stay requested and end as failed results of its row.
     """
-    from edgescene.runtime.artifact import ARTIFACT_JSON, read_artifact
+    from edgescene.core.artifact import ARTIFACT_JSON, read_artifact
 
     folder = Path(config.model)
     if not (folder / ARTIFACT_JSON).is_file():

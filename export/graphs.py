@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgescene.core.artifact import TensorSpec
 from edgescene.models.dinov3 import DinoVisionTransformer
 from edgescene.models.vggt import VGGT
-from edgescene.runtime.artifact import TensorSpec
 
 
 class VGGTGraph(nn.Module):

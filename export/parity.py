@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgescene.core.geometry import decode_pose
 from edgescene.export.graphs import CONFIDENCE_OUTPUTS
-from edgescene.runtime.geometry import decode_pose
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

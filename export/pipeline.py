@@ -27,13 +27,12 @@ from pathlib import Path
 import torch
 
 from edgescene import __version__
+from edgescene.core.artifact import Artifact, size_key, with_named_image_axes, write_artifact_json
 from edgescene.export.formats import Format, get_format, validate_options
 from edgescene.export.graphs import ExportGraph, dinov3_graph, vggt_graph
 from edgescene.export.onnx_export import export_onnx, set_metadata
 from edgescene.export.parity import ParityReport, gate_frame_counts, gate_images, run_gate
 from edgescene.models.loading import load_model
-from edgescene.runtime.artifact import Artifact, with_named_image_axes, write_artifact_json
-from edgescene.runtime.multisize import size_key
 
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
 DEFAULT_FRAMES = {"vggt": (1, 2, 8), "dinov3": (1, 1, 8)}
@@ -391,23 +390,4 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
     return ExportResult(target, report.passed, artifact, report, sizes, round(time.perf_counter() - start, 2))
 
 
-def next_commands(result: ExportResult) -> list[str]:
-    """Commands to use the artifact, limited to commands this edgescene has."""
-    from edgescene.assets import sample_dir
-    from edgescene.commands import COMMANDS
-
-    names = {c.name for c in COMMANDS}
-    folder = result.folder
-    lines = []
-    if "reconstruct" in names and result.artifact.model["family"] == "vggt":
-        lines.append(f"edgescene reconstruct {sample_dir() / 'sample.mp4'} --model {folder} --out out/reconstruction")
-    if "bench" in names:
-        lines.append(f"edgescene bench --model {folder} --out out/bench")
-    lines.append(
-        f"python -c \"from edgescene.runtime.session import open_session; s = open_session('{folder}'); "
-        f'print([t.name for t in s.input_spec()])"'
-    )
-    return lines
-
-
-__all__ = ["ExportConfig", "ExportResult", "export_model", "load_model", "next_commands"]
+__all__ = ["ExportConfig", "ExportResult", "export_model", "load_model"]

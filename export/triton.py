@@ -58,7 +58,7 @@ from typing import Any, Literal
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from edgescene.runtime.artifact import TensorSpec
+from edgescene.core.artifact import TensorSpec
 
 log = logging.getLogger(__name__)
 

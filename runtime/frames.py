@@ -8,7 +8,7 @@ a time, so a long video is never held in memory; each iteration starts again fro
 Every frame is ``(H0, W0, 3) uint8 RGB`` at the original resolution:
 
 - Images are decoded as upstream VGGT's ``load_and_preprocess_images`` decodes them
-  (:func:`edgescene.runtime.preprocess.decode_image`: Pillow, RGBA composited on white,
+  (:func:`edgescene.core.preprocess.decode_image`: Pillow, RGBA composited on white,
   ``convert("RGB")``; 16-bit and float images scaled to 8 bit instead of clipped).
 - ``orientation="none"`` (the default, as upstream) keeps pixels as stored; ``"exif"`` applies the
   EXIF Orientation tag of every image format and the display rotation of videos (phone videos).
@@ -130,7 +130,7 @@ def _to_uint8_rgb(img: np.ndarray, path: str) -> np.ndarray:
 def read_image(path: str | Path, orientation: str = "none") -> np.ndarray | None:
     """Decode one image file to (H, W, 3) uint8 RGB as upstream does; ``None`` (and a logged reason)
     when it cannot be decoded."""
-    from edgescene.runtime.preprocess import decode_image
+    from edgescene.core.preprocess import decode_image
 
     try:
         return decode_image(path, orientation)  # type: ignore[arg-type]

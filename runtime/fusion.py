@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-from edgescene.runtime.geometry import apply_sim3
+from edgescene.core.geometry import apply_sim3
 
 __all__ = ["confidence_mask", "voxel_downsample", "PointMap"]
 

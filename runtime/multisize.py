@@ -15,20 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgescene.runtime.artifact import Artifact, ArtifactError
+from edgescene.core.artifact import Artifact, ArtifactError, size_key
 from edgescene.runtime.backends import BaseSession, check_feeds
-
-
-def size_key(height: int, width: int) -> str:
-    return f"{int(height)}x{int(width)}"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"294x518"`` -> (294, 518) (H x W); ValueError naming the form otherwise."""
-    parts = str(text).lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise ValueError(f"a size is HEIGHTxWIDTH in pixels, e.g. 294x518; got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 class MultiSizeSession(BaseSession):
@@ -76,4 +64,4 @@ class MultiSizeSession(BaseSession):
         self._sessions = None  # type: ignore[assignment]
 
 
-__all__ = ["MultiSizeSession", "parse_size", "size_key"]
+__all__ = ["MultiSizeSession"]

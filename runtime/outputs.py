@@ -38,7 +38,7 @@ import trimesh
 from trimesh.path.entities import Line
 from trimesh.path.path import Path3D
 
-from edgescene.runtime.geometry import inverse_se3, rotmat_to_quat
+from edgescene.core.geometry import inverse_se3, rotmat_to_quat
 
 __all__ = [
     "OutputFolder",

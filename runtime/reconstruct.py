@@ -7,7 +7,7 @@
     reconstruct_to_folder("long.mp4", "artifacts/vggt_onnx", "out/")   # the CLI's job
 
 Frames go through keyframe selection (image difference, or DINOv3 features when a features
-artifact is given), upstream VGGT's preprocessing (:func:`~edgescene.runtime.preprocess.choose_model_size`:
+artifact is given), upstream VGGT's preprocessing (:func:`~edgescene.core.preprocess.choose_model_size`:
 upstream's size rule, e.g. 294x518 for a 16:9 frame in crop mode, the whole frame; an exported
 artifact that does not serve that size gets it padded into the smallest size it serves that
 contains it, or fitted whole into its largest), and
@@ -31,7 +31,8 @@ from typing import Literal
 import numpy as np
 
 from edgescene import __version__
-from edgescene.runtime.artifact import ArtifactError
+from edgescene.core.artifact import ArtifactError
+from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare, resize_pixels
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.outputs import (
@@ -43,7 +44,6 @@ from edgescene.runtime.outputs import (
     write_ply,
     write_tum,
 )
-from edgescene.runtime.preprocess import Resize, choose_model_size, fit, prepare, resize_pixels
 from edgescene.runtime.session import open_session
 from edgescene.runtime.stream import (
     KeyframeResult,
@@ -81,8 +81,11 @@ class ReconstructConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
             raise ValueError(f"mode must be 'crop' or 'pad', got {self.mode!r}")
-        if self.long_side is not None and (self.long_side < 14 or self.long_side % 14):
-            raise ValueError(f"long_side must be a positive multiple of 14 (the patch size), got {self.long_side}")
+        if self.long_side is not None and (self.long_side < 14 or self.long_side % 14 and self.long_side % 16):
+            raise ValueError(
+                f"long_side must be a positive multiple of the patch size (14, or 16 for a DINOv3 "
+                f"patch embedding), got {self.long_side}"
+            )
         if self.orientation not in ("none", "exif"):
             raise ValueError(f"orientation must be 'none' or 'exif', got {self.orientation!r}")
         StreamConfig(
@@ -184,7 +187,7 @@ class Stream:
         another size is padded onto it, or fitted whole inside it."""
         h0, w0 = frame.rgb.shape[:2]
         served = self.rec.served_sizes if self.model_hw is None else [self.model_hw]
-        resize, note = choose_model_size(h0, w0, self.rec.config.mode, served, self.rec.long_side)
+        resize, note = choose_model_size(h0, w0, self.rec.config.mode, served, self.rec.long_side, self.rec.patch)
         if self.model_hw is None:
             self.model_hw = (resize.dst_h, resize.dst_w)
         if note:
@@ -226,6 +229,7 @@ class Reconstructor:
         self.served_sizes = artifact.served_sizes()  # None: any multiple of the patch (PyTorch)
         # upstream's rule at the model's own scale (518 for VGGT-1B), or at the asked long side
         self.long_side = config.long_side or max(self.input_hw)
+        self.patch = artifact.any_size_multiple  # PyTorch: the model's patch; exported: inferred from its sizes
         low, high = int(artifact.frames["min"]), int(artifact.frames["max"])
         if not low <= config.window <= high:
             raise ValueError(
@@ -435,7 +439,7 @@ def reconstruct_to_folder(
             folder.path("cameras_source.json"),
             {
                 "note": "intrinsics in the original image's pixels (before resizing to the model input); "
-                "'frames' says how each image reached the model (edgescene.runtime.preprocess.Resize: "
+                "'frames' says how each image reached the model (edgescene.core.preprocess.Resize: "
                 "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
                 "intrinsics": source_intrinsics.tolist(),
                 "image_size": [[k.meta["resize"].src_h, k.meta["resize"].src_w] for k in kept],

@@ -26,8 +26,8 @@ from typing import Literal
 
 import numpy as np
 
+from edgescene.core.geometry import unproject_depth
 from edgescene.runtime.fusion import confidence_mask, voxel_downsample
-from edgescene.runtime.geometry import unproject_depth
 from edgescene.runtime.outputs import write_glb, write_ply
 
 BRANCHES = ("depth", "points")

@@ -30,7 +30,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from edgescene.runtime.artifact import ARTIFACT_JSON, Artifact, ArtifactError, TensorSpec, read_artifact
+from edgescene.core.artifact import ARTIFACT_JSON, Artifact, ArtifactError, TensorSpec, read_artifact
 from edgescene.runtime.backends import BACKENDS, DEVICES, backend_class, backend_options
 from edgescene.runtime.backends.onnxruntime import OnnxRuntimeSession
 

@@ -24,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
 from edgescene.runtime.fusion import PointMap, confidence_mask
-from edgescene.runtime.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
 
 
 @dataclass

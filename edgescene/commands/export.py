@@ -16,7 +16,7 @@ def _frames_range(text: str) -> tuple[int, int, int]:
 
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:
-    from edgescene.runtime.multisize import parse_size
+    from edgescene.core.artifact import parse_size
 
     try:
         return tuple(parse_size(part) for part in text.split(",") if part.strip())
@@ -74,8 +74,27 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
+def next_commands(result) -> list[str]:
+    """Commands to use the artifact, limited to commands this edgescene has."""
+    from edgescene.assets import sample_dir
+    from edgescene.commands import COMMANDS
+
+    names = {c.name for c in COMMANDS}
+    folder = result.folder
+    lines = []
+    if "reconstruct" in names and result.artifact.model["family"] == "vggt":
+        lines.append(f"edgescene reconstruct {sample_dir() / 'sample.mp4'} --model {folder} --out out/reconstruction")
+    if "bench" in names:
+        lines.append(f"edgescene bench --model {folder} --out out/bench")
+    lines.append(
+        f"python -c \"from edgescene.runtime.session import open_session; s = open_session('{folder}'); "
+        f'print([t.name for t in s.input_spec()])"'
+    )
+    return lines
+
+
 def run_export(args: argparse.Namespace) -> int:
-    from edgescene.export.pipeline import ExportConfig, export_model, next_commands
+    from edgescene.export.pipeline import ExportConfig, export_model
 
     check_model_choice(args.model, args.weights, args.random_weights)
 

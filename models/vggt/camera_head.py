@@ -9,7 +9,7 @@ predicted delta. The raw estimate accumulates; the copy returned per iteration i
 
 Pose encoding ``absT_quaR_FoV``: ``[t_x, t_y, t_z, q_x, q_y, q_z, q_w, fov_h, fov_w]``, translation of
 the camera-from-world extrinsic, XYZW quaternion, fields of view in radians; decode with
-:func:`edgescene.runtime.geometry.decode_pose`.
+:func:`edgescene.core.geometry.decode_pose`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Torch twin of VGGT's pose encoding "absT_quaR_FoV" (``vggt/utils/pose_enc.py``, ``vggt/utils/rotation.py``).
 
-The numpy originals live in :mod:`edgescene.runtime.geometry` (``encode_pose`` / ``decode_pose`` /
+The numpy originals live in :mod:`edgescene.core.geometry` (``encode_pose`` / ``decode_pose`` /
 ``rotmat_to_quat`` / ``quat_to_rotmat``); training needs them on tensors (ground-truth pose
 encodings for the camera loss, predicted cameras for validation), and
 ``tests/models/test_pose_encoding.py`` checks that the two agree.
@@ -57,7 +57,7 @@ def mat_to_quat(R: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) rotation matrices -> (..., 4) unit scalar-last quaternions with ``w >= 0``.
 
     Of the four candidate formulas the one with the largest denominator is used (pytorch3d
-    ``matrix_to_quaternion``), as :func:`edgescene.runtime.geometry.rotmat_to_quat`.
+    ``matrix_to_quaternion``), as :func:`edgescene.core.geometry.rotmat_to_quat`.
     """
     if R.shape[-2:] != (3, 3):
         raise ValueError(f"R: expected (..., 3, 3), got {tuple(R.shape)}")

@@ -5,10 +5,12 @@ backend         module                           runs
 ==============  ===============================  ======================================================
 onnxruntime     :mod:`.onnxruntime`              ONNX / Triton artifacts on the CPU, CUDA or TensorRT EP
 tensorrt        :mod:`.tensorrt`                 TensorRT artifacts (``model.engine``), tensorrt + cuda-python
-torch           :mod:`.torch`                    PyTorch checkpoints and presets (the reference; imports torch)
+torch           plugin ``edgescene.plugins``     PyTorch checkpoints, Hub ids and presets (the reference;
+                ``.torch_session``               imports torch, so it lives outside the runtime core)
 ==============  ===============================  ======================================================
 
-This package imports numpy and :mod:`edgescene.runtime.artifact` only. It also holds what every
+More backends come from the ``edgescene.backends`` entry-point group (``name = "module:Class"``).
+This package imports numpy and :mod:`edgescene.core.artifact` only. It also holds what every
 backend shares: the feed check against the artifact's specs (:func:`check_feeds`) and the output
 shapes those specs imply (:func:`output_shapes`).
 """
@@ -21,23 +23,34 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from edgescene.runtime.artifact import Artifact, TensorSpec
+from edgescene.core.artifact import Artifact, TensorSpec
 
 # backend name -> "module:class"; the module is imported on first use.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgescene.runtime.backends.onnxruntime:OnnxRuntimeSession",
     "tensorrt": "edgescene.runtime.backends.tensorrt:TensorRTSession",
-    "torch": "edgescene.runtime.backends.torch:TorchSession",
+    "torch": "edgescene.plugins.torch_session:TorchSession",  # a plugin: imports torch, outside the core
 }
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 
+def _registered() -> dict[str, str]:
+    """Built-in backends, then those installed packages declare (entry-point group ``edgescene.backends``)."""
+    from importlib.metadata import entry_points
+
+    found = dict(BACKENDS)
+    for point in entry_points(group="edgescene.backends"):
+        found.setdefault(point.name, point.value)
+    return found
+
+
 def backend_class(name: str) -> type:
-    """The session class of backend ``name`` (imports its module)."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-    module, _, cls = BACKENDS[name].partition(":")
+    """The session class of backend ``name`` (imports its module, and only then)."""
+    registered = BACKENDS if name in BACKENDS else _registered()
+    if name not in registered:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(registered)}")
+    module, _, cls = registered[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 

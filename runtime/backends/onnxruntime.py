@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgescene.runtime.artifact import Artifact, read_artifact
+from edgescene.core.artifact import Artifact, read_artifact
 from edgescene.runtime.backends import DEVICES, BaseSession, check_device, check_feeds, output_shapes
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgescene.runtime.artifact import Artifact, read_artifact
+from edgescene.core.artifact import Artifact, read_artifact
 from edgescene.runtime.backends import BaseSession, check_device, check_feeds
 
 INSTALL_HINT = (

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgescene.bench.accuracy import BASELINES, METRICS, evaluate, evaluate_baselines, frame_indices, load_sequences
-from edgescene.runtime.preprocess import fit
-from edgescene.runtime.preprocess import prepare_depth as resize_depth
+from edgescene.core.preprocess import fit
+from edgescene.core.preprocess import prepare_depth as resize_depth
 
 SIZE = (42, 56)
 
@@ -78,7 +78,7 @@ def test_load_sequences_maps_ground_truth(dataset):
 def test_ground_truth_is_consistent_at_model_size(dataset):
     """Resized GT depth + mapped intrinsics + extrinsics agree across views, and score perfectly."""
     from edgescene.bench.accuracy import Prediction, score
-    from edgescene.runtime.geometry import project_points, unproject_depth
+    from edgescene.core.geometry import project_points, unproject_depth
 
     for s in load_sequences(dataset, SIZE, None, load_images=False):  # all 6 frames; neighbours overlap most
         perfect = score(Prediction(s.depth * 3.0, s.extrinsics, s.intrinsics), s)

@@ -11,7 +11,7 @@ import pytest
 from edgescene.assets import default_model_dir, sample_dir
 from edgescene.bench.accuracy import evaluate, evaluate_baselines
 from edgescene.cli import main
-from edgescene.runtime.geometry import inverse_se3, umeyama_sim3
+from edgescene.core.geometry import inverse_se3, umeyama_sim3
 from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
 MODEL = default_model_dir()

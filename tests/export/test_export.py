@@ -13,14 +13,13 @@ import pytest
 import torch
 
 from edgescene.cli import main
+from edgescene.core.artifact import ArtifactError, read_artifact
 from edgescene.export import pipeline
 from edgescene.export.formats import FORMATS, get_format, markdown_table, validate_options
 from edgescene.export.onnx_export import read_metadata
 from edgescene.export.parity import gate_images
 from edgescene.export.pipeline import ExportConfig, export_model
 from edgescene.models import create_model
-from edgescene.runtime.artifact import ArtifactError, read_artifact
-from edgescene.runtime.frames import InputError
 from edgescene.runtime.session import open_session
 
 VGGT_SIZE = {"height": 56, "width": 84}
@@ -214,7 +213,7 @@ def test_static_int8_quantizes_the_dpt_trunks_and_records_its_calibration(tmp_pa
 
 
 def test_static_int8_with_a_missing_calibration_source_fails_before_exporting(tmp_path):
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist; pass an image folder, an image or a video"):
         export(tmp_path, "vggt_tiny", "onnx-int8-static", calibration=str(tmp_path / "nope"), **VGGT_SIZE)
     assert not (tmp_path / "onnx-int8-static").exists()
     with pytest.raises(ValueError, match="does not take --calibration"):

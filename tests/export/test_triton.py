@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
+from edgescene.core.artifact import TensorSpec
 from edgescene.export import triton
 from edgescene.export.triton import triton_client_example, write_triton_repository
-from edgescene.runtime.artifact import TensorSpec
 
 INPUTS = [TensorSpec("images", ["frames", 3, 8, 8], "float32", "RGB in [0, 1]")]
 OUTPUTS = [

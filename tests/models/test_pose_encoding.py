@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgescene.core.geometry import decode_pose, encode_pose, quat_to_rotmat, rotmat_to_quat
 from edgescene.models.vggt.pose_encoding import (
     extri_intri_to_pose_encoding,
     mat_to_quat,
@@ -13,7 +14,6 @@ from edgescene.models.vggt.pose_encoding import (
     quat_to_mat,
     rotation_angle_deg,
 )
-from edgescene.runtime.geometry import decode_pose, encode_pose, quat_to_rotmat, rotmat_to_quat
 
 HW = (42, 56)
 

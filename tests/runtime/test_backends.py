@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+from edgescene.core.artifact import Artifact, ArtifactError, TensorSpec, write_artifact_json
 from edgescene.export.parity import gate_images
 from edgescene.export.pipeline import ExportConfig, export_model
 from edgescene.models import create_model
-from edgescene.runtime.artifact import Artifact, ArtifactError, TensorSpec, write_artifact_json
 from edgescene.runtime.backends import tensorrt as trt_backend
 from edgescene.runtime.backends.tensorrt import check_engine_device, cuda_call
 from edgescene.runtime.session import open_session

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgescene.runtime import geometry as g
+from edgescene.core import geometry as g
 from edgescene.runtime.fusion import PointMap, confidence_mask, voxel_downsample
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from edgescene.runtime import geometry as g
+from edgescene.core import geometry as g
 from edgescene.runtime.outputs import (
     CAMERA_CONVENTION,
     OutputFolder,

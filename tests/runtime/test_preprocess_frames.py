@@ -1,12 +1,12 @@
-"""Tests for edgescene.runtime.preprocess: crop / pad mappings, pixels, intrinsics, sizes."""
+"""Tests for edgescene.core.preprocess: crop / pad mappings, pixels, intrinsics, sizes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from edgescene.core.preprocess import Resize, fit, model_size_for, prepare, prepare_batch
 from edgescene.runtime.frames import Frame
-from edgescene.runtime.preprocess import Resize, fit, model_size_for, prepare, prepare_batch
 
 
 def marker_image(h: int, w: int, cx: float, cy: float, r: int = 6) -> np.ndarray:

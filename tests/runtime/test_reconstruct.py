@@ -12,8 +12,8 @@ import trimesh
 
 from edgescene.assets import sample_dir
 from edgescene.cli import main
+from edgescene.core.artifact import ArtifactError
 from edgescene.export.pipeline import ExportConfig, export_model
-from edgescene.runtime.artifact import ArtifactError
 from edgescene.runtime.frames import InputError, open_frames
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, reconstruct_to_folder
 

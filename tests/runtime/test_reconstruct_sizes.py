@@ -19,8 +19,8 @@ import pytest
 
 from edgescene.assets import sample_dir
 from edgescene.cli import main
+from edgescene.core.preprocess import Resize, depth_to_source
 from edgescene.export.pipeline import ExportConfig, export_model
-from edgescene.runtime.preprocess import Resize, depth_to_source
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
 VIDEO = sample_dir() / "sample.mp4"
@@ -250,3 +250,9 @@ def test_cli_hub_id_offline_is_one_clear_line(tmp_path):
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "edgescene download --repo-id facebook/VGGT-1B" in lines[0] and "--model weights/" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_a_dinov3_patch_vggt_is_fed_multiples_of_16(video_1080p, tmp_path):
+    report = reconstruct_to_folder(video_1080p, "vggt_tiny_dinov3", tmp_path / "rec", _config(), progress=False)
+    h, w = report["preprocessing"]["model_input_hw"]
+    assert (h, w) == (128, 224) and h % 16 == 0  # upstream's rule with 16-pixel patches at its 224

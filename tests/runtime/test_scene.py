@@ -9,8 +9,8 @@ import pytest
 import trimesh
 
 from edgescene.assets import default_model_dir, sample_dir
+from edgescene.core.geometry import unproject_depth
 from edgescene.runtime.frames import open_frames
-from edgescene.runtime.geometry import unproject_depth
 from edgescene.runtime.reconstruct import Reconstructor
 from edgescene.runtime.scene import SceneCache, ViewOptions, background_mask
 

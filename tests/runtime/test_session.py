@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from edgescene.core.artifact import ARTIFACT_JSON, ArtifactError, read_artifact
 from edgescene.export.parity import gate_images
 from edgescene.export.pipeline import ExportConfig, export_model
-from edgescene.runtime.artifact import ARTIFACT_JSON, ArtifactError, read_artifact
 from edgescene.runtime.backends.onnxruntime import (
     CPU,
     CUDA,
@@ -145,7 +145,7 @@ def test_provider_choice_and_tensorrt_ep_options(exported, tmp_path):
 
 
 def test_profile_shapes_cover_every_input():
-    from edgescene.runtime.artifact import Artifact, TensorSpec
+    from edgescene.core.artifact import Artifact, TensorSpec
 
     artifact = Artifact(
         format="onnx",

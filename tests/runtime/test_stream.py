@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from edgescene.runtime.geometry import inverse_se3, relative_pose_to_first, umeyama_sim3
+from edgescene.core.geometry import inverse_se3, relative_pose_to_first, umeyama_sim3
 from edgescene.runtime.stream import StreamConfig, StreamingReconstruction, WindowPrediction
 from edgescene.train.data.synthetic import render_sequence
 

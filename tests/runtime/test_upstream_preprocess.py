@@ -1,4 +1,4 @@
-"""edgescene.runtime.preprocess, upstream-exact path: load_and_preprocess_images and its Resize.
+"""edgescene.core.preprocess, upstream-exact path: load_and_preprocess_images and its Resize.
 
 The reference below is written from the published description of upstream's
 ``vggt/utils/load_fn.py`` with PIL and torch (ToTensor = uint8 -> float32 / 255, F.pad with 1.0);
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from edgescene.runtime.preprocess import (
+from edgescene.runtime.preprocess import (  # the public runtime path (core.preprocess underneath)
     choose_model_size,
     decode_image,
     depth_to_source,

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgescene.core.manifest import Entry, read_manifest, write_manifest
 from edgescene.models import build_dinov3, load_dinov3
 from edgescene.train.common import load_checkpoint
-from edgescene.train.data.manifest import Entry, read_manifest, write_manifest
 from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 from edgescene.train.dinov3 import cli
 from edgescene.train.dinov3.config import DinoTrainConfig

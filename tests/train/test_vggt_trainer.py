@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
+from edgescene.core.geometry import inverse_se3, project_points, quat_to_rotmat, unproject_depth
+from edgescene.core.manifest import read_manifest, write_manifest
+from edgescene.core.preprocess import choose_model_size
 from edgescene.models import load_vggt
 from edgescene.models.vggt.pose_encoding import extri_intri_to_pose_encoding
 from edgescene.models.weights.common import StateDictMismatchError
-from edgescene.runtime.geometry import inverse_se3, project_points, quat_to_rotmat, unproject_depth
-from edgescene.runtime.preprocess import choose_model_size
 from edgescene.train.common import load_checkpoint
-from edgescene.train.data.manifest import read_manifest, write_manifest
 from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 from edgescene.train.vggt.cli import main as cli_main
 from edgescene.train.vggt.config import VGGTTrainConfig

@@ -1,5 +1,5 @@
 """One source file turned into outputs in memory: decode, tile, resize, PNG-encode, and describe
-each output as a manifest :class:`~edgescene.train.data.manifest.Entry` (geo transform and camera
+each output as a manifest :class:`~edgescene.core.manifest.Entry` (geo transform and camera
 adjusted to the output pixels). Nothing is written here: :mod:`edgescene.train.data.outputs` does.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgescene.train.data.manifest import Entry
+from edgescene.core.manifest import Entry
 from edgescene.train.data.metadata import output_camera, user_metadata
 from edgescene.train.data.outputs import frame_path, image_path, tile_path
 from edgescene.train.data.readers import GeoInfo, ReadError, read_image, read_video

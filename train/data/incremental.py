@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgescene.train.data.manifest import MANIFEST_NAME, Entry, Manifest, ManifestError, read_manifest
+from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, ManifestError, read_manifest
 from edgescene.train.data.metadata import user_metadata
 from edgescene.train.data.outputs import is_output_of
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgescene.core.manifest import Entry
 from edgescene.train.data.convert import Job, convert_image, convert_video
-from edgescene.train.data.manifest import Entry
 from edgescene.train.data.outputs import write_outputs
 from edgescene.train.data.readers import ReadError
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgescene import __version__
-from edgescene.train.data.manifest import Entry, Manifest, write_manifest
+from edgescene.core.manifest import Entry, Manifest, write_manifest
 
 FOCAL_PX = 994.978
 CX_LEFT, CY = 311.193, 254.877

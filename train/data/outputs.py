@@ -13,7 +13,7 @@ import posixpath
 import tempfile
 from pathlib import Path
 
-from edgescene.train.data.manifest import Entry
+from edgescene.core.manifest import Entry
 from edgescene.train.data.readers import ReadError
 
 # ---------------------------------------------------------------- names

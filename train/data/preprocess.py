@@ -2,7 +2,7 @@
 
 Walks ``input_dir`` recursively (sorted; hidden files and folders, the output folder and the
 metadata JSON are skipped), decodes each file with :mod:`edgescene.train.data.readers`, and writes
-one PNG per image, tile or sampled video frame, described by an :class:`~edgescene.train.data.manifest.Entry`.
+one PNG per image, tile or sampled video frame, described by an :class:`~edgescene.core.manifest.Entry`.
 
 Choices, and why:
 
@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.convert import Job, resize_long_side, tile_grid
 from edgescene.train.data.incremental import (
     RELEVANT_OPTIONS,
@@ -67,7 +68,6 @@ from edgescene.train.data.incremental import (
     read_previous,
 )
 from edgescene.train.data.jobs import Context, run_jobs
-from edgescene.train.data.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.metadata import (
     PREPROCESS_MODALITIES,
     RESERVED_METADATA_KEYS,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from edgescene.train.data.manifest import read_manifest
+from edgescene.core.manifest import read_manifest
 
 LUMA = (0.299, 0.587, 0.114)
 

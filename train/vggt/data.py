@@ -5,9 +5,9 @@ A usable sequence is one whose every entry has a depth map and a camera. A sampl
 consecutive frames (upstream's ``get_nearby``: frames close in time overlap), loaded as RGB in
 [0, 1], depth in metres (0 = invalid) and the camera-from-world extrinsics / intrinsics of the
 processed images, then brought to the training size: training samples with the cover-and-centre-crop
-of :func:`edgescene.runtime.preprocess.fit` (``"crop"``, the random zoom needs it), validation
+of :func:`edgescene.core.preprocess.fit` (``"crop"``, the random zoom needs it), validation
 samples exactly as the runtime feeds frames (upstream VGGT's preprocessing,
-:func:`~edgescene.runtime.preprocess.choose_model_size`: the whole frame, padded with white into
+:func:`~edgescene.core.preprocess.choose_model_size`: the whole frame, padded with white into
 the training size; padded pixels carry no depth); intrinsics mapped by the :class:`Resize`.
 
 Augmentation (training only; one draw per sample, shared by all its frames, as a scene must stay
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from edgescene.runtime.preprocess import choose_model_size, fit, load_rgb, prepare, prepare_depth, resize_pixels
-from edgescene.train.data.manifest import Entry, read_manifest, resolve_inside
+from edgescene.core.manifest import Entry, read_manifest, resolve_inside
+from edgescene.core.preprocess import choose_model_size, fit, load_rgb, prepare, prepare_depth, resize_pixels
 
 MAX_ZOOM = 1.25
 JITTER_P, JITTER = 0.9, 0.2

@@ -6,7 +6,7 @@ For every sample of the batch:
 1. extrinsics become relative to the first camera, ``E_i E_0^-1``, so camera 0 is the identity
    (the world frame of VGGT's outputs);
 2. depth is unprojected into camera points ``X_cam = ((u - cx) d / fx, (v - cy) d / fy, d)`` (pixel
-   grid u = 0..W-1, v = 0..H-1, no +0.5, as :func:`edgescene.runtime.geometry.unproject_depth`) and
+   grid u = 0..W-1, v = 0..H-1, no +0.5, as :func:`edgescene.core.geometry.unproject_depth`) and
    carried into camera 0's frame, ``X = R_i^T (X_cam - t_i)`` with the relative extrinsics;
 3. the scale is the mean distance of the valid points from camera 0's centre, clamped to
    [1e-6, 1e6]; translations, depth, camera points and world points are divided by it.

@@ -10,8 +10,8 @@ pytest.importorskip("skimage", reason="scikit-image ships the Middlebury pair (p
 
 from edgescene.assets import default_model_dir
 from edgescene.cli import main
-from edgescene.runtime.geometry import project_points, unproject_depth
-from edgescene.train.data.manifest import read_manifest
+from edgescene.core.geometry import project_points, unproject_depth
+from edgescene.core.manifest import read_manifest
 from edgescene.train.data.middlebury import (
     cameras,
     disparity_to_depth,

@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from edgescene.cli import main
-from edgescene.train.data.manifest import read_manifest
+from edgescene.core.manifest import read_manifest
 from edgescene.train.data.preprocess import PreprocessConfig, preprocess_folder, tile_grid
 from edgescene.train.data.readers import sample_indices
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgescene.runtime.geometry import project_points, unproject_depth
-from edgescene.train.data.manifest import read_manifest
+from edgescene.core.geometry import project_points, unproject_depth
+from edgescene.core.manifest import read_manifest
 from edgescene.train.data.synthetic import SynthConfig, generate_dataset, look_at, random_scene, render, render_sequence
 from edgescene.train.data.synthetic.dataset import scene_seed
 from edgescene.train.data.synthetic.sample import FRAMES, HEIGHT, WIDTH, render_sample, sample_asset_dir

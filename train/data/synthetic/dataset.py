@@ -1,4 +1,4 @@
-"""Synthetic multi-view datasets on disk, in the manifest format of :mod:`edgescene.train.data.manifest`.
+"""Synthetic multi-view datasets on disk, in the manifest format of :mod:`edgescene.core.manifest`.
 
 ``generate_dataset(SynthConfig(out_dir=...))`` writes, per scene ``scene_XXXX``::
 
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edgescene import __version__
-from edgescene.train.data.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
+from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.synthetic.raycast import render
 from edgescene.train.data.synthetic.scene import Scene, random_scene
 from edgescene.train.data.synthetic.trajectories import TRAJECTORIES, make_trajectory

@@ -3,7 +3,7 @@
 Pixel (u, v) (column, row; integers, no half-pixel offset) looks along the camera ray
 ``((u - cx) / fx, (v - cy) / fy, 1)`` in OpenCV camera axes (x right, y down, z forward). Because
 that ray has unit z, the ray parameter at the first hit *is* the depth along the camera axis, so
-depth is exact to floating point, and :func:`edgescene.runtime.geometry.unproject_depth` maps it
+depth is exact to floating point, and :func:`edgescene.core.geometry.unproject_depth` maps it
 back to the exact surface points. Rays that hit nothing closer than ``far`` (the ground runs to the
 horizon) see the sky and get depth 0 (invalid).
 """

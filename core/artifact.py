@@ -131,6 +131,18 @@ class Artifact:
         return cls(**body)
 
 
+def size_key(height: int, width: int) -> str:
+    return f"{int(height)}x{int(width)}"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"294x518"`` -> (294, 518) (H x W); ValueError naming the form otherwise."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise ValueError(f"a size is HEIGHTxWIDTH in pixels, e.g. 294x518; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def with_named_image_axes(spec: TensorSpec, height: int, width: int) -> TensorSpec:
     """``spec`` with its first (height, width) pair of dims after the leading axis renamed
     ``"height"``, ``"width"``: the IO of a model that serves more than one input size."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgescene.runtime.artifact import Artifact, with_named_image_axes
+from edgescene.core.artifact import Artifact, with_named_image_axes
 from edgescene.runtime.backends import BaseSession, check_device, check_feeds
 
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}

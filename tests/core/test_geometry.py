@@ -1,4 +1,4 @@
-"""Tests for edgescene.runtime.geometry (pure numpy, no torch)."""
+"""Tests for edgescene.core.geometry (pure numpy, no torch)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgescene.runtime import geometry as g
+from edgescene.core import geometry as g
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -54,7 +54,7 @@ def rot_angle(R1: np.ndarray, R2: np.ndarray) -> float:
 
 
 def test_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import edgescene.runtime.geometry"
+    code = "import sys; sys.modules['torch'] = None; import edgescene.core.geometry"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
