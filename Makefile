@@ -62,7 +62,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/package_tree.py build/pkg >/dev/null
 	cd build/pkg && ../../$(BIN)/mypy --config-file ../../pyproject.toml $(addprefix -p ,$(TYPED))
-	cd build/pkg && ../../$(BIN)/lint-imports ../../.importlinter
+	cd build/pkg && ../../$(BIN)/lint-imports --config ../../.importlinter
 
 device-check:
 	$(PYTHON) scripts/device_check.py $(DEVICE_OUT) $(ARGS)
