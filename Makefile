@@ -55,7 +55,7 @@ test: $(STAMP) chromium
 test-fast: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow and not browser" $(ARGS)
 
-TYPED := edgescene.core edgescene.models edgescene.runtime edgescene.export edgescene.plugins
+TYPED := edgescene.core edgescene.models edgescene.runtime edgescene.export edgescene.plugins edgescene.trt
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

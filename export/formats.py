@@ -103,7 +103,7 @@ FORMATS: dict[str, Format] = {
             _COMMON | {"precision", "workspace_gb"},
             "tensorrt",
             "gpu",
-            "model.engine + model.onnx + timing.cache",
+            "model.engine + model.onnx",
             ("onnx", "tensorrt"),
         ),
         Format(

@@ -15,6 +15,7 @@ carries its own weights (n sizes: n times the weights on disk).
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import tempfile
@@ -121,12 +122,37 @@ def _file_sizes(folder: Path) -> dict[str, float]:
     }
 
 
-def _ort_runner(model_path: Path):
+def _ort_runner(model_path: Path, providers: list | None = None):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_path), providers=providers or ["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
+
+
+UNVERIFIED_ON_GPU = (
+    "unverified on GPU: Triton's TensorRT accelerator runs the whole graph in fp16 (no fp32 islands), but "
+    "this machine has no TensorRT execution provider, so the gate ran the fp32 graph on the CPU; re-export "
+    "on a GPU machine with onnxruntime-gpu and TensorRT to gate what Triton will serve"
+)
+
+
+def _triton_fp16_gate(model_path: Path, cache: Path, log: Callable[[str], None]) -> tuple[Callable, dict]:
+    """The runner that shows what a Triton fp16 model serves: the TensorRT execution provider with
+    fp16 on, where this machine has it; else the CPU, with the artifact marked unverified on GPU."""
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        options = {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+        log("export: gating the Triton fp16 model through onnxruntime's TensorRT provider with fp16 on")
+        providers = [("TensorrtExecutionProvider", options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return _ort_runner(model_path, providers), {"gate": "onnxruntime TensorRT EP, fp16", "verified_on_gpu": True}
+    log(f"export: WARNING {UNVERIFIED_ON_GPU}")
+    return _ort_runner(model_path), {
+        "gate": "onnxruntime CPU, fp32 graph",
+        "verified_on_gpu": False,
+        "note": UNVERIFIED_ON_GPU,
+    }
 
 
 def _package(
@@ -164,9 +190,14 @@ def _package(
             fp32_onnx, stage, name, graph.inputs, graph.outputs, precision=precision, max_frames=frames_range[2]
         )
         inner = stage / files["model"]
+        if precision == "fp16":
+            cache = Path(os.environ.get("EDGESCENE_CACHE") or Path.home() / ".cache" / "edgescene") / "ort_trt"
+            runner, gate = _triton_fp16_gate(inner, cache, log)
+            return {**files, "model": files["model"]}, runner, gate, inner
         return {**files, "model": files["model"]}, _ort_runner(inner), {}, inner
     # tensorrt
-    from edgescene.export.tensorrt import TensorRTRunner, build_engine, frame_profile
+    from edgescene.export.tensorrt import build_engine, default_timing_cache, frame_profile
+    from edgescene.trt.runner import TensorRTRunner
 
     onnx_for_engine = stage / "model.onnx"
     if precision == "fp16":
@@ -181,12 +212,12 @@ def _package(
         stage / "model.engine",
         profiles,
         precision,
-        timing_cache_path=stage / "timing.cache",
+        timing_cache_path=default_timing_cache(),  # kept across exports, keyed by GPU and TensorRT
         workspace_gb=config.workspace_gb or 8.0,
         log=log,
     )
-    runner = TensorRTRunner(stage / "model.engine")
-    files = {"model": "model.onnx", "external_data": external, "engine": "model.engine", "timing_cache": "timing.cache"}
+    runner = TensorRTRunner(stage / "model.engine", expected_device=device)  # the runtime's own runner
+    files = {"model": "model.onnx", "external_data": external, "engine": "model.engine"}
     return files, runner, device, onnx_for_engine
 
 

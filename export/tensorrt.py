@@ -1,10 +1,18 @@
-"""TensorRT engines from the exported ONNX graph, and a runner for the parity gate.
+"""TensorRT engines from the exported ONNX graph.
 
 ``build_engine`` turns an ONNX file into a serialized TensorRT engine (a ``.engine`` plan) with one
 optimization profile per frame-count regime, a persistent timing cache and atomic writes, and
 returns a description of the build (TensorRT version, GPU, compute capability, precision,
-profiles). ``TensorRTRunner`` loads such an engine with the name-based TensorRT 10 API and runs it
-on numpy feeds, so the parity gate can compare it with ONNX Runtime and PyTorch.
+profiles). Engines are run, by the parity gate as by the runtime and the bench, with the one
+runner :class:`edgescene.trt.runner.TensorRTRunner`.
+
+TF32. TensorRT enables TF32 for float32 layers by default on Ampere and newer GPUs (Orin, H100),
+and strong typing does not turn it off: an "fp32" engine would compute its matrix products with
+10-bit mantissas and miss the 1e-4 fp32 gate. ``build_engine`` clears ``BuilderFlag.TF32`` for
+fp32 builds (``tf32=False``; pass ``tf32=True`` to keep it, and the gate judges the result).
+
+Timing cache. Kept in :func:`timing_cache_file`, a cache folder keyed by GPU and TensorRT version
+(``$EDGESCENE_CACHE`` or ``~/.cache/edgescene``), so repeated exports on one machine reuse it.
 
 Strong typing. Every network is created strongly typed: TensorRT 11 removed weak typing (the
 ``BuilderFlag.FP16/BF16/INT8`` switches, ``OBEY_PRECISION_CONSTRAINTS`` and calibrators) and 10.12
@@ -33,8 +41,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-
-import numpy as np
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -76,6 +82,18 @@ def _this_gpu(torch) -> dict[str, str]:
     index = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
     return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+
+
+def timing_cache_file(device: dict[str, str], tensorrt_version: str) -> Path:
+    """Where builds on this GPU model with this TensorRT version keep their timing cache."""
+    root = Path(os.environ.get("EDGESCENE_CACHE") or Path.home() / ".cache" / "edgescene")
+    gpu = "".join(c if c.isalnum() else "-" for c in device.get("gpu", "gpu")).strip("-")
+    return root / "tensorrt" / f"{gpu}-sm{device.get('compute_capability', '?')}-trt{tensorrt_version}.cache"
+
+
+def default_timing_cache() -> Path:
+    """:func:`timing_cache_file` for this machine's GPU and TensorRT (imports both)."""
+    return timing_cache_file(_this_gpu(_require_cuda()), str(require_tensorrt().__version__))
 
 
 def _write_atomic(path: Path, data) -> int:
@@ -245,6 +263,7 @@ def build_engine(
     workspace_gb: float = 8.0,
     builder_optimization_level: int | None = None,
     log: Callable[[str], None] = print,
+    tf32: bool = False,
 ) -> dict[str, Any]:
     """Build a strongly typed TensorRT engine from ``onnx_path`` and write it to ``engine_path``.
 
@@ -312,6 +331,10 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    tf32_flag = getattr(getattr(trt, "BuilderFlag", None), "TF32", None)
+    if precision == "fp32" and not tf32 and tf32_flag is not None:
+        config.clear_flag(tf32_flag)  # on by default: fp32 layers would run at TF32 precision
+        log("tensorrt: TF32 off (fp32 engine)")
     if builder_optimization_level is not None:
         config.builder_optimization_level = builder_optimization_level
     for group in groups:
@@ -355,6 +378,7 @@ def build_engine(
         "cuda": torch.version.cuda,
         "precision": precision,
         "strongly_typed": True,
+        "tf32": bool(precision == "fp16" or tf32 or tf32_flag is None),
         "profiles": [{p.input_name: p.as_dict() for p in group} for group in groups],
         "workspace_gb": workspace_gb,
         "builder_optimization_level": builder_optimization_level,
@@ -364,146 +388,3 @@ def build_engine(
         "build_s": round(build_s, 3),
         "engine_bytes": engine_bytes,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Run
-
-
-def _dtype_table(trt, torch) -> dict:
-    """TensorRT DataType -> (numpy dtype, torch dtype) for the types the runner handles."""
-    pairs = {
-        "FLOAT": (np.float32, torch.float32),
-        "HALF": (np.float16, torch.float16),
-        "INT32": (np.int32, torch.int32),
-        "INT64": (np.int64, torch.int64),
-        "BOOL": (np.bool_, torch.bool),
-        "INT8": (np.int8, torch.int8),
-        "UINT8": (np.uint8, torch.uint8),
-    }
-    return {getattr(trt.DataType, k): (np.dtype(v[0]), v[1]) for k, v in pairs.items() if hasattr(trt.DataType, k)}
-
-
-class TensorRTRunner:
-    """Runs a serialized engine on numpy feeds (export side: device buffers are torch CUDA tensors).
-
-    ``expected_device``: the dict ``build_engine`` returned; when given, an engine built for another
-    compute capability or TensorRT version is refused before deserializing it.
-    """
-
-    def __init__(self, engine_path: Path, expected_device: dict | None = None) -> None:
-        engine_path = Path(engine_path)
-        trt = require_tensorrt()
-        torch = _require_cuda()
-        if not engine_path.is_file():
-            raise FileNotFoundError(f"TensorRT engine not found: {engine_path}")
-        here = _this_gpu(torch)
-        if expected_device:
-            built_cc = expected_device.get("compute_capability")
-            built_gpu = expected_device.get("gpu", "?")
-            if built_cc is not None and str(built_cc) != here["compute_capability"]:
-                raise RuntimeError(
-                    f"engine built for {built_gpu}/{built_cc}, this GPU is "
-                    f"{here['gpu']}/{here['compute_capability']}: rebuild it here"
-                )
-            built_trt = expected_device.get("tensorrt")
-            if built_trt is not None and str(built_trt) != trt.__version__:
-                raise RuntimeError(
-                    f"engine built with TensorRT {built_trt}, this is TensorRT {trt.__version__}: rebuild it here"
-                )
-        self._torch = torch
-        self.device = torch.device("cuda", torch.cuda.current_device())
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise RuntimeError(
-                f"could not deserialize {engine_path} with TensorRT {trt.__version__} on {here['gpu']}: "
-                "engines are tied to the TensorRT version and GPU that built them; rebuild it here"
-            )
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise RuntimeError(f"could not create an execution context for {engine_path} (out of GPU memory?)")
-        self.stream = torch.cuda.Stream(device=self.device)
-
-        table = _dtype_table(trt, torch)
-        self.inputs: list[str] = []
-        self.outputs: list[str] = []
-        self._dtypes: dict[str, tuple[np.dtype, Any]] = {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            dtype = self.engine.get_tensor_dtype(name)
-            if dtype not in table:
-                raise RuntimeError(
-                    f"tensor {name!r} has TensorRT dtype {dtype}, which the runner does not map "
-                    f"(supported: {', '.join(str(k) for k in table)})"
-                )
-            self._dtypes[name] = table[dtype]
-            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            (self.inputs if is_input else self.outputs).append(name)
-        self._profile = 0
-        self._buffers: dict[str, Any] = {}  # name -> flat device tensor, grown to the largest shape seen
-
-    def input_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Input name -> (shape with -1 for dynamic axes, numpy dtype)."""
-        return {n: (_shape(self.engine.get_tensor_shape(n)), self._dtypes[n][0]) for n in self.inputs}
-
-    def _select_profile(self, shapes: dict[str, tuple[int, ...]]) -> int:
-        ranges = []
-        for index in range(self.engine.num_optimization_profiles):
-            fits = True
-            for name, shape in shapes.items():
-                lo, _, hi = (_shape(s) for s in self.engine.get_tensor_profile_shape(name, index))
-                ranges.append(f"profile {index} {name}: {lo}..{hi}")
-                fits &= len(lo) == len(shape) and all(a <= d <= b for a, d, b in zip(lo, shape, hi, strict=True))
-            if fits:
-                return index
-        raise ValueError(f"input shapes {shapes} fit no optimization profile of the engine ({'; '.join(ranges)})")
-
-    def _buffer(self, name: str, shape: tuple[int, ...]):
-        numel = int(np.prod(shape, dtype=np.int64))
-        buf = self._buffers.get(name)
-        if buf is None or buf.numel() < max(numel, 1):
-            buf = self._torch.empty(max(numel, 1), dtype=self._dtypes[name][1], device=self.device)
-            self._buffers[name] = buf
-        return buf[:numel].view(shape)
-
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the engine once: ``feeds`` maps every input name to an array; returns every output."""
-        torch = self._torch
-        if set(feeds) != set(self.inputs):
-            raise ValueError(f"feeds must name exactly the engine inputs {self.inputs}; got {sorted(feeds)}")
-        arrays = {}
-        for name in self.inputs:
-            want = self._dtypes[name][0]
-            arr = np.asarray(feeds[name])
-            if arr.dtype != want:
-                if not np.can_cast(arr.dtype, want, casting="same_kind"):
-                    raise ValueError(f"input {name!r} must be {want}, got {arr.dtype}")
-                arr = arr.astype(want)
-            arrays[name] = np.ascontiguousarray(arr)
-
-        with torch.cuda.stream(self.stream):
-            profile = self._select_profile({n: a.shape for n, a in arrays.items()})
-            if profile != self._profile:
-                self.context.set_optimization_profile_async(profile, self.stream.cuda_stream)
-                self._profile = profile
-            for name, arr in arrays.items():
-                if not self.context.set_input_shape(name, arr.shape):
-                    raise ValueError(f"TensorRT rejected shape {arr.shape} for input {name!r}")
-                buf = self._buffer(name, arr.shape)
-                buf.copy_(torch.from_numpy(arr))
-                self.context.set_tensor_address(name, buf.data_ptr())
-            outputs = {}
-            for name in self.outputs:
-                shape = _shape(self.context.get_tensor_shape(name))
-                if any(d < 0 for d in shape):
-                    raise RuntimeError(
-                        f"output {name!r} has a data-dependent shape {shape}, which the runner does not support"
-                    )
-                outputs[name] = self._buffer(name, shape)
-                self.context.set_tensor_address(name, outputs[name].data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed: read the TensorRT log above")
-        self.stream.synchronize()
-        return {name: t.cpu().numpy() for name, t in outputs.items()}

@@ -29,3 +29,11 @@ def dinov3_reference() -> dict:
 @pytest.fixture(scope="session")
 def vggt_reference() -> dict:
     return _reference("vggt_1b_keys.json")
+
+
+@pytest.fixture
+def trt_stand_ins(monkeypatch):
+    """tensorrt and cuda-python stand-ins computing on the host (tests/trt_stand_ins.py)."""
+    import trt_stand_ins
+
+    return trt_stand_ins.install(monkeypatch)

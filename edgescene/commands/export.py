@@ -117,6 +117,8 @@ def run_export(args: argparse.Namespace) -> int:
     )
     result = export_model(config)
     print(f"export: {'ACCEPTED' if result.accepted else 'REJECTED'} in {result.elapsed_s:.1f} s -> {result.folder}")
+    if result.artifact.device.get("verified_on_gpu") is False:
+        print(f"export: {result.artifact.device['note']}")
     for name, mb in result.sizes_mb.items():
         print(f"  {name:<40} {mb:>10.2f} MB")
     if not result.accepted:

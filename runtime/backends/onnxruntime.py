@@ -5,8 +5,13 @@
 =========  ===============================================================================
 cpu        CPUExecutionProvider
 cuda       CUDAExecutionProvider, CPU
-tensorrt   TensorrtExecutionProvider (fp16 when the artifact is fp16, engine and timing caches,
-           profile shapes from the artifact's frames range), CUDA, CPU
+tensorrt   TensorrtExecutionProvider (engine and timing caches, profile shapes from the artifact's
+           frames range), CUDA, CPU. ``trt_fp16_enable`` is set only for an fp16 Triton artifact
+           (an fp32 graph Triton serves in fp16); never for onnx-fp16, whose precision is in the
+           graph: the flag switches TensorRT 10 to weak typing and would run its fp32 islands
+           (LayerNorm, softmax, heads) in fp16. The explicit profile covers the model inputs only;
+           a fused-attention graph (com.microsoft.MultiHeadAttention) is split between the
+           TensorRT and CUDA providers, so export the plain graph (format tensorrt) for TensorRT.
 auto       cuda where onnxruntime-gpu provides it, else cpu; cpu for int8 artifacts (dynamic
            quantization is a CPU format). The TensorRT EP is never picked by ``auto``: it builds
            engines on first use (minutes for VGGT-1B), and onnxruntime-gpu lists it even where the
@@ -93,7 +98,7 @@ def provider_list(
                 raise ValueError("the TensorRT execution provider needs a cache folder (cache_dir)")
             options: dict[str, Any] = {
                 "device_id": device_id,
-                "trt_fp16_enable": artifact.precision == "fp16",
+                "trt_fp16_enable": artifact.precision == "fp16" and artifact.format == "triton",
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(cache_dir),
                 "trt_timing_cache_enable": True,

@@ -218,3 +218,18 @@ def test_static_int8_with_a_missing_calibration_source_fails_before_exporting(tm
     assert not (tmp_path / "onnx-int8-static").exists()
     with pytest.raises(ValueError, match="does not take --calibration"):
         export(tmp_path, "vggt_tiny", "onnx-int8", calibration=str(tmp_path), **VGGT_SIZE)
+
+
+def test_triton_fp16_gated_on_cpu_is_marked_unverified_on_gpu(tmp_path, capsys):
+    import onnxruntime
+
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the TensorRT provider: the fp16 gate runs there instead")
+    result = export(tmp_path, "vggt_tiny", "triton", precision="fp16", frames_range=(1, 2, 2), **VGGT_SIZE)
+    assert result.accepted  # the fp32 graph passes on the CPU ...
+    device = read_artifact(result.folder).device
+    assert device["verified_on_gpu"] is False and "unverified on GPU" in device["note"]  # ... and says what is not known
+    out = tmp_path / "cli"
+    assert main(["export", "--model", "vggt_tiny", "--random-weights", "--format", "triton", "--precision", "fp16",
+                 "--height", "56", "--width", "84", "--frames-range", "1:2:2", "--out", str(out)]) == 0
+    assert "unverified on GPU" in capsys.readouterr().out

@@ -22,7 +22,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgescene.export.tensorrt import EngineProfile, TensorRTRunner, build_engine, frame_profile
+from edgescene.export.tensorrt import EngineProfile, build_engine, frame_profile, timing_cache_file
+from edgescene.trt.runner import TensorRTRunner
 
 H = W = 8
 
@@ -121,12 +122,6 @@ def test_build_engine_without_tensorrt_gives_the_install_hint(tiny_onnx, tmp_pat
     assert not (tmp_path / "m.engine").exists()
 
 
-def test_runner_without_tensorrt_gives_the_install_hint(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(ImportError, match="pip install"):
-        TensorRTRunner(tmp_path / "missing.engine")
-
-
 def test_module_imports_without_tensorrt_or_torch():
     code = (
         "import sys; sys.modules['tensorrt'] = None; sys.modules['torch'] = None; "
@@ -169,6 +164,11 @@ class _Pool(enum.IntEnum):
     WORKSPACE = 0
 
 
+class _BuilderFlag(enum.IntEnum):
+    FP16 = 0
+    TF32 = 7
+
+
 class _Tensor:
     def __init__(self, name, shape, dtype="DataType.FLOAT"):
         self.name, self.shape, self.dtype = name, shape, dtype
@@ -179,6 +179,7 @@ def _make_fake_trt(version: str = "10.13.0.35"):
     rec = types.SimpleNamespace(
         flags=None,
         set_flags=[],
+        cleared_flags=[],
         pool={},
         profiles=[],
         cache_in=[],
@@ -248,6 +249,9 @@ def _make_fake_trt(version: str = "10.13.0.35"):
         def set_flag(self, flag):
             rec.set_flags.append(flag)
 
+        def clear_flag(self, flag):
+            rec.cleared_flags.append(flag)
+
         def add_optimization_profile(self, profile):
             rec.profiles.append(profile.shapes)
 
@@ -298,7 +302,7 @@ def _make_fake_trt(version: str = "10.13.0.35"):
     module = types.ModuleType("tensorrt")
     module.__version__ = version
     module.Logger, module.Builder, module.OnnxParser = Logger, Builder, OnnxParser
-    module.NetworkDefinitionCreationFlag, module.MemoryPoolType = _Flag, _Pool
+    module.NetworkDefinitionCreationFlag, module.MemoryPoolType, module.BuilderFlag = _Flag, _Pool, _BuilderFlag
     return module, rec
 
 
@@ -334,6 +338,7 @@ def test_build_sequence_is_strongly_typed_with_profiles_and_a_timing_cache(tiny_
 
     assert fake_trt.flags == 1 << int(_Flag.STRONGLY_TYPED)
     assert fake_trt.set_flags == []  # precision comes from the graph, never from builder flags
+    assert fake_trt.cleared_flags == [_BuilderFlag.TF32] and info["tf32"] is False  # fp32 means fp32, not TF32
     assert fake_trt.pool == {_Pool.WORKSPACE: int(1.5 * 2**30)}
     assert fake_trt.opt_level == 3
     assert fake_trt.profiles == [
@@ -355,6 +360,17 @@ def test_build_sequence_is_strongly_typed_with_profiles_and_a_timing_cache(tiny_
     assert fake_trt.cache_in == [b"", b"+tactics"]  # the second build starts from the first one's cache
     assert again["timing_cache"]["loaded_bytes"] == len(b"+tactics")
     assert any("reusing timing cache" in line for line in lines)
+
+
+def test_tf32_can_be_kept_and_the_timing_cache_is_keyed_by_gpu_and_tensorrt(tiny_onnx, tmp_path, fake_trt, monkeypatch):
+    profiles = [frame_profile("images", (1, 1, 2), (3, H, W))]
+    info = build_engine(tiny_onnx, tmp_path / "m.engine", profiles, "fp32", tf32=True, log=lambda s: None)
+    assert fake_trt.cleared_flags == [] and info["tf32"] is True
+    monkeypatch.setenv("EDGESCENE_CACHE", str(tmp_path / "cache"))
+    path = timing_cache_file({"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}, "10.13.0.35")
+    assert path == tmp_path / "cache" / "tensorrt" / "NVIDIA-H100-80GB-HBM3-sm9.0-trt10.13.0.35.cache"
+    other = timing_cache_file({"gpu": "Orin", "compute_capability": "8.7"}, "10.3.0")
+    assert other.parent == path.parent and other != path
 
 
 def test_network_flag_absent_means_strong_typing_is_the_only_mode(tiny_onnx, tmp_path, monkeypatch, fake_gpu):
@@ -413,20 +429,6 @@ def test_old_tensorrt_and_missing_cuda_are_refused(tiny_onnx, tmp_path, monkeypa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         build_engine(tiny_onnx, tmp_path / "m.engine", _profiles(), "fp32")
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
-        TensorRTRunner(tmp_path / "m.engine")
-
-
-def test_runner_refuses_an_engine_built_for_another_gpu(tmp_path, fake_trt):
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"ENGINE-PLAN")
-    expected = r"engine built for Jetson AGX Orin/8\.7, this GPU is Fake GPU/8\.9: rebuild it here"
-    with pytest.raises(RuntimeError, match=expected):
-        TensorRTRunner(engine, expected_device={"gpu": "Jetson AGX Orin", "compute_capability": "8.7"})
-    with pytest.raises(RuntimeError, match="TensorRT 10.3.0, this is TensorRT 10.13.0.35"):
-        TensorRTRunner(engine, expected_device={"compute_capability": "8.9", "tensorrt": "10.3.0"})
-    with pytest.raises(FileNotFoundError):
-        TensorRTRunner(tmp_path / "missing.engine")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,23 +9,20 @@
 
 from __future__ import annotations
 
-import ctypes
-import enum
 import importlib.util
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from trt_stand_ins import Err, FakeTrt, H, W
 
 from edgescene.core.artifact import Artifact, ArtifactError, TensorSpec, write_artifact_json
 from edgescene.export.parity import gate_images
 from edgescene.export.pipeline import ExportConfig, export_model
 from edgescene.models import create_model
-from edgescene.runtime.backends import tensorrt as trt_backend
-from edgescene.runtime.backends.tensorrt import check_engine_device, cuda_call
 from edgescene.runtime.session import open_session
+from edgescene.trt.runner import check_engine_device, cuda_call
 
 SIZES = {"vggt_tiny": (56, 84), "dinov3_tiny": (32, 48)}
 QUIET = {"log": lambda line: None}
@@ -121,7 +118,6 @@ def test_torch_backend_defaults_and_errors(same_weights):
 # ---------------------------------------------------------------------------------------------
 # Native TensorRT against stand-ins
 
-H = W = 4
 BUILT = {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"}
 
 
@@ -153,169 +149,12 @@ def _fake_trt_artifact(folder: Path, device: dict) -> Path:
     return folder
 
 
-class _Err(enum.IntEnum):
-    cudaSuccess = 0
-    cudaErrorMemoryAllocation = 2
-
-
-class _FakeCudart:
-    """cuda-python's runtime on host memory: pointers are addresses of ctypes buffers."""
-
-    class cudaMemcpyKind(enum.IntEnum):
-        cudaMemcpyHostToDevice = 1
-        cudaMemcpyDeviceToHost = 2
-
-    def __init__(self, major: int = 8, minor: int = 7) -> None:
-        self.props = types.SimpleNamespace(name=b"Orin\x00", major=major, minor=minor)
-        self.memory: dict[int, ctypes.Array] = {}
-        self.calls: list[str] = []
-
-    def _alloc(self, nbytes: int):
-        buf = (ctypes.c_uint8 * nbytes)()
-        self.memory[ctypes.addressof(buf)] = buf
-        return _Err.cudaSuccess, ctypes.addressof(buf)
-
-    def cudaGetDeviceCount(self):
-        return _Err.cudaSuccess, 1
-
-    def cudaSetDevice(self, index):
-        return (_Err.cudaSuccess,)
-
-    def cudaGetDeviceProperties(self, index):
-        return _Err.cudaSuccess, self.props
-
-    def cudaMalloc(self, nbytes):
-        self.calls.append("malloc")
-        return self._alloc(nbytes)
-
-    def cudaMallocHost(self, nbytes):
-        self.calls.append("malloc_host")
-        return self._alloc(nbytes)
-
-    def cudaFree(self, ptr):
-        self.calls.append("free")
-        del self.memory[ptr]
-        return (_Err.cudaSuccess,)
-
-    def cudaFreeHost(self, ptr):
-        self.calls.append("free_host")
-        del self.memory[ptr]
-        return (_Err.cudaSuccess,)
-
-    def cudaStreamCreate(self):
-        return _Err.cudaSuccess, 7
-
-    def cudaStreamDestroy(self, stream):
-        self.calls.append("stream_destroy")
-        return (_Err.cudaSuccess,)
-
-    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
-        self.calls.append(kind.name)
-        ctypes.memmove(dst, src, nbytes)
-        return (_Err.cudaSuccess,)
-
-    def cudaStreamSynchronize(self, stream):
-        self.calls.append("sync")
-        return (_Err.cudaSuccess,)
-
-
-def _host_array(address: int, shape: tuple[int, ...]) -> np.ndarray:
-    count = int(np.prod(shape))
-    return np.ctypeslib.as_array((ctypes.c_float * count).from_address(address)).reshape(shape)
-
-
-class _FakeContext:
-    """pooled = images.mean((2, 3)), scaled = 2 * images, on the addresses it was given."""
-
-    def __init__(self) -> None:
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        self.addresses: dict[str, int] = {}
-
-    def set_input_shape(self, name, shape):
-        if not 1 <= shape[0] <= 4 or tuple(shape[1:]) != (3, H, W):
-            return False
-        self.shapes[name] = tuple(shape)
-        return True
-
-    def get_tensor_shape(self, name):
-        frames = self.shapes["images"][0]
-        return {"pooled": (frames, 3), "scaled": (frames, 3, H, W), "images": self.shapes["images"]}[name]
-
-    def set_tensor_address(self, name, address):
-        self.addresses[name] = address
-
-    def execute_async_v3(self, stream):
-        images = _host_array(self.addresses["images"], self.shapes["images"])
-        _host_array(self.addresses["pooled"], self.get_tensor_shape("pooled"))[:] = images.mean(axis=(2, 3))
-        _host_array(self.addresses["scaled"], self.get_tensor_shape("scaled"))[:] = 2 * images
-        return True
-
-
-class _FakeEngine:
-    num_io_tensors = 3
-
-    def get_tensor_name(self, index):
-        return ["images", "pooled", "scaled"][index]
-
-    def get_tensor_mode(self, name):
-        return _FakeTrt.TensorIOMode.INPUT if name == "images" else _FakeTrt.TensorIOMode.OUTPUT
-
-    def get_tensor_shape(self, name):
-        return {"images": (-1, 3, H, W), "pooled": (-1, 3), "scaled": (-1, 3, H, W)}[name]
-
-    def get_tensor_profile_shape(self, name, profile):
-        assert name == "images" and profile == 0
-        return [(1, 3, H, W), (2, 3, H, W), (4, 3, H, W)]
-
-    def get_tensor_dtype(self, name):
-        return "FLOAT"
-
-    def create_execution_context(self):
-        return _FakeContext()
-
-
-class _FakeTrt:
-    __version__ = "10.3.0"
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    class TensorIOMode(enum.Enum):
-        INPUT = 0
-        OUTPUT = 1
-
-    class Runtime:
-        deserialized = 0
-
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            _FakeTrt.Runtime.deserialized += 1
-            return _FakeEngine() if data == b"engine" else None
-
-    @staticmethod
-    def nptype(dtype):
-        return np.float32
-
-
-@pytest.fixture
-def stand_ins(monkeypatch):
-    cudart = _FakeCudart()
-    _FakeTrt.Runtime.deserialized = 0
-    monkeypatch.setattr(trt_backend, "require_tensorrt_and_cuda", lambda: (_FakeTrt, cudart))
-    return cudart
-
-
 def test_cuda_call_unpacks_and_raises():
-    assert cuda_call((_Err.cudaSuccess, 5)) == 5
-    assert cuda_call((_Err.cudaSuccess,)) is None
+    assert cuda_call((Err.cudaSuccess, 5)) == 5
+    assert cuda_call((Err.cudaSuccess,)) is None
     assert cuda_call((0, 1, 2)) == (1, 2)
     with pytest.raises(RuntimeError, match=r"cudaErrorMemoryAllocation \(2\)"):
-        cuda_call((_Err.cudaErrorMemoryAllocation, 0))
+        cuda_call((Err.cudaErrorMemoryAllocation, 0))
 
 
 def test_engine_device_check():
@@ -332,32 +171,32 @@ def test_engine_device_check():
         check_engine_device(BUILT, {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.16.1"})
 
 
-def test_a_mismatched_engine_is_refused_before_deserializing(tmp_path, stand_ins):
-    stand_ins.props.major, stand_ins.props.minor = 9, 0  # this "GPU" is sm 9.0, the engine was built for 8.7
+def test_a_mismatched_engine_is_refused_before_deserializing(tmp_path, trt_stand_ins):
+    trt_stand_ins.props.major, trt_stand_ins.props.minor = 9, 0  # this "GPU" is sm 9.0, the engine was built for 8.7
     folder = _fake_trt_artifact(tmp_path / "engine", BUILT)
     with pytest.raises(RuntimeError, match=r"engine built for sm 8\.7 .* this machine has sm 9\.0 .*rebuild with"):
         open_session(folder)
-    assert _FakeTrt.Runtime.deserialized == 0
+    assert FakeTrt.Runtime.deserialized == 0
     with pytest.raises(ValueError, match="runs on an NVIDIA GPU only"):
         open_session(folder, device="cpu")
 
 
-def test_the_native_backend_allocates_once_and_copies_once_per_call(tmp_path, stand_ins):
+def test_the_native_backend_allocates_once_and_copies_once_per_call(tmp_path, trt_stand_ins):
     folder = _fake_trt_artifact(tmp_path / "engine", BUILT)
     session = open_session(folder, device_id=0)
     assert session.backend == "tensorrt" and session.device == "cuda"
     assert session.here == {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"}
     # one device buffer per tensor at the profile maximum (4 frames); pinned host buffers for the outputs
-    assert stand_ins.calls == ["malloc", "malloc", "malloc_host", "malloc", "malloc_host"]
-    assert session._buffers["images"].max_shape == (4, 3, H, W)
-    assert session._buffers["scaled"].nbytes == 4 * 3 * H * W * 4
+    assert trt_stand_ins.calls == ["malloc", "malloc", "malloc_host", "malloc", "malloc_host"]
+    assert session._runner._buffers["images"].max_shape == (4, 3, H, W)
+    assert session._runner._buffers["scaled"].nbytes == 4 * 3 * H * W * 4
     rng = np.random.default_rng(0)
     results = []
     for frames in (3, 1, 4, 3):
-        stand_ins.calls.clear()
+        trt_stand_ins.calls.clear()
         images = rng.random((frames, 3, H, W), dtype=np.float32)
         out = session({"images": images})
-        assert stand_ins.calls == [
+        assert trt_stand_ins.calls == [
             "cudaMemcpyHostToDevice",
             "cudaMemcpyDeviceToHost",
             "cudaMemcpyDeviceToHost",
@@ -371,13 +210,15 @@ def test_the_native_backend_allocates_once_and_copies_once_per_call(tmp_path, st
     with pytest.raises(ValueError, match=r"'frames' axis is 5, outside this artifact's range 1\.\.4"):
         session({"images": np.zeros((5, 3, H, W), np.float32)})
     session.close()
-    assert sorted(stand_ins.calls[-6:]) == sorted(["free", "free", "free_host", "free", "free_host", "stream_destroy"])
-    assert stand_ins.memory == {}
+    assert sorted(trt_stand_ins.calls[-6:]) == sorted(
+        ["free", "free", "free_host", "free", "free_host", "stream_destroy"]
+    )
+    assert trt_stand_ins.memory == {}
     with pytest.raises(RuntimeError, match="closed"):
         session({"images": np.zeros((1, 3, H, W), np.float32)})
 
 
-def test_an_unreadable_engine_and_missing_tensorrt(tmp_path, stand_ins, monkeypatch):
+def test_an_unreadable_engine_and_missing_tensorrt(tmp_path, trt_stand_ins, monkeypatch):
     folder = _fake_trt_artifact(tmp_path / "engine", BUILT)
     (folder / "model.engine").write_bytes(b"corrupt")
     with pytest.raises(RuntimeError, match="could not deserialize.*rebuild with"):

@@ -139,7 +139,9 @@ def test_provider_choice_and_tensorrt_ep_options(exported, tmp_path):
     assert trt_options["trt_profile_min_shapes"] == "images:1x3x56x84"
     assert trt_options["trt_profile_opt_shapes"] == "images:2x3x56x84"
     assert trt_options["trt_profile_max_shapes"] == "images:4x3x56x84"
-    artifact.precision = "fp16"
+    artifact.precision, artifact.format = "fp16", "onnx-fp16"  # precision in the graph: TensorRT keeps its types
+    assert provider_list("tensorrt", artifact, [TRT, CUDA, CPU], tmp_path)[0][1]["trt_fp16_enable"] is False
+    artifact.format = "triton"  # an fp32 graph that Triton serves in fp16
     assert provider_list("tensorrt", artifact, [TRT, CUDA, CPU], tmp_path)[0][1]["trt_fp16_enable"] is True
     assert [p for p, _ in provider_list("cuda", artifact, [CUDA, CPU])] == [CUDA, CPU]
 
