@@ -3,6 +3,7 @@
 #   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent; installs chromium for browser tests)
 #   make test-fast  the suite without the tests marked slow (under 2 minutes)
 #   make lint    the gates: ruff check, ruff format --check, mypy, import-linter contracts (.importlinter)
+#   make check-extras  each install extra alone in a fresh venv does its job (downloads from PyPI)
 #   make device-check DEVICE_OUT=DIR   the GPU check (scripts/device_check.py) with the machine's own python3
 #                and torch, no venv and no network; on a machine without a CUDA GPU it says so and exits 0
 # TORCH_SPEC selects the torch build; the default is the CPU wheel these machines carry.
@@ -18,16 +19,16 @@ STAMP := $(VENV)/.installed
 # pip on these machines warns about every local index folder it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test test-fast lint venv chromium clean device-check
+.PHONY: demo test test-fast lint check-extras venv chromium clean device-check
 
 DEVICE_OUT ?= out/device-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install "$(TORCH_SPEC)" 2>&1 | $(QUIET)
-	$(PIP) install -e ".[test,lint]" 2>&1 | $(QUIET)
+	$(PIP) install -c constraints.txt -e ".[test,lint]" 2>&1 | $(QUIET)
 	$(BIN)/python -c "import torch, onnxruntime, transformers, edgescene.models"
 	touch $(STAMP)
 
@@ -63,6 +64,10 @@ lint: $(STAMP)
 	$(BIN)/python scripts/package_tree.py build/pkg >/dev/null
 	cd build/pkg && ../../$(BIN)/mypy --config-file ../../pyproject.toml $(addprefix -p ,$(TYPED))
 	cd build/pkg && ../../$(BIN)/lint-imports --config ../../.importlinter
+
+# each install extra alone in a fresh venv (runtime: reconstruct without torch; export: tiny VGGT to ONNX)
+check-extras:
+	TORCH_SPEC="$(TORCH_SPEC)" PYTHON=$(PYTHON) bash scripts/check_extras.sh
 
 device-check:
 	$(PYTHON) scripts/device_check.py $(DEVICE_OUT) $(ARGS)

@@ -8,7 +8,9 @@ works in a runtime-only install.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from edgescene import __version__
 from edgescene.commands import COMMANDS
@@ -24,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Photos and video to 3D scenes with DINOv3 and VGGT, on GPU servers and edge devices.",
     )
     parser.add_argument("--version", action="version", version=f"edgescene {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, also print the traceback (or set EDGESCENE_DEBUG=1); by default one line says what to fix",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
@@ -38,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
+    debug = args.debug or os.environ.get("EDGESCENE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
     try:
         return int(args._run(args) or 0)
     except (
@@ -49,5 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         RuntimeError,
         UserError,
     ) as exc:
+        if debug:  # the whole story, for a bug report
+            traceback.print_exc()
         print(f"edgescene {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -66,21 +66,38 @@ def convert_fp16(src: Path, dst: Path, graph: ExportGraph) -> list[str]:
     return save_onnx(converted, dst)
 
 
-def quantize_int8(src: Path, dst: Path, graph: ExportGraph) -> list[str]:
+def _pre_process(src: Path, big: bool, notes: list[str] | None, log) -> Path:
+    """onnxruntime's recommended pre-processing (shape inference, graph cleanup) before quantizing.
+
+    It is optional: when it fails, the plain graph is quantized, and that is logged and added to
+    ``notes`` (which the exporter records in artifact.json), never passed over in silence.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = src.with_name("prepared.onnx")
+    try:
+        quant_pre_process(
+            str(src), str(prepared), skip_symbolic_shape=True, save_as_external_data=big, all_tensors_to_one_file=True
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure of the optional step is recorded below
+        note = f"quantization pre-processing failed ({type(exc).__name__}: {exc}); the plain graph was quantized"
+        log(f"export: WARNING {note}")
+        if notes is not None:
+            notes.append(note)
+        return src
+    return prepared
+
+
+def quantize_int8(
+    src: Path, dst: Path, graph: ExportGraph, notes: list[str] | None = None, log=print
+) -> list[str]:
     """fp32 ONNX -> dynamically quantized int8 ONNX at ``dst``; returns external data files written."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = onnx.load(str(src), load_external_data=False)
     big = initializer_bytes(model) > 1.8e9
     exclude = [n.name for n in model.graph.node if n.name.startswith(graph.fp32_prefixes)]
-    prepared = src.with_name("prepared.onnx")
-    try:  # shape inference + graph cleanup first, as onnxruntime recommends for quantization
-        quant_pre_process(
-            str(src), str(prepared), skip_symbolic_shape=True, save_as_external_data=big, all_tensors_to_one_file=True
-        )
-    except Exception:  # noqa: BLE001 - optional step; quantize the plain graph instead
-        prepared = src
+    prepared = _pre_process(src, big, notes, log)
     quantize_dynamic(
         str(prepared),
         str(dst),
@@ -121,7 +138,12 @@ def static_int8_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8_static(
-    src: Path, dst: Path, graph: ExportGraph, calibration: list[dict[str, np.ndarray]], log=print
+    src: Path,
+    dst: Path,
+    graph: ExportGraph,
+    calibration: list[dict[str, np.ndarray]],
+    log=print,
+    notes: list[str] | None = None,
 ) -> list[str]:
     """fp32 ONNX -> statically quantized int8 QDQ ONNX at ``dst`` (activation ranges from ``calibration``).
 
@@ -135,19 +157,12 @@ def quantize_int8_static(
         quantize_dynamic,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
         raise ValueError("static int8 quantization needs at least one calibration batch")
     model = onnx.load(str(src), load_external_data=False)
     big = initializer_bytes(model) > 1.8e9
-    prepared = src.with_name("prepared.onnx")
-    try:
-        quant_pre_process(
-            str(src), str(prepared), skip_symbolic_shape=True, save_as_external_data=big, all_tensors_to_one_file=True
-        )
-    except Exception:  # noqa: BLE001 - optional step; quantize the plain graph instead
-        prepared = src
+    prepared = _pre_process(src, big, notes, log)
     trunk = static_int8_nodes(onnx.load(str(prepared), load_external_data=False))
 
     class Feeds(CalibrationDataReader):

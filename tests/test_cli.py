@@ -123,3 +123,13 @@ def test_download_offline_fails_fast_with_the_fix(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert "HF_HUB_OFFLINE" in err and "edgescene download --repo-id facebook/VGGT-1B" in err
     assert not (tmp_path / "models").exists()
+
+
+def test_errors_are_one_line_unless_debug(tmp_path):
+    args = ["reconstruct", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "out")]
+    plain = run(*args)
+    assert plain.returncode == 2 and plain.stderr.strip().count("\n") == 0 and "Traceback" not in plain.stderr
+    assert "does not exist" in plain.stderr
+    debug = run("--debug", *args)
+    assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()

@@ -42,13 +42,20 @@ def test_eval_reproduces_the_model_card(heldout):
         assert means[metric] == pytest.approx(value, abs=1e-4), metric
 
 
-def test_the_bundled_model_beats_the_trivial_baselines(heldout):
+def test_the_bundled_model_against_every_trivial_baseline(heldout):
+    """Measured 2026-11-27 on the CI subset: model AbsRel 0.097 / AUC@30 0.329 / ATE_rel 0.277; constant
+    depth 0.393; identity poses AUC 0 / ATE_rel 0.352; constant forward walk AUC 0.262 / ATE_rel 0.066."""
     model = next(iter(evaluate(MODEL, heldout, frames=SUBSET["eval_frames"]).means().values()))
     base = evaluate_baselines(heldout, frames=SUBSET["eval_frames"], size=(SUBSET["height"], SUBSET["width"])).means()
-    assert model["abs_rel"] < 0.75 * base["constant_depth"]["abs_rel"]
-    assert model["delta_1_25"] > base["constant_depth"]["delta_1_25"] + 0.1
-    assert model["auc_30"] > base["identity_poses"]["auc_30"] + 0.1
-    assert model["ate_rel"] < 0.85 * base["identity_poses"]["ate_rel"]  # a modest margin: see the model card
+    assert model["abs_rel"] < 0.3 * base["constant_depth"]["abs_rel"]
+    assert model["delta_1_25"] > base["constant_depth"]["delta_1_25"] + 0.5
+    assert model["auc_30"] > base["identity_poses"]["auc_30"] + 0.3
+    assert model["auc_30"] > base["constant_velocity"]["auc_30"] + 0.05  # rotations and directions: the model wins
+    assert model["ate_rel"] < 0.85 * base["identity_poses"]["ate_rel"]
+    # The limitation the model card states: half of the held-out paths are straight walks, so the
+    # constant-walk baseline's trajectory error is 4x lower than the model's. Pinned, so a change shows.
+    assert base["constant_velocity"]["ate_rel"] == pytest.approx(0.0664, abs=1e-3)
+    assert model["ate_rel"] > 4 * base["constant_velocity"]["ate_rel"]
 
 
 def test_reconstruct_uses_the_bundled_model_and_recovers_the_sample_trajectory(tmp_path):

@@ -201,37 +201,33 @@ def test_pointmap_empty_and_validation():
         PointMap(0.0)
 
 
-def test_pointmap_add_cost_does_not_grow_with_the_map():
-    """The same batch costs about the same into an empty map and into one of 1.5 M voxels
-    (a hash lookup per voxel, no O(map) copy); the sorted-merge design it replaced grew ~4x here."""
-    import time
-
+def test_pointmap_add_work_does_not_grow_with_the_map():
+    """The same batch does the same work into an empty map and into one of 1.5 M voxels: a hash
+    lookup per voxel (counted in slots probed, not timed: this machine is shared) and no O(map) copy
+    (the arrays are not reallocated). Wall-clock per-frame cost is measured by `edgescene bench`'s
+    streaming section (constant from frame 10 to 300)."""
     rng = np.random.default_rng(5)
     batch = rng.uniform(0, 1, (60_000, 3)) + 1000.0  # away from the big map: all new voxels
     colors = np.zeros((60_000, 3), np.uint8)
 
-    def cost(m: PointMap) -> float:
-        best = np.inf
-        for _ in range(3):
-            trial = PointMap(m.voxel_size)
-            trial._packed, trial._xyz, trial._rgb, trial._w = (
-                m._packed.copy(),
-                m._xyz.copy(),
-                m._rgb.copy(),
-                m._w.copy(),
-            )
-            trial._table, trial._row, trial._shift, trial._n = m._table.copy(), m._row.copy(), m._shift, m._n
-            trial._grow_for(len(m) + 60_000)
-            start = time.perf_counter()
-            trial.add(batch, colors)
-            best = min(best, time.perf_counter() - start)
-        return best
+    def work(m: PointMap) -> int:
+        m._grow_for(len(m) + 60_000)
+        arrays = (m._xyz, m._rgb, m._w, m._packed)
+        before = m.probes
+        m.add(batch, colors)
+        assert all(a is b for a, b in zip(arrays, (m._xyz, m._rgb, m._w, m._packed), strict=True))  # no copy
+        return m.probes - before
 
     small = PointMap(0.004)
     big = PointMap(0.004)
     big.add(rng.uniform(0, 1, (2_000_000, 3)) * [4.0, 4.0, 0.4], np.zeros((2_000_000, 3), np.uint8))
     assert len(big) > 1_000_000
-    assert cost(big) < 2.5 * cost(small)
+    into_small, into_big = work(small), work(big)
+    voxels = len(small)
+    assert voxels > 50_000
+    # linear probing at load <= 1/2 examines at most ~2.5 slots per new key, whatever the map's size
+    # (measured 1.64 per voxel into the empty map, 2.31 into the 1.5 M-voxel one)
+    assert into_small < 2.0 * voxels and into_big < 2.6 * voxels and into_big < 1.5 * into_small
 
 
 def test_pointmap_reserve_allocates_the_bound_up_front():

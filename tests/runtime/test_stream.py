@@ -65,14 +65,14 @@ def test_chained_windows_recover_the_trajectory(sequence, window, overlap):
     s, r, t = umeyama_sim3(estimated, truth)
     aligned = s * estimated @ r.T + t
     extent = np.linalg.norm(truth - truth.mean(0), axis=1).max()
-    assert np.abs(aligned - truth).max() / extent < 1e-3
+    assert np.abs(aligned - truth).max() / extent < 1e-7  # measured 2.8e-9 .. 1.4e-8 (float32 depth)
     # rotations agree too (up to the global rotation r)
     est_r = stream.trajectory()[0][:, :, :3]
     rel = np.einsum("sij,jk->sik", est_r, r.T)  # camera-from-map = camera-from-world * r
     rel = np.einsum("sij,skj->sik", rel, sequence.extrinsics[:, :, :3])  # so est * r^T * true^T = I
     angles = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
-    assert angles.max() < 0.05
-    assert all(a.residual < 1e-6 * extent for a in stream.alignments)
+    assert angles.max() < 1e-4  # degrees; measured <= 3.8e-6
+    assert all(a.residual < 1e-8 * extent for a in stream.alignments)  # measured <= 3.6e-9 x extent
 
 
 def test_map_points_lie_on_the_true_surfaces(sequence):
