@@ -314,7 +314,7 @@ def prepare_depth(depth: np.ndarray, resize: Resize) -> np.ndarray:
     """
     import cv2
 
-    d = np.asarray(depth, dtype=np.float32)
+    d: np.ndarray = np.asarray(depth, dtype=np.float32)
     if d.shape != (resize.src_h, resize.src_w):
         raise ValueError(f"depth is {d.shape[0]}x{d.shape[1]} but the image is {resize.src_h}x{resize.src_w}")
     d = np.where(np.isfinite(d), d, 0.0).astype(np.float32)
@@ -333,7 +333,7 @@ def load_rgb(path) -> np.ndarray:
     16-bit files (grey replicated to 3 channels, alpha dropped). ValueError when it cannot be read."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img: np.ndarray | None = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"cannot read image {path}")
     if img.ndim == 2:

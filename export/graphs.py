@@ -45,8 +45,13 @@ class VGGTGraph(nn.Module):
         self.track = track
 
     def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None):
-        out = self.model(images.unsqueeze(0), query_points.unsqueeze(0) if self.track else None)
-        outputs = (
+        batch = images.unsqueeze(0)
+        queries = None
+        if self.track:
+            assert query_points is not None  # a tracking graph is always traced and run with query_points
+            queries = query_points.unsqueeze(0)
+        out = self.model(batch, queries)
+        outputs: tuple[torch.Tensor, ...] = (
             out["pose_enc"][0],
             out["depth"][0, ..., 0],
             out["depth_conf"][0],
@@ -59,6 +64,9 @@ class VGGTGraph(nn.Module):
 
 
 class DinoFeaturesGraph(nn.Module):
+    mean: torch.Tensor  # buffers (1, 3, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, model: DinoVisionTransformer) -> None:
         super().__init__()
         self.model = model

@@ -134,7 +134,7 @@ def output_error(name: str, got: np.ndarray, ref: np.ndarray) -> OutputError:
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     normalised = diff / np.maximum(1.0, np.abs(ref))
     a, b = got.reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
-    cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+    cosine = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-30))
     finite = np.isfinite(diff)
     if not finite.all():
         return OutputError(name, float("inf"), float("inf"), float("inf"), cosine)

@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 
 from edgescene import __version__
@@ -34,6 +36,7 @@ from edgescene.export.graphs import ExportGraph, dinov3_graph, vggt_graph
 from edgescene.export.onnx_export import export_onnx, set_metadata
 from edgescene.export.parity import ParityReport, gate_frame_counts, gate_images, run_gate
 from edgescene.models.loading import load_model
+from edgescene.models.vggt import VGGT
 
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
 DEFAULT_FRAMES = {"vggt": (1, 2, 8), "dinov3": (1, 1, 8)}
@@ -155,6 +158,15 @@ def _triton_fp16_gate(model_path: Path, cache: Path, log: Callable[[str], None])
     }
 
 
+def _float_precision(precision: str) -> Literal["fp32", "fp16"]:
+    """``precision`` of a format that exports fp32 or fp16 (triton, tensorrt: checked by validate_options)."""
+    if precision == "fp32":
+        return "fp32"
+    if precision == "fp16":
+        return "fp16"
+    raise ValueError(f"precision must be fp32 or fp16 for this format, got {precision!r}")
+
+
 def _package(
     fmt: Format,
     graph: ExportGraph,
@@ -164,7 +176,7 @@ def _package(
     frames_range: tuple[int, int, int],
     config: ExportConfig,
     log: Callable[[str], None],
-    calibration: list | None = None,
+    calibration: list[dict[str, np.ndarray]] | None = None,
 ):
     """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path)."""
     from edgescene.export.precision import convert_fp16, quantize_int8, quantize_int8_static
@@ -180,6 +192,7 @@ def _package(
         elif fmt.name == "onnx-int8":
             external = quantize_int8(fp32_onnx, model, graph)
         else:
+            assert calibration is not None  # export_model reads it first for onnx-int8-static
             external = quantize_int8_static(fp32_onnx, model, graph, calibration, log=log)
         return {"model": "model.onnx", "external_data": external}, _ort_runner(model), {}, model
     if fmt.name == "triton":
@@ -187,7 +200,13 @@ def _package(
 
         name = f"{graph.preset}_{graph.height}x{graph.width}".replace("-", "_")
         files = write_triton_repository(
-            fp32_onnx, stage, name, graph.inputs, graph.outputs, precision=precision, max_frames=frames_range[2]
+            fp32_onnx,
+            stage,
+            name,
+            graph.inputs,
+            graph.outputs,
+            precision=_float_precision(precision),
+            max_frames=frames_range[2],
         )
         inner = stage / files["model"]
         if precision == "fp16":
@@ -211,7 +230,7 @@ def _package(
         onnx_for_engine,
         stage / "model.engine",
         profiles,
-        precision,
+        _float_precision(precision),
         timing_cache_path=default_timing_cache(),  # kept across exports, keyed by GPU and TensorRT
         workspace_gb=config.workspace_gb or 8.0,
         log=log,
@@ -340,7 +359,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             "the track head exports with a fixed frame count (its attention traces static shapes); "
             "pass --frames N instead of a range"
         )
-    if loaded.family == "vggt":
+    if isinstance(loaded.module, VGGT):  # family "vggt"
         graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track, track_frames=frames_range[0])
     else:
         graph = dinov3_graph(loaded.module, loaded.preset, height, width)

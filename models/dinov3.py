@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 from torch import nn
@@ -73,7 +73,15 @@ class DinoV3Config:
         return 1 + self.n_storage_tokens
 
 
-_SAT = {"mean": SAT493M_MEAN, "std": SAT493M_STD, "weights_tag": "sat493m"}
+class _WeightsStats(TypedDict):
+    """Normalisation statistics and tag of a weights release (keyword arguments of :class:`DinoV3Config`)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights_tag: str
+
+
+_SAT = _WeightsStats(mean=SAT493M_MEAN, std=SAT493M_STD, weights_tag="sat493m")
 _VIT7B = DinoV3Config(
     4096, 40, 32, ffn="swiglu", ffn_ratio=3.0, swiglu_align=64, qkv_bias=False, untie_global_and_local_cls_norm=True
 )
@@ -146,7 +154,7 @@ class DinoVisionTransformer(nn.Module):
         patches = self.patch_embed(x)
         if masks is not None:
             patches = torch.where(masks.unsqueeze(-1), self.mask_token.to(patches.dtype).unsqueeze(0), patches)
-            cls_token = self.cls_token
+            cls_token: torch.Tensor = self.cls_token
         else:
             cls_token = self.cls_token + 0 * self.mask_token  # keeps mask_token in the graph, as upstream
         b = patches.shape[0]

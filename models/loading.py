@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from edgescene.models.dinov3 import DinoVisionTransformer
 from edgescene.models.registry import MODELS, create_model, get_spec
+from edgescene.models.vggt.model import VGGT
 from edgescene.models.weights.common import sha256_of
 
 RANDOM_INIT_SEED = 0
@@ -19,7 +20,7 @@ RANDOM_INIT_SEED = 0
 
 @dataclass
 class LoadedModel:
-    module: nn.Module
+    module: VGGT | DinoVisionTransformer  # VGGT for family "vggt", DinoVisionTransformer for "dinov3"
     family: str
     preset: str
     source: str  # checkpoint path, "hub:<id>" or "random-init"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
 
 from edgescene.models.dinov3 import DINOV3_PRESETS, DinoVisionTransformer
 from edgescene.models.vggt.config import VGGT_PRESETS
@@ -57,9 +56,9 @@ def _specs() -> dict[str, ModelSpec]:
         specs[name] = ModelSpec(
             name, "dinov3", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)")
         )
-    for name, c in VGGT_PRESETS.items():
+    for name, vc in VGGT_PRESETS.items():
         specs[name] = ModelSpec(
-            name, "vggt", c.patch_size, c.embed_dim, c.depth, _WEIGHTS.get(name, "none (random init, tests)")
+            name, "vggt", vc.patch_size, vc.embed_dim, vc.depth, _WEIGHTS.get(name, "none (random init, tests)")
         )
     return specs
 
@@ -75,7 +74,7 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def _build(name: str) -> nn.Module:
+def _build(name: str) -> VGGT | DinoVisionTransformer:
     spec = get_spec(name)
     if spec.family == "dinov3":
         return DinoVisionTransformer(DINOV3_PRESETS[name])
@@ -93,7 +92,7 @@ def list_models() -> list[ModelSpec]:
     return list(MODELS.values())
 
 
-def create_model(name: str, weights: str | Path | None = None) -> nn.Module:
+def create_model(name: str, weights: str | Path | None = None) -> VGGT | DinoVisionTransformer:
     """Build preset ``name``; with ``weights`` (a file, or for VGGT a Hub repo id) load them strictly.
 
     Without weights the model is randomly initialised and in training mode; with weights it is in

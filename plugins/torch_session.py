@@ -19,7 +19,9 @@ attention, optionally ``torch.compile``-d; on the CPU in fp32. Outputs are float
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,11 +29,17 @@ import torch
 from edgescene.core.artifact import Artifact, with_named_image_axes
 from edgescene.runtime.backends import BaseSession, check_device, check_feeds
 
+if TYPE_CHECKING:
+    from edgescene.models.dinov3 import DinoVisionTransformer
+    from edgescene.models.vggt import VGGT
+
 DEFAULT_SIZE = {"vggt": (392, 518), "dinov3": (224, 224)}
 DEFAULT_OPT_FRAMES = {"vggt": 2, "dinov3": 1}
 
 
-def _load(model: str | Path, weights: str | Path | None) -> tuple[torch.nn.Module, str, str, str, str | None]:
+def _load(
+    model: str | Path, weights: str | Path | None
+) -> tuple[VGGT | DinoVisionTransformer, str, str, str, str | None]:
     """(module, family, preset, source, sha256) for a preset name or a checkpoint file."""
     from edgescene.models.loading import load_model
 
@@ -70,6 +78,7 @@ class TorchSession(BaseSession):
         compile: bool = False,
     ) -> None:
         from edgescene.export.graphs import dinov3_graph, vggt_graph
+        from edgescene.models.vggt import VGGT
 
         check_device(
             device,
@@ -83,7 +92,7 @@ class TorchSession(BaseSession):
         self.device = self._device.type
         module, family, preset, source, sha = _load(model, weights)
         patch = module.config.patch_size
-        if family == "vggt" and height is None and width is None:  # the model's own resolution, 4:3
+        if isinstance(module, VGGT) and height is None and width is None:  # the model's own resolution, 4:3
             width = module.config.img_size  # 518 for VGGT-1B, as upstream; 168 for the bundled vggt_small
             height = max(patch, round(width * 3 / 4 / patch) * patch)
         height = height or DEFAULT_SIZE[family][0]
@@ -102,10 +111,11 @@ class TorchSession(BaseSession):
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._autocast_dtype]
         graph = (
             vggt_graph(module, preset, height, width, track=False)
-            if family == "vggt"
+            if isinstance(module, VGGT)  # family "vggt"
             else dinov3_graph(module, preset, height, width)
         )
-        inputs, outputs, any_size = graph.inputs, graph.outputs, None
+        inputs, outputs = graph.inputs, graph.outputs
+        any_size: int | None = None
         if family == "vggt":  # every size, multiple of the patch: H and W become named axes
             inputs = [with_named_image_axes(t, height, width) for t in inputs]
             outputs = [with_named_image_axes(t, height, width) for t in outputs]
@@ -126,7 +136,7 @@ class TorchSession(BaseSession):
             versions={"torch": torch.__version__},
             accepted=True,
         )
-        self._module = graph.module.eval().to(self._device)
+        self._module: Callable[..., Any] | None = graph.module.eval().to(self._device)
         if compile:
             self._module = torch.compile(self._module, dynamic=True)
 

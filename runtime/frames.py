@@ -209,6 +209,10 @@ class FrameSource:
     def describe(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def expected_count(self) -> int | None:  # pragma: no cover - overridden
+        """Frames this source is expected to yield (None when unknown)."""
+        raise NotImplementedError
+
     def _sampling(self) -> str:
         parts = []
         if self.every_s is not None:
@@ -442,7 +446,9 @@ def _reason(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
-def _check_options(every_s, max_frames, motion_threshold, orientation="none") -> None:
+def _check_options(
+    every_s: float | None, max_frames: int | None, motion_threshold: float | None, orientation: str = "none"
+) -> None:
     if orientation not in ("none", "exif"):
         raise InputError(
             f"orientation must be 'none' (pixels as stored, as upstream VGGT) or 'exif' (apply "

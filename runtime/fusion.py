@@ -208,7 +208,10 @@ class PointMap:
         self._reset()
 
     def _reset(self) -> None:
-        rows = self.max_points if self.reserve else _MIN_ROWS
+        rows = _MIN_ROWS
+        if self.reserve:
+            assert self.max_points is not None  # __init__ refuses reserve=True without max_points
+            rows = self.max_points
         self._allocate(rows)
         self._n = 0
 
@@ -395,8 +398,8 @@ class PointMap:
         packed, xyz, rgb, w = self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n]
         self._allocate(target)
         self._n = 0
-        rows, _ = self._find_or_insert(packed)  # rows are handed out in slot order: carry values by row
-        self._xyz[rows], self._rgb[rows], self._w[rows] = xyz, rgb, w
+        at, _ = self._find_or_insert(packed)  # rows are handed out in slot order: carry values by row
+        self._xyz[at], self._rgb[at], self._w[at] = xyz, rgb, w
 
     def _rebin(self, xyz: np.ndarray) -> None:
         """Recompute voxel keys of the stored means at the current voxel size and merge duplicates."""

@@ -78,7 +78,7 @@ class FeatureSelector:
 
     def __call__(self, rgb: np.ndarray) -> Decision:
         e = np.asarray(self.embed(rgb), np.float64).reshape(-1)
-        e = e / max(np.linalg.norm(e), 1e-12)
+        e = e / max(float(np.linalg.norm(e)), 1e-12)
         if not self._bank:
             self._bank.append(e)
             return Decision(True, "first frame", similarity=1.0)

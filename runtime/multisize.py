@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgescene.core.artifact import Artifact, ArtifactError, size_key
 from edgescene.runtime.backends import BaseSession, check_feeds
+
+if TYPE_CHECKING:
+    from edgescene.runtime.session import Session
 
 
 class MultiSizeSession(BaseSession):
@@ -27,7 +31,7 @@ class MultiSizeSession(BaseSession):
     a bad device fails here, not at the first frame.
     """
 
-    def __init__(self, folder: str | Path, artifact: Artifact, open_sub: Callable[[Path], BaseSession]) -> None:
+    def __init__(self, folder: str | Path, artifact: Artifact, open_sub: Callable[[Path], Session]) -> None:
         self.artifact = artifact
         self._folder = Path(folder)
         self._open_sub = open_sub
@@ -35,12 +39,12 @@ class MultiSizeSession(BaseSession):
         if not sizes:
             raise ArtifactError(f"{folder}: artifact.json lists no per-size sub-artifacts")
         self._paths = {key: self._folder / sub for key, sub in sizes.items()}
-        self._sessions: dict[str, BaseSession] = {}
+        self._sessions: dict[str, Session] = {}
         first = self._session(size_key(artifact.input_size["height"], artifact.input_size["width"]))
         self.backend = first.backend
         self.device = first.device
 
-    def _session(self, key: str) -> BaseSession:
+    def _session(self, key: str) -> Session:
         if key not in self._sessions:
             if key not in self._paths:
                 raise ValueError(f"images are {key}; this artifact serves {self.artifact.describe_sizes()}")

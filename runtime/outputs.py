@@ -32,6 +32,7 @@ import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 import trimesh
@@ -123,8 +124,10 @@ class OutputFolder:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         staging, self.staging = self.staging, None
+        if staging is None:
+            raise RuntimeError("OutputFolder.__exit__ without a matching __enter__")
         if exc_type is not None:
             shutil.rmtree(staging, ignore_errors=True)
             return False
@@ -168,7 +171,7 @@ def _atomic_open(path: str | os.PathLike, mode: str = "wb"):
     tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as f:
+        with os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8", newline="\n") as f:
             yield f
         os.replace(tmp, path)
     except BaseException:

@@ -44,7 +44,7 @@ from edgescene.runtime.outputs import (
     write_ply,
     write_tum,
 )
-from edgescene.runtime.session import open_session
+from edgescene.runtime.session import Device, open_session
 from edgescene.runtime.stream import (
     KeyframeResult,
     StreamConfig,
@@ -73,7 +73,7 @@ class ReconstructConfig:
     max_frames: int | None = None
     keyframe_threshold: float = 4.0
     max_keyframe_gap: int = 8
-    device: str = "auto"
+    device: Device = "auto"
     features: str | None = None  # a DINOv3 features artifact for keyframes and revisits
     orientation: Literal["none", "exif"] = "none"  # "exif": apply EXIF orientation / video rotation
     long_side: int | None = None  # upstream's size rule at this long side (default: the model's; 518 for VGGT-1B)
@@ -251,16 +251,17 @@ class Reconstructor:
             raise ArtifactError(f"--features {config.features}: expected a DINOv3 features artifact")
 
     def _selector(self):
-        if self.features is None:
+        features = self.features
+        if features is None:
             return ImageDifferenceSelector(self.config.keyframe_threshold, self.config.max_keyframe_gap)
-        size = self.features.artifact.input_size
+        size = features.artifact.input_size
         resize_cache: dict = {}
 
         def embed(rgb: np.ndarray) -> np.ndarray:
             key = rgb.shape[:2]
             if key not in resize_cache:
                 resize_cache[key] = fit(key[0], key[1], int(size["height"]), int(size["width"]), "crop")
-            return self.features({"images": prepare(rgb, resize_cache[key])[None]})["cls"][0]
+            return features({"images": prepare(rgb, resize_cache[key])[None]})["cls"][0]
 
         return FeatureSelector(embed, max_gap=self.config.max_keyframe_gap)
 
@@ -300,10 +301,16 @@ class Reconstructor:
             depth=[r.depth for r in results],
             depth_conf=[r.depth_conf for r in results],
             report=_report(self, stream),
-            images=[r.rgb for r in results],
+            images=[_colours(r) for r in results],
             world_points=[r.world_points for r in results if r.world_points is not None],
             world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
         )
+
+
+def _colours(result: KeyframeResult) -> np.ndarray:
+    rgb = result.rgb
+    assert rgb is not None  # the stream hands every keyframe's colours to its sink
+    return rgb
 
 
 def _frame_record(meta: dict) -> dict:

@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -66,13 +66,29 @@ class ViewOptions:
             raise ValueError(f"max_points must be an integer >= 1, got {self.max_points!r}")
 
 
-def background_mask(images: np.ndarray, dark: int = 16, bright: int = 240) -> np.ndarray:
+def background_mask(images: np.ndarray, dark: int = 16, bright: int = 240) -> np.ndarray | np.bool_:
     """True where a pixel is near-black (every channel < ``dark``) or near-white (every channel > ``bright``).
 
-    images: (..., 3) uint8. Returns a bool array of images.shape[:-1].
+    images: (..., 3) uint8. Returns a bool array of images.shape[:-1] (a numpy bool for one (3,) pixel).
     """
     images = np.asarray(images)
     return (images < dark).all(-1) | (images > bright).all(-1)
+
+
+class _PointArrays(TypedDict, total=False):
+    world_points: np.ndarray
+    world_points_conf: np.ndarray
+
+
+class _CacheArrays(_PointArrays):
+    """The arrays of a saved scene cache (NPZ keys), point-map ones only with that head."""
+
+    extrinsics: np.ndarray
+    intrinsics: np.ndarray
+    depth: np.ndarray
+    depth_conf: np.ndarray
+    images: np.ndarray
+    keyframes: np.ndarray
 
 
 class SceneCache:
@@ -103,7 +119,7 @@ class SceneCache:
         if self.depth.ndim != 3 or len(self.depth) == 0:
             raise ValueError(f"depth: expected (K, H, W) with K >= 1, got {self.depth.shape}")
         k, h, w = self.depth.shape
-        expected = {
+        expected: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {
             "extrinsics": (self.extrinsics, (k, 3, 4)),
             "intrinsics": (self.intrinsics, (k, 3, 3)),
             "depth_conf": (self.depth_conf, (k, h, w)),
@@ -111,7 +127,7 @@ class SceneCache:
         }
         if (self.world_points is None) != (self.world_points_conf is None):
             raise ValueError("world_points and world_points_conf come together (both or neither)")
-        if self.world_points is not None:
+        if self.world_points is not None and self.world_points_conf is not None:  # both, as checked above
             expected["world_points"] = (self.world_points, (k, h, w, 3))
             expected["world_points_conf"] = (self.world_points_conf, (k, h, w))
         for name, (array, shape) in expected.items():
@@ -145,7 +161,7 @@ class SceneCache:
     def save(self, path: str | os.PathLike) -> Path:
         """One uncompressed NPZ (arrays + keyframe records as JSON), written atomically."""
         path = Path(path)
-        arrays = {
+        arrays: _CacheArrays = {
             "extrinsics": self.extrinsics,
             "intrinsics": self.intrinsics,
             "depth": self.depth,
@@ -154,7 +170,8 @@ class SceneCache:
             "keyframes": np.array(json.dumps(self.keyframes, default=str)),
         }
         if self.world_points is not None:
-            arrays.update(world_points=self.world_points, world_points_conf=self.world_points_conf)
+            assert self.world_points_conf is not None  # _check: both or neither
+            arrays["world_points"], arrays["world_points_conf"] = self.world_points, self.world_points_conf
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         tmp = path.with_name(path.name + ".tmp")
@@ -190,6 +207,7 @@ class SceneCache:
                 f"(available: {', '.join(self.branches)})"
             )
         if options.branch == "points":
+            assert self.world_points is not None and self.world_points_conf is not None  # in self.branches
             world, conf = self.world_points.astype(np.float64), self.world_points_conf
         else:
             world, conf = (

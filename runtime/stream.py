@@ -232,6 +232,8 @@ class StreamingReconstruction:
         """Frame ``i``'s point-map-head points in the map frame (None when the model has no such head)."""
         if pred.world_points is None:
             return None, None
+        if pred.world_points_conf is None:
+            raise ValueError("a prediction with world_points needs world_points_conf")
         points = scale * pred.world_points[i].astype(np.float64) @ rotation.T + translation
         return points.astype(np.float32), pred.world_points_conf[i]
 
@@ -239,16 +241,22 @@ class StreamingReconstruction:
         if self.config.branch == "points":
             if pred.world_points is None:
                 raise ValueError("branch='points' needs a model that outputs world_points")
+            if pred.world_points_conf is None:
+                raise ValueError("branch='points' needs a model that outputs world_points_conf")
             return pred.world_points.astype(np.float64), pred.world_points_conf
         points = unproject_depth(pred.depth.astype(np.float64), pred.extrinsics, pred.intrinsics)
         return points, pred.depth_conf
 
     def _align(self, points: np.ndarray, conf: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Similarity mapping this window's frame onto the map, from the carried-over frames."""
+        overlap_points, overlap_conf = self._overlap_points, self._overlap_conf
+        if overlap_points is None or overlap_conf is None:
+            # overlap=0 (window=1) carries no frames over: nothing to align the next window with
+            raise RuntimeError("windows without overlap cannot be aligned (StreamConfig overlap=0)")
         stride = self.config.align_stride
         src = points[:, ::stride, ::stride].reshape(-1, 3)
-        dst = self._overlap_points[:, ::stride, ::stride].reshape(-1, 3)
-        weights = np.sqrt(conf[:, ::stride, ::stride] * self._overlap_conf[:, ::stride, ::stride]).reshape(-1)
+        dst = overlap_points[:, ::stride, ::stride].reshape(-1, 3)
+        weights = np.sqrt(conf[:, ::stride, ::stride] * overlap_conf[:, ::stride, ::stride]).reshape(-1)
         valid = np.isfinite(src).all(1) & np.isfinite(dst).all(1) & (weights > 0)
         scale, rotation, translation, robust = robust_umeyama_sim3(
             src[valid], dst[valid], weights[valid].astype(np.float64)

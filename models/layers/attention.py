@@ -42,6 +42,8 @@ class LinearKMaskedBias(nn.Linear):
     replaces it with the file's values, which is what the upstream model computes with.
     """
 
+    bias_mask: torch.Tensor  # buffer (out_features,)
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         if not bias:

@@ -66,6 +66,8 @@ class DinoRopeEmbedding(nn.Module):
     mode the result is deterministic.
     """
 
+    periods: torch.Tensor  # buffer (head_dim/4,)
+
     def __init__(
         self,
         head_dim: int,
@@ -85,9 +87,9 @@ class DinoRopeEmbedding(nn.Module):
         self.register_buffer("periods", base**exponents)
 
     def forward(self, h: int, w: int, prefix: int) -> Rope:
-        dd = {"device": self.periods.device, "dtype": torch.float32}
-        coords_h = torch.arange(0.5, h, **dd) / h
-        coords_w = torch.arange(0.5, w, **dd) / w
+        device = self.periods.device
+        coords_h = torch.arange(0.5, h, device=device, dtype=torch.float32) / h
+        coords_w = torch.arange(0.5, w, device=device, dtype=torch.float32) / w
         coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1)
         coords = 2.0 * coords - 1.0  # (h*w, 2) in [-1, 1], (y, x)
         if self.training:
@@ -98,15 +100,18 @@ class DinoRopeEmbedding(nn.Module):
         return Rope(cos=torch.cos(angles), sin=torch.sin(angles), prefix=prefix, split_halves=False)
 
     def _augment(self, coords: torch.Tensor) -> torch.Tensor:
-        dd = {"device": coords.device, "dtype": coords.dtype}
+        device, dtype = coords.device, coords.dtype
         if self.shift_coords is not None:
-            coords = coords + torch.empty(2, **dd).uniform_(-self.shift_coords, self.shift_coords)[None, :]
+            coords = (
+                coords
+                + torch.empty(2, device=device, dtype=dtype).uniform_(-self.shift_coords, self.shift_coords)[None, :]
+            )
         if self.jitter_coords is not None:
             j = math.log(self.jitter_coords)
-            coords = coords * torch.empty(2, **dd).uniform_(-j, j).exp()[None, :]
+            coords = coords * torch.empty(2, device=device, dtype=dtype).uniform_(-j, j).exp()[None, :]
         if self.rescale_coords is not None:
             r = math.log(self.rescale_coords)
-            coords = coords * torch.empty(1, **dd).uniform_(-r, r).exp()
+            coords = coords * torch.empty(1, device=device, dtype=dtype).uniform_(-r, r).exp()
         return coords
 
 

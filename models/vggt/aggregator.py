@@ -14,6 +14,8 @@ Export-minded differences with the same numbers: RoPE tables come from Python in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -21,6 +23,9 @@ from torch.utils.checkpoint import checkpoint
 from edgescene.models.layers import Block, PatchEmbed, vggt_rope_tables
 from edgescene.models.vggt.config import VGGTConfig
 from edgescene.models.vggt.dinov2 import DinoV2PatchEmbed
+
+if TYPE_CHECKING:
+    from edgescene.models.dinov3 import DinoVisionTransformer
 
 RESNET_MEAN = (0.485, 0.456, 0.406)
 RESNET_STD = (0.229, 0.224, 0.225)
@@ -50,16 +55,18 @@ class Aggregator(nn.Module):
         self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, c.embed_dim))
         self.register_token = nn.Parameter(torch.zeros(1, 2, c.num_register_tokens, c.embed_dim))
         self.patch_embed = self._build_patch_embed(c)
-        block_kwargs = dict(qk_norm=True, norm_eps=1e-5, layerscale_init=c.layerscale_init)
         self.frame_blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, **block_kwargs) for _ in range(c.depth)
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qk_norm=True, norm_eps=1e-5, layerscale_init=c.layerscale_init)
+            for _ in range(c.depth)
         )
         self.global_blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, **block_kwargs) for _ in range(c.depth)
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qk_norm=True, norm_eps=1e-5, layerscale_init=c.layerscale_init)
+            for _ in range(c.depth)
         )
         mean, std = RESNET_MEAN, RESNET_STD
         if c.patch_embed == "dinov3":
-            mean, std = self.patch_embed.config.mean, self.patch_embed.config.std
+            backbone = cast("DinoVisionTransformer", self.patch_embed)
+            mean, std = backbone.config.mean, backbone.config.std
         self.mean, self.std = tuple(mean), tuple(std)  # constants, not buffers: nothing stays on meta after loading
         if not self.camera_token.is_meta:
             nn.init.normal_(self.camera_token, std=1e-6)
@@ -90,7 +97,8 @@ class Aggregator(nn.Module):
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised -> patch tokens (N, (H/p)(W/p), C)."""
         if self.config.patch_embed == "dinov3":
-            return self.patch_embed.forward_features(images)["x_norm_patchtokens"]
+            backbone = cast("DinoVisionTransformer", self.patch_embed)
+            return backbone.forward_features(images)["x_norm_patchtokens"]
         return self.patch_embed(images)
 
     def _block(self, block: nn.Module, tokens: torch.Tensor, rope) -> torch.Tensor:

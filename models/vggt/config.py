@@ -9,7 +9,7 @@ size that runs forward and backward on a CPU in well under a second.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,22 @@ class VGGTConfig:
         return tuple(sorted(keep))
 
 
-_TINY_COMMON = dict(
+class _TinyCommon(TypedDict):
+    """The fields the tiny presets share (keyword arguments of :class:`VGGTConfig`)."""
+
+    img_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    intermediate_layer_idx: tuple[int, int, int, int]
+    dpt_features: int
+    dpt_out_channels: tuple[int, int, int, int]
+    camera_trunk_depth: int
+    camera_num_heads: int
+    track: TrackHeadConfig
+
+
+_TINY_COMMON = _TinyCommon(
     img_size=224,
     embed_dim=64,
     depth=4,
@@ -152,6 +167,6 @@ VGGT_PRESETS: dict[str, VGGTConfig] = {
         ),
     ),
     "vggt_tiny_dinov3": VGGTConfig(  # DINOv3 patch embedding (patch 16), for custom training
-        patch_size=16, patch_embed="dinov3", dinov3_preset="dinov3_tiny", **{**_TINY_COMMON, "img_size": 224}
+        patch_size=16, patch_embed="dinov3", dinov3_preset="dinov3_tiny", **_TINY_COMMON
     ),
 }

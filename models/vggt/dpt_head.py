@@ -16,7 +16,7 @@ Upstream numbers kept, with export-friendly code:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -65,13 +65,13 @@ def add_uv_position(x: torch.Tensor, image_w: int, image_h: int, ratio: float = 
     """
     # int(): under tracing the grid is a static constant, as the input resolution of an export is
     h, w, c = int(x.shape[-2]), int(x.shape[-1]), int(x.shape[1])
-    x_part, y_part = uv_position_embedding(w, h, c, int(image_w) / int(image_h))
-    x_part = torch.from_numpy(x_part).to(device=x.device, dtype=x.dtype)[:, None, :].expand(-1, h, -1)
-    y_part = torch.from_numpy(y_part).to(device=x.device, dtype=x.dtype)[:, :, None].expand(-1, -1, w)
+    x_table, y_table = uv_position_embedding(w, h, c, int(image_w) / int(image_h))
+    x_part = torch.from_numpy(x_table).to(device=x.device, dtype=x.dtype)[:, None, :].expand(-1, h, -1)
+    y_part = torch.from_numpy(y_table).to(device=x.device, dtype=x.dtype)[:, :, None].expand(-1, -1, w)
     return x + ratio * torch.cat((x_part, y_part), dim=0)[None]
 
 
-def interpolate(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def interpolate(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Bilinear resize (align_corners=True), split along the batch above ``_INT_MAX`` output elements."""
     elements = size[0] * size[1] * x.shape[0] * x.shape[1]
     if not torch.jit.is_tracing() and elements > _INT_MAX:
@@ -103,7 +103,7 @@ class FeatureFusionBlock(nn.Module):
         self.resConfUnit2 = ResidualConvUnit(features)
 
     def forward(
-        self, x: torch.Tensor, skip: torch.Tensor | None = None, size: tuple[int, int] | None = None
+        self, x: torch.Tensor, skip: torch.Tensor | None = None, size: tuple[int, int] | torch.Size | None = None
     ) -> torch.Tensor:
         if self.resConfUnit1 is not None and skip is not None:
             x = x + self.resConfUnit1(skip)
@@ -237,13 +237,18 @@ class DPTHead(nn.Module):
             out = add_uv_position(out, w_img, h_img)
         if self.feature_only:
             return out.reshape(b, s, *out.shape[1:])
-        values, conf = activate_head(self.scratch.output_conv2(out), self.activation, self.conf_activation)
+        output_conv2 = cast(nn.Sequential, self.scratch.output_conv2)
+        values, conf = activate_head(output_conv2(out), self.activation, self.conf_activation)
         return values.reshape(b, s, *values.shape[1:]), conf.reshape(b, s, *conf.shape[1:])
 
     def _fuse(self, maps: list[torch.Tensor]) -> torch.Tensor:
         l1, l2, l3, l4 = (getattr(self.scratch, f"layer{i}_rn")(m) for i, m in enumerate(maps, start=1))
-        out = self.scratch.refinenet4(l4, size=l3.shape[-2:])
-        out = self.scratch.refinenet3(out, l3, size=l2.shape[-2:])
-        out = self.scratch.refinenet2(out, l2, size=l1.shape[-2:])
-        out = self.scratch.refinenet1(out, l1)
-        return self.scratch.output_conv1(out)
+        # the RefineNet blocks sit on the plain ``scratch`` module (upstream's key layout)
+        refine1, refine2, refine3, refine4 = (
+            cast(FeatureFusionBlock, getattr(self.scratch, f"refinenet{i}")) for i in (1, 2, 3, 4)
+        )
+        out = refine4(l4, size=l3.shape[-2:])
+        out = refine3(out, l3, size=l2.shape[-2:])
+        out = refine2(out, l2, size=l1.shape[-2:])
+        out = refine1(out, l1)
+        return cast(nn.Conv2d, self.scratch.output_conv1)(out)

@@ -24,6 +24,8 @@ in float32 with autocast disabled, as upstream.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import nn
 
@@ -32,6 +34,15 @@ from edgescene.models.vggt.camera_head import CameraHead
 from edgescene.models.vggt.config import VGGT_PRESETS, VGGTConfig
 from edgescene.models.vggt.dpt_head import DPTHead
 from edgescene.models.vggt.track_head import TrackHead
+
+
+class _DPTShared(TypedDict):
+    """The :class:`DPTHead` arguments the point and depth heads share."""
+
+    patch_size: int
+    features: int
+    out_channels: tuple[int, int, int, int]
+    intermediate_layer_idx: tuple[int, int, int, int]
 
 
 class VGGT(nn.Module):
@@ -44,7 +55,7 @@ class VGGT(nn.Module):
         dim_in = 2 * c.embed_dim
         self.aggregator = Aggregator(c)
         self.camera_head = CameraHead(dim_in, c.camera_trunk_depth, c.camera_num_heads) if c.enable_camera else None
-        dpt = dict(
+        dpt = _DPTShared(
             patch_size=c.patch_size,
             features=c.dpt_features,
             out_channels=c.dpt_out_channels,

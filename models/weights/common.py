@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -134,9 +135,12 @@ def compare_state_dict(
     return missing, unexpected, shapes
 
 
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
+
+
 def build_and_load(
-    factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint"
-) -> nn.Module:
+    factory: Callable[[], _ModuleT], state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint"
+) -> _ModuleT:
     """Build ``factory()`` on the meta device and assign the checkpoint's tensors to it, strictly.
 
     No random initialisation and no second copy of the weights (a memory-mapped file stays mapped):

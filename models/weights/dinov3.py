@@ -118,8 +118,8 @@ def hf_to_official(
     depth = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"layer\.(\d+)\.", k))), default=-1)
     for i in range(depth):
         attn, dst = f"layer.{i}.attention.", f"blocks.{i}.attn.qkv."
-        weights = [sd.get(f"{attn}{n}_proj.weight") for n in "qkv"]
-        if any(w is None for w in weights):
+        weights = [w for n in "qkv" if (w := sd.get(f"{attn}{n}_proj.weight")) is not None]
+        if len(weights) != 3:
             raise CheckpointError(f"Hugging Face DINOv3 file: layer {i} lacks q/k/v projections")
         out[f"{dst}weight"] = torch.cat(weights, dim=0)
         used.update(f"{attn}{n}_proj.weight" for n in "qkv")

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlparse
 
 import torch
@@ -48,15 +49,27 @@ def unwrap_vggt_checkpoint(obj: Mapping) -> dict[str, torch.Tensor]:
     return {k: v for k, v in strip_prefixes(obj, ("module.", "_orig_mod.")).items() if isinstance(v, torch.Tensor)}
 
 
+class _HeadFlags(TypedDict):
+    """Which heads a checkpoint holds (the ``enable_*`` fields of :class:`VGGTConfig`)."""
+
+    enable_camera: bool
+    enable_depth: bool
+    enable_point: bool
+    enable_track: bool
+
+
 def config_for_state_dict(state_dict: Mapping[str, torch.Tensor], preset: str | None = None) -> tuple[str, VGGTConfig]:
     """Pick the preset whose key set and shapes match (heads absent from the file are disabled)."""
-    heads = {
-        "camera_head": "enable_camera",
-        "depth_head": "enable_depth",
-        "point_head": "enable_point",
-        "track_head": "enable_track",
-    }
-    flags = {flag: any(k.startswith(prefix + ".") for k in state_dict) for prefix, flag in heads.items()}
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix + ".") for k in state_dict)
+
+    flags = _HeadFlags(
+        enable_camera=has("camera_head"),
+        enable_depth=has("depth_head"),
+        enable_point=has("point_head"),
+        enable_track=has("track_head"),
+    )
     candidates = [preset] if preset else list(VGGT_PRESETS)
     first_error: StateDictMismatchError | None = None
     for name in candidates:

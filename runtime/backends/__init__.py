@@ -54,7 +54,7 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def backend_options(cls: type) -> list[str]:
+def backend_options(cls: type[object]) -> list[str]:
     """The keyword-only options a session class accepts (its constructor's keyword-only parameters)."""
     params = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -166,7 +166,8 @@ def output_shapes(artifact: Artifact, axes: Mapping[str, int]) -> dict[str, tupl
     shapes: dict[str, tuple[int, ...] | None] = {}
     for spec in artifact.outputs:
         dims = [axes.get(d) if isinstance(d, str) else int(d) for d in spec.shape]
-        shapes[spec.name] = None if any(d is None for d in dims) else tuple(dims)
+        known = [d for d in dims if d is not None]
+        shapes[spec.name] = tuple(known) if len(known) == len(dims) else None
     return shapes
 
 
