@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class Artifact:
     device: dict[str, Any] = field(default_factory=dict)
     calibration: str | None = None  # static int8: what the activation ranges were observed on
     input_sizes: list[dict[str, int]] = field(default_factory=list)  # every size served; [] = [input_size]
+    notes: list[str] = field(default_factory=list)  # what the export fell back on or could not check
     any_size_multiple: int | None = None  # set where any H, W multiple of this is served (PyTorch)
 
     def served_sizes(self) -> list[tuple[int, int]] | None:
@@ -105,23 +106,8 @@ class Artifact:
             )
         known = {f.name for f in fields(cls)}
         body = {k: v for k, v in data.items() if k in known}
-        missing = sorted(
-            known
-            - set(body)
-            - {
-                "opset",
-                "exporter",
-                "versions",
-                "parity",
-                "accepted",
-                "created_utc",
-                "elapsed_s",
-                "device",
-                "calibration",
-                "input_sizes",
-                "any_size_multiple",
-            }
-        )
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(body))  # fields with defaults may be absent (older artifacts)
         if missing:
             raise ArtifactError(f"{where}: metadata lacks {missing}")
         body["inputs"] = [TensorSpec(**t) for t in body["inputs"]]

@@ -177,8 +177,10 @@ def _package(
     config: ExportConfig,
     log: Callable[[str], None],
     calibration: list[dict[str, np.ndarray]] | None = None,
+    notes: list[str] | None = None,
 ):
-    """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path)."""
+    """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path).
+    ``notes`` collects what a step fell back on (recorded in artifact.json)."""
     from edgescene.export.precision import convert_fp16, quantize_int8, quantize_int8_static
 
     if fmt.name in ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static"):
@@ -190,10 +192,10 @@ def _package(
         elif fmt.name == "onnx-fp16":
             external = convert_fp16(fp32_onnx, model, graph)
         elif fmt.name == "onnx-int8":
-            external = quantize_int8(fp32_onnx, model, graph)
+            external = quantize_int8(fp32_onnx, model, graph, notes=notes, log=log)
         else:
             assert calibration is not None  # export_model reads it first for onnx-int8-static
-            external = quantize_int8_static(fp32_onnx, model, graph, calibration, log=log)
+            external = quantize_int8_static(fp32_onnx, model, graph, calibration, log=log, notes=notes)
         return {"model": "model.onnx", "external_data": external}, _ort_runner(model), {}, model
     if fmt.name == "triton":
         from edgescene.export.triton import write_triton_repository
@@ -388,8 +390,9 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
         cases = [graph.feeds(gate_images(height, width, n)) for n in counts]
         references = [graph.reference(feeds) for feeds in cases]
         del graph.module, loaded.module  # free PyTorch's copy of the weights before loading the artifact
+        notes: list[str] = []
         files, runner, device, onnx_path = _package(
-            fmt, graph, fp32_onnx, stage, precision, frames_range, config, log, calibration
+            fmt, graph, fp32_onnx, stage, precision, frames_range, config, log, calibration, notes
         )
         shutil.rmtree(stage / "fp32", ignore_errors=True)
         t = time.perf_counter()
@@ -424,6 +427,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             elapsed_s=round(time.perf_counter() - start, 2),
             device=device,
             calibration=calibration_text,
+            notes=notes,
         )
         set_metadata(onnx_path, artifact.to_json())
         write_artifact_json(artifact, stage)

@@ -88,9 +88,7 @@ def _pre_process(src: Path, big: bool, notes: list[str] | None, log) -> Path:
     return prepared
 
 
-def quantize_int8(
-    src: Path, dst: Path, graph: ExportGraph, notes: list[str] | None = None, log=print
-) -> list[str]:
+def quantize_int8(src: Path, dst: Path, graph: ExportGraph, notes: list[str] | None = None, log=print) -> list[str]:
     """fp32 ONNX -> dynamically quantized int8 ONNX at ``dst``; returns external data files written."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

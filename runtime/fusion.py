@@ -214,6 +214,7 @@ class PointMap:
             rows = self.max_points
         self._allocate(rows)
         self._n = 0
+        self.probes = 0  # hash slots examined so far (a machine-independent measure of lookup work)
 
     def _allocate(self, rows: int) -> None:
         """Fresh (empty) arrays for ``rows`` voxels and a table of >= 2 x rows slots, pages touched."""
@@ -364,6 +365,7 @@ class PointMap:
         pending = np.arange(len(packed))
         mask = len(self._table) - 1
         while pending.size:
+            self.probes += int(pending.size)
             s = slot[pending]
             occupant = self._table[s]
             found = occupant == packed[pending]

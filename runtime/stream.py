@@ -76,9 +76,12 @@ class StreamConfig:
     align_stride: int = 4  # pixel stride of the correspondences used for alignment
 
     def __post_init__(self) -> None:
-        if self.window < 2 and self.overlap:
-            raise ValueError("window must be >= 2 when windows overlap")
-        if not 1 <= self.overlap < self.window and not (self.window == 1 and self.overlap == 0):
+        if self.window < 2:
+            raise ValueError(
+                f"window must be >= 2 (got {self.window}): consecutive windows share `overlap` >= 1 frames, "
+                "which is how each is aligned to the map"
+            )
+        if not 1 <= self.overlap < self.window:
             raise ValueError(f"overlap must be in [1, window-1] (got overlap={self.overlap}, window={self.window})")
         if self.reserve_map and self.max_points is None:
             raise ValueError("reserve_map needs max_points (the bound to reserve memory for)")

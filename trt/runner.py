@@ -141,7 +141,7 @@ class TensorRTRunner:
         trt, cudart = require_tensorrt_and_cuda()
         self._trt, self._cudart = trt, cudart
         self._buffers: dict[str, _Buffer] = {}
-        self._stream = None
+        self._stream: Any = None  # a cudaStream_t while open, None once closed
         self._lock = threading.Lock()
         if not engine_path.is_file():
             raise FileNotFoundError(f"TensorRT engine not found: {engine_path}")
@@ -204,9 +204,10 @@ class TensorRTRunner:
                     raise RuntimeError(f"output {name!r} has a data-dependent shape {shape}, which is not supported")
                 largest[name] = _larger(largest[name], shape)
         self._use_profile(0)
-        for name, shape in largest.items():
-            assert shape is not None  # every name was sized above
-            self._buffers[name] = _Buffer(self._cudart, name, self.dtypes[name], shape, host=name in self.outputs)
+        for name, size in largest.items():
+            if size is None:
+                raise RuntimeError(f"TensorRT gave no shape for {name!r} in any optimization profile")
+            self._buffers[name] = _Buffer(self._cudart, name, self.dtypes[name], size, host=name in self.outputs)
         for name, buf in self._buffers.items():
             self.context.set_tensor_address(name, int(buf.device))
 

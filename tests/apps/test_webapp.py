@@ -122,6 +122,7 @@ def test_reconstruction_inputs_are_checked(app, tmp_path):
     assert "after a reconstruction" in status
 
 
+@pytest.mark.slow
 def test_training_tab_validates_and_runs(app, tmp_path):
     message = app.start_training("vggt", str(tmp_path), "run1", "vggt_tiny", 5, 1, 1e-4, "cpu", None, 28, 42)
     assert "has no manifest.json" in message
@@ -142,6 +143,7 @@ def test_training_tab_validates_and_runs(app, tmp_path):
     assert app.export_sources() == ["run: run1"]
 
 
+@pytest.mark.slow
 def test_export_tab_adds_an_accepted_model(app):
     app.add_checkpoint(str(CHECKPOINT))
     message, rows = app.export(

@@ -13,6 +13,8 @@ from edgescene.bench.accuracy import BASELINES, METRICS, evaluate, evaluate_base
 from edgescene.core.preprocess import fit
 from edgescene.core.preprocess import prepare_depth as resize_depth
 
+pytestmark = pytest.mark.slow  # exports a tiny artifact to evaluate (~20 s)
+
 SIZE = (42, 56)
 
 

@@ -12,6 +12,8 @@ import torch
 from edgescene.bench.report import write_report
 from edgescene.bench.suite import BenchConfig, run_bench, sigma_clipped, timing_stats
 
+pytestmark = pytest.mark.slow  # the quick suite exports every CPU format (~30 s)
+
 H, W = 56, 84
 
 

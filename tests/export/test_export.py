@@ -89,6 +89,7 @@ def test_runtime_builds_its_session_from_the_artifact_folder_alone(tmp_path):
         session({"images": images[:, :, :28]})
 
 
+@pytest.mark.slow
 def test_track_head_export(tmp_path):
     with pytest.raises(ValueError, match="fixed frame count"):
         export(tmp_path, "vggt_tiny", "onnx", track=True, frames_range=(1, 2, 2), **VGGT_SIZE)
@@ -228,8 +229,31 @@ def test_triton_fp16_gated_on_cpu_is_marked_unverified_on_gpu(tmp_path, capsys):
     result = export(tmp_path, "vggt_tiny", "triton", precision="fp16", frames_range=(1, 2, 2), **VGGT_SIZE)
     assert result.accepted  # the fp32 graph passes on the CPU ...
     device = read_artifact(result.folder).device
-    assert device["verified_on_gpu"] is False and "unverified on GPU" in device["note"]  # ... and says what is not known
+    assert (
+        device["verified_on_gpu"] is False and "unverified on GPU" in device["note"]
+    )  # ... and says what is not known
     out = tmp_path / "cli"
-    assert main(["export", "--model", "vggt_tiny", "--random-weights", "--format", "triton", "--precision", "fp16",
-                 "--height", "56", "--width", "84", "--frames-range", "1:2:2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "vggt_tiny",
+                "--random-weights",
+                "--format",
+                "triton",
+                "--precision",
+                "fp16",
+                "--height",
+                "56",
+                "--width",
+                "84",
+                "--frames-range",
+                "1:2:2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "unverified on GPU" in capsys.readouterr().out

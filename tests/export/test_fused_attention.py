@@ -20,7 +20,7 @@ def _softmaxes(model: onnx.ModelProto) -> int:
     return sum(1 for n in model.graph.node if n.op_type == "Softmax")
 
 
-@pytest.mark.parametrize("family", ["vggt", "dinov3"])
+@pytest.mark.parametrize("family", [pytest.param("vggt", marks=pytest.mark.slow), "dinov3"])
 def test_fused_graph_replaces_every_attention_and_matches_pytorch_at_other_frame_counts(tmp_path, family):
     torch.manual_seed(0)
     if family == "vggt":

@@ -90,6 +90,7 @@ def test_tiny_forward_and_backward_on_cpu():
     assert "images" not in out  # training mode
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     model = build_vggt(replace(VGGT_PRESETS["vggt_tiny"], enable_track=False, enable_point=False)).train()
@@ -114,6 +115,7 @@ def test_dinov3_patch_embedding_variant():
         model(torch.rand(1, 3, 28, 28))
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_reproduces_outputs_exactly(tiny, tmp_path):
     from edgescene.models import load_vggt
 
@@ -146,6 +148,7 @@ def test_bad_inputs_are_clear_errors(tiny):
         tiny(torch.rand(1, 1, 28, 28))
 
 
+@pytest.mark.slow
 def test_exports_to_onnx_with_a_dynamic_frame_count(tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

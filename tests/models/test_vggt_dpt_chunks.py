@@ -19,6 +19,7 @@ def _heads(model):
     return [model.depth_head, model.point_head, model.track_head.feature_extractor]
 
 
+@pytest.mark.slow
 def test_64_frames_chunked_equal_unchunked(tiny):
     images = torch.rand(64, 3, 28, 42, generator=torch.Generator().manual_seed(1))
     queries = torch.tensor([[10.0, 12.0], [30.0, 20.0]])

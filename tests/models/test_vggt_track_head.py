@@ -45,6 +45,7 @@ def _small_inputs(b: int = 1, s: int = 3, hw: int = 56, n: int = 5, dim_in: int 
     return tokens, (hw, hw), patch_start_idx, queries
 
 
+@pytest.mark.slow
 def test_small_forward_backward() -> None:
     torch.manual_seed(0)
     head = TrackHead(128, 14, (0, 1, 2, 3), SMALL, out_channels=(32, 64, 64, 64))

@@ -114,3 +114,10 @@ def test_invalid_configuration_is_rejected():
         StreamConfig(window=4, overlap=4)
     with pytest.raises(ValueError, match="branch"):
         StreamConfig(branch="mesh")
+
+
+def test_windows_must_overlap_to_be_aligned():
+    with pytest.raises(ValueError, match=r"window must be >= 2 \(got 1\)"):
+        StreamConfig(window=1, overlap=0)
+    with pytest.raises(ValueError, match=r"overlap must be in \[1, window-1\]"):
+        StreamConfig(window=4, overlap=0)

@@ -313,6 +313,7 @@ def test_cli_options_mirror_the_config(dataset, tmp_path):
         replace(config, local_crop_size=40)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_run_under_torchrun(dataset, tmp_path):
     out = tmp_path / "ddp"
     options = {"--dataset-dir": dataset, "--out-dir": out, "--steps": 3, "--save-every": 100, "--log-every": 1}

@@ -13,6 +13,8 @@ from edgescene.train.dinov3.config import DinoTrainConfig
 from edgescene.train.launch import read_metrics, start_training
 from edgescene.train.vggt.config import VGGTTrainConfig
 
+pytestmark = pytest.mark.slow  # real training runs in spawned processes (~1 min)
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:

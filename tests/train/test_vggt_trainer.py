@@ -159,6 +159,7 @@ def test_init_and_freeze_aggregator(trained, dataset, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_run(dataset, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
