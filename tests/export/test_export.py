@@ -30,7 +30,9 @@ def export(tmp_path: Path, model: str, fmt: str, **options) -> pipeline.ExportRe
     return export_model(ExportConfig(model=model, format=fmt, out=str(tmp_path / fmt), **options), **QUIET)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "triton"])
+@pytest.mark.parametrize(
+    "fmt", ["onnx", "onnx-fp16", "onnx-int8", pytest.param("onnx-int8-static", marks=pytest.mark.slow), "triton"]
+)
 def test_tiny_vggt_exports_pass_the_gate_at_1_2_and_5_frames(tmp_path, fmt):
     result = export(tmp_path, "vggt_tiny", fmt, frames_range=(1, 2, 5), **VGGT_SIZE)
     assert result.accepted, result.report.format()
@@ -195,6 +197,7 @@ def test_tensorrt_without_tensorrt_fails_before_any_work(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())  # nothing traced, nothing written
 
 
+@pytest.mark.slow
 def test_static_int8_quantizes_the_dpt_trunks_and_records_its_calibration(tmp_path):
     frames_dir = tmp_path / "calib"
     frames_dir.mkdir()
@@ -221,6 +224,7 @@ def test_static_int8_with_a_missing_calibration_source_fails_before_exporting(tm
         export(tmp_path, "vggt_tiny", "onnx-int8", calibration=str(tmp_path), **VGGT_SIZE)
 
 
+@pytest.mark.slow
 def test_triton_fp16_gated_on_cpu_is_marked_unverified_on_gpu(tmp_path, capsys):
     import onnxruntime
 

@@ -111,6 +111,7 @@ def multi_size_artifact(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_multi_size_artifact_feeds_a_16_9_video_whole_at_294x518(video_1080p, multi_size_artifact, tmp_path):
     data = json.loads((multi_size_artifact / "artifact.json").read_text())
     assert data["input_sizes"] == [{"height": 294, "width": 518}, {"height": 392, "width": 518}]
@@ -124,6 +125,7 @@ def test_multi_size_artifact_feeds_a_16_9_video_whole_at_294x518(video_1080p, mu
     assert pre["frames"][0]["resized_hw"] == [294, 518] and pre["frames"][0]["offset_xy"] == [0, 0]
 
 
+@pytest.mark.slow
 def test_multi_size_session_dispatches_by_size_and_refuses_others(multi_size_artifact):
     from edgescene.runtime.session import open_session
 
