@@ -97,15 +97,12 @@ def _empty_cache() -> None:
 
 
 def link_tree() -> Path:
-    """A folder on sys.path where ``edgescene`` and its subpackages are links into this checkout."""
-    site = Path(tempfile.mkdtemp(prefix="edgescene-site-"))
-    package = site / "edgescene"
-    package.mkdir()
-    for entry in (ROOT / "edgescene").iterdir():
-        (package / entry.name).symlink_to(entry)
-    for layer in ("models", "runtime", "train", "export", "bench", "apps"):
-        (package / layer).symlink_to(ROOT / layer)
-    return site
+    """A folder on sys.path holding ``edgescene`` as one package (links into this checkout), built from
+    pyproject.toml's package mapping by scripts/package_tree.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from package_tree import build
+
+    return build(Path(tempfile.mkdtemp(prefix="edgescene-site-")))
 
 
 def env_section() -> dict:
