@@ -25,6 +25,7 @@ onnxruntime copies every tensor in and out inside ``run()``).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,7 @@ class OnnxRuntimeSession(BaseSession):
         self._io_binding = on_gpu if io_binding is None else bool(io_binding)
         self._bind_device = ("cuda", device_id) if on_gpu else ("cpu", 0)
         self._buffers: dict[str, tuple[tuple[int, ...], Any]] = {}  # output name -> (shape, OrtValue)
+        self._lock = threading.Lock()  # the reused output buffers belong to one call at a time
         self._ort = ort
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -182,8 +184,12 @@ class OnnxRuntimeSession(BaseSession):
             raise RuntimeError("this session is closed")
         prepared, axes = check_feeds(self.artifact, feeds)
         names = [t.name for t in self.artifact.outputs]
-        if not self._io_binding:
+        if not self._io_binding:  # InferenceSession.run is safe to call from several threads
             return dict(zip(names, self._session.run(names, prepared), strict=True))
+        with self._lock:  # two threads must not bind (and overwrite) the same output buffers
+            return self._run_bound(prepared, axes, names)
+
+    def _run_bound(self, prepared: dict[str, np.ndarray], axes: dict[str, int], names: list[str]):
         binding = self._session.io_binding()
         for name, value in prepared.items():
             binding.bind_cpu_input(name, value)

@@ -183,6 +183,31 @@ def test_io_binding_reuses_output_buffers_and_matches_plain_run(exported):
         bound({"images": first_images})
 
 
+def test_two_threads_on_one_bound_session_get_their_own_results(exported):
+    """IO binding reuses output buffers: without the session's lock one thread's depth could land in the
+    other's result. Each thread's outputs must equal its serial run, call after call."""
+    import threading
+
+    session = open_session(exported["vggt"], device="cpu", io_binding=True, intra_op_num_threads=1)
+    feeds = [gate_images(VGGT_H, VGGT_W, 2), gate_images(VGGT_H, VGGT_W, 2)[::-1].copy()]
+    serial = [session({"images": f}) for f in feeds]
+    failures: list[str] = []
+
+    def client(i: int) -> None:
+        for _ in range(15):
+            out = session({"images": feeds[i]})
+            if not all(np.array_equal(out[k], serial[i][k]) for k in out):
+                failures.append(f"client {i}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    session.close()
+
+
 def test_options_and_devices_are_validated(exported):
     with pytest.raises(ValueError, match=r"does not take option\(s\) \['threads'\].*intra_op_num_threads"):
         open_session(exported["vggt"], threads=2)
