@@ -33,7 +33,15 @@ from pydantic import BaseModel
 from edgescene import __version__
 from edgescene.apps.jobs import JobManager, QueueFull, new_job_id
 from edgescene.apps.models_catalog import find_model, list_models
-from edgescene.apps.uploads import UploadError, check_kinds, kind_of, resolve_inside, safe_name, save_stream
+from edgescene.apps.uploads import (
+    UploadError,
+    check_decodable,
+    check_kinds,
+    kind_of,
+    resolve_inside,
+    safe_name,
+    save_stream,
+)
 from edgescene.assets import DEFAULT_MODEL
 from edgescene.runtime.frames import InputError
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
@@ -274,15 +282,17 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         inputs = jobs.input_dir(job_id)
         inputs.mkdir(parents=True)
         try:
-            kinds, used = [], 0
+            kinds, used, saved = [], 0, []
             for i, upload in enumerate(files):
                 head = upload.file.read(16)
                 upload.file.seek(0)
                 kinds.append(kind_of(upload.filename or "", head))
-                used += save_stream(
-                    upload.file, inputs / safe_name(upload.filename or "", i), config.max_upload_bytes, used
-                )
+                target = inputs / safe_name(upload.filename or "", i)
+                used += save_stream(upload.file, target, config.max_upload_bytes, used)
+                saved.append(target)
             kind = check_kinds(kinds)
+            for path, file_kind in zip(saved, kinds, strict=True):
+                check_decodable(path, file_kind)
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
             return _job_info(jobs.submit(job_id, kind, entry.name, entry.path, options))

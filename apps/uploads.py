@@ -112,6 +112,36 @@ def save_stream(source: BinaryIO, target: Path, limit_bytes: int, used_bytes: in
     return written
 
 
+class UnreadableInput(UploadError):
+    status = 422
+
+
+def check_decodable(path: Path, kind: str) -> None:
+    """Refuse, at submission, what the job could not decode safely: an image or video whose header
+    declares more pixels than the limit (413, before any decoding: a pixel bomb never reaches a
+    decoder), or a video with no decodable frame (422)."""
+    from PIL import UnidentifiedImageError
+
+    from edgescene.core.preprocess import open_image_checked
+    from edgescene.runtime.frames import InputError, open_frames
+
+    name = path.name.split("_", 1)[-1]  # safe_name's index prefix is ours, not the client's
+    if kind == "image":
+        try:
+            with open_image_checked(path):
+                pass
+        except ValueError as exc:
+            raise UploadTooLarge(str(exc).replace(path.name, name)) from exc
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UnreadableInput(f"image {name} cannot be read ({exc}); send a PNG or JPEG") from exc
+        return
+    try:
+        open_frames(path)  # probes the header (size checked first) and decodes the first frame only
+    except InputError as exc:
+        message = str(exc).replace(str(path), name)
+        raise (UploadTooLarge if "megapixels" in message else UnreadableInput)(message) from exc
+
+
 def resolve_inside(folder: Path, relative: str) -> Path:
     """``folder / relative`` if it stays inside ``folder`` (after resolving links and ``..``), else
     ``FileNotFoundError``: a client never reads outside the folder it was given."""

@@ -25,13 +25,22 @@ upstream path. Imports numpy, Pillow, OpenCV and the standard library only.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "check_pixels",
+    "max_pixels",
+    "open_image_checked",
     "Resize",
     "fit",
     "prepare",
@@ -56,6 +65,61 @@ MODES = ("crop", "pad")
 ORIENTATIONS = ("none", "exif")
 PAD_VALUE = 1.0  # white, as upstream's pad mode
 TARGET_SIZE = 518  # upstream's long side (VGGT-1B was trained at 518)
+# Decompression-bomb guard: the most pixels one image or video frame may have (a 16-bit RGBA image of
+# this size is 800 MB decoded). EDGESCENE_MAX_PIXELS overrides it; every decoder checks it from the
+# file's header, before decoding.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    """The per-image pixel limit: ``EDGESCENE_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    value = os.environ.get("EDGESCENE_MAX_PIXELS", "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"EDGESCENE_MAX_PIXELS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def open_image_checked(path):
+    """``PIL.Image.open(path)`` with the pixel limit checked from the header, before any decoding.
+
+    Pillow's own guard is set to the same limit (its warning is silenced: the check here is the
+    error); ValueError names the size and the limit. Other open errors propagate (the caller knows
+    what an unreadable file means to it).
+    """
+    from PIL import Image
+
+    name = Path(str(path)).name
+    Image.MAX_IMAGE_PIXELS = max_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+    except Image.DecompressionBombError as exc:  # Pillow stops at twice its limit, before we see the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
+        raise ValueError(
+            f"image {name} has {size}, above the limit of {max_pixels() / 1e6:.1f} megapixels: downscale it, "
+            "or raise EDGESCENE_MAX_PIXELS if this machine has the memory"
+        ) from exc
+    with opened:
+        check_pixels(opened.width, opened.height, f"image {name}")
+        yield opened
+
+
+def check_pixels(width: int, height: int, what: str, limit: int | None = None) -> None:
+    """ValueError naming the size and the limit when ``width x height`` exceeds it."""
+    limit = max_pixels() if limit is None else limit
+    if width * height > limit:
+        raise ValueError(
+            f"{what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the limit of "
+            f"{limit / 1e6:.1f} megapixels: downscale it, or raise EDGESCENE_MAX_PIXELS if this machine has "
+            "the memory"
+        )
+
+
 PATCH = 14
 
 
@@ -332,7 +396,13 @@ def load_rgb(path) -> np.ndarray:
     """A dataset image for :func:`prepare`: (H, W, 3) RGB, uint8 as stored or float32 in [0, 1] for
     16-bit files (grey replicated to 3 channels, alpha dropped). ValueError when it cannot be read."""
     import cv2
+    from PIL import UnidentifiedImageError
 
+    try:  # the header's size first: OpenCV would decode a pixel bomb before anyone could refuse it
+        with open_image_checked(path):
+            pass
+    except (UnidentifiedImageError, OSError):
+        pass  # a format Pillow cannot size: OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS) applies
     img: np.ndarray | None = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"cannot read image {path}")
@@ -511,7 +581,7 @@ def decode_image(path, orientation: Literal["none", "exif"] = "none") -> np.ndar
     if orientation not in ORIENTATIONS:
         raise ValueError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {orientation!r}")
     try:
-        with Image.open(path) as opened:
+        with open_image_checked(path) as opened:  # the size is known (and checked) before decoding
             img = ImageOps.exif_transpose(opened) if orientation == "exif" else opened
             img.load()
             img = img.copy() if img is opened else img

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgescene.core.preprocess import check_pixels
+
 __all__ = [
     "Frame",
     "InputError",
@@ -318,6 +320,12 @@ class VideoSource(FrameSource):
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(rate) if rate else None
             self.codec = stream.codec_context.name if stream.codec_context else ""
+            width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+            if width and height:  # from the header, before any frame is decoded
+                try:
+                    check_pixels(width, height, f"video {self.path.name} frames")
+                except ValueError as exc:
+                    raise InputError(str(exc)) from exc
             if stream.duration is not None and stream.time_base is not None:
                 self.duration_s = float(stream.duration * stream.time_base)
             elif container.duration is not None:

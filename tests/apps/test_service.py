@@ -293,3 +293,29 @@ def test_stream_clients_share_the_model_but_not_their_state(client):
     assert finals[0]["points"] == finals[1]["points"] > 0 and finals[0]["keyframes"] == finals[1]["keyframes"] == 4
     assert np.allclose(finals[1]["extrinsics"][0], np.eye(4)[:3])
     assert len(client.app.state.stream_reconstructors) == 1
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = zlib.compress(b"\x00" * (3 * width + 1) * 8)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def test_a_pixel_bomb_is_refused_at_submission(client, tmp_path):
+    bomb = _bomb_png(15_000, 15_000)
+    assert len(bomb) < 300_000
+    r = client.post("/jobs", files=[("files", ("huge.png", bomb, "image/png"))])
+    assert r.status_code == 413, r.text
+    detail = r.json()["detail"]
+    assert "image huge.png" in detail and "225.0 megapixels" in detail and "above the limit of 100.0" in detail
+    assert str(tmp_path) not in detail  # the client's file name, never the server's path
+    assert list((tmp_path / "jobs").glob("*/inputs")) == []  # nothing kept
+    r = client.post("/jobs", files=[("files", ("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4"))])
+    assert r.status_code == 422 and "broken.mp4" in r.json()["detail"] and str(tmp_path) not in r.json()["detail"]
