@@ -1,30 +1,43 @@
-"""Reconstruction jobs for the service: a bounded queue, worker threads, one folder per job.
+"""Reconstruction jobs for the service: a durable store, a bounded queue, worker threads, one folder a job.
 
     jobs = JobManager(Path("jobs"), queue_size=4, workers=1)
-    job = jobs.submit(job_id, "video", model_path, ReconstructConfig(every_s=0.5))   # QueueFull when busy
-    jobs.get(job.id).status       # queued -> running -> done | failed | cancelled
+    job = jobs.submit(job_id, "video", "vggt_small_synthetic", model_path, ReconstructConfig(every_s=0.5))
+    jobs.get(job.id).status       # queued -> running -> done | failed | cancelled (interrupted: see below)
 
-Each job owns ``jobs_dir/<id>/``: ``input/`` (the uploads), ``output/`` (what
+Each job owns ``jobs_dir/<id>/``: ``input/`` (the uploads) and ``output/`` (what
 :func:`edgescene.runtime.reconstruct.reconstruct_to_folder` writes: scene.glb, points.ply,
-cameras.json, trajectory.tum, depth/*.npz, report.json) and ``job.json`` (its record). Workers are
-threads: onnxruntime releases the GIL while the model runs, so the API stays responsive.
+cameras.json, trajectory.tum, depth/*.npz, report.json). The records live in a
+:class:`~edgescene.apps.job_store.JobStore` (by default SQLite, ``jobs_dir/jobs.sqlite3``): every
+state change is committed before it is reported, so after a restart (``kill -9`` included)
+
+- finished jobs are listed and their outputs served;
+- jobs the previous process left running are ``interrupted`` (``retry`` queues them again), and
+  their partial output staging folders are removed;
+- queued jobs run.
+
+The queue holds at most ``queue_size`` *queued* jobs (a cancelled one frees its slot at once).
+:meth:`JobManager.shutdown` stops taking jobs, lets running ones finish within a grace period and
+marks the rest interrupted. :class:`Retention` bounds what finished jobs keep on disk (count,
+age, total size; the oldest go first). Workers are threads: onnxruntime and torch release the GIL
+while the model runs, so the API stays responsive.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import queue
+import shutil
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgescene.apps.job_store import FINISHED, Job, JobStore, SQLiteJobStore
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
 log = logging.getLogger(__name__)
+
+INTERRUPTED = "the server stopped while this job ran; POST /jobs/{id}/retry runs it again"
 
 
 class QueueFull(RuntimeError):
@@ -35,44 +48,58 @@ class JobCancelled(Exception):
     pass
 
 
-@dataclass
-class Job:
-    id: str
-    kind: str  # images | video
-    model: str  # the model's name (see /models)
-    config: dict
-    status: str = "queued"  # queued -> running -> done | failed | cancelled
-    progress: float = 0.0  # 0..1 of the expected input frames
-    frames_seen: int = 0
-    frames_expected: int | None = None
-    message: str = "waiting in the queue"
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    outputs: list[str] = field(default_factory=list)
-    error: str | None = None
+@dataclass(frozen=True)
+class Retention:
+    """How much finished jobs may keep: at most ``keep_jobs`` of them, none older than ``keep_days``,
+    all their folders together under ``max_disk_gb``. None: no bound. The oldest go first."""
 
-    def public(self) -> dict:
-        return asdict(self)
+    keep_jobs: int | None = None
+    keep_days: float | None = None
+    max_disk_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_jobs is not None and self.keep_jobs < 0:
+            raise ValueError(f"keep_jobs must be >= 0, got {self.keep_jobs}")
+        for name in ("keep_days", "max_disk_gb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-class JobManager:
-    """Runs :func:`reconstruct_to_folder` jobs from a bounded queue on ``workers`` threads."""
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
-    def __init__(self, jobs_dir: Path, queue_size: int = 4, workers: int = 1) -> None:
+
+class JobManager:
+    """Runs :func:`reconstruct_to_folder` jobs from a durable bounded queue on ``workers`` threads."""
+
+    def __init__(
+        self,
+        jobs_dir: Path,
+        queue_size: int = 4,
+        workers: int = 1,
+        retention: Retention = Retention(),
+        store: JobStore | None = None,
+    ) -> None:
         if queue_size < 1 or workers < 1:
             raise ValueError(f"queue_size and workers must be >= 1, got {queue_size} and {workers}")
         self.jobs_dir = Path(jobs_dir)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
-        self._jobs: dict[str, Job] = {}
-        self._configs: dict[str, tuple[Path, ReconstructConfig]] = {}  # model folder, options: jobs not yet started
+        self.queue_size = queue_size
+        self.retention = retention
+        self.store = store if store is not None else SQLiteJobStore(self.jobs_dir / "jobs.sqlite3")
+        self._wake = threading.Condition()
         self._cancel: set[str] = set()
-        self._lock = threading.Lock()
+        self._live: dict[str, dict] = {}  # running jobs' progress, kept in memory (not a state change)
+        self._stopping = False
+        for job_id in self.store.mark_running_interrupted(INTERRUPTED):
+            log.warning("job %s was running when the server stopped: marked interrupted", job_id)
+        self._remove_staging()
+        self.prune()
         self._threads = [
             threading.Thread(target=self._work, name=f"edgescene-job-{i}", daemon=True) for i in range(workers)
         ]
@@ -89,125 +116,222 @@ class JobManager:
     def output_dir(self, job_id: str) -> Path:
         return self.folder(job_id) / "output"
 
+    def _remove_staging(self) -> None:
+        """Partial outputs of interrupted runs (the hidden staging folders the runtime writes into)."""
+        for staging in self.jobs_dir.glob("*/.output.staging-*"):
+            shutil.rmtree(staging, ignore_errors=True)
+            log.info("removed the partial outputs %s", staging.relative_to(self.jobs_dir))
+
     # -- API -----------------------------------------------------------------------------------
     def has_room(self) -> bool:
-        return not self._queue.full()
+        return not self._stopping and self.store.count("queued") < self.queue_size
 
-    def submit(self, job_id: str, kind: str, model: str, model_path: Path, config: ReconstructConfig) -> Job:
+    def submit(self, job_id: str, kind: str, model: str, model_ref: str | Path, config: ReconstructConfig) -> Job:
         """Queue a job whose inputs are already in ``input_dir(job_id)``; :class:`QueueFull` if no slot.
 
-        ``model`` is the name clients see; ``model_path`` the artifact folder (never shown to them).
+        ``model`` is the name clients see; ``model_ref`` what runs it (never shown to them).
         """
         job = Job(id=job_id, kind=kind, model=model, config=asdict(config))
-        with self._lock:
-            self._jobs[job_id], self._configs[job_id] = job, (Path(model_path), config)
-            self._save(job)
-            try:
-                self._queue.put_nowait(job_id)
-            except queue.Full:
-                del self._jobs[job_id], self._configs[job_id]
-                raise QueueFull(
-                    f"{self._queue.maxsize} jobs are already waiting; retry when one has finished"
-                ) from None
+        with self._wake:
+            if self._stopping:
+                raise QueueFull("the server is shutting down; retry in a moment")
+            if not self.has_room():
+                raise QueueFull(f"{self.queue_size} jobs are already waiting; retry when one has finished")
+            self.store.add(job, str(model_ref))
+            self._wake.notify()
         return job
 
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+        job = self.store.get(job_id)
+        if job is not None and job.id in self._live:
+            for key, value in self._live[job.id].items():
+                setattr(job, key, value)
+        return job
 
-    def list(self) -> list[Job]:
-        with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.created)
+    def list(self, status: str | None = None, offset: int = 0, limit: int | None = None) -> list[Job]:
+        jobs = self.store.list(status, offset, limit)
+        for job in jobs:
+            for key, value in self._live.get(job.id, {}).items():
+                setattr(job, key, value)
+        return jobs
 
     def cancel(self, job_id: str) -> Job | None:
-        """A queued job is dropped when a worker reaches it; a running one stops at its next frame."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is not None and job.status in ("queued", "running"):
+        """A queued job is cancelled at once (its slot is free); a running one stops at its next frame."""
+        with self._wake:
+            job = self.store.get(job_id)
+            if job is None:
+                return None
+            if job.status == "queued":
+                return self.store.update(
+                    job_id, status="cancelled", message="cancelled before it started", finished=time.time()
+                )
+            if job.status == "running":
                 self._cancel.add(job_id)
-                if job.status == "queued":
-                    job.status, job.message, job.finished = "cancelled", "cancelled before it started", time.time()
-                    self._save(job)
+            return self.get(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job's files and record; False if it is queued or running (cancel it first)."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        if job.status not in FINISHED:
+            return False
+        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        self.store.delete(job_id)
+        return True
+
+    def retry(self, job_id: str) -> Job:
+        """Queue an interrupted, failed or cancelled job again (its inputs are still on disk)."""
+        with self._wake:
+            job = self.store.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            if job.status not in ("interrupted", "failed", "cancelled"):
+                raise ValueError(
+                    f"job {job_id} is {job.status}; only interrupted, failed or cancelled jobs are retried"
+                )
+            if not self.input_dir(job_id).is_dir():
+                raise ValueError(f"job {job_id} has no inputs left (retention removed them); submit it again")
+            if not self.has_room():
+                raise QueueFull(f"{self.queue_size} jobs are already waiting; retry when one has finished")
+            shutil.rmtree(self.output_dir(job_id), ignore_errors=True)
+            job = self.store.update(
+                job_id,
+                status="queued",
+                progress=0.0,
+                frames_seen=0,
+                frames_expected=None,
+                started=None,
+                finished=None,
+                outputs=[],
+                error=None,
+                message="waiting in the queue (retried)",
+            )
+            self._wake.notify()
             return job
 
-    def wait(self, job_id: str, timeout_s: float = 60.0) -> Job:
-        """Block until the job is done, failed or cancelled (tests, scripts)."""
+    def wait(self, job_id: str, timeout_s: float = 60.0) -> Job | None:
+        """Block until the job is finished (tests, scripts)."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             job = self.get(job_id)
-            if job is None or job.status in ("done", "failed", "cancelled"):
+            if job is None or job.status in FINISHED:
                 return job
             time.sleep(0.05)
-        raise TimeoutError(f"job {job_id} still {self.get(job_id).status} after {timeout_s} s")
+        raise TimeoutError(f"job {job_id} still running after {timeout_s} s")
 
-    def shutdown(self) -> None:
-        for _ in self._threads:
-            with contextlib.suppress(queue.Full):  # a full queue: the worker stops after its current job
-                self._queue.put_nowait(None)
+    def shutdown(self, grace_s: float = 30.0) -> None:
+        """Take no more jobs; running ones get ``grace_s`` seconds to finish, then stop and are marked
+        interrupted (queued ones stay queued and run after the next start)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        end = time.monotonic() + grace_s
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        still = [j.id for j in self.store.list("running")]
+        for job_id in still:
+            self._cancel.add(job_id)
+        for t in self._threads:
+            t.join(5.0)
+        for job_id in still:
+            self.store.update(job_id, status="interrupted", finished=time.time(), message=INTERRUPTED)
+
+    # -- retention ---------------------------------------------------------------------------
+    def prune(self) -> list[str]:
+        """Delete the oldest finished jobs past the retention bounds; returns their ids."""
+        r = self.retention
+        if r.keep_jobs is None and r.keep_days is None and r.max_disk_gb is None:
+            return []
+        finished = [j for j in self.store.list() if j.status in FINISHED]  # oldest first
+        doomed: list[Job] = []
+        if r.keep_days is not None:
+            cutoff = time.time() - r.keep_days * 86400
+            doomed += [j for j in finished if (j.finished or j.created) < cutoff]
+        left = [j for j in finished if j not in doomed]
+        if r.keep_jobs is not None and len(left) > r.keep_jobs:
+            doomed += left[: len(left) - r.keep_jobs]
+            left = left[len(left) - r.keep_jobs :]
+        if r.max_disk_gb is not None:
+            limit = r.max_disk_gb * 2**30
+            sizes = {j.id: _folder_bytes(self.folder(j.id)) for j in left}
+            total = sum(_folder_bytes(p) for p in self.jobs_dir.iterdir() if p.is_dir())
+            for job in left:
+                if total <= limit:
+                    break
+                doomed.append(job)
+                total -= sizes[job.id]
+        for job in doomed:
+            self.delete(job.id)
+        if doomed:
+            log.info("retention removed %d finished job(s)", len(doomed))
+        return [j.id for j in doomed]
 
     # -- worker ----------------------------------------------------------------------------------
-    def _save(self, job: Job) -> None:
-        folder = self.folder(job.id)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "job.json.tmp"
-        tmp.write_text(json.dumps(job.public(), indent=1))
-        tmp.replace(folder / "job.json")
-
-    def _update(self, job: Job, **changes) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(job, key, value)
-            self._save(job)
-
     def _work(self) -> None:
         while True:
-            job_id = self._queue.get()
-            if job_id is None:
-                return
-            job = self.get(job_id)
-            if job is None or job_id in self._cancel:
-                self._configs.pop(job_id, None)
-                continue
+            with self._wake:
+                while not self._stopping and (job := self.store.claim_next()) is None:
+                    self._wake.wait(timeout=1.0)
+                if self._stopping:
+                    return
             self._run(job)
+            self.prune()
 
     def _run(self, job: Job) -> None:
-        self._update(job, status="running", started=time.time(), message="reconstructing")
         inputs = sorted(p for p in self.input_dir(job.id).iterdir() if p.is_file())
         source = inputs[0] if job.kind == "video" else inputs
+        live = self._live.setdefault(job.id, {})
 
         def on_frame(seen: int, expected: int | None) -> None:
             if job.id in self._cancel:
                 raise JobCancelled
             progress = min(seen / expected, 0.99) if expected else 0.0
-            with self._lock:
-                job.frames_seen, job.frames_expected, job.progress = seen, expected, round(progress, 4)
-                job.message = f"frame {seen}" + (f" of {expected}" if expected else "")
+            live.update(
+                frames_seen=seen,
+                frames_expected=expected,
+                progress=round(progress, 4),
+                message=f"frame {seen}" + (f" of {expected}" if expected else ""),
+            )
 
         try:
-            model_path, config = self._configs.pop(job.id)
+            model_ref = self.store.model_ref(job.id)
+            config = ReconstructConfig(**job.config)
             report = reconstruct_to_folder(
-                source, model_path, self.output_dir(job.id), config, progress=False, on_frame=on_frame
+                source, model_ref, self.output_dir(job.id), config, progress=False, on_frame=on_frame
             )
             outputs = sorted(
                 str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*") if p.is_file()
             )
-            self._update(
-                job,
+            message = "; ".join(
+                [f"{report['keyframes']} keyframes, {report['points']} points", *report.get("model_notes", [])]
+            )
+            self.store.update(
+                job.id,
                 status="done",
                 progress=1.0,
                 finished=time.time(),
                 outputs=outputs,
-                message="; ".join(
-                    [f"{report['keyframes']} keyframes, {report['points']} points", *report.get("model_notes", [])]
-                ),
+                message=message,
+                frames_seen=live.get("frames_seen", 0),
+                frames_expected=live.get("frames_expected"),
             )
         except JobCancelled:
-            self._update(job, status="cancelled", finished=time.time(), message="cancelled while running")
+            stopped = "interrupted" if self._stopping else "cancelled"
+            self.store.update(
+                job.id,
+                status=stopped,
+                finished=time.time(),
+                message=INTERRUPTED if self._stopping else "cancelled while running",
+            )
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            self._update(
-                job, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}", message="failed"
+            self.store.update(
+                job.id, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}", message="failed"
             )
+        finally:
+            self._live.pop(job.id, None)
+            self._cancel.discard(job.id)
 
 
-__all__ = ["Job", "JobCancelled", "JobManager", "QueueFull", "new_job_id"]
+__all__ = ["INTERRUPTED", "Job", "JobCancelled", "JobManager", "QueueFull", "Retention", "new_job_id"]

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from edgescene import __version__
-from edgescene.apps.jobs import JobManager, QueueFull, new_job_id
+from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.models_catalog import find_model, list_models
 from edgescene.apps.uploads import (
     UploadError,
@@ -62,6 +62,10 @@ class ServiceConfig:
     queue_size: int = 4  # jobs waiting for a worker
     workers: int = 1  # jobs run at once
     stream_max_frame_mb: float = 20.0  # one encoded frame on /stream
+    keep_jobs: int | None = None  # retention of finished jobs: count, age, disk (None: unbounded)
+    keep_days: float | None = None
+    max_disk_gb: float | None = None
+    shutdown_grace_s: float = 30.0  # on SIGTERM / SIGINT: how long a running job may finish
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jobs_dir", Path(self.jobs_dir))
@@ -74,6 +78,9 @@ class ServiceConfig:
                 raise ValueError(f"model name {name!r} must be non-empty, without '/', and not {DEFAULT_MODEL!r}")
             if not (is_hub_id(source) or Path(source).is_file()):
                 raise ValueError(f"--vggt {name}={source}: neither a Hub id (facebook/VGGT-1B) nor a checkpoint file")
+        Retention(self.keep_jobs, self.keep_days, self.max_disk_gb)  # validates them
+        if not self.shutdown_grace_s >= 0:
+            raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         for name in ("max_upload_mb", "stream_max_frame_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -120,7 +127,7 @@ class JobInfo(BaseModel):
     kind: str
     model: str
     config: dict
-    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
     progress: float
     frames_seen: int
     frames_expected: int | None
@@ -196,12 +203,17 @@ async def _problem(scope, receive, send, status: int, detail: str) -> None:
 
 def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     """The FastAPI application; its job workers start with it."""
-    jobs = JobManager(config.jobs_dir, queue_size=config.queue_size, workers=config.workers)
+    jobs = JobManager(
+        config.jobs_dir,
+        queue_size=config.queue_size,
+        workers=config.workers,
+        retention=Retention(config.keep_jobs, config.keep_days, config.max_disk_gb),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        jobs.shutdown()
+        await asyncio.to_thread(jobs.shutdown, config.shutdown_grace_s)  # SIGTERM: running jobs may finish
 
     app = FastAPI(
         title="edgescene",
@@ -233,12 +245,11 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
-        states = [j.status for j in jobs.list()]
         return Health(
             status="ok",
             version=__version__,
-            queued=states.count("queued"),
-            running=states.count("running"),
+            queued=jobs.store.count("queued"),
+            running=jobs.store.count("running"),
             queue_capacity=config.queue_size,
             workers=config.workers,
         )
@@ -264,7 +275,9 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             raise UploadError(f"{len(files)} files is more than the limit of {config.max_files}; send fewer images")
         if not jobs.has_room():
             raise HTTPException(
-                429, f"the queue is full ({config.queue_size} jobs waiting); retry when one has finished"
+                429,
+                f"the queue is full ({config.queue_size} jobs waiting); retry when one has finished",
+                headers={"Retry-After": "10"},
             )
         try:
             entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
@@ -298,14 +311,20 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             return _job_info(jobs.submit(job_id, kind, entry.name, entry.path, options))
         except QueueFull as exc:
             shutil.rmtree(jobs.folder(job_id), ignore_errors=True)
-            raise HTTPException(429, str(exc)) from exc
+            raise HTTPException(429, str(exc), headers={"Retry-After": "10"}) from exc
         except BaseException:
             shutil.rmtree(jobs.folder(job_id), ignore_errors=True)
             raise
 
     @app.get("/jobs", response_model=list[JobInfo])
-    def list_jobs() -> list[JobInfo]:
-        return [_job_info(j) for j in jobs.list()]
+    def list_jobs(
+        status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"] | None = Query(
+            None, description="only jobs in this state"
+        ),
+        offset: int = Query(0, ge=0, description="skip this many (oldest first)"),
+        limit: int = Query(100, ge=1, le=1000, description="at most this many"),
+    ) -> list[JobInfo]:
+        return [_job_info(j) for j in jobs.list(status, offset, limit)]
 
     def _job(job_id: str):
         job = jobs.get(job_id)
@@ -318,9 +337,24 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         return _job_info(_job(job_id))
 
     @app.delete("/jobs/{job_id}", response_model=JobInfo, responses=ERRORS)
-    def cancel(job_id: str) -> JobInfo:
+    def cancel_or_delete(job_id: str) -> JobInfo:
+        """A queued or running job is cancelled; a finished one is deleted with its files."""
+        job = _job(job_id)
+        if job.status in ("queued", "running"):
+            return _job_info(jobs.cancel(job_id))
+        jobs.delete(job_id)
+        return _job_info(job)
+
+    @app.post("/jobs/{job_id}/retry", response_model=JobInfo, responses=ERRORS)
+    def retry(job_id: str) -> JobInfo:
+        """Queue an interrupted, failed or cancelled job again, from the inputs it kept."""
         _job(job_id)
-        return _job_info(jobs.cancel(job_id))
+        try:
+            return _job_info(jobs.retry(job_id))
+        except QueueFull as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "10"}) from exc
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
 
     @app.get(
         "/jobs/{job_id}/files/{path:path}",

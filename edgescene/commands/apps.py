@@ -30,6 +30,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="per request, all files together")
     p.add_argument("--queue-size", type=int, default=4, help="jobs that may wait for a worker (then 429)")
     p.add_argument("--workers", type=int, default=1, help="jobs run at once")
+    p.add_argument("--keep-jobs", type=int, help="keep at most this many finished jobs (oldest deleted first)")
+    p.add_argument("--keep-days", type=float, help="delete finished jobs older than this many days")
+    p.add_argument("--max-disk-gb", type=float, help="keep the jobs folder under this size (oldest deleted first)")
+    p.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        default=30.0,
+        help="on SIGTERM / Ctrl-C, how long a running job may finish before it is marked interrupted (default: 30)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -52,6 +61,10 @@ def run_serve(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         workers=args.workers,
         pytorch_models=pytorch_models,
+        keep_jobs=args.keep_jobs,
+        keep_days=args.keep_days,
+        max_disk_gb=args.max_disk_gb,
+        shutdown_grace_s=args.shutdown_grace_s,
     )
     print(f"edgescene serve: {config}")
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")

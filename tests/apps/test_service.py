@@ -87,7 +87,7 @@ def test_oversized_upload_is_413_and_leaves_nothing(client, tmp_path):
     r = client.post("/jobs", files=[big])
     assert r.status_code == 413
     assert "limit of 2 MiB" in r.json()["detail"]
-    assert not any((tmp_path / "jobs").iterdir())  # no job folder, no partial upload
+    assert not any(p.is_dir() for p in (tmp_path / "jobs").iterdir())  # no job folder, no partial upload
 
 
 def test_oversized_upload_without_content_length_is_413(tmp_path):
@@ -153,7 +153,7 @@ def test_traversal_attempts_are_404(client, tmp_path):
     job = _wait(client, client.post("/jobs", files=[_video()], data={"max_frames": "4"}).json()["id"])
     assert job["status"] == "done"
     secret = tmp_path / "jobs" / job["id"] / "job.json"  # inside the job folder, outside its outputs
-    assert secret.exists()
+    secret.write_text('{"secret": true}')
     for path in (
         "../job.json",
         "..%2Fjob.json",
