@@ -16,6 +16,7 @@ The service is a thin layer over :mod:`edgescene.runtime` (reconstruct_to_folder
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import shutil
 import threading
@@ -24,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
@@ -66,6 +68,7 @@ class ServiceConfig:
     keep_days: float | None = None
     max_disk_gb: float | None = None
     shutdown_grace_s: float = 30.0  # on SIGTERM / SIGINT: how long a running job may finish
+    api_token: str | None = field(default=None, repr=False)  # every endpoint but /health needs it when set
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jobs_dir", Path(self.jobs_dir))
@@ -79,6 +82,8 @@ class ServiceConfig:
             if not (is_hub_id(source) or Path(source).is_file()):
                 raise ValueError(f"--vggt {name}={source}: neither a Hub id (facebook/VGGT-1B) nor a checkpoint file")
         Retention(self.keep_jobs, self.keep_days, self.max_disk_gb)  # validates them
+        if self.api_token is not None and len(self.api_token.strip()) < 16:
+            raise ValueError("the API token must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         if not self.shutdown_grace_s >= 0:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         for name in ("max_upload_mb", "stream_max_frame_mb"):
@@ -161,6 +166,44 @@ def _job_info(job) -> JobInfo:
     return JobInfo(**job.public(), files_url=f"/jobs/{job.id}/files/")
 
 
+class _TokenAuth:
+    """ASGI middleware: with an API token set, every request but ``GET /health`` needs
+    ``Authorization: Bearer <token>`` (401 otherwise); a websocket may pass it as ``?token=``
+    instead (browsers cannot set headers on a websocket). Compared in constant time."""
+
+    OPEN = frozenset({"/health"})
+
+    def __init__(self, app, token: str) -> None:
+        self.app, self.token = app, token.encode()
+
+    def _presented(self, scope) -> bytes:
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            return auth[7:].strip()
+        if scope["type"] == "websocket":
+            for part in scope.get("query_string", b"").split(b"&"):
+                key, _, value = part.partition(b"=")
+                if key == b"token":
+                    return unquote_to_bytes(value)
+        return b""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.OPEN:
+            return await self.app(scope, receive, send)
+        if hmac.compare_digest(self._presented(scope), self.token):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong API token"})
+            return None
+        response = JSONResponse(
+            {"detail": "missing or wrong API token: send 'Authorization: Bearer <token>'"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        return await response(scope, receive, send)
+
+
 class _BodyLimit:
     """ASGI middleware: POST /jobs bodies over the limit are refused with 413 as soon as they are seen
     (by Content-Length, or while they stream in), before anything is parsed or stored."""
@@ -223,6 +266,8 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     )
     app.state.jobs, app.state.config = jobs, config
     app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes)
+    if config.api_token:
+        app.add_middleware(_TokenAuth, token=config.api_token)  # added last: runs first
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, exc: UploadError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -30,6 +31,18 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="per request, all files together")
     p.add_argument("--queue-size", type=int, default=4, help="jobs that may wait for a worker (then 429)")
     p.add_argument("--workers", type=int, default=1, help="jobs run at once")
+    p.add_argument(
+        "--api-token-file",
+        type=Path,
+        help="a file holding the API token (or set EDGESCENE_API_TOKEN): every endpoint but /health then needs "
+        "'Authorization: Bearer <token>' (websockets may pass ?token=)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening beyond the loopback address without an API token (anyone who can reach it can "
+        "submit, list and download jobs)",
+    )
     p.add_argument("--keep-jobs", type=int, help="keep at most this many finished jobs (oldest deleted first)")
     p.add_argument("--keep-days", type=float, help="delete finished jobs older than this many days")
     p.add_argument("--max-disk-gb", type=float, help="keep the jobs folder under this size (oldest deleted first)")
@@ -54,6 +67,17 @@ def run_serve(args: argparse.Namespace) -> int:
         if not sep or not name or not source:
             raise ValueError(f"--vggt takes NAME=SOURCE (e.g. VGGT-1B=facebook/VGGT-1B), got {item!r}")
         pytorch_models[name] = source
+    token = os.environ.get("EDGESCENE_API_TOKEN", "").strip() or None
+    if args.api_token_file is not None:
+        if not args.api_token_file.is_file():
+            raise FileNotFoundError(f"--api-token-file {args.api_token_file} does not exist")
+        token = args.api_token_file.read_text().strip() or None
+    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    if not loopback and token is None and not args.insecure:
+        raise ValueError(
+            f"--host {args.host} exposes the service beyond this machine without an API token: set "
+            "EDGESCENE_API_TOKEN (or --api-token-file), or pass --insecure to do it anyway"
+        )
     config = ServiceConfig(
         jobs_dir=args.jobs_dir,
         models_dir=args.models_dir,
@@ -65,6 +89,7 @@ def run_serve(args: argparse.Namespace) -> int:
         keep_days=args.keep_days,
         max_disk_gb=args.max_disk_gb,
         shutdown_grace_s=args.shutdown_grace_s,
+        api_token=token,
     )
     print(f"edgescene serve: {config}")
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")

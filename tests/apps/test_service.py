@@ -319,3 +319,37 @@ def test_a_pixel_bomb_is_refused_at_submission(client, tmp_path):
     assert list((tmp_path / "jobs").glob("*/inputs")) == []  # nothing kept
     r = client.post("/jobs", files=[("files", ("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4"))])
     assert r.status_code == 422 and "broken.mp4" in r.json()["detail"] and str(tmp_path) not in r.json()["detail"]
+
+
+TOKEN = "0123456789abcdef-secret"
+
+
+def test_the_api_token_is_enforced_everywhere_but_health(tmp_path):
+    from starlette.websockets import WebSocketDisconnect
+
+    app = create_app(ServiceConfig(jobs_dir=tmp_path / "jobs", api_token=TOKEN))
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        for method, path in (("get", "/models"), ("get", "/jobs"), ("get", "/jobs/x"), ("delete", "/jobs/x")):
+            r = getattr(c, method)(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path)
+        assert c.post("/jobs", files=[_video()]).status_code == 401
+        assert c.get("/models", headers={"Authorization": "Bearer wrong-token-of-some-length"}).status_code == 401
+        assert c.get("/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        with pytest.raises(WebSocketDisconnect) as closed, c.websocket_connect("/stream") as ws:
+            ws.receive_json()
+        assert closed.value.code == 1008
+        with c.websocket_connect(f"/stream?token={TOKEN}") as ws:
+            ws.send_json({"type": "finish"})
+            assert ws.receive_json()["type"] in ("final", "error")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        ServiceConfig(jobs_dir=tmp_path / "jobs", api_token="short")
+    assert TOKEN not in repr(ServiceConfig(jobs_dir=tmp_path / "jobs", api_token=TOKEN))
+
+
+def test_listening_beyond_loopback_needs_a_token_or_insecure(tmp_path, capsys, monkeypatch):
+    from edgescene.cli import main
+
+    monkeypatch.delenv("EDGESCENE_API_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--jobs-dir", str(tmp_path / "jobs")]) == 2
+    assert "without an API token" in capsys.readouterr().err and not (tmp_path / "jobs").exists()

@@ -28,10 +28,13 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, jobs_dir: Path, log: Path) -> None:
+    def __init__(self, jobs_dir: Path, log: Path, token: str | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env.pop("EDGESCENE_API_TOKEN", None)
+        if token:
+            env["EDGESCENE_API_TOKEN"] = token
         self._log = open(log, "a")  # noqa: SIM115 - the server writes it until stop()
         self.proc = subprocess.Popen(
             [
@@ -117,5 +120,16 @@ def test_the_websocket_upgrade_is_answered(tmp_path):
             )
             status_line = s.recv(1024).split(b"\r\n", 1)[0]
         assert status_line == b"HTTP/1.1 101 Switching Protocols", status_line
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
+
+
+def test_the_real_server_enforces_its_token(tmp_path):
+    token = "a-token-long-enough-1234"
+    server = Server(tmp_path / "jobs", tmp_path / "server.log", token=token)
+    try:
+        assert httpx.get(server.url + "/jobs").status_code == 401
+        assert httpx.get(server.url + "/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert token not in (tmp_path / "server.log").read_text()  # never printed
     finally:
         server.stop_cleanly(tmp_path / "server.log")
