@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgescene.apps.job_store import FINISHED, Job, JobStore, SQLiteJobStore
+from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,13 @@ class JobManager:
             model_ref = self.store.model_ref(job.id)
             config = ReconstructConfig(**job.config)
             report = reconstruct_to_folder(
-                source, model_ref, self.output_dir(job.id), config, progress=False, on_frame=on_frame
+                source,
+                model_ref,
+                self.output_dir(job.id),
+                config,
+                progress=False,
+                on_frame=on_frame,
+                hide_paths=True,
             )
             outputs = sorted(
                 str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*") if p.is_file()
@@ -326,9 +333,8 @@ class JobManager:
             )
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            self.store.update(
-                job.id, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}", message="failed"
-            )
+            error = redact_paths(f"{type(exc).__name__}: {exc}")  # the client's file names, never our folders
+            self.store.update(job.id, status="failed", finished=time.time(), error=error, message="failed")
         finally:
             self._live.pop(job.id, None)
             self._cancel.discard(job.id)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgescene.assets import DEFAULT_MODEL, default_model_dir
 from edgescene.core.artifact import ArtifactError, read_artifact
+from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.session import is_hub_id
 
 
@@ -25,7 +26,7 @@ def _describe(path: Path) -> dict:
     try:
         artifact = read_artifact(path, require_accepted=False)
     except (ArtifactError, OSError, ValueError) as exc:
-        return {"usable": False, "error": str(exc)}
+        return {"usable": False, "error": redact_paths(str(exc))}  # never the server's folders
     return {
         "usable": bool(artifact.accepted),
         "family": artifact.model.get("family"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import shutil
 import threading
 import time
@@ -324,8 +325,17 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
                 f"the queue is full ({config.queue_size} jobs waiting); retry when one has finished",
                 headers={"Retry-After": "10"},
             )
+        if every_s is not None and not math.isfinite(every_s):
+            raise HTTPException(422, f"every_s must be a finite number of seconds, got {every_s}")
         try:
             entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
+            frames = entry.info.get("frames") or {}
+            if frames and not int(frames["min"]) <= window <= int(frames["max"]):
+                raise HTTPException(
+                    422,
+                    f"window {window} is outside what model {entry.name!r} takes per call "
+                    f"({frames['min']}..{frames['max']} frames); send window={min(max(window, 2), int(frames['max']))}",
+                )
             options = ReconstructConfig(
                 every_s=every_s,
                 max_frames=max_frames,

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import struct
@@ -463,3 +464,19 @@ def write_json(path: str | os.PathLike, data) -> None:
     text = json.dumps(_jsonable(data), indent=1, sort_keys=False, allow_nan=False)
     with _atomic_open(path, "w") as f:
         f.write(text + "\n")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"#:,;()]+[/\\])+([^\s/\\'\"#:,;()]+)")
+
+
+def redact_paths(value):
+    """``value`` (a string, or JSON-like lists and dicts of them) with every absolute path reduced to
+    its last part: ``"video /srv/jobs/ab12/input/clip.mp4 (1920x1080)"`` becomes
+    ``"video clip.mp4 (1920x1080)"``. What a service hands a client never names the server's folders."""
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(r"\1", value)
+    if isinstance(value, list | tuple):
+        return type(value)(redact_paths(v) for v in value)
+    if isinstance(value, dict):
+        return {k: redact_paths(v) for k, v in value.items()}
+    return value

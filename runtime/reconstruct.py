@@ -37,6 +37,7 @@ from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.outputs import (
     OutputFolder,
+    redact_paths,
     write_cameras_json,
     write_depth_npz,
     write_glb,
@@ -380,8 +381,13 @@ def reconstruct_to_folder(
     overwrite: bool = False,
     progress: bool = True,
     on_frame: Callable[[int, int | None], None] | None = None,
+    hide_paths: bool = False,
 ) -> dict:
     """Reconstruct ``source`` (image, folder or list of images, video) into the folder ``out``.
+
+    ``hide_paths``: file and folder paths in cameras.json and report.json (frame sources, the input,
+    the model's source) are reduced to their names (:func:`edgescene.runtime.outputs.redact_paths`):
+    what a service writes for a client never names the server's folders.
 
     Nothing appears at ``out`` unless the whole run succeeds (it is built in a staging folder).
     ``on_frame(frames_seen, expected_frames or None)`` is called after every input frame (a job's
@@ -434,6 +440,8 @@ def reconstruct_to_folder(
         stream.finish()
         extrinsics, intrinsics = stream.core.trajectory()
         records = [_frame_record(k.meta) for k in kept]
+        if hide_paths:
+            records = redact_paths(records)
         source_intrinsics = np.stack([k.meta["resize"].to_source_intrinsics(k.intrinsics) for k in kept])
         write_start = time.perf_counter()
         points, colors = stream.map.points, stream.map.colors
@@ -473,5 +481,7 @@ def reconstruct_to_folder(
             "depth/*.npz",
             "report.json",
         ]
+        if hide_paths:
+            report = redact_paths(report)
         write_json(folder.path("report.json"), report)
     return report

@@ -111,3 +111,14 @@ def test_paging_and_status_filter(tmp_path):
     assert store.count("failed") == 3 and store.model_ref("j0") == "ref"
     with pytest.raises(ValueError, match="status must be one of"):
         store.update("j0", status="exploded")
+
+
+def test_a_failed_job_names_no_server_folder(tmp_path):
+    jobs = JobManager(tmp_path / "jobs", queue_size=2)
+    job_id = new_job_id()
+    _inputs(jobs, job_id)
+    jobs.submit(job_id, "video", "gone", tmp_path / "models" / "gone", CONFIG)  # a model folder that vanished
+    job = jobs.wait(job_id)
+    assert job.status == "failed" and "gone" in job.error
+    assert str(tmp_path) not in job.error
+    jobs.shutdown(grace_s=0)

@@ -353,3 +353,29 @@ def test_listening_beyond_loopback_needs_a_token_or_insecure(tmp_path, capsys, m
     monkeypatch.delenv("EDGESCENE_API_TOKEN", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--jobs-dir", str(tmp_path / "jobs")]) == 2
     assert "without an API token" in capsys.readouterr().err and not (tmp_path / "jobs").exists()
+
+
+def test_no_server_path_reaches_a_client(tmp_path):
+    import shutil
+
+    from edgescene.assets import default_model_dir
+
+    models = tmp_path / "models"
+    shutil.copytree(default_model_dir(), models / "mine", ignore=shutil.ignore_patterns("*.safetensors"))
+    (models / "broken").mkdir()
+    (models / "broken" / "artifact.json").write_text("{not json")
+    secret = str(tmp_path)
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs", models_dir=models))) as c:
+        seen = [c.get("/models").text]
+        refused = c.post("/jobs", files=[_video()], data={"model": "mine", "window": "9"})
+        assert refused.status_code == 422 and "window 9 is outside what model 'mine' takes" in refused.text
+        assert "--" not in refused.json()["detail"]  # API terms, not command-line flags
+        assert c.post("/jobs", files=[_video()], data={"every_s": "inf"}).status_code == 422
+        done = _wait(c, c.post("/jobs", files=[_video()], data={"model": "mine", "max_frames": "6"}).json()["id"])
+        seen += [refused.text, c.get("/jobs").text, c.get(f"/jobs/{done['id']}").text]
+        for name in done["outputs"]:
+            if name.endswith((".json", ".tum", ".ply")):
+                seen.append(c.get(f"/jobs/{done['id']}/files/{name}").content.decode("latin-1"))
+    assert done["status"] == "done"
+    leaks = [text[max(0, text.find(secret) - 80) : text.find(secret) + 80] for text in seen if secret in text]
+    assert leaks == []
