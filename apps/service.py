@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import logging
 import math
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ from edgescene.apps.uploads import (
 )
 from edgescene.assets import DEFAULT_MODEL
 from edgescene.runtime.frames import InputError
+from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
 
@@ -70,6 +73,7 @@ class ServiceConfig:
     max_disk_gb: float | None = None
     shutdown_grace_s: float = 30.0  # on SIGTERM / SIGINT: how long a running job may finish
     api_token: str | None = field(default=None, repr=False)  # every endpoint but /health needs it when set
+    stream_models: int = 2  # (model, window) sessions /stream keeps open (least recently used closed first)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jobs_dir", Path(self.jobs_dir))
@@ -90,7 +94,7 @@ class ServiceConfig:
         for name in ("max_upload_mb", "stream_max_frame_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_files", "queue_size", "workers"):
+        for name in ("max_files", "queue_size", "workers", "stream_models"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
@@ -427,19 +431,30 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             raise HTTPException(404, f"no file {path!r} in the job's outputs; see its 'outputs' list")
         return FileResponse(target, filename=target.name)
 
-    reconstructors: dict[tuple[str, int], Reconstructor] = {}  # opened once, shared by streams
+    reconstructors: OrderedDict[tuple[str, int], Reconstructor] = OrderedDict()  # shared by streams, LRU
     app.state.stream_reconstructors = reconstructors
     opening = threading.Lock()
 
     def reconstructor(model: str | None, window: int) -> Reconstructor:
-        """The (model, window) reconstructor, opened and warmed up on first use (sessions are thread-safe)."""
+        """The (model, window) reconstructor, opened and warmed up on first use and shared by streams;
+        at most ``config.stream_models`` are kept (the least recently used one is closed)."""
         entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
+        frames = entry.info.get("frames") or {}
+        high = int(frames.get("max", 64))
+        if not 2 <= window <= high:
+            raise ValueError(f"window {window} is outside what model {entry.name!r} takes per call (2..{high} frames)")
+        key = (entry.name, window)
         with opening:
-            if (entry.name, window) not in reconstructors:
-                rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
-                rec.warm_up(1)
-                reconstructors[entry.name, window] = rec
-            return reconstructors[entry.name, window]
+            if key in reconstructors:
+                reconstructors.move_to_end(key)
+                return reconstructors[key]
+            rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
+            rec.warm_up(1)
+            reconstructors[key] = rec
+            while len(reconstructors) > config.stream_models:
+                _, old = reconstructors.popitem(last=False)
+                old.session.close()  # streams still using it get an error on their next frame
+            return rec
 
     @app.websocket("/stream")
     async def stream(websocket: WebSocket, model: str | None = None, window: int = 8):
@@ -469,7 +484,7 @@ def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False)
     }
     if core.map is not None and len(core.map):
         points, colors = core.map.points, core.map.colors
-        step = max(1, len(points) // PREVIEW_POINTS)
+        step = max(1, -(-len(points) // PREVIEW_POINTS))  # ceil: the preview never exceeds its cap
         message["preview"] = {
             "points": points[::step].round(4).tolist(),
             "colors": colors[::step].tolist(),
@@ -478,11 +493,31 @@ def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False)
     return message
 
 
+def _decode_frame(data: bytes, number: int) -> np.ndarray:
+    """One streamed JPEG / PNG frame -> (H, W, 3) uint8 RGB; ValueError (the session goes on) for
+    garbage or a frame whose header declares more pixels than the limit (checked before decoding)."""
+    import cv2
+    from PIL import UnidentifiedImageError
+
+    from edgescene.core.preprocess import open_image_checked
+
+    try:
+        with open_image_checked(io.BytesIO(data)):
+            pass
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"frame {number}: not a decodable image; send each frame as JPEG or PNG bytes") from exc
+    except ValueError as exc:
+        raise ValueError(f"frame {number}: {exc}") from exc
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"frame {number}: not a decodable image; send each frame as JPEG or PNG bytes")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 async def _stream_session(websocket: WebSocket, config: ServiceConfig, open_reconstructor) -> None:
     """One client's live reconstruction: binary messages are frames, text ``finish`` ends the stream.
-    Each client has its own stream state; the model session is shared."""
-    import cv2
-
+    Each client has its own stream state; the model session is shared (sessions serialize what they
+    must: onnxruntime's bound buffers and TensorRT's one execution context are locked)."""
     await websocket.accept()
     try:
         rec = await asyncio.to_thread(open_reconstructor)
@@ -511,6 +546,11 @@ async def _stream_session(websocket: WebSocket, config: ServiceConfig, open_reco
                 )
                 continue
             data = message.get("bytes") or b""
+            if not data:
+                await websocket.send_json(
+                    {"type": "error", "detail": "empty message: send each frame as JPEG or PNG bytes"}
+                )
+                continue
             if len(data) > limit:
                 await websocket.send_json(
                     {
@@ -520,22 +560,21 @@ async def _stream_session(websocket: WebSocket, config: ServiceConfig, open_reco
                     }
                 )
                 continue
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None:
-                await websocket.send_json(
-                    {
-                        "type": "error",
-                        "detail": f"frame {stream.frames_seen + 1}: not a "
-                        "decodable image; send each frame as JPEG or PNG bytes",
-                    }
-                )
+            try:  # off the event loop: other clients and /health stay responsive
+                rgb = await asyncio.to_thread(_decode_frame, data, stream.frames_seen + 1)
+            except ValueError as exc:
+                await websocket.send_json({"type": "error", "detail": str(exc)})
                 continue
             start = time.perf_counter()
             try:
-                state = await asyncio.to_thread(stream.push, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                state = await asyncio.to_thread(stream.push, rgb)
             except (InputError, ValueError) as exc:
-                await websocket.send_json({"type": "error", "detail": str(exc)})
+                await websocket.send_json({"type": "error", "detail": redact_paths(str(exc))})
                 continue
+            except RuntimeError as exc:  # e.g. the model was unloaded for another one: this stream cannot go on
+                await websocket.send_json({"type": "error", "detail": f"{redact_paths(str(exc))}; reconnect"})
+                await websocket.close(code=1011)
+                return
             if state is not None:
                 reply = _map_message(stream, stream.frames_seen, True)
             else:

@@ -93,7 +93,9 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     print(f"edgescene serve: {config}")
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info")
+    # websocket messages up to the documented frame limit (+ framing) reach the app, which answers them
+    ws_max = int(config.stream_max_frame_mb * 2**20) + 2**20
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info", ws_max_size=ws_max)
     return 0
 
 

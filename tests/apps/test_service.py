@@ -214,7 +214,47 @@ def test_stream_websocket_returns_the_running_map(client):
     first = updates[0]
     assert np.allclose(np.array(first["extrinsics"][0]), np.eye(4)[:3], atol=1e-9)  # map frame = first camera
     assert len(first["preview"]["points"]) == len(first["preview"]["colors"]) > 0
+    assert all(len(u["preview"]["points"]) <= 20_000 for u in updates)  # the preview's cap holds
     assert final["type"] == "final" and final["keyframes"] >= updates[-1]["keyframes"] and final["points"] > 0
+
+
+def test_stream_keeps_the_session_through_bad_messages(client):
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=4)]
+    with client.websocket_connect("/stream?window=4") as ws:
+        ws.send_bytes(b"")
+        assert ws.receive_json() == {"type": "error", "detail": "empty message: send each frame as JPEG or PNG bytes"}
+        ws.send_bytes(_bomb_png(15_000, 15_000))
+        bomb = ws.receive_json()
+        assert bomb["type"] == "error" and "frame 1:" in bomb["detail"] and "above the limit" in bomb["detail"]
+        ws.send_bytes(b"\x00" * (20 * 2**20 + 1))  # over the documented 20 MiB
+        assert "over the 20 MiB limit" in ws.receive_json()["detail"]
+        ws.send_text("hello")
+        assert "only 'finish'" in ws.receive_json()["detail"]
+        for rgb in frames:  # the session is still there
+            ok, buf = cv2.imencode(".jpg", rgb[..., ::-1])
+            ws.send_bytes(buf.tobytes())
+            assert ws.receive_json()["type"] in ("ack", "update")
+        ws.send_text("finish")
+        assert ws.receive_json()["type"] == "final"
+
+
+@pytest.mark.parametrize("window", ["1", "9", "100000"])
+def test_stream_window_is_checked_against_the_model(client, window):
+    with client.websocket_connect(f"/stream?window={window}") as ws:
+        message = ws.receive_json()
+    assert message["type"] == "error" and f"window {window} is outside what model" in message["detail"]
+    assert "--" not in message["detail"]
+
+
+def test_stream_model_cache_is_bounded(client):
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=2)]
+    ok, buf = cv2.imencode(".jpg", frames[0][..., ::-1])
+    for window in (2, 3, 4, 5):
+        with client.websocket_connect(f"/stream?window={window}") as ws:
+            ws.send_bytes(buf.tobytes())
+            assert ws.receive_json()["type"] in ("ack", "update")
+    cache = client.app.state.stream_reconstructors
+    assert list(cache) == [(DEFAULT_MODEL, 4), (DEFAULT_MODEL, 5)]  # the two most recently used
 
 
 def test_stream_unknown_model(client):

@@ -4,6 +4,7 @@ the websocket library)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -131,5 +132,20 @@ def test_the_real_server_enforces_its_token(tmp_path):
         assert httpx.get(server.url + "/jobs").status_code == 401
         assert httpx.get(server.url + "/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert token not in (tmp_path / "server.log").read_text()  # never printed
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
+
+
+def test_the_real_server_answers_empty_and_20_mib_stream_messages(tmp_path):
+    sync_client = pytest.importorskip("websockets.sync.client")
+    server = Server(tmp_path / "jobs", tmp_path / "server.log")
+    try:
+        with sync_client.connect(f"ws://127.0.0.1:{server.port}/stream?window=4", max_size=None) as ws:
+            ws.send(b"")
+            assert "empty message" in json.loads(ws.recv(timeout=30))["detail"]
+            ws.send(b"\x00" * (20 * 2**20))  # the documented limit: answered, not dropped by the server
+            assert "not a decodable image" in json.loads(ws.recv(timeout=60))["detail"]
+            ws.send("finish")
+            assert json.loads(ws.recv(timeout=30))["type"] == "error"  # no frames before finish
     finally:
         server.stop_cleanly(tmp_path / "server.log")
