@@ -380,7 +380,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"] | None = Query(
             None, description="only jobs in this state"
         ),
-        offset: int = Query(0, ge=0, description="skip this many (oldest first)"),
+        offset: int = Query(0, ge=0, le=1_000_000_000, description="skip this many (oldest first)"),
         limit: int = Query(100, ge=1, le=1000, description="at most this many"),
     ) -> list[JobInfo]:
         return [_job_info(j) for j in jobs.list(status, offset, limit)]
