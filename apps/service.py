@@ -32,6 +32,7 @@ from urllib.parse import unquote_to_bytes
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
@@ -74,6 +75,8 @@ class ServiceConfig:
     shutdown_grace_s: float = 30.0  # on SIGTERM / SIGINT: how long a running job may finish
     api_token: str | None = field(default=None, repr=False)  # every endpoint but /health needs it when set
     stream_models: int = 2  # (model, window) sessions /stream keeps open (least recently used closed first)
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "testserver")  # Host header (DNS rebinding)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none by default)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jobs_dir", Path(self.jobs_dir))
@@ -209,6 +212,56 @@ class _TokenAuth:
         return await response(scope, receive, send)
 
 
+class _Guard:
+    """ASGI middleware: Host must be an allowed name (a DNS-rebinding page cannot reach the service
+    through its own domain); a browser ``Origin`` must be the service itself or a CORS origin (a
+    foreign page can neither open ``/stream`` nor post a form to ``/jobs``); responses carry
+    ``nosniff``, a CSP (the API docs work offline) and ``no-store`` on job data."""
+
+    CSP = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+    )
+
+    def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...]) -> None:
+        self.app, self.hosts, self.origins = app, {h.lower() for h in hosts}, set(origins)
+
+    def _host_ok(self, host: str) -> bool:
+        if "*" in self.hosts:
+            return True
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]").lower() in self.hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        host = headers.get("host", "")
+        if not self._host_ok(host):
+            return await self._refuse(scope, receive, send, 400, f"host {host!r} is not served here (allowed hosts)")
+        origin = headers.get("origin")
+        own = {f"http://{host}", f"https://{host}"}
+        unsafe = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD", "OPTIONS")
+        if origin and unsafe and origin not in own and origin not in self.origins:
+            return await self._refuse(scope, receive, send, 403, f"requests from origin {origin!r} are not allowed")
+
+        async def secured(message):
+            if message["type"] == "http.response.start":
+                extra = [(b"x-content-type-options", b"nosniff"), (b"content-security-policy", self.CSP.encode())]
+                if scope["path"].startswith("/jobs"):
+                    extra.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return await self.app(scope, receive, secured)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, detail: str):
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+            return None
+        return await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+
+
 class _BodyLimit:
     """ASGI middleware: POST /jobs bodies over the limit are refused with 413 as soon as they are seen
     (by Content-Length, or while they stream in), before anything is parsed or stored."""
@@ -272,7 +325,15 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     app.state.jobs, app.state.config = jobs, config
     app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes)
     if config.api_token:
-        app.add_middleware(_TokenAuth, token=config.api_token)  # added last: runs first
+        app.add_middleware(_TokenAuth, token=config.api_token)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(_Guard, hosts=config.allowed_hosts, origins=config.cors_origins)  # added last: runs first
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, exc: UploadError):

@@ -133,3 +133,13 @@ def test_errors_are_one_line_unless_debug(tmp_path):
     debug = run("--debug", *args)
     assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
+def test_the_web_app_is_not_exposed_without_a_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EDGESCENE_APP_AUTH", raising=False)
+    assert main(["app", "--share", "--workspace", str(tmp_path / "ws")]) == 2
+    assert "without a password" in capsys.readouterr().err
+    assert main(["app", "--host", "0.0.0.0", "--workspace", str(tmp_path / "ws")]) == 2
+    assert main(["app", "--auth", "me:short", "--workspace", str(tmp_path / "ws")]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()

@@ -43,6 +43,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="allow listening beyond the loopback address without an API token (anyone who can reach it can "
         "submit, list and download jobs)",
     )
+    p.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="comma-separated host names clients may use besides 127.0.0.1 / localhost (e.g. the server's DNS "
+        "name); '*' allows any (defaults to --host when it is not a loopback or wildcard address)",
+    )
+    p.add_argument("--cors-origins", default="", help="comma-separated browser origins allowed to call the API")
     p.add_argument("--keep-jobs", type=int, help="keep at most this many finished jobs (oldest deleted first)")
     p.add_argument("--keep-days", type=float, help="delete finished jobs older than this many days")
     p.add_argument("--max-disk-gb", type=float, help="keep the jobs folder under this size (oldest deleted first)")
@@ -52,6 +59,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=30.0,
         help="on SIGTERM / Ctrl-C, how long a running job may finish before it is marked interrupted (default: 30)",
     )
+
+
+def _hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    hosts = ["127.0.0.1", "localhost", "::1"]
+    if args.host not in ("0.0.0.0", "::", *hosts):
+        hosts.append(args.host)
+    hosts += [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+    return tuple(dict.fromkeys(hosts))
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -90,6 +105,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_disk_gb=args.max_disk_gb,
         shutdown_grace_s=args.shutdown_grace_s,
         api_token=token,
+        allowed_hosts=_hosts(args),
+        cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
     )
     print(f"edgescene serve: {config}")
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")
@@ -109,10 +126,38 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
         help="checkpoints, training runs, exported models and reconstructions go here",
     )
     p.add_argument("--models-dir", type=Path, help="more artifact folders to offer for reconstruction")
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs network)")
+    p.add_argument(
+        "--share",
+        action="store_true",
+        help="also make a public gradio.live link (needs network; requires --auth or --auth-file)",
+    )
+    p.add_argument("--auth", help="USER:PASSWORD the app asks for (or EDGESCENE_APP_AUTH)")
+    p.add_argument("--auth-file", type=Path, help="a file holding USER:PASSWORD")
+
+
+def _app_auth(args: argparse.Namespace) -> tuple[str, str] | None:
+    text = args.auth or os.environ.get("EDGESCENE_APP_AUTH", "").strip() or None
+    if args.auth_file is not None:
+        if not args.auth_file.is_file():
+            raise FileNotFoundError(f"--auth-file {args.auth_file} does not exist")
+        text = args.auth_file.read_text().strip()
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or len(password) < 8:
+        raise ValueError("the app's credentials are USER:PASSWORD with a password of at least 8 characters")
+    return user, password
 
 
 def run_app(args: argparse.Namespace) -> int:
+    auth = _app_auth(args)
+    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    if auth is None and (args.share or not loopback):
+        where = "a public gradio.live link" if args.share else f"--host {args.host}"
+        raise ValueError(
+            f"{where} exposes the app (training, export, your files) without a password: pass "
+            "--auth USER:PASSWORD or --auth-file FILE"
+        )
     _require("gradio")
     from edgescene.apps.webapp import build_app
 
@@ -121,6 +166,10 @@ def run_app(args: argparse.Namespace) -> int:
     demo = build_app(args.workspace, args.models_dir)
     print(f"edgescene app: workspace {args.workspace.resolve()}")
     demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, share=args.share, allowed_paths=[str(args.workspace.resolve())]
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=auth,
+        allowed_paths=[str(args.workspace.resolve())],
     )
     return 0

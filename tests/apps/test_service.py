@@ -419,3 +419,35 @@ def test_no_server_path_reaches_a_client(tmp_path):
     assert done["status"] == "done"
     leaks = [text[max(0, text.find(secret) - 80) : text.find(secret) + 80] for text in seen if secret in text]
     assert leaks == []
+
+
+def test_hosts_origins_and_security_headers(tmp_path):
+    from starlette.websockets import WebSocketDisconnect
+
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs"))) as c:
+        ok = c.get("/jobs")
+        assert ok.status_code == 200 and ok.headers["x-content-type-options"] == "nosniff"
+        assert (
+            ok.headers["cache-control"] == "no-store" and "default-src 'self'" in ok.headers["content-security-policy"]
+        )
+        rebound = c.get("/jobs", headers={"Host": "evil.example"})  # DNS rebinding: a foreign name for us
+        assert rebound.status_code == 400 and "evil.example" in rebound.json()["detail"]
+        foreign = c.post("/jobs", files=[_video()], headers={"Origin": "https://evil.example"})
+        assert foreign.status_code == 403 and list((tmp_path / "jobs").glob("*/input")) == []
+        assert c.get("/models", headers={"Origin": "https://evil.example"}).status_code == 200  # reads are fine
+        assert "access-control-allow-origin" not in c.get("/models", headers={"Origin": "https://x.org"}).headers
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            c.websocket_connect("/stream", headers={"Origin": "https://evil.example"}) as ws,
+        ):
+            ws.receive_json()
+        assert closed.value.code == 1008
+        with c.websocket_connect("/stream", headers={"Origin": "http://testserver"}) as ws:  # the service's own page
+            ws.send_text("finish")
+            assert ws.receive_json()["type"] == "error"
+    config = ServiceConfig(jobs_dir=tmp_path / "jobs", cors_origins=("https://app.example",))
+    with TestClient(create_app(config)) as c:
+        pre = c.options("/jobs", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        assert pre.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.post("/jobs", files=[_video()], data={"max_frames": "2"}, headers={"Origin": "https://app.example"})
+        assert r.status_code == 202
