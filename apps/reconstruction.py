@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -62,6 +63,16 @@ def check_inputs(paths: Sequence[str | Path], mode: str) -> list[Path]:
     return paths
 
 
+DEFAULT_MAX_FRAMES = 120  # the web app holds a run in memory: a 320-frame video peaked at 2.2 GB
+KEEP_RECONSTRUCTIONS = 10  # finished reconstructions kept in the workspace (the oldest are deleted)
+
+
+def _prune(out_root: Path, keep: int) -> None:
+    runs = sorted((p for p in out_root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def reconstruct(
     paths: Sequence[str | Path],
     mode: str,
@@ -73,8 +84,13 @@ def reconstruct(
     options: ViewOptions = ViewOptions(),
     on_frame: Callable[[int, int | None], None] | None = None,
 ) -> Rendered:
-    """Run the model over the inputs once, cache its predictions in a new folder and render them."""
+    """Run the model over the inputs once, cache its predictions in a new folder and render them.
+
+    ``max_frames`` None takes :data:`DEFAULT_MAX_FRAMES` (the run is held in memory); only the
+    :data:`KEEP_RECONSTRUCTIONS` newest reconstructions stay in ``out_root``.
+    """
     paths = check_inputs(paths, mode)
+    max_frames = max_frames or DEFAULT_MAX_FRAMES
     start = time.perf_counter()
     source = paths[0] if mode != "several images" else paths
     frames = open_frames(source, every_s=every_s if mode == "video" else None, max_frames=max_frames)
@@ -97,6 +113,7 @@ def reconstruct(
     result = rec.run(counted())
     folder = Path(out_root) / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
+    _prune(Path(out_root), KEEP_RECONSTRUCTIONS)
     cache = SceneCache.from_reconstruction(result)
     cache.save(folder / CACHE_NAME)
     rendered = _render(cache, folder, options, start, model_run=True)

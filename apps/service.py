@@ -41,6 +41,7 @@ from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.models_catalog import find_model, list_models
 from edgescene.apps.uploads import (
     UploadError,
+    UploadTooLarge,
     check_decodable,
     check_kinds,
     kind_of,
@@ -49,7 +50,7 @@ from edgescene.apps.uploads import (
     save_stream,
 )
 from edgescene.assets import DEFAULT_MODEL
-from edgescene.runtime.frames import InputError
+from edgescene.runtime.frames import InputError, open_frames
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
@@ -75,6 +76,8 @@ class ServiceConfig:
     shutdown_grace_s: float = 30.0  # on SIGTERM / SIGINT: how long a running job may finish
     api_token: str | None = field(default=None, repr=False)  # every endpoint but /health needs it when set
     stream_models: int = 2  # (model, window) sessions /stream keeps open (least recently used closed first)
+    max_job_frames: int = 3000  # frames one job may decode (after every_s / max_frames), checked at submission
+    max_video_s: float = 3600.0  # the longest video a job accepts (from its header)
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "testserver")  # Host header (DNS rebinding)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none by default)
 
@@ -97,7 +100,7 @@ class ServiceConfig:
         for name in ("max_upload_mb", "stream_max_frame_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_files", "queue_size", "workers", "stream_models"):
+        for name in ("max_files", "queue_size", "workers", "stream_models", "max_job_frames"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
@@ -426,6 +429,8 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             kind = check_kinds(kinds)
             for path, file_kind in zip(saved, kinds, strict=True):
                 check_decodable(path, file_kind)
+            if kind == "video":
+                _check_video_budget(saved[0], every_s, max_frames, config)
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
             return _job_info(jobs.submit(job_id, kind, entry.name, entry.path, options))
@@ -552,6 +557,25 @@ def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False)
             "every": step,
         }
     return message
+
+
+def _check_video_budget(path: Path, every_s: float | None, max_frames: int | None, config: ServiceConfig) -> None:
+    """413 at submission for a video longer than ``max_video_s`` or one that would decode more than
+    ``max_job_frames`` frames after sampling, from its header (nothing is decoded for it)."""
+    source = open_frames(path, every_s=every_s, max_frames=max_frames)
+    name = path.name.split("_", 1)[-1]
+    if source.duration_s is not None and source.duration_s > config.max_video_s:
+        raise UploadTooLarge(
+            f"video {name} lasts {source.duration_s:.1f} s, over the limit of {config.max_video_s:g} s; "
+            "send a shorter clip"
+        ) from None
+    expected = source.expected_count()
+    if expected is not None and expected > config.max_job_frames:
+        raise UploadTooLarge(
+            f"video {name} would give {expected} frames, over the limit of {config.max_job_frames}; sample it with "
+            f"every_s (e.g. every_s={max(0.1, round((source.duration_s or expected) / config.max_job_frames, 2))}) "
+            "or send max_frames"
+        )
 
 
 def _decode_frame(data: bytes, number: int) -> np.ndarray:

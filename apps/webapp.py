@@ -23,7 +23,7 @@ from pathlib import Path
 import gradio as gr
 
 from edgescene.apps.models_catalog import list_models
-from edgescene.apps.reconstruction import MODES, reconstruct, rerender
+from edgescene.apps.reconstruction import DEFAULT_MAX_FRAMES, MODES, reconstruct, rerender
 from edgescene.apps.workspace import CHECKPOINT_SUFFIXES, Workspace
 from edgescene.runtime.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from edgescene.runtime.scene import ViewOptions
@@ -482,7 +482,12 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                         )
                         model = gr.Dropdown(list(models), value=next(iter(models)), label="model")
                         every_s = gr.Slider(0, 5, value=0, step=0.1, label="video: one frame every N seconds (0: all)")
-                        max_frames = gr.Number(label="max frames (0: no limit)", value=0, precision=0, minimum=0)
+                        max_frames = gr.Number(
+                            label=f"max frames (0: {DEFAULT_MAX_FRAMES})",
+                            value=DEFAULT_MAX_FRAMES,
+                            precision=0,
+                            minimum=0,
+                        )
                         run_btn = gr.Button("Reconstruct", variant="primary", elem_id="recon-run")
                         gr.Markdown("Display (re-renders without running the model):")
                         conf = gr.Slider(0, 100, value=50, step=1, label="confidence percentile (drop below)")

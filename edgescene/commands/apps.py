@@ -50,6 +50,19 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "name); '*' allows any (defaults to --host when it is not a loopback or wildcard address)",
     )
     p.add_argument("--cors-origins", default="", help="comma-separated browser origins allowed to call the API")
+    p.add_argument(
+        "--max-job-frames",
+        type=int,
+        default=3000,
+        help="frames one job may decode after sampling, checked at submission (default: 3000)",
+    )
+    p.add_argument("--max-video-s", type=float, default=3600.0, help="longest video a job accepts (default: 3600)")
+    p.add_argument(
+        "--stream-models",
+        type=int,
+        default=2,
+        help="(model, window) sessions /stream keeps open; the least recently used is closed (default: 2)",
+    )
     p.add_argument("--keep-jobs", type=int, help="keep at most this many finished jobs (oldest deleted first)")
     p.add_argument("--keep-days", type=float, help="delete finished jobs older than this many days")
     p.add_argument("--max-disk-gb", type=float, help="keep the jobs folder under this size (oldest deleted first)")
@@ -106,6 +119,9 @@ def run_serve(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace_s,
         api_token=token,
         allowed_hosts=_hosts(args),
+        max_job_frames=args.max_job_frames,
+        max_video_s=args.max_video_s,
+        stream_models=args.stream_models,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
     )
     print(f"edgescene serve: {config}")

@@ -451,3 +451,17 @@ def test_hosts_origins_and_security_headers(tmp_path):
         assert pre.headers["access-control-allow-origin"] == "https://app.example"
         r = c.post("/jobs", files=[_video()], data={"max_frames": "2"}, headers={"Origin": "https://app.example"})
         assert r.status_code == 202
+
+
+def test_video_frame_and_duration_budgets_are_checked_at_submission(tmp_path):
+    config = ServiceConfig(jobs_dir=tmp_path / "jobs", max_job_frames=10, max_video_s=60)
+    with TestClient(create_app(config)) as c:
+        r = c.post("/jobs", files=[_video()])  # 32 frames
+        assert r.status_code == 413 and "would give 32 frames, over the limit of 10" in r.json()["detail"]
+        assert "every_s" in r.json()["detail"] and list((tmp_path / "jobs").glob("*/input")) == []
+        assert c.post("/jobs", files=[_video()], data={"max_frames": "8"}).status_code == 202
+    short = ServiceConfig(jobs_dir=tmp_path / "jobs2", max_video_s=0.5)
+    with TestClient(create_app(short)) as c:
+        r = c.post("/jobs", files=[_video()])
+        detail = r.json()["detail"]
+        assert r.status_code == 413 and detail.startswith("video sample.mp4 lasts") and "send a shorter clip" in detail

@@ -165,3 +165,15 @@ def test_a_vggt_checkpoint_from_model_setup_reconstructs_on_the_pytorch_backend(
     )
     assert glb is not None and "6 keyframes" in status, status
     assert "demo model" not in status  # a checkpoint carries no demo flag: it is the user's model
+
+
+def test_the_workspace_keeps_only_the_newest_reconstructions(tmp_path):
+    import os
+
+    from edgescene.apps.reconstruction import _prune
+
+    for i in range(5):
+        (tmp_path / f"run{i}").mkdir()
+        os.utime(tmp_path / f"run{i}", (1000 + i, 1000 + i))
+    _prune(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run3", "run4"]
