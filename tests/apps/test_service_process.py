@@ -29,7 +29,7 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, jobs_dir: Path, log: Path, token: str | None = None) -> None:
+    def __init__(self, jobs_dir: Path, log: Path, *extra: str, token: str | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -49,6 +49,7 @@ class Server:
                 str(jobs_dir),
                 "--shutdown-grace-s",
                 "20",
+                *extra,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -149,3 +150,95 @@ def test_the_real_server_answers_empty_and_20_mib_stream_messages(tmp_path):
             assert json.loads(ws.recv(timeout=30))["type"] == "error"  # no frames before finish
     finally:
         server.stop_cleanly(tmp_path / "server.log")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def _bomb_png(side: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 4096))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
+def test_a_pixel_bomb_is_refused_by_the_real_server_without_a_memory_spike(tmp_path):
+    server = Server(tmp_path / "jobs", tmp_path / "server.log")
+    try:
+        before = _peak_rss_mb(server.proc.pid)
+        r = httpx.post(server.url + "/jobs", files={"files": ("huge.png", _bomb_png(30_000), "image/png")})
+        assert r.status_code == 413 and "megapixels" in r.json()["detail"]
+        assert _peak_rss_mb(server.proc.pid) - before < 50  # decoded, 30000^2 RGB would be 2.7 GB
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
+
+
+def test_a_cancelled_job_frees_its_slot_on_the_real_server(tmp_path):
+    server = Server(tmp_path / "jobs", tmp_path / "server.log", "--queue-size", "1")
+    video = {"files": ("sample.mp4", (sample_dir() / "sample.mp4").read_bytes(), "video/mp4")}
+    try:
+        ids = []
+        for _ in range(3):  # one runs, one waits, the queue is then full
+            r = httpx.post(server.url + "/jobs", files=video)
+            if r.status_code == 429:
+                assert r.headers["retry-after"] == "10"
+                break
+            ids.append(r.json()["id"])
+        queued = [i for i in ids if httpx.get(f"{server.url}/jobs/{i}").json()["status"] == "queued"]
+        if queued:  # (on a fast machine the first job may already be done)
+            assert httpx.delete(f"{server.url}/jobs/{queued[0]}").json()["status"] == "cancelled"
+            assert httpx.post(server.url + "/jobs", files=video).status_code == 202  # the slot is free again
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
+
+
+def test_two_concurrent_streams_on_one_model_equal_a_serial_one(tmp_path):
+    import threading
+
+    import cv2
+    from websockets.sync.client import connect
+
+    from edgescene.runtime.frames import open_frames
+
+    jpegs = [
+        cv2.imencode(".jpg", f.rgb[..., ::-1])[1].tobytes()
+        for f in open_frames(sample_dir() / "sample.mp4", max_frames=12)
+    ]
+    server = Server(tmp_path / "jobs", tmp_path / "server.log")
+
+    def run_stream() -> dict:
+        with connect(f"ws://127.0.0.1:{server.port}/stream?window=4", max_size=None) as ws:
+            for data in jpegs:
+                ws.send(data)
+                ws.recv(timeout=120)
+            ws.send("finish")
+            return json.loads(ws.recv(timeout=120))
+
+    try:
+        serial = run_stream()
+        results: list[dict] = []
+        threads = [threading.Thread(target=lambda: results.append(run_stream())) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
+    assert len(results) == 2
+    for result in results:
+        assert result["points"] == serial["points"] and result["keyframes"] == serial["keyframes"]
+        assert result["extrinsics"] == serial["extrinsics"]
