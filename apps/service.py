@@ -45,13 +45,14 @@ from edgescene.apps.uploads import (
     UploadTooLarge,
     check_decodable,
     check_kinds,
+    client_name,
     kind_of,
     resolve_inside,
     safe_name,
     save_stream,
 )
 from edgescene.assets import DEFAULT_MODEL
-from edgescene.runtime.frames import InputError, open_frames
+from edgescene.runtime.frames import InputError
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
@@ -429,12 +430,12 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
                 used += save_stream(upload.file, target, config.max_upload_bytes, used)
                 saved.append(target)
             kind = check_kinds(kinds)
-            for path, file_kind in zip(saved, kinds, strict=True):
-                check_decodable(path, file_kind)
-            if kind == "video":
-                _check_video_budget(saved[0], every_s, max_frames, config)
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
+            for path, file_kind in zip(saved, kinds, strict=True):
+                source = check_decodable(path, file_kind, every_s, max_frames)
+                if source is not None:  # a video, probed once with the job's sampling
+                    _check_video_budget(source, client_name(path), config)
             return _job_info(jobs.submit(job_id, kind, entry.name, entry.path, options))
         except QueueFull as exc:
             shutil.rmtree(jobs.folder(job_id), ignore_errors=True)
@@ -564,11 +565,9 @@ def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False)
     return message
 
 
-def _check_video_budget(path: Path, every_s: float | None, max_frames: int | None, config: ServiceConfig) -> None:
+def _check_video_budget(source, name: str, config: ServiceConfig) -> None:
     """413 at submission for a video longer than ``max_video_s`` or one that would decode more than
-    ``max_job_frames`` frames after sampling, from its header (nothing is decoded for it)."""
-    source = open_frames(path, every_s=every_s, max_frames=max_frames)
-    name = path.name.split("_", 1)[-1]
+    ``max_job_frames`` frames after sampling, from its probed header."""
     if source.duration_s is not None and source.duration_s > config.max_video_s:
         raise UploadTooLarge(
             f"video {name} lasts {source.duration_s:.1f} s, over the limit of {config.max_video_s:g} s; "

@@ -116,16 +116,22 @@ class UnreadableInput(UploadError):
     status = 422
 
 
-def check_decodable(path: Path, kind: str) -> None:
+def client_name(path: Path) -> str:
+    """The name the client gave a saved upload (:func:`safe_name`'s index prefix is ours)."""
+    return path.name.split("_", 1)[-1]
+
+
+def check_decodable(path: Path, kind: str, every_s: float | None = None, max_frames: int | None = None):
     """Refuse, at submission, what the job could not decode safely: an image or video whose header
     declares more pixels than the limit (413, before any decoding: a pixel bomb never reaches a
-    decoder), or a video with no decodable frame (422)."""
+    decoder), or a video with no decodable frame (422). For a video, returns its probed
+    :class:`~edgescene.runtime.frames.FrameSource` with the job's sampling (for its budget check)."""
     from PIL import UnidentifiedImageError
 
     from edgescene.core.preprocess import open_image_checked
     from edgescene.runtime.frames import InputError, open_frames
 
-    name = path.name.split("_", 1)[-1]  # safe_name's index prefix is ours, not the client's
+    name = client_name(path)
     if kind == "image":
         try:
             with open_image_checked(path):
@@ -134,9 +140,9 @@ def check_decodable(path: Path, kind: str) -> None:
             raise UploadTooLarge(str(exc).replace(path.name, name)) from exc
         except (UnidentifiedImageError, OSError) as exc:
             raise UnreadableInput(f"image {name} cannot be read ({exc}); send a PNG or JPEG") from exc
-        return
-    try:
-        open_frames(path)  # probes the header (size checked first) and decodes the first frame only
+        return None
+    try:  # probes the header (size checked first) and decodes the first frame only
+        return open_frames(path, every_s=every_s, max_frames=max_frames)
     except InputError as exc:
         message = str(exc).replace(str(path), name)
         raise (UploadTooLarge if "megapixels" in message else UnreadableInput)(message) from exc

@@ -15,7 +15,6 @@ carries its own weights (n sizes: n times the weights on disk).
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import tempfile
@@ -212,8 +211,9 @@ def _package(
         )
         inner = stage / files["model"]
         if precision == "fp16":
-            cache = Path(os.environ.get("EDGESCENE_CACHE") or Path.home() / ".cache" / "edgescene") / "ort_trt"
-            runner, gate = _triton_fp16_gate(inner, cache, log)
+            from edgescene.export.tensorrt import cache_root
+
+            runner, gate = _triton_fp16_gate(inner, cache_root() / "ort_trt", log)
             return {**files, "model": files["model"]}, runner, gate, inner
         return {**files, "model": files["model"]}, _ort_runner(inner), {}, inner
     # tensorrt

@@ -84,9 +84,15 @@ def _this_gpu(torch) -> dict[str, str]:
     return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
 
 
+def cache_root() -> Path:
+    """Where exports keep what outlives one export (timing and engine caches): ``$EDGESCENE_CACHE``
+    or ``~/.cache/edgescene``."""
+    return Path(os.environ.get("EDGESCENE_CACHE") or Path.home() / ".cache" / "edgescene")
+
+
 def timing_cache_file(device: dict[str, str], tensorrt_version: str) -> Path:
     """Where builds on this GPU model with this TensorRT version keep their timing cache."""
-    root = Path(os.environ.get("EDGESCENE_CACHE") or Path.home() / ".cache" / "edgescene")
+    root = cache_root()
     gpu = "".join(c if c.isalnum() else "-" for c in device.get("gpu", "gpu")).strip("-")
     return root / "tensorrt" / f"{gpu}-sm{device.get('compute_capability', '?')}-trt{tensorrt_version}.cache"
 

@@ -74,8 +74,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
 def _hosts(args: argparse.Namespace) -> tuple[str, ...]:
-    hosts = ["127.0.0.1", "localhost", "::1"]
+    hosts = list(LOOPBACK)
     if args.host not in ("0.0.0.0", "::", *hosts):
         hosts.append(args.host)
     hosts += [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
@@ -100,7 +107,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if not args.api_token_file.is_file():
             raise FileNotFoundError(f"--api-token-file {args.api_token_file} does not exist")
         token = args.api_token_file.read_text().strip() or None
-    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    loopback = _is_loopback(args.host)
     if not loopback and token is None and not args.insecure:
         raise ValueError(
             f"--host {args.host} exposes the service beyond this machine without an API token: set "
@@ -167,7 +174,7 @@ def _app_auth(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def run_app(args: argparse.Namespace) -> int:
     auth = _app_auth(args)
-    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    loopback = _is_loopback(args.host)
     if auth is None and (args.share or not loopback):
         where = "a public gradio.live link" if args.share else f"--host {args.host}"
         raise ValueError(

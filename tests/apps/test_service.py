@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
+from pixel_bomb import bomb_png
 
 from edgescene.apps.service import ServiceConfig, create_app
 from edgescene.apps.uploads import resolve_inside
@@ -223,7 +224,7 @@ def test_stream_keeps_the_session_through_bad_messages(client):
     with client.websocket_connect("/stream?window=4") as ws:
         ws.send_bytes(b"")
         assert ws.receive_json() == {"type": "error", "detail": "empty message: send each frame as JPEG or PNG bytes"}
-        ws.send_bytes(_bomb_png(15_000, 15_000))
+        ws.send_bytes(bomb_png(15_000, 15_000))
         bomb = ws.receive_json()
         assert bomb["type"] == "error" and "frame 1:" in bomb["detail"] and "above the limit" in bomb["detail"]
         ws.send_bytes(b"\x00" * (20 * 2**20 + 1))  # over the documented 20 MiB
@@ -335,21 +336,8 @@ def test_stream_clients_share_the_model_but_not_their_state(client):
     assert len(client.app.state.stream_reconstructors) == 1
 
 
-def _bomb_png(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares width x height."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    data = zlib.compress(b"\x00" * (3 * width + 1) * 8)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-
-
 def test_a_pixel_bomb_is_refused_at_submission(client, tmp_path):
-    bomb = _bomb_png(15_000, 15_000)
+    bomb = bomb_png(15_000, 15_000)
     assert len(bomb) < 300_000
     r = client.post("/jobs", files=[("files", ("huge.png", bomb, "image/png"))])
     assert r.status_code == 413, r.text

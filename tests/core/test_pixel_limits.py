@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import resource
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
+from pixel_bomb import bomb_png
 
 from edgescene.assets import sample_dir
 from edgescene.core.preprocess import DEFAULT_MAX_PIXELS, decode_image, load_rgb, max_pixels
 from edgescene.runtime.frames import InputError, open_frames
 
 
-def bomb_png(path, width: int, height: int) -> None:
-    """A tiny PNG whose header declares width x height (its pixel data is a few compressed bytes)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    row = b"\x00" + b"\x00" * 3 * width
-    body = zlib.compressobj(9)
-    data = b"".join(body.compress(row) for _ in range(min(height, 64))) + body.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize("side", [15_000, 30_000])
 def test_a_pixel_bomb_is_refused_before_decoding(tmp_path, side):
     path = tmp_path / "bomb.png"
-    bomb_png(path, side, side)
+    path.write_bytes(bomb_png(side, side))
     assert path.stat().st_size < 300_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     megapixels = f"{side * side / 1e6:.1f} megapixels"
