@@ -1,6 +1,7 @@
 # Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
 #   make demo    reconstruct the bundled sample video with the bundled default model
-#   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent; installs chromium for browser tests)
+#   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent; installs chromium for browser
+#                tests and .venv-triton, the Python of the real Triton server the triton backend is tested on)
 #   make test-fast  the suite without the tests marked slow (under 2 minutes)
 #   make lint    the gates: ruff check, ruff format --check, mypy, import-linter contracts (.importlinter)
 #   make check-extras  each install extra alone in a fresh venv does its job (downloads from PyPI)
@@ -19,7 +20,7 @@ STAMP := $(VENV)/.installed
 # pip on these machines warns about every local index folder it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test test-fast lint check-extras venv chromium clean device-check
+.PHONY: demo test test-fast lint check-extras venv chromium triton-server clean device-check
 
 DEVICE_OUT ?= out/device-check
 
@@ -47,10 +48,25 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "make: chromium is not installed (needs root and apt); browser tests will skip"; fi
 
+# The Triton backend's tests start a real tritonserver (from the nvidia-pytriton wheel) with the Python
+# of .venv-triton (pytriton needs numpy < 2, .venv has 2.x). Its wheels are Linux-only (x86_64, aarch64):
+# elsewhere the Triton tests skip and say why; on Linux a failed install fails the build.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+
+$(TRITON_STAMP): tests/triton-server-requirements.txt
+	@if [ "$$(uname -s)" = Linux ]; then \
+	  $(PYTHON) -m venv $(TRITON_VENV) && \
+	  $(TRITON_VENV)/bin/python -m pip --disable-pip-version-check -q install -r tests/triton-server-requirements.txt 2>&1 | $(QUIET) && \
+	  $(TRITON_VENV)/bin/python -c "import pytriton, onnxruntime" && touch $(TRITON_STAMP); \
+	else echo "make: nvidia-pytriton ships Linux wheels only; the Triton backend tests will skip"; fi
+
+triton-server: $(TRITON_STAMP)
+
 TEST_ENV := HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
 # pytest's closing line gives the whole suite's time; --durations lists the slowest tests
-test: $(STAMP) chromium
+test: $(STAMP) chromium $(TRITON_STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest --durations=15 $(ARGS)
 
 test-fast: $(STAMP)

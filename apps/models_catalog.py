@@ -1,7 +1,8 @@
 """The models a service or app offers: the bundled default VGGT artifact, the artifact folders in a
-models directory, and PyTorch VGGT models the operator names (``serve --vggt NAME=SOURCE``: a Hub id
-such as facebook/VGGT-1B, or a checkpoint file), run by the PyTorch backend (CUDA when present).
-Clients name a model; they never pass a path.
+models directory, and VGGT models the operator names (``serve --vggt NAME=SOURCE``): a Hub id such
+as facebook/VGGT-1B or a checkpoint file, run by the PyTorch backend (CUDA when present), or a
+model on a Triton Inference Server (``triton://host:port/model``), where only the model call is
+remote. Clients name a model; they never pass a path or an address.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from edgescene.assets import DEFAULT_MODEL, default_model_dir
 from edgescene.core.artifact import ArtifactError, read_artifact
+from edgescene.runtime.backends.triton import is_triton_url, parse_triton_url
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.session import is_hub_id
 
@@ -18,7 +20,7 @@ from edgescene.runtime.session import is_hub_id
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    path: Path
+    path: Path | str  # what runs it: a folder, a checkpoint file, a Hub id or a triton:// address
     info: dict  # family, preset, format, precision, input size, frames, accepted, or the error
 
 
@@ -42,7 +44,10 @@ def _describe(path: Path) -> dict:
 
 
 def _describe_pytorch(source: str) -> dict:
-    """A PyTorch VGGT model named by the operator, described without loading it."""
+    """A VGGT model named by the operator, described without loading it or connecting to it."""
+    if is_triton_url(source):
+        address = parse_triton_url(source)  # checked when the service starts
+        return {"usable": True, "family": "vggt", "format": "triton", "backend": "triton", "source": str(address)}
     if is_hub_id(source):
         return {"usable": True, "family": "vggt", "format": "pytorch", "backend": "torch", "source": f"hub:{source}"}
     path = Path(source)
@@ -53,14 +58,15 @@ def _describe_pytorch(source: str) -> dict:
 
 def list_models(models_dir: Path | None, pytorch_models: dict[str, str] | None = None) -> list[ModelEntry]:
     """The bundled model first, then every sub-folder of ``models_dir`` holding an ``artifact.json``,
-    then ``pytorch_models`` (name -> Hub id or checkpoint file)."""
+    then ``pytorch_models`` (name -> Hub id, checkpoint file or triton:// address)."""
     entries = [ModelEntry(DEFAULT_MODEL, default_model_dir(), {**_describe(default_model_dir()), "bundled": True})]
     if models_dir is not None and Path(models_dir).is_dir():
         for folder in sorted(Path(models_dir).iterdir()):
             if folder.name != DEFAULT_MODEL and (folder / "artifact.json").is_file():
                 entries.append(ModelEntry(folder.name, folder, {**_describe(folder), "bundled": False}))
     for name, source in (pytorch_models or {}).items():
-        entries.append(ModelEntry(name, Path(source), {**_describe_pytorch(source), "bundled": False}))
+        ref: Path | str = source if is_triton_url(source) else Path(source)  # Path() would fold "//"
+        entries.append(ModelEntry(name, ref, {**_describe_pytorch(source), "bundled": False}))
     return entries
 
 

@@ -52,6 +52,7 @@ from edgescene.apps.uploads import (
     save_stream,
 )
 from edgescene.assets import DEFAULT_MODEL
+from edgescene.runtime.backends.triton import is_triton_url, parse_triton_url
 from edgescene.runtime.frames import InputError
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
@@ -66,7 +67,7 @@ class ServiceConfig:
 
     jobs_dir: Path = Path("jobs")
     models_dir: Path | None = None  # artifact folders offered besides the bundled model
-    pytorch_models: dict[str, str] = field(default_factory=dict)  # name -> Hub id or checkpoint (PyTorch backend)
+    pytorch_models: dict[str, str] = field(default_factory=dict)  # name -> Hub id, checkpoint or triton:// address
     max_upload_mb: float = 500.0  # per request, all files together
     max_files: int = 500
     queue_size: int = 4  # jobs waiting for a worker
@@ -93,8 +94,13 @@ class ServiceConfig:
         for name, source in self.pytorch_models.items():
             if not name or "/" in name or name == DEFAULT_MODEL:
                 raise ValueError(f"model name {name!r} must be non-empty, without '/', and not {DEFAULT_MODEL!r}")
-            if not (is_hub_id(source) or Path(source).is_file()):
-                raise ValueError(f"--vggt {name}={source}: neither a Hub id (facebook/VGGT-1B) nor a checkpoint file")
+            if is_triton_url(source):
+                parse_triton_url(source)  # ValueError naming what is wrong with the address
+            elif not (is_hub_id(source) or Path(source).is_file()):
+                raise ValueError(
+                    f"--vggt {name}={source}: neither a Hub id (facebook/VGGT-1B), a checkpoint file nor a "
+                    "Triton model (triton://host:port/model)"
+                )
         Retention(self.keep_jobs, self.keep_days, self.max_disk_gb)  # validates them
         if self.api_token is not None and len(self.api_token.strip()) < 16:
             raise ValueError("the API token must be at least 16 characters (e.g. `openssl rand -hex 32`)")

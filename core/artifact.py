@@ -37,6 +37,9 @@ SCHEMA = "edgescene.artifact"
 VERSION = 1
 ARTIFACT_JSON = "artifact.json"
 BACKENDS = ("onnxruntime", "tensorrt", "triton")
+# The Triton model-config parameter that carries the artifact's JSON, so a client of the server
+# (``triton://host:port/model``) knows the model without the export folder.
+TRITON_ARTIFACT_PARAMETER = "edgescene_artifact"
 
 
 class ArtifactError(ValueError):

@@ -430,6 +430,10 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             notes=notes,
         )
         set_metadata(onnx_path, artifact.to_json())
+        if fmt.name == "triton" and report.passed:
+            from edgescene.export.triton import embed_artifact
+
+            embed_artifact(stage / files["config"], artifact.to_json())  # served back to triton:// clients
         write_artifact_json(artifact, stage)
         target = out if report.passed else out.with_name(out.name + ".rejected")
         if target.exists():

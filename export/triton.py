@@ -21,7 +21,11 @@ Serve it with the Triton container (CPU: drop ``--gpus all``; pick a release tag
         tritonserver --model-repository=/models
     curl -s localhost:8000/v2/health/ready && curl -s localhost:8000/v2/models/<model_name>/config
 
-then send requests with ``tritonclient`` (``triton_client_example`` prints a snippet).
+then reconstruct through it with ``edgescene reconstruct VIDEO --model triton://HOST:8000/<model_name>``
+(the runtime's ``triton`` backend), or send requests with ``tritonclient`` (``triton_client_example``
+prints a snippet). Once the parity gate accepts the model, :func:`embed_artifact` appends the
+artifact's JSON to ``config.pbtxt`` as the parameter ``edgescene_artifact``: Triton serves it back at
+``/v2/models/<model_name>/config``, so a client needs nothing but the address.
 
 Why ``max_batch_size: 0``. With a value >= 1 Triton treats the first axis of every tensor as a
 batch of *independent* requests: it strips it from ``dims``, and its dynamic batcher may
@@ -58,7 +62,7 @@ from typing import Any, Literal
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from edgescene.core.artifact import TensorSpec
+from edgescene.core.artifact import TRITON_ARTIFACT_PARAMETER, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,33 @@ def write_triton_repository(
         {True: "GPU", False: "CPU", None: "device picked by Triton"}[gpu],
     )
     return files
+
+
+def embed_artifact(config_path: Path, artifact: dict[str, Any]) -> None:
+    """Append ``artifact`` (the accepted artifact.json, as a dict) to the model configuration at
+    ``config_path`` as the string parameter ``edgescene_artifact`` (compact JSON), replacing the
+    file atomically; the result is parsed back and must carry the same JSON."""
+    import json
+
+    config_path = Path(config_path)
+    text = config_path.read_text(encoding="utf-8")
+    if TRITON_ARTIFACT_PARAMETER in _parse_config(text).parameters:
+        raise ValueError(f"{config_path} already carries {TRITON_ARTIFACT_PARAMETER!r}")
+    payload = json.dumps(artifact, separators=(",", ":"), sort_keys=True)
+    text += "\n".join(
+        [
+            "# What this model is (inputs, outputs, frame range, input size, normalisation, the parity gate's",
+            "# verdict): the artifact.json of the export, read by `--model triton://host:port/<name>`.",
+            "parameters {",
+            f'  key: "{TRITON_ARTIFACT_PARAMETER}"',
+            f'  value: {{ string_value: "{_escape(payload)}" }}',
+            "}",
+            "",
+        ]
+    )
+    if _parse_config(text).parameters[TRITON_ARTIFACT_PARAMETER].string_value != payload:
+        raise RuntimeError(f"internal error: {TRITON_ARTIFACT_PARAMETER} does not round-trip through config.pbtxt")
+    _write_text_atomic(config_path, text)
 
 
 def render_config(

@@ -356,7 +356,11 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         "keyframes": len(core.extrinsics),
         "windows": core.state.windows,
         "points": len(core.map) if core.map is not None else 0,
-        "backend": {"name": rec.session.backend, "device": rec.session.device},
+        "backend": {
+            "name": rec.session.backend,
+            "device": rec.session.device,
+            **({"address": str(rec.session.address)} if hasattr(rec.session, "address") else {}),
+        },
         "model": {
             "format": artifact.format,
             "precision": artifact.precision,

@@ -15,6 +15,7 @@ artifact folder, backend tensorrt               native TensorRT (tensorrt + cuda
 ``.pt`` / ``.pth`` / ``.safetensors`` file      torch (imports torch and edgescene.models, only then)
 preset name (``vggt_tiny``, ``dinov3_vitl16``)  torch, random weights unless ``weights=``
 Hub id (``facebook/VGGT-1B``)                   torch: the Hugging Face cache, or a download when online
+``triton://host:port/model[?protocol=grpc]``    triton: a Triton Inference Server runs the model call
 ==============================================  =====================================================
 
 ``device``: "auto" (the best available), "cpu", "cuda" or "tensorrt" (onnxruntime's TensorRT EP
@@ -33,6 +34,7 @@ import numpy as np
 from edgescene.core.artifact import ARTIFACT_JSON, Artifact, ArtifactError, TensorSpec, read_artifact
 from edgescene.runtime.backends import BACKENDS, DEVICES, backend_class, backend_options
 from edgescene.runtime.backends.onnxruntime import OnnxRuntimeSession
+from edgescene.runtime.backends.triton import is_triton_url
 
 Device = Literal["auto", "cpu", "cuda", "tensorrt"]
 
@@ -43,7 +45,8 @@ PRESET_PREFIXES = ("vggt_", "dinov3_")  # the registry's families; the torch bac
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, e.g. facebook/VGGT-1B
 ACCEPTED = (
     f"an artifact folder written by `edgescene export` (with {ARTIFACT_JSON}), a PyTorch checkpoint "
-    f"({', '.join(CHECKPOINT_SUFFIXES)}), a VGGT Hub id (facebook/VGGT-1B) or a model preset name "
+    f"({', '.join(CHECKPOINT_SUFFIXES)}), a VGGT Hub id (facebook/VGGT-1B), a Triton model "
+    "(triton://host:port/model) or a model preset name "
     f"({'*, '.join(PRESET_PREFIXES)}*)"
 )
 
@@ -57,8 +60,8 @@ class Session(Protocol):
     """Numpy in, numpy out, by tensor name; ``artifact`` describes the IO and the model."""
 
     artifact: Artifact
-    backend: str  # onnxruntime | tensorrt | torch
-    device: str  # cpu | cuda | tensorrt
+    backend: str  # onnxruntime | tensorrt | torch | triton
+    device: str  # cpu | cuda | tensorrt | remote (triton)
 
     def input_spec(self) -> list[TensorSpec]: ...
 
@@ -71,6 +74,8 @@ class Session(Protocol):
 
 def _resolve(model: str | Path) -> tuple[str, Path | str, Artifact | None]:
     """(backend name, source, artifact) for what ``open_session`` was given."""
+    if is_triton_url(model):
+        return "triton", str(model), None  # the session reads the model's description from the server
     path = Path(model)
     if path.is_file() and path.name == ARTIFACT_JSON:
         path = path.parent

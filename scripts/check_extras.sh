@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Each install extra, alone in a fresh virtual environment, does its job (CI runs this after make lint):
 #   runtime  -> reconstruct the bundled sample video with the bundled ONNX model, torch absent
+#   triton   -> the runtime plus tritonclient, still without torch: --model triton://... reaches the
+#               client library and fails on the closed port with its own message (the real server runs
+#               in make test: tests/runtime/test_triton_backend.py)
 #   export   -> export tiny VGGT to ONNX through the parity gate
 # Versions come from constraints.txt, as in CI's test environment; torch from TORCH_SPEC.
 set -euo pipefail
@@ -20,6 +23,19 @@ echo "check-extras: [runtime] in a fresh venv"
   "$root/edgescene/assets/sample/sample.mp4" --out "$work/reconstruction" --max-frames 12 --window 4 >/dev/null)
 test -s "$work/reconstruction/points.ply" && test -s "$work/reconstruction/report.json"
 echo "check-extras: [runtime] reconstructed the sample video"
+
+echo "check-extras: [triton] added to the [runtime] venv"
+"$work/runtime/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" "$root[triton]" 2>&1 | pip_quiet
+"$work/runtime/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
+  || { echo "check-extras: [triton] pulled in torch"; exit 1; }
+port="$("$work/runtime/bin/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")"
+if (cd "$work" && "$work/runtime/bin/edgescene" reconstruct "$root/edgescene/assets/sample/sample.mp4" \
+    --model "triton://127.0.0.1:$port/vggt?protocol=grpc" --out "$work/remote" >"$work/triton.log" 2>&1); then
+  echo "check-extras: [triton] reconstructed with no server?"; exit 1
+fi
+grep -q "no Triton server answers GRPC at 127.0.0.1:$port" "$work/triton.log" \
+  || { echo "check-extras: [triton] unexpected failure:"; cat "$work/triton.log"; exit 1; }
+echo "check-extras: [triton] the gRPC client is installed and names the missing server"
 
 echo "check-extras: [export] in a fresh venv"
 "$python" -m venv "$work/export"

@@ -24,9 +24,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=SOURCE",
-        help="offer a PyTorch VGGT model as NAME: a Hub id (VGGT-1B=facebook/VGGT-1B, from the Hugging "
-        "Face cache or downloaded on first use) or a checkpoint file (VGGT-1B=weights/model.pt); "
-        "runs on CUDA when present; repeatable",
+        help="offer a VGGT model as NAME: a Hub id (VGGT-1B=facebook/VGGT-1B, from the Hugging "
+        "Face cache or downloaded on first use) or a checkpoint file (VGGT-1B=weights/model.pt), run "
+        "by PyTorch (CUDA when present), or a model on a Triton server (VGGT-1B=triton://gpu-box:8001/"
+        "vggt_1b_518x518?protocol=grpc), where only the model call leaves this server; repeatable",
     )
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="per request, all files together")
     p.add_argument("--queue-size", type=int, default=4, help="jobs that may wait for a worker (then 429)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgescene.commands.model_choice import check_model_choice
+from edgescene.commands.model_choice import ModelChoiceError, check_model_choice
 from edgescene.export.formats import FORMATS, help_text
 
 
@@ -86,6 +86,17 @@ def next_commands(result) -> list[str]:
         lines.append(f"edgescene reconstruct {sample_dir() / 'sample.mp4'} --model {folder} --out out/reconstruction")
     if "bench" in names:
         lines.append(f"edgescene bench --model {folder} --out out/bench")
+    config = result.artifact.files.get("config")
+    if result.artifact.format == "triton" and config:
+        model = config.split("/")[0]
+        lines.append(
+            f"tritonserver --model-repository={folder}  # or the Triton container, see edgescene/export/triton.py"
+        )
+        if "reconstruct" in names and result.artifact.model["family"] == "vggt":
+            lines.append(
+                f"edgescene reconstruct {sample_dir() / 'sample.mp4'} --model triton://localhost:8000/{model} "
+                "--out out/reconstruction"
+            )
     lines.append(
         f"python -c \"from edgescene.runtime.session import open_session; s = open_session('{folder}'); "
         f'print([t.name for t in s.input_spec()])"'
@@ -97,6 +108,11 @@ def run_export(args: argparse.Namespace) -> int:
     from edgescene.export.pipeline import ExportConfig, export_model
 
     check_model_choice(args.model, args.weights, args.random_weights)
+    if args.model.startswith("triton://"):
+        raise ModelChoiceError(
+            f"--model {args.model}: export reads PyTorch weights (a checkpoint, a Hub id or a preset); a model "
+            "on a Triton server is already exported: pass the checkpoint it came from"
+        )
 
     config = ExportConfig(
         model=args.model,

@@ -7,6 +7,8 @@ Accepted by ``reconstruct``, ``eval``, ``bench`` and ``export``:
   present) or exported from;
 - a Hub id (``facebook/VGGT-1B``, ``facebook/VGGT-1B-Commercial``), taken from the local Hugging Face
   cache or downloaded; offline it fails at once with the command that fixes it;
+- a Triton model (``triton://host:port/model[?protocol=grpc]``): the model call goes to a Triton
+  Inference Server, everything else runs here (reconstruct, eval, bench);
 - a preset name (``vggt_small``) only with ``--weights`` (its checkpoint) or ``--random-weights``:
   a preset alone is random weights, and nobody should get them without asking.
 """
@@ -22,7 +24,8 @@ REAL_MODEL_HINT = (
 )
 MODEL_HELP = (
     "an exported artifact folder (edgescene export), a checkpoint file (model.pt / .safetensors), a Hub id "
-    "(facebook/VGGT-1B, facebook/VGGT-1B-Commercial), or a preset name with --weights or --random-weights"
+    "(facebook/VGGT-1B, facebook/VGGT-1B-Commercial), a Triton model (triton://host:port/model), or a "
+    "preset name with --weights or --random-weights"
 )
 
 

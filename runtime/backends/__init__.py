@@ -5,6 +5,8 @@ backend         module                           runs
 ==============  ===============================  ======================================================
 onnxruntime     :mod:`.onnxruntime`              ONNX / Triton artifacts on the CPU, CUDA or TensorRT EP
 tensorrt        :mod:`.tensorrt`                 TensorRT artifacts (``model.engine``), tensorrt + cuda-python
+triton          :mod:`.triton`                   ``triton://host:port/model``: a Triton Inference Server
+                                                 (tritonclient, HTTP or gRPC); only the model call is remote
 torch           plugin ``edgescene.plugins``     PyTorch checkpoints, Hub ids and presets (the reference;
                 ``.torch_session``               imports torch, so it lives outside the runtime core)
 ==============  ===============================  ======================================================
@@ -29,6 +31,7 @@ from edgescene.core.artifact import Artifact, TensorSpec
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgescene.runtime.backends.onnxruntime:OnnxRuntimeSession",
     "tensorrt": "edgescene.runtime.backends.tensorrt:TensorRTSession",
+    "triton": "edgescene.runtime.backends.triton:TritonSession",
     "torch": "edgescene.plugins.torch_session:TorchSession",  # a plugin: imports torch, outside the core
 }
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from edgescene.core.artifact import TensorSpec
 from edgescene.export import triton
-from edgescene.export.triton import triton_client_example, write_triton_repository
+from edgescene.export.triton import embed_artifact, triton_client_example, write_triton_repository
 
 INPUTS = [TensorSpec("images", ["frames", 3, 8, 8], "float32", "RGB in [0, 1]")]
 OUTPUTS = [
@@ -258,3 +258,21 @@ def test_client_example_is_python_naming_the_model_and_tensors():
     assert "tritonclient.http" in snippet and "'tiny'" in snippet
     assert "InferInput" in snippet and "'FP32'" in snippet
     assert all(f"'{s.name}'" in snippet for s in [*INPUTS, *OUTPUTS])
+
+
+def test_the_accepted_artifact_is_embedded_for_clients_of_the_server(tmp_path):
+    """embed_artifact: the artifact's JSON (quotes, backslashes, non-ASCII and newlines included) comes
+    back from the config's edgescene_artifact parameter exactly; a second embedding is refused."""
+    import json
+
+    files = write_triton_repository(export_tiny(tmp_path / "e", False), tmp_path / "repo", "m", INPUTS, OUTPUTS)
+    config_path = tmp_path / "repo" / files["config"]
+    artifact = {"model": {"source": 'C:\\weights\\"vggt" ü\nline'}, "inputs": [{"shape": ["frames", 3]}], "ok": True}
+    embed_artifact(config_path, artifact)
+    config = triton._parse_config(config_path.read_text())
+    assert json.loads(config.parameters["edgescene_artifact"].string_value) == artifact
+    assert [t.name for t in config.input] == ["images"] and config.max_batch_size == 0  # the rest is kept
+    before = config_path.read_text()
+    with pytest.raises(ValueError, match="already carries 'edgescene_artifact'"):
+        embed_artifact(config_path, artifact)
+    assert config_path.read_text() == before
