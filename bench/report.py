@@ -187,7 +187,14 @@ def _scale_sections(report: BenchReport) -> list[str]:
             lines += _table(
                 ["frame", "per-frame ms", "frames averaged", "RSS MiB", "peak MiB", "map points", "model calls"], body
             )
-            lines += ["", f"- per-frame latency: {st.latency_label}", f"- memory: {st.memory_label}", ""]
+            lines += ["", f"- per-frame latency: {st.latency_label}", f"- memory: {st.memory_label}"]
+            if st.fps is not None and st.model_only_fps:
+                lines += [
+                    f"- end to end {st.fps:.1f} frames/s (pipeline {'on' if st.pipelined else 'off'}) beside the "
+                    f"model-only ceiling of {st.model_only_fps:.1f} frames/s "
+                    f"({st.fps / st.model_only_fps:.2f}x of it)"
+                ]
+            lines += [""]
     return lines
 
 

@@ -81,6 +81,9 @@ class StreamScale:
     render_size: list[int] | None = None  # the synthetic video's frame size before the runtime resizes it
     warmup_calls: int = 0  # blank windows run before frame 1
     reserve_map: bool = False  # the point map's bound allocated up front
+    pipelined: bool = False  # model thread and write-behind on (the runtime's default)
+    fps: float | None = None  # end to end: frames / the stream's wall time (rendering excluded)
+    model_only_fps: float | None = None  # the model alone: (window - overlap) frames per call
 
 
 def stream_label(change: float, tolerance: float = 0.10) -> str:

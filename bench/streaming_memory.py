@@ -24,6 +24,7 @@ import numpy as np
 from edgescene.bench.suite import rss_mb
 from edgescene.runtime.frames import Frame
 from edgescene.runtime.outputs import write_depth_npz
+from edgescene.runtime.pipeline import WriteBehind
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 
 
@@ -59,6 +60,7 @@ def run(
     render_scale: float = 1.0,
     warmup_calls: int = 2,
     reserve_map: bool = False,
+    pipelined: bool = True,
 ) -> dict:
     """Stream ``frames`` synthetic frames through the reconstructor; samples and checkpoint summaries.
 
@@ -66,7 +68,12 @@ def run(
     it to the model input, as it does for any camera); the session is warmed up with
     ``warmup_calls`` blank windows first (:meth:`Reconstructor.warm_up`), so frame 10 is measured
     in the steady state a running service is in. ``reserve_map`` allocates the point map for
-    ``max_points`` up front (``--reserve-map``).
+    ``max_points`` up front (``--reserve-map``). ``pipelined`` (the runtime's default): the model
+    runs on its own thread and depth files are written behind, as in ``reconstruct_to_folder``.
+
+    End to end: ``fps`` is frames over the stream's wall time (rendering excluded), beside
+    ``model_only_fps``, the ceiling the model alone allows: ``window - overlap`` new frames per
+    model call, timed on ``window`` blank frames after the stream (3 calls, mean).
 
     Per-frame latency at checkpoint ``n`` is amortised over one model period: the push times of the
     ``window - overlap`` frames that end with the first model call at or after frame ``n`` (one
@@ -87,15 +94,22 @@ def run(
     )
     warmup_s = rec.warm_up(warmup_calls)
     render_h, render_w = max(16, round(height * render_scale)), max(16, round(width * render_scale))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, WriteBehind(depth=2 * window, name="bench-writer") as writer:
 
-        def sink(result):  # depth goes to disk, as in reconstruct_to_folder
+        def write(result):
             write_depth_npz(Path(tmp) / f"{result.keyframe:05d}.npz", result.depth, result.depth_conf)
 
-        stream = rec.stream(sink=sink)
+        def sink(result):  # depth goes to disk, as in reconstruct_to_folder
+            if pipelined:
+                writer.submit(write, result)
+            else:
+                write(result)
+
+        stream = rec.stream(sink=sink, pipelined=pipelined)
         samples = []
         render_s = 0.0
         source = synthetic_video(frames, render_w, render_h, seed)
+        stream_start = time.perf_counter()
         for i in range(frames):
             t0 = time.perf_counter()
             frame = next(source)
@@ -118,7 +132,11 @@ def run(
             if log is not None and (i + 1) % 50 == 0:
                 log(f"bench: streaming frame {i + 1}/{frames}: rss {rss:.0f} MiB, {state.windows} model calls")
         stream.finish()
+        writer.close()
+        stream_s = time.perf_counter() - stream_start - render_s
+        model_busy_s = stream.timings["model_s"]
         backend = f"{rec.session.backend}/{rec.session.device}"
+    per_call_s = rec.warm_up(3) / 3
     period = window - overlap
     marks = sorted({n for n in checkpoints if n < frames} | {frames})
     summary = {str(n): _checkpoint(samples, n, period) for n in marks}
@@ -141,6 +159,11 @@ def run(
         "warmup_calls": warmup_calls,
         "warmup_s": round(warmup_s, 2),
         "reserve_map": reserve_map,
+        "pipelined": pipelined,
+        "stream_s": round(stream_s, 3),
+        "fps": round(frames / stream_s, 2),
+        "model_only_fps": round((window - overlap) / per_call_s, 2),
+        "model_busy_s": round(model_busy_s, 3),
         "samples": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()} for s in samples],
         "note": "push_s includes keyframe selection, preprocessing, the model (once per window) and fusion; "
         "rendering the synthetic frames and the warm-up calls are excluded",
@@ -181,6 +204,7 @@ def main() -> None:
     parser.add_argument("--render-scale", type=float, default=1.0, help="render the video at this x the model size")
     parser.add_argument("--warmup-calls", type=int, default=2, help="blank windows run before the stream")
     parser.add_argument("--reserve-map", action="store_true", help="allocate the map for --max-points up front")
+    parser.add_argument("--no-pipeline", action="store_true", help="every stage in turn on one thread")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = run(
@@ -195,6 +219,7 @@ def main() -> None:
         render_scale=args.render_scale,
         warmup_calls=args.warmup_calls,
         reserve_map=args.reserve_map,
+        pipelined=not args.no_pipeline,
     )
     report.pop("samples")
     text = json.dumps(report, indent=1)

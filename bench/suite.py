@@ -635,6 +635,9 @@ def _streaming(
         render_size=data["render_size"],
         warmup_calls=data["warmup_calls"],
         reserve_map=data["reserve_map"],
+        pipelined=data["pipelined"],
+        fps=data["fps"],
+        model_only_fps=data["model_only_fps"],
     )
 
 

