@@ -217,15 +217,17 @@ class PointMap:
         self.probes = 0  # hash slots examined so far (a machine-independent measure of lookup work)
 
     def _allocate(self, rows: int) -> None:
-        """Fresh (empty) arrays for ``rows`` voxels and a table of >= 2 x rows slots, pages touched."""
+        """Fresh (empty) arrays for ``rows`` voxels and a table of >= 2 x rows slots (pages touched when reserved)."""
         slots = _pow2_at_least(2 * rows)
-        # np.full writes every page (np.zeros would map them lazily): the memory is really held now
-        self._packed = np.full(rows, 0, dtype=np.int64)
-        self._xyz = np.full((rows, 3), 0.0, dtype=np.float64)
-        self._rgb = np.full((rows, 3), 0.0, dtype=np.float32)
-        self._w = np.full(rows, 0.0, dtype=np.float64)
+        # reserved: np.full writes every page (np.zeros would map them lazily), so the memory is really
+        # held now; growing: rows are written as voxels arrive, so lazily mapped pages cost nothing yet
+        full = (lambda shape, dtype: np.full(shape, 0, dtype=dtype)) if self.reserve else np.zeros
+        self._packed = full(rows, np.int64)
+        self._xyz = full((rows, 3), np.float64)
+        self._rgb = full((rows, 3), np.float32)
+        self._w = full(rows, np.float64)
         self._table = np.full(slots, _EMPTY, dtype=np.int64)
-        self._row = np.full(slots, 0, dtype=np.int64)
+        self._row = full(slots, np.int64)
         self._shift = np.uint64(64 - (slots.bit_length() - 1))
 
     # -- state
@@ -373,20 +375,29 @@ class PointMap:
             empty = occupant == _EMPTY
             done = found | empty
             if insert:
-                claim_slots, first = np.unique(s[empty], return_index=True)  # one winner per free slot
-                winners = pending[empty][first]
+                at, claim_slots = self._claim(s, empty, packed[pending])  # one winner per free slot
+                winners = pending[at]
                 fresh = np.arange(self._n, self._n + len(winners))
-                self._table[claim_slots] = packed[winners]
                 self._row[claim_slots] = fresh
                 self._packed[fresh] = packed[winners]
                 rows[winners], new[winners] = fresh, True
                 self._n += len(winners)
                 done = found.copy()
-                done[np.flatnonzero(empty)[first]] = True  # losers of a claim retry the same slot
+                done[at] = True  # losers of a claim retry the same slot
             collided = ~found & ~empty  # slot taken by another key: probe the next one
             slot[pending[collided]] = (s[collided] + 1) & mask
             pending = pending[~done]
         return rows, new
+
+    def _claim(self, slots: np.ndarray, empty: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write ``keys`` (unique) into their free ``slots`` (where ``empty``); when several want one
+        slot, one write lands and its key wins (no sort: read back what each slot holds). Returns
+        the winners' positions (into ``slots``) and their slots."""
+        e = np.flatnonzero(empty)
+        s, k = slots[e], keys[e]
+        self._table[s] = k
+        won = self._table[s] == k
+        return e[won], s[won]
 
     def _grow_for(self, rows: int) -> None:
         """Make room for ``rows`` voxels (doubling; reserved arrays never grow: :meth:`add` coarsens)."""
@@ -399,9 +410,28 @@ class PointMap:
         n = self._n
         packed, xyz, rgb, w = self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n]
         self._allocate(target)
-        self._n = 0
-        at, _ = self._find_or_insert(packed)  # rows are handed out in slot order: carry values by row
-        self._xyz[at], self._rgb[at], self._w[at] = xyz, rgb, w
+        self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n] = packed, xyz, rgb, w  # rows keep their order
+        self._n = n
+        self._rehash(packed)
+
+    def _rehash(self, packed: np.ndarray) -> None:
+        """Enter the map's unique keys (row i holds ``packed[i]``) into an empty table: probing as in
+        :meth:`_probe`, but no key can be found and every row is known, so nothing moves."""
+        rows = np.arange(len(packed))
+        slot = self._slots(packed)
+        pending = rows
+        mask = len(self._table) - 1
+        while pending.size:
+            self.probes += int(pending.size)
+            s = slot[pending]
+            empty = self._table[s] == _EMPTY
+            at, claim_slots = self._claim(s, empty, packed[pending])  # one winner per free slot
+            self._row[claim_slots] = pending[at]
+            done = np.zeros(len(pending), dtype=bool)
+            done[at] = True  # losers retry the same slot (now taken: they move on)
+            taken = ~empty
+            slot[pending[taken]] = (s[taken] + 1) & mask
+            pending = pending[~done]
 
     def _rebin(self, xyz: np.ndarray) -> None:
         """Recompute voxel keys of the stored means at the current voxel size and merge duplicates."""

@@ -140,7 +140,9 @@ def test_scale_section_batch_growth_and_streaming_checkpoints(quick):
     assert stream["error"] is None, stream["error"]
     assert stream["format"] == "onnx" and stream["frames"] == 24
     assert sorted(stream["checkpoints"], key=int) == ["10", "24"]
-    assert len(stream["samples"]) == 24 and stream["samples"][-1]["windows"] >= 3  # every 6 frames once 8 are in
+    # every 6 frames once 8 are in; pipelined (the runtime's default), the map lags one window behind
+    assert stream["pipelined"] and len(stream["samples"]) == 24 and stream["samples"][-1]["windows"] >= 2
+    assert 0 < stream["fps"] and 0 < stream["model_only_fps"]
     for c in stream["checkpoints"].values():
         assert c["per_frame_s"] > 0 and c["rss_mb"] > 0
     assert stream["latency_label"].startswith(("constant", "grows", "shrinks"))

@@ -113,23 +113,31 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing(artifact, dinov3_artifact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4", "empty"]  # no partial outputs
 
 
-def test_a_failure_mid_run_leaves_no_output(artifact, tmp_path, monkeypatch):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_a_failure_mid_run_leaves_no_output(artifact, tmp_path, monkeypatch, pipeline):
+    """The model fails on its second window (on the model thread when pipelined): the error reaches
+    the caller, nothing appears at --out, and no thread is left behind."""
+    import threading
+
     from edgescene.runtime import stream as stream_module
 
     calls = {"n": 0}
-    real = stream_module.StreamingReconstruction._run_window
+    real = stream_module.StreamingReconstruction._timed_predict
 
-    def fail_on_second(self):
+    def fail_on_second(self, images, timing):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("device lost")
-        return real(self)
+        return real(self, images, timing)
 
-    monkeypatch.setattr(stream_module.StreamingReconstruction, "_run_window", fail_on_second)
+    monkeypatch.setattr(stream_module.StreamingReconstruction, "_timed_predict", fail_on_second)
+    before = threading.active_count()
     out = tmp_path / "rec"
+    config = ReconstructConfig(window=4, overlap=1, pipeline=pipeline)
     with pytest.raises(RuntimeError, match="device lost"):
-        reconstruct_to_folder(VIDEO, artifact, out, ReconstructConfig(window=4, overlap=1), progress=False)
+        reconstruct_to_folder(VIDEO, artifact, out, config, progress=False)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert threading.active_count() == before
 
 
 def test_cli_end_to_end_and_overwrite(artifact, tmp_path, capsys):
