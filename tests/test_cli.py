@@ -143,3 +143,20 @@ def test_the_web_app_is_not_exposed_without_a_password(tmp_path, capsys, monkeyp
     assert main(["app", "--auth", "me:short", "--workspace", str(tmp_path / "ws")]) == 2
     assert "at least 8 characters" in capsys.readouterr().err
     assert not (tmp_path / "ws").exists()
+
+
+def test_reconstruct_profile_prints_each_window_and_the_ratio(tmp_path, capsys):
+    from edgescene.assets import sample_dir
+
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(sample_dir() / "sample.mp4"), "--out", str(out), "--max-frames", "14", "--profile"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    lines = [line for line in text.splitlines() if line.strip().split(" ")[0].isdigit()]
+    assert len(lines) == report["windows"] == 2  # windows of 8 with overlap 2: 8 + 6 frames
+    assert [int(line.split()[1]) for line in lines] == [8, 6]  # new frames per window
+    assert "x the model's" in text and "pipeline on" in text
+    assert main([*args[:-1], "--no-pipeline", "--overwrite"]) == 0
+    assert "pipeline off" not in capsys.readouterr().out  # --profile not given: no table
+    assert json.loads((out / "report.json").read_text())["config"]["pipeline"] is False

@@ -119,7 +119,11 @@ class OnnxRuntimeSession(BaseSession):
 
     Options: ``providers`` (explicit provider names, overriding ``device``), ``intra_op_num_threads``
     (0: onnxruntime's default), ``cache_dir`` (TensorRT EP engine and timing cache; default
-    ``<folder>/ort_trt_cache``), ``device_id``, ``io_binding`` (default: on for cuda / tensorrt).
+    ``<folder>/ort_trt_cache``), ``device_id``, ``io_binding`` (default: on for cuda / tensorrt),
+    ``allow_spinning`` (default False: onnxruntime's CPU threads sleep between tasks instead of
+    spinning; measured on the sample video with 2 cores, the pipelined runtime took 0.93 s with
+    sleeping threads against 1.13 s with spinning ones, which burned the cores the runtime's other
+    threads needed; a model alone on an idle CPU is ~5 % faster spinning).
     """
 
     backend = "onnxruntime"
@@ -135,6 +139,7 @@ class OnnxRuntimeSession(BaseSession):
         cache_dir: str | Path | None = None,
         device_id: int = 0,
         io_binding: bool | None = None,
+        allow_spinning: bool = False,
     ) -> None:
         ort = _import_ort()
         folder = Path(folder)
@@ -169,6 +174,9 @@ class OnnxRuntimeSession(BaseSession):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_num_threads
+        spin = "1" if allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         model = folder / self.artifact.files["model"]
         self._session = ort.InferenceSession(str(model), options, providers=chosen)
         self.providers = self._session.get_providers()
