@@ -60,6 +60,7 @@ class ExportConfig:
     calibration: str | None = None  # onnx-int8-static: images / video for activation ranges (default: sample video)
     overwrite: bool = False
     sizes: tuple[tuple[int, int], ...] | None = None  # VGGT: several input sizes (H, W), the first the default
+    fast_attention: bool = False  # VGGT: token merging in the global attention, gated against the fast PyTorch model
 
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames_range is not None:
@@ -361,6 +362,13 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             "the track head exports with a fixed frame count (its attention traces static shapes); "
             "pass --frames N instead of a range"
         )
+    fast = None
+    if config.fast_attention:
+        if not isinstance(loaded.module, VGGT):
+            raise ValueError("--fast-attention is for VGGT models (token merging in its global attention)")
+        from edgescene.models.vggt.token_merge import set_fast_attention
+
+        fast = set_fast_attention(loaded.module, True).aggregator.fast_attention  # the gate's reference too
     if isinstance(loaded.module, VGGT):  # family "vggt"
         graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track, track_frames=frames_range[0])
     else:
@@ -410,6 +418,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
                 "source": loaded.source,
                 "source_sha256": loaded.sha256,
                 "track_head": config.track,
+                **({"fast_attention": fast.describe()} if fast is not None else {}),
             },
             files=files,
             inputs=graph.inputs,

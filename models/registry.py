@@ -17,6 +17,7 @@ import torch
 from edgescene.models.dinov3 import DINOV3_PRESETS, DinoVisionTransformer
 from edgescene.models.vggt.config import VGGT_PRESETS
 from edgescene.models.vggt.model import VGGT
+from edgescene.models.vggt.token_merge import FastAttention, set_fast_attention
 
 _DINOV3_WEIGHTS = "gated: request at ai.meta.com/dinov3 (official .pth) or accept on Hugging Face facebook/dinov3-*"
 _WEIGHTS = {
@@ -92,19 +93,28 @@ def list_models() -> list[ModelSpec]:
     return list(MODELS.values())
 
 
-def create_model(name: str, weights: str | Path | None = None) -> VGGT | DinoVisionTransformer:
+def create_model(
+    name: str, weights: str | Path | None = None, fast_attention: bool | FastAttention = False
+) -> VGGT | DinoVisionTransformer:
     """Build preset ``name``; with ``weights`` (a file, or for VGGT a Hub repo id) load them strictly.
 
     Without weights the model is randomly initialised and in training mode; with weights it is in
-    eval mode and the checkpoint must match the preset key for key.
+    eval mode and the checkpoint must match the preset key for key. ``fast_attention`` (VGGT only):
+    token merging in the global attention (:mod:`edgescene.models.vggt.token_merge`); exact by default.
     """
     spec = get_spec(name)
+    if fast_attention and spec.family != "vggt":
+        raise ValueError(f"fast_attention applies to VGGT presets, not {name} ({spec.family})")
     if weights is None:
-        return _build(name)
-    if spec.family == "dinov3":
+        model = _build(name)
+    elif spec.family == "dinov3":
         from edgescene.models.weights.dinov3 import load_dinov3
 
         return load_dinov3(weights, preset=name)
-    from edgescene.models.weights.vggt import load_vggt
+    else:
+        from edgescene.models.weights.vggt import load_vggt
 
-    return load_vggt(weights, preset=name)
+        model = load_vggt(weights, preset=name)
+    if spec.family == "vggt":
+        set_fast_attention(model, fast_attention)
+    return model

@@ -19,6 +19,7 @@ attention, optionally ``torch.compile``-d; on the CPU in fp32. Outputs are float
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,8 @@ def _pick_device(device: str) -> torch.device:
 class TorchSession(BaseSession):
     """A PyTorch checkpoint or preset. Options: ``weights`` (a checkpoint for a preset name), ``height`` /
     ``width`` (multiples of the patch size), ``max_frames`` (frame / batch bound for input checks),
-    ``compile`` (``torch.compile`` the model)."""
+    ``compile`` (``torch.compile`` the model), ``fast_attention`` (VGGT: token merging in the global
+    attention, :mod:`edgescene.models.vggt.token_merge`; recorded as ``artifact.model["fast_attention"]``)."""
 
     backend = "torch"
 
@@ -76,6 +78,7 @@ class TorchSession(BaseSession):
         width: int | None = None,
         max_frames: int = 1024,
         compile: bool = False,
+        fast_attention: bool = False,
     ) -> None:
         from edgescene.export.graphs import dinov3_graph, vggt_graph
         from edgescene.models.vggt import VGGT
@@ -91,6 +94,14 @@ class TorchSession(BaseSession):
         self._device = _pick_device(device)
         self.device = self._device.type
         module, family, preset, source, sha = _load(model, weights)
+        fast = None
+        if fast_attention:
+            if not isinstance(module, VGGT):
+                raise ValueError(f"fast_attention applies to VGGT models, not {family} ({preset})")
+            from edgescene.models.vggt.token_merge import set_fast_attention
+
+            fast = set_fast_attention(module, True).aggregator.fast_attention
+        self._vggt = module if isinstance(module, VGGT) else None
         patch = module.config.patch_size
         if isinstance(module, VGGT) and height is None and width is None:  # the model's own resolution, 4:3
             width = module.config.img_size  # 518 for VGGT-1B, as upstream; 168 for the bundled vggt_small
@@ -124,7 +135,14 @@ class TorchSession(BaseSession):
             format="torch",
             precision=precision,
             backend="torch",
-            model={"family": family, "preset": preset, "source": source, "source_sha256": sha, "track_head": False},
+            model={
+                "family": family,
+                "preset": preset,
+                "source": source,
+                "source_sha256": sha,
+                "track_head": False,
+                **({"fast_attention": fast.describe()} if fast is not None else {}),
+            },
             files={"model": source},
             inputs=inputs,
             outputs=outputs,
@@ -154,6 +172,21 @@ class TorchSession(BaseSession):
             outputs = self._module(*args)
         names = [t.name for t in self.artifact.outputs]
         return {name: t.float().cpu().numpy() for name, t in zip(names, outputs, strict=True)}
+
+    def block_profile(self, feeds: dict[str, np.ndarray]) -> dict[str, float]:
+        """Run once and return the seconds spent in the aggregator's frame blocks, global blocks and
+        (fast attention) merge plan, plus the whole call's ``total_s`` (VGGT only)."""
+        if self._vggt is None:
+            raise ValueError("block_profile applies to VGGT models")
+        aggregator = self._vggt.aggregator
+        aggregator.block_times = times = {}
+        try:
+            start = time.perf_counter()
+            self(feeds)
+            times["total_s"] = time.perf_counter() - start
+        finally:
+            aggregator.block_times = None
+        return times
 
     def close(self) -> None:
         self._module = None

@@ -160,9 +160,11 @@ class StreamingReconstruction:
         self._in_flight: deque[tuple[list[_Pending], int, Any, dict]] = deque()  # submitted, not integrated
         self._submitted = 0
         self.window_timings: list[dict] = []  # per window: frames, model_s, align_s, fusion_s
+        self.map: PointMap | None = None
+        if config.reserve_map:  # the bound's memory is taken now, before the first frame
+            self.map = PointMap(voxel_size=1.0, max_points=config.max_points, reserve=True)
         self.config = config
         self.sink = sink
-        self.map: PointMap | None = None
         self.extrinsics: list[np.ndarray] = []  # per keyframe, map frame
         self.intrinsics: list[np.ndarray] = []
         self.metas: list[dict] = []
@@ -250,13 +252,14 @@ class StreamingReconstruction:
         """Align the window to the map, fuse its new frames, hand them to the sink."""
         start = time.perf_counter()
         points, conf = self._window_points(pred)
-        if self.map is None:
+        if self._windows == 0:
             # The map frame is the first keyframe's camera frame exactly (VGGT's is only close to it).
             scale, rotation, translation = 1.0, pred.extrinsics[0][:, :3], pred.extrinsics[0][:, 3]
-            voxel = self.config.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0
-            self.map = PointMap(
-                voxel_size=max(voxel, 1e-9), max_points=self.config.max_points, reserve=self.config.reserve_map
-            )
+            voxel = max(self.config.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0, 1e-9)
+            if self.map is None:
+                self.map = PointMap(voxel_size=voxel, max_points=self.config.max_points)
+            else:  # reserved at construction, still empty: its grid is set by the first window
+                self.map.voxel_size = voxel
         else:
             scale, rotation, translation = self._align(points[:n_old], conf[:n_old], frames[:n_old])
         map_points = scale * points @ rotation.T + translation

@@ -86,13 +86,25 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=qk_norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, rope: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        attn_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``attn_bias``: added to the attention logits, broadcast to (B, heads, N, N) (e.g. (B, 1, 1, N):
+        a per-key term, as token merging's proportional attention); None: plain attention. A biased
+        attention always runs SDPA (an exporter's core override, which takes no bias, is skipped)."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = rope(q), rope(k)
-        if _core_override is not None:
+        if _core_override is not None and attn_bias is None:  # a biased attention stays SDPA (plain ops)
             return self.proj(_core_override(q, k, v, self.num_heads))
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = (
+            F.scaled_dot_product_attention(q, k, v)
+            if attn_bias is None
+            else F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        )
         return self.proj(x.transpose(1, 2).reshape(b, n, c))

@@ -7,6 +7,9 @@ Blocks are pre-norm with QK-norm, 2D RoPE and LayerScale 0.01; frame blocks atte
 (B*S, P, C), global blocks across all tokens of all frames (B, S*P, C). After each frame+global
 pair the two outputs are concatenated to 2C channels.
 
+``aggregator.fast_attention`` (a :class:`~edgescene.models.vggt.token_merge.FastAttention`, off by
+default) merges tokens in the global blocks: training-free, faster at many frames, not exact.
+
 Export-minded differences with the same numbers: RoPE tables come from Python ints (no
 ``cartesian_prod``, no data-dependent table length) and only the layers the heads read
 (``config.kept_layers``) are kept, instead of all 24 (the main memory cost per frame upstream).
@@ -14,6 +17,7 @@ Export-minded differences with the same numbers: RoPE tables come from Python in
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -23,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from edgescene.models.layers import Block, PatchEmbed, vggt_rope_tables
 from edgescene.models.vggt.config import VGGTConfig
 from edgescene.models.vggt.dinov2 import DinoV2PatchEmbed
+from edgescene.models.vggt.token_merge import FastAttention, MergePlan, merged_global_block
 
 if TYPE_CHECKING:
     from edgescene.models.dinov3 import DinoVisionTransformer
@@ -36,6 +41,31 @@ def expand_first_and_others(token: torch.Tensor, batch: int, frames: int) -> tor
     first = token[:, 0:1].expand(batch, 1, *token.shape[2:])
     others = token[:, 1:].expand(batch, frames - 1, *token.shape[2:])
     return torch.cat((first, others), dim=1).reshape(batch * frames, *token.shape[2:])
+
+
+class _Clock:
+    """Adds a block's seconds to ``times[key]`` when ``times`` is a dict; does nothing otherwise."""
+
+    def __init__(self, times: dict[str, float] | None, device: torch.device) -> None:
+        self.times, self.device, self.key, self.start = times, device, "", 0.0
+
+    def __call__(self, key: str) -> _Clock:
+        self.key = key
+        return self
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __enter__(self) -> None:
+        if self.times is not None:
+            self._sync()
+            self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.times is not None:
+            self._sync()
+            self.times[self.key] = self.times.get(self.key, 0.0) + time.perf_counter() - self.start
 
 
 class Aggregator(nn.Module):
@@ -52,6 +82,10 @@ class Aggregator(nn.Module):
         self.patch_start_idx = c.patch_start_idx
         self.kept_layers = c.kept_layers
         self.gradient_checkpointing = False
+        self.fast_attention: FastAttention | None = None  # token merging in global attention (not a weight)
+        # profiling: when a dict, each forward adds the seconds of its frame blocks, global blocks and
+        # merge plan under "frame_blocks_s", "global_blocks_s", "merge_plan_s" (synchronising CUDA)
+        self.block_times: dict[str, float] | None = None
         self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, c.embed_dim))
         self.register_token = nn.Parameter(torch.zeros(1, 2, c.num_register_tokens, c.embed_dim))
         self.patch_embed = self._build_patch_embed(c)
@@ -126,10 +160,25 @@ class Aggregator(nn.Module):
             device=images.device,
         )
         outputs: dict[int, torch.Tensor] = {}
+        fast = self.fast_attention if s > 1 else None  # one frame: nothing to merge
+        plan: MergePlan | None = None
+        grid = (h_img // self.patch_size, w_img // self.patch_size)
+        clock = _Clock(self.block_times, images.device)
         for i in range(self.config.depth):
-            tokens = self._block(self.frame_blocks[i], tokens.reshape(b * s, p, c), rope)
+            with clock("frame_blocks_s"):
+                tokens = self._block(self.frame_blocks[i], tokens.reshape(b * s, p, c), rope)
             frame_out = tokens.reshape(b, s, p, c)
-            tokens = self._block(self.global_blocks[i], tokens.reshape(b, s * p, c), rope)
+            tokens = tokens.reshape(b, s * p, c)
+            if fast is not None and i >= fast.start_block:
+                block = self.global_blocks[i]
+                if plan is None:
+                    with clock("merge_plan_s"):
+                        plan = MergePlan.build(block.norm1(tokens), self.patch_start_idx, grid, fast, rope)
+                with clock("global_blocks_s"):
+                    tokens = merged_global_block(block, tokens, plan)
+            else:
+                with clock("global_blocks_s"):
+                    tokens = self._block(self.global_blocks[i], tokens, rope)
             if i in self.kept_layers:
                 outputs[i] = torch.cat((frame_out, tokens.reshape(b, s, p, c)), dim=-1)
         return outputs

@@ -24,6 +24,7 @@ import torch
 
 from edgescene.models.vggt.config import VGGT_PRESETS, VGGTConfig
 from edgescene.models.vggt.model import VGGT
+from edgescene.models.vggt.token_merge import FastAttention, set_fast_attention
 from edgescene.models.weights.common import (
     CheckpointError,
     StateDictMismatchError,
@@ -145,8 +146,12 @@ def load_vggt(
     preset: str | None = None,
     filename: str | None = None,
     revision: str | None = None,
+    fast_attention: bool | FastAttention = False,
 ) -> VGGT:
-    """Load VGGT from a checkpoint path or a Hub repo id (``facebook/VGGT-1B``), strictly. Eval mode."""
+    """Load VGGT from a checkpoint path or a Hub repo id (``facebook/VGGT-1B``), strictly. Eval mode.
+
+    ``fast_attention``: token merging in the global attention (True: the defaults, or a
+    :class:`~edgescene.models.vggt.token_merge.FastAttention`); exact, upstream's numbers, by default."""
     path = Path(source)
     if not path.exists():
         if path.suffix in (".pt", ".pth", ".safetensors") or str(source).startswith((".", "/")):
@@ -155,4 +160,5 @@ def load_vggt(
     state_dict = unwrap_vggt_checkpoint(read_checkpoint(path))
     name, config = config_for_state_dict(state_dict, preset)
     model = build_and_load(lambda: VGGT(config), state_dict, what=f"{path.name} (preset {name})")
+    set_fast_attention(model, fast_attention)
     return model.eval()
