@@ -331,12 +331,14 @@ def evaluate(
     max_sequences: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     session_options: dict[str, Any] | None = None,
+    fast_attention: bool = False,
 ) -> EvalReport:
     """Score ``model`` (artifact folder, checkpoint or preset; see ``open_session``) on a dataset.
 
     frames: per sequence, default the model's ``artifact.frames["opt"]``; clipped to each sequence's
     length. Must lie within the model's ``frames`` min..max; sequences shorter than the model's min
     are skipped. The session runs once per sequence. ``progress(done, total)`` is called after each.
+    ``fast_attention``: see :func:`edgescene.runtime.session.open_session`.
     """
     from edgescene.runtime.session import open_session
 
@@ -344,7 +346,7 @@ def evaluate(
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     if max_sequences is not None and max_sequences < 1:
         raise ValueError(f"max_sequences must be >= 1, got {max_sequences}")
-    session = open_session(model, device, **(session_options or {}))
+    session = open_session(model, device, fast_attention=fast_attention, **(session_options or {}))
     try:
         artifact = session.artifact
         outputs = {t.name for t in session.output_spec()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgescene.bench.suite import BenchReport, FormatRow
+from edgescene.bench.suite import FAST, BenchReport, FormatRow
 
 
 def _cell(value: Any, digits: int = 2) -> str:
@@ -76,6 +76,55 @@ def _largest_common(report: BenchReport, a: FormatRow, b: FormatRow):
     return frames[0] if frames else None
 
 
+ATTENTION_GOALS = {"pytorch": 1.5, "onnx": 1.4}  # end-to-end speedup of fast over exact attention
+ATTENTION_GOAL_FRAMES = 128  # ... in a batch of this many frames or more
+
+
+def _attention_targets(report: BenchReport) -> list[dict]:
+    """Fast attention: end-to-end speedups, global blocks >= 3x, AbsRel within 0.01, AUC@30 within 0.02."""
+    out = []
+    for exact, fast in attention_pairs(report):
+        n = _largest_common(report, exact, fast)
+        if n is None:
+            continue
+        ratio = exact.result(n).timing.median_ms / fast.result(n).timing.median_ms
+        goal = ATTENTION_GOALS.get(exact.format)
+        judged = goal is not None and n >= ATTENTION_GOAL_FRAMES  # the goals are set for many-frame batches
+        out.append(
+            {
+                "target": f"`{fast.format}` end to end vs exact at {n} frames"
+                + (f" (goal >= {goal}x at {ATTENTION_GOAL_FRAMES}+ frames)" if goal else ""),
+                "measured": f"{ratio:.2f}x",
+                "met": ratio >= goal if judged else None,
+                "value": ratio,
+            }
+        )
+        ge, gf = (exact.block_profile or {}).get("global_blocks_s"), (fast.block_profile or {}).get("global_blocks_s")
+        if ge and gf:
+            out.append(
+                {
+                    "target": f"`{fast.format}` global-attention blocks alone >= 3x faster "
+                    f"({max(report.config.frames)} frames)",
+                    "measured": f"{ge / gf:.2f}x ({ge:.3f} -> {gf:.3f} s)",
+                    "met": ge / gf >= 3.0,
+                    "value": ge / gf,
+                }
+            )
+        acc_e, acc_f = exact.accuracy or {}, fast.accuracy or {}
+        for key, label, limit in (("abs_rel", "depth AbsRel", 0.01), ("auc_30", "AUC@30", 0.02)):
+            if acc_e.get(key) is not None and acc_f.get(key) is not None:
+                d = abs(acc_f[key] - acc_e[key])
+                out.append(
+                    {
+                        "target": f"`{fast.format}` {label} within {limit} of exact",
+                        "measured": f"|Δ| = {d:.4f}",
+                        "met": d <= limit,
+                        "value": d,
+                    }
+                )
+    return out
+
+
 def targets(report: BenchReport) -> list[dict]:
     """The issue's CPU and streaming targets, checked against this run's numbers (ratios of one run)."""
     out = []
@@ -115,6 +164,7 @@ def targets(report: BenchReport) -> list[dict]:
                     "value": d,
                 }
             )
+    out += _attention_targets(report)
     st = report.stream
     if st is not None and not st.error:
         for what, change in (("per-frame latency", st.latency_change), ("memory (RSS)", st.rss_change)):
@@ -198,6 +248,68 @@ def _scale_sections(report: BenchReport) -> list[str]:
     return lines
 
 
+def attention_pairs(report: BenchReport) -> list[tuple[FormatRow, FormatRow]]:
+    """(exact row, its fast twin) for every row run both ways."""
+    pairs = []
+    for fast in report.rows:
+        if fast.attention == "fast":
+            exact = report.row(fast.format.removesuffix(FAST))
+            if exact is not None:
+                pairs.append((exact, fast))
+    return pairs
+
+
+def _attention_section(report: BenchReport) -> list[str]:
+    pairs = attention_pairs(report)
+    if not pairs:
+        return []
+    lines = [
+        "## Attention: exact vs fast (token merging in the global attention)",
+        "",
+        "Each `+fast` row is its format with VGGT's global attention on merged tokens "
+        "(`edgescene.models.vggt.token_merge`: training-free; the first frame and the camera / register "
+        "tokens are never merged); exported ones passed the parity gate against the fast PyTorch model. "
+        "Speedup: exact median / fast median, same run and frames. Global blocks: the aggregator's global "
+        "blocks alone (PyTorch, largest frame count, median of 3 profiled calls).",
+        "",
+    ]
+    body = []
+    for exact, fast in pairs:
+        for n in report.config.frames:
+            a, b = exact.result(n), fast.result(n)
+            if not (a and b and a.timing and b.timing):
+                continue
+            ge = (exact.block_profile or {}).get("global_blocks_s") if n == max(report.config.frames) else None
+            gf = (fast.block_profile or {}).get("global_blocks_s") if n == max(report.config.frames) else None
+            acc_e, acc_f = exact.accuracy or {}, fast.accuracy or {}
+            body.append(
+                [
+                    f"`{exact.format}`",
+                    str(n),
+                    _cell(a.timing.median_ms, 1),
+                    _cell(b.timing.median_ms, 1),
+                    _cell(a.timing.median_ms / b.timing.median_ms) + "x",
+                    (f"{ge:.3f} / {gf:.3f} s ({ge / gf:.1f}x)" if ge and gf else "–"),
+                    f"{_cell(acc_e.get('abs_rel'), 4)} / {_cell(acc_f.get('abs_rel'), 4)}",
+                    f"{_cell(acc_e.get('auc_30'), 4)} / {_cell(acc_f.get('auc_30'), 4)}",
+                ]
+            )
+    lines += _table(
+        [
+            "format",
+            "frames",
+            "exact ms",
+            "fast ms",
+            "speedup",
+            "global blocks exact / fast",
+            "AbsRel ↓ e / f",
+            "AUC@30 ↑ e / f",
+        ],
+        body,
+    )
+    return [*lines, ""]
+
+
 def render_markdown(report: BenchReport, plots: list[str]) -> str:
     lines = machine_header(report)
     checks = targets(report)
@@ -259,6 +371,7 @@ def render_markdown(report: BenchReport, plots: list[str]) -> str:
             ],
         )
         lines.append("")
+    lines += _attention_section(report)
     lines += _scale_sections(report)
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
@@ -357,6 +470,33 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         written.append(_save(fig, out / "accuracy_vs_speed.png"))
+    pairs = [(e, f) for e, f in attention_pairs(report) if e.accuracy and f.accuracy and "abs_rel" in e.accuracy]
+    if pairs:
+        frames = max(report.config.frames)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+        for exact, fast in pairs:
+            a, b = exact.result(frames), fast.result(frames)
+            if not (a and b and a.timing and b.timing and "abs_rel" in fast.accuracy):
+                continue
+            for ax, key in ((left, "abs_rel"), (right, "auc_30")):
+                xs = [a.throughput_fps, b.throughput_fps]
+                ys = [exact.accuracy.get(key), fast.accuracy.get(key)]
+                if None in ys:
+                    continue
+                ax.annotate(
+                    "", xy=(xs[1], ys[1]), xytext=(xs[0], ys[0]), arrowprops={"arrowstyle": "->", "color": "0.5"}
+                )
+                ax.scatter(xs[:1], ys[:1], marker="o", label=f"{exact.format} exact")
+                ax.scatter(xs[1:], ys[1:], marker="*", s=120, label=f"{exact.format} fast")
+        left.set_ylabel("depth AbsRel (lower is better)")
+        right.set_ylabel("pose AUC@30 (higher is better)")
+        for ax in (left, right):
+            ax.ticklabel_format(axis="y", useOffset=False)
+            ax.set_xlabel(f"throughput at {frames} frames (frames/s)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle("exact vs fast attention: accuracy vs speed")
+        written.append(_save(fig, out / "attention_accuracy_vs_speed.png"))
     return written
 
 

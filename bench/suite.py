@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 PYTORCH = "pytorch"
+FAST = "+fast"  # suffix of a row run with fast attention (token merging in VGGT's global attention)
 STREAM_WINDOW, STREAM_OVERLAP = 8, 2  # the streaming section's window: the runtime's defaults
 STREAM_RENDER_SCALE = 0.5  # the synthetic video at half the model input (rendering is excluded but takes wall time)
 STREAM_WARMUP_CALLS = 2  # blank windows before frame 1: frame 10 is then in the steady state
@@ -93,6 +94,8 @@ class FormatRow:
     export_s: float | None = None
     results: list[FrameResult] = field(default_factory=list)
     accuracy: dict[str, Any] | None = None  # abs_rel, auc_30, ... means, or {"error": ...}
+    attention: str = "exact"  # "fast": token merging in VGGT's global attention (format name ends in +fast)
+    block_profile: dict[str, float] | None = None  # PyTorch rows: seconds in frame / global blocks, largest frames
 
     @property
     def ok(self) -> bool:
@@ -120,8 +123,15 @@ class BenchConfig:
     seed: int = 0
     stream_frames: int | None = None  # streaming section length; None: 300 (quick: 30); 0: no streaming section
     stream_format: str | None = None  # which row streams; None: the first accepted onnxruntime row, else pytorch
+    attention: tuple[str, ...] = ("exact",)  # the attention axis: ("exact", "fast") adds a fast twin of every row
 
     def __post_init__(self) -> None:
+        self.attention = tuple(self.attention)
+        if not self.attention or "exact" not in self.attention or set(self.attention) - {"exact", "fast"}:
+            raise ValueError(
+                f"attention must be exact, or exact and fast (each fast row is compared with its exact twin), "
+                f"got {self.attention}"
+            )
         if self.stream_frames is not None and self.stream_frames < 0:
             raise ValueError(f"stream_frames must be >= 0 (0 disables the streaming section), got {self.stream_frames}")
         if not self.frames or any(f < 1 for f in self.frames):
@@ -332,8 +342,9 @@ def machine_info() -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------- suite
-def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> FormatRow:
-    """Export ``name`` into OUT/artifacts/<name>; the row's status says how it went."""
+def _export_row(config: BenchConfig, name: str, log: Callable[[str], None], fast: bool = False) -> FormatRow:
+    """Export ``name`` into OUT/artifacts/<name> (``fast``: with fast attention, into <name>+fast);
+    the row's status says how it went."""
     from edgescene.export.formats import get_format
     from edgescene.export.pipeline import ExportConfig, export_model, preflight
 
@@ -343,7 +354,8 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> F
     except ValueError as exc:
         row.status = f"failed: {exc}"
         return row
-    row.format, row.backend, row.precision = fmt.name, fmt.backend, fmt.default_precision
+    row.format, row.backend, row.precision = fmt.name + (FAST if fast else ""), fmt.backend, fmt.default_precision
+    row.attention = "fast" if fast else "exact"
     try:
         preflight(fmt)
     except (ImportError, RuntimeError) as exc:
@@ -351,7 +363,7 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> F
         return row
     low, high = min(config.frames), max(config.frames)
     top = max(high, STREAM_WINDOW) if config.streaming_frames else high  # the streaming section runs windows
-    target = Path(config.out) / "artifacts" / fmt.name
+    target = Path(config.out) / "artifacts" / row.format
     try:
         result = export_model(
             ExportConfig(
@@ -363,6 +375,7 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None]) -> F
                 height=config.height,
                 width=config.width,
                 overwrite=True,
+                fast_attention=fast,
             ),
             log=log,
         )
@@ -400,6 +413,7 @@ def _run_row(
         "width": config.width,
         "protocol": config.protocol,
         "seed": config.seed,
+        "block_profile": row.backend == "torch",
     }
     with tempfile.TemporaryDirectory(prefix="edgescene-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
@@ -420,6 +434,7 @@ def _run_row(
             return
         data = json.loads(out_path.read_text())
     row.backend, row.device = data["backend"], data["device"]
+    row.block_profile = data.get("block_profile")
     for r in data["results"]:
         timing = r.pop("timing", None)
         row.results.append(FrameResult(**r, timing=Timing(**timing) if timing else None))
@@ -455,6 +470,8 @@ def _artifact_row(config: BenchConfig) -> tuple[FormatRow | None, str | None]:
 def _accuracy(model: str, config: BenchConfig, options: dict[str, Any] | None) -> dict[str, Any]:
     from edgescene.bench.accuracy import evaluate
 
+    options = dict(options or {})
+    fast = bool(options.pop("fast_attention", False))
     try:
         report = evaluate(
             model,
@@ -463,6 +480,7 @@ def _accuracy(model: str, config: BenchConfig, options: dict[str, Any] | None) -
             device=config.device,
             max_sequences=config.max_sequences,
             session_options=options,
+            fast_attention=fast,
         )
     except Exception as exc:  # noqa: BLE001
         return {"error": _error(exc)}
@@ -510,6 +528,16 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
     if config.dataset:
         reference.accuracy = _accuracy(reference_model, config, torch_options)
     report.rows.append(reference)
+    fast_options = {**torch_options, "fast_attention": True}
+    if "fast" in config.attention:
+        fast_reference = FormatRow(
+            format=PYTORCH + FAST, status="reference", precision="fp32", backend="torch", attention="fast"
+        )
+        log(f"bench: {PYTORCH + FAST} (eager, token merging in the global attention)")
+        _run_row(fast_reference, config, reference_model, fast_options, log)
+        if config.dataset:
+            fast_reference.accuracy = _accuracy(reference_model, config, fast_options)
+        report.rows.append(fast_reference)
 
     if artifact is not None:
         _run_row(artifact, config, config.model, None, log)
@@ -531,6 +559,15 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
             if config.dataset:
                 row.accuracy = _accuracy(row.artifact, config, None)
         report.rows.append(row)
+        if "fast" in config.attention and row.ok and row.backend != "triton":
+            log(f"bench: exporting {name}{FAST}")
+            fast_row = _export_row(config, name, quiet, fast=True)
+            log(f"bench: {fast_row.format}: {fast_row.status}")
+            if fast_row.ok:
+                _run_row(fast_row, config, fast_row.artifact, None, log)
+                if config.dataset:
+                    fast_row.accuracy = _accuracy(fast_row.artifact, config, {"fast_attention": True})
+            report.rows.append(fast_row)
 
     for row in report.rows:  # speedups against the reference measured above
         for result in row.results:

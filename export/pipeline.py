@@ -368,7 +368,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             raise ValueError("--fast-attention is for VGGT models (token merging in its global attention)")
         from edgescene.models.vggt.token_merge import set_fast_attention
 
-        fast = set_fast_attention(loaded.module, True).aggregator.fast_attention  # the gate's reference too
+        fast = set_fast_attention(loaded.module, True)  # the gate's reference too
     if isinstance(loaded.module, VGGT):  # family "vggt"
         graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track, track_frames=frames_range[0])
     else:

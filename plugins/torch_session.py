@@ -100,7 +100,7 @@ class TorchSession(BaseSession):
                 raise ValueError(f"fast_attention applies to VGGT models, not {family} ({preset})")
             from edgescene.models.vggt.token_merge import set_fast_attention
 
-            fast = set_fast_attention(module, True).aggregator.fast_attention
+            fast = set_fast_attention(module, True)
         self._vggt = module if isinstance(module, VGGT) else None
         patch = module.config.patch_size
         if isinstance(module, VGGT) and height is None and width is None:  # the model's own resolution, 4:3

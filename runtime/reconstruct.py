@@ -81,6 +81,7 @@ class ReconstructConfig:
     orientation: Literal["none", "exif"] = "none"  # "exif": apply EXIF orientation / video rotation
     long_side: int | None = None  # upstream's size rule at this long side (default: the model's; 518 for VGGT-1B)
     pipeline: bool = True  # reconstruct_to_folder: read ahead, model thread, write behind (same results)
+    fast_attention: bool = False  # VGGT global attention with token merging (open_session's fast_attention)
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
@@ -289,7 +290,9 @@ class Reconstructor:
 
     def __init__(self, model: str | Path, config: ReconstructConfig = ReconstructConfig(), **session_options) -> None:
         self.config = config
-        self.session = open_session(model, device=config.device, **session_options)
+        self.session = open_session(
+            model, device=config.device, fast_attention=config.fast_attention, **session_options
+        )
         artifact = self.session.artifact
         family = artifact.model.get("family")
         if family != "vggt":
@@ -402,6 +405,12 @@ def model_notes(model: dict) -> list[str]:
         )
     if model.get("demo"):
         notes.append(f"{model.get('preset')} is a demo model, {model['demo']}; {REAL_MODEL}")
+    fast = model.get("fast_attention")
+    if fast:
+        notes.append(
+            f"fast attention on (token merging in the global attention, stride {fast.get('stride')}, "
+            f"ratio {fast.get('ratio')}): faster at many frames, close to but not exactly VGGT's output"
+        )
     return notes
 
 

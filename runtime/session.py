@@ -99,8 +99,12 @@ def _resolve(model: str | Path) -> tuple[str, Path | str, Artifact | None]:
     raise ArtifactError(f"cannot open {str(model)!r} ({what}); open_session takes {ACCEPTED}")
 
 
-def open_session(model: str | Path, device: Device = "auto", **options) -> Session:
+def open_session(model: str | Path, device: Device = "auto", *, fast_attention: bool = False, **options) -> Session:
     """A session for ``model`` (artifact folder, checkpoint file or preset name) on ``device``.
+
+    ``fast_attention``: VGGT's global attention with token merging (training-free, not exact). The
+    PyTorch backend turns it on; an exported model must have been exported with it (it is part of
+    the graph, ``artifact.model["fast_attention"]``), else ArtifactError says to re-export.
 
     Raises ArtifactError for anything else (and for missing, foreign or rejected artifacts),
     ValueError for a device or option the backend does not take, ImportError / RuntimeError with an
@@ -109,6 +113,11 @@ def open_session(model: str | Path, device: Device = "auto", **options) -> Sessi
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     backend, source, artifact = _resolve(model)
+    if backend == "torch":
+        if fast_attention:
+            options["fast_attention"] = True
+    elif fast_attention and artifact is not None:
+        _require_fast_attention(artifact, model)
     if artifact is not None and artifact.files.get("sizes"):
         from edgescene.runtime.multisize import MultiSizeSession
 
@@ -126,7 +135,22 @@ def open_session(model: str | Path, device: Device = "auto", **options) -> Sessi
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"the {backend} backend does not take option(s) {unknown}; it takes {accepted}")
-    return cls(source, artifact, device, **options)
+    session = cls(source, artifact, device, **options)
+    if fast_attention and backend == "triton":  # its description came from the server
+        try:
+            _require_fast_attention(session.artifact, model)
+        except ArtifactError:
+            session.close()
+            raise
+    return session
+
+
+def _require_fast_attention(artifact: Artifact, model: str | Path) -> None:
+    if not artifact.model.get("fast_attention"):
+        raise ArtifactError(
+            f"{model} was exported with exact attention; fast attention is part of an exported graph: "
+            "re-export with `edgescene export ... --fast-attention`, or leave --fast-attention out"
+        )
 
 
 __all__ = ["ARTIFACT_BACKENDS", "BACKENDS", "Device", "OnnxRuntimeSession", "Session", "open_session"]

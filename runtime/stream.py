@@ -292,7 +292,7 @@ class StreamingReconstruction:
                 )
                 sink_s += time.perf_counter() - sink_start  # the sink's own work (writing) is not fusion
             self._keyframes += 1
-        if fused:  # one merge per window: the voxel hash is probed once for all its new frames
+        if fused and self.map is not None:  # one merge per window: the voxel hash is probed once for all
             self.map.add(*(np.concatenate(part) for part in zip(*fused, strict=True)))
         k = self.config.overlap
         self._overlap_points = map_points[-k:] if k else None

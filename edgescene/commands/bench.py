@@ -59,6 +59,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help="default: auto")
     p.add_argument("--dataset", help="held-out folder with depth and cameras: also score AbsRel and AUC@30")
     p.add_argument("--max-sequences", type=int, help="with --dataset: score at most this many sequences")
+    p.add_argument(
+        "--fast-attention",
+        action="store_true",
+        help="the attention axis: beside every row, its twin with fast attention (token merging in VGGT's "
+        "global attention; exported rows are exported with --fast-attention): speed, per-block profile and, "
+        "with --dataset, accuracy side by side, plus attention_accuracy_vs_speed.png",
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -87,6 +94,7 @@ def run_bench(args: argparse.Namespace) -> int:
         max_sequences=args.max_sequences,
         stream_frames=args.stream_frames,
         stream_format=args.stream_format,
+        attention=("exact", "fast") if args.fast_attention else ("exact",),
     )
     report = _run(config, log=lambda s: print(s, file=sys.stderr))
     path = write_report(report, args.out)

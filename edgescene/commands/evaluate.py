@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgescene.commands.model_choice import MODEL_HELP, check_model_choice
+from edgescene.commands.model_choice import FAST_ATTENTION_HELP, MODEL_HELP, check_model_choice
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"], help="default: cpu")
     p.add_argument("--max-sequences", type=int, help="evaluate at most this many sequences (sorted by name)")
     p.add_argument("--json", dest="json_out", help="also write the full report (every sequence) to this JSON file")
+    p.add_argument("--fast-attention", action="store_true", help=FAST_ATTENTION_HELP)
     p.add_argument(
         "--baselines",
         action="store_true",
@@ -79,6 +80,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 device=args.device,
                 max_sequences=args.max_sequences,
                 progress=progress,
+                fast_attention=args.fast_attention,
             )
         finally:
             for bar in bars:

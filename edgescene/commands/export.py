@@ -71,6 +71,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="onnx-int8-static: an image folder or a video whose frames set the "
         "activation ranges (default: the bundled sample video)",
     )
+    p.add_argument(
+        "--fast-attention",
+        action="store_true",
+        help="VGGT: export the global attention with token merging (training-free, faster at many frames, "
+        "not exact); the parity gate compares with the fast PyTorch model",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
@@ -130,6 +136,7 @@ def run_export(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         overwrite=args.overwrite,
         sizes=args.sizes,
+        fast_attention=args.fast_attention,
     )
     result = export_model(config)
     print(f"export: {'ACCEPTED' if result.accepted else 'REJECTED'} in {result.elapsed_s:.1f} s -> {result.folder}")

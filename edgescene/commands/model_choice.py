@@ -29,6 +29,13 @@ MODEL_HELP = (
 )
 
 
+FAST_ATTENTION_HELP = (
+    "VGGT's global attention with token merging (training-free, FastVGGT-style): several times faster "
+    "at many frames, close to but not exactly the exact model; PyTorch models turn it on, exported "
+    "ones must have been exported with --fast-attention"
+)
+
+
 class ModelChoiceError(ValueError):
     """``--model`` names something that must not run as given; the message says what to pass instead."""
 

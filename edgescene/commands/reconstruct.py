@@ -113,6 +113,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         orientation=args.orientation,
         long_side=args.long_side,
         pipeline=not args.no_pipeline,
+        fast_attention=args.fast_attention,
     )
     from edgescene.assets import default_model_dir
 

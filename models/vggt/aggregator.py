@@ -170,7 +170,7 @@ class Aggregator(nn.Module):
             frame_out = tokens.reshape(b, s, p, c)
             tokens = tokens.reshape(b, s * p, c)
             if fast is not None and i >= fast.start_block:
-                block = self.global_blocks[i]
+                block = cast(Block, self.global_blocks[i])
                 if plan is None:
                     with clock("merge_plan_s"):
                         plan = MergePlan.build(block.norm1(tokens), self.patch_start_idx, grid, fast, rope)

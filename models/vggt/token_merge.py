@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgescene.models.layers.block import Block
 from edgescene.models.layers.rope import Rope
 
 
@@ -83,15 +84,15 @@ def resolve_fast_attention(value: bool | FastAttention | None) -> FastAttention 
     raise TypeError(f"fast_attention must be a bool or a FastAttention, got {type(value).__name__}")
 
 
-def set_fast_attention(model: nn.Module, value: bool | FastAttention | None) -> nn.Module:
-    """Turn token merging on (True or a FastAttention) or off (False / None) in a VGGT model; returns it.
-
-    Changes no weight: the state_dict stays upstream's, key for key."""
+def set_fast_attention(model: nn.Module, value: bool | FastAttention | None) -> FastAttention | None:
+    """Turn token merging on (True or a FastAttention) or off (False / None) in a VGGT model; returns
+    the setting now in force. Changes no weight: the state_dict stays upstream's, key for key."""
     aggregator = getattr(model, "aggregator", None)
     if aggregator is None or not hasattr(aggregator, "fast_attention"):
         raise TypeError(f"fast attention applies to VGGT models, not {type(model).__name__}")
-    aggregator.fast_attention = resolve_fast_attention(value)
-    return model
+    setting = resolve_fast_attention(value)
+    aggregator.fast_attention = setting
+    return setting
 
 
 def grid_partition(grid_h: int, grid_w: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,7 +217,7 @@ class TokenRope(nn.Module):
         return (x32 * cos + self._rotate(x32) * sin).to(x.dtype)
 
 
-def merged_global_block(block: nn.Module, x: torch.Tensor, plan: MergePlan) -> torch.Tensor:
+def merged_global_block(block: Block, x: torch.Tensor, plan: MergePlan) -> torch.Tensor:
     """A global :class:`~edgescene.models.layers.block.Block` with its attention on merged tokens.
 
     x (B, N, C) -> (B, N, C); the MLP and both residuals stay per token."""
