@@ -160,3 +160,25 @@ def test_reconstruct_profile_prints_each_window_and_the_ratio(tmp_path, capsys):
     assert main([*args[:-1], "--no-pipeline", "--overwrite"]) == 0
     assert "pipeline off" not in capsys.readouterr().out  # --profile not given: no table
     assert json.loads((out / "report.json").read_text())["config"]["pipeline"] is False
+
+
+def test_reconstruct_and_eval_take_fast_attention(tmp_path, capsys):
+    from edgescene.assets import default_model_dir, sample_dir
+
+    checkpoint = str(default_model_dir() / "model.safetensors")
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(sample_dir() / "sample.mp4"), "--model", checkpoint, "--out", str(out)]
+    assert main([*args, "--max-frames", "10", "--fast-attention"]) == 0
+    text = capsys.readouterr().out
+    assert "fast attention on (token merging" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["fast_attention"]["stride"] == 2 and report["config"]["fast_attention"] is True
+    assert any("fast attention" in note for note in report["model_notes"])
+    # the bundled model is an exact export: asking for fast attention says how to get it
+    assert (
+        main(["reconstruct", str(sample_dir() / "sample.mp4"), "--out", str(tmp_path / "x"), "--fast-attention"]) == 2
+    )
+    assert "re-export with `edgescene export ... --fast-attention`" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert main(["eval", "--model", checkpoint, "--dataset", "middlebury-motorcycle", "--fast-attention"]) == 0
+    assert "AbsRel" in capsys.readouterr().out

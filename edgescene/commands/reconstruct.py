@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgescene.commands.model_choice import MODEL_HELP, check_model_choice
+from edgescene.commands.model_choice import FAST_ATTENTION_HELP, MODEL_HELP, check_model_choice
 
 
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +63,7 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
         "fused while the model runs window k+1, depth files are written behind; the outputs are the same)",
     )
     p.add_argument("--profile", action="store_true", help="print each stage's seconds per window (also in report.json)")
+    p.add_argument("--fast-attention", action="store_true", help=FAST_ATTENTION_HELP)
     p.add_argument(
         "--max-points",
         type=int,

@@ -12,6 +12,7 @@ dinov3/layers/attention.py).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -90,21 +91,44 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         rope: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        attn_bias: torch.Tensor | None = None,
+        key_log_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``attn_bias``: added to the attention logits, broadcast to (B, heads, N, N) (e.g. (B, 1, 1, N):
-        a per-key term, as token merging's proportional attention); None: plain attention. A biased
-        attention always runs SDPA (an exporter's core override, which takes no bias, is skipped)."""
+        """``key_log_weights`` (B, N): added to every query's logit for that key (token merging's
+        proportional attention: a merged key weighs as much as the tokens it stands for). It rides in
+        one extra q / k dimension (see :func:`_with_key_weights`), so the fused attention kernels and an
+        exporter's core override still apply (no attention mask); None: plain attention."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = rope(q), rope(k)
-        if _core_override is not None and attn_bias is None:  # a biased attention stays SDPA (plain ops)
-            return self.proj(_core_override(q, k, v, self.num_heads))
-        x = (
-            F.scaled_dot_product_attention(q, k, v)
-            if attn_bias is None
-            else F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-        )
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+        if key_log_weights is not None:
+            q, k, v = _with_key_weights(q, k, v, key_log_weights)
+        dim = q.shape[-1]
+        if _core_override is not None:
+            out = _core_override(q, k, v, self.num_heads)  # (B, N, heads * dim)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, self.num_heads * dim)
+        if dim != self.head_dim:  # drop the padding the key weights rode in
+            out = out.reshape(b, n, self.num_heads, dim)[..., : self.head_dim].reshape(b, n, c)
+        return self.proj(out)
+
+
+KEY_WEIGHT_PAD = 8  # extra head dims carrying the key weights (keeps head sizes multiples of 8 for fused kernels)
+
+
+def _with_key_weights(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_log_weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (B, h, N, d) -> (B, h, N, d + 8) whose attention under the default scale 1/sqrt(d + 8)
+    equals softmax(q k^T / sqrt(d) + w) v with w = key_log_weights (B, N) per key: q is rescaled by
+    sqrt((d + 8) / d) and gets a 1, k gets sqrt(d + 8) * w in the same extra dimension, v gets zeros."""
+    b, h, n, d = q.shape
+    big = d + KEY_WEIGHT_PAD
+    q = torch.cat(
+        (q * math.sqrt(big / d), torch.ones_like(q[..., :1]), torch.zeros_like(q[..., : KEY_WEIGHT_PAD - 1])), -1
+    )
+    w = (key_log_weights.to(k.dtype) * math.sqrt(big))[:, None, :, None].expand(-1, h, -1, 1)
+    k = torch.cat((k, w, torch.zeros_like(k[..., : KEY_WEIGHT_PAD - 1])), dim=-1)
+    v = torch.cat((v, torch.zeros_like(v[..., :KEY_WEIGHT_PAD])), dim=-1)
+    return q, k, v

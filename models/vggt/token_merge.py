@@ -26,7 +26,8 @@ kept, merged tokens are unmerged deterministically; the partition below is this 
   later ones. In a merged block, the normalised tokens are averaged into their merged token, the
   attention runs on the merged tokens (queries, keys and values) with proportional attention
   (``log(size)`` added to the logits, ToMe: a merged token weighs as much as the tokens it stands
-  for) and each merged token keeps the RoPE position of its representative (its destination),
+  for; it rides in one extra q / k head dimension, so no attention mask turns the fused kernels
+  off) and each merged token keeps the RoPE position of its representative (its destination),
   then every token receives its merged token's output, is added to its own residual and runs
   through the MLP on its own. Frame blocks are untouched. Proportional attention matters: without
   it, AUC@30 on 128 unseen synthetic frames fell 0.021 below exact (with it: 0.001).
@@ -115,7 +116,7 @@ class MergePlan:
 
     def __init__(self, slot: torch.Tensor, sizes: torch.Tensor, template: torch.Tensor, rope: TokenRope | None) -> None:
         self.slot, self.sizes, self.template, self.rope = slot, sizes, template, rope  # template: (B, M) zeros
-        self.bias = sizes.log()[:, None, None, :]  # proportional attention: (B, 1, 1, M)
+        self.log_sizes = sizes.log()  # proportional attention: (B, M), added to each key's logit
 
     @staticmethod
     def build(
@@ -222,7 +223,7 @@ def merged_global_block(block: Block, x: torch.Tensor, plan: MergePlan) -> torch
 
     x (B, N, C) -> (B, N, C); the MLP and both residuals stay per token."""
     y = plan.merge(block.norm1(x))
-    attended = block.attn(y, plan.rope, attn_bias=plan.bias.to(y.dtype))
+    attended = block.attn(y, plan.rope, key_log_weights=plan.log_sizes)
     x = x + block.ls1(plan.unmerge(attended))
     return x + block.ls2(block.mlp(block.norm2(x)))
 
