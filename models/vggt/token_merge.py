@@ -117,6 +117,7 @@ class MergePlan:
     def __init__(self, slot: torch.Tensor, sizes: torch.Tensor, template: torch.Tensor, rope: TokenRope | None) -> None:
         self.slot, self.sizes, self.template, self.rope = slot, sizes, template, rope  # template: (B, M) zeros
         self.log_sizes = sizes.log()  # proportional attention: (B, M), added to each key's logit
+        self._flat: torch.Tensor | None = None
 
     @staticmethod
     def build(
@@ -175,13 +176,29 @@ class MergePlan:
 
     def merge(self, y: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, M, C): each merged token the mean of the tokens it stands for."""
-        c = y.shape[-1]
-        zeros = torch.zeros_like(self.template.to(y.dtype)[:, :, None].expand(-1, -1, c))
-        return zeros.scatter_add(1, self.slot[:, :, None].expand(-1, -1, c), y) / self.sizes[:, :, None].to(y.dtype)
+        b, n, c = y.shape
+        if torch.onnx.is_in_onnx_export():
+            # ONNX: ScatterElements with reduction "add" (the exporter writes index_add as a ScatterND that
+            # keeps one of several writes to a row, which the parity gate rejects); its index is per channel
+            zeros = torch.zeros_like(self.template.to(y.dtype)[:, :, None].expand(-1, -1, c))
+            sums = zeros.scatter_add(1, self.slot[:, :, None].expand(-1, -1, c), y)
+        else:  # eager: one index per token, not per channel (the expanded index cost 230 MiB at 128 frames)
+            zeros = torch.zeros_like(self.template.to(y.dtype)).reshape(-1, 1).expand(-1, c)  # (B*M, C)
+            sums = zeros.index_add(0, self._flat_slot(), y.reshape(b * n, c)).reshape(b, -1, c)
+        return sums / self.sizes[:, :, None].to(y.dtype)
 
     def unmerge(self, z: torch.Tensor) -> torch.Tensor:
         """(B, M, C) -> (B, N, C): every token gets its merged token's value."""
-        return torch.gather(z, 1, self.slot[:, :, None].expand(-1, -1, z.shape[-1]))
+        b, _, c = z.shape
+        return z.reshape(-1, c).index_select(0, self._flat_slot()).reshape(b, -1, c)
+
+    def _flat_slot(self) -> torch.Tensor:
+        """(B*N,) rows of the flattened (B*M, C) merged tokens."""
+        if self._flat is None:
+            m = self.template.shape[1]
+            offsets = (torch.ones_like(self.slot[:, :1]).cumsum(0) - 1) * m  # (B, 1): b * M, from tensors
+            self._flat = (self.slot + offsets).reshape(-1)
+        return self._flat
 
 
 class TokenRope(nn.Module):
