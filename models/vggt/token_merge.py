@@ -177,14 +177,9 @@ class MergePlan:
     def merge(self, y: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, M, C): each merged token the mean of the tokens it stands for."""
         b, n, c = y.shape
-        if torch.onnx.is_in_onnx_export():
-            # ONNX: ScatterElements with reduction "add" (the exporter writes index_add as a ScatterND that
-            # keeps one of several writes to a row, which the parity gate rejects); its index is per channel
-            zeros = torch.zeros_like(self.template.to(y.dtype)[:, :, None].expand(-1, -1, c))
-            sums = zeros.scatter_add(1, self.slot[:, :, None].expand(-1, -1, c), y)
-        else:  # eager: one index per token, not per channel (the expanded index cost 230 MiB at 128 frames)
-            zeros = torch.zeros_like(self.template.to(y.dtype)).reshape(-1, 1).expand(-1, c)  # (B*M, C)
-            sums = zeros.index_add(0, self._flat_slot(), y.reshape(b * n, c)).reshape(b, -1, c)
+        zeros = torch.zeros_like(self.template.to(y.dtype)).reshape(-1, 1).expand(-1, c)  # (B*M, C)
+        # one index per token, not per channel (an expanded per-channel index cost 230 MiB at 128 frames)
+        sums = _AddRows.apply(zeros, self._flat_slot(), y.reshape(b * n, c)).reshape(b, -1, c)
         return sums / self.sizes[:, :, None].to(y.dtype)
 
     def unmerge(self, z: torch.Tensor) -> torch.Tensor:
@@ -199,6 +194,25 @@ class MergePlan:
             offsets = (torch.ones_like(self.slot[:, :1]).cumsum(0) - 1) * m  # (B, 1): b * M, from tensors
             self._flat = (self.slot + offsets).reshape(-1)
         return self._flat
+
+
+class _AddRows(torch.autograd.Function):
+    """``base.index_add(0, index, rows)``: rows (K, C) summed into base (R, C) at rows ``index`` (K,).
+
+    Exported as one ONNX ``ScatterND`` with ``reduction="add"`` (opset 16+): the exporter's own
+    index_add becomes a ScatterND without reduction, which keeps only one of several writes to a row
+    (the parity gate rejected it), and scatter_add would need a per-channel index."""
+
+    @staticmethod
+    def forward(ctx, base: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return base.index_add(0, index, rows)
+
+    @staticmethod
+    def symbolic(g, base, index, rows):
+        axes = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        out = g.op("ScatterND", base, g.op("Unsqueeze", index, axes), rows, reduction_s="add")
+        out.setType(base.type())
+        return out
 
 
 class TokenRope(nn.Module):
