@@ -36,13 +36,15 @@ from torch import nn
 from edgescene.core.artifact import TensorSpec
 from edgescene.models.dinov3 import DinoVisionTransformer
 from edgescene.models.vggt import VGGT
+from edgescene.models.vggt.pose_encoding import depth_to_world_points
 
 
 class VGGTGraph(nn.Module):
-    def __init__(self, model: VGGT, track: bool) -> None:
+    def __init__(self, model: VGGT, track: bool, unproject: bool = False) -> None:
         super().__init__()
         self.model = model
         self.track = track
+        self.unproject = unproject
 
     def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None):
         batch = images.unsqueeze(0)
@@ -58,6 +60,8 @@ class VGGTGraph(nn.Module):
             out["world_points"][0],
             out["world_points_conf"][0],
         )
+        if self.unproject:  # depth through the predicted cameras, on the model's device
+            outputs += (depth_to_world_points(outputs[1].float(), outputs[0].float()),)
         if self.track:
             outputs += (out["track"][0], out["vis"][0], out["conf"][0])
         return outputs
@@ -152,7 +156,10 @@ def vggt_graph(
     track: bool,
     track_frames: int | None = None,
     num_queries: int = 8,
+    unproject: bool = False,
 ) -> ExportGraph:
+    """``unproject``: add the output ``depth_points`` (frames, H, W, 3), depth unprojected with the
+    predicted cameras in the graph, so the runtime does not do it on the CPU."""
     if track and model.track_head is None:
         raise ValueError("--track needs a model with a track head (this checkpoint has none)")
     frames = "frames"
@@ -166,6 +173,15 @@ def vggt_graph(
         TensorSpec("world_points", [frames, height, width, 3], "float32", "points in the first camera's frame"),
         TensorSpec("world_points_conf", [frames, height, width], "float32", "point confidence >= 1"),
     ]
+    if unproject:
+        outputs.append(
+            TensorSpec(
+                "depth_points",
+                [frames, height, width, 3],
+                "float32",
+                "depth unprojected with the predicted cameras, in the first camera's frame",
+            )
+        )
     if track:  # nn.MultiheadAttention traces with static shapes: fixed frame and query counts
         frames_fixed = track_frames or 2
         inputs[0].shape[0] = frames_fixed
@@ -180,7 +196,7 @@ def vggt_graph(
         ]
     mean, std = model.aggregator.mean, model.aggregator.std
     return ExportGraph(
-        module=VGGTGraph(model, track).eval(),
+        module=VGGTGraph(model, track, unproject).eval(),
         family="vggt",
         preset=preset,
         height=height,

@@ -61,6 +61,7 @@ class ExportConfig:
     overwrite: bool = False
     sizes: tuple[tuple[int, int], ...] | None = None  # VGGT: several input sizes (H, W), the first the default
     fast_attention: bool = False  # VGGT: token merging in the global attention, gated against the fast PyTorch model
+    unproject: bool = False  # VGGT: add the output depth_points (depth unprojected in the graph)
 
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames_range is not None:
@@ -363,6 +364,8 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             "pass --frames N instead of a range"
         )
     fast = None
+    if config.unproject and not isinstance(loaded.module, VGGT):
+        raise ValueError("--unproject is for VGGT models (depth unprojected with its predicted cameras)")
     if config.fast_attention:
         if not isinstance(loaded.module, VGGT):
             raise ValueError("--fast-attention is for VGGT models (token merging in its global attention)")
@@ -370,7 +373,15 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
 
         fast = set_fast_attention(loaded.module, True)  # the gate's reference too
     if isinstance(loaded.module, VGGT):  # family "vggt"
-        graph = vggt_graph(loaded.module, loaded.preset, height, width, config.track, track_frames=frames_range[0])
+        graph = vggt_graph(
+            loaded.module,
+            loaded.preset,
+            height,
+            width,
+            config.track,
+            track_frames=frames_range[0],
+            unproject=config.unproject,
+        )
     else:
         graph = dinov3_graph(loaded.module, loaded.preset, height, width)
     log(

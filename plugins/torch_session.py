@@ -63,7 +63,9 @@ class TorchSession(BaseSession):
     """A PyTorch checkpoint or preset. Options: ``weights`` (a checkpoint for a preset name), ``height`` /
     ``width`` (multiples of the patch size), ``max_frames`` (frame / batch bound for input checks),
     ``compile`` (``torch.compile`` the model), ``fast_attention`` (VGGT: token merging in the global
-    attention, :mod:`edgescene.models.vggt.token_merge`; recorded as ``artifact.model["fast_attention"]``)."""
+    attention, :mod:`edgescene.models.vggt.token_merge`; recorded as ``artifact.model["fast_attention"]``),
+    ``unproject`` (VGGT: also output ``depth_points``, depth unprojected on the model's device; default:
+    on CUDA, where it saves the runtime's CPU work, off on the CPU)."""
 
     backend = "torch"
 
@@ -79,6 +81,7 @@ class TorchSession(BaseSession):
         max_frames: int = 1024,
         compile: bool = False,
         fast_attention: bool = False,
+        unproject: bool | None = None,
     ) -> None:
         from edgescene.export.graphs import dinov3_graph, vggt_graph
         from edgescene.models.vggt import VGGT
@@ -121,7 +124,14 @@ class TorchSession(BaseSession):
             self._autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._autocast_dtype]
         graph = (
-            vggt_graph(module, preset, height, width, track=False)
+            vggt_graph(
+                module,
+                preset,
+                height,
+                width,
+                track=False,
+                unproject=self.device == "cuda" if unproject is None else unproject,
+            )
             if isinstance(module, VGGT)  # family "vggt"
             else dinov3_graph(module, preset, height, width)
         )

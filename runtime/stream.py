@@ -41,6 +41,7 @@ class WindowPrediction:
     depth_conf: np.ndarray  # (S, H, W)
     world_points: np.ndarray | None = None  # (S, H, W, 3), point-map branch
     world_points_conf: np.ndarray | None = None
+    depth_points: np.ndarray | None = None  # (S, H, W, 3): depth unprojected by the model (its output depth_points)
 
 
 Predictor = Callable[[np.ndarray], WindowPrediction]
@@ -59,6 +60,7 @@ def predictor_from_session(session) -> Predictor:
             out["depth_conf"],
             out.get("world_points"),
             out.get("world_points_conf"),
+            out.get("depth_points"),
         )
 
     return predict
@@ -320,6 +322,8 @@ class StreamingReconstruction:
             if pred.world_points_conf is None:
                 raise ValueError("branch='points' needs a model that outputs world_points_conf")
             return pred.world_points.astype(np.float64), pred.world_points_conf
+        if pred.depth_points is not None:  # unprojected where the model ran (GPU, or inside the exported graph)
+            return pred.depth_points.astype(np.float64), pred.depth_conf
         points = unproject_depth(pred.depth.astype(np.float64), pred.extrinsics, pred.intrinsics)
         return points, pred.depth_conf
 

@@ -77,6 +77,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="VGGT: export the global attention with token merging (training-free, faster at many frames, "
         "not exact); the parity gate compares with the fast PyTorch model",
     )
+    p.add_argument(
+        "--unproject",
+        action="store_true",
+        help="VGGT: add the output depth_points, depth unprojected with the predicted cameras inside the graph "
+        "(on the GPU where the model runs there), which the runtime then uses instead of its own CPU unprojection",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
@@ -137,6 +143,7 @@ def run_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         sizes=args.sizes,
         fast_attention=args.fast_attention,
+        unproject=args.unproject,
     )
     result = export_model(config)
     print(f"export: {'ACCEPTED' if result.accepted else 'REJECTED'} in {result.elapsed_s:.1f} s -> {result.folder}")

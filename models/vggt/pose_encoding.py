@@ -124,6 +124,22 @@ def pose_encoding_to_extri_intri(pose_enc: torch.Tensor, image_size_hw) -> tuple
     return E, K.reshape(pose_enc.shape[:-1] + (3, 3))
 
 
+def depth_to_world_points(depth: torch.Tensor, pose_enc: torch.Tensor) -> torch.Tensor:
+    """Depth (S, H, W) and pose encodings (S, 9) -> points (S, H, W, 3) in the world (first camera's)
+    frame, with the conventions of ``edgescene.core.geometry.unproject_depth``: pixel (u, v) = (column,
+    row), no +0.5; ``X_cam = ((u - cx) d / fx, (v - cy) d / fy, d)``, ``X_world = R^T (X_cam - t)``.
+    Computed in the inputs' dtype on their device (the runtime's numpy version works in float64)."""
+    s, h, w = depth.shape
+    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (h, w))
+    u = torch.arange(w, device=depth.device, dtype=depth.dtype)[None, None, :]
+    v = torch.arange(h, device=depth.device, dtype=depth.dtype)[None, :, None]
+    fx, fy = intrinsics[:, 0, 0, None, None], intrinsics[:, 1, 1, None, None]
+    cx, cy = intrinsics[:, 0, 2, None, None], intrinsics[:, 1, 2, None, None]
+    cam = torch.stack(((u - cx) * depth / fx, (v - cy) * depth / fy, depth), dim=-1)  # (S, H, W, 3)
+    cam = cam - extrinsics[:, None, None, :, 3]
+    return (cam.reshape(s, h * w, 3) @ extrinsics[:, :, :3]).reshape(s, h, w, 3)  # row vectors: R^T x
+
+
 def rotation_angle_deg(R_a: torch.Tensor, R_b: torch.Tensor) -> torch.Tensor:
     """Angle in degrees of the rotation taking ``R_a`` to ``R_b``; (..., 3, 3) each -> (...)."""
     trace = (R_a.transpose(-1, -2) @ R_b).diagonal(dim1=-2, dim2=-1).sum(-1)

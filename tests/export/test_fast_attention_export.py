@@ -73,3 +73,50 @@ def test_dinov3_has_no_fast_attention(tmp_path):
             ),
             log=lambda line: None,
         )
+
+
+def test_unprojection_inside_the_graph_feeds_the_runtime(checkpoint, tmp_path):
+    """export --unproject adds depth_points; the runtime then fuses them instead of unprojecting on the
+    CPU, and the reconstruction matches the one that unprojects in numpy (float32 vs float64 rounding)."""
+    from edgescene.assets import sample_dir
+    from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
+
+    plain = export_model(
+        ExportConfig(
+            model=str(checkpoint),
+            format="onnx",
+            out=str(tmp_path / "plain"),
+            height=56,
+            width=84,
+            frames_range=(1, 4, 4),
+        ),
+        log=lambda line: None,
+    )
+    inside = export_model(
+        ExportConfig(
+            model=str(checkpoint),
+            format="onnx",
+            out=str(tmp_path / "inside"),
+            height=56,
+            width=84,
+            frames_range=(1, 4, 4),
+            unproject=True,
+        ),
+        log=lambda line: None,
+    )
+    assert inside.accepted and [t.name for t in inside.artifact.outputs][-1] == "depth_points"
+    assert "depth_points" not in [t.name for t in plain.artifact.outputs]
+    config = ReconstructConfig(window=4, overlap=2, max_frames=10, pipeline=False)
+    reports = {
+        name: reconstruct_to_folder(
+            sample_dir() / "sample.mp4", folder, tmp_path / f"rec_{name}", config, progress=False
+        )
+        for name, folder in (("plain", plain.folder), ("inside", inside.folder))
+    }
+    assert reports["plain"]["keyframes"] == reports["inside"]["keyframes"] == 10
+    cams = {name: json.loads((tmp_path / f"rec_{name}" / "cameras.json").read_text())["frames"] for name in reports}
+    for a, b in zip(cams["plain"], cams["inside"], strict=True):
+        np.testing.assert_allclose(b["extrinsics"], a["extrinsics"], atol=1e-4)
+    assert abs(reports["plain"]["points"] - reports["inside"]["points"]) <= 0.01 * reports["plain"]["points"]
+    torch_session = open_session(checkpoint, "cpu", height=56, width=84, unproject=True)
+    assert "depth_points" in torch_session({"images": np.zeros((2, 3, 56, 84), np.float32)})

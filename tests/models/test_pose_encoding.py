@@ -82,3 +82,27 @@ def test_bad_shapes_raise():
         pose_encoding_to_extri_intri(torch.zeros(2, 8), HW)
     with pytest.raises(ValueError, match="image_size_hw"):
         pose_encoding_to_extri_intri(torch.zeros(2, 9), (0, 5))
+
+
+def test_depth_to_world_points_equals_the_runtime_unprojection():
+    """The in-graph unprojection (torch, float32, on the model's device) against the runtime's numpy
+    float64 one, on random cameras and depth: the same points within float32 rounding."""
+    from edgescene.core.geometry import decode_pose, unproject_depth
+    from edgescene.models.vggt.pose_encoding import depth_to_world_points
+
+    gen = torch.Generator().manual_seed(3)
+    s, h, w = 3, 14, 28
+    pose = torch.cat(
+        (
+            torch.randn(s, 3, generator=gen),
+            torch.nn.functional.normalize(torch.randn(s, 4, generator=gen), dim=-1),
+            torch.full((s, 2), 1.1),
+        ),
+        dim=-1,
+    )
+    depth = 0.5 + torch.rand(s, h, w, generator=gen) * 4
+    got = depth_to_world_points(depth, pose).numpy()
+    extrinsics, intrinsics = decode_pose(pose.double().numpy(), (h, w))
+    want = unproject_depth(depth.double().numpy(), extrinsics, intrinsics)
+    assert got.shape == (s, h, w, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max(), rtol=0)
