@@ -72,7 +72,7 @@ test: $(STAMP) chromium $(TRITON_STAMP)
 test-fast: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow and not browser" $(ARGS)
 
-TYPED := edgescene.core edgescene.models edgescene.runtime edgescene.export edgescene.plugins edgescene.trt
+TYPED := edgescene.core edgescene.models edgescene.runtime edgescene.export edgescene.plugins edgescene.trt edgescene.mapping
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -435,6 +435,7 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         "keyframes": len(core.extrinsics),
         "windows": core.state.windows,
         "points": len(core.map) if core.map is not None else 0,
+        "map_voxel_size": core.map.voxel_size if core.map is not None else None,  # final (after any coarsening)
         "backend": {
             "name": rec.session.backend,
             "device": rec.session.device,

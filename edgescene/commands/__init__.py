@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from edgescene.commands import apps as _apps
 from edgescene.commands import bench as _bench
+from edgescene.commands import colmap as _colmap
 from edgescene.commands import data as _data
 from edgescene.commands import evaluate as _evaluate
 from edgescene.commands import export as _export
@@ -31,6 +32,12 @@ COMMANDS: list[Command] = [
         "reconstruct cameras, depth and a point cloud from images or a video",
         _reconstruct.add_reconstruct_arguments,
         _reconstruct.run_reconstruct,
+    ),
+    Command(
+        "colmap",
+        "write the COLMAP sparse model (pycolmap) of a reconstruction folder, optionally bundle-adjusted",
+        _colmap.add_colmap_arguments,
+        _colmap.run_colmap,
     ),
     Command(
         "models",

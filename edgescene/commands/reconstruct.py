@@ -65,6 +65,15 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true", help="print each stage's seconds per window (also in report.json)")
     p.add_argument("--fast-attention", action="store_true", help=FAST_ATTENTION_HELP)
     p.add_argument(
+        "--colmap",
+        action="store_true",
+        help="also write OUT/colmap: a COLMAP sparse model (cameras, images, points3D with tracks) and the "
+        "keyframe images, for Gaussian splatting or COLMAP (needs the mapping extra: pycolmap)",
+    )
+    p.add_argument(
+        "--bundle-adjust", action="store_true", help="with --colmap: refine the model with pycolmap's bundle adjustment"
+    )
+    p.add_argument(
         "--max-points",
         type=int,
         default=2_000_000,
@@ -121,6 +130,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     model = args.model or default_model_dir()
     if args.model is None and not (default_model_dir() / "artifact.json").is_file():
         raise FileNotFoundError(f"no bundled model at {default_model_dir()}; pass --model ({MODEL_HELP})")
+    if args.bundle_adjust and not args.colmap:
+        raise ValueError("--bundle-adjust refines the COLMAP model: add --colmap")
+    if args.colmap:
+        import importlib.util
+
+        if importlib.util.find_spec("pycolmap") is None:  # before the run, not after it
+            raise ImportError("--colmap needs pycolmap: pip install 'edgescene[mapping]'")
     source = args.input[0] if len(args.input) == 1 else args.input
     report = reconstruct_to_folder(source, model, args.out, config, overwrite=args.overwrite)
     t = report["timings_s"]
@@ -143,6 +159,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         print(format_profile(report))
     for name in report["outputs"]:
         print(f"  {name}")
+    if args.colmap:
+        from edgescene.commands.colmap import print_colmap
+        from edgescene.mapping.colmap import export_colmap
+
+        print_colmap(export_colmap(args.out, bundle_adjust=args.bundle_adjust, overwrite=True))
     return 0
 
 

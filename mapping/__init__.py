@@ -1,0 +1,4 @@
+"""Maps the field uses, made from a reconstruction: COLMAP sparse models (pycolmap).
+
+Needs the ``mapping`` extra; imports the runtime and the core, never torch or the models.
+"""
