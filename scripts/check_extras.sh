@@ -4,6 +4,7 @@
 #   triton   -> the runtime plus tritonclient, still without torch: --model triton://... reaches the
 #               client library and fails on the closed port with its own message (the real server runs
 #               in make test: tests/runtime/test_triton_backend.py)
+#   mapping  -> the runtime plus pycolmap, still without torch: the COLMAP model of that reconstruction
 #   export   -> export tiny VGGT to ONNX through the parity gate
 # Versions come from constraints.txt, as in CI's test environment; torch from TORCH_SPEC.
 set -euo pipefail
@@ -36,6 +37,15 @@ fi
 grep -q "no Triton server answers GRPC at 127.0.0.1:$port" "$work/triton.log" \
   || { echo "check-extras: [triton] unexpected failure:"; cat "$work/triton.log"; exit 1; }
 echo "check-extras: [triton] the gRPC client is installed and names the missing server"
+
+echo "check-extras: [mapping] added to the [runtime] venv"
+"$work/runtime/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" "$root[mapping]" 2>&1 | pip_quiet
+"$work/runtime/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
+  || { echo "check-extras: [mapping] pulled in torch"; exit 1; }
+(cd "$work" && "$work/runtime/bin/edgescene" colmap "$work/reconstruction" >"$work/colmap.log" 2>&1) \
+  || { echo "check-extras: [mapping] colmap failed:"; cat "$work/colmap.log"; exit 1; }
+test -s "$work/reconstruction/colmap/sparse/0/points3D.bin" && test -s "$work/reconstruction/colmap/images/00000.jpg"
+echo "check-extras: [mapping] wrote the COLMAP model of that reconstruction"
 
 echo "check-extras: [export] in a fresh venv"
 "$python" -m venv "$work/export"
