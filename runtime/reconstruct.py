@@ -381,6 +381,25 @@ class Reconstructor:
         )
 
 
+LIVE_THUMBNAILS = 500  # keyframe thumbnails kept for a live viewer (older ones are dropped)
+
+
+def _live_update(stream: Stream, rec: Reconstructor, thumbnails: list) -> dict:
+    """What a live viewer draws after a window: the map, every keyframe's camera, their thumbnails."""
+    extrinsics, intrinsics = stream.core.trajectory()
+    pmap = stream.map
+    empty = np.zeros((0, 3))
+    return {
+        "points": pmap.points if pmap is not None else empty.astype(np.float32),
+        "colors": pmap.colors if pmap is not None else empty.astype(np.uint8),
+        "weights": pmap.weights if pmap is not None else np.zeros(0),
+        "extrinsics": extrinsics,
+        "intrinsics": intrinsics,
+        "image_hw": stream.model_hw or rec.input_hw,
+        "thumbnails": list(thumbnails),
+    }
+
+
 def _colours(result: KeyframeResult) -> np.ndarray:
     rgb = result.rgb
     assert rgb is not None  # the stream hands every keyframe's colours to its sink
@@ -469,6 +488,7 @@ def reconstruct_to_folder(
     progress: bool = True,
     on_frame: Callable[[int, int | None], None] | None = None,
     hide_paths: bool = False,
+    on_window: Callable[[dict], None] | None = None,
 ) -> dict:
     """Reconstruct ``source`` (image, folder or list of images, video) into the folder ``out``.
 
@@ -478,8 +498,11 @@ def reconstruct_to_folder(
 
     Nothing appears at ``out`` unless the whole run succeeds (it is built in a staging folder).
     ``on_frame(frames_seen, expected_frames or None)`` is called after every input frame (a job's
-    progress; an exception it raises cancels the run). Returns the run report (also written as
-    ``report.json``).
+    progress; an exception it raises cancels the run). ``on_window(update)`` is called on the caller's
+    thread each time a window joins the map (a live viewer): ``update`` holds ``points`` (N, 3),
+    ``colors`` (N, 3) uint8, ``weights`` (N,), ``extrinsics`` (K, 3, 4), ``intrinsics`` (K, 3, 3),
+    ``image_hw`` and ``thumbnails`` (one small uint8 image per keyframe, None for all but the last
+    ``LIVE_THUMBNAILS``). Returns the run report (also written as ``report.json``).
     """
     start = time.perf_counter()
     with OutputFolder(out, overwrite=overwrite) as folder:
@@ -516,7 +539,15 @@ def reconstruct_to_folder(
 
         writer = WriteBehind(depth=2 * config.window, name="edgescene-writer") if config.pipeline else None
 
+        thumbnails: list[np.ndarray | None] = []
+
         def sink(result: KeyframeResult) -> None:
+            if on_window is not None and result.rgb is not None:
+                thumbnails.append(
+                    result.rgb[:: max(1, result.rgb.shape[1] // 96), :: max(1, result.rgb.shape[1] // 96)].copy()
+                )
+                if len(thumbnails) > LIVE_THUMBNAILS:
+                    thumbnails[-LIVE_THUMBNAILS - 1] = None  # bounded: older frustums keep what they drew
             kept.append(
                 KeyframeResult(
                     result.keyframe, result.meta, result.extrinsics, result.intrinsics, np.empty(0), np.empty(0)
@@ -544,13 +575,15 @@ def reconstruct_to_folder(
         source_frames = ReadAhead(prepared_frames(), depth=2 * config.window) if config.pipeline else prepared_frames()
         try:
             for seen, prepared in source_frames:
-                if prepared is not None:
-                    stream.feed(prepared)
+                if prepared is not None and stream.feed(prepared) is not None and on_window is not None:
+                    on_window(_live_update(stream, rec, thumbnails))
                 if on_frame is not None:
                     on_frame(seen, expected)
             if stream.frames_seen == 0:
                 raise ValueError(f"{source}: no frames to reconstruct")
             stream.finish()
+            if on_window is not None:
+                on_window(_live_update(stream, rec, thumbnails))
             if writer is not None:
                 writer.close()  # every depth file written (re-raises a failed write)
         finally:

@@ -16,6 +16,7 @@ from edgescene.commands import models as _models
 from edgescene.commands import reconstruct as _reconstruct
 from edgescene.commands import synth as _synth
 from edgescene.commands import train as _train
+from edgescene.commands import view as _view
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ COMMANDS: list[Command] = [
         "write the COLMAP sparse model (pycolmap) of a reconstruction folder, optionally bundle-adjusted",
         _colmap.add_colmap_arguments,
         _colmap.run_colmap,
+    ),
+    Command(
+        "view",
+        "show a reconstruction folder in the browser: points, camera frustums, trajectory (viser)",
+        _view.add_view_arguments,
+        _view.run_view,
     ),
     Command(
         "models",

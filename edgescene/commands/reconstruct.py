@@ -74,6 +74,13 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
         "--bundle-adjust", action="store_true", help="with --colmap: refine the model with pycolmap's bundle adjustment"
     )
     p.add_argument(
+        "--viewer",
+        action="store_true",
+        help="watch the map grow in the browser (viser; needs the mapping extra); it stays open after the run "
+        "until Ctrl-C",
+    )
+    p.add_argument("--viewer-port", type=int, default=8080, help="the viewer's port on 127.0.0.1 (default: 8080)")
+    p.add_argument(
         "--max-points",
         type=int,
         default=2_000_000,
@@ -137,8 +144,26 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
         if importlib.util.find_spec("pycolmap") is None:  # before the run, not after it
             raise ImportError("--colmap needs pycolmap: pip install 'edgescene[mapping]'")
+    viewer = None
+    if args.viewer:
+        from edgescene.mapping.viewer import SceneViewer
+
+        viewer = SceneViewer(port=args.viewer_port)
+        print(f"reconstruct: the map grows at {viewer.url}", flush=True)
     source = args.input[0] if len(args.input) == 1 else args.input
-    report = reconstruct_to_folder(source, model, args.out, config, overwrite=args.overwrite)
+    try:
+        report = reconstruct_to_folder(
+            source,
+            model,
+            args.out,
+            config,
+            overwrite=args.overwrite,
+            on_window=(lambda update: viewer.update(**update)) if viewer is not None else None,
+        )
+    except BaseException:
+        if viewer is not None:
+            viewer.stop()
+        raise
     t = report["timings_s"]
     pre = report["preprocessing"]
     model = report["model"]
@@ -164,6 +189,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         from edgescene.mapping.colmap import export_colmap
 
         print_colmap(export_colmap(args.out, bundle_adjust=args.bundle_adjust, overwrite=True))
+    if viewer is not None:
+        from edgescene.commands.view import serve_until_interrupted
+
+        serve_until_interrupted(viewer, "reconstruct")
     return 0
 
 

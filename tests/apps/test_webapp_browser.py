@@ -9,34 +9,17 @@ re-render from the cached predictions, not run the model again) and saves screen
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from browser import ARTIFACTS, chromium_page
 
 from edgescene.assets import sample_dir
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("EDGESCENE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-# Chromium on a closed network: no background connections, no sandbox (root in CI), software GL.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 
 
 def _free_port() -> int:
@@ -83,17 +66,8 @@ def app_url(tmp_path):
 
 @pytest.fixture()
 def page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        reason = "Debian's chromium is not installed (make test installs it with apt where it can)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: CI must run the browser test")
-        pytest.skip(reason)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1100})
-        yield context.new_page()
-        browser.close()
+    with chromium_page() as page:
+        yield page
 
 
 def test_reconstruct_sample_video_in_the_browser(app_url, page):
