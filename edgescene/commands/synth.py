@@ -16,7 +16,8 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trajectories",
         default=",".join(TRAJECTORIES),
-        help=f"comma-separated camera paths, used in turn (default: {','.join(TRAJECTORIES)})",
+        help=f"comma-separated camera paths, used in turn (default: {','.join(TRAJECTORIES)}; for loop closure: "
+        "loop_orbit (1.25 turns), figure_eight)",
     )
     p.add_argument("--seed", type=int, default=0, help="base seed; scene i uses seed*100003+i (default: 0)")
     p.add_argument("--workers", type=int, default=1, help="processes (default: 1)")

@@ -89,7 +89,7 @@ def test_sequences_are_deterministic_and_differ_by_seed():
     assert not np.array_equal(a.frames, c.frames)
 
 
-@pytest.mark.parametrize("trajectory", ["orbit", "walk", "handheld"])
+@pytest.mark.parametrize("trajectory", ["orbit", "walk", "handheld", "loop_orbit", "figure_eight"])
 def test_every_trajectory_sees_the_scene(trajectory):
     seq = render_sequence(seed=3, trajectory=trajectory, frames=6, width=64, height=48)
     rotations = seq.extrinsics[:, :, :3]
@@ -97,6 +97,26 @@ def test_every_trajectory_sees_the_scene(trajectory):
     assert all((d > 0).mean() > 0.4 for d in seq.depth)  # mostly scene, not sky
     centers = -np.einsum("sji,sj->si", rotations, seq.extrinsics[:, :, 3])
     assert np.linalg.norm(np.diff(centers, axis=0), axis=1).sum() > 0.1  # the camera moves
+
+
+@pytest.mark.parametrize("trajectory", ["loop_orbit", "figure_eight"])
+def test_loop_trajectories_come_back_to_where_they_started(trajectory):
+    """The loops revisit: a late frame stands within a tenth of the path's extent of an early one and
+    looks the same way (what loop closure must find), while the default mix never uses them."""
+    from edgescene.train.data.synthetic import TRAJECTORIES
+    from edgescene.train.data.synthetic.trajectories import make_trajectory
+
+    extrinsics = make_trajectory(trajectory, np.random.default_rng(4), 40, 2.5)
+    rotations, t = extrinsics[:, :, :3], extrinsics[:, :, 3]
+    centres = -np.einsum("sji,sj->si", rotations, t)
+    extent = np.linalg.norm(centres.max(0) - centres.min(0))
+    early, late = range(0, 8), range(30, 40)
+    gap = min(np.linalg.norm(centres[i] - centres[j]) for i in early for j in late)
+    assert gap < 0.1 * extent
+    i, j = min(((i, j) for i in early for j in late), key=lambda p: np.linalg.norm(centres[p[0]] - centres[p[1]]))
+    angle = np.degrees(np.arccos(np.clip((np.trace(rotations[i] @ rotations[j].T) - 1) / 2, -1, 1)))
+    assert angle < 15
+    assert trajectory not in TRAJECTORIES
 
 
 def test_dataset_on_disk_follows_the_manifest_schema(tmp_path):

@@ -14,9 +14,17 @@ from edgescene.train.data.synthetic.dataset import (
 )
 from edgescene.train.data.synthetic.raycast import render
 from edgescene.train.data.synthetic.scene import Scene, random_scene
-from edgescene.train.data.synthetic.trajectories import TRAJECTORIES, look_at, make_trajectory
+from edgescene.train.data.synthetic.trajectories import (
+    ALL_TRAJECTORIES,
+    LOOP_TRAJECTORIES,
+    TRAJECTORIES,
+    look_at,
+    make_trajectory,
+)
 
 __all__ = [
+    "ALL_TRAJECTORIES",
+    "LOOP_TRAJECTORIES",
     "TRAJECTORIES",
     "Scene",
     "SceneSequence",

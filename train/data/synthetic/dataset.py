@@ -29,7 +29,7 @@ from edgescene import __version__
 from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.synthetic.raycast import render
 from edgescene.train.data.synthetic.scene import Scene, random_scene
-from edgescene.train.data.synthetic.trajectories import TRAJECTORIES, make_trajectory
+from edgescene.train.data.synthetic.trajectories import ALL_TRAJECTORIES, TRAJECTORIES, make_trajectory
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,9 @@ class SynthConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width < 16 or self.height < 16:
             raise ValueError(f"width and height must be >= 16, got {self.width}x{self.height}")
-        bad = [t for t in self.trajectories if t not in TRAJECTORIES]
+        bad = [t for t in self.trajectories if t not in ALL_TRAJECTORIES]
         if bad or not self.trajectories:
-            raise ValueError(f"unknown trajectories {bad}; valid: {', '.join(TRAJECTORIES)}")
+            raise ValueError(f"unknown trajectories {bad}; valid: {', '.join(ALL_TRAJECTORIES)}")
         low, high = self.fov_deg
         if not 10 <= low <= high <= 150:
             raise ValueError(f"fov_deg must satisfy 10 <= low <= high <= 150, got {self.fov_deg}")

@@ -1,4 +1,10 @@
-"""Camera trajectories for the synthetic scenes: orbit, forward walk and handheld jitter.
+"""Camera trajectories for the synthetic scenes: orbit, forward walk and handheld jitter, plus two
+loops for loop-closure tests (never in the default mix, so default datasets stay as they were):
+
+- ``loop_orbit``: 1.25 turns around the scene: the last fifth of the video sees again what the
+  first fifth saw, from the same places;
+- ``figure_eight``: around the scene on a figure eight (azimuth swinging +-70 degrees, height at twice
+  the frequency), crossing its own path at the middle, twice.
 
 All return camera-from-world extrinsics (S, 3, 4) in OpenCV axes (x right, y down, z forward) for a
 y-up world. Deterministic given the generator passed in.
@@ -11,7 +17,9 @@ from typing import Literal
 import numpy as np
 
 Trajectory = Literal["orbit", "walk", "handheld"]
-TRAJECTORIES: tuple[str, ...] = ("orbit", "walk", "handheld")
+TRAJECTORIES: tuple[str, ...] = ("orbit", "walk", "handheld")  # the default mix
+LOOP_TRAJECTORIES: tuple[str, ...] = ("loop_orbit", "figure_eight")  # revisits, for loop closure
+ALL_TRAJECTORIES: tuple[str, ...] = TRAJECTORIES + LOOP_TRAJECTORIES
 WORLD_UP = np.array([0.0, 1.0, 0.0])
 
 
@@ -35,6 +43,35 @@ def orbit(rng: np.random.Generator, frames: int, object_radius: float) -> np.nda
     target = np.array([0.0, rng.uniform(0.2, 0.8), 0.0])
     angles = start + arc * np.linspace(0, 1, frames)
     return np.stack([look_at(np.array([radius * np.cos(a), height, radius * np.sin(a)]), target) for a in angles])
+
+
+def loop_orbit(rng: np.random.Generator, frames: int, object_radius: float, turns: float = 1.25) -> np.ndarray:
+    """``turns`` full turns around the scene centre at 1.8-2.2x the object radius, at one height."""
+    radius = object_radius * rng.uniform(1.8, 2.2)
+    height = rng.uniform(1.0, 2.0)
+    start = rng.uniform(0, 2 * np.pi)
+    direction = rng.choice([-1, 1])
+    target = np.array([0.0, 0.5, 0.0])
+    angles = start + direction * 2 * np.pi * turns * np.linspace(0, 1, frames)
+    return np.stack([look_at(np.array([radius * np.cos(a), height, radius * np.sin(a)]), target) for a in angles])
+
+
+def figure_eight(rng: np.random.Generator, frames: int, object_radius: float) -> np.ndarray:
+    """A figure eight on the sphere around the scene: azimuth ``c + 70 deg sin(2 pi u)``, height
+    ``h + 0.8 sin(4 pi u)`` for u in [0, 1]; it passes the middle (u = 0, 1/2, 1) three times."""
+    radius = object_radius * rng.uniform(1.8, 2.2)
+    height = rng.uniform(1.2, 2.0)
+    centre = rng.uniform(0, 2 * np.pi)
+    target = np.array([0.0, 0.5, 0.0])
+    u = np.linspace(0, 1, frames)
+    azimuth = centre + np.radians(70) * np.sin(2 * np.pi * u)
+    heights = height + 0.8 * np.sin(4 * np.pi * u)
+    return np.stack(
+        [
+            look_at(np.array([radius * np.cos(a), h, radius * np.sin(a)]), target)
+            for a, h in zip(azimuth, heights, strict=True)
+        ]
+    )
 
 
 def walk(rng: np.random.Generator, frames: int, object_radius: float) -> np.ndarray:
@@ -89,4 +126,8 @@ def make_trajectory(kind: str, rng: np.random.Generator, frames: int, object_rad
     if kind == "handheld":
         base = orbit(rng, frames, object_radius) if rng.random() < 0.5 else walk(rng, frames, object_radius)
         return handheld(rng, base)
-    raise ValueError(f"unknown trajectory {kind!r}; valid: {', '.join(TRAJECTORIES)}")
+    if kind == "loop_orbit":
+        return loop_orbit(rng, frames, object_radius)
+    if kind == "figure_eight":
+        return figure_eight(rng, frames, object_radius)
+    raise ValueError(f"unknown trajectory {kind!r}; valid: {', '.join(ALL_TRAJECTORIES)}")
