@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgescene.core.preprocess import Resize
+from edgescene.runtime.outputs import read_ply
 
 COLMAP_DIR = "colmap"
 INSTALL_HINT = "pip install 'edgescene[mapping]' (pycolmap)"
@@ -75,17 +76,6 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {path.parent} a folder written by `edgescene reconstruct`?")
     return json.loads(path.read_text())
-
-
-def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import trimesh
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: is {path.parent} a folder written by `edgescene reconstruct`?")
-    cloud: Any = trimesh.load(path, file_type="ply")
-    points = np.asarray(cloud.vertices, dtype=np.float64)
-    colors = np.asarray(getattr(cloud, "colors", np.zeros((len(points), 4))), dtype=np.uint8)[:, :3]
-    return points, colors
 
 
 def keyframe_images(frames: list[dict], source: str | Path | None, orientation: str) -> list[np.ndarray]:
@@ -199,7 +189,7 @@ def export_colmap(
     frames = cameras["frames"]
     if not frames:
         raise ValueError(f"{recon_dir}/cameras.json has no keyframes")
-    points, colors = _read_points(recon_dir / "points.ply")
+    points, colors = read_ply(recon_dir / "points.ply")
     voxel_size = report.get("map_voxel_size")
     if not voxel_size:
         raise ValueError(

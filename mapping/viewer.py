@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from edgescene.core.geometry import inverse_se3, rotmat_to_quat
+from edgescene.runtime.outputs import read_ply, thumbnail
 
 INSTALL_HINT = "pip install 'edgescene[mapping]' (viser)"
-THUMBNAIL_WIDTH = 96
 
 
 def _import_viser():
@@ -35,13 +35,6 @@ def _import_viser():
     except ImportError as exc:
         raise ImportError(f"the viewer needs viser: {INSTALL_HINT} ({exc})") from exc
     return viser
-
-
-def thumbnail(rgb: np.ndarray, width: int = THUMBNAIL_WIDTH) -> np.ndarray:
-    """(H, W, 3) uint8 -> a copy at most ``width`` pixels wide (nearest neighbour, no dependency)."""
-    h, w = rgb.shape[:2]
-    step = max(1, int(np.ceil(w / width)))
-    return np.ascontiguousarray(rgb[::step, ::step])
 
 
 class SceneViewer:
@@ -180,7 +173,6 @@ class SceneViewer:
 def view_folder(recon_dir: str | Path, host: str = "127.0.0.1", port: int = 8080) -> SceneViewer:
     """A viewer showing a finished reconstruction folder (points.ply, cameras.json; keyframe
     thumbnails from colmap/images when ``edgescene colmap`` wrote them)."""
-    import trimesh
     from PIL import Image
 
     recon_dir = Path(recon_dir)
@@ -189,9 +181,7 @@ def view_folder(recon_dir: str | Path, host: str = "127.0.0.1", port: int = 8080
             raise FileNotFoundError(
                 f"{recon_dir / name} is missing: is it a folder written by `edgescene reconstruct`?"
             )
-    cloud: Any = trimesh.load(recon_dir / "points.ply", file_type="ply")
-    points = np.asarray(cloud.vertices, np.float32)
-    colors = np.asarray(getattr(cloud, "colors", np.zeros((len(points), 4))), np.uint8)[:, :3]
+    points, colors = read_ply(recon_dir / "points.ply")
     cameras = json.loads((recon_dir / "cameras.json").read_text())
     frames = cameras["frames"]
     extrinsics = np.array([f["extrinsics"] for f in frames], np.float64).reshape(-1, 3, 4)
@@ -205,4 +195,4 @@ def view_folder(recon_dir: str | Path, host: str = "127.0.0.1", port: int = 8080
     return viewer
 
 
-__all__ = ["SceneViewer", "thumbnail", "view_folder"]
+__all__ = ["SceneViewer", "view_folder"]

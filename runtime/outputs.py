@@ -239,6 +239,26 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -
         f.write(data)
 
 
+def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """The point cloud :func:`write_ply` wrote: points (N, 3) float64 and colours (N, 3) uint8."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: is {path.parent} a folder written by `edgescene reconstruct`?")
+    cloud = trimesh.load(path, file_type="ply")
+    points = np.asarray(getattr(cloud, "vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+    colors = np.asarray(getattr(cloud, "colors", np.zeros((len(points), 4))), dtype=np.uint8).reshape(-1, 4)[:, :3]
+    return points, colors
+
+
+THUMBNAIL_WIDTH = 96
+
+
+def thumbnail(rgb: np.ndarray, width: int = THUMBNAIL_WIDTH) -> np.ndarray:
+    """(H, W, 3) uint8 -> a copy at most about ``width`` pixels wide (every n-th pixel, no resampling)."""
+    step = max(1, int(np.ceil(rgb.shape[1] / width)))
+    return np.ascontiguousarray(rgb[::step, ::step])
+
+
 def _check_cameras(cameras) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
     out = []
     for i, cam in enumerate(cameras):

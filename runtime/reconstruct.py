@@ -39,6 +39,7 @@ from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferen
 from edgescene.runtime.outputs import (
     OutputFolder,
     redact_paths,
+    thumbnail,
     write_cameras_json,
     write_depth_npz,
     write_glb,
@@ -233,9 +234,9 @@ class Stream:
         """Hand a prepared keyframe to the model, alignment and fusion."""
         for stage, value in prepared.stages.items():
             self._filling[stage] += value
-        submitted = self._core._submitted
+        submitted = self._core.submitted_windows
         state = self._core.push(prepared.image, prepared.colors, prepared.meta)
-        if self._core._submitted != submitted:
+        if self._core.submitted_windows != submitted:
             self._close_window_inputs()
         return state
 
@@ -543,9 +544,7 @@ def reconstruct_to_folder(
 
         def sink(result: KeyframeResult) -> None:
             if on_window is not None and result.rgb is not None:
-                thumbnails.append(
-                    result.rgb[:: max(1, result.rgb.shape[1] // 96), :: max(1, result.rgb.shape[1] // 96)].copy()
-                )
+                thumbnails.append(thumbnail(result.rgb))
                 if len(thumbnails) > LIVE_THUMBNAILS:
                     thumbnails[-LIVE_THUMBNAILS - 1] = None  # bounded: older frustums keep what they drew
             kept.append(

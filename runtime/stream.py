@@ -179,6 +179,11 @@ class StreamingReconstruction:
         self._windows = 0
 
     @property
+    def submitted_windows(self) -> int:
+        """Windows sent to the model so far (integrated or still in flight)."""
+        return self._submitted
+
+    @property
     def state(self) -> StreamState:
         return StreamState(
             len(self.extrinsics),

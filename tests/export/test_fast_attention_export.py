@@ -27,15 +27,16 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def _export(checkpoint, out, fast):
+def _export(checkpoint, out, fast, frames_range=(1, 3, 6), unproject=False):
     config = ExportConfig(
         model=str(checkpoint),
         format="onnx",
         out=str(out),
         height=56,
         width=84,
-        frames_range=(1, 3, 6),
+        frames_range=frames_range,
         fast_attention=fast,
+        unproject=unproject,
     )
     return export_model(config, log=lambda line: None)
 
@@ -81,29 +82,8 @@ def test_unprojection_inside_the_graph_feeds_the_runtime(checkpoint, tmp_path):
     from edgescene.assets import sample_dir
     from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
-    plain = export_model(
-        ExportConfig(
-            model=str(checkpoint),
-            format="onnx",
-            out=str(tmp_path / "plain"),
-            height=56,
-            width=84,
-            frames_range=(1, 4, 4),
-        ),
-        log=lambda line: None,
-    )
-    inside = export_model(
-        ExportConfig(
-            model=str(checkpoint),
-            format="onnx",
-            out=str(tmp_path / "inside"),
-            height=56,
-            width=84,
-            frames_range=(1, 4, 4),
-            unproject=True,
-        ),
-        log=lambda line: None,
-    )
+    plain = _export(checkpoint, tmp_path / "plain", False, frames_range=(1, 4, 4))
+    inside = _export(checkpoint, tmp_path / "inside", False, frames_range=(1, 4, 4), unproject=True)
     assert inside.accepted and [t.name for t in inside.artifact.outputs][-1] == "depth_points"
     assert "depth_points" not in [t.name for t in plain.artifact.outputs]
     config = ReconstructConfig(window=4, overlap=2, max_frames=10, pipeline=False)

@@ -18,7 +18,8 @@ pytest.importorskip("viser")
 from browser import ARTIFACTS, chromium_page
 
 from edgescene.assets import default_model_dir, sample_dir
-from edgescene.mapping.viewer import SceneViewer, thumbnail
+from edgescene.mapping.viewer import SceneViewer
+from edgescene.runtime.outputs import thumbnail
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
 pytestmark = pytest.mark.browser

@@ -32,7 +32,7 @@ def test_read_ahead_yields_everything_in_order_and_stays_bounded():
             assert len(produced) - len(got) <= 3 + 2  # the queue, the item in hand, the one being put
             got.append(item)
     assert got == list(range(50))
-    assert items.busy_s >= 0
+    assert items.busy_s > 0  # the time spent producing was measured
 
 
 def test_read_ahead_hands_the_sources_error_to_the_consumer_at_its_place():
