@@ -19,44 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgescene.core.sim3 import Edge, Sim3, move_camera
+
 INSTALL_HINT = "pip install 'edgescene[mapping]' (gtsam)"
-
-
-@dataclass(frozen=True)
-class Sim3:
-    """``p -> s R p + t``: s > 0, R (3, 3) rotation, t (3,)."""
-
-    s: float
-    R: np.ndarray
-    t: np.ndarray
-
-    @staticmethod
-    def identity() -> Sim3:
-        return Sim3(1.0, np.eye(3), np.zeros(3))
-
-    def __matmul__(self, other: Sim3) -> Sim3:
-        """Composition: ``(self @ other)(p) = self(other(p))``."""
-        return Sim3(self.s * other.s, self.R @ other.R, self.s * self.R @ other.t + self.t)
-
-    def inverse(self) -> Sim3:
-        return Sim3(1.0 / self.s, self.R.T, -(self.R.T @ self.t) / self.s)
-
-    def apply(self, points: np.ndarray) -> np.ndarray:
-        """(..., 3) -> (..., 3)."""
-        return self.s * np.asarray(points) @ self.R.T + self.t
-
-
-@dataclass(frozen=True)
-class Edge:
-    """A measured ``T_i^{-1} T_j`` with its standard deviations."""
-
-    i: int
-    j: int
-    relative: Sim3
-    sigma_rotation: float = 0.01  # rad
-    sigma_translation: float = 0.01  # map units of window i
-    sigma_log_scale: float = 0.01
-    kind: str = "sequential"  # "sequential" (shared frames) or "loop" (a revisit)
 
 
 @dataclass
@@ -99,8 +64,17 @@ def chain(edges: list[Edge], count: int) -> list[Sim3]:
     return [node for node in nodes if node is not None]
 
 
-def optimize(initial: list[Sim3], edges: list[Edge], max_iterations: int = 100) -> GraphResult:
-    """Optimise the nodes (Levenberg-Marquardt over Sim(3)), window 0 fixed; returns them in order."""
+def optimize(
+    initial: list[Sim3], edges: list[Edge], max_iterations: int = 100, robust_loops: bool = False
+) -> GraphResult:
+    """Optimise the nodes (Levenberg-Marquardt over Sim(3)), window 0 fixed; returns them in order.
+
+    ``robust_loops``: loop edges get a Cauchy kernel (scale 1 sigma), so one wrong revisit bends the
+    map less. Off by default: after a long drift a *true* loop edge is many sigmas off the chain
+    too, and the kernel then ignores it (measured on the 1.25-turn orbit: ATE 0.455 -> 0.452 with
+    it, the drift stays). The guard against wrong revisits is their geometric verification
+    (:mod:`edgescene.runtime.loops`: fundamental matrix, then a 3D similarity with enough inliers).
+    """
     gtsam = _gtsam()
     if len(initial) < 2:
         raise ValueError("a pose graph needs at least two windows")
@@ -117,6 +91,8 @@ def optimize(initial: list[Sim3], edges: list[Edge], max_iterations: int = 100) 
     for edge in edges:
         sigmas = np.array([edge.sigma_rotation] * 3 + [edge.sigma_translation] * 3 + [edge.sigma_log_scale])
         noise = gtsam.noiseModel.Diagonal.Sigmas(sigmas)
+        if edge.kind == "loop" and robust_loops:  # a wrong revisit must not bend the whole map
+            noise = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Cauchy.Create(1.0), noise)
         graph.add(gtsam.BetweenFactorSimilarity3(edge.i, edge.j, _to_gtsam(gtsam, edge.relative), noise))
     params = gtsam.LevenbergMarquardtParams()
     params.setMaxIterations(max_iterations)
@@ -132,19 +108,29 @@ def optimize(initial: list[Sim3], edges: list[Edge], max_iterations: int = 100) 
     )
 
 
+def solve(nodes: list[Sim3], edges: list[Edge], robust_loops: bool = False) -> tuple[list[Sim3], dict]:
+    """The stream's pose-graph solver (:data:`edgescene.runtime.stream.PoseGraphSolver`): optimised
+    nodes and what GTSAM did."""
+    result = optimize(nodes, edges, robust_loops=robust_loops)
+    return result.nodes, {
+        "name": "gtsam Levenberg-Marquardt over Similarity3 between-factors"
+        + (", loop edges with a Cauchy kernel" if robust_loops else ""),
+        "initial_error": round(result.initial_error, 6),
+        "final_error": round(result.final_error, 6),
+        "iterations": result.iterations,
+        "loop_edges": result.loop_edges,
+    }
+
+
 def correct_cameras(extrinsics: np.ndarray, windows: list[int], before: list[Sim3], after: list[Sim3]) -> np.ndarray:
     """Move each keyframe's camera with its window's correction ``after_w @ before_w^{-1}``.
 
-    extrinsics (K, 3, 4) camera-from-map; windows[k]: the window keyframe k was placed by. A camera
-    ``x_cam = R x_map + t`` under ``p_new = C(p_old)`` becomes ``R C_R^T``, ``s_C t - R C_R^T C_t``
-    (camera axes keep their metric; its translation scales with the map)."""
+    extrinsics (K, 3, 4) camera-from-map; windows[k]: the window keyframe k was placed by
+    (:func:`edgescene.core.sim3.move_camera`)."""
     out = np.array(extrinsics, np.float64, copy=True)
     for k, w in enumerate(windows):
-        c = after[w] @ before[w].inverse()
-        R, t = out[k][:, :3], out[k][:, 3]
-        r_new = R @ c.R.T
-        out[k] = np.concatenate([r_new, (c.s * t - r_new @ c.t)[:, None]], axis=1)
+        out[k] = move_camera(out[k], after[w] @ before[w].inverse())
     return out
 
 
-__all__ = ["Edge", "GraphResult", "Sim3", "chain", "correct_cameras", "optimize"]
+__all__ = ["Edge", "GraphResult", "Sim3", "chain", "correct_cameras", "optimize", "solve"]

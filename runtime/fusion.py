@@ -188,6 +188,11 @@ class PointMap:
     ``max_points``) allocates and touches the arrays for that bound up front, so the process's memory
     is flat from the first frame and no resize happens mid-stream; otherwise the arrays double as needed.
 
+    Each voxel also keeps a *tag* (int32): the ``tag`` of the :meth:`add` call that created it (the
+    stream passes its window number), so :meth:`transform_tags` can move each window's points with
+    that window's correction (loop closure) without keeping the frames. A voxel fused from several
+    windows moves with the first one's.
+
     voxel_size: > 0, in world units (VGGT's normalised scale unless aligned); it changes when the
     cap coarsens the grid or :meth:`transform` scales the map.
     max_points: None (no cap) or >= 8 (the grid is anchored at the origin, so points in the 8
@@ -226,6 +231,7 @@ class PointMap:
         self._xyz = full((rows, 3), np.float64)
         self._rgb = full((rows, 3), np.float32)
         self._w = full(rows, np.float64)
+        self._tag = full(rows, np.int32)
         self._table = np.full(slots, _EMPTY, dtype=np.int64)
         self._row = full(slots, np.int64)
         self._shift = np.uint64(64 - (slots.bit_length() - 1))
@@ -264,6 +270,7 @@ class PointMap:
             + self._xyz.nbytes
             + self._rgb.nbytes
             + self._w.nbytes
+            + self._tag.nbytes
             + self._table.nbytes
             + self._row.nbytes
         )
@@ -275,16 +282,27 @@ class PointMap:
         )
 
     # -- updates
-    def add(self, points: np.ndarray, colors: np.ndarray, weights: np.ndarray | None = None) -> None:
+    @property
+    def tags(self) -> np.ndarray:
+        """(M,) int32 tag per voxel: the ``tag`` of the :meth:`add` that created it (a copy)."""
+        return self._tag[: self._n].copy()
+
+    def add(self, points: np.ndarray, colors: np.ndarray, weights: np.ndarray | None = None, tag: int = 0) -> None:
         """Merge points (N, 3), colours (N, 3) uint8 and optional weights (N,) (default 1 each).
 
-        Each voxel keeps the weighted mean of everything that fell in it, over all batches.
+        Each voxel keeps the weighted mean of everything that fell in it, over all batches; a voxel
+        this batch creates gets ``tag`` (an int32, e.g. the window number).
         """
         p, c, w = _check_points(points, colors, weights)
+        tag = int(tag)
+        if not -(2**31) <= tag < 2**31:
+            raise ValueError(f"tag: expected an int32, got {tag}")
         while True:
             keys, ok = _voxel_keys(p, self.voxel_size)
             keep = (w[ok] > 0) & _in_pack_range(keys)
-            if self._merge(keys[keep], p[ok][keep].astype(np.float64), c[ok][keep].astype(np.float32), w[ok][keep]):
+            tags = np.full(int(keep.sum()), tag, np.int32)
+            xyz, rgb = p[ok][keep].astype(np.float64), c[ok][keep].astype(np.float32)
+            if self._merge(keys[keep], xyz, rgb, w[ok][keep], tags):
                 break
             self._coarsen()  # reserved arrays full: coarsen the map first, then bin the batch again
         self._enforce_cap()
@@ -309,20 +327,38 @@ class PointMap:
         self._rebin(xyz)
         self._enforce_cap()
 
+    def transform_tags(self, transforms: dict[int, tuple[float, np.ndarray, np.ndarray]]) -> None:
+        """Move each voxel by the similarity of its tag: ``tag -> (s, R (3, 3), t (3,))``,
+        ``p -> s R p + t``; voxels whose tag is absent stay. Then re-bin on the same grid (the voxel
+        size is unchanged), merging voxels that now coincide: a place mapped twice before a loop
+        was closed becomes one surface again."""
+        n = self._n
+        xyz = self._xyz[:n].copy()
+        tags = self._tag[:n]
+        for tag, (s, R, t) in transforms.items():
+            rows = tags == tag
+            if rows.any():
+                if not float(s) > 0:
+                    raise ValueError(f"transforms[{tag}]: expected a scale > 0, got {s}")
+                xyz[rows] = apply_sim3(xyz[rows], float(s), np.asarray(R, np.float64), np.asarray(t, np.float64))
+        self._rebin(xyz)
+        self._enforce_cap()
+
     def clear(self) -> None:
         """Drop every point (the voxel size stays as it is)."""
         self._reset()
 
     # -- internals
-    def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray) -> bool:
+    def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray, tags: np.ndarray) -> bool:
         """Combine a batch with the map by weighted mean per voxel (keys already in pack range).
+        A new voxel takes the tag of the batch's first point in it.
 
         Returns False, changing nothing, when reserved arrays cannot take the batch's new voxels.
         """
         if len(keys) == 0:
             return True
         packed = _pack(keys)
-        uniq, inverse = np.unique(packed, return_inverse=True)
+        uniq, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
         # reserved: refuse a batch whose new voxels do not fit (only counted when they might not)
         if (
             self.reserve
@@ -341,6 +377,7 @@ class PointMap:
         self._w[i] = total
         i = rows[new]  # new voxels: their rows were appended in order
         self._xyz[i], self._rgb[i], self._w[i] = bxyz[new], brgb[new].astype(np.float32), bw[new]
+        self._tag[i] = tags[first[new]]
         return True
 
     def _slots(self, packed: np.ndarray) -> np.ndarray:
@@ -408,9 +445,10 @@ class PointMap:
         if self.max_points is not None and not self.reserve:
             target = max(rows, min(target, self.max_points * 2))
         n = self._n
-        packed, xyz, rgb, w = self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n]
+        packed, xyz, rgb, w, tag = self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n], self._tag[:n]
         self._allocate(target)
         self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n] = packed, xyz, rgb, w  # rows keep their order
+        self._tag[:n] = tag
         self._n = n
         self._rehash(packed)
 
@@ -438,10 +476,11 @@ class PointMap:
         keys, ok = _voxel_keys(xyz, self.voxel_size)
         inside = _in_pack_range(keys)
         rgb, w = self._rgb[: self._n][ok][inside], self._w[: self._n][ok][inside]
+        tags = self._tag[: self._n][ok][inside]
         xyz = xyz[ok][inside]
         self._n = 0
         self._table.fill(_EMPTY)
-        self._merge(keys[inside], xyz, rgb, w)
+        self._merge(keys[inside], xyz, rgb, w, tags)
 
     def _coarsen(self) -> None:
         before = len(self)

@@ -458,6 +458,19 @@ def write_depth_npz(path: str | os.PathLike, depth: np.ndarray, conf: np.ndarray
         f.write(buf.getbuffer())
 
 
+def rescale_depth_npz(path: str | os.PathLike, factor: float) -> None:
+    """Multiply the ``depth`` of a :func:`write_depth_npz` file by ``factor`` (> 0), keeping every
+    other array (loop closure rescales a window's frames with its correction); atomic."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"factor: expected a finite value > 0, got {factor}")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    if "depth" not in arrays or "conf" not in arrays:
+        raise ValueError(f"{path}: not a depth file of edgescene (no depth / conf arrays)")
+    depth, conf = arrays.pop("depth"), arrays.pop("conf")
+    write_depth_npz(path, depth.astype(np.float64) * factor, conf, **arrays)
+
+
 def _jsonable(obj):
     """Plain JSON values: numpy scalars and arrays, tuples and paths converted; NaN / inf -> null."""
     if isinstance(obj, Mapping):

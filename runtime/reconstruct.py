@@ -36,9 +36,11 @@ from edgescene.core.artifact import ArtifactError
 from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare, resize_pixels
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
+from edgescene.runtime.loops import LoopConfig
 from edgescene.runtime.outputs import (
     OutputFolder,
     redact_paths,
+    rescale_depth_npz,
     thumbnail,
     write_cameras_json,
     write_depth_npz,
@@ -51,6 +53,7 @@ from edgescene.runtime.pipeline import ReadAhead, WriteBehind
 from edgescene.runtime.session import Device, open_session
 from edgescene.runtime.stream import (
     KeyframeResult,
+    PoseGraphSolver,
     StreamConfig,
     StreamingReconstruction,
     StreamState,
@@ -83,6 +86,7 @@ class ReconstructConfig:
     long_side: int | None = None  # upstream's size rule at this long side (default: the model's; 518 for VGGT-1B)
     pipeline: bool = True  # reconstruct_to_folder: read ahead, model thread, write behind (same results)
     fast_attention: bool = False  # VGGT global attention with token merging (open_session's fast_attention)
+    loop_closure: bool = False  # find revisits, optimise a Sim(3) pose graph, correct cameras, map and depth
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
@@ -134,7 +138,7 @@ class PreparedFrame:
 
 
 INPUT_STAGES = ("decode_s", "keyframes_s", "preprocess_s")
-STAGES = (*INPUT_STAGES, "model_s", "align_s", "fusion_s", "write_s")
+STAGES = (*INPUT_STAGES, "model_s", "align_s", "fusion_s", "loops_s", "write_s")
 
 
 class Stream:
@@ -156,6 +160,7 @@ class Stream:
         self.model_hw: tuple[int, int] | None = None  # chosen at the first frame
         self.provenance: list[dict] = []  # per keyframe: how its pixels reached the model
         self.notes: list[str] = []
+        self.loop_closure: dict | None = None  # close_loops's report
         self._selector = reconstructor._selector()
         # decode / keyframes / preprocess seconds: since the last keyframe (prepare's, which may run on a
         # read-ahead thread), of the window being filled (feed's), and per submitted window
@@ -164,7 +169,11 @@ class Stream:
         self._inputs: list[dict] = []
         self.write_s: dict[int, float] = defaultdict(float)  # window -> seconds its sink writes took
         self._core = StreamingReconstruction(
-            predictor_from_session(reconstructor.session), reconstructor.stream_config, sink=sink, pipelined=pipelined
+            predictor_from_session(reconstructor.session),
+            reconstructor.stream_config,
+            sink=sink,
+            pipelined=pipelined,
+            loops=LoopConfig() if reconstructor.config.loop_closure else None,
         )
 
     @property
@@ -227,6 +236,7 @@ class Stream:
             "resize": self._resize,
             "reason": decision.reason,
             "provenance": provenance,
+            "revisit_of": decision.revisit_of,  # a DINOv3 revisit: loop closure verifies it first
         }
         return PreparedFrame(image, colors, meta, stages)
 
@@ -261,6 +271,19 @@ class Stream:
     def close(self) -> None:
         """Stop the model thread of a pipelined stream (``finish`` does it too)."""
         self._core.close()
+
+    def close_loops(self, solver: PoseGraphSolver) -> dict:
+        """After :meth:`finish`: optimise the pose graph of the windows with ``solver`` and move the
+        cameras and the map (:meth:`StreamingReconstruction.close_loops`); recorded for the report."""
+        start = time.perf_counter()
+        self.loop_closure = self._core.close_loops(solver)
+        self.loop_closure["seconds"] = round(time.perf_counter() - start, 4)
+        return self.loop_closure
+
+    def depth_scale(self, keyframe: int) -> float:
+        """What loop closure multiplied keyframe ``keyframe``'s depth by (1 without a correction)."""
+        corrections = self._core.corrections
+        return 1.0 if corrections is None else float(corrections[self._core.keyframe_windows[keyframe]].s)
 
     @property
     def map(self):
@@ -357,8 +380,10 @@ class Reconstructor:
     def stream(self, sink=None, pipelined: bool = False) -> Stream:
         return Stream(self, sink, pipelined)
 
-    def run(self, frames: Iterable[Frame | np.ndarray]) -> Reconstruction:
-        """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones)."""
+    def run(self, frames: Iterable[Frame | np.ndarray], solver: PoseGraphSolver | None = None) -> Reconstruction:
+        """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones).
+        ``solver``: the pose-graph solver loop closure needs (``config.loop_closure``)."""
+        check_solver(self.config, solver)
         results: list[KeyframeResult] = []
         stream = self.stream(sink=results.append)
         for frame in frames:
@@ -366,6 +391,15 @@ class Reconstructor:
         if stream.frames_seen == 0:
             raise ValueError("no frames to reconstruct")
         stream.finish()
+        if solver is not None and self.config.loop_closure:
+            stream.close_loops(solver)
+            corrections = stream.core.corrections
+            if corrections is not None:
+                for r in results:
+                    c = corrections[stream.core.keyframe_windows[r.keyframe]]
+                    r.depth = (r.depth * c.s).astype(np.float32)
+                    if r.world_points is not None:
+                        r.world_points = c.apply(r.world_points.astype(np.float64)).astype(np.float32)
         extrinsics, intrinsics = stream.core.trajectory()
         return Reconstruction(
             extrinsics=extrinsics,
@@ -380,6 +414,17 @@ class Reconstructor:
             world_points=[r.world_points for r in results if r.world_points is not None],
             world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
         )
+
+
+def check_solver(config: ReconstructConfig, solver: PoseGraphSolver | None) -> None:
+    """Loop closure needs a pose-graph solver; the runtime has none of its own (it stays lean)."""
+    if config.loop_closure and solver is None:
+        raise ValueError(
+            "loop_closure=True needs a pose-graph solver: pass solver=edgescene.mapping.pose_graph.solve "
+            "(pip install 'edgescene[mapping]', GTSAM); the CLI's --loop-closure does this"
+        )
+    if solver is not None and not callable(solver):
+        raise ValueError(f"solver must be callable (nodes, edges) -> (nodes, info), got {type(solver).__name__}")
 
 
 LIVE_THUMBNAILS = 500  # keyframe thumbnails kept for a live viewer (older ones are dropped)
@@ -477,6 +522,7 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         ],
         "alignments": [asdict(a) for a in core.alignments],
         "revisits": stream.revisits,
+        **({"loop_closure": stream.loop_closure} if stream.loop_closure is not None else {}),
     }
 
 
@@ -490,6 +536,7 @@ def reconstruct_to_folder(
     on_frame: Callable[[int, int | None], None] | None = None,
     hide_paths: bool = False,
     on_window: Callable[[dict], None] | None = None,
+    solver: PoseGraphSolver | None = None,
 ) -> dict:
     """Reconstruct ``source`` (image, folder or list of images, video) into the folder ``out``.
 
@@ -503,8 +550,12 @@ def reconstruct_to_folder(
     thread each time a window joins the map (a live viewer): ``update`` holds ``points`` (N, 3),
     ``colors`` (N, 3) uint8, ``weights`` (N,), ``extrinsics`` (K, 3, 4), ``intrinsics`` (K, 3, 3),
     ``image_hw`` and ``thumbnails`` (one small uint8 image per keyframe, None for all but the last
-    ``LIVE_THUMBNAILS``). Returns the run report (also written as ``report.json``).
+    ``LIVE_THUMBNAILS``). ``solver``: the pose-graph solver of loop closure (``config.loop_closure``;
+    :func:`edgescene.mapping.pose_graph.solve`): after the last window the cameras, the map and the
+    depth files move with their window's correction, and ``on_window`` gets the corrected scene.
+    Returns the run report (also written as ``report.json``).
     """
+    check_solver(config, solver)
     start = time.perf_counter()
     with OutputFolder(out, overwrite=overwrite) as folder:
         frames = open_frames(
@@ -581,10 +632,15 @@ def reconstruct_to_folder(
             if stream.frames_seen == 0:
                 raise ValueError(f"{source}: no frames to reconstruct")
             stream.finish()
-            if on_window is not None:
-                on_window(_live_update(stream, rec, thumbnails))
             if writer is not None:
                 writer.close()  # every depth file written (re-raises a failed write)
+            if solver is not None and config.loop_closure:
+                stream.close_loops(solver)
+                for k in kept:
+                    if stream.depth_scale(k.keyframe) != 1.0:
+                        rescale_depth_npz(folder.path(f"depth/{k.keyframe:05d}.npz"), stream.depth_scale(k.keyframe))
+            if on_window is not None:
+                on_window(_live_update(stream, rec, thumbnails))
         finally:
             if isinstance(source_frames, ReadAhead):
                 source_frames.close()

@@ -12,6 +12,13 @@ scene's extent: points beyond ``max_depth_ratio`` x the frame's median depth are
 ``max_points`` is a hard cap), the cameras (a 3x4 and a 3x3 per keyframe) and only the last ``overlap``
 keyframes' points; per-frame depth goes to a ``sink`` (disk) as soon as it is final.
 
+Loop closure (``loops=LoopConfig()``): each window's placement in the map is kept as a Sim(3)
+node (13 floats) and each keyframe as a place for :class:`~edgescene.runtime.loops.LoopDetector`
+(its ORB keypoints' 3D points, ~25 KB); a verified revisit adds a loop edge between two windows.
+:meth:`StreamingReconstruction.close_loops` hands nodes and edges to a pose-graph solver and moves
+every camera and every map voxel with its window's correction (the map's voxels are tagged with
+the window that created them), so the frames need not be kept.
+
 Conventions: OpenCV camera axes, extrinsics camera-from-world (3, 4), intrinsics in model pixels,
 depth along the camera z axis in map units.
 """
@@ -28,7 +35,13 @@ from typing import Any, Literal
 import numpy as np
 
 from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
+from edgescene.core.sim3 import Edge, Sim3, move_camera
 from edgescene.runtime.fusion import PointMap, confidence_mask
+from edgescene.runtime.loops import LoopConfig, LoopDetector
+
+# A pose-graph solver: (initial nodes map_from_window, edges) -> (optimised nodes, what it did);
+# edgescene.mapping.pose_graph.solve is one (GTSAM)
+PoseGraphSolver = Callable[[list[Sim3], list[Edge]], tuple[list[Sim3], dict]]
 
 
 @dataclass
@@ -155,6 +168,7 @@ class StreamingReconstruction:
         config: StreamConfig = StreamConfig(),
         sink: Callable[[KeyframeResult], None] | None = None,
         pipelined: bool = False,
+        loops: LoopConfig | None = None,
     ) -> None:
         self.predictor = predictor
         self.pipelined = pipelined
@@ -177,6 +191,10 @@ class StreamingReconstruction:
         self._overlap_conf: np.ndarray | None = None
         self._keyframes = 0
         self._windows = 0
+        self.window_nodes: list[Sim3] = []  # per integrated window: map_from_window
+        self.keyframe_windows: list[int] = []  # per keyframe: the window that placed it
+        self.loop_detector = LoopDetector(loops) if loops is not None else None
+        self.corrections: list[Sim3] | None = None  # per window, after close_loops applied a solution
 
     @property
     def submitted_windows(self) -> int:
@@ -270,6 +288,9 @@ class StreamingReconstruction:
         else:
             scale, rotation, translation = self._align(points[:n_old], conf[:n_old], frames[:n_old])
         map_points = scale * points @ rotation.T + translation
+        self.window_nodes.append(
+            Sim3(float(scale), np.asarray(rotation, np.float64), np.asarray(translation, np.float64))
+        )
         aligned = time.perf_counter()
         fused: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         sink_s = 0.0
@@ -278,6 +299,7 @@ class StreamingReconstruction:
             self.extrinsics.append(extr)
             self.intrinsics.append(intr)
             self.metas.append(frames[i].meta)
+            self.keyframe_windows.append(self._windows)
             keep = confidence_mask(conf[i], self.config.conf_percentile)
             if self.config.max_depth_ratio is not None:  # far ground / horizon: few pixels, unbounded extent
                 keep &= pred.depth[i] <= self.config.max_depth_ratio * np.median(pred.depth[i])
@@ -300,13 +322,25 @@ class StreamingReconstruction:
                 sink_s += time.perf_counter() - sink_start  # the sink's own work (writing) is not fusion
             self._keyframes += 1
         if fused and self.map is not None:  # one merge per window: the voxel hash is probed once for all
-            self.map.add(*(np.concatenate(part) for part in zip(*fused, strict=True)))
+            xyz, rgb, weights = (np.concatenate(part) for part in zip(*fused, strict=True))
+            self.map.add(xyz, rgb, weights, tag=self._windows)
+        fused_at = time.perf_counter()
+        if self.loop_detector is not None:
+            first = self._keyframes - (len(frames) - n_old)
+            for i in range(n_old, len(frames)):
+                centre = inverse_se3(pred.extrinsics[i])[:, 3]
+                hint = frames[i].meta.get("revisit_of")
+                self.loop_detector.add(
+                    first + i - n_old, self._windows, frames[i].rgb, points[i], conf[i], centre, hint
+                )
         k = self.config.overlap
         self._overlap_points = map_points[-k:] if k else None
         self._overlap_conf = conf[-k:] if k else None
         self._windows += 1
         timing["align_s"] = aligned - start
-        timing["fusion_s"] = time.perf_counter() - aligned - sink_s
+        timing["fusion_s"] = fused_at - aligned - sink_s
+        if self.loop_detector is not None:
+            timing["loops_s"] = time.perf_counter() - fused_at
         self.window_timings.append(timing)
 
     def _point_map(
@@ -367,6 +401,57 @@ class StreamingReconstruction:
         t_cam = s * extr[:, 3] - r_cam @ translation
         return np.concatenate([r_cam, t_cam[:, None]], axis=1), np.asarray(intr, np.float64)
 
+    def pose_graph(self) -> tuple[list[Sim3], list[Edge]]:
+        """The windows as nodes (map_from_window) and the edges between them: one sequential edge per
+        overlap alignment (exactly what the chain did) and the loop edges found so far."""
+        nodes = list(self.window_nodes)
+        edges = [Edge(w - 1, w, nodes[w - 1].inverse() @ nodes[w]) for w in range(1, len(nodes))]
+        if self.loop_detector is not None:
+            edges += self.loop_detector.edges()
+        return nodes, edges
+
+    def close_loops(self, solve: PoseGraphSolver) -> dict:
+        """Optimise the pose graph with ``solve`` and move every camera and map voxel with its
+        window's correction ``after_w @ before_w^{-1}`` (window 0 stays). Call after :meth:`finish`.
+        Returns what was done (for the run report); without a loop edge nothing changes."""
+        if self.loop_detector is None:
+            raise RuntimeError("this stream was made without loop detection (StreamingReconstruction(loops=...))")
+        if self._in_flight or self._pending:
+            raise RuntimeError("close_loops runs after finish(): windows are still waiting to be integrated")
+        nodes, edges = self.pose_graph()
+        detector = self.loop_detector
+        report: dict = {
+            "loops": [m.to_json() for m in detector.matches],
+            "windows": len(nodes),
+            "applied": False,
+            "candidates_checked": detector.candidates_checked,
+            "detector_bytes": detector.nbytes,
+        }
+        if not detector.matches or len(nodes) < 2:
+            report["note"] = "no revisit verified: nothing to correct"
+            return report
+        after, info = solve(nodes, edges)
+        if len(after) != len(nodes):
+            raise ValueError(f"the pose-graph solver returned {len(after)} nodes for {len(nodes)} windows")
+        corrections = [a @ b.inverse() for a, b in zip(after, nodes, strict=True)]
+        for k, w in enumerate(self.keyframe_windows):
+            self.extrinsics[k] = move_camera(self.extrinsics[k], corrections[w])
+        if self.map is not None:
+            self.map.transform_tags({w: (c.s, c.R, c.t) for w, c in enumerate(corrections)})
+        self.window_nodes = list(after)
+        self.corrections = corrections
+        shift = [float(np.linalg.norm(c.apply(b.t) - b.t)) for c, b in zip(corrections, nodes, strict=True)]
+        report.update(
+            applied=True,
+            solver=info,
+            max_correction={
+                "translation": round(max(shift), 6),  # how far a window's origin moved, map units
+                "rotation_deg": round(max(c.angle_deg() for c in corrections), 4),
+                "scale": round(max(abs(np.log(c.s)) for c in corrections), 6),  # |log s|
+            },
+        )
+        return report
+
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, 3, 4) extrinsics and (K, 3, 3) intrinsics of every keyframe so far, map frame."""
         if not self.extrinsics:
@@ -380,6 +465,7 @@ class StreamingReconstruction:
 
 __all__ = [
     "KeyframeResult",
+    "PoseGraphSolver",
     "Predictor",
     "StreamConfig",
     "StreamState",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from edgescene.commands.model_choice import FAST_ATTENTION_HELP, MODEL_HELP, check_model_choice
 
@@ -74,6 +75,13 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
         "--bundle-adjust", action="store_true", help="with --colmap: refine the model with pycolmap's bundle adjustment"
     )
     p.add_argument(
+        "--loop-closure",
+        action="store_true",
+        help="correct drift where the video comes back to a place: revisits found by image retrieval and "
+        "ORB matching (or --features' DINOv3 revisits), a Sim(3) pose graph over the windows (GTSAM), "
+        "cameras, point cloud and depth corrected at the end (needs the mapping extra)",
+    )
+    p.add_argument(
         "--viewer",
         action="store_true",
         help="watch the map grow in the browser (viser; needs the mapping extra); it stays open after the run "
@@ -131,6 +139,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         long_side=args.long_side,
         pipeline=not args.no_pipeline,
         fast_attention=args.fast_attention,
+        loop_closure=args.loop_closure,
     )
     from edgescene.assets import default_model_dir
 
@@ -144,6 +153,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
         if importlib.util.find_spec("pycolmap") is None:  # before the run, not after it
             raise ImportError("--colmap needs pycolmap: pip install 'edgescene[mapping]'")
+    solver = None
+    if args.loop_closure:
+        import importlib.util
+
+        if importlib.util.find_spec("gtsam") is None:  # before the run, not after it
+            raise ImportError("--loop-closure needs gtsam: pip install 'edgescene[mapping]'")
+        from edgescene.mapping.pose_graph import solve as solver
     viewer = None
     if args.viewer:
         from edgescene.mapping.viewer import SceneViewer
@@ -159,6 +175,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             config,
             overwrite=args.overwrite,
             on_window=(lambda update: viewer.update(**update)) if viewer is not None else None,
+            solver=solver,
         )
     except BaseException:
         if viewer is not None:
@@ -180,6 +197,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         f"{report['points']} points in {t['total_s']:.1f} s (model {t.get('model_s', 0):.1f} s) on "
         f"{report['backend']['name']}/{report['backend']['device']} -> {args.out}"
     )
+    if "loop_closure" in report:
+        print(format_loop_closure(report["loop_closure"]))
     if args.profile:
         print(format_profile(report))
     for name in report["outputs"]:
@@ -196,7 +215,22 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-PROFILE_STAGES = ("decode_s", "keyframes_s", "preprocess_s", "model_s", "align_s", "fusion_s", "write_s")
+def format_loop_closure(lc: dict) -> str:
+    """One line (two when applied) saying what loop closure found and did."""
+    found = f"reconstruct: loop closure: {len(lc['loops'])} loop edge(s) over {lc['windows']} windows"
+    if not lc["applied"]:
+        return f"{found}; {lc.get('note', 'nothing corrected')}"
+    m = lc["max_correction"]
+    return (
+        f"{found}; pose graph error {lc['solver']['initial_error']:.4g} -> {lc['solver']['final_error']:.4g}; "
+        f"largest window correction {m['translation']:.4g} map units, {m['rotation_deg']:.3g} deg, "
+        f"scale x{math.exp(m['scale']):.4f}"
+    )
+
+
+PROFILE_STAGES = (
+    "decode_s", "keyframes_s", "preprocess_s", "model_s", "align_s", "fusion_s", "loops_s", "write_s"
+)  # fmt: skip
 
 
 def format_profile(report: dict) -> str:
