@@ -267,3 +267,93 @@ def test_ate_of_the_bench_runs_is_the_metric_of_the_bench(loops):
     run = drifting(loops["figure_eight"], False, 0.3, 0.005)
     assert run.ate_rel == pytest.approx(ate(run.centres, run.truth)["ate_rel"])
     assert run.windows == 20 and run.keyframes == 120
+
+
+# ----------------------------------------------------------------------------- through the runtime
+
+
+@pytest.fixture(scope="module")
+def orbit_runs(loops, tmp_path_factory):
+    """The bundled model on the 1.25-turn orbit (PNG frames), without and with loop closure."""
+    from PIL import Image
+
+    from edgescene.assets import default_model_dir
+    from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
+
+    root = tmp_path_factory.mktemp("orbit")
+    for i, rgb in enumerate(loops["loop_orbit"].frames):
+        Image.fromarray(rgb).save(root / f"{i:04d}.png")
+    reports = {}
+    for closed in (False, True):
+        reports[closed] = reconstruct_to_folder(
+            root,
+            default_model_dir(),
+            root.parent / f"out_{closed}",
+            ReconstructConfig(loop_closure=closed),
+            progress=False,
+            solver=solve if closed else None,
+        )
+    return root, reports
+
+
+@pytest.mark.slow
+def test_reconstruct_to_folder_corrects_cameras_map_and_depth_files(orbit_runs):
+    import json
+
+    from edgescene.runtime.outputs import read_ply
+
+    root, reports = orbit_runs
+    lc = reports[True]["loop_closure"]
+    assert lc["applied"] and len(lc["loops"]) >= 3  # measured: 8 loop edges
+    assert lc["max_correction"]["rotation_deg"] > 1.0  # measured 15.9
+    assert "loop_closure" not in reports[False]
+    folders = {c: root.parent / f"out_{c}" for c in (False, True)}
+    cams = {c: json.loads((folders[c] / "cameras.json").read_text())["frames"] for c in folders}
+    assert [f["index"] for f in cams[True]] == [f["index"] for f in cams[False]]
+    np.testing.assert_allclose(cams[True][0]["extrinsics"], cams[False][0]["extrinsics"], atol=1e-9)  # window 0 stays
+    moved = [
+        np.abs(np.subtract(a["extrinsics"], b["extrinsics"])).max()
+        for a, b in zip(cams[True], cams[False], strict=True)
+    ]
+    assert max(moved) > 0.01
+    # every depth file is the open run's times its window's correction scale (the same model output)
+    scales = []
+    for k in (0, 50, 119):
+        a = np.load(folders[True] / f"depth/{k:05d}.npz")
+        b = np.load(folders[False] / f"depth/{k:05d}.npz")
+        ratio = a["depth"][b["depth"] > 0] / b["depth"][b["depth"] > 0]
+        assert np.ptp(ratio) < 1e-5 * ratio.mean()
+        np.testing.assert_array_equal(a["conf"], b["conf"])
+        assert int(a["frame_index"]) == k
+        scales.append(float(ratio.mean()))
+    assert scales[0] == pytest.approx(1.0, abs=1e-6) and scales[2] != pytest.approx(1.0, abs=1e-4)
+    # the place seen twice is fused once: fewer points (measured 649k vs 801k)
+    assert len(read_ply(folders[True] / "points.ply")[0]) < 0.95 * len(read_ply(folders[False] / "points.ply")[0])
+    assert reports[True]["points"] == len(read_ply(folders[True] / "points.ply")[0])
+
+
+def test_loop_closure_without_a_solver_says_what_to_pass(tmp_path):
+    from edgescene.assets import default_model_dir, sample_dir
+    from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, reconstruct_to_folder
+
+    with pytest.raises(ValueError, match=r"solver=edgescene\.mapping\.pose_graph\.solve"):
+        reconstruct_to_folder(sample_dir() / "sample.mp4", default_model_dir(), tmp_path / "o",
+                              ReconstructConfig(loop_closure=True), progress=False)  # fmt: skip
+    assert not (tmp_path / "o").exists()
+    rec = Reconstructor(default_model_dir(), ReconstructConfig(loop_closure=True))
+    with pytest.raises(ValueError, match="needs a pose-graph solver"):
+        rec.run([np.zeros((48, 64, 3), np.uint8)])
+    with pytest.raises(ValueError, match="must be callable"):
+        rec.run([np.zeros((48, 64, 3), np.uint8)], solver="gtsam")
+
+
+def test_in_memory_run_closes_loops_too(loops):
+    from edgescene.assets import default_model_dir
+    from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
+
+    seq = loops["figure_eight"]
+    rec = Reconstructor(default_model_dir(), ReconstructConfig(loop_closure=True))
+    result = rec.run(list(seq.frames), solver=solve)
+    lc = result.report["loop_closure"]
+    assert lc["applied"] and lc["loops"]
+    assert len(result.depth) == len(result.extrinsics) == result.report["keyframes"]
