@@ -298,6 +298,9 @@ class JobManager:
         try:
             model_ref = self.store.model_ref(job.id)
             config = ReconstructConfig(**job.config)
+            solver = None
+            if config.loop_closure:
+                from edgescene.mapping.pose_graph import solve as solver
             report = reconstruct_to_folder(
                 source,
                 model_ref,
@@ -306,6 +309,7 @@ class JobManager:
                 progress=False,
                 on_frame=on_frame,
                 hide_paths=True,
+                solver=solver,
             )
             outputs = sorted(
                 str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*") if p.is_file()

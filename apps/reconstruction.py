@@ -10,6 +10,7 @@ percentile, branch, cameras, background filter) without running the model.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import shutil
 import time
@@ -83,6 +84,7 @@ def reconstruct(
     window: int = 8,
     options: ViewOptions = ViewOptions(),
     on_frame: Callable[[int, int | None], None] | None = None,
+    loop_closure: bool = False,
 ) -> Rendered:
     """Run the model over the inputs once, cache its predictions in a new folder and render them.
 
@@ -97,9 +99,18 @@ def reconstruct(
     rec = Reconstructor(
         model,
         ReconstructConfig(
-            window=window, overlap=min(2, window - 1), branch=options.branch, conf_percentile=options.conf_percentile
+            window=window,
+            overlap=min(2, window - 1),
+            branch=options.branch,
+            conf_percentile=options.conf_percentile,
+            loop_closure=loop_closure,
         ),
     )
+    solver = None
+    if loop_closure:
+        if importlib.util.find_spec("gtsam") is None:  # now, rather than after the model ran
+            raise ImportError("loop closure needs GTSAM: pip install 'edgescene[mapping]'")
+        from edgescene.mapping.pose_graph import solve as solver
     expected = frames.expected_count()
     seen = []
 
@@ -110,7 +121,7 @@ def reconstruct(
                 on_frame(len(seen), expected)
             yield frame
 
-    result = rec.run(counted())
+    result = rec.run(counted(), solver=solver)
     folder = Path(out_root) / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
     _prune(Path(out_root), KEEP_RECONSTRUCTIONS)
@@ -118,6 +129,10 @@ def reconstruct(
     cache.save(folder / CACHE_NAME)
     rendered = _render(cache, folder, options, start, model_run=True)
     notes = tuple(result.report.get("model_notes", [])) + tuple(result.report["preprocessing"]["notes"])
+    lc = result.report.get("loop_closure")
+    if lc is not None:
+        found = f"loop closure: {len(lc['loops'])} loop edge(s) over {lc['windows']} windows"
+        notes += (f"{found}; cameras and points corrected" if lc["applied"] else f"{found}; {lc.get('note')}",)
     return dataclasses.replace(rendered, notes=notes)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.util
 import io
 import logging
 import math
@@ -393,6 +394,9 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         conf_percentile: float = Form(50.0, ge=0, le=100, description="drop the less confident points"),
         branch: Literal["depth", "points"] = Form("depth"),
         window: int = Form(8, ge=2, description="keyframes per model call"),
+        loop_closure: bool = Form(
+            False, description="correct drift where the video revisits a place (needs the mapping extra: GTSAM)"
+        ),
     ) -> JobInfo:
         if len(files) > config.max_files:
             raise UploadError(f"{len(files)} files is more than the limit of {config.max_files}; send fewer images")
@@ -404,6 +408,10 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             )
         if every_s is not None and not math.isfinite(every_s):
             raise HTTPException(422, f"every_s must be a finite number of seconds, got {every_s}")
+        if loop_closure and importlib.util.find_spec("gtsam") is None:
+            raise HTTPException(
+                422, "loop_closure needs GTSAM, which this server lacks: install 'edgescene[mapping]' or send it off"
+            )
         try:
             entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
             frames = entry.info.get("frames") or {}
@@ -420,6 +428,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
                 branch=branch,
                 window=window,
                 overlap=min(2, window - 1),
+                loop_closure=loop_closure,
             )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc

@@ -305,6 +305,7 @@ class WebApp:
         show_cameras,
         filter_bg,
         branch,
+        loop_closure=False,
         progress=gr.Progress(),
     ):
         models = self.reconstruction_models()
@@ -327,6 +328,7 @@ class WebApp:
                 max_frames=int(max_frames) if max_frames else None,
                 options=options,
                 on_frame=lambda seen, total: progress(seen / total if total else 0.0, desc=f"frame {seen}"),
+                loop_closure=bool(loop_closure),
             )
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             return _error(exc), None, None, [], None
@@ -488,6 +490,11 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             precision=0,
                             minimum=0,
                         )
+                        loop_closure = gr.Checkbox(
+                            value=False,
+                            label="loop closure: correct drift where the video revisits a place (GTSAM)",
+                            elem_id="recon-loop-closure",
+                        )
                         run_btn = gr.Button("Reconstruct", variant="primary", elem_id="recon-run")
                         gr.Markdown("Display (re-renders without running the model):")
                         conf = gr.Slider(0, 100, value=50, step=1, label="confidence percentile (drop below)")
@@ -507,7 +514,7 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                 outputs = [rec_status, viewer, downloads, depth, cache]
                 run_btn.click(
                     app.run_reconstruction,
-                    [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch],
+                    [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch, loop_closure],
                     outputs,
                 )
                 for control in (conf, show_cams, filter_bg, branch):

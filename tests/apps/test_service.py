@@ -75,6 +75,24 @@ def test_video_job_runs_and_serves_its_outputs(client, tmp_path):
     assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
 
 
+def test_loop_closure_job_reports_what_it_found(client, monkeypatch):
+    r = client.post("/jobs", files=[_video()], data={"max_frames": "40", "loop_closure": "true"})
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["id"])
+    assert job["status"] == "done", job
+    report = client.get(f"/jobs/{job['id']}/files/report.json").json()
+    assert report["config"]["loop_closure"] is True
+    lc = report["loop_closure"]
+    assert lc["windows"] == report["windows"] and isinstance(lc["loops"], list) and "applied" in lc
+
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gtsam" else real(name, *a))
+    r = client.post("/jobs", files=[_video()], data={"loop_closure": "true"})
+    assert r.status_code == 422 and "edgescene[mapping]" in r.json()["detail"]
+
+
 def test_image_job(client):
     frames = [f.rgb for f in open_frames(SAMPLE, max_frames=3)]
     r = client.post("/jobs", files=[_png(f, f"img{i}.png") for i, f in enumerate(frames)])

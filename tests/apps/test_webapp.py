@@ -98,6 +98,24 @@ def test_reconstruction_then_rerender_without_the_model(app, monkeypatch):
     assert not Path(glb).exists()  # the previous render's files are cleaned up
 
 
+def test_reconstruction_with_loop_closure_says_what_it_found(app, tmp_path):
+    from PIL import Image
+
+    from edgescene.bench.loop_closure import loop_sequences
+
+    pytest.importorskip("gtsam")
+    seq = loop_sequences(96)[1]  # the figure eight: it crosses its own path
+    paths = []
+    for i, rgb in enumerate(seq.frames):
+        paths.append(str(tmp_path / f"{i:03d}.png"))
+        Image.fromarray(rgb).save(paths[-1])
+    status, glb, *_ = app.run_reconstruction(
+        paths, "several images", DEFAULT_MODEL, 0, 0, 50, True, False, "depth", True, progress=NoProgress()
+    )
+    assert "loop closure: " in status and "cameras and points corrected" in status, status
+    assert Path(glb).read_bytes()[:4] == b"glTF"
+
+
 def test_reconstruction_inputs_are_checked(app, tmp_path):
     frames = [f.rgb for f in open_frames(SAMPLE, max_frames=2)]
     images = []
