@@ -558,7 +558,7 @@ PREVIEW_POINTS = 20_000
 def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False) -> dict:
     """The running reconstruction as JSON: counts, every keyframe's camera, a subsample of the map."""
     core = stream.core
-    extrinsics, _ = core.trajectory()
+    extrinsics, intrinsics = core.trajectory()
     message = {
         "type": "final" if final else "update",
         "frame": frame_number,
@@ -568,6 +568,8 @@ def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False)
         "points": len(core.map) if core.map is not None else 0,
         "camera_centers": core.camera_centers().round(5).tolist(),
         "extrinsics": extrinsics.round(6).tolist(),
+        "intrinsics": intrinsics.round(4).tolist(),  # model pixels, of images image_hw
+        "image_hw": list(stream.model_hw) if stream.model_hw else None,
     }
     if core.map is not None and len(core.map):
         points, colors = core.map.points, core.map.colors

@@ -52,6 +52,8 @@ class SceneViewer:
         self._colors = np.zeros((0, 3), np.uint8)
         self._weights: np.ndarray | None = None
         self._cameras_drawn = 0
+        self._frustums: list[Any] = []  # one viser handle per keyframe drawn
+        self._poses = np.zeros((0, 3, 4))  # the extrinsics they were drawn at
         self.server.scene.set_up_direction("-y")  # OpenCV: y down
         self._stats = self.server.gui.add_markdown("**0 points**, 0 keyframes")
         self._confidence = self.server.gui.add_slider(
@@ -144,10 +146,16 @@ class SceneViewer:
         centres = cam_to_world[:, :, 3]
         extent = float(np.linalg.norm(centres.max(0) - centres.min(0))) if len(centres) > 1 else 1.0
         scale = max(0.02 * extent, 1e-3)
+        drawn = min(self._cameras_drawn, len(extrinsics))
+        if drawn:  # cameras already drawn that moved (loop closure): move their frustums, keep their images
+            moved = np.flatnonzero(np.abs(extrinsics[:drawn] - self._poses[:drawn]).reshape(drawn, -1).max(1) > 1e-9)
+            for m in moved.tolist():
+                self._frustums[m].wxyz = rotmat_to_quat(cam_to_world[m][:, :3])[[3, 0, 1, 2]]
+                self._frustums[m].position = cam_to_world[m][:, 3]
         for k in range(self._cameras_drawn, len(extrinsics)):
             fov = float(2 * np.arctan2(h / 2, intrinsics[k][1, 1]))
             image = thumbnails[k] if thumbnails is not None and k < len(thumbnails) else None
-            self.server.scene.add_camera_frustum(
+            handle = self.server.scene.add_camera_frustum(
                 f"/cameras/{k:05d}",
                 fov=fov,
                 aspect=w / h,
@@ -159,7 +167,9 @@ class SceneViewer:
                 thickness=1.5,
                 thickness_units="screen",
             )
+            self._frustums.append(handle)
         self._cameras_drawn = len(extrinsics)
+        self._poses = np.array(extrinsics, np.float64, copy=True)
         if len(centres) > 1:
             segments = np.stack((centres[:-1], centres[1:]), axis=1).astype(np.float32)
             self.server.scene.add_line_segments(
@@ -168,6 +178,23 @@ class SceneViewer:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def apply_stream_message(viewer: SceneViewer, message: dict) -> None:
+    """Show an ``update`` or ``final`` message of the service's ``/stream`` (its map preview, every
+    keyframe's camera) in ``viewer``; other messages (``ack``) change nothing."""
+    if message.get("type") not in ("update", "final"):
+        return
+    preview = message.get("preview") or {"points": [], "colors": []}
+    intrinsics = message.get("intrinsics")
+    viewer.update(
+        np.asarray(preview["points"], np.float32).reshape(-1, 3),
+        np.asarray(preview["colors"], np.uint8).reshape(-1, 3),
+        None,
+        np.asarray(message["extrinsics"], np.float64).reshape(-1, 3, 4),
+        None if intrinsics is None else np.asarray(intrinsics, np.float64).reshape(-1, 3, 3),
+        tuple(message["image_hw"]) if message.get("image_hw") else None,
+    )
 
 
 def view_folder(recon_dir: str | Path, host: str = "127.0.0.1", port: int = 8080) -> SceneViewer:
@@ -195,4 +222,4 @@ def view_folder(recon_dir: str | Path, host: str = "127.0.0.1", port: int = 8080
     return viewer
 
 
-__all__ = ["SceneViewer", "view_folder"]
+__all__ = ["SceneViewer", "apply_stream_message", "view_folder"]
