@@ -62,6 +62,7 @@ def run(
     warmup_calls: int = 2,
     reserve_map: bool = False,
     pipelined: bool = True,
+    loop_closure: bool = False,
 ) -> dict:
     """Stream ``frames`` synthetic frames through the reconstructor; samples and checkpoint summaries.
 
@@ -71,6 +72,8 @@ def run(
     in the steady state a running service is in. ``reserve_map`` allocates the point map for
     ``max_points`` up front (``--reserve-map``). ``pipelined`` (the runtime's default): the model
     runs on its own thread and depth files are written behind, as in ``reconstruct_to_folder``.
+    ``loop_closure``: revisit detection runs on every keyframe (its places stay in memory) and the
+    pose graph is solved at the end (``loop_closure_s``, ``loop_detector_mb`` in the result).
 
     The video is rendered to PNG files first (excluded: the camera's job), then streamed from that
     folder as a user's images would be, decoding included. End to end: ``fps`` is frames over the
@@ -92,6 +95,7 @@ def run(
             max_points=max_points,
             reserve_map=reserve_map,
             device=device,
+            loop_closure=loop_closure,
         ),
         **(session_options or {}),
     )
@@ -142,6 +146,17 @@ def run(
         stream.finish()
         writer.close()
         stream_s = time.perf_counter() - stream_start
+        loops: dict = {}
+        if loop_closure:
+            from edgescene.mapping.pose_graph import solve
+
+            report = stream.close_loops(solve)
+            loops = {
+                "loop_closure_s": report["seconds"],
+                "loop_edges": len(report["loops"]),
+                "loop_detector_mb": round(report["detector_bytes"] / 2**20, 2),
+                "rss_after_closure_mb": round(rss_mb()[0], 2),
+            }
         model_busy_s = stream.timings["model_s"]
         backend = f"{rec.session.backend}/{rec.session.device}"
     per_call_s = rec.warm_up(3) / 3
@@ -168,6 +183,8 @@ def run(
         "warmup_s": round(warmup_s, 2),
         "reserve_map": reserve_map,
         "pipelined": pipelined,
+        "loop_closure": loop_closure,
+        **loops,
         "stream_s": round(stream_s, 3),
         "fps": round(frames / stream_s, 2),
         "model_only_fps": round((window - overlap) / per_call_s, 2),
@@ -214,6 +231,9 @@ def main() -> None:
     parser.add_argument("--warmup-calls", type=int, default=2, help="blank windows run before the stream")
     parser.add_argument("--reserve-map", action="store_true", help="allocate the map for --max-points up front")
     parser.add_argument("--no-pipeline", action="store_true", help="every stage in turn on one thread")
+    parser.add_argument(
+        "--loop-closure", action="store_true", help="detect revisits on the way, close loops at the end (GTSAM)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = run(
@@ -229,6 +249,7 @@ def main() -> None:
         warmup_calls=args.warmup_calls,
         reserve_map=args.reserve_map,
         pipelined=not args.no_pipeline,
+        loop_closure=args.loop_closure,
     )
     report.pop("samples")
     text = json.dumps(report, indent=1)

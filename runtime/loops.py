@@ -63,6 +63,7 @@ class LoopConfig:
     sigma_rotation: float = 0.02  # loop edge standard deviations (rad, window units, log-scale)
     sigma_translation: float = 0.02
     sigma_log_scale: float = 0.02
+    max_places: int = 4096  # past it, every second one of the older half is forgotten (bounded memory)
 
     def __post_init__(self) -> None:
         if self.min_window_gap < 2:
@@ -84,6 +85,8 @@ class LoopConfig:
             raise ValueError(f"max_residual must be > 0, got {self.max_residual}")
         if min(self.sigma_rotation, self.sigma_translation, self.sigma_log_scale) <= 0:
             raise ValueError("loop edge standard deviations must be > 0")
+        if self.max_places < 16:
+            raise ValueError(f"max_places must be >= 16, got {self.max_places}")
 
 
 @dataclass
@@ -194,6 +197,8 @@ class LoopDetector:
         self._by_keyframe[keyframe] = len(self.places)
         self.places.append(place)
         self._descriptors.append(descriptor.astype(np.float16))
+        if len(self.places) > self.config.max_places:
+            self._thin()
         if match is not None:
             pair = (match.window_a, match.window_b)
             if pair not in self._pairs:
@@ -207,6 +212,15 @@ class LoopDetector:
         return [m.edge(self.config) for m in self.matches]
 
     # -- internals ---------------------------------------------------------------------------
+    def _thin(self) -> None:
+        """Forget every second place of the older half: memory stays under ``max_places`` places while
+        old stretches of the video stay covered (more sparsely, as they age)."""
+        half = len(self.places) // 2
+        keep = [i for i in range(len(self.places)) if i >= half or i % 2 == 0]
+        self.places = [self.places[i] for i in keep]
+        self._descriptors = [self._descriptors[i] for i in keep]
+        self._by_keyframe = {p.keyframe: i for i, p in enumerate(self.places)}
+
     def _detector(self, hw: tuple[int, int]):
         patch = 31 if min(hw) >= 300 else 15  # small inputs (the demo model's 126x168): a smaller border
         if patch not in self._orb:
@@ -242,6 +256,9 @@ class LoopDetector:
                 chosen.insert(0, (i, float(np.float32(self._descriptors[i]) @ descriptor)))
         best: LoopMatch | None = None
         for i, similarity in chosen:
+            known = self._pairs.get((self.places[i].window, place.window))
+            if known is not None and self.matches[known].inliers >= 2 * self.config.min_inliers:
+                continue  # these two windows are already tied firmly: spare the matching
             self.candidates_checked += 1
             match = self._verify(self.places[i], place, similarity)
             if match is not None and (best is None or match.inliers > best.inliers):

@@ -194,6 +194,8 @@ class StreamingReconstruction:
         self.window_nodes: list[Sim3] = []  # per integrated window: map_from_window
         self.keyframe_windows: list[int] = []  # per keyframe: the window that placed it
         self.loop_detector = LoopDetector(loops) if loops is not None else None
+        self._loop_executor: ThreadPoolExecutor | None = None  # pipelined: revisit detection off the caller's thread
+        self._loop_jobs: deque[Future] = deque()
         self.corrections: list[Sim3] | None = None  # per window, after close_loops applied a solution
 
     @property
@@ -227,6 +229,7 @@ class StreamingReconstruction:
             if self._pending:
                 self._submit_window()
             self._integrate_ready(keep=0)
+            self._drain_loop_jobs(keep=0)
         finally:
             self.close()
         return self.state
@@ -237,6 +240,23 @@ class StreamingReconstruction:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self._in_flight.clear()
+        if self._loop_executor is not None:
+            self._loop_executor.shutdown(wait=True, cancel_futures=True)
+            self._loop_executor = None
+        self._loop_jobs.clear()
+
+    def _drain_loop_jobs(self, keep: int) -> None:
+        """Wait until at most ``keep`` revisit-detection jobs are pending (re-raises their errors)."""
+        while len(self._loop_jobs) > keep:
+            self._loop_jobs.popleft().result()
+
+    def _detect_revisits(self, places: list[tuple], timing: dict) -> None:
+        start = time.perf_counter()
+        detector = self.loop_detector
+        assert detector is not None  # only scheduled when the stream detects loops
+        for place in places:
+            detector.add(*place)
+        timing["loops_s"] = time.perf_counter() - start
 
     # -- internals ---------------------------------------------------------------------------
     def _submit_window(self) -> None:
@@ -327,20 +347,24 @@ class StreamingReconstruction:
         fused_at = time.perf_counter()
         if self.loop_detector is not None:
             first = self._keyframes - (len(frames) - n_old)
-            for i in range(n_old, len(frames)):
-                centre = inverse_se3(pred.extrinsics[i])[:, 3]
-                hint = frames[i].meta.get("revisit_of")
-                self.loop_detector.add(
-                    first + i - n_old, self._windows, frames[i].rgb, points[i], conf[i], centre, hint
-                )
+            places = [
+                (first + i - n_old, self._windows, frames[i].rgb, points[i], conf[i],
+                 inverse_se3(pred.extrinsics[i])[:, 3], frames[i].meta.get("revisit_of"))
+                for i in range(n_old, len(frames))
+            ]  # fmt: skip
+            if self.pipelined:  # on its own thread, in order; at most 2 windows' points wait for it
+                if self._loop_executor is None:
+                    self._loop_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgescene-loops")
+                self._drain_loop_jobs(keep=1)
+                self._loop_jobs.append(self._loop_executor.submit(self._detect_revisits, places, timing))
+            else:
+                self._detect_revisits(places, timing)
         k = self.config.overlap
         self._overlap_points = map_points[-k:] if k else None
         self._overlap_conf = conf[-k:] if k else None
         self._windows += 1
         timing["align_s"] = aligned - start
         timing["fusion_s"] = fused_at - aligned - sink_s
-        if self.loop_detector is not None:
-            timing["loops_s"] = time.perf_counter() - fused_at
         self.window_timings.append(timing)
 
     def _point_map(
@@ -416,7 +440,7 @@ class StreamingReconstruction:
         Returns what was done (for the run report); without a loop edge nothing changes."""
         if self.loop_detector is None:
             raise RuntimeError("this stream was made without loop detection (StreamingReconstruction(loops=...))")
-        if self._in_flight or self._pending:
+        if self._in_flight or self._pending or self._loop_jobs:
             raise RuntimeError("close_loops runs after finish(): windows are still waiting to be integrated")
         nodes, edges = self.pose_graph()
         detector = self.loop_detector

@@ -357,3 +357,38 @@ def test_in_memory_run_closes_loops_too(loops):
     lc = result.report["loop_closure"]
     assert lc["applied"] and lc["loops"]
     assert len(result.depth) == len(result.extrinsics) == result.report["keyframes"]
+
+
+def test_pipelined_detection_finds_what_the_sequential_one_does(loops):
+    """Pipelined streams detect revisits on their own thread, in the same order: same edges, same result."""
+    seq = loops["figure_eight"]
+    found = {}
+    for pipelined in (False, True):
+        predictor = DriftingGroundTruth(seq, 0.3, 0.005)
+        stream = StreamingReconstruction(
+            predictor, StreamConfig(conf_percentile=0), pipelined=pipelined, loops=LoopConfig()
+        )
+        for i in range(len(seq.frames)):
+            stream.push(predictor.image(i), seq.frames[i], {"index": i})
+        stream.finish()
+        assert all("loops_s" in t for t in stream.window_timings)
+        report = stream.close_loops(solve)
+        found[pipelined] = (report["loops"], stream.trajectory()[0])
+    assert found[True][0] == found[False][0] and found[True][0]
+    np.testing.assert_array_equal(found[True][1], found[False][1])
+
+
+def test_old_places_are_thinned_past_max_places(loops):
+    seq = loops["loop_orbit"]
+    predictor = DriftingGroundTruth(seq, 0.0, 0.0)
+    stream = StreamingReconstruction(predictor, StreamConfig(conf_percentile=0), loops=LoopConfig(max_places=40))
+    for i in range(len(seq.frames)):
+        stream.push(predictor.image(i), seq.frames[i], {"index": i})
+    stream.finish()
+    detector = stream.loop_detector
+    assert len(detector.places) <= 40 and len(detector._descriptors) == len(detector.places)
+    kept = [p.keyframe for p in detector.places]
+    assert kept == sorted(kept) and kept[-1] == 119 and kept[0] == 0  # the newest all kept, the oldest sparser
+    assert detector.matches  # the loop is still found, from the places that remain
+    with pytest.raises(ValueError, match="max_places"):
+        LoopConfig(max_places=4)
