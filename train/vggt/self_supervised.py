@@ -1,0 +1,307 @@
+"""Self-supervised VGGT losses: what a model can learn from footage with no depth and no cameras.
+
+Every term compares the model's own predictions with each other or with the images:
+
+- **photometric reprojection** (Monodepth2, Godard et al. 2019, "Digging Into Self-Supervised
+  Monocular Depth Estimation"): each target frame's depth and the predicted cameras warp every
+  other frame of the window onto it; the error ``alpha (1 - SSIM) / 2 + (1 - alpha) |I_t - I_s->t|``
+  (alpha 0.85, SSIM on 3x3 windows) is taken per pixel as the *minimum over source frames*
+  (occlusions: some source sees the pixel), and *auto-masked*: pixels where an unwarped source
+  already matches better than the warp (static camera, objects moving with it, textureless sky)
+  are left out;
+- **edge-aware smoothness** of the mean-normalised inverse depth, down-weighted across image edges;
+- **depth / point-map consistency**: the depth head unprojected through the camera head
+  (``depth_to_world_points``) against the point-map head, over the scene's scale;
+- **camera / point-map consistency**: each frame's camera-to-world rotation from the camera head
+  against the one implied by the geometry (the rigid fit, Kabsch, of the frame's depth unprojected
+  in its own camera onto its point-map head points); a camera head that under-rotates is told so by
+  the geometry it predicted itself.
+
+Confidence weighting: the photometric and the consistency terms are weighted as VGGT weights its
+regression losses, ``c e - lambda log c`` (c >= 1 the head's confidence, lambda ``conf_alpha``), so a
+pixel the model declares unsure (an occlusion, a reflection) costs less, at the price of the log.
+
+Conventions: images (B, S, 3, H, W) in [0, 1]; predictions as :class:`edgescene.models.vggt.VGGT`
+returns them (depth (B, S, H, W, 1), depth_conf (B, S, H, W), pose_enc (B, S, 9), world_points
+(B, S, H, W, 3), world_points_conf (B, S, H, W)); cameras are camera-from-world, frame 0's camera
+is the world, OpenCV axes, pixel (u, v) = (column, row) with no +0.5 (as
+``edgescene.core.geometry.unproject_depth``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from edgescene.models.vggt.pose_encoding import depth_to_world_points, pose_encoding_to_extri_intri
+
+__all__ = [
+    "SelfSupervisedConfig",
+    "camera_consistency",
+    "point_consistency",
+    "photometric_loss",
+    "self_supervised_loss",
+    "smoothness_loss",
+    "ssim",
+    "warp_to_target",
+]
+
+
+@dataclass(frozen=True)
+class SelfSupervisedConfig:
+    """Weights of the self-supervised terms (0 turns one off) and their constants."""
+
+    photometric_weight: float = 1.0
+    smoothness_weight: float = 1e-3  # Monodepth2's
+    point_weight: float = 0.1
+    camera_weight: float = 0.1
+    ssim_alpha: float = 0.85  # share of the SSIM term in the photometric error (Monodepth2)
+    conf_alpha: float = 0.05  # lambda of c e - lambda log c (0: confidence ignored)
+    automask: bool = True
+    max_sources: int = 4  # source frames per target: the nearest in the window (a window of S has S - 1)
+
+    def __post_init__(self) -> None:
+        for name in ("photometric_weight", "smoothness_weight", "point_weight", "camera_weight", "conf_alpha"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not 0 <= self.ssim_alpha <= 1:
+            raise ValueError(f"ssim_alpha must be in [0, 1], got {self.ssim_alpha}")
+        if self.max_sources < 1:
+            raise ValueError(f"max_sources must be >= 1, got {self.max_sources}")
+        if self.photometric_weight == self.smoothness_weight == self.point_weight == self.camera_weight == 0:
+            raise ValueError("every self-supervised weight is 0: nothing to train")
+
+
+# ----------------------------------------------------------------------------- image terms
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1 - SSIM) / 2 per pixel and channel on 3x3 windows (reflection padding): (N, C, H, W) -> same, in [0, 1]."""
+    c1, c2 = 0.01**2, 0.03**2
+    x, y = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x, mu_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
+    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x**2
+    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y**2
+    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2)
+    return torch.clamp((1 - num / den) / 2, 0, 1)
+
+
+def _photometric_error(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N, 3, H, W) x 2 -> (N, H, W): alpha (1 - SSIM) / 2 + (1 - alpha) L1, averaged over channels."""
+    l1 = (a - b).abs().mean(1)
+    return alpha * ssim(a, b).mean(1) + (1 - alpha) * l1 if alpha > 0 else l1
+
+
+def warp_to_target(
+    source: torch.Tensor,
+    depth_t: torch.Tensor,
+    extr_t: torch.Tensor,
+    intr_t: torch.Tensor,
+    extr_s: torch.Tensor,
+    intr_s: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source image seen from the target camera through the target's depth.
+
+    source (N, 3, H, W); depth_t (N, H, W) along the target's z; extrinsics (N, 3, 4) camera-from-world
+    and intrinsics (N, 3, 3) of target and source. Returns the warped image (N, 3, H, W) and a mask
+    (N, H, W) of pixels whose point is in front of the source camera and inside its image.
+    """
+    n, _, h, w = source.shape
+    dtype, device = depth_t.dtype, depth_t.device
+    v, u = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype),
+                          indexing="ij")  # fmt: skip
+    fx, fy = intr_t[:, 0, 0, None, None], intr_t[:, 1, 1, None, None]
+    cx, cy = intr_t[:, 0, 2, None, None], intr_t[:, 1, 2, None, None]
+    cam_t = torch.stack(((u - cx) / fx * depth_t, (v - cy) / fy * depth_t, depth_t), dim=-1)  # (N, H, W, 3)
+    world = (cam_t - extr_t[:, None, None, :, 3]) @ extr_t[:, None, :, :3]  # R^T (x - t), as row vectors
+    cam_s = world @ extr_s[:, None, :, :3].transpose(-1, -2) + extr_s[:, None, None, :, 3]
+    z = cam_s[..., 2]
+    z_safe = torch.where(z.abs() < 1e-6, torch.full_like(z, 1e-6), z)
+    us = intr_s[:, 0, 0, None, None] * cam_s[..., 0] / z_safe + intr_s[:, 0, 2, None, None]
+    vs = intr_s[:, 1, 1, None, None] * cam_s[..., 1] / z_safe + intr_s[:, 1, 2, None, None]
+    grid = torch.stack((2 * us / max(w - 1, 1) - 1, 2 * vs / max(h - 1, 1) - 1), dim=-1)  # align_corners=True
+    warped = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    inside = (z > 1e-6) & (us >= 0) & (us <= w - 1) & (vs >= 0) & (vs <= h - 1)
+    return warped, inside
+
+
+def _sources(s: int, t: int, count: int) -> list[int]:
+    """The ``count`` frames nearest to ``t`` in a window of ``s`` (ties: the earlier first)."""
+    others = sorted((i for i in range(s) if i != t), key=lambda i: (abs(i - t), i))
+    return others[:count]
+
+
+def photometric_loss(
+    images: torch.Tensor,
+    depth: torch.Tensor,
+    extrinsics: torch.Tensor,
+    intrinsics: torch.Tensor,
+    conf: torch.Tensor | None = None,
+    cfg: SelfSupervisedConfig = SelfSupervisedConfig(),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Minimum-reprojection photometric loss with auto-masking over a window.
+
+    images (B, S, 3, H, W) in [0, 1]; depth (B, S, H, W); extrinsics (B, S, 3, 4); intrinsics
+    (B, S, 3, 3); conf (B, S, H, W) >= 1 or None. Returns the loss (a scalar) and diagnostics: the
+    share of pixels kept by the auto-mask, the mean minimum error.
+    """
+    b, s, _, h, w = images.shape
+    if s < 2:
+        raise ValueError(f"the photometric loss needs windows of 2 frames or more, got {s}")
+    terms, kept, errors = [], [], []
+    for t in range(s):
+        srcs = _sources(s, t, cfg.max_sources)
+        target = images[:, t]
+        warped_err, identity_err = [], []
+        for j in srcs:
+            warped, inside = warp_to_target(
+                images[:, j], depth[:, t], extrinsics[:, t], intrinsics[:, t], extrinsics[:, j], intrinsics[:, j]
+            )
+            err = _photometric_error(warped, target, cfg.ssim_alpha)
+            warped_err.append(torch.where(inside, err, torch.full_like(err, 1e3)))  # outside: never the minimum
+            if cfg.automask:
+                identity_err.append(_photometric_error(images[:, j], target, cfg.ssim_alpha))
+        best = torch.stack(warped_err).min(0).values  # (B, H, W)
+        valid = best < 1e2
+        if cfg.automask:
+            # a tiny noise breaks ties on flat images, as Monodepth2 does (here: a fixed epsilon)
+            still = torch.stack(identity_err).min(0).values + 1e-5
+            valid = valid & (best < still)
+        best = torch.where(valid, best, torch.zeros_like(best))
+        if conf is not None and cfg.conf_alpha > 0:
+            c = conf[:, t].clamp(min=1.0)
+            per_pixel = c * best - cfg.conf_alpha * torch.log(c)
+        else:
+            per_pixel = best
+        count = valid.sum().clamp(min=1)
+        terms.append((per_pixel * valid).sum() / count)
+        kept.append(valid.float().mean())
+        errors.append(best.sum() / count)
+    loss = torch.stack(terms).mean()
+    return loss, {"photo_kept": torch.stack(kept).mean().detach(), "photo_error": torch.stack(errors).mean().detach()}
+
+
+def smoothness_loss(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Edge-aware smoothness of mean-normalised inverse depth. images (B, S, 3, H, W); depth (B, S, H, W)."""
+    disp = 1.0 / depth.clamp(min=1e-6)
+    disp = disp / disp.mean(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
+    gray = images.mean(2)
+    dx = (disp[..., :, 1:] - disp[..., :, :-1]).abs() * torch.exp(-(gray[..., :, 1:] - gray[..., :, :-1]).abs() * 10)
+    dy = (disp[..., 1:, :] - disp[..., :-1, :]).abs() * torch.exp(-(gray[..., 1:, :] - gray[..., :-1, :]).abs() * 10)
+    return dx.mean() + dy.mean()
+
+
+# ----------------------------------------------------------------------------- geometry terms
+
+
+def point_consistency(
+    depth: torch.Tensor,
+    pose_enc: torch.Tensor,
+    world_points: torch.Tensor,
+    conf: torch.Tensor | None = None,
+    conf_alpha: float = 0.05,
+) -> torch.Tensor:
+    """The depth head through the camera head against the point-map head, over the scene's scale.
+
+    depth (B, S, H, W); pose_enc (B, S, 9); world_points (B, S, H, W, 3); conf (B, S, H, W) >= 1 or None.
+    """
+    from_depth = torch.stack([depth_to_world_points(d, p) for d, p in zip(depth, pose_enc, strict=True)])
+    scale = depth.detach().mean(dim=(1, 2, 3)).clamp(min=1e-6)[:, None, None, None]
+    err = (from_depth - world_points).norm(dim=-1) / scale
+    err = torch.where(torch.isfinite(err), err, torch.zeros_like(err))
+    if conf is not None and conf_alpha > 0:
+        c = conf.clamp(min=1.0)
+        return (c * err - conf_alpha * torch.log(c)).mean()
+    return err.mean()
+
+
+def _kabsch_rotation(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rotation (N, 3, 3) best aligning centred src onto dst (N, P, 3) with weights (N, P) (no reflection)."""
+    w = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)
+    mu_s = (w[..., None] * src).sum(1, keepdim=True)
+    mu_d = (w[..., None] * dst).sum(1, keepdim=True)
+    cov = ((dst - mu_d) * w[..., None]).transpose(1, 2) @ (src - mu_s)  # (N, 3, 3)
+    U, _, Vt = torch.linalg.svd(cov)
+    sign = torch.sign(torch.det(U @ Vt))
+    D = torch.diag_embed(torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign], -1))
+    return U @ D @ Vt
+
+
+def camera_consistency(
+    depth: torch.Tensor, pose_enc: torch.Tensor, world_points: torch.Tensor, conf: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Camera head rotation vs the one implied by the frame's own geometry (radians, mean over frames).
+
+    For each frame the depth, unprojected in the frame's own camera (intrinsics of the camera head),
+    is fitted rigidly (Kabsch) onto the point-map head's world points; that fit's rotation is the
+    camera-to-world rotation the geometry implies (a target: no gradient through it), compared with
+    the camera head's ``R^T``. depth (B, S, H, W); pose_enc (B, S, 9); world_points (B, S, H, W, 3).
+    """
+    b, s, h, w = depth.shape
+    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (h, w))
+    with torch.no_grad():
+        identity = torch.zeros_like(pose_enc)
+        identity[..., 6] = 1.0  # quaternion (0, 0, 0, 1): the camera at the world origin
+        identity[..., 7:] = pose_enc[..., 7:]  # the same field of view
+        cam = torch.stack([depth_to_world_points(d, p) for d, p in zip(depth, identity, strict=True)])
+        step = max(1, int((h * w / 4096) ** 0.5))  # ~4k points a frame are plenty for a rotation
+        src = cam[:, :, ::step, ::step].reshape(b * s, -1, 3).float()
+        dst = world_points[:, :, ::step, ::step].reshape(b * s, -1, 3).float()
+        weights = torch.ones(src.shape[:2], device=src.device)
+        if conf is not None:
+            weights = conf[:, :, ::step, ::step].reshape(b * s, -1).float().clamp(min=1.0)
+        finite = torch.isfinite(src).all(-1) & torch.isfinite(dst).all(-1)
+        src, dst = torch.where(finite[..., None], src, 0.0), torch.where(finite[..., None], dst, 0.0)
+        implied = _kabsch_rotation(src, dst, weights * finite).reshape(b, s, 3, 3)  # camera-to-world
+    head = extrinsics[..., :3].transpose(-1, -2)  # camera-to-world from the camera head
+    cos = (((implied.to(head.dtype).transpose(-1, -2) @ head).diagonal(dim1=-2, dim2=-1).sum(-1)) - 1) / 2
+    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+
+
+# ----------------------------------------------------------------------------- all together
+
+
+def self_supervised_loss(
+    images: torch.Tensor, predictions: dict[str, torch.Tensor], cfg: SelfSupervisedConfig = SelfSupervisedConfig()
+) -> dict[str, torch.Tensor]:
+    """Every term a VGGT's predictions allow (a missing head skips its terms); ``total`` is the weighted sum.
+
+    images (B, S, 3, H, W) in [0, 1]; predictions: the model's outputs (see the module docstring).
+    Computed in float32 whatever the autocast dtype of the forward pass.
+    """
+    h, w = images.shape[-2:]
+    images = images.float()
+    if "depth" not in predictions or "pose_enc" not in predictions:
+        raise ValueError("self-supervised training needs the depth and camera heads (depth, pose_enc)")
+    depth = predictions["depth"][..., 0].float()
+    pose_enc = predictions["pose_enc"].float()
+    depth_conf = predictions.get("depth_conf")
+    depth_conf = depth_conf.float() if depth_conf is not None else None
+    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (h, w))
+    out: dict[str, torch.Tensor] = {}
+    total = depth.new_zeros(())
+    if cfg.photometric_weight > 0:
+        out["photometric"], diagnostics = photometric_loss(images, depth, extrinsics, intrinsics, depth_conf, cfg)
+        out.update(diagnostics)
+        total = total + cfg.photometric_weight * out["photometric"]
+    if cfg.smoothness_weight > 0:
+        out["smoothness"] = smoothness_loss(images, depth)
+        total = total + cfg.smoothness_weight * out["smoothness"]
+    points = predictions.get("world_points")
+    if points is not None:
+        points = points.float()
+        points_conf = predictions.get("world_points_conf")
+        points_conf = points_conf.float() if points_conf is not None else None
+        if cfg.point_weight > 0:
+            out["point_consistency"] = point_consistency(depth, pose_enc, points, points_conf, cfg.conf_alpha)
+            total = total + cfg.point_weight * out["point_consistency"]
+        if cfg.camera_weight > 0:
+            out["camera_consistency"] = camera_consistency(depth.detach(), pose_enc, points.detach(), points_conf)
+            total = total + cfg.camera_weight * out["camera_consistency"]
+    out["total"] = total
+    return out
