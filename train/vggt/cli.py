@@ -1,4 +1,5 @@
-"""``edgescene train vggt``: fine-tune (or train) VGGT on sequences with ground-truth depth and cameras.
+"""``edgescene train vggt``: fine-tune (or train) VGGT on sequences with ground-truth depth and cameras,
+or, with ``--self-supervised``, on footage that has neither.
 
 Data: a manifest folder whose sequences carry depth and camera-from-world poses on every frame,
 e.g. ``edgescene synth --out data/synth`` (or a preprocessed dataset with depth and cameras).
@@ -12,6 +13,11 @@ Several GPUs on one machine (``--batch-size`` is per process)::
 
     torchrun --nproc_per_node=N -m edgescene.train.vggt.cli --dataset-dir data/synth --out-dir runs/vggt \\
         --init facebook/VGGT-1B --steps 2000
+
+Self-supervised adaptation to one's own footage (videos, or one folder of images per sequence)::
+
+    python -m edgescene.train.vggt.cli --self-supervised --dataset-dir my_ir_videos --out-dir runs/ir \
+        --init facebook/VGGT-1B --steps 2000 --patience 3
 
 Continue an interrupted run with the same command plus ``--resume`` (out/last.pt), a CPU smoke
 test with ``--preset vggt_tiny --height 42 --width 56 --frames 2 3 --device cpu``. The result,
@@ -41,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data",
         dest="data",
         required=True,
-        help="dataset folder with a manifest.json (sequences with depth + cameras)",
+        help="dataset folder with a manifest.json (sequences with depth + cameras); with --self-supervised also "
+        "a folder of videos and image sequences",
     )
     p.add_argument(
         "--out-dir", "--out", dest="out", required=True, help="output folder: last.pt, metrics.jsonl, tensorboard/"
@@ -125,6 +132,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"held-out share of the sequences (default: {DEFAULT_VAL_FRACTION} unless --val-data)",
     )
     p.add_argument("--val-dataset-dir", "--val-data", dest="val_data", help="a separate dataset folder for validation")
+    p.add_argument(
+        "--self-supervised",
+        action="store_true",
+        help="train on footage without depth or cameras: photometric reprojection, smoothness and head "
+        "consistency losses; --dataset-dir may hold videos and folders of images (one per sequence)",
+    )
+    p.add_argument("--photometric-weight", type=float, default=d("photometric_weight"), help="self-supervised")
+    p.add_argument("--smoothness-weight", type=float, default=d("smoothness_weight"), help="self-supervised")
+    p.add_argument(
+        "--point-consistency-weight", type=float, default=d("point_consistency_weight"), help="self-supervised"
+    )
+    p.add_argument(
+        "--camera-consistency-weight", type=float, default=d("camera_consistency_weight"), help="self-supervised"
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop after this many validations without improvement (the best checkpoint stays as OUT/best.pt)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
@@ -158,6 +185,12 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         num_workers=args.workers,
         val_fraction=args.val_fraction,
         val_dataset=args.val_data,
+        self_supervised=args.self_supervised,
+        photometric_weight=args.photometric_weight,
+        smoothness_weight=args.smoothness_weight,
+        point_consistency_weight=args.point_consistency_weight,
+        camera_consistency_weight=args.camera_consistency_weight,
+        patience=args.patience,
     )
 
 

@@ -5,6 +5,12 @@ AdamW with lr 5e-5 and weight decay 0.05, 5 % linear warm-up then cosine to 1e-8
 at 1.0, loss weights camera 5 / depth 1, 2-24 frames per sequence (``img_nums``). Upstream's example
 disables the point head; here its loss is on by default (weight 1, the commented upstream value) so
 the released point-map branch is trained too: ``point_weight=0`` freezes that head instead.
+
+``self_supervised=True`` trains on footage without depth or cameras
+(:mod:`edgescene.train.vggt.self_supervised`: photometric reprojection, smoothness, depth/point-map
+and camera/point-map consistency; weights ``photometric_weight`` ... ``camera_consistency_weight``);
+``dataset_dir`` may then also be a folder of videos and image sequences. ``patience`` stops a run
+after that many validations without improvement (the best checkpoint is kept as ``best.pt``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,12 @@ class VGGTTrainConfig:
     num_workers: int = 2
     val_fraction: float | None = None  # held-out share of the sequences (default 0.1 without val_dataset)
     val_dataset: str | None = None  # a separate manifest folder for validation
+    self_supervised: bool = False  # losses from the model's own predictions: no depth or cameras needed
+    photometric_weight: float = 1.0  # self-supervised terms (self_supervised=True only)
+    smoothness_weight: float = 1e-3
+    point_consistency_weight: float = 0.1
+    camera_consistency_weight: float = 0.1
+    patience: int | None = None  # validations without improvement before stopping early (None: never)
 
     def __post_init__(self) -> None:
         if self.preset not in VGGT_PRESETS:
@@ -90,8 +102,29 @@ class VGGTTrainConfig:
             raise ValueError(f"need 0 < min_lr <= lr, got lr {self.lr} and min_lr {self.min_lr}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.camera_weight == self.depth_weight == self.point_weight == 0:
+        if self.camera_weight == self.depth_weight == self.point_weight == 0 and not self.self_supervised:
             raise ValueError("camera_weight, depth_weight and point_weight are all 0: nothing to train")
+        for name in (
+            "photometric_weight",
+            "smoothness_weight",
+            "point_consistency_weight",
+            "camera_consistency_weight",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.self_supervised and self.photometric_weight == 0:
+            raise ValueError(
+                "self-supervised training needs the photometric loss (photometric_weight > 0): the other terms "
+                "only tie the heads together"
+            )
+        if self.self_supervised and self.frames_per_sequence[0] < 2:
+            raise ValueError(
+                "self-supervised training compares frames with each other: frames_per_sequence must start at 2 "
+                f"or more, got {self.frames_per_sequence}"
+            )
+        if self.patience is not None and (isinstance(self.patience, bool) or self.patience < 1):
+            raise ValueError(f"patience must be None or an integer >= 1, got {self.patience!r}")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.val_dataset is not None:

@@ -9,11 +9,21 @@ in the file), always **without the track head**: upstream never released the tra
 head would get no gradient (and DDP would need ``find_unused_parameters``). A head whose loss weight
 is 0 is frozen for the same reason. The checkpoint's ``model`` entry is the VGGT state_dict in the
 official key layout, so ``load_vggt(out_dir/last.pt)`` and ``edgescene export --model`` read it.
+
+Self-supervised (``config.self_supervised``): the data are windows of frames without ground truth
+(:mod:`edgescene.train.vggt.unlabeled`; raw videos and image folders are preprocessed into
+``out_dir/data`` first) and the loss is :func:`edgescene.train.vggt.self_supervised.self_supervised_loss`.
+Its safeguards: before the first step and at every validation the held-out windows of the user's
+own footage are scored with the same loss (``val_loss``; and depth AbsRel / rotation error where
+they carry ground truth), the best checkpoint is kept as ``best.pt``, ``patience`` validations
+without improvement stop the run, and ``report.json`` / ``report.md`` (before / after table) and
+``loss_curves.png`` are written beside the checkpoints.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -48,6 +58,7 @@ from edgescene.train.vggt.data import (
 )
 from edgescene.train.vggt.losses import LossConfig, vggt_loss
 from edgescene.train.vggt.normalize import normalize_batch
+from edgescene.train.vggt.self_supervised import SelfSupervisedConfig, self_supervised_loss
 
 HEADS = {"camera_head": "camera_weight", "depth_head": "depth_weight", "point_head": "point_weight"}
 
@@ -73,8 +84,10 @@ def build_model(config: VGGTTrainConfig, log=print) -> VGGT:
         log("weights: random initialisation")
     if model.track_head is not None:
         model.track_head = None  # no released track loss: train (and save) without it
+    if config.self_supervised and (model.camera_head is None or model.depth_head is None):
+        raise ValueError("self-supervised training needs the camera and depth heads; the --init file lacks one")
     for head, weight_name in HEADS.items():
-        if getattr(config, weight_name) > 0 and getattr(model, head) is None:
+        if not config.self_supervised and getattr(config, weight_name) > 0 and getattr(model, head) is None:
             raise ValueError(
                 f"{weight_name} is {getattr(config, weight_name)} but the model has no {head} "
                 f"(the --init file lacks it): set {weight_name} to 0"
@@ -82,11 +95,33 @@ def build_model(config: VGGTTrainConfig, log=print) -> VGGT:
     frozen = {"none": [], "aggregator": [model.aggregator], "patch_embed": [model.aggregator.patch_embed]}[
         config.freeze
     ]
-    frozen += [getattr(model, h) for h, w in HEADS.items() if getattr(config, w) == 0 and getattr(model, h) is not None]
+    frozen += [
+        getattr(model, h) for h in HEADS if h not in trained_heads(config, model) and getattr(model, h) is not None
+    ]
     for module in frozen:
         module.requires_grad_(False)
     model.aggregator.gradient_checkpointing = config.gradient_checkpointing
     return model
+
+
+def trained_heads(config: VGGTTrainConfig, model: VGGT) -> set[str]:
+    """Heads that get a gradient: supervised, those with a loss weight > 0; self-supervised, the camera
+    and depth heads, and the point head when a consistency term uses it."""
+    if not config.self_supervised:
+        return {h for h, w in HEADS.items() if getattr(config, w) > 0}
+    heads = {"camera_head", "depth_head"}
+    if model.point_head is not None and (config.point_consistency_weight > 0 or config.camera_consistency_weight > 0):
+        heads.add("point_head")
+    return heads
+
+
+def self_supervised_config(config: VGGTTrainConfig) -> SelfSupervisedConfig:
+    return SelfSupervisedConfig(
+        photometric_weight=config.photometric_weight,
+        smoothness_weight=config.smoothness_weight,
+        point_weight=config.point_consistency_weight,
+        camera_weight=config.camera_consistency_weight,
+    )
 
 
 def build_optimizer(model: VGGT, config: VGGTTrainConfig) -> torch.optim.AdamW:
@@ -124,17 +159,11 @@ def validate(
     abs_rel, rot = [], []
     for key in keys:
         sample = {k: v[None] for k, v in to_device(dataset[key], device).items()}
-        gt = normalize_batch(sample["extrinsics"], sample["intrinsics"], sample["depth"], sample["valid"])
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             pred = model(sample["images"])
-        if "depth" in pred:
-            for d, g, m in zip(pred["depth"][0, ..., 0].float(), gt["depth"][0], gt["valid"][0], strict=True):
-                if m.sum() > 0:
-                    scaled = d[m] * (g[m].median() / d[m].median().clamp(min=1e-8))
-                    abs_rel.append(float(((scaled - g[m]).abs() / g[m]).mean()))
-        if "pose_enc" in pred:
-            extrinsics, _ = pose_encoding_to_extri_intri(pred["pose_enc"][0].float(), tuple(sample["depth"].shape[-2:]))
-            rot.append(float(rotation_angle_deg(extrinsics[:, :, :3], gt["extrinsics"][0, :, :, :3]).mean()))
+        a, r = _gt_scores(pred, sample)
+        abs_rel += a
+        rot += r
     model.train()
     out = {}
     if abs_rel:
@@ -144,7 +173,52 @@ def validate(
     return out
 
 
-def build_datasets(config: VGGTTrainConfig, log=print) -> tuple[SequenceDataset, SequenceDataset | None]:
+def _gt_scores(pred: dict, sample: dict) -> tuple[list[float], list[float]]:
+    """Depth AbsRel per frame (after per-frame median scaling) and the mean rotation error (degrees)."""
+    gt = normalize_batch(sample["extrinsics"], sample["intrinsics"], sample["depth"], sample["valid"])
+    abs_rel, rot = [], []
+    if "depth" in pred:
+        for d, g, m in zip(pred["depth"][0, ..., 0].float(), gt["depth"][0], gt["valid"][0], strict=True):
+            if m.sum() > 0:
+                scaled = d[m] * (g[m].median() / d[m].median().clamp(min=1e-8))
+                abs_rel.append(float(((scaled - g[m]).abs() / g[m]).mean()))
+    if "pose_enc" in pred:
+        extrinsics, _ = pose_encoding_to_extri_intri(pred["pose_enc"][0].float(), tuple(sample["depth"].shape[-2:]))
+        rot.append(float(rotation_angle_deg(extrinsics[:, :, :3], gt["extrinsics"][0, :, :, :3]).mean()))
+    return abs_rel, rot
+
+
+@torch.no_grad()
+def validate_self_supervised(
+    model: VGGT, dataset, keys: list, device: torch.device, amp: torch.dtype | None, cfg: SelfSupervisedConfig
+) -> dict[str, float]:
+    """The self-supervised loss on held-out windows (``val_loss``), plus depth AbsRel and rotation
+    error (``val_abs_rel``, ``val_rot_deg``) on the windows that carry ground truth."""
+    model.eval()
+    losses, abs_rel, rot = [], [], []
+    for key in keys:
+        sample = {k: v[None] for k, v in to_device(dataset[key], device).items()}
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            pred = model(sample["images"])
+        losses.append(float(self_supervised_loss(sample["images"], pred, cfg)["total"]))
+        if bool(sample["has_gt"]):
+            a, r = _gt_scores(pred, sample)
+            abs_rel += a
+            rot += r
+    model.train()
+    out = {"val_loss": sum(losses) / len(losses)} if losses else {}
+    if abs_rel:
+        out["val_abs_rel"] = sum(abs_rel) / len(abs_rel)
+    if rot:
+        out["val_rot_deg"] = sum(rot) / len(rot)
+    return out
+
+
+def build_datasets(config: VGGTTrainConfig, log=print):
+    """Training and validation datasets (supervised: :class:`SequenceDataset`; self-supervised:
+    :class:`~edgescene.train.vggt.unlabeled.UnlabeledSequenceDataset`)."""
+    if config.self_supervised:
+        return _unlabeled_datasets(config, log)
     size = (config.image_height, config.image_width)
     sequences = usable_sequences(config.dataset_dir, config.frames_per_sequence[0])
     train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
@@ -159,6 +233,30 @@ def build_datasets(config: VGGTTrainConfig, log=print) -> tuple[SequenceDataset,
     log(
         f"data: {len(train_set)} training sequences ({sum(train_set.lengths)} frames), "
         f"{len(val_set) if val_set else 0} validation sequences"
+    )
+    return train_set, val_set
+
+
+def _unlabeled_datasets(config: VGGTTrainConfig, log=print):
+    from edgescene.train.vggt.unlabeled import UnlabeledSequenceDataset, prepare_unlabeled, unlabeled_sequences
+
+    size = (config.image_height, config.image_width)
+    root = prepare_unlabeled(config.dataset_dir, config.out_dir, size=max(size), log=log)
+    sequences = unlabeled_sequences(root, config.frames_per_sequence[0])
+    train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
+    train_set = UnlabeledSequenceDataset(root, {n: sequences[n] for n in train_names}, *size, augment=config.augment)
+    val_set = None
+    if config.val_dataset is not None:
+        val_root = prepare_unlabeled(config.val_dataset, Path(config.out_dir) / "val", size=max(size), log=log)
+        val_seqs = unlabeled_sequences(val_root, config.frames_per_sequence[0])
+        val_set = UnlabeledSequenceDataset(val_root, val_seqs, *size, augment=False, with_gt=True)
+    elif val_names:
+        val_set = UnlabeledSequenceDataset(
+            root, {n: sequences[n] for n in val_names}, *size, augment=False, with_gt=True
+        )
+    log(
+        f"data (self-supervised): {len(train_set)} training sequences ({sum(train_set.lengths)} frames), "
+        f"{len(val_set) if val_set else 0} held-out sequences"
     )
     return train_set, val_set
 
@@ -185,10 +283,12 @@ def train(
             f"device {info.device}, {info.world_size} process(es)"
         )
         start = 0
+        resumed_best: dict | None = None
         amp = autocast_dtype(info.device)
         scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
         if resume_path(config) is not None:
             ckpt = load_checkpoint(resume_path(config), kind="vggt")
+            resumed_best = ckpt["train_state"].get("best")
             optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
             torch.set_rng_state(ckpt["train_state"]["torch_rng"])
             if "scaler" in ckpt["train_state"]:
@@ -220,18 +320,35 @@ def train(
             point_gradient=config.point_gradient,
         )
         logger = MetricsLogger(config.out_dir, enabled=info.is_main)
+        ss_cfg = self_supervised_config(config) if config.self_supervised else None
+
+        def run_validation() -> dict[str, float]:
+            if ss_cfg is not None:
+                return validate_self_supervised(model, val_set, val_keys, info.device, amp, ss_cfg)
+            return validate(model, val_set, val_keys, info.device, amp)
+
+        tracker = BestTracker.from_state(resumed_best, "val_loss" if config.self_supervised else "val_abs_rel")
+        if info.is_main and val_keys and start == 0 and config.self_supervised:
+            before = run_validation()  # the model as it came: the "before" of the report
+            logger.log(0, before)
+            tracker.before = before
+            log("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in before.items()))
         sums: dict[str, float] = {}
         count, metrics, t0 = 0, {}, time.time()
+        run_start, done = time.time(), start
         bar = tqdm(total=config.steps, initial=start, desc="train vggt", unit="step", disable=not info.is_main)
         for step, batch in zip(range(start, config.steps), loader, strict=True):
             lr = cosine_schedule(config.lr, config.min_lr, step, config.steps, config.warmup_steps, config.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = to_device(batch, info.device)
-            gt = normalize_batch(batch["extrinsics"], batch["intrinsics"], batch["depth"], batch["valid"])
             with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
                 predictions = ddp(batch["images"])
-            losses = vggt_loss(predictions, gt, loss_cfg)
+            if ss_cfg is not None:
+                losses = self_supervised_loss(batch["images"], predictions, ss_cfg)
+            else:
+                gt = normalize_batch(batch["extrinsics"], batch["intrinsics"], batch["depth"], batch["valid"])
+                losses = vggt_loss(predictions, gt, loss_cfg)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
             scaler.unscale_(optimizer)
@@ -253,13 +370,23 @@ def train(
             if stopping:
                 log(f"step {done}: stop requested; saving and returning")
             last = done == config.steps or done == stop_at_step or stopping
+            improved = early_stop = False
             if info.is_main and (done % config.save_every == 0 or last):
                 if val_keys:
-                    val = validate(model, val_set, val_keys, info.device, amp)
+                    val = run_validation()
                     metrics.update(val)
                     logger.log(done, val)
                     log(f"step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                    improved = tracker.update(done, val)
+                    early_stop = config.patience is not None and tracker.bad >= config.patience
+                    if early_stop:
+                        tracker.stopped_early = True
+                        log(
+                            f"step {done}: {tracker.metric} has not improved for {tracker.bad} validations "
+                            f"(best {tracker.best:.4f} at step {tracker.best_step}): stopping early"
+                        )
                 train_state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+                train_state["best"] = tracker.state()
                 if scaler.is_enabled():
                     train_state["scaler"] = scaler.state_dict()
                 state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -274,13 +401,72 @@ def train(
                     metrics=metrics,
                 )
                 tqdm.write(f"step {done}: saved {path}")
+                if improved:
+                    shutil.copyfile(path, Path(config.out_dir) / "best.pt")
+            if agree(early_stop, info):
+                stopping = True
             if done == stop_at_step or stopping:
                 break
         bar.close()
         logger.close()
+        if info.is_main and config.self_supervised:
+            from edgescene.train.vggt.report import write_report
+
+            write_report(config, tracker, done, time.time() - run_start)
         return metrics
     finally:
         cleanup_distributed()
+
+
+class BestTracker:
+    """The best validation so far (lower is better), how many validations since, and the "before"."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.best = float("inf")
+        self.best_step: int | None = None
+        self.best_values: dict[str, float] = {}
+        self.bad = 0
+        self.before: dict[str, float] = {}
+        self.stopped_early = False
+
+    @classmethod
+    def from_state(cls, state: dict | None, metric: str) -> BestTracker:
+        tracker = cls(metric)
+        if state:
+            tracker.best, tracker.best_step = float(state["best"]), state["best_step"]
+            tracker.best_values, tracker.bad = dict(state["best_values"]), int(state["bad"])
+            tracker.before = dict(state.get("before", {}))
+        return tracker
+
+    def update(self, step: int, values: dict[str, float]) -> bool:
+        """Record a validation; True when it is the best so far."""
+        value = values.get(self.metric)
+        if value is None:
+            return False
+        if value < self.best:
+            self.best, self.best_step, self.best_values, self.bad = value, step, dict(values), 0
+            return True
+        self.bad += 1
+        return False
+
+    def state(self) -> dict:
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "best_values": self.best_values,
+            "bad": self.bad,
+            "before": self.before,
+        }
+
+
+def agree(flag: bool, info) -> bool:
+    """``flag`` of the main process, on every process (early stopping decided where validation ran)."""
+    if not info.distributed:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
 
 
 def average_across_ranks(values: dict[str, float], device: torch.device, distributed: bool) -> dict[str, float]:

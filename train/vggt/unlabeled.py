@@ -1,0 +1,178 @@
+"""Training windows from footage without depth or cameras: what self-supervised VGGT training reads.
+
+A dataset folder is either a manifest folder (``edgescene preprocess`` / ``synth`` output, with or
+without depth and cameras) or raw footage: videos, image sequences (one folder of images per
+sequence) or both. Raw footage is first run through ``edgescene preprocess`` into
+``OUT_DIR/data`` (:func:`prepare_unlabeled`): the same decoding as everywhere else (IR stays
+single-channel with its bit depth, 16-bit and satellite imagery are handled there), kept and reused
+by the next run (the preprocessing is incremental).
+
+Sequences: the manifest's own (``sequence``: a video, a synthetic scene) and, for images that belong
+to none, one per folder (the images of a folder, in name order, are taken as consecutive frames;
+tiles of one large image are not a sequence and are left out). A sample is a window of consecutive
+frames, brought to the training size as the supervised trainer does (random crop and zoom, colour
+jitter for training; the runtime's preprocessing for validation). Single-channel images (IR) are
+replicated to three channels, as the DINOv3 trainer does, and 16-bit ones mapped from their
+2nd..98th percentile to [0, 1] (each frame on its own: thermal cameras use a few hundred of the
+65,536 levels). Returns ``images`` (S, 3, H, W) float32 in [0, 1], and the ground truth where the
+manifest has it on every frame of the window and ``with_gt`` asks for it (``has_gt``), so held-out
+scores can include it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edgescene.core.manifest import MANIFEST_NAME, Entry, read_manifest, resolve_inside
+from edgescene.core.preprocess import choose_model_size, fit, prepare, prepare_depth, resize_pixels
+from edgescene.train.vggt.data import MAX_ZOOM, colour_jitter
+
+__all__ = ["UnlabeledSequenceDataset", "load_frame", "prepare_unlabeled", "unlabeled_sequences"]
+
+IR_PERCENTILES = (2.0, 98.0)
+
+
+def prepare_unlabeled(dataset_dir: str | Path, out_dir: str | Path, size: int = 518, max_video_frames: int = 300,
+                      log=print) -> Path:  # fmt: skip
+    """The manifest folder to train from: ``dataset_dir`` itself when it has a manifest, else
+    ``out_dir/data`` made (or brought up to date) by ``edgescene preprocess``."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(f"--dataset-dir {dataset_dir} is not a folder")
+    if (dataset_dir / MANIFEST_NAME).is_file():
+        return dataset_dir
+    from edgescene.train.data.preprocess import PreprocessConfig, preprocess_folder
+
+    target = Path(out_dir) / "data"
+    log(f"data: {dataset_dir} has no {MANIFEST_NAME}: preprocessing its videos and images into {target}")
+    summary = preprocess_folder(
+        PreprocessConfig(input_dir=dataset_dir, output_dir=target, size=size, max_video_frames=max_video_frames)
+    )
+    log(f"data: {summary.format()}")
+    return target
+
+
+def _folder_of(entry: Entry) -> str:
+    return str(PurePosixPath(entry.source or entry.path).parent)
+
+
+def unlabeled_sequences(root: str | Path, min_frames: int) -> dict[str, list[Entry]]:
+    """Sequences of at least ``min_frames`` frames: the manifest's, plus one per folder of loose images."""
+    manifest = read_manifest(root)
+    groups = dict(manifest.sequences())
+    loose: dict[str, list[Entry]] = {}
+    for entry in manifest.entries:
+        if entry.sequence is None and entry.tile is None:
+            loose.setdefault(f"folder:{_folder_of(entry)}", []).append(entry)
+    for name, entries in loose.items():
+        groups[name] = sorted(entries, key=lambda e: e.path)
+    usable = {n: es for n, es in groups.items() if len(es) >= min_frames}
+    if not usable:
+        longest = max((len(es) for es in groups.values()), default=0)
+        raise ValueError(
+            f"dataset {root} has no sequence of {min_frames} frames or more for self-supervised training "
+            f"({len(manifest.entries)} entries in {len(groups)} sequences, the longest {longest} frames): it needs "
+            "videos or folders of consecutive images (one folder per sequence)"
+        )
+    return usable
+
+
+def load_frame(path: Path) -> np.ndarray:
+    """(H, W, 3) RGB for :func:`prepare`: uint8 as stored; 16-bit (IR) percentile-scaled to float32 in [0, 1];
+    single-channel replicated to three."""
+    import cv2
+
+    from edgescene.core.preprocess import open_image_checked
+
+    with open_image_checked(path):  # refuses a pixel bomb before OpenCV decodes it
+        pass
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"cannot read image {path}")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if img.ndim == 3:
+        img = np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
+    else:
+        img = img[..., None]
+    if img.dtype != np.uint8:
+        values = img.astype(np.float32)
+        low, high = np.percentile(values, IR_PERCENTILES)
+        img = np.clip((values - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return img
+
+
+class UnlabeledSequenceDataset(Dataset):
+    """Windows of consecutive frames keyed by ``(sequence index, frame count, seed)``, as
+    :class:`edgescene.train.vggt.data.SequenceDataset` (the same :class:`StepBatchSampler` drives it)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        sequences: dict[str, list[Entry]],
+        height: int,
+        width: int,
+        augment: bool,
+        with_gt: bool = False,
+    ) -> None:
+        self.with_gt = with_gt  # training never reads it: batches then collate whatever the sequences hold
+        self.root = Path(root).resolve()
+        self.names = sorted(sequences)
+        self.sequences = [sequences[n] for n in self.names]
+        self.lengths = [len(es) for es in self.sequences]
+        self.height, self.width, self.augment = height, width, augment
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        index, frames, seed = key
+        entries = self.sequences[index]
+        if not 1 <= frames <= len(entries):
+            raise ValueError(f"sequence {self.names[index]} has {len(entries)} frames, {frames} were asked for")
+        rng = np.random.default_rng(seed)
+        start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else 0
+        zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
+        window = entries[start : start + frames]
+        has_gt = self.with_gt and all(e.depth is not None and e.camera is not None for e in window)
+        images, depths, extr, intr = [], [], [], []
+        for entry in window:
+            rgb = load_frame(resolve_inside(self.root, entry.path))
+            h0, w0 = rgb.shape[:2]
+            ch, cw = max(1, round(h0 / zoom)), max(1, round(w0 / zoom))
+            y0, x0 = (h0 - ch) // 2, (w0 - cw) // 2
+            rgb = rgb[y0 : y0 + ch, x0 : x0 + cw]
+            if self.augment:
+                resize = fit(ch, cw, self.height, self.width, "crop")
+                images.append(prepare(rgb, resize))
+            else:
+                resize, _ = choose_model_size(ch, cw, "crop", [(self.height, self.width)], max(self.height, self.width))
+                images.append(resize_pixels(rgb, resize))
+            if has_gt:
+                depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
+                depths.append(prepare_depth(depth[y0 : y0 + ch, x0 : x0 + cw], resize))
+                K = np.asarray(entry.camera["intrinsics"], np.float64) - np.array(
+                    [[0, 0, x0], [0, 0, y0], [0, 0, 0]], np.float64
+                )
+                intr.append(resize.to_model_intrinsics(K))
+                extr.append(np.asarray(entry.camera["extrinsics"], np.float64))
+        images_np = np.stack(images).astype(np.float32)
+        if self.augment:
+            images_np = colour_jitter(images_np, rng)
+        sample = {"images": torch.from_numpy(images_np), "has_gt": torch.tensor(has_gt)}
+        if has_gt:
+            depth_np = np.stack(depths)
+            valid = np.isfinite(depth_np) & (depth_np > 0)
+            sample.update(
+                depth=torch.from_numpy(np.where(valid, depth_np, 0.0).astype(np.float32)),
+                extrinsics=torch.from_numpy(np.stack(extr).astype(np.float32)),
+                intrinsics=torch.from_numpy(np.stack(intr).astype(np.float32)),
+                valid=torch.from_numpy(valid),
+            )
+        return sample
