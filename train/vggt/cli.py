@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: e.g. the run diverged
         print(f"edgescene train vggt: error: {exc}", file=sys.stderr)
         return 2
 

@@ -255,12 +255,16 @@ def camera_consistency(
         weights = torch.ones(src.shape[:2], device=src.device)
         if conf is not None:
             weights = conf[:, :, ::step, ::step].reshape(b * s, -1).float().clamp(min=1.0)
-        finite = torch.isfinite(src).all(-1) & torch.isfinite(dst).all(-1)
+        finite = torch.isfinite(src).all(-1) & torch.isfinite(dst).all(-1) & torch.isfinite(weights)
         src, dst = torch.where(finite[..., None], src, 0.0), torch.where(finite[..., None], dst, 0.0)
-        implied = _kabsch_rotation(src, dst, weights * finite).reshape(b, s, 3, 3)  # camera-to-world
+        weights = torch.where(finite, weights, 0.0)
+        usable = finite.sum(-1) >= 3  # frames with too few finite points get no rotation target
+        weights = torch.where(usable[:, None], weights, 1.0)
+        implied = _kabsch_rotation(src, dst, weights).reshape(b, s, 3, 3)  # camera-to-world
     head = extrinsics[..., :3].transpose(-1, -2)  # camera-to-world from the camera head
     cos = (((implied.to(head.dtype).transpose(-1, -2) @ head).diagonal(dim1=-2, dim2=-1).sum(-1)) - 1) / 2
-    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+    angle = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+    return torch.where(usable.reshape(b, s), angle, torch.zeros_like(angle)).mean()
 
 
 # ----------------------------------------------------------------------------- all together

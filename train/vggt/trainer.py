@@ -349,6 +349,12 @@ def train(
             else:
                 gt = normalize_batch(batch["extrinsics"], batch["intrinsics"], batch["depth"], batch["valid"])
                 losses = vggt_loss(predictions, gt, loss_cfg)
+            if not torch.isfinite(losses["total"]):
+                raise TrainingDiverged(
+                    f"step {step + 1}: the loss is {float(losses['total'].detach())} "
+                    f"({', '.join(f'{k} {float(v.detach()):.4g}' for k, v in losses.items())}): training diverged; "
+                    f"lower --lr (now {config.lr:g}) or resume from a checkpoint before it (OUT/best.pt, OUT/last.pt)"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
             scaler.unscale_(optimizer)
@@ -418,6 +424,10 @@ def train(
         cleanup_distributed()
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
 class BestTracker:
     """The best validation so far (lower is better), how many validations since, and the "before"."""
 
@@ -439,12 +449,14 @@ class BestTracker:
             tracker.before = dict(state.get("before", {}))
         return tracker
 
+    MIN_DELTA = 1e-4  # an improvement must beat the best by this share (noise is not progress)
+
     def update(self, step: int, values: dict[str, float]) -> bool:
-        """Record a validation; True when it is the best so far."""
+        """Record a validation; True when it is the best so far (by more than MIN_DELTA, relative)."""
         value = values.get(self.metric)
         if value is None:
             return False
-        if value < self.best:
+        if value < self.best - self.MIN_DELTA * abs(self.best) or self.best_step is None:
             self.best, self.best_step, self.best_values, self.bad = value, step, dict(values), 0
             return True
         self.bad += 1

@@ -1,0 +1,154 @@
+"""Self-supervised VGGT training from raw footage (a folder per sequence of frames with no depth or
+cameras, and a video): it runs, resumes to the same weights as an uninterrupted run, keeps the best
+checkpoint and stops early, writes its report, and the checkpoint loads with load_vggt."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from PIL import Image
+
+from edgescene.models import load_vggt
+from edgescene.train.data.synthetic import render_sequence
+from edgescene.train.vggt.cli import main as cli_main
+from edgescene.train.vggt.config import VGGTTrainConfig
+from edgescene.train.vggt.trainer import train
+from edgescene.train.vggt.unlabeled import UnlabeledSequenceDataset, load_frame, unlabeled_sequences
+
+H, W = 28, 42
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory) -> Path:
+    """Three folders of PNG frames (one per sequence), no manifest, no depth, no cameras; one 16-bit IR."""
+    root = tmp_path_factory.mktemp("footage")
+    for i, trajectory in enumerate(("orbit", "handheld", "walk")):
+        seq = render_sequence(seed=40 + i, trajectory=trajectory, frames=6, width=64, height=48)
+        folder = root / f"clip_{i}"
+        folder.mkdir()
+        for k, rgb in enumerate(seq.frames):
+            if i == 2:  # a thermal-like camera: one channel, 16 bits, a narrow band of levels
+                gray = rgb.mean(-1).astype(np.float64)
+                Image.fromarray((20000 + gray * 8).astype(np.uint16)).save(folder / f"{k:03d}.png")
+            else:
+                Image.fromarray(rgb).save(folder / f"{k:03d}.png")
+    return root
+
+
+def make_config(data: Path, out: Path, **overrides) -> VGGTTrainConfig:
+    base = dict(
+        dataset_dir=str(data), out_dir=str(out), preset="vggt_tiny", steps=4, batch_size=1,
+        frames_per_sequence=(2, 3), image_height=H, image_width=W, lr=1e-3, log_every=1, save_every=2,
+        device="cpu", num_workers=0, val_fraction=0.34, seed=0, self_supervised=True,
+    )  # fmt: skip
+    return VGGTTrainConfig(**{**base, **overrides})
+
+
+def test_frames_folders_become_sequences_and_ir_is_scaled(footage, tmp_path):
+    from edgescene.train.vggt.unlabeled import prepare_unlabeled
+
+    root = prepare_unlabeled(footage, tmp_path, size=64, log=lambda *a: None)
+    assert root == tmp_path / "data" and (root / "manifest.json").is_file()
+    sequences = unlabeled_sequences(root, 2)
+    assert len(sequences) == 3 and all(len(es) == 6 for es in sequences.values())
+    ir = next(es for name, es in sequences.items() if "clip_2" in name)
+    rgb = load_frame(root / ir[0].path)
+    assert rgb.dtype == np.float32 and rgb.shape[2] == 3 and np.allclose(rgb[..., 0], rgb[..., 1])
+    assert rgb.max() == pytest.approx(1.0) and rgb.min() == pytest.approx(0.0)  # 2..98 % stretched to 0..1
+    data = UnlabeledSequenceDataset(root, sequences, H, W, augment=True)
+    sample = data[(0, 3, 7)]
+    assert sample["images"].shape == (3, 3, H, W) and not bool(sample["has_gt"])
+    with pytest.raises(ValueError, match="no sequence of 7 frames"):
+        unlabeled_sequences(root, 7)
+
+
+def test_runs_resumes_like_an_uninterrupted_run_and_reports(footage, tmp_path):
+    whole = tmp_path / "whole"
+    train(make_config(footage, whole))
+    split = tmp_path / "split"
+    train(make_config(footage, split), stop_at_step=2)
+    train(make_config(footage, split, resume="last"))
+    a = torch.load(whole / "last.pt", weights_only=False)["model"]
+    b = torch.load(split / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    report = json.loads((whole / "report.json").read_text())
+    assert report["steps_done"] == 4 and report["before"]["val_loss"] > 0 and report["best_step"] in (2, 4)
+    assert set(report["curves"]) >= {"train_loss", "val_loss"} and len(report["curves"]["train_loss"]) == 4
+    assert "| self-supervised loss (held-out windows) |" in (whole / "report.md").read_text()
+    assert (whole / "best.pt").is_file() and (whole / "loss_curves.png").is_file()
+    model = load_vggt(whole / "best.pt", preset="vggt_tiny")
+    with torch.no_grad():
+        out = model(torch.rand(1, 2, 3, H, W))
+    assert out["depth"].shape == (1, 2, H, W, 1) and torch.isfinite(out["depth"]).all()
+
+
+def test_patience_stops_early_and_keeps_the_best(footage, tmp_path):
+    out = tmp_path / "early"
+    # a rate too small to move the held-out score by the 1e-4 an improvement needs
+    train(make_config(footage, out, steps=40, save_every=1, lr=1e-9, min_lr=1e-9, patience=2))
+    report = json.loads((out / "report.json").read_text())
+    assert report["stopped_early"] and report["steps_done"] < 40
+    assert report["best_step"] is not None and (out / "best.pt").is_file()
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert best["step"] == report["best_step"]
+
+
+def test_cli_flags_and_mistakes(footage, tmp_path, capsys):
+    code = cli_main(
+        [
+            "--self-supervised",
+            "--dataset-dir",
+            str(footage),
+            "--out-dir",
+            str(tmp_path / "cli"),
+            "--preset",
+            "vggt_tiny",
+            "--steps",
+            "1",
+            "--frames",
+            "2",
+            "2",
+            "--height",
+            str(H),
+            "--width",
+            str(W),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--photometric-weight",
+            "1",
+            "--patience",
+            "2",
+        ]  # fmt: skip
+    )
+    assert code == 0 and (tmp_path / "cli" / "last.pt").is_file()
+    assert re.search(r"self_supervised += True", capsys.readouterr().out)
+    with pytest.raises(ValueError, match="photometric loss"):
+        make_config(footage, tmp_path, photometric_weight=0)
+    with pytest.raises(ValueError, match="must start at 2"):
+        make_config(footage, tmp_path, frames_per_sequence=(1, 3))
+    with pytest.raises(ValueError, match="patience"):
+        make_config(footage, tmp_path, patience=0)
+
+
+def test_a_diverging_run_stops_with_what_to_do(footage, tmp_path):
+    from edgescene.train.vggt.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="lower --lr"):
+        train(make_config(footage, tmp_path / "nan", steps=30, lr=1e6, min_lr=1e6, warmup_fraction=0.0))
