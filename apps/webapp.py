@@ -118,6 +118,7 @@ class WebApp:
         init: str | None,
         height: float = 0,
         width: float = 0,
+        self_supervised: bool = False,
     ) -> str:
         from edgescene.train.launch import start_training
 
@@ -130,7 +131,13 @@ class WebApp:
                 raise ValueError(
                     f"run {out_dir.name!r} already has a checkpoint; choose another name (nothing is overwritten)"
                 )
-            if not dataset_dir or not (Path(dataset_dir) / "manifest.json").is_file():
+            self_supervised = bool(self_supervised) and kind == "vggt"
+            if self_supervised and not (dataset_dir and Path(dataset_dir).is_dir()):
+                raise ValueError(
+                    f"dataset folder {dataset_dir!r} does not exist; self-supervised training takes a folder of "
+                    "videos and image sequences (one folder of frames per sequence) or a manifest folder"
+                )
+            if not self_supervised and (not dataset_dir or not (Path(dataset_dir) / "manifest.json").is_file()):
                 raise ValueError(
                     f"dataset folder {dataset_dir!r} has no manifest.json; make one with "
                     "`edgescene preprocess` or `edgescene synth`"
@@ -151,8 +158,13 @@ class WebApp:
             if kind == "vggt":
                 from edgescene.train.vggt.config import VGGTTrainConfig
 
+                ss = {"self_supervised": True, "patience": 3, "val_fraction": 0.2} if self_supervised else {}
                 config = VGGTTrainConfig(
-                    **common, image_height=int(height), image_width=int(width), save_every=max(1, int(steps) // 4)
+                    **common,
+                    image_height=int(height),
+                    image_width=int(width),
+                    save_every=max(1, int(steps) // 4),
+                    **ss,
                 )
             else:
                 from edgescene.train.checkpoints import patch_size
@@ -205,6 +217,9 @@ class WebApp:
             text += f"; checkpoint `{p['checkpoint']}`"
         if p["state"] == "failed":
             text += "\n\n```\n" + (run.error() or run.log_tail()) + "\n```"
+        report = Path(p["out_dir"]) / "report.md"
+        if p["state"] != "running" and report.is_file():  # self-supervised runs: the before / after table
+            text += "\n\n" + report.read_text()
         records = [r for r in run.metrics() if "total" in r]
         frame = pd.DataFrame({"step": [r["step"] for r in records], "loss": [r["total"] for r in records]})
         return text, frame
@@ -417,11 +432,17 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                         if kind == "vggt":
                             height = gr.Number(label="height", value=126, precision=0)
                             width = gr.Number(label="width", value=168, precision=0)
+                            self_sup = gr.Checkbox(
+                                value=False,
+                                label="self-supervised: footage without depth or cameras (videos, frame folders)",
+                                elem_id="vggt-self-supervised",
+                            )
                         else:
                             height = gr.Number(
                                 label="crop size (global; local crops scale with it)", value=112, precision=0
                             )
                             width = gr.Number(value=0, visible=False)
+                            self_sup = gr.Checkbox(value=False, visible=False)
                     with gr.Row():
                         start = gr.Button("Start", variant="primary")
                         stop = gr.Button("Stop")
@@ -439,7 +460,7 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
 
                     start.click(
                         on_start,
-                        [dataset, run_name, preset, steps, batch, lr, device, init, height, width],
+                        [dataset, run_name, preset, steps, batch, lr, device, init, height, width, self_sup],
                         [status, timer],
                     )
                     stop.click(lambda k=kind: app.stop_training(k), None, [status])

@@ -161,6 +161,29 @@ def test_training_tab_validates_and_runs(app, tmp_path):
     assert app.export_sources() == ["run: run1"]
 
 
+def test_train_vggt_tab_self_supervised_on_frame_folders(app, tmp_path):
+    from PIL import Image
+
+    from edgescene.train.data.synthetic import render_sequence
+
+    footage = tmp_path / "footage"
+    for i in range(3):  # one folder of frames per sequence: no manifest, no depth, no cameras
+        seq = render_sequence(seed=60 + i, trajectory="orbit", frames=5, width=64, height=48)
+        (footage / f"clip{i}").mkdir(parents=True)
+        for k, rgb in enumerate(seq.frames):
+            Image.fromarray(rgb).save(footage / f"clip{i}" / f"{k}.png")
+    message = app.start_training("vggt", str(footage), "ss", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42, False)
+    assert "has no manifest.json" in message  # supervised needs ground truth
+    message = app.start_training("vggt", str(footage), "ss", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42, True)
+    assert "started vggt run" in message, message
+    run = app.runs["vggt"]
+    assert run.wait(180) == "finished", run.log_tail()
+    status, _ = app.training_status("vggt")
+    assert "**finished**: step 4 / 4" in status
+    assert "| photometric error (held-out windows) |" in status  # the before / after table
+    assert "ss" in {s.removeprefix("run: ") for s in app.export_sources()}
+
+
 @pytest.mark.slow
 def test_export_tab_adds_an_accepted_model(app):
     app.add_checkpoint(str(CHECKPOINT))

@@ -160,3 +160,26 @@ def test_config_refuses_nothing_to_train_and_bad_values():
     with pytest.raises(ValueError, match="2 frames or more"):
         photometric_loss(torch.zeros(1, 1, 3, 8, 8), torch.ones(1, 1, 8, 8), torch.zeros(1, 1, 3, 4),
                          torch.eye(3)[None, None])  # fmt: skip
+
+
+def test_a_diverging_prediction_never_reaches_grid_sample_as_nan(scene):
+    """NaN / inf / zero depth (a model blowing up) must give a finite loss or a NaN, never a crash."""
+    images, depth, extrinsics, intrinsics = scene
+    bad = _sky_filled(depth).clone()
+    bad[0, 0, :10] = float("nan")
+    bad[0, 1, 10:20] = float("inf")
+    bad[0, 2, 20:30] = 0.0
+    bad[0, 3, 30:40] = -5.0
+    warped, inside = warp_to_target(images[:, 1], bad[:, 0], extrinsics[:, 0], intrinsics[:, 0],
+                                    extrinsics[:, 1], intrinsics[:, 1])  # fmt: skip
+    assert torch.isfinite(warped).all() and not inside[0, :10].any()
+    loss, info = photometric_loss(images, bad, extrinsics, intrinsics, cfg=SelfSupervisedConfig())
+    assert torch.isfinite(loss) and 0 <= float(info["photo_score"]) < 1
+
+
+def test_photo_score_counts_every_pixel(scene):
+    images, depth, extrinsics, intrinsics = scene
+    d = _sky_filled(depth)
+    _, good = photometric_loss(images, d, extrinsics, intrinsics)
+    _, bad = photometric_loss(images, d * 1.3, extrinsics, intrinsics)
+    assert float(good["photo_score"]) < float(bad["photo_score"])  # measured in the tests above: 0.026 vs 0.073

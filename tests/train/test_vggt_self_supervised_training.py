@@ -89,7 +89,7 @@ def test_runs_resumes_like_an_uninterrupted_run_and_reports(footage, tmp_path):
     report = json.loads((whole / "report.json").read_text())
     assert report["steps_done"] == 4 and report["before"]["val_loss"] > 0 and report["best_step"] in (2, 4)
     assert set(report["curves"]) >= {"train_loss", "val_loss"} and len(report["curves"]["train_loss"]) == 4
-    assert "| self-supervised loss (held-out windows) |" in (whole / "report.md").read_text()
+    assert "| photometric error (held-out windows) |" in (whole / "report.md").read_text()
     assert (whole / "best.pt").is_file() and (whole / "loss_curves.png").is_file()
     model = load_vggt(whole / "best.pt", preset="vggt_tiny")
     with torch.no_grad():
@@ -152,3 +152,16 @@ def test_a_diverging_run_stops_with_what_to_do(footage, tmp_path):
 
     with pytest.raises(TrainingDiverged, match="lower --lr"):
         train(make_config(footage, tmp_path / "nan", steps=30, lr=1e6, min_lr=1e6, warmup_fraction=0.0))
+
+
+def test_held_out_windows_are_spread_along_each_sequence(footage, tmp_path):
+    from edgescene.train.vggt.unlabeled import prepare_unlabeled, validation_windows
+
+    root = prepare_unlabeled(footage, tmp_path, size=64, log=lambda *a: None)
+    data = UnlabeledSequenceDataset(root, unlabeled_sequences(root, 2), H, W, augment=False)
+    keys = validation_windows(data, frames=3, per_sequence=3)
+    assert keys[:3] == [(0, 3, 0), (0, 3, 2), (0, 3, 3)]  # 6 frames: windows at 0, 1.5 -> 2, 3
+    first, last = data[(0, 3, 0)]["images"], data[(0, 3, 3)]["images"]
+    assert torch.equal(first[-1], data[(0, 3, 2)]["images"][0])  # frame 2 is the third of one, first of the other
+    assert not torch.equal(first, last)
+    assert torch.equal(data[(0, 3, 99)]["images"], last)  # a start past the end is the last window

@@ -15,7 +15,7 @@ from pathlib import Path
 from edgescene.train.vggt.config import VGGTTrainConfig
 
 LABELS = {
-    "val_loss": "self-supervised loss (held-out windows)",
+    "val_loss": "photometric error (held-out windows)",
     "val_abs_rel": "depth AbsRel (held-out windows with ground truth)",
     "val_rot_deg": "rotation error, degrees (held-out windows with ground truth)",
 }

@@ -121,12 +121,15 @@ def warp_to_target(
     world = (cam_t - extr_t[:, None, None, :, 3]) @ extr_t[:, None, :, :3]  # R^T (x - t), as row vectors
     cam_s = world @ extr_s[:, None, :, :3].transpose(-1, -2) + extr_s[:, None, None, :, 3]
     z = cam_s[..., 2]
-    z_safe = torch.where(z.abs() < 1e-6, torch.full_like(z, 1e-6), z)
+    z_safe = z.clamp(min=1e-4)  # behind or at the camera: masked below; no division blow-up (nor its gradient)
     us = intr_s[:, 0, 0, None, None] * cam_s[..., 0] / z_safe + intr_s[:, 0, 2, None, None]
     vs = intr_s[:, 1, 1, None, None] * cam_s[..., 1] / z_safe + intr_s[:, 1, 2, None, None]
     grid = torch.stack((2 * us / max(w - 1, 1) - 1, 2 * vs / max(h - 1, 1) - 1), dim=-1)  # align_corners=True
+    # far outside the image or not finite (a diverging model): CPU grid_sample must never see such
+    # coordinates (it can read out of bounds); those pixels are masked out anyway
+    grid = torch.nan_to_num(grid, nan=-2.0, posinf=2.0, neginf=-2.0).clamp(-2.0, 2.0)
     warped = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="border", align_corners=True)
-    inside = (z > 1e-6) & (us >= 0) & (us <= w - 1) & (vs >= 0) & (vs <= h - 1)
+    inside = (z > 1e-4) & (us >= 0) & (us <= w - 1) & (vs >= 0) & (vs <= h - 1) & torch.isfinite(depth_t)
     return warped, inside
 
 
@@ -148,12 +151,15 @@ def photometric_loss(
 
     images (B, S, 3, H, W) in [0, 1]; depth (B, S, H, W); extrinsics (B, S, 3, 4); intrinsics
     (B, S, 3, 3); conf (B, S, H, W) >= 1 or None. Returns the loss (a scalar) and diagnostics: the
-    share of pixels kept by the auto-mask, the mean minimum error.
+    share of pixels kept by the auto-mask (``photo_kept``), their mean minimum error
+    (``photo_error``) and, with auto-masking, ``photo_score``: the mean over *every* pixel of the
+    smaller of the warped and the unwarped error (lower: the geometry explains more of the change
+    between frames; the held-out score of training, as neither the mask nor confidence can game it).
     """
     b, s, _, h, w = images.shape
     if s < 2:
         raise ValueError(f"the photometric loss needs windows of 2 frames or more, got {s}")
-    terms, kept, errors = [], [], []
+    terms, kept, errors, scores = [], [], [], []
     for t in range(s):
         srcs = _sources(s, t, cfg.max_sources)
         target = images[:, t]
@@ -168,10 +174,11 @@ def photometric_loss(
                 identity_err.append(_photometric_error(images[:, j], target, cfg.ssim_alpha))
         best = torch.stack(warped_err).min(0).values  # (B, H, W)
         valid = best < 1e2
-        if cfg.automask:
-            # a tiny noise breaks ties on flat images, as Monodepth2 does (here: a fixed epsilon)
-            still = torch.stack(identity_err).min(0).values + 1e-5
+        still = torch.stack(identity_err).min(0).values + 1e-5 if cfg.automask else None
+        if still is not None:  # a tiny epsilon breaks ties on flat images, as Monodepth2's noise does
             valid = valid & (best < still)
+            # every pixel, explained by the warp or not: what neither masking nor confidence can game
+            scores.append(torch.minimum(best, still).mean().detach())
         best = torch.where(valid, best, torch.zeros_like(best))
         if conf is not None and cfg.conf_alpha > 0:
             c = conf[:, t].clamp(min=1.0)
@@ -183,7 +190,10 @@ def photometric_loss(
         kept.append(valid.float().mean())
         errors.append(best.sum() / count)
     loss = torch.stack(terms).mean()
-    return loss, {"photo_kept": torch.stack(kept).mean().detach(), "photo_error": torch.stack(errors).mean().detach()}
+    info = {"photo_kept": torch.stack(kept).mean().detach(), "photo_error": torch.stack(errors).mean().detach()}
+    if scores:
+        info["photo_score"] = torch.stack(scores).mean()
+    return loss, info
 
 
 def smoothness_loss(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
@@ -269,6 +279,15 @@ def camera_consistency(
 
 # ----------------------------------------------------------------------------- all together
 
+FOV_RANGE = (0.05, 3.0)  # radians: 2.9 to 172 degrees
+
+
+def safe_pose_encoding(pose_enc: torch.Tensor) -> torch.Tensor:
+    """The pose encoding with its fields of view clamped to :data:`FOV_RANGE`: a camera head that
+    drifts to a field of view of 0 (its ReLU floor) would give an infinite focal length, and the
+    warp's gradient would turn every weight into NaN at the next step. (B, S, 9) -> (B, S, 9)."""
+    return torch.cat([pose_enc[..., :7], pose_enc[..., 7:].clamp(*FOV_RANGE)], dim=-1)
+
 
 def self_supervised_loss(
     images: torch.Tensor, predictions: dict[str, torch.Tensor], cfg: SelfSupervisedConfig = SelfSupervisedConfig()
@@ -283,7 +302,7 @@ def self_supervised_loss(
     if "depth" not in predictions or "pose_enc" not in predictions:
         raise ValueError("self-supervised training needs the depth and camera heads (depth, pose_enc)")
     depth = predictions["depth"][..., 0].float()
-    pose_enc = predictions["pose_enc"].float()
+    pose_enc = safe_pose_encoding(predictions["pose_enc"].float())
     depth_conf = predictions.get("depth_conf")
     depth_conf = depth_conf.float() if depth_conf is not None else None
     extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (h, w))

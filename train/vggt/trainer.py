@@ -192,21 +192,27 @@ def _gt_scores(pred: dict, sample: dict) -> tuple[list[float], list[float]]:
 def validate_self_supervised(
     model: VGGT, dataset, keys: list, device: torch.device, amp: torch.dtype | None, cfg: SelfSupervisedConfig
 ) -> dict[str, float]:
-    """The self-supervised loss on held-out windows (``val_loss``), plus depth AbsRel and rotation
-    error (``val_abs_rel``, ``val_rot_deg``) on the windows that carry ground truth."""
+    """Held-out windows: ``val_loss``, the photometric score (``photo_score`` of
+    :func:`~edgescene.train.vggt.self_supervised.photometric_loss`: per pixel the smaller of the
+    warped and the unwarped error, averaged over every pixel; the training loss itself is not used,
+    as its confidence term and the auto-mask could lower it without better geometry), ``val_total``
+    (the training loss), and depth AbsRel and rotation error (``val_abs_rel``, ``val_rot_deg``) on
+    the windows that carry ground truth."""
     model.eval()
-    losses, abs_rel, rot = [], [], []
+    losses, totals, abs_rel, rot = [], [], [], []
     for key in keys:
         sample = {k: v[None] for k, v in to_device(dataset[key], device).items()}
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             pred = model(sample["images"])
-        losses.append(float(self_supervised_loss(sample["images"], pred, cfg)["total"]))
+        terms = self_supervised_loss(sample["images"], pred, cfg)
+        totals.append(float(terms["total"]))
+        losses.append(float(terms.get("photo_score", terms.get("photo_error", terms["total"]))))
         if bool(sample["has_gt"]):
             a, r = _gt_scores(pred, sample)
             abs_rel += a
             rot += r
     model.train()
-    out = {"val_loss": sum(losses) / len(losses)} if losses else {}
+    out = {"val_loss": sum(losses) / len(losses), "val_total": sum(totals) / len(totals)} if losses else {}
     if abs_rel:
         out["val_abs_rel"] = sum(abs_rel) / len(abs_rel)
     if rot:
@@ -312,7 +318,13 @@ def train(
         loader = DataLoader(
             train_set, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=info.device.type == "cuda"
         )
-        val_keys = validation_keys(val_set, config.frames_per_sequence[1]) if val_set is not None else []
+        val_keys = []
+        if val_set is not None and config.self_supervised:
+            from edgescene.train.vggt.unlabeled import validation_windows
+
+            val_keys = validation_windows(val_set, config.frames_per_sequence[1])
+        elif val_set is not None:
+            val_keys = validation_keys(val_set, config.frames_per_sequence[1])
         loss_cfg = LossConfig(
             camera_weight=config.camera_weight,
             depth_weight=config.depth_weight,

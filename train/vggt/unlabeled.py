@@ -108,6 +108,18 @@ def load_frame(path: Path) -> np.ndarray:
     return img
 
 
+def validation_windows(dataset: UnlabeledSequenceDataset, frames: int, per_sequence: int = 4, limit: int = 64) -> list:
+    """Fixed held-out windows: up to ``per_sequence`` windows of ``frames`` frames spread evenly along
+    each sequence (a sequence's first frames alone can be its least telling: a camera that has not
+    started moving), at most ``limit`` in all."""
+    keys = []
+    for i, n in enumerate(dataset.lengths):
+        f = min(frames, n)
+        starts = sorted({round(k * (n - f) / max(per_sequence - 1, 1)) for k in range(per_sequence)})
+        keys += [(i, f, s) for s in starts]
+    return keys[:limit]
+
+
 class UnlabeledSequenceDataset(Dataset):
     """Windows of consecutive frames keyed by ``(sequence index, frame count, seed)``, as
     :class:`edgescene.train.vggt.data.SequenceDataset` (the same :class:`StepBatchSampler` drives it)."""
@@ -137,7 +149,8 @@ class UnlabeledSequenceDataset(Dataset):
         if not 1 <= frames <= len(entries):
             raise ValueError(f"sequence {self.names[index]} has {len(entries)} frames, {frames} were asked for")
         rng = np.random.default_rng(seed)
-        start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else 0
+        # training: a random window; validation: the key's seed is the first frame (see validation_windows)
+        start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else min(seed, len(entries) - frames)
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
         window = entries[start : start + frames]
         has_gt = self.with_gt and all(e.depth is not None and e.camera is not None for e in window)
