@@ -111,12 +111,16 @@ class SequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    def _sequence(self, key: tuple[int, int, int]) -> tuple[list[Entry], int, int, np.random.Generator]:
+        """The key's sequence, frame count, seed and the sample's random generator (checked)."""
         index, frames, seed = key
         entries = self.sequences[index]
         if not 1 <= frames <= len(entries):
             raise ValueError(f"sequence {self.names[index]} has {len(entries)} frames, {frames} were asked for")
-        rng = np.random.default_rng(seed)
+        return entries, frames, seed, np.random.default_rng(seed)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        entries, frames, _, rng = self._sequence(key)
         start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else 0
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
         images, depths, extr, intr = [], [], [], []

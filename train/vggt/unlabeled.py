@@ -25,11 +25,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from edgescene.core.manifest import MANIFEST_NAME, Entry, read_manifest, resolve_inside
 from edgescene.core.preprocess import choose_model_size, fit, prepare, prepare_depth, resize_pixels
-from edgescene.train.vggt.data import MAX_ZOOM, colour_jitter
+from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, colour_jitter
 
 __all__ = ["UnlabeledSequenceDataset", "load_frame", "prepare_unlabeled", "unlabeled_sequences"]
 
@@ -120,7 +119,7 @@ def validation_windows(dataset: UnlabeledSequenceDataset, frames: int, per_seque
     return keys[:limit]
 
 
-class UnlabeledSequenceDataset(Dataset):
+class UnlabeledSequenceDataset(SequenceDataset):
     """Windows of consecutive frames keyed by ``(sequence index, frame count, seed)``, as
     :class:`edgescene.train.vggt.data.SequenceDataset` (the same :class:`StepBatchSampler` drives it)."""
 
@@ -133,22 +132,11 @@ class UnlabeledSequenceDataset(Dataset):
         augment: bool,
         with_gt: bool = False,
     ) -> None:
+        super().__init__(root, sequences, height, width, augment)
         self.with_gt = with_gt  # training never reads it: batches then collate whatever the sequences hold
-        self.root = Path(root).resolve()
-        self.names = sorted(sequences)
-        self.sequences = [sequences[n] for n in self.names]
-        self.lengths = [len(es) for es in self.sequences]
-        self.height, self.width, self.augment = height, width, augment
-
-    def __len__(self) -> int:
-        return len(self.sequences)
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
-        index, frames, seed = key
-        entries = self.sequences[index]
-        if not 1 <= frames <= len(entries):
-            raise ValueError(f"sequence {self.names[index]} has {len(entries)} frames, {frames} were asked for")
-        rng = np.random.default_rng(seed)
+        entries, frames, seed, rng = self._sequence(key)
         # training: a random window; validation: the key's seed is the first frame (see validation_windows)
         start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else min(seed, len(entries) - frames)
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
