@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consistency-weight", type=float, default=0.1, help="point and camera consistency terms")
     parser.add_argument("--smoothness-weight", type=float, default=1e-3)
     parser.add_argument("--freeze", default="none", choices=["none", "aggregator", "patch_embed"])
+    parser.add_argument("--no-automask", action="store_true", help="train without Monodepth2's auto-masking")
     args = parser.parse_args(argv)
 
     from edgescene.assets import default_model_dir
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         log_every=10, save_every=max(10, args.steps // 6), device="cpu", num_workers=0, val_fraction=0.2,
         seed=args.seed, self_supervised=True, augment=False, patience=3, freeze=args.freeze,
         point_consistency_weight=args.consistency_weight, camera_consistency_weight=args.consistency_weight,
-        smoothness_weight=args.smoothness_weight,
+        smoothness_weight=args.smoothness_weight, automask=not args.no_automask,
     )  # fmt: skip
     start = time.perf_counter()
     train(config)

@@ -147,6 +147,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--camera-consistency-weight", type=float, default=d("camera_consistency_weight"), help="self-supervised"
     )
     p.add_argument(
+        "--no-automask",
+        action="store_true",
+        help="self-supervised: keep every pixel in the photometric loss (default: Monodepth2's auto-masking drops "
+        "pixels an unwarped frame explains better)",
+    )
+    p.add_argument(
         "--patience",
         type=int,
         default=None,
@@ -191,6 +197,7 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         point_consistency_weight=args.point_consistency_weight,
         camera_consistency_weight=args.camera_consistency_weight,
         patience=args.patience,
+        automask=not args.no_automask,
     )
 
 

@@ -65,6 +65,7 @@ class VGGTTrainConfig:
     smoothness_weight: float = 1e-3
     point_consistency_weight: float = 0.1
     camera_consistency_weight: float = 0.1
+    automask: bool = True  # Monodepth2's auto-masking of pixels an unwarped frame explains better
     patience: int | None = None  # validations without improvement before stopping early (None: never)
 
     def __post_init__(self) -> None:

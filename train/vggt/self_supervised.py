@@ -170,15 +170,16 @@ def photometric_loss(
             )
             err = _photometric_error(warped, target, cfg.ssim_alpha)
             warped_err.append(torch.where(inside, err, torch.full_like(err, 1e3)))  # outside: never the minimum
-            if cfg.automask:
+            with torch.no_grad():  # the unwarped frames: the auto-mask, and the score that counts every pixel
                 identity_err.append(_photometric_error(images[:, j], target, cfg.ssim_alpha))
         best = torch.stack(warped_err).min(0).values  # (B, H, W)
         valid = best < 1e2
-        still = torch.stack(identity_err).min(0).values + 1e-5 if cfg.automask else None
-        if still is not None:  # a tiny epsilon breaks ties on flat images, as Monodepth2's noise does
-            valid = valid & (best < still)
+        still = torch.stack(identity_err).min(0).values + 1e-5 if identity_err else None
+        if still is not None:
             # every pixel, explained by the warp or not: what neither masking nor confidence can game
             scores.append(torch.minimum(best, still).mean().detach())
+            if cfg.automask:  # a tiny epsilon breaks ties on flat images, as Monodepth2's noise does
+                valid = valid & (best < still)
         best = torch.where(valid, best, torch.zeros_like(best))
         if conf is not None and cfg.conf_alpha > 0:
             c = conf[:, t].clamp(min=1.0)

@@ -121,6 +121,7 @@ def self_supervised_config(config: VGGTTrainConfig) -> SelfSupervisedConfig:
         smoothness_weight=config.smoothness_weight,
         point_weight=config.point_consistency_weight,
         camera_weight=config.camera_consistency_weight,
+        automask=config.automask,
     )
 
 
