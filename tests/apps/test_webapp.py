@@ -180,7 +180,7 @@ def test_train_vggt_tab_self_supervised_on_frame_folders(app, tmp_path):
     assert run.wait(180) == "finished", run.log_tail()
     status, _ = app.training_status("vggt")
     assert "**finished**: step 4 / 4" in status
-    assert "| photometric error (held-out windows) |" in status  # the before / after table
+    assert "| photometric score (held-out windows) |" in status  # the before / after table
     assert "ss" in {s.removeprefix("run: ") for s in app.export_sources()}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,9 @@ def test_runs_resumes_like_an_uninterrupted_run_and_reports(footage, tmp_path):
     b = torch.load(split / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     report = json.loads((whole / "report.json").read_text())
-    assert report["steps_done"] == 4 and report["before"]["val_loss"] > 0 and report["best_step"] in (2, 4)
+    assert report["steps_done"] == 4 and report["before"]["val_loss"] > 0 and report["best_step"] in (0, 2, 4)
     assert set(report["curves"]) >= {"train_loss", "val_loss"} and len(report["curves"]["train_loss"]) == 4
-    assert "| photometric error (held-out windows) |" in (whole / "report.md").read_text()
+    assert "| photometric score (held-out windows) |" in (whole / "report.md").read_text()
     assert (whole / "best.pt").is_file() and (whole / "loss_curves.png").is_file()
     model = load_vggt(whole / "best.pt", preset="vggt_tiny")
     with torch.no_grad():
@@ -165,3 +166,23 @@ def test_held_out_windows_are_spread_along_each_sequence(footage, tmp_path):
     assert torch.equal(first[-1], data[(0, 3, 2)]["images"][0])  # frame 2 is the third of one, first of the other
     assert not torch.equal(first, last)
     assert torch.equal(data[(0, 3, 99)]["images"], last)  # a start past the end is the last window
+
+
+def test_best_pt_keeps_the_starting_weights_when_training_never_beats_them(footage, tmp_path):
+    """A run that only makes the held-out score worse leaves best.pt = the weights it started from."""
+    from edgescene.models.vggt import VGGT_PRESETS
+
+    start = tmp_path / "start.pt"
+    train(make_config(footage, tmp_path / "init", steps=1))
+    shutil.copyfile(tmp_path / "init" / "last.pt", start)
+    out = tmp_path / "worse"
+    train(make_config(footage, out, init=str(start), steps=6, save_every=2, lr=3e-3, min_lr=3e-3, warmup_fraction=0.0))
+    report = json.loads((out / "report.json").read_text())
+    assert "vggt_tiny" in VGGT_PRESETS
+    if report["best_step"] == 0:  # measured: every validation was worse than the start
+        a = torch.load(start, weights_only=False)["model"]
+        b = torch.load(out / "best.pt", weights_only=False)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in b)
+        assert "never beat the starting weights" in (out / "report.md").read_text()
+    else:
+        assert report["best"]["val_loss"] < report["before"]["val_loss"]

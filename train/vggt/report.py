@@ -15,7 +15,7 @@ from pathlib import Path
 from edgescene.train.vggt.config import VGGTTrainConfig
 
 LABELS = {
-    "val_loss": "photometric error (held-out windows)",
+    "val_loss": "photometric score (held-out windows)",
     "val_abs_rel": "depth AbsRel (held-out windows with ground truth)",
     "val_rot_deg": "rotation error, degrees (held-out windows with ground truth)",
 }
@@ -66,7 +66,8 @@ def markdown(report: dict) -> str:
         f"# {report['kind']} run: {report['steps_done']} steps in {report['seconds']:.0f} s"
         + (" (stopped early)" if report["stopped_early"] else ""),
         "",
-        f"Best checkpoint: `{report['best_checkpoint']}` (step {report['best_step']}, by {report['monitored']}).",
+        f"Best checkpoint: `{report['best_checkpoint']}` (step {report['best_step']}, by {report['monitored']})"
+        + (": training never beat the starting weights, which best.pt keeps" if report["best_step"] == 0 else "."),
         "",
         "| held-out score | before | after (best) | change |",
         "|---|---|---|---|",

@@ -340,12 +340,30 @@ def train(
                 return validate_self_supervised(model, val_set, val_keys, info.device, amp, ss_cfg)
             return validate(model, val_set, val_keys, info.device, amp)
 
+        def write_checkpoint(path: Path, step: int, values: dict) -> Path:
+            train_state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+            train_state["best"] = tracker.state()
+            if scaler.is_enabled():
+                train_state["scaler"] = scaler.state_dict()
+            return save_checkpoint(
+                path,
+                kind="vggt",
+                preset=config.preset,
+                config=config.to_dict(),
+                step=step,
+                model={k: v.detach().cpu() for k, v in model.state_dict().items()},
+                train_state=train_state,
+                metrics=values,
+            )
+
         tracker = BestTracker.from_state(resumed_best, "val_loss" if config.self_supervised else "val_abs_rel")
         if info.is_main and val_keys and start == 0 and config.self_supervised:
             before = run_validation()  # the model as it came: the "before" of the report
             logger.log(0, before)
             tracker.before = before
             log("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in before.items()))
+            if tracker.update(0, before):  # the starting weights are the best until training beats them
+                write_checkpoint(Path(config.out_dir) / "best.pt", 0, before)
         sums: dict[str, float] = {}
         count, metrics, t0 = 0, {}, time.time()
         run_start, done = time.time(), start
@@ -404,21 +422,7 @@ def train(
                             f"step {done}: {tracker.metric} has not improved for {tracker.bad} validations "
                             f"(best {tracker.best:.4f} at step {tracker.best_step}): stopping early"
                         )
-                train_state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
-                train_state["best"] = tracker.state()
-                if scaler.is_enabled():
-                    train_state["scaler"] = scaler.state_dict()
-                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                path = save_checkpoint(
-                    Path(config.out_dir) / "last.pt",
-                    kind="vggt",
-                    preset=config.preset,
-                    config=config.to_dict(),
-                    step=done,
-                    model=state,
-                    train_state=train_state,
-                    metrics=metrics,
-                )
+                path = write_checkpoint(Path(config.out_dir) / "last.pt", done, metrics)
                 tqdm.write(f"step {done}: saved {path}")
                 if improved:
                     shutil.copyfile(path, Path(config.out_dir) / "best.pt")
