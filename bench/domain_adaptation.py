@@ -13,7 +13,8 @@
    --self-supervised`` on the adaptation frames alone, and scores the best checkpoint again.
 
 Writes ``domain_adaptation.json`` and ``domain_adaptation.md`` (the table, the commands, steps and
-seconds) and keeps the training run's report (``report.md``, ``loss_curves.png``).
+seconds) and keeps the training run's report (``report.md``, ``loss_curves.png``); the working
+folder ``OUT/work`` (data, checkpoints) is removed unless ``--keep-work``.
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoothness-weight", type=float, default=1e-3)
     parser.add_argument("--freeze", default="none", choices=["none", "aggregator", "patch_embed"])
     parser.add_argument("--no-automask", action="store_true", help="train without Monodepth2's auto-masking")
+    parser.add_argument(
+        "--keep-work", action="store_true", help="keep OUT/work (the rendered data and the run's checkpoints)"
+    )
     args = parser.parse_args(argv)
 
     from edgescene.assets import default_model_dir
@@ -190,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("report.md", "loss_curves.png"):
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out / name)
+    if not args.keep_work:  # data and checkpoints: megabytes that do not belong beside a report
+        shutil.rmtree(work, ignore_errors=True)
     print(markdown(result))
     return 0
 
