@@ -38,6 +38,17 @@ def add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
         help="images with a longer side are cut into tiles of this size before resizing (default 2048)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes decoding files in parallel (default 1)")
+    p.add_argument(
+        "--poses",
+        choices=["none", "colmap"],
+        default="none",
+        help="colmap: structure-from-motion (pycolmap) on each sequence (a video, or a folder of images) writes "
+        "cameras and sparse depth into the manifest: pseudo ground truth for `edgescene train vggt` (needs "
+        "the mapping extra)",
+    )
+    p.add_argument(
+        "--poses-overlap", type=int, default=10, help="--poses colmap: each frame is matched with the next N (10)"
+    )
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
@@ -67,9 +78,26 @@ def run_preprocess(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
         bar.set_postfix_str(source[-40:], refresh=False)
 
+    if args.poses == "colmap":
+        import importlib.util
+
+        if importlib.util.find_spec("pycolmap") is None:  # before the preprocessing, not after it
+            raise ImportError("--poses colmap needs pycolmap: pip install 'edgescene[mapping]'")
+    if args.poses_overlap < 1:
+        raise ValueError(f"--poses-overlap must be >= 1, got {args.poses_overlap}")
     try:
         summary = preprocess_folder(config, progress=progress)
     finally:
         bar.close()
     print(summary.format())
+    if args.poses == "colmap":
+        from edgescene.train.data.colmap_poses import estimate_poses
+
+        results = estimate_poses(args.output_dir, overlap=args.poses_overlap, overwrite=args.overwrite)
+        registered = sum(r.registered for r in results)
+        frames = sum(r.frames for r in results)
+        print(
+            f"poses (colmap): {registered} of {frames} frames registered in {len(results)} sequence(s); cameras "
+            f"and sparse depth in {args.output_dir / 'manifest.json'} (details: poses_colmap.json)"
+        )
     return 0

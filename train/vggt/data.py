@@ -1,14 +1,17 @@
-"""Multi-view training samples for VGGT from a manifest folder (upstream ``training/data/base_dataset.py``,
-``dataset_util.py`` and the per-dataset loaders, reduced to one manifest-driven loader).
+"""Multi-view training samples for VGGT from a manifest folder (upstream
+``training/data/base_dataset.py``, ``dataset_util.py`` and the per-dataset loaders, reduced to one
+manifest-driven loader).
 
-A usable sequence is one whose every entry has a depth map and a camera. A sample is a window of
-consecutive frames (upstream's ``get_nearby``: frames close in time overlap), loaded as RGB in
-[0, 1], depth in metres (0 = invalid) and the camera-from-world extrinsics / intrinsics of the
-processed images, then brought to the training size: training samples with the cover-and-centre-crop
-of :func:`edgescene.core.preprocess.fit` (``"crop"``, the random zoom needs it), validation
-samples exactly as the runtime feeds frames (upstream VGGT's preprocessing,
-:func:`~edgescene.core.preprocess.choose_model_size`: the whole frame, padded with white into
-the training size; padded pixels carry no depth); intrinsics mapped by the :class:`Resize`.
+A usable sequence is a video, a synthetic scene or a folder of images (see
+:func:`edgescene.train.data.colmap_poses.sequence_groups`), of which the frames with a depth map and
+a camera are used (depth may be sparse: ``preprocess --poses colmap``; only pixels with depth
+count). A sample is a window of consecutive frames (upstream's ``get_nearby``: frames close in time
+overlap), loaded as RGB in [0, 1], depth in metres (0 = invalid) and the camera-from-world
+extrinsics / intrinsics of the processed images, then brought to the training size: training samples
+with the cover-and-centre-crop of :func:`edgescene.core.preprocess.fit` (``"crop"``, the random zoom
+needs it), validation samples exactly as the runtime feeds frames (upstream VGGT's preprocessing,
+:func:`~edgescene.core.preprocess.choose_model_size`: the whole frame, padded with white into the
+training size; padded pixels carry no depth); intrinsics mapped by the :class:`Resize`.
 
 Augmentation (training only; one draw per sample, shared by all its frames, as a scene must stay
 geometrically consistent): a random centred zoom of up to ``MAX_ZOOM`` (upstream scales by
@@ -31,6 +34,7 @@ from torch.utils.data import Dataset, Sampler
 
 from edgescene.core.manifest import Entry, read_manifest, resolve_inside
 from edgescene.core.preprocess import choose_model_size, fit, load_rgb, prepare, prepare_depth, resize_pixels
+from edgescene.train.data.colmap_poses import sequence_groups
 
 MAX_ZOOM = 1.25
 JITTER_P, JITTER = 0.9, 0.2
@@ -41,10 +45,12 @@ def usable_sequences(root: str | Path, min_frames: int) -> dict[str, list[Entry]
     """Sequences of the manifest in ``root`` with depth and a camera on every frame and at least
     ``min_frames`` frames; a ValueError says why when there are none."""
     manifest = read_manifest(root)
-    groups = manifest.sequences()
-    no_depth = [n for n, es in groups.items() if any(e.depth is None for e in es)]
-    no_camera = [n for n, es in groups.items() if any(e.camera is None for e in es)]
-    complete = {n: es for n, es in groups.items() if n not in no_depth and n not in no_camera}
+    groups = sequence_groups(manifest.entries)
+    no_depth = [n for n, es in groups.items() if all(e.depth is None for e in es)]
+    no_camera = [n for n, es in groups.items() if all(e.camera is None for e in es)]
+    # frames without both (those SfM could not register, `preprocess --poses colmap`) are left out
+    complete = {n: [e for e in es if e.depth is not None and e.camera is not None] for n, es in groups.items()}
+    complete = {n: es for n, es in complete.items() if es}
     usable = {n: es for n, es in complete.items() if len(es) >= min_frames}
     if usable:
         return usable

@@ -21,13 +21,14 @@ scores can include it.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgescene.core.manifest import MANIFEST_NAME, Entry, read_manifest, resolve_inside
 from edgescene.core.preprocess import choose_model_size, fit, prepare, prepare_depth, resize_pixels
+from edgescene.train.data.colmap_poses import sequence_groups
 from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, colour_jitter
 
 __all__ = ["UnlabeledSequenceDataset", "load_frame", "prepare_unlabeled", "unlabeled_sequences"]
@@ -55,20 +56,10 @@ def prepare_unlabeled(dataset_dir: str | Path, out_dir: str | Path, size: int = 
     return target
 
 
-def _folder_of(entry: Entry) -> str:
-    return str(PurePosixPath(entry.source or entry.path).parent)
-
-
 def unlabeled_sequences(root: str | Path, min_frames: int) -> dict[str, list[Entry]]:
     """Sequences of at least ``min_frames`` frames: the manifest's, plus one per folder of loose images."""
     manifest = read_manifest(root)
-    groups = dict(manifest.sequences())
-    loose: dict[str, list[Entry]] = {}
-    for entry in manifest.entries:
-        if entry.sequence is None and entry.tile is None:
-            loose.setdefault(f"folder:{_folder_of(entry)}", []).append(entry)
-    for name, entries in loose.items():
-        groups[name] = sorted(entries, key=lambda e: e.path)
+    groups = sequence_groups(manifest.entries)
     usable = {n: es for n, es in groups.items() if len(es) >= min_frames}
     if not usable:
         longest = max((len(es) for es in groups.values()), default=0)
