@@ -4,8 +4,9 @@
 or one folder of images), COLMAP's pipeline through pycolmap: SIFT features, sequential matching
 (each frame with the next ``overlap``), incremental mapping with one SIMPLE_PINHOLE camera per
 sequence (with the sequence's known intrinsics, fixed, when ``--metadata-json`` gave every frame the
-same ones: SfM's focal length is loosely constrained on short sequences, 340 px found for a true 240
-on a 16-frame synthetic orbit). The largest model found gives every frame it registered:
+same ones: SfM's focal length is loosely constrained on short sequences, 277 to 427 px found for a
+true 240 on a 16-frame synthetic orbit, depending on the thread count). Everything runs seeded on
+one thread, so the same frames give the same poses. The largest model found gives every frame it registered:
 
 - ``camera``: intrinsics (COLMAP's pixel centres at +0.5 moved to this project's integer centres)
   and the camera-from-world extrinsics, in the sequence's own frame and scale (SfM has no metric
@@ -114,14 +115,20 @@ def _reconstruct(pycolmap, frames: list[Path], work: Path, overlap: int, K: np.n
         reader.camera_params = f"{f},{K[0, 2] + 0.5},{K[1, 2] + 0.5}"
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.peak_threshold = 0.002  # small frames: more, weaker features
+    extraction.num_threads = 1  # one thread everywhere: the same frames give the same poses
     pycolmap.extract_features(
         database, images, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
         extraction_options=extraction, device=pycolmap.Device.cpu,
     )  # fmt: skip
     pairing = pycolmap.SequentialPairingOptions()
     pairing.overlap = overlap
-    pycolmap.match_sequential(database, pairing_options=pairing, device=pycolmap.Device.cpu)
+    pycolmap.set_random_seed(0)  # RANSAC and the mapper draw samples: the same frames give the same poses
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = 1
+    pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
     options = pycolmap.IncrementalPipelineOptions()
+    options.random_seed = 0
+    options.num_threads = 1  # multi-threaded bundle adjustment sums in varying order: results would drift
     options.ba_refine_principal_point = False
     options.ba_refine_focal_length = K is None  # known: SfM must not move it
     models = pycolmap.incremental_mapping(database, images, work / "sparse", options)
