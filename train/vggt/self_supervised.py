@@ -147,14 +147,23 @@ def photometric_loss(
     conf: torch.Tensor | None = None,
     cfg: SelfSupervisedConfig = SelfSupervisedConfig(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Minimum-reprojection photometric loss with auto-masking over a window.
+    """Minimum-reprojection photometric loss with auto-masking over a window, averaged over every pixel.
 
     images (B, S, 3, H, W) in [0, 1]; depth (B, S, H, W); extrinsics (B, S, 3, 4); intrinsics
-    (B, S, 3, 3); conf (B, S, H, W) >= 1 or None. Returns the loss (a scalar) and diagnostics: the
-    share of pixels kept by the auto-mask (``photo_kept``), their mean minimum error
-    (``photo_error``) and, with auto-masking, ``photo_score``: the mean over *every* pixel of the
-    smaller of the warped and the unwarped error (lower: the geometry explains more of the change
-    between frames; the held-out score of training, as neither the mask nor confidence can game it).
+    (B, S, 3, 3); conf (B, S, H, W) >= 1 or None.
+
+    Per target pixel: the smallest error over the source frames that see it (``warp``) and over the
+    unwarped source frames (``still``). With auto-masking the pixel costs ``min(warp, still)``: where
+    no motion explains it better than the predicted one, its cost is a constant, so it sends no
+    gradient (Monodepth2's mask). A pixel no source sees (the predicted cameras look elsewhere) costs
+    ``still`` too: every pixel counts in the mean, so moving the cameras until the frames stop
+    overlapping can never lower the loss. Without auto-masking the pixel costs ``warp`` where a source
+    sees it, else ``still``.
+
+    Returns the loss (a scalar) and diagnostics: the share of pixels the warp explains better than
+    no motion (``photo_kept``), their mean error (``photo_error``), and ``photo_score``, the mean cost
+    without confidence (the held-out score of training: lower, the geometry explains more of the
+    change between frames).
     """
     b, s, _, h, w = images.shape
     if s < 2:
@@ -169,32 +178,32 @@ def photometric_loss(
                 images[:, j], depth[:, t], extrinsics[:, t], intrinsics[:, t], extrinsics[:, j], intrinsics[:, j]
             )
             err = _photometric_error(warped, target, cfg.ssim_alpha)
-            warped_err.append(torch.where(inside, err, torch.full_like(err, 1e3)))  # outside: never the minimum
-            with torch.no_grad():  # the unwarped frames: the auto-mask, and the score that counts every pixel
+            warped_err.append(torch.where(inside, err, torch.full_like(err, 1e3)))  # unseen: never the minimum
+            with torch.no_grad():
                 identity_err.append(_photometric_error(images[:, j], target, cfg.ssim_alpha))
         best = torch.stack(warped_err).min(0).values  # (B, H, W)
-        valid = best < 1e2
-        still = torch.stack(identity_err).min(0).values + 1e-5 if identity_err else None
-        if still is not None:
-            # every pixel, explained by the warp or not: what neither masking nor confidence can game
-            scores.append(torch.minimum(best, still).mean().detach())
-            if cfg.automask:  # a tiny epsilon breaks ties on flat images, as Monodepth2's noise does
-                valid = valid & (best < still)
-        best = torch.where(valid, best, torch.zeros_like(best))
+        still = torch.stack(identity_err).min(0).values + 1e-5  # the epsilon breaks ties on flat images
+        seen = best < 1e2
+        explained = seen & (best < still)
+        use_warp = explained if cfg.automask else seen
+        cost = torch.where(use_warp, best, still)  # every pixel; constant (no gradient) where the warp is not used
         if conf is not None and cfg.conf_alpha > 0:
             c = conf[:, t].clamp(min=1.0)
-            per_pixel = c * best - cfg.conf_alpha * torch.log(c)
+            per_pixel = torch.where(use_warp, c * cost - cfg.conf_alpha * torch.log(c), cost)
         else:
-            per_pixel = best
-        count = valid.sum().clamp(min=1)
-        terms.append((per_pixel * valid).sum() / count)
-        kept.append(valid.float().mean())
-        errors.append(best.sum() / count)
+            per_pixel = cost
+        terms.append(per_pixel.mean())
+        scores.append(cost.mean().detach())
+        kept.append(explained.float().mean().detach())
+        errors.append(
+            (torch.where(explained, best, torch.zeros_like(best)).sum() / explained.sum().clamp(min=1)).detach()
+        )
     loss = torch.stack(terms).mean()
-    info = {"photo_kept": torch.stack(kept).mean().detach(), "photo_error": torch.stack(errors).mean().detach()}
-    if scores:
-        info["photo_score"] = torch.stack(scores).mean()
-    return loss, info
+    return loss, {
+        "photo_kept": torch.stack(kept).mean(),
+        "photo_error": torch.stack(errors).mean(),
+        "photo_score": torch.stack(scores).mean(),
+    }
 
 
 def smoothness_loss(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
