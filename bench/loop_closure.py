@@ -147,17 +147,20 @@ def run_drifting(
     seconds = time.perf_counter() - start
     centres = stream.camera_centers()
     truth = inverse_se3(seq.extrinsics)[:, :, 3]
-    return _result(seq.trajectory, "drifting ground truth", solver is not None, centres, truth, stream, report, seconds)
+    windows = len(stream.window_nodes)
+    return _result(
+        seq.trajectory, "drifting ground truth", solver is not None, centres, truth, windows, report, seconds
+    )
 
 
-def _result(trajectory, predictor, closed, centres, truth, stream, report, seconds) -> LoopRun:
+def _result(trajectory, predictor, closed, centres, truth, windows: int, report, seconds) -> LoopRun:
     error = ate(centres, truth)
     return LoopRun(
         trajectory=trajectory,
         predictor=predictor,
         loop_closure=closed,
         keyframes=len(centres),
-        windows=len(stream.window_nodes),
+        windows=windows,
         ate_rel=error["ate_rel"],
         ate_rmse=error["ate_rmse"],
         loops_found=len(report.get("loops", [])),
@@ -195,21 +198,9 @@ def run_model(seq: SceneSequence, model: str | Path, solver: PoseGraphSolver | N
     index = [f["index"] for f in cameras["frames"]]
     centres = inverse_se3(np.array([f["extrinsics"] for f in cameras["frames"]]))[:, :, 3]
     truth = inverse_se3(seq.extrinsics[index])[:, :, 3]
-    error = ate(centres, truth)
-    return LoopRun(
-        trajectory=seq.trajectory,
-        predictor=Path(model).name,
-        loop_closure=solver is not None,
-        keyframes=len(index),
-        windows=int(report["windows"]),
-        ate_rel=error["ate_rel"],
-        ate_rmse=error["ate_rmse"],
-        loops_found=len(report.get("loop_closure", {}).get("loops", [])),
-        seconds=seconds,
-        centres=centres,
-        truth=truth,
-        report=report.get("loop_closure", {}),
-    )
+    closed = solver is not None
+    lc = report.get("loop_closure", {})
+    return _result(seq.trajectory, Path(model).name, closed, centres, truth, int(report["windows"]), lc, seconds)
 
 
 def loop_sequences(frames: int = 120, width: int = 256, height: int = 192, seed: int = 7) -> list[SceneSequence]:

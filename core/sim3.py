@@ -44,9 +44,6 @@ class Sim3:
         """The rotation's angle in degrees (0 for the identity)."""
         return float(np.degrees(np.arccos(np.clip((np.trace(self.R) - 1.0) / 2.0, -1.0, 1.0))))
 
-    def to_json(self) -> dict:
-        return {"s": float(self.s), "R": np.asarray(self.R).tolist(), "t": np.asarray(self.t).tolist()}
-
 
 @dataclass(frozen=True)
 class Edge:

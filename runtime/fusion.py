@@ -334,13 +334,20 @@ class PointMap:
         was closed becomes one surface again."""
         n = self._n
         xyz = self._xyz[:n].copy()
-        tags = self._tag[:n]
-        for tag, (s, R, t) in transforms.items():
-            rows = tags == tag
-            if rows.any():
-                if not float(s) > 0:
-                    raise ValueError(f"transforms[{tag}]: expected a scale > 0, got {s}")
-                xyz[rows] = apply_sim3(xyz[rows], float(s), np.asarray(R, np.float64), np.asarray(t, np.float64))
+        tags = self._tag[:n].astype(np.int64)
+        if transforms and n:
+            # one gather per row instead of one pass over the map per tag (a long video has thousands)
+            keys = np.array(sorted(transforms), np.int64)
+            scales = np.array([float(transforms[k][0]) for k in keys])
+            bad = ~(scales > 0)
+            if bad.any():
+                raise ValueError(f"transforms[{int(keys[bad][0])}]: expected a scale > 0, got {scales[bad][0]}")
+            rotations = np.stack([np.asarray(transforms[k][1], np.float64) for k in keys])
+            shifts = np.stack([np.asarray(transforms[k][2], np.float64) for k in keys])
+            slot = np.clip(np.searchsorted(keys, tags), 0, len(keys) - 1)
+            rows = np.flatnonzero(keys[slot] == tags)  # voxels whose tag has a transform
+            k = slot[rows]
+            xyz[rows] = scales[k, None] * np.einsum("nij,nj->ni", rotations[k], xyz[rows]) + shifts[k]
         self._rebin(xyz)
         self._enforce_cap()
 

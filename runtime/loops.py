@@ -36,7 +36,7 @@ the number of keyframes, as the camera list does, never with their pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -161,7 +161,8 @@ class LoopDetector:
     def __init__(self, config: LoopConfig = LoopConfig()) -> None:
         self.config = config
         self.places: list[Place] = []
-        self._descriptors: list[np.ndarray] = []  # one (D,) float16 per place
+        self._bank = np.zeros((0, 0), np.float16)  # one retrieval row (D,) per place, grown by doubling
+        self._windows = np.zeros(0, np.int64)  # each place's window (non-decreasing: places come in order)
         self._by_keyframe: dict[int, int] = {}
         self.matches: list[LoopMatch] = []  # the best per pair of windows, in the order found
         self._pairs: dict[tuple[int, int], int] = {}  # (window_a, window_b) -> index into matches
@@ -171,7 +172,12 @@ class LoopDetector:
     @property
     def nbytes(self) -> int:
         """Bytes held for the places (keypoints, descriptors, points, retrieval vectors)."""
-        return sum(p.nbytes for p in self.places) + sum(d.nbytes for d in self._descriptors)
+        return sum(p.nbytes for p in self.places) + self._descriptors.nbytes
+
+    @property
+    def _descriptors(self) -> np.ndarray:
+        """(places, D) float16 retrieval descriptors, one row per place."""
+        return self._bank[: len(self.places)]
 
     def add(
         self,
@@ -194,9 +200,7 @@ class LoopDetector:
         descriptor = global_descriptor(rgb)
         place = self._place(keyframe, window, rgb, points, conf, camera_center)
         match = self._search(place, descriptor, hint)
-        self._by_keyframe[keyframe] = len(self.places)
-        self.places.append(place)
-        self._descriptors.append(descriptor.astype(np.float16))
+        self._remember(place, descriptor)
         if len(self.places) > self.config.max_places:
             self._thin()
         if match is not None:
@@ -212,13 +216,31 @@ class LoopDetector:
         return [m.edge(self.config) for m in self.matches]
 
     # -- internals ---------------------------------------------------------------------------
+    def _remember(self, place: Place, descriptor: np.ndarray) -> None:
+        n = len(self.places)
+        if n == len(self._bank):  # full (or first): double the rows, keep what is there
+            rows = max(64, 2 * n)
+            width = len(descriptor) if n == 0 else self._bank.shape[1]
+            bank = np.zeros((rows, width), np.float16)
+            if n:
+                bank[:n] = self._bank[:n]
+            windows = np.zeros(rows, np.int64)
+            windows[:n] = self._windows[:n]
+            self._bank, self._windows = bank, windows
+        # a frame of another size (the model input is fixed per stream, so only by mistake) gets no retrieval row
+        self._bank[n] = descriptor if len(descriptor) == self._bank.shape[1] else 0
+        self._windows[n] = place.window
+        self._by_keyframe[place.keyframe] = n
+        self.places.append(place)
+
     def _thin(self) -> None:
         """Forget every second place of the older half: memory stays under ``max_places`` places while
         old stretches of the video stay covered (more sparsely, as they age)."""
         half = len(self.places) // 2
         keep = [i for i in range(len(self.places)) if i >= half or i % 2 == 0]
+        self._bank[: len(keep)] = self._bank[keep]
+        self._windows[: len(keep)] = self._windows[keep]
         self.places = [self.places[i] for i in keep]
-        self._descriptors = [self._descriptors[i] for i in keep]
         self._by_keyframe = {p.keyframe: i for i, p in enumerate(self.places)}
 
     def _detector(self, hw: tuple[int, int]):
@@ -244,16 +266,19 @@ class LoopDetector:
         return Place(keyframe, window, uv[good], descriptors[good], xyz[good], float(np.median(distance)))
 
     def _search(self, place: Place, descriptor: np.ndarray, hint: int | None) -> LoopMatch | None:
-        old = [i for i, p in enumerate(self.places) if p.window <= place.window - self.config.min_window_gap]
+        # places come in window order: the old enough ones are a prefix
+        limit = place.window - self.config.min_window_gap
+        old = int(np.searchsorted(self._windows[: len(self.places)], limit, side="right"))
         if not old or len(place.uv) < self.config.min_inliers:
             return None
-        sims = np.stack([self._descriptors[i] for i in old]).astype(np.float32) @ descriptor
+        width = self._bank.shape[1]
+        sims = self._bank[:old].astype(np.float32) @ descriptor if len(descriptor) == width else np.zeros(old)
         order = np.argsort(-sims)[: self.config.candidates]
-        chosen = [(old[k], float(sims[k])) for k in order if sims[k] >= self.config.retrieval_similarity]
+        chosen = [(int(k), float(sims[k])) for k in order if sims[k] >= self.config.retrieval_similarity]
         if hint is not None and hint in self._by_keyframe:
             i = self._by_keyframe[hint]
             if self.places[i].window <= place.window - self.config.min_window_gap and i not in [c[0] for c in chosen]:
-                chosen.insert(0, (i, float(np.float32(self._descriptors[i]) @ descriptor)))
+                chosen.insert(0, (i, float(sims[i])))
         best: LoopMatch | None = None
         for i, similarity in chosen:
             known = self._pairs.get((self.places[i].window, place.window))
@@ -332,16 +357,3 @@ def _refit(src: np.ndarray, dst: np.ndarray, fallback):
     except ValueError:
         return fallback
     return s, R, t
-
-
-@dataclass
-class LoopClosureReport:
-    """What loop closure did, for report.json."""
-
-    loops: list[dict] = field(default_factory=list)
-    windows: int = 0
-    applied: bool = False
-    solver: dict = field(default_factory=dict)
-    max_correction: dict = field(default_factory=dict)
-    detector_bytes: int = 0
-    candidates_checked: int = 0

@@ -78,12 +78,13 @@ def _eight_bit(path: Path, target: Path) -> None:
     """The frame as an 8-bit RGB PNG SIFT can read (16-bit IR stretched from its 2nd..98th percentile)."""
     import cv2
 
+    from edgescene.train.data.readers import percentile_scale
+
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"cannot read image {path}")
     if img.dtype != np.uint8:
-        low, high = np.percentile(img, (2.0, 98.0))
-        img = np.clip((img.astype(np.float32) - low) * 255.0 / max(float(high - low), 1e-6), 0, 255).astype(np.uint8)
+        img, _ = percentile_scale(img if img.ndim == 3 else img[..., None])
     cv2.imwrite(str(target), img)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from edgescene.core.manifest import MANIFEST_NAME, Entry, read_manifest, resolve_inside
-from edgescene.core.preprocess import choose_model_size, fit, prepare, prepare_depth, resize_pixels
+from edgescene.core.preprocess import choose_model_size, fit, load_rgb, prepare, prepare_depth, resize_pixels
 from edgescene.train.data.colmap_poses import sequence_groups
 from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, colour_jitter
 
@@ -73,29 +73,12 @@ def unlabeled_sequences(root: str | Path, min_frames: int) -> dict[str, list[Ent
 
 def load_frame(path: Path) -> np.ndarray:
     """(H, W, 3) RGB for :func:`prepare`: uint8 as stored; 16-bit (IR) percentile-scaled to float32 in [0, 1];
-    single-channel replicated to three."""
-    import cv2
-
-    from edgescene.core.preprocess import open_image_checked
-
-    with open_image_checked(path):  # refuses a pixel bomb before OpenCV decodes it
-        pass
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., :3]
-    if img.ndim == 3:
-        img = np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
-    else:
-        img = img[..., None]
-    if img.dtype != np.uint8:
-        values = img.astype(np.float32)
-        low, high = np.percentile(values, IR_PERCENTILES)
-        img = np.clip((values - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return img
+    single-channel replicated to three (decoding: :func:`edgescene.core.preprocess.load_rgb`)."""
+    img = load_rgb(path)
+    if img.dtype == np.uint8:
+        return img
+    low, high = np.percentile(img, IR_PERCENTILES)  # load_rgb's /65535 is linear: the stretch is the same
+    return np.clip((img - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
 
 
 def validation_windows(dataset: UnlabeledSequenceDataset, frames: int, per_sequence: int = 4, limit: int = 64) -> list:
