@@ -60,7 +60,7 @@ def make_domain(out: Path, scenes: int, frames: int, width: int, height: int, se
     for folder in (adapt_dir, eval_dir):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    kept = []
+    kept, calibration = [], {}
     for name, entries in manifest.sequences().items():
         for entry in entries:
             rgb = np.asarray(Image.open(resolve_inside(rendered, entry.path)).convert("RGB"))
@@ -73,12 +73,14 @@ def make_domain(out: Path, scenes: int, frames: int, width: int, height: int, se
                 depth.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(resolve_inside(rendered, entry.depth), depth)
                 kept.append(entry)
-            else:  # what a user has: frames, one folder per sequence, nothing else
+            else:  # what a user has: frames, one folder per sequence, nothing else (and the calibration)
                 target = adapt_dir / name / Path(entry.path).name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 ir.save(target)
+                calibration[f"{name}/{target.name}"] = {"intrinsics": entry.camera["intrinsics"]}
     manifest.entries = kept
     write_manifest(manifest, eval_dir)
+    (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")  # beside, not in, the frames
     shutil.rmtree(rendered)
     return adapt_dir, eval_dir
 
@@ -129,6 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoothness-weight", type=float, default=1e-3)
     parser.add_argument("--freeze", default="none", choices=["none", "aggregator", "patch_embed"])
     parser.add_argument("--no-automask", action="store_true", help="train without Monodepth2's auto-masking")
+    parser.add_argument("--warp-poses", default="matches", choices=["matches", "camera_head"])
+    parser.add_argument("--match-pose-weight", type=float, default=0.1)
+    parser.add_argument("--confidence-alpha", type=float, default=0.0)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--intrinsics-weight", type=float, default=0.1)
+    parser.add_argument(
+        "--known-intrinsics",
+        action="store_true",
+        help="the adaptation frames come with the camera's calibration (a metadata JSON through edgescene "
+        "preprocess): no depth, no poses, only what a calibrated IR camera's user has",
+    )
     parser.add_argument(
         "--keep-work", action="store_true", help="keep OUT/work (the rendered data and the run's checkpoints)"
     )
@@ -150,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         dataset_dir=str(adapt_dir), out_dir=str(run_dir), preset=args.preset, init=str(model), steps=args.steps,
         batch_size=1, frames_per_sequence=(3, 4), image_height=args.height, image_width=args.width, lr=args.lr,
         log_every=10, save_every=max(10, args.steps // 6), device="cpu", num_workers=0, val_fraction=0.2,
-        seed=args.seed, self_supervised=True, augment=False, patience=3, freeze=args.freeze,
+        seed=args.seed, self_supervised=True, augment=False, patience=args.patience, freeze=args.freeze,
         point_consistency_weight=args.consistency_weight, camera_consistency_weight=args.consistency_weight,
-        smoothness_weight=args.smoothness_weight, automask=not args.no_automask,
+        smoothness_weight=args.smoothness_weight, automask=not args.no_automask, warp_poses=args.warp_poses,
+        match_pose_weight=args.match_pose_weight, confidence_alpha=args.confidence_alpha,
+        intrinsics_weight=args.intrinsics_weight,
+        metadata_json=str(work / "calibration.json") if args.known_intrinsics else None,
     )  # fmt: skip
     start = time.perf_counter()
     train(config)

@@ -95,7 +95,7 @@ def test_automask_drops_pixels_a_static_source_explains(scene):
 def test_confidence_weighting_lowers_the_cost_where_the_model_is_unsure(scene):
     images, depth, extrinsics, intrinsics = scene
     d = _sky_filled(depth) * 1.3
-    cfg = SelfSupervisedConfig(automask=False)
+    cfg = SelfSupervisedConfig(automask=False, conf_alpha=0.05)  # off by default
     sure, _ = photometric_loss(images, d, extrinsics, intrinsics, torch.full_like(d, 5.0), cfg)
     unsure, _ = photometric_loss(images, d, extrinsics, intrinsics, torch.ones_like(d), cfg)
     assert float(unsure) < float(sure)
@@ -143,6 +143,7 @@ def test_all_terms_together_give_gradients_to_every_head(scene):
             "world_points": points,
             "world_points_conf": torch.ones_like(d),
         },  # fmt: skip
+        SelfSupervisedConfig(warp_poses="camera_head", conf_alpha=0.05),
     )
     assert {"photometric", "smoothness", "point_consistency", "camera_consistency", "total"} <= set(out)
     out["total"].backward()

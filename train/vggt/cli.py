@@ -153,6 +153,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "pixels an unwarped frame explains better)",
     )
     p.add_argument(
+        "--warp-poses",
+        choices=("matches", "camera_head"),
+        default=d("warp_poses"),
+        help="self-supervised: the relative poses the photometric loss warps through: 'matches' (ORB keypoints "
+        "lifted by the predicted depth, PnP; default) or 'camera_head' (the model's own cameras)",
+    )
+    p.add_argument(
+        "--match-pose-weight",
+        type=float,
+        default=d("match_pose_weight"),
+        help="self-supervised: camera head against the matched poses",
+    )
+    p.add_argument(
+        "--metadata-json",
+        help="self-supervised, raw footage: a metadata JSON for the preprocessing (edgescene preprocess "
+        "--metadata-json); its 'intrinsics' (the camera's calibration) are warped through and supervise the "
+        "camera head's field of view",
+    )
+    p.add_argument(
+        "--intrinsics-weight",
+        type=float,
+        default=d("intrinsics_weight"),
+        help="self-supervised: camera head's fields of view against the data's known intrinsics (preprocess "
+        "--metadata-json with 'intrinsics'); those windows are also warped through them",
+    )
+    p.add_argument(
+        "--confidence-alpha",
+        type=float,
+        default=d("confidence_alpha"),
+        help="self-supervised: > 0 weights the terms by the heads' confidence, c e - alpha log c (default 0: off)",
+    )
+    p.add_argument(
         "--patience",
         type=int,
         default=None,
@@ -198,6 +230,11 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         camera_consistency_weight=args.camera_consistency_weight,
         patience=args.patience,
         automask=not args.no_automask,
+        warp_poses=args.warp_poses,
+        match_pose_weight=args.match_pose_weight,
+        intrinsics_weight=args.intrinsics_weight,
+        metadata_json=args.metadata_json,
+        confidence_alpha=args.confidence_alpha,
     )
 
 

@@ -66,6 +66,11 @@ class VGGTTrainConfig:
     point_consistency_weight: float = 0.1
     camera_consistency_weight: float = 0.1
     automask: bool = True  # Monodepth2's auto-masking of pixels an unwarped frame explains better
+    warp_poses: str = "matches"  # the warp's relative poses: "matches" (ORB + PnP on the depth) or "camera_head"
+    match_pose_weight: float = 0.1  # camera head against the matched poses (warp_poses="matches")
+    metadata_json: str | None = None  # self-supervised raw footage: preprocess's metadata JSON (known intrinsics)
+    intrinsics_weight: float = 0.1  # camera head's fields of view against the data's known intrinsics, if any
+    confidence_alpha: float = 0.0  # > 0: weight the self-supervised terms by the heads' confidence (c e - a log c)
     patience: int | None = None  # validations without improvement before stopping early (None: never)
 
     def __post_init__(self) -> None:
@@ -110,10 +115,20 @@ class VGGTTrainConfig:
             "smoothness_weight",
             "point_consistency_weight",
             "camera_consistency_weight",
+            "match_pose_weight",
+            "intrinsics_weight",
+            "confidence_alpha",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.metadata_json is not None and not self.self_supervised:
+            raise ValueError(
+                "--metadata-json belongs to self-supervised training from raw footage (--self-supervised); a "
+                "supervised dataset is preprocessed first: `edgescene preprocess --metadata-json ...`"
+            )
+        if self.warp_poses not in ("matches", "camera_head"):
+            raise ValueError(f"warp_poses must be 'matches' or 'camera_head', got {self.warp_poses!r}")
         if self.self_supervised and self.photometric_weight == 0:
             raise ValueError(
                 "self-supervised training needs the photometric loss (photometric_weight > 0): the other terms "

@@ -36,10 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from edgescene.models.vggt.pose_encoding import depth_to_world_points, pose_encoding_to_extri_intri
+from edgescene.train.vggt.match_poses import match_poses
 
 __all__ = [
     "SelfSupervisedConfig",
     "camera_consistency",
+    "match_pose_consistency",
     "point_consistency",
     "photometric_loss",
     "self_supervised_loss",
@@ -47,6 +49,9 @@ __all__ = [
     "ssim",
     "warp_to_target",
 ]
+
+
+WARP_POSES = ("matches", "camera_head")
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,19 @@ class SelfSupervisedConfig:
     point_weight: float = 0.1
     camera_weight: float = 0.1
     ssim_alpha: float = 0.85  # share of the SSIM term in the photometric error (Monodepth2)
-    conf_alpha: float = 0.05  # lambda of c e - lambda log c (0: confidence ignored)
+    # lambda of c e - lambda log c; 0 (the default): confidence ignored (see the README's self-supervised
+    # section: on the thermal-like benchmark, weighting by confidence made the adapted depth worse)
+    conf_alpha: float = 0.0
     automask: bool = True
     max_sources: int = 4  # source frames per target: the nearest in the window (a window of S has S - 1)
+    warp_poses: str = "matches"  # the warp's relative poses: "matches" (ORB + PnP on the depth) or "camera_head"
+    match_pose_weight: float = 0.1  # camera head against the matched poses (warp_poses="matches" only)
+    intrinsics_weight: float = 0.1  # camera head's fields of view against known intrinsics (where given)
 
     def __post_init__(self) -> None:
-        for name in ("photometric_weight", "smoothness_weight", "point_weight", "camera_weight", "conf_alpha"):
+        names = ("photometric_weight", "smoothness_weight", "point_weight", "camera_weight", "conf_alpha",
+                 "match_pose_weight", "intrinsics_weight")  # fmt: skip
+        for name in names:
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -71,6 +83,8 @@ class SelfSupervisedConfig:
             raise ValueError(f"ssim_alpha must be in [0, 1], got {self.ssim_alpha}")
         if self.max_sources < 1:
             raise ValueError(f"max_sources must be >= 1, got {self.max_sources}")
+        if self.warp_poses not in WARP_POSES:
+            raise ValueError(f"warp_poses must be one of {', '.join(WARP_POSES)}, got {self.warp_poses!r}")
         if self.photometric_weight == self.smoothness_weight == self.point_weight == self.camera_weight == 0:
             raise ValueError("every self-supervised weight is 0: nothing to train")
 
@@ -142,15 +156,19 @@ def _sources(s: int, t: int, count: int) -> list[int]:
 def photometric_loss(
     images: torch.Tensor,
     depth: torch.Tensor,
-    extrinsics: torch.Tensor,
+    extrinsics: torch.Tensor | None,
     intrinsics: torch.Tensor,
     conf: torch.Tensor | None = None,
     cfg: SelfSupervisedConfig = SelfSupervisedConfig(),
+    relative: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Minimum-reprojection photometric loss with auto-masking over a window, averaged over every pixel.
 
     images (B, S, 3, H, W) in [0, 1]; depth (B, S, H, W); extrinsics (B, S, 3, 4); intrinsics
-    (B, S, 3, 3); conf (B, S, H, W) >= 1 or None.
+    (B, S, 3, 3); conf (B, S, H, W) >= 1 or None. ``relative``, when given, is ``(poses, ok)``:
+    source-from-target poses (B, S, S, 3, 4) (``poses[:, t, s]``, as :func:`match_poses` measures
+    them) used instead of the extrinsics, and which pairs have one (B, S, S) bool; a pair without
+    one is left out (its pixels are seen by no source through it).
 
     Per target pixel: the smallest error over the source frames that see it (``warp``) and over the
     unwarped source frames (``still``). With auto-masking the pixel costs ``min(warp, still)``: where
@@ -174,9 +192,18 @@ def photometric_loss(
         target = images[:, t]
         warped_err, identity_err = [], []
         for j in srcs:
+            if relative is None:
+                if extrinsics is None:
+                    raise ValueError("photometric_loss needs the extrinsics or the relative poses")
+                extr_t, extr_s = extrinsics[:, t], extrinsics[:, j]
+            else:
+                extr_s = relative[0][:, t, j].to(depth.dtype)
+                extr_t = torch.eye(3, 4, dtype=depth.dtype, device=depth.device).expand_as(extr_s)
             warped, inside = warp_to_target(
-                images[:, j], depth[:, t], extrinsics[:, t], intrinsics[:, t], extrinsics[:, j], intrinsics[:, j]
-            )
+                images[:, j], depth[:, t], extr_t, intrinsics[:, t], extr_s, intrinsics[:, j]
+            )  # fmt: skip
+            if relative is not None:
+                inside = inside & relative[1][:, t, j, None, None]
             err = _photometric_error(warped, target, cfg.ssim_alpha)
             warped_err.append(torch.where(inside, err, torch.full_like(err, 1e3)))  # unseen: never the minimum
             with torch.no_grad():
@@ -287,6 +314,31 @@ def camera_consistency(
     return torch.where(usable.reshape(b, s), angle, torch.zeros_like(angle)).mean()
 
 
+def _angle(cos: torch.Tensor) -> torch.Tensor:
+    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+
+
+def match_pose_consistency(extrinsics: torch.Tensor, poses: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """The camera head's relative poses against the matched ones (radians, mean over the pairs that have one).
+
+    extrinsics (B, S, 3, 4) camera-from-world from the camera head; poses (B, S, S, 3, 4)
+    source-from-target and ok (B, S, S), as :func:`edgescene.train.vggt.match_poses.match_poses`
+    gives them. Per pair: the angle between the two relative rotations plus the angle between the two
+    translation directions (scale-free: the head's scene scale is its own).
+    """
+    r, t = extrinsics[..., :3], extrinsics[..., 3]
+    rel_r = r[:, None] @ r[:, :, None].transpose(-1, -2)  # [b, t, s] = R_s R_t^T
+    rel_t = t[:, None] - (rel_r @ t[:, :, None, :, None])[..., 0]  # [b, t, s] = t_s - R_s R_t^T t_t
+    target_r, target_t = poses[..., :3].to(r.dtype), poses[..., 3].to(r.dtype)
+    rot = _angle(((target_r.transpose(-1, -2) @ rel_r).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2)
+    norms = rel_t.norm(dim=-1) * target_t.norm(dim=-1)
+    moved = norms > 1e-12  # a pure rotation has no translation direction
+    cos = (rel_t * target_t).sum(-1) / norms.clamp(min=1e-12)
+    trans = torch.where(moved, _angle(cos), torch.zeros_like(cos))
+    use = ok.to(r.dtype)
+    return ((rot + trans) * use).sum() / use.sum().clamp(min=1.0)
+
+
 # ----------------------------------------------------------------------------- all together
 
 FOV_RANGE = (0.05, 3.0)  # radians: 2.9 to 172 degrees
@@ -299,13 +351,27 @@ def safe_pose_encoding(pose_enc: torch.Tensor) -> torch.Tensor:
     return torch.cat([pose_enc[..., :7], pose_enc[..., 7:].clamp(*FOV_RANGE)], dim=-1)
 
 
+def known_fov(intrinsics: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(..., 3, 3) pixel intrinsics -> (..., 2) fields of view (vertical, horizontal), radians, as pose_enc[..., 7:]."""
+    h, w = hw
+    vertical = 2 * torch.atan(h / 2 / intrinsics[..., 1, 1])
+    return torch.stack([vertical, 2 * torch.atan(w / 2 / intrinsics[..., 0, 0])], -1)
+
+
 def self_supervised_loss(
-    images: torch.Tensor, predictions: dict[str, torch.Tensor], cfg: SelfSupervisedConfig = SelfSupervisedConfig()
+    images: torch.Tensor,
+    predictions: dict[str, torch.Tensor],
+    cfg: SelfSupervisedConfig = SelfSupervisedConfig(),
+    known_intrinsics: torch.Tensor | None = None,
+    has_intrinsics: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every term a VGGT's predictions allow (a missing head skips its terms); ``total`` is the weighted sum.
 
     images (B, S, 3, H, W) in [0, 1]; predictions: the model's outputs (see the module docstring).
-    Computed in float32 whatever the autocast dtype of the forward pass.
+    ``known_intrinsics`` (B, S, 3, 3) in the images' pixels and ``has_intrinsics`` (B,) bool: the
+    camera's calibration where the data carry it. Those windows are warped (and their poses measured)
+    through it instead of the camera head's, and the head's fields of view are supervised by it
+    (``intrinsics``, radians). Computed in float32 whatever the autocast dtype of the forward pass.
     """
     h, w = images.shape[-2:]
     images = images.float()
@@ -318,8 +384,31 @@ def self_supervised_loss(
     extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (h, w))
     out: dict[str, torch.Tensor] = {}
     total = depth.new_zeros(())
+    if known_intrinsics is not None and has_intrinsics is not None and bool(has_intrinsics.any()):
+        known = has_intrinsics.to(torch.bool).view(-1, 1, 1, 1)
+        calibration = known_intrinsics.to(intrinsics.dtype)
+        intrinsics = torch.where(known, calibration, intrinsics)  # the true calibration: no gradient to the head
+        if cfg.intrinsics_weight > 0:
+            error = (pose_enc[..., 7:] - known_fov(calibration, (h, w))).abs().mean(dim=(1, 2))
+            out["intrinsics"] = (error * known[:, 0, 0, 0]).sum() / known.sum()
+            total = total + cfg.intrinsics_weight * out["intrinsics"]
+    relative = None
+    if cfg.warp_poses == "matches" and (cfg.photometric_weight > 0 or cfg.match_pose_weight > 0):
+        s = images.shape[1]
+        pairs = [(t, j) for t in range(s) for j in _sources(s, t, cfg.max_sources)]
+        poses, ok, _ = match_poses(images, depth, intrinsics, pairs)
+        relative = (poses, ok)
+        out["matched_pairs"] = ok.sum() / max(len(pairs) * images.shape[0], 1)  # share of pairs with a pose
+        if cfg.match_pose_weight > 0:
+            out["match_pose"] = match_pose_consistency(extrinsics, poses, ok)
+            total = total + cfg.match_pose_weight * out["match_pose"]
     if cfg.photometric_weight > 0:
-        out["photometric"], diagnostics = photometric_loss(images, depth, extrinsics, intrinsics, depth_conf, cfg)
+        # with measured poses the warp's intrinsics are the ones they were measured with: held fixed, or
+        # the loss would bend the field of view to suit poses that assumed it
+        warp_intrinsics = intrinsics if relative is None else intrinsics.detach()
+        out["photometric"], diagnostics = photometric_loss(
+            images, depth, extrinsics, warp_intrinsics, depth_conf, cfg, relative
+        )  # fmt: skip
         out.update(diagnostics)
         total = total + cfg.photometric_weight * out["photometric"]
     if cfg.smoothness_weight > 0:
@@ -336,5 +425,7 @@ def self_supervised_loss(
         if cfg.camera_weight > 0:
             out["camera_consistency"] = camera_consistency(depth.detach(), pose_enc, points.detach(), points_conf)
             total = total + cfg.camera_weight * out["camera_consistency"]
-    out["total"] = total
+    # the camera head takes part in every step's graph, even when no term of this batch reaches it
+    # (a window without known intrinsics): DDP expects a gradient for each trained parameter
+    out["total"] = total + 0.0 * pose_enc.sum()
     return out

@@ -105,11 +105,19 @@ def build_model(config: VGGTTrainConfig, log=print) -> VGGT:
 
 
 def trained_heads(config: VGGTTrainConfig, model: VGGT) -> set[str]:
-    """Heads that get a gradient: supervised, those with a loss weight > 0; self-supervised, the camera
-    and depth heads, and the point head when a consistency term uses it."""
+    """Heads that get a gradient: supervised, those with a loss weight > 0; self-supervised, the depth
+    head, the camera head when the warp goes through it or a term compares it, and the point head
+    when a consistency term uses it."""
     if not config.self_supervised:
         return {h for h, w in HEADS.items() if getattr(config, w) > 0}
-    heads = {"camera_head", "depth_head"}
+    heads = {"depth_head"}
+    if (
+        config.warp_poses == "camera_head"
+        or config.camera_consistency_weight > 0
+        or config.intrinsics_weight > 0
+        or (config.warp_poses == "matches" and config.match_pose_weight > 0)
+    ):
+        heads.add("camera_head")
     if model.point_head is not None and (config.point_consistency_weight > 0 or config.camera_consistency_weight > 0):
         heads.add("point_head")
     return heads
@@ -122,6 +130,10 @@ def self_supervised_config(config: VGGTTrainConfig) -> SelfSupervisedConfig:
         point_weight=config.point_consistency_weight,
         camera_weight=config.camera_consistency_weight,
         automask=config.automask,
+        warp_poses=config.warp_poses,
+        match_pose_weight=config.match_pose_weight,
+        intrinsics_weight=config.intrinsics_weight,
+        conf_alpha=config.confidence_alpha,
     )
 
 
@@ -205,7 +217,9 @@ def validate_self_supervised(
         sample = {k: v[None] for k, v in to_device(dataset[key], device).items()}
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             pred = model(sample["images"])
-        terms = self_supervised_loss(sample["images"], pred, cfg)
+        terms = self_supervised_loss(
+            sample["images"], pred, cfg, sample.get("known_intrinsics"), sample.get("has_intrinsics")
+        )  # fmt: skip
         totals.append(float(terms["total"]))
         losses.append(float(terms.get("photo_score", terms.get("photo_error", terms["total"]))))
         if bool(sample["has_gt"]):
@@ -248,7 +262,8 @@ def _unlabeled_datasets(config: VGGTTrainConfig, log=print):
     from edgescene.train.vggt.unlabeled import UnlabeledSequenceDataset, prepare_unlabeled, unlabeled_sequences
 
     size = (config.image_height, config.image_width)
-    root = prepare_unlabeled(config.dataset_dir, config.out_dir, size=max(size), log=log)
+    root = prepare_unlabeled(config.dataset_dir, config.out_dir, size=max(size), log=log,
+                             metadata_json=config.metadata_json)  # fmt: skip
     sequences = unlabeled_sequences(root, config.frames_per_sequence[0])
     train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
     train_set = UnlabeledSequenceDataset(root, {n: sequences[n] for n in train_names}, *size, augment=config.augment)
@@ -376,7 +391,9 @@ def train(
             with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
                 predictions = ddp(batch["images"])
             if ss_cfg is not None:
-                losses = self_supervised_loss(batch["images"], predictions, ss_cfg)
+                losses = self_supervised_loss(
+                    batch["images"], predictions, ss_cfg, batch.get("known_intrinsics"), batch.get("has_intrinsics")
+                )  # fmt: skip
             else:
                 gt = normalize_batch(batch["extrinsics"], batch["intrinsics"], batch["depth"], batch["valid"])
                 losses = vggt_loss(predictions, gt, loss_cfg)

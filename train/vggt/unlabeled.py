@@ -16,7 +16,10 @@ replicated to three channels, as the DINOv3 trainer does, and 16-bit ones mapped
 2nd..98th percentile to [0, 1] (each frame on its own: thermal cameras use a few hundred of the
 65,536 levels). Returns ``images`` (S, 3, H, W) float32 in [0, 1], and the ground truth where the
 manifest has it on every frame of the window and ``with_gt`` asks for it (``has_gt``), so held-out
-scores can include it.
+scores can include it; and the camera's known intrinsics (``known_intrinsics`` (S, 3, 3) in training
+pixels, ``has_intrinsics``) where every frame of the window carries them (``edgescene preprocess
+--metadata-json`` with ``intrinsics``, or a manifest camera): self-supervision then warps through
+the true calibration instead of the camera head's.
 """
 
 from __future__ import annotations
@@ -31,26 +34,39 @@ from edgescene.core.preprocess import choose_model_size, fit, load_rgb, prepare,
 from edgescene.train.data.colmap_poses import sequence_groups
 from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, colour_jitter
 
-__all__ = ["UnlabeledSequenceDataset", "load_frame", "prepare_unlabeled", "unlabeled_sequences"]
+__all__ = ["UnlabeledSequenceDataset", "known_intrinsics", "load_frame", "prepare_unlabeled", "unlabeled_sequences"]
 
 IR_PERCENTILES = (2.0, 98.0)
 
 
 def prepare_unlabeled(dataset_dir: str | Path, out_dir: str | Path, size: int = 518, max_video_frames: int = 300,
-                      log=print) -> Path:  # fmt: skip
+                      log=print, metadata_json: str | Path | None = None) -> Path:  # fmt: skip
     """The manifest folder to train from: ``dataset_dir`` itself when it has a manifest, else
-    ``out_dir/data`` made (or brought up to date) by ``edgescene preprocess``."""
+    ``out_dir/data`` made (or brought up to date) by ``edgescene preprocess`` (with the user's
+    ``metadata_json``: known intrinsics and the like, see :mod:`edgescene.train.data.preprocess`)."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise FileNotFoundError(f"--dataset-dir {dataset_dir} is not a folder")
     if (dataset_dir / MANIFEST_NAME).is_file():
+        if metadata_json is not None:
+            raise ValueError(
+                f"--dataset-dir {dataset_dir} is already preprocessed (it has a {MANIFEST_NAME}): --metadata-json "
+                "applies while preprocessing; give it to `edgescene preprocess` instead, or point --dataset-dir at "
+                "the raw footage"
+            )
         return dataset_dir
     from edgescene.train.data.preprocess import PreprocessConfig, preprocess_folder
 
     target = Path(out_dir) / "data"
     log(f"data: {dataset_dir} has no {MANIFEST_NAME}: preprocessing its videos and images into {target}")
     summary = preprocess_folder(
-        PreprocessConfig(input_dir=dataset_dir, output_dir=target, size=size, max_video_frames=max_video_frames)
+        PreprocessConfig(
+            input_dir=dataset_dir,
+            output_dir=target,
+            size=size,
+            max_video_frames=max_video_frames,
+            metadata_json=None if metadata_json is None else Path(metadata_json),
+        )  # fmt: skip
     )
     log(f"data: {summary.format()}")
     return target
@@ -93,6 +109,15 @@ def validation_windows(dataset: UnlabeledSequenceDataset, frames: int, per_seque
     return keys[:limit]
 
 
+def known_intrinsics(entry: Entry) -> np.ndarray | None:
+    """The frame's known 3x3 intrinsics in its manifest pixels: its camera's, or those ``edgescene
+    preprocess --metadata-json`` recorded alone (``metadata["intrinsics_scaled"]``); None if neither."""
+    if entry.camera is not None and entry.camera.get("intrinsics") is not None:
+        return np.asarray(entry.camera["intrinsics"], np.float64)
+    scaled = entry.metadata.get("intrinsics_scaled") if entry.metadata else None
+    return None if scaled is None else np.asarray(scaled, np.float64)
+
+
 class UnlabeledSequenceDataset(SequenceDataset):
     """Windows of consecutive frames keyed by ``(sequence index, frame count, seed)``, as
     :class:`edgescene.train.vggt.data.SequenceDataset` (the same :class:`StepBatchSampler` drives it)."""
@@ -116,8 +141,11 @@ class UnlabeledSequenceDataset(SequenceDataset):
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
         window = entries[start : start + frames]
         has_gt = self.with_gt and all(e.depth is not None and e.camera is not None for e in window)
+        known = [known_intrinsics(e) for e in window]
+        has_intrinsics = all(k is not None for k in known)
         images, depths, extr, intr = [], [], [], []
-        for entry in window:
+        known_model: list[np.ndarray] = []
+        for entry, calibration in zip(window, known, strict=True):
             rgb = load_frame(resolve_inside(self.root, entry.path))
             h0, w0 = rgb.shape[:2]
             ch, cw = max(1, round(h0 / zoom)), max(1, round(w0 / zoom))
@@ -129,18 +157,26 @@ class UnlabeledSequenceDataset(SequenceDataset):
             else:
                 resize, _ = choose_model_size(ch, cw, "crop", [(self.height, self.width)], max(self.height, self.width))
                 images.append(resize_pixels(rgb, resize))
+            shift = np.array([[0, 0, x0], [0, 0, y0], [0, 0, 0]], np.float64)
+            if calibration is not None and has_intrinsics:
+                known_model.append(resize.to_model_intrinsics(calibration - shift))
             if has_gt:
                 depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
                 depths.append(prepare_depth(depth[y0 : y0 + ch, x0 : x0 + cw], resize))
-                K = np.asarray(entry.camera["intrinsics"], np.float64) - np.array(
-                    [[0, 0, x0], [0, 0, y0], [0, 0, 0]], np.float64
-                )
-                intr.append(resize.to_model_intrinsics(K))
+                intr.append(resize.to_model_intrinsics(np.asarray(entry.camera["intrinsics"], np.float64) - shift))
                 extr.append(np.asarray(entry.camera["extrinsics"], np.float64))
         images_np = np.stack(images).astype(np.float32)
         if self.augment:
             images_np = colour_jitter(images_np, rng)
-        sample = {"images": torch.from_numpy(images_np), "has_gt": torch.tensor(has_gt)}
+        sample = {
+            "images": torch.from_numpy(images_np),
+            "has_gt": torch.tensor(has_gt),
+            # the camera's calibration where the data carry it (every window has the key, so batches collate)
+            "has_intrinsics": torch.tensor(has_intrinsics),
+            "known_intrinsics": torch.from_numpy(
+                np.stack(known_model).astype(np.float32) if has_intrinsics else np.zeros((frames, 3, 3), np.float32)
+            ),
+        }
         if has_gt:
             depth_np = np.stack(depths)
             valid = np.isfinite(depth_np) & (depth_np > 0)
