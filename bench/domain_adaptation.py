@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confidence-alpha", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--intrinsics-weight", type=float, default=0.1)
+    parser.add_argument("--scales", type=int, default=1, help="photometric loss scales")
     parser.add_argument(
         "--known-intrinsics",
         action="store_true",
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         point_consistency_weight=args.consistency_weight, camera_consistency_weight=args.consistency_weight,
         smoothness_weight=args.smoothness_weight, automask=not args.no_automask, warp_poses=args.warp_poses,
         match_pose_weight=args.match_pose_weight, confidence_alpha=args.confidence_alpha,
-        intrinsics_weight=args.intrinsics_weight,
+        intrinsics_weight=args.intrinsics_weight, photometric_scales=args.scales,
         metadata_json=str(work / "calibration.json") if args.known_intrinsics else None,
     )  # fmt: skip
     start = time.perf_counter()

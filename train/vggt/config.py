@@ -69,6 +69,7 @@ class VGGTTrainConfig:
     warp_poses: str = "matches"  # the warp's relative poses: "matches" (ORB + PnP on the depth) or "camera_head"
     match_pose_weight: float = 0.1  # camera head against the matched poses (warp_poses="matches")
     metadata_json: str | None = None  # self-supervised raw footage: preprocess's metadata JSON (known intrinsics)
+    photometric_scales: int = 1  # self-supervised: photometric loss also on 2x, 4x ... downsampled frames
     intrinsics_weight: float = 0.1  # camera head's fields of view against the data's known intrinsics, if any
     confidence_alpha: float = 0.0  # > 0: weight the self-supervised terms by the heads' confidence (c e - a log c)
     patience: int | None = None  # validations without improvement before stopping early (None: never)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from edgescene.models.vggt.pose_encoding import depth_to_world_points, pose_encoding_to_extri_intri
-from edgescene.train.vggt.match_poses import match_poses
+from edgescene.train.vggt.match_poses import MatchPoseConfig, match_poses
 
 __all__ = [
     "SelfSupervisedConfig",
@@ -71,6 +71,8 @@ class SelfSupervisedConfig:
     warp_poses: str = "matches"  # the warp's relative poses: "matches" (ORB + PnP on the depth) or "camera_head"
     match_pose_weight: float = 0.1  # camera head against the matched poses (warp_poses="matches" only)
     intrinsics_weight: float = 0.1  # camera head's fields of view against known intrinsics (where given)
+    matching: MatchPoseConfig = MatchPoseConfig()  # how the poses are measured (warp_poses="matches")
+    scales: int = 1  # photometric loss also on 2x, 4x ... average-pooled frames and depth (a wider basin)
 
     def __post_init__(self) -> None:
         names = ("photometric_weight", "smoothness_weight", "point_weight", "camera_weight", "conf_alpha",
@@ -81,6 +83,8 @@ class SelfSupervisedConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not 0 <= self.ssim_alpha <= 1:
             raise ValueError(f"ssim_alpha must be in [0, 1], got {self.ssim_alpha}")
+        if not 1 <= self.scales <= 4:
+            raise ValueError(f"scales must be 1 to 4, got {self.scales}")
         if self.max_sources < 1:
             raise ValueError(f"max_sources must be >= 1, got {self.max_sources}")
         if self.warp_poses not in WARP_POSES:
@@ -233,6 +237,24 @@ def photometric_loss(
     }
 
 
+def downsample(
+    images: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, factor: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frames (B, S, 3, H, W) and depth (B, S, H, W) average-pooled by ``factor``, with the intrinsics
+    (B, S, 3, 3) that go with them: pixel ``u`` covers the old ``factor u .. factor u + factor - 1``,
+    so its centre is at ``factor u + (factor - 1) / 2`` (integer pixel centres, no +0.5)."""
+    if factor == 1:
+        return images, depth, intrinsics
+    b, s, c, h, w = images.shape
+    small = F.avg_pool2d(images.reshape(b * s, c, h, w), factor, ceil_mode=False)
+    far = depth.detach().abs().amax().clamp(min=1.0) * 1e3  # a non-finite depth stays far, not NaN
+    coarse = F.avg_pool2d(torch.nan_to_num(depth, nan=0.0, posinf=far, neginf=0.0).reshape(b * s, 1, h, w), factor)
+    scale = torch.tensor([[1 / factor, 0, -(factor - 1) / 2 / factor], [0, 1 / factor, -(factor - 1) / 2 / factor],
+                          [0, 0, 1]], dtype=intrinsics.dtype, device=intrinsics.device)  # fmt: skip
+    return (small.reshape(b, s, c, *small.shape[-2:]), coarse.reshape(b, s, *coarse.shape[-2:]),
+            scale @ intrinsics)  # fmt: skip
+
+
 def smoothness_loss(images: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     """Edge-aware smoothness of mean-normalised inverse depth. images (B, S, 3, H, W); depth (B, S, H, W)."""
     disp = 1.0 / depth.clamp(min=1e-6)
@@ -351,6 +373,11 @@ def safe_pose_encoding(pose_enc: torch.Tensor) -> torch.Tensor:
     return torch.cat([pose_enc[..., :7], pose_enc[..., 7:].clamp(*FOV_RANGE)], dim=-1)
 
 
+def _levels(h: int, w: int) -> int:
+    """How many of the scales 1, 2, 4, 8 keep at least 8 pixels on the short side."""
+    return sum(1 for level in range(4) if min(h, w) // 2**level >= 8)
+
+
 def known_fov(intrinsics: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(..., 3, 3) pixel intrinsics -> (..., 2) fields of view (vertical, horizontal), radians, as pose_enc[..., 7:]."""
     h, w = hw
@@ -396,7 +423,7 @@ def self_supervised_loss(
     if cfg.warp_poses == "matches" and (cfg.photometric_weight > 0 or cfg.match_pose_weight > 0):
         s = images.shape[1]
         pairs = [(t, j) for t in range(s) for j in _sources(s, t, cfg.max_sources)]
-        poses, ok, _ = match_poses(images, depth, intrinsics, pairs)
+        poses, ok, _ = match_poses(images, depth, intrinsics, pairs, cfg.matching)
         relative = (poses, ok)
         out["matched_pairs"] = ok.sum() / max(len(pairs) * images.shape[0], 1)  # share of pairs with a pose
         if cfg.match_pose_weight > 0:
@@ -410,6 +437,15 @@ def self_supervised_loss(
             images, depth, extrinsics, warp_intrinsics, depth_conf, cfg, relative
         )  # fmt: skip
         out.update(diagnostics)
+        for level in range(1, cfg.scales):  # coarser copies: errors of several pixels still get a gradient
+            factor = 2**level
+            if min(h, w) // factor < 8:
+                break
+            small, coarse, k_small = downsample(images, depth, warp_intrinsics, factor)
+            conf_small = None if depth_conf is None else downsample(images, depth_conf, warp_intrinsics, factor)[1]
+            term, _ = photometric_loss(small, coarse, extrinsics, k_small, conf_small, cfg, relative)
+            out["photometric"] = out["photometric"] + term
+        out["photometric"] = out["photometric"] / max(1, min(cfg.scales, _levels(h, w)))
         total = total + cfg.photometric_weight * out["photometric"]
     if cfg.smoothness_weight > 0:
         out["smoothness"] = smoothness_loss(images, depth)

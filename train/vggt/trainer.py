@@ -133,6 +133,7 @@ def self_supervised_config(config: VGGTTrainConfig) -> SelfSupervisedConfig:
         warp_poses=config.warp_poses,
         match_pose_weight=config.match_pose_weight,
         intrinsics_weight=config.intrinsics_weight,
+        scales=config.photometric_scales,
         conf_alpha=config.confidence_alpha,
     )
 
