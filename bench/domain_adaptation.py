@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         smoothness_weight=args.smoothness_weight, automask=not args.no_automask, warp_poses=args.warp_poses,
         match_pose_weight=args.match_pose_weight, confidence_alpha=args.confidence_alpha,
         intrinsics_weight=args.intrinsics_weight, photometric_scales=args.scales,
+
         metadata_json=str(work / "calibration.json") if args.known_intrinsics else None,
     )  # fmt: skip
     start = time.perf_counter()
