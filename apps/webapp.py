@@ -30,6 +30,7 @@ from edgescene.runtime.scene import ViewOptions
 
 VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_base", "vggt_1b")
 DINO_TRAIN_PRESETS = ("dinov3_tiny", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
+CALIBRATION_NAME = "calibration.json"  # self-supervised training: the footage's intrinsics (preprocess's metadata JSON)
 EXPORT_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "tensorrt", "triton")
 
 
@@ -159,6 +160,9 @@ class WebApp:
                 from edgescene.train.vggt.config import VGGTTrainConfig
 
                 ss = {"self_supervised": True, "patience": 3, "val_fraction": 0.2} if self_supervised else {}
+                calibration = Path(dataset_dir) / CALIBRATION_NAME
+                if self_supervised and calibration.is_file() and not (Path(dataset_dir) / "manifest.json").is_file():
+                    ss["metadata_json"] = str(calibration)  # the camera's intrinsics, as preprocess reads them
                 config = VGGTTrainConfig(
                     **common,
                     image_height=int(height),
@@ -434,7 +438,9 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             width = gr.Number(label="width", value=168, precision=0)
                             self_sup = gr.Checkbox(
                                 value=False,
-                                label="self-supervised: footage without depth or cameras (videos, frame folders)",
+                                label="self-supervised: footage without depth or cameras (videos, frame folders; "
+                                f"a {CALIBRATION_NAME} in the folder, preprocess's metadata format, gives the "
+                                "camera's intrinsics)",
                                 elem_id="vggt-self-supervised",
                             )
                         else:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import shutil
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,7 +100,9 @@ def markdown(result: dict) -> str:
         "",
         f"{m['adapt_scenes']} adaptation scenes (frames only) and {m['heldout_scenes']} held-out scenes "
         f"(ground truth for scoring only), {m['frames']} frames each at {m['width']}x{m['height']}; one "
-        "inverted-contrast channel. Training: "
+        f"inverted-contrast channel; scenes seed {m.get('seed')}; the camera's intrinsics "
+        f"{'known (a metadata JSON)' if m.get('known_intrinsics') else 'unknown (the camera head predicts them)'}. "
+        "Training: "
         f"{result['training']['steps_done']} steps in {result['training']['seconds']:.0f} s on the CPU "
         f"(best checkpoint at step {result['training']['best_step']}).",
         "",
@@ -119,24 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the data, the run and the table")
     parser.add_argument("--model", help="weights to adapt (default: the bundled model's model.safetensors)")
     parser.add_argument("--preset", default="vggt_small")
-    parser.add_argument("--scenes", type=int, default=9)
+    parser.add_argument("--scenes", type=int, default=12)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--width", type=int, default=168)
     parser.add_argument("--height", type=int, default=126)
-    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--eval-frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--consistency-weight", type=float, default=0.1, help="point and camera consistency terms")
+    parser.add_argument("--consistency-weight", type=float, default=0.0, help="point and camera consistency terms")
     parser.add_argument("--smoothness-weight", type=float, default=1e-3)
     parser.add_argument("--freeze", default="none", choices=["none", "aggregator", "patch_embed"])
     parser.add_argument("--no-automask", action="store_true", help="train without Monodepth2's auto-masking")
     parser.add_argument("--warp-poses", default="matches", choices=["matches", "camera_head"])
-    parser.add_argument("--match-pose-weight", type=float, default=0.1)
+    parser.add_argument("--match-pose-weight", type=float, default=0.0)
     parser.add_argument("--confidence-alpha", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--intrinsics-weight", type=float, default=0.1)
-    parser.add_argument("--scales", type=int, default=1, help="photometric loss scales")
     parser.add_argument(
         "--known-intrinsics",
         action="store_true",
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     model = Path(args.model) if args.model else default_model_dir() / "model.safetensors"
+    if model.resolve().is_relative_to(Path.cwd()):  # the commands in the table read as a clone's
+        model = model.resolve().relative_to(Path.cwd())
     adapt_dir, eval_dir = make_domain(work, args.scenes, args.frames, args.width, args.height, args.seed)
     before = scores(model, eval_dir, args.eval_frames)
     run_dir = work / "run"
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         point_consistency_weight=args.consistency_weight, camera_consistency_weight=args.consistency_weight,
         smoothness_weight=args.smoothness_weight, automask=not args.no_automask, warp_poses=args.warp_poses,
         match_pose_weight=args.match_pose_weight, confidence_alpha=args.confidence_alpha,
-        intrinsics_weight=args.intrinsics_weight, photometric_scales=args.scales,
+        intrinsics_weight=args.intrinsics_weight,
 
         metadata_json=str(work / "calibration.json") if args.known_intrinsics else None,
     )  # fmt: skip
@@ -177,12 +182,23 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     report = json.loads((run_dir / "report.json").read_text())
     after = scores(run_dir / "best.pt", eval_dir, args.eval_frames)
+    given = argv if argv is not None else sys.argv[1:]
+    extra = (f" --metadata-json {work / 'calibration.json'}" if args.known_intrinsics else "") + "".join(
+        f" --{flag} {value:g}"
+        for flag, value, default in (
+            ("point-consistency-weight", args.consistency_weight, 0.0),
+            ("camera-consistency-weight", args.consistency_weight, 0.0),
+            ("match-pose-weight", args.match_pose_weight, 0.0),
+            ("confidence-alpha", args.confidence_alpha, 0.0),
+        )
+        if value != default
+    )  # fmt: skip
     commands = [
-        f"python -m edgescene.bench.domain_adaptation --out {args.out} --steps {args.steps} --lr {args.lr:g}",
-        "# which runs, on the adaptation frames only:",
+        "python -m edgescene.bench.domain_adaptation " + " ".join(shlex.quote(a) for a in given),
+        "# which runs, on the adaptation frames only (and, with --known-intrinsics, their calibration):",
         f"edgescene train vggt --self-supervised --dataset-dir {adapt_dir} --out-dir {run_dir} --preset "
         f"{args.preset} --init {model} --steps {args.steps} --frames 3 4 --height {args.height} --width {args.width} "
-        f"--lr {args.lr:g} --no-augment --patience 3 --device cpu",
+        f"--lr {args.lr:g} --no-augment --patience {args.patience} --seed {args.seed} --device cpu{extra}",
         f"edgescene eval --model {model} --dataset {eval_dir} --frames {args.eval_frames}          # before",
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset {eval_dir} --frames {args.eval_frames}   # after",
     ]
@@ -195,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             "frames": args.frames,
             "width": args.width,
             "height": args.height,
+            "seed": args.seed,
+            "known_intrinsics": args.known_intrinsics,
         },
         "before": before,
         "after": after,

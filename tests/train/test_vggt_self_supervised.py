@@ -143,7 +143,7 @@ def test_all_terms_together_give_gradients_to_every_head(scene):
             "world_points": points,
             "world_points_conf": torch.ones_like(d),
         },  # fmt: skip
-        SelfSupervisedConfig(warp_poses="camera_head", conf_alpha=0.05),
+        SelfSupervisedConfig(warp_poses="camera_head", conf_alpha=0.05, point_weight=0.1, camera_weight=0.1),
     )
     assert {"photometric", "smoothness", "point_consistency", "camera_consistency", "total"} <= set(out)
     out["total"].backward()

@@ -232,3 +232,15 @@ def test_known_intrinsics_from_a_metadata_json_reach_the_loss(footage, tmp_path)
         train(make_config(run / "data", tmp_path / "again", metadata_json=str(calibration)))
     with pytest.raises(ValueError, match="--metadata-json belongs to self-supervised"):
         make_config(footage, tmp_path / "sup", self_supervised=False, metadata_json=str(calibration))
+
+
+def test_too_short_footage_is_named_as_the_user_gave_it(footage, tmp_path):
+    with pytest.raises(ValueError, match="no sequence of 7 frames") as caught:
+        train(make_config(footage, tmp_path / "run", frames_per_sequence=(7, 7)))
+    assert f"{footage} (preprocessed into {tmp_path / 'run' / 'data'})" in str(caught.value)
+
+
+def test_frames_too_small_for_measured_poses_are_reported(footage, tmp_path, capsys):
+    """At 28x42 the optical flow finds too few correspondences for any pair: the run says so."""
+    train(make_config(footage, tmp_path / "run", steps=2, save_every=2, log_every=1))
+    assert "no pair of frames got a measured pose" in capsys.readouterr().out

@@ -156,8 +156,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--warp-poses",
         choices=("matches", "camera_head"),
         default=d("warp_poses"),
-        help="self-supervised: the relative poses the photometric loss warps through: 'matches' (ORB keypoints "
-        "lifted by the predicted depth, PnP; default) or 'camera_head' (the model's own cameras)",
+        help="self-supervised: the relative poses the photometric loss warps through: 'matches' (measured on the "
+        "frames: optical flow, essential matrix, one depth scale per window; default) or 'camera_head' (the "
+        "model's own cameras)",
     )
     p.add_argument(
         "--match-pose-weight",
@@ -168,8 +169,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metadata-json",
         help="self-supervised, raw footage: a metadata JSON for the preprocessing (edgescene preprocess "
-        "--metadata-json); its 'intrinsics' (the camera's calibration) are warped through and supervise the "
-        "camera head's field of view",
+        "--metadata-json; paths relative to --dataset-dir, and to --val-data when that is raw footage too); its "
+        "'intrinsics' (the camera's calibration) are warped through and supervise the camera head's field of view",
     )
     p.add_argument(
         "--intrinsics-weight",

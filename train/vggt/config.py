@@ -63,13 +63,13 @@ class VGGTTrainConfig:
     self_supervised: bool = False  # losses from the model's own predictions: no depth or cameras needed
     photometric_weight: float = 1.0  # self-supervised terms (self_supervised=True only)
     smoothness_weight: float = 1e-3
-    point_consistency_weight: float = 0.1
-    camera_consistency_weight: float = 0.1
+    # off by default (SelfSupervisedConfig says why)
+    point_consistency_weight: float = 0.0
+    camera_consistency_weight: float = 0.0
     automask: bool = True  # Monodepth2's auto-masking of pixels an unwarped frame explains better
-    warp_poses: str = "matches"  # the warp's relative poses: "matches" (ORB + PnP on the depth) or "camera_head"
-    match_pose_weight: float = 0.1  # camera head against the matched poses (warp_poses="matches")
+    warp_poses: str = "matches"  # the warp's relative poses: "matches" (measured on the frames) or "camera_head"
+    match_pose_weight: float = 0.0  # camera head against the measured poses (warp_poses="matches")
     metadata_json: str | None = None  # self-supervised raw footage: preprocess's metadata JSON (known intrinsics)
-    photometric_scales: int = 1  # self-supervised: photometric loss also on 2x, 4x ... downsampled frames
     intrinsics_weight: float = 0.1  # camera head's fields of view against the data's known intrinsics, if any
     confidence_alpha: float = 0.0  # > 0: weight the self-supervised terms by the heads' confidence (c e - a log c)
     patience: int | None = None  # validations without improvement before stopping early (None: never)

@@ -12,7 +12,8 @@ official key layout, so ``load_vggt(out_dir/last.pt)`` and ``edgescene export --
 
 Self-supervised (``config.self_supervised``): the data are windows of frames without ground truth
 (:mod:`edgescene.train.vggt.unlabeled`; raw videos and image folders are preprocessed into
-``out_dir/data`` first) and the loss is :func:`edgescene.train.vggt.self_supervised.self_supervised_loss`.
+``out_dir/data`` first, with ``metadata_json``'s known intrinsics where given) and the loss is
+:func:`edgescene.train.vggt.self_supervised.self_supervised_loss`.
 Its safeguards: before the first step and at every validation the held-out windows of the user's
 own footage are scored with the same loss (``val_loss``; and depth AbsRel / rotation error where
 they carry ground truth), the best checkpoint is kept as ``best.pt``, ``patience`` validations
@@ -123,6 +124,13 @@ def trained_heads(config: VGGTTrainConfig, model: VGGT) -> set[str]:
     return heads
 
 
+def carries_intrinsics(dataset) -> bool:
+    """Whether any frame of a self-supervised dataset comes with its camera's known intrinsics."""
+    from edgescene.train.vggt.unlabeled import known_intrinsics
+
+    return any(known_intrinsics(entry) is not None for entries in dataset.sequences for entry in entries)
+
+
 def self_supervised_config(config: VGGTTrainConfig) -> SelfSupervisedConfig:
     return SelfSupervisedConfig(
         photometric_weight=config.photometric_weight,
@@ -133,7 +141,6 @@ def self_supervised_config(config: VGGTTrainConfig) -> SelfSupervisedConfig:
         warp_poses=config.warp_poses,
         match_pose_weight=config.match_pose_weight,
         intrinsics_weight=config.intrinsics_weight,
-        scales=config.photometric_scales,
         conf_alpha=config.confidence_alpha,
     )
 
@@ -265,13 +272,14 @@ def _unlabeled_datasets(config: VGGTTrainConfig, log=print):
     size = (config.image_height, config.image_width)
     root = prepare_unlabeled(config.dataset_dir, config.out_dir, size=max(size), log=log,
                              metadata_json=config.metadata_json)  # fmt: skip
-    sequences = unlabeled_sequences(root, config.frames_per_sequence[0])
+    sequences = unlabeled_sequences(root, config.frames_per_sequence[0], source=config.dataset_dir)
     train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
     train_set = UnlabeledSequenceDataset(root, {n: sequences[n] for n in train_names}, *size, augment=config.augment)
     val_set = None
     if config.val_dataset is not None:
-        val_root = prepare_unlabeled(config.val_dataset, Path(config.out_dir) / "val", size=max(size), log=log)
-        val_seqs = unlabeled_sequences(val_root, config.frames_per_sequence[0])
+        val_root = prepare_unlabeled(config.val_dataset, Path(config.out_dir) / "val", size=max(size), log=log,
+                                     metadata_json=config.metadata_json)  # fmt: skip
+        val_seqs = unlabeled_sequences(val_root, config.frames_per_sequence[0], source=config.val_dataset)
         val_set = UnlabeledSequenceDataset(val_root, val_seqs, *size, augment=False, with_gt=True)
     elif val_names:
         val_set = UnlabeledSequenceDataset(
@@ -298,6 +306,9 @@ def train(
     try:
         seed_everything(config.seed, info.rank)
         train_set, val_set = build_datasets(config, log)
+        if config.self_supervised and config.intrinsics_weight > 0 and not carries_intrinsics(train_set):
+            # nothing to supervise the field of view with: the camera head is not trained for it
+            config = replace(config, intrinsics_weight=0.0)
         model = build_model(config, log).to(info.device)
         optimizer = build_optimizer(model, config)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -382,6 +393,7 @@ def train(
                 write_checkpoint(Path(config.out_dir) / "best.pt", 0, before)
         sums: dict[str, float] = {}
         count, metrics, t0 = 0, {}, time.time()
+        warned_unmatched = False
         run_start, done = time.time(), start
         bar = tqdm(total=config.steps, initial=start, desc="train vggt", unit="step", disable=not info.is_main)
         for step, batch in zip(range(start, config.steps), loader, strict=True):
@@ -419,6 +431,14 @@ def train(
                 metrics = average_across_ranks({k: v / count for k, v in sums.items()}, info.device, info.distributed)
                 metrics.update(lr=lr, frames=float(batch["images"].shape[1]), steps_per_s=count / (time.time() - t0))
                 logger.log(done, metrics)
+                if metrics.get("matched_pairs", 1.0) == 0 and not warned_unmatched:
+                    warned_unmatched = True
+                    log(
+                        f"step {done}: warning: no pair of frames got a measured pose since the last log (frames too "
+                        "small or too flat for optical flow, or a camera that did not move): the photometric loss has "
+                        "nothing to learn from; train at a larger --height/--width, on windows with more motion "
+                        "(--frames), or with --warp-poses camera_head"
+                    )
                 bar.set_postfix(loss=f"{metrics['total']:.4f}", lr=f"{lr:.2e}")
                 sums, count, t0 = {}, 0, time.time()
             stopping = should_stop is not None and should_stop()

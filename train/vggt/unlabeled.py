@@ -72,15 +72,17 @@ def prepare_unlabeled(dataset_dir: str | Path, out_dir: str | Path, size: int = 
     return target
 
 
-def unlabeled_sequences(root: str | Path, min_frames: int) -> dict[str, list[Entry]]:
-    """Sequences of at least ``min_frames`` frames: the manifest's, plus one per folder of loose images."""
+def unlabeled_sequences(root: str | Path, min_frames: int, source: str | Path | None = None) -> dict[str, list[Entry]]:
+    """Sequences of at least ``min_frames`` frames: the manifest's, plus one per folder of loose images.
+    ``source``: the folder the user gave, named in the error when ``root`` is its preprocessed copy."""
     manifest = read_manifest(root)
     groups = sequence_groups(manifest.entries)
     usable = {n: es for n, es in groups.items() if len(es) >= min_frames}
     if not usable:
         longest = max((len(es) for es in groups.values()), default=0)
+        where = root if source is None or Path(source) == Path(root) else f"{source} (preprocessed into {root})"
         raise ValueError(
-            f"dataset {root} has no sequence of {min_frames} frames or more for self-supervised training "
+            f"dataset {where} has no sequence of {min_frames} frames or more for self-supervised training "
             f"({len(manifest.entries)} entries in {len(groups)} sequences, the longest {longest} frames): it needs "
             "videos or folders of consecutive images (one folder per sequence)"
         )
