@@ -228,6 +228,10 @@ def test_known_intrinsics_from_a_metadata_json_reach_the_loss(footage, tmp_path)
     prepare_plain = prepare_unlabeled(footage, plain, size=64, log=lambda *a: None)
     without = UnlabeledSequenceDataset(prepare_plain, unlabeled_sequences(prepare_plain, 2), H, W, augment=False)
     assert not bool(without[(0, 3, 0)]["has_intrinsics"])  # no calibration, the camera head's own
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({frames[0]: {"intrinsics": [[1, 2], [3]]}}))
+    with pytest.raises(ValueError, match="1 entry is wrong, the first clip_0/000.png: metadata: 'intrinsics' must be"):
+        train(make_config(footage, tmp_path / "bad_run", metadata_json=str(bad)))
     with pytest.raises(ValueError, match="already preprocessed"):
         train(make_config(run / "data", tmp_path / "again", metadata_json=str(calibration)))
     with pytest.raises(ValueError, match="--metadata-json belongs to self-supervised"):

@@ -57,6 +57,16 @@ def prepare_unlabeled(dataset_dir: str | Path, out_dir: str | Path, size: int = 
         return dataset_dir
     from edgescene.train.data.preprocess import PreprocessConfig, preprocess_folder
 
+    if metadata_json is not None:  # a wrong calibration must stop the run, not drop frames one by one
+        from edgescene.train.data.metadata import load_metadata, metadata_problem
+
+        problems = [f"{key}: {problem}" for key, meta in load_metadata(metadata_json).items()
+                    if (problem := metadata_problem(meta)) is not None]  # fmt: skip
+        if problems:
+            raise ValueError(
+                f"--metadata-json {metadata_json}: {len(problems)} entr{'y is' if len(problems) == 1 else 'ies are'} "
+                f"wrong, the first {problems[0]}; fix the file and run again"
+            )
     target = Path(out_dir) / "data"
     log(f"data: {dataset_dir} has no {MANIFEST_NAME}: preprocessing its videos and images into {target}")
     summary = preprocess_folder(
