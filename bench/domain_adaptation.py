@@ -34,6 +34,8 @@ import numpy as np
 from edgescene.bench.accuracy import evaluate
 from edgescene.core.manifest import read_manifest, resolve_inside, write_manifest
 
+SFM_UNIT = 3.7  # --known-poses: the cameras' translations in an arbitrary unit, as SfM's are
+POSES_NOTE = "; each frame's camera pose known too (in an arbitrary unit, as structure-from-motion gives them)"
 METRICS = (("abs_rel", "depth AbsRel", False), ("delta_1_25", "delta<1.25", True), ("auc_30", "pose AUC@30", True))
 
 
@@ -43,7 +45,9 @@ def thermal_like(rgb: np.ndarray) -> np.ndarray:
     return (255.0 - np.clip(np.rint(grey), 0, 255)).astype(np.uint8)
 
 
-def make_domain(out: Path, scenes: int, frames: int, width: int, height: int, seed: int) -> tuple[Path, Path]:
+def make_domain(
+    out: Path, scenes: int, frames: int, width: int, height: int, seed: int, known_poses: bool = False
+) -> tuple[Path, Path]:
     """Render, convert to the thermal-like domain, split: (adaptation frames folder, held-out manifest folder)."""
     from PIL import Image
 
@@ -80,6 +84,10 @@ def make_domain(out: Path, scenes: int, frames: int, width: int, height: int, se
                 target.parent.mkdir(parents=True, exist_ok=True)
                 ir.save(target)
                 calibration[f"{name}/{target.name}"] = {"intrinsics": entry.camera["intrinsics"]}
+                if known_poses:  # as structure-from-motion or a rig would give them, in their own unit
+                    extrinsics = np.asarray(entry.camera["extrinsics"], np.float64)[:3]
+                    extrinsics[:, 3] *= SFM_UNIT
+                    calibration[f"{name}/{target.name}"]["extrinsics"] = extrinsics.tolist()
     manifest.entries = kept
     write_manifest(manifest, eval_dir)
     (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")  # beside, not in, the frames
@@ -101,21 +109,56 @@ def markdown(result: dict) -> str:
         f"{m['adapt_scenes']} adaptation scenes (frames only) and {m['heldout_scenes']} held-out scenes "
         f"(ground truth for scoring only), {m['frames']} frames each at {m['width']}x{m['height']}; one "
         f"inverted-contrast channel; scenes seed {m.get('seed')}; the camera's intrinsics "
-        f"{'known (a metadata JSON)' if m.get('known_intrinsics') else 'unknown (the camera head predicts them)'}. "
+        f"{'known (a metadata JSON)' if m.get('known_intrinsics') else 'unknown (the camera head predicts them)'}"
+        f"{POSES_NOTE if m.get('known_poses') else ''}. "
         "Training: "
         f"{result['training']['steps_done']} steps in {result['training']['seconds']:.0f} s on the CPU "
         f"(best checkpoint at step {result['training']['best_step']}).",
         "",
-        "| held-out metric | before | after | change |",
-        "|---|---|---|---|",
     ]
+    return "\n".join(lines + before_after(result, "held-out metric"))
+
+
+def before_after(result: dict, header: str) -> list[str]:
+    """The before / after table of ``result["before"]`` and ``["after"]``, then its commands (markdown lines)."""
+    lines = [f"| {header} | before | after | change |", "|---|---|---|---|"]
     for key, label, higher in METRICS:
         if key in result["before"] and key in result["after"]:
             b, a = result["before"][key], result["after"][key]
             change = f"{(a / b - 1) * 100:+.1f} %" if b else ""
             lines.append(f"| {label} ({'higher' if higher else 'lower'} is better) | {b:.4f} | {a:.4f} | {change} |")
-    lines += ["", "Commands:", "", "```", *result["commands"], "```", ""]
-    return "\n".join(lines)
+    return lines + ["", "Commands:", "", "```", *result["commands"], "```", ""]
+
+
+def run_result(meta: dict, before: dict, after: dict, run_dir: Path, seconds: float, commands: list[str]) -> dict:
+    """The record of one adaptation: when and where, the scores before and after, what training did."""
+    report = json.loads((run_dir / "report.json").read_text())
+    return {
+        "meta": {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, Python {platform.python_version()}",
+            **meta,
+        },
+        "before": before,
+        "after": after,
+        "training": {
+            "steps_done": report["steps_done"],
+            "seconds": round(seconds, 1),
+            "best_step": report["best_step"],
+            "stopped_early": report["stopped_early"],
+            "heldout_self_supervised": {"before": report["before"], "best": report["best"]},
+        },
+        "commands": commands,
+    }
+
+
+def save_result(out: Path, stem: str, result: dict, text: str, run_dir: Path) -> None:
+    """``OUT/stem.json`` and ``OUT/stem.md``, and the training run's report.md and loss_curves.png beside them."""
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(text)
+    for name in ("report.md", "loss_curves.png"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--intrinsics-weight", type=float, default=0.1)
     parser.add_argument(
+        "--known-poses",
+        action="store_true",
+        help="the calibration also carries each frame's camera pose (in an arbitrary unit, as structure-from-motion "
+        "gives them): the warp goes through them; implies --known-intrinsics",
+    )
+    parser.add_argument(
         "--known-intrinsics",
         action="store_true",
         help="the adaptation frames come with the camera's calibration (a metadata JSON through edgescene "
@@ -161,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     model = Path(args.model) if args.model else default_model_dir() / "model.safetensors"
     if model.resolve().is_relative_to(Path.cwd()):  # the commands in the table read as a clone's
         model = model.resolve().relative_to(Path.cwd())
-    adapt_dir, eval_dir = make_domain(work, args.scenes, args.frames, args.width, args.height, args.seed)
+    adapt_dir, eval_dir = make_domain(
+        work, args.scenes, args.frames, args.width, args.height, args.seed, known_poses=args.known_poses
+    )  # fmt: skip
     before = scores(model, eval_dir, args.eval_frames)
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -175,15 +226,15 @@ def main(argv: list[str] | None = None) -> int:
         match_pose_weight=args.match_pose_weight, confidence_alpha=args.confidence_alpha,
         intrinsics_weight=args.intrinsics_weight,
 
-        metadata_json=str(work / "calibration.json") if args.known_intrinsics else None,
+        metadata_json=str(work / "calibration.json") if args.known_intrinsics or args.known_poses else None,
     )  # fmt: skip
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
-    report = json.loads((run_dir / "report.json").read_text())
     after = scores(run_dir / "best.pt", eval_dir, args.eval_frames)
     given = argv if argv is not None else sys.argv[1:]
-    extra = (f" --metadata-json {work / 'calibration.json'}" if args.known_intrinsics else "") + "".join(
+    calibrated = args.known_intrinsics or args.known_poses
+    extra = (f" --metadata-json {work / 'calibration.json'}" if calibrated else "") + "".join(
         f" --{flag} {value:g}"
         for flag, value, default in (
             ("point-consistency-weight", args.consistency_weight, 0.0),
@@ -202,34 +253,18 @@ def main(argv: list[str] | None = None) -> int:
         f"edgescene eval --model {model} --dataset {eval_dir} --frames {args.eval_frames}          # before",
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset {eval_dir} --frames {args.eval_frames}   # after",
     ]
-    result = {
-        "meta": {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, Python {platform.python_version()}",
-            "adapt_scenes": args.scenes - max(1, args.scenes // 3),
-            "heldout_scenes": max(1, args.scenes // 3),
-            "frames": args.frames,
-            "width": args.width,
-            "height": args.height,
-            "seed": args.seed,
-            "known_intrinsics": args.known_intrinsics,
-        },
-        "before": before,
-        "after": after,
-        "training": {
-            "steps_done": report["steps_done"],
-            "seconds": round(seconds, 1),
-            "best_step": report["best_step"],
-            "stopped_early": report["stopped_early"],
-            "heldout_self_supervised": {"before": report["before"], "best": report["best"]},
-        },
-        "commands": commands,
+    meta = {
+        "adapt_scenes": args.scenes - max(1, args.scenes // 3),
+        "heldout_scenes": max(1, args.scenes // 3),
+        "frames": args.frames,
+        "width": args.width,
+        "height": args.height,
+        "seed": args.seed,
+        "known_intrinsics": args.known_intrinsics or args.known_poses,
+        "known_poses": args.known_poses,
     }
-    (out / "domain_adaptation.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "domain_adaptation.md").write_text(markdown(result))
-    for name in ("report.md", "loss_curves.png"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
+    result = run_result(meta, before, after, run_dir, seconds, commands)
+    save_result(out, "domain_adaptation", result, markdown(result), run_dir)
     if not args.keep_work:  # data and checkpoints: megabytes that do not belong beside a report
         shutil.rmtree(work, ignore_errors=True)
     print(markdown(result))

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from edgescene.bench.domain_adaptation import METRICS, scores
+from edgescene.bench.domain_adaptation import before_after, run_result, save_result, scores
 
 
 def frames_only(out: Path) -> tuple[Path, Path, Path]:
@@ -54,16 +52,8 @@ def markdown(result: dict) -> str:
         f"{m['height']}x{m['width']}: {t['steps_done']} steps in {t['seconds']:.0f} s on the CPU (best checkpoint "
         f"at step {t['best_step']}).",
         "",
-        "| metric (the pair's ground truth) | before | after | change |",
-        "|---|---|---|---|",
     ]
-    for key, label, higher in METRICS:
-        if key in result["before"] and key in result["after"]:
-            b, a = result["before"][key], result["after"][key]
-            change = f"{(a / b - 1) * 100:+.1f} %" if b else ""
-            lines.append(f"| {label} ({'higher' if higher else 'lower'} is better) | {b:.4f} | {a:.4f} | {change} |")
-    lines += ["", "Commands:", "", "```", *result["commands"], "```", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + before_after(result, "metric (the pair's ground truth)"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
-    report = json.loads((run_dir / "report.json").read_text())
     after = scores(run_dir / "best.pt", truth, 2)
     commands = [
         f"python -m edgescene.bench.middlebury_adaptation --out {args.out} --steps {args.steps} --lr {args.lr:g}",
@@ -114,28 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         f"edgescene eval --model {model} --dataset middlebury-motorcycle --frames 2          # before",
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset middlebury-motorcycle --frames 2   # after",
     ]
-    result = {
-        "meta": {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, Python {platform.python_version()}",
-            "height": args.height,
-            "width": args.width,
-        },
-        "before": before,
-        "after": after,
-        "training": {
-            "steps_done": report["steps_done"],
-            "seconds": round(seconds, 1),
-            "best_step": report["best_step"],
-            "heldout_self_supervised": {"before": report["before"], "best": report["best"]},
-        },
-        "commands": commands,
-    }
-    (out / "middlebury_adaptation.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "middlebury_adaptation.md").write_text(markdown(result))
-    for name in ("report.md", "loss_curves.png"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
+    result = run_result({"height": args.height, "width": args.width}, before, after, run_dir, seconds, commands)
+    save_result(out, "middlebury_adaptation", result, markdown(result), run_dir)
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     print(markdown(result))

@@ -37,3 +37,14 @@ def trt_stand_ins(monkeypatch):
     import trt_stand_ins
 
     return trt_stand_ins.install(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The tiny models gain nothing from threads, and threads make them crawl on a shared, busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

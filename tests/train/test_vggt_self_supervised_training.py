@@ -26,7 +26,7 @@ from edgescene.train.vggt.unlabeled import UnlabeledSequenceDataset, load_frame,
 H, W = 28, 42
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

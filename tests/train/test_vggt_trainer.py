@@ -42,7 +42,7 @@ from edgescene.train.vggt.trainer import train
 H, W = 28, 42
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

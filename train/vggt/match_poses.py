@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["MatchPoseConfig", "correspondences", "match_poses", "through_reference"]
+__all__ = ["MatchPoseConfig", "correspondences", "known_poses", "match_poses", "through_reference"]
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,82 @@ def through_reference(poses: dict[tuple[int, int], np.ndarray], frames: list[int
     }  # fmt: skip
 
 
+def _flows(grey: dict[int, np.ndarray], frames: list[int], flow: cv2.DISOpticalFlow) -> dict:
+    """DIS optical flow (H, W, 2) for every ordered pair of ``frames``: ``(t, j)`` from t to j."""
+    return {
+        (t, j): flow.calc(grey[t], grey[j], None)  # type: ignore[call-overload]  # the stubs lack OpenCV's None
+        for t in frames
+        for j in frames
+        if t != j
+    }  # fmt: skip
+
+
+def known_poses(
+    images: torch.Tensor,
+    depth: torch.Tensor,
+    intrinsics: torch.Tensor,
+    extrinsics: torch.Tensor,
+    pairs: list[tuple[int, int]],
+    cfg: MatchPoseConfig = MatchPoseConfig(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source-from-target poses for the pairs from cameras the data carry (structure-from-motion's,
+    ``edgescene preprocess --poses colmap``, or a rig's), brought to the predicted depth's scale.
+
+    Their rotations and translation directions are taken as they are; their scale is their own (SfM's
+    arbitrary unit), so one factor per window maps it onto the depth's: the middle frame's depth,
+    lifted along the flow to each other frame, fitted as in :func:`match_poses` (the median over the
+    other frames). A window whose cameras did not move (pure rotation) needs no factor; one whose
+    scale cannot be fitted (no correspondence) gets no pose.
+
+    images (B, S, 3, H, W); depth (B, S, H, W); intrinsics (B, S, 3, 3); extrinsics (B, S, 3, 4)
+    camera-from-world. Returns poses (B, S, S, 3, 4) and ok (B, S, S), as :func:`match_poses`.
+    """
+    b, s = images.shape[:2]
+    imgs = images.detach().float().cpu().numpy()
+    depths = depth.detach().float().cpu().numpy()
+    intr = intrinsics.detach().double().cpu().numpy()
+    extr = extrinsics.detach().double().cpu().numpy()
+    poses = np.tile(np.eye(3, 4, dtype=np.float32), (b, s, s, 1, 1))
+    ok = np.zeros((b, s, s), bool)
+    frames = sorted({i for pair in pairs for i in pair})
+    ref = frames[len(frames) // 2]
+    flow = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    for i in range(b):
+        absolute = {j: extr[i, j] for j in frames}
+        grey = {j: _grey(imgs[i, j]) for j in frames}
+        ratios, moved = [], False
+        for j in frames:
+            if j == ref:
+                continue
+            pose = _compose(absolute[j], _invert(absolute[ref]))
+            length = float(np.linalg.norm(pose[:, 3]))
+            if length < 1e-9:
+                continue  # no translation: nothing to scale
+            moved = True
+            forward = flow.calc(grey[ref], grey[j], None)  # type: ignore[call-overload]
+            backward = flow.calc(grey[j], grey[ref], None)  # type: ignore[call-overload]
+            uv_r, uv_j = correspondences(grey[ref], forward, backward, cfg)
+            if len(uv_r) < 3:
+                continue
+            z = _bilinear(depths[i, ref], uv_r)
+            lifted = np.isfinite(z) & (z > 0)
+            norm_r = cv2.undistortPoints(uv_r[lifted].reshape(-1, 1, 2), intr[i, ref], None).reshape(-1, 2)
+            norm_j = cv2.undistortPoints(uv_j[lifted].reshape(-1, 1, 2), intr[i, j], None).reshape(-1, 2)
+            xyz = np.concatenate([norm_r, np.ones((len(norm_r), 1))], 1) * z[lifted, None]
+            fitted = _scale(pose[:, :3], pose[:, 3] / length, xyz, norm_j) if len(xyz) >= 3 else None
+            if fitted is not None:
+                ratios.append(fitted / length)
+        if moved and not ratios:
+            continue  # the cameras moved but their scale cannot be read off this depth: no pose
+        factor = float(np.median(ratios)) if ratios else 1.0
+        for t, j in pairs:
+            pose = _compose(absolute[j], _invert(absolute[t]))
+            poses[i, t, j] = np.concatenate([pose[:, :3], pose[:, 3:] * factor], axis=1)
+            ok[i, t, j] = True
+    device = depth.device
+    return torch.from_numpy(poses).to(device), torch.from_numpy(ok).to(device)
+
+
 def match_poses(
     images: torch.Tensor,
     depth: torch.Tensor,
@@ -206,12 +282,7 @@ def match_poses(
     cv2.setRNGSeed(cfg.seed)  # RANSAC: the same frames and depth give the same poses
     for i in range(b):
         grey = {j: _grey(imgs[i, j]) for j in frames}
-        flows = {
-            (t, j): flow.calc(grey[t], grey[j], None)  # type: ignore[call-overload]  # the stubs lack OpenCV's None
-            for t in frames
-            for j in frames
-            if t != j
-        }  # fmt: skip
+        flows = _flows(grey, frames, flow)
         measured: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
         for t, j in flows:
             uv_t, uv_s = correspondences(grey[t], flows[(t, j)], flows[(j, t)], cfg)

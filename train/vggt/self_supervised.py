@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from edgescene.models.vggt.pose_encoding import depth_to_world_points, pose_encoding_to_extri_intri
-from edgescene.train.vggt.match_poses import MatchPoseConfig, match_poses
+from edgescene.train.vggt.match_poses import MatchPoseConfig, known_poses, match_poses
 
 __all__ = [
     "SelfSupervisedConfig",
@@ -372,6 +372,8 @@ def self_supervised_loss(
     cfg: SelfSupervisedConfig = SelfSupervisedConfig(),
     known_intrinsics: torch.Tensor | None = None,
     has_intrinsics: torch.Tensor | None = None,
+    known_extrinsics: torch.Tensor | None = None,
+    has_extrinsics: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every term a VGGT's predictions allow (a missing head skips its terms); ``total`` is the weighted sum.
 
@@ -379,7 +381,11 @@ def self_supervised_loss(
     ``known_intrinsics`` (B, S, 3, 3) in the images' pixels and ``has_intrinsics`` (B,) bool: the
     camera's calibration where the data carry it. Those windows are warped (and their poses measured)
     through it instead of the camera head's, and the head's fields of view are supervised by it
-    (``intrinsics``, radians). Computed in float32 whatever the autocast dtype of the forward pass.
+    (``intrinsics``, radians). ``known_extrinsics`` (B, S, 3, 4) camera-from-world and
+    ``has_extrinsics`` (B,) bool: cameras the data carry (structure-from-motion's, a rig's); with
+    ``warp_poses="matches"`` those windows are warped through them (brought to the depth's scale,
+    :func:`~edgescene.train.vggt.match_poses.known_poses`) instead of poses measured on the frames.
+    Computed in float32 whatever the autocast dtype of the forward pass.
     """
     h, w = images.shape[-2:]
     images = images.float()
@@ -405,6 +411,14 @@ def self_supervised_loss(
         s = images.shape[1]
         pairs = [(t, j) for t in range(s) for j in _sources(s, t, cfg.max_sources)]
         poses, ok, _ = match_poses(images, depth, intrinsics, pairs, cfg.matching)
+        if known_extrinsics is not None and has_extrinsics is not None and bool(has_extrinsics.any()):
+            given = has_extrinsics.to(torch.bool)
+            known, known_ok = known_poses(
+                images[given], depth[given], intrinsics[given], known_extrinsics[given].to(depth.dtype), pairs,
+                cfg.matching,
+            )  # fmt: skip
+            poses, ok = poses.clone(), ok.clone()
+            poses[given], ok[given] = known, known_ok
         relative = (poses, ok)
         out["matched_pairs"] = ok.sum() / max(len(pairs) * images.shape[0], 1)  # share of pairs with a pose
         if cfg.match_pose_weight > 0:

@@ -124,6 +124,13 @@ def trained_heads(config: VGGTTrainConfig, model: VGGT) -> set[str]:
     return heads
 
 
+def known_cameras(batch: dict) -> tuple:
+    """What a self-supervised batch carries of its cameras: (known_intrinsics, has_intrinsics,
+    known_extrinsics, has_extrinsics), None where it has none."""
+    keys = ("known_intrinsics", "has_intrinsics", "known_extrinsics", "has_extrinsics")
+    return tuple(batch.get(key) for key in keys)
+
+
 def carries_intrinsics(dataset) -> bool:
     """Whether any frame of a self-supervised dataset comes with its camera's known intrinsics."""
     from edgescene.train.vggt.unlabeled import known_intrinsics
@@ -225,9 +232,7 @@ def validate_self_supervised(
         sample = {k: v[None] for k, v in to_device(dataset[key], device).items()}
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             pred = model(sample["images"])
-        terms = self_supervised_loss(
-            sample["images"], pred, cfg, sample.get("known_intrinsics"), sample.get("has_intrinsics")
-        )  # fmt: skip
+        terms = self_supervised_loss(sample["images"], pred, cfg, *known_cameras(sample))
         totals.append(float(terms["total"]))
         losses.append(float(terms.get("photo_score", terms.get("photo_error", terms["total"]))))
         if bool(sample["has_gt"]):
@@ -404,9 +409,7 @@ def train(
             with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
                 predictions = ddp(batch["images"])
             if ss_cfg is not None:
-                losses = self_supervised_loss(
-                    batch["images"], predictions, ss_cfg, batch.get("known_intrinsics"), batch.get("has_intrinsics")
-                )  # fmt: skip
+                losses = self_supervised_loss(batch["images"], predictions, ss_cfg, *known_cameras(batch))
             else:
                 gt = normalize_batch(batch["extrinsics"], batch["intrinsics"], batch["depth"], batch["valid"])
                 losses = vggt_loss(predictions, gt, loss_cfg)

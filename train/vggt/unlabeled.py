@@ -19,7 +19,9 @@ manifest has it on every frame of the window and ``with_gt`` asks for it (``has_
 scores can include it; and the camera's known intrinsics (``known_intrinsics`` (S, 3, 3) in training
 pixels, ``has_intrinsics``) where every frame of the window carries them (``edgescene preprocess
 --metadata-json`` with ``intrinsics``, or a manifest camera): self-supervision then warps through
-the true calibration instead of the camera head's.
+the true calibration instead of the camera head's; and the cameras themselves (``known_extrinsics``
+(S, 3, 4) camera-from-world, ``has_extrinsics``) where the manifest has them on every frame
+(``edgescene preprocess --poses colmap``, or extrinsics in the metadata JSON).
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ class UnlabeledSequenceDataset(SequenceDataset):
         has_gt = self.with_gt and all(e.depth is not None and e.camera is not None for e in window)
         known = [known_intrinsics(e) for e in window]
         has_intrinsics = all(k is not None for k in known)
+        cameras = [e.camera.get("extrinsics") if e.camera else None for e in window]
+        has_extrinsics = has_intrinsics and all(c is not None for c in cameras)
         images, depths, extr, intr = [], [], [], []
         known_model: list[np.ndarray] = []
         for entry, calibration in zip(window, known, strict=True):
@@ -187,6 +191,13 @@ class UnlabeledSequenceDataset(SequenceDataset):
             "has_intrinsics": torch.tensor(has_intrinsics),
             "known_intrinsics": torch.from_numpy(
                 np.stack(known_model).astype(np.float32) if has_intrinsics else np.zeros((frames, 3, 3), np.float32)
+            ),
+            # cameras the manifest carries (structure-from-motion's, a rig's): the warp goes through them
+            "has_extrinsics": torch.tensor(has_extrinsics),
+            "known_extrinsics": torch.from_numpy(
+                np.stack([np.asarray(c, np.float32)[:3] for c in cameras])
+                if has_extrinsics
+                else np.zeros((frames, 3, 4), np.float32)
             ),
         }
         if has_gt:
