@@ -95,6 +95,15 @@ def make_domain(
     return adapt_dir, eval_dir
 
 
+def model_to_adapt(given: str | None) -> Path:
+    """``--model``, or the bundled model's weights; relative to the working folder when inside it (the
+    commands in the table then read as a clone's)."""
+    from edgescene.assets import default_model_dir
+
+    model = Path(given) if given else default_model_dir() / "model.safetensors"
+    return model.resolve().relative_to(Path.cwd()) if model.resolve().is_relative_to(Path.cwd()) else model
+
+
 def scores(model: str | Path, dataset: Path, frames: int) -> dict[str, float]:
     report = evaluate(model, dataset, frames=frames)
     means = next(iter(report.means().values()))
@@ -200,16 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from edgescene.assets import default_model_dir
     from edgescene.train.vggt.config import VGGTTrainConfig
     from edgescene.train.vggt.trainer import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
-    model = Path(args.model) if args.model else default_model_dir() / "model.safetensors"
-    if model.resolve().is_relative_to(Path.cwd()):  # the commands in the table read as a clone's
-        model = model.resolve().relative_to(Path.cwd())
+    model = model_to_adapt(args.model)
     adapt_dir, eval_dir = make_domain(
         work, args.scenes, args.frames, args.width, args.height, args.seed, known_poses=args.known_poses
     )  # fmt: skip

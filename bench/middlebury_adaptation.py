@@ -21,7 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
-from edgescene.bench.domain_adaptation import before_after, run_result, save_result, scores
+from edgescene.bench.domain_adaptation import before_after, model_to_adapt, run_result, save_result, scores
 
 
 def frames_only(out: Path) -> tuple[Path, Path, Path]:
@@ -69,16 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-work", action="store_true", help="keep OUT/work (the pair, the run's checkpoints)")
     args = parser.parse_args(argv)
 
-    from edgescene.assets import default_model_dir
     from edgescene.train.vggt.config import VGGTTrainConfig
     from edgescene.train.vggt.trainer import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
-    model = Path(args.model) if args.model else default_model_dir() / "model.safetensors"
-    if model.resolve().is_relative_to(Path.cwd()):  # the commands in the table read as a clone's
-        model = model.resolve().relative_to(Path.cwd())
+    model = model_to_adapt(args.model)
     truth, frames, calibration = frames_only(work)
     before = scores(model, truth, 2)
     run_dir = work / "run"

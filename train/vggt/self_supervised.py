@@ -410,15 +410,21 @@ def self_supervised_loss(
     if cfg.warp_poses == "matches" and (cfg.photometric_weight > 0 or cfg.match_pose_weight > 0):
         s = images.shape[1]
         pairs = [(t, j) for t in range(s) for j in _sources(s, t, cfg.max_sources)]
-        poses, ok, _ = match_poses(images, depth, intrinsics, pairs, cfg.matching)
-        if known_extrinsics is not None and has_extrinsics is not None and bool(has_extrinsics.any()):
-            given = has_extrinsics.to(torch.bool)
-            known, known_ok = known_poses(
+        b = images.shape[0]
+        given = torch.zeros(b, dtype=torch.bool, device=depth.device)
+        if known_extrinsics is not None and has_extrinsics is not None:
+            given = has_extrinsics.to(device=depth.device, dtype=torch.bool)
+        poses = torch.eye(3, 4, device=depth.device).expand(b, s, s, 3, 4).clone()
+        ok = torch.zeros(b, s, s, dtype=torch.bool, device=depth.device)
+        if bool((~given).any()):  # measured on the frames, only where the data carry no cameras
+            poses[~given], ok[~given], _ = match_poses(
+                images[~given], depth[~given], intrinsics[~given], pairs, cfg.matching
+            )  # fmt: skip
+        if known_extrinsics is not None and bool(given.any()):
+            poses[given], ok[given] = known_poses(
                 images[given], depth[given], intrinsics[given], known_extrinsics[given].to(depth.dtype), pairs,
                 cfg.matching,
             )  # fmt: skip
-            poses, ok = poses.clone(), ok.clone()
-            poses[given], ok[given] = known, known_ok
         relative = (poses, ok)
         out["matched_pairs"] = ok.sum() / max(len(pairs) * images.shape[0], 1)  # share of pairs with a pose
         if cfg.match_pose_weight > 0:
