@@ -1,41 +1,56 @@
 # Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
-#   make demo    reconstruct the bundled sample video with the bundled default model
-#   make test    run the test suite (CPU; GPU/TensorRT tests skip where absent; installs chromium for browser
-#                tests and .venv-triton, the Python of the real Triton server the triton backend is tested on)
+#   make demo    the runtime alone (numpy, onnxruntime, OpenCV, PyAV, Pillow, trimesh: no torch, no test
+#                tools), then reconstruct the bundled sample video with the bundled model
+#   make test    run the test suite on the CPU (GPU/TensorRT tests skip where absent); installs torch, the
+#                test and lint extras, Debian's chromium for browser tests and .venv-triton, the Python of the
+#                real Triton server the triton backend is tested on
 #   make test-fast  the suite without the tests marked slow (under 2 minutes)
-#   make lint    the gates: ruff check, ruff format --check, mypy, import-linter contracts (.importlinter)
-#   make check-extras  each install extra alone in a fresh venv does its job (downloads from PyPI)
+#   make venv    the development environment alone (torch, the test and lint extras)
+#   make lint    the gates: portability (scripts/check_portable.py), ruff check, ruff format --check, mypy,
+#                import-linter contracts (.importlinter)
+#   make check-extras   each install extra alone in a fresh venv does its job (downloads from the index)
+#   make check-aarch64  the runtime on an emulated arm64 Debian (root, minutes; docs/aarch64.md)
 #   make device-check DEVICE_OUT=DIR   the GPU check (scripts/device_check.py) with the machine's own python3
 #                and torch, no venv and no network; on a machine without a CUDA GPU it says so and exits 0
-# TORCH_SPEC selects the torch build; the default is the CPU wheel these machines carry.
+#
+# torch: TORCH=cpu (the default) installs the CPU build, TORCH=cuda the CUDA build (scripts/install_torch.sh):
+#   make test TORCH=cuda
 
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
-TORCH_SPEC ?= torch==2.13.0
+TORCH ?= cpu
+TORCH_VERSION ?= 2.13.0
+export TORCH TORCH_VERSION
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
-STAMP := $(VENV)/.installed
-# pip on these machines warns about every local index folder it skips; drop those lines only.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev-$(TORCH)
+# pip on machines with a local wheel folder warns about every file there it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test test-fast lint check-extras venv chromium triton-server clean device-check
+.PHONY: demo test test-fast lint check-extras check-aarch64 venv chromium triton-server clean device-check
 
 DEVICE_OUT ?= out/device-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install "$(TORCH_SPEC)" 2>&1 | $(QUIET)
+# The runtime extra only: what a Jetson or a server that only reconstructs installs.
+$(RUNTIME_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e ".[runtime]" 2>&1 | $(QUIET)
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/install_torch.sh | $(BIN)/python
+	bash scripts/install_torch.sh $(BIN)/python 2>&1 | $(QUIET)
 	$(PIP) install -c constraints.txt -e ".[test,lint]" 2>&1 | $(QUIET)
 	$(BIN)/python -c "import torch, onnxruntime, transformers, edgescene.models"
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME_STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/edgescene reconstruct edgescene/assets/sample/sample.mp4 --out out/demo/reconstruction --overwrite
 	@echo "demo: reconstructed the bundled sample video with the bundled model (edgescene/assets/models);"
 	@echo "demo: open out/demo/reconstruction/scene.glb in any glTF viewer, or read report.json."
@@ -74,16 +89,20 @@ test-fast: $(STAMP)
 
 TYPED := edgescene.core edgescene.models edgescene.runtime edgescene.export edgescene.plugins edgescene.trt edgescene.mapping
 
+# Every tool runs from the repository root and sees the one package edgescene/ (its layers are links).
 lint: $(STAMP)
+	$(BIN)/python scripts/check_portable.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python scripts/package_tree.py build/pkg >/dev/null
-	cd build/pkg && ../../$(BIN)/mypy --config-file ../../pyproject.toml $(addprefix -p ,$(TYPED))
-	cd build/pkg && ../../$(BIN)/lint-imports --config ../../.importlinter
+	$(BIN)/mypy $(addprefix -p ,$(TYPED))
+	$(BIN)/lint-imports
 
 # each install extra alone in a fresh venv (runtime: reconstruct without torch; export: tiny VGGT to ONNX)
 check-extras:
-	TORCH_SPEC="$(TORCH_SPEC)" PYTHON=$(PYTHON) bash scripts/check_extras.sh
+	PYTHON=$(PYTHON) bash scripts/check_extras.sh
+
+check-aarch64: $(RUNTIME_STAMP)
+	bash scripts/check_aarch64.sh $(ARGS)
 
 device-check:
 	$(PYTHON) scripts/device_check.py $(DEVICE_OUT) $(ARGS)

@@ -8,7 +8,7 @@ read by the runtime, which never guesses shapes, normalisation or precision. Sch
       "format": "onnx" | "onnx-fp16" | "onnx-int8" | "tensorrt" | "triton",
       "precision": "fp32" | "fp16" | "int8",
       "backend": "onnxruntime" | "tensorrt" | "triton",
-      "model": {"family": "vggt" | "dinov3", "preset": ..., "source": path or "random-init",
+      "model": {"family": "vggt" | "dinov3", "preset": ..., "source": file name, "hub:<id>" or "random-init",
                 "source_sha256": ... or null, "track_head": bool},
       "files": {"model": "model.onnx", "external_data": ["model.onnx.data"], ...},
       "inputs": [TensorSpec], "outputs": [TensorSpec],     # names, shapes (ints or axis names), dtypes
@@ -20,7 +20,10 @@ read by the runtime, which never guesses shapes, normalisation or precision. Sch
       "opset": 17, "exporter": "...", "versions": {"edgescene": ..., "torch": ..., ...},
       "parity": {"passed": bool, "precision": ..., "cases": [...], "thresholds": {...}},
       "accepted": bool, "created_utc": ..., "elapsed_s": ...,
-      "device": {...}                                     # TensorRT: GPU name, compute capability, versions
+      "device": {...},                                    # TensorRT: GPU name, compute capability, versions
+      "quantization": {...}                               # int8 formats: schemes (weight/activation types,
+                                                          # reduce_range, per_channel, QDQ/QOperator, ops),
+                                                          # quantized_ops, same_on_every_cpu, gated_on, reason
     }
 """
 
@@ -80,6 +83,7 @@ class Artifact:
     input_sizes: list[dict[str, int]] = field(default_factory=list)  # every size served; [] = [input_size]
     notes: list[str] = field(default_factory=list)  # what the export fell back on or could not check
     any_size_multiple: int | None = None  # set where any H, W multiple of this is served (PyTorch)
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8: schemes, ops quantized, portability
 
     def served_sizes(self) -> list[tuple[int, int]] | None:
         """The (H, W) input sizes this artifact serves; None when any multiple of
@@ -118,6 +122,19 @@ class Artifact:
         if body["backend"] not in BACKENDS:
             raise ArtifactError(f"{where}: unknown backend {body['backend']!r}; valid: {BACKENDS}")
         return cls(**body)
+
+
+def portable_source(source: str | Path) -> str:
+    """How an artifact names the checkpoint it came from, the same on every machine.
+
+    ``"random-init"`` and ``"hub:<id>"`` stay as they are; a checkpoint file is named by its file name
+    only (``source_sha256`` beside it identifies the file): the folder it lay in on the exporting
+    machine means nothing where the artifact is used, and would leak that machine's layout.
+    """
+    text = str(source)
+    if text == "random-init" or text.startswith("hub:"):
+        return text
+    return Path(text).name or text
 
 
 def size_key(height: int, width: int) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from edgescene import __version__
-from edgescene.core.artifact import Artifact, size_key, with_named_image_axes, write_artifact_json
+from edgescene.core.artifact import Artifact, portable_source, size_key, with_named_image_axes, write_artifact_json
 from edgescene.export.formats import Format, get_format, validate_options
 from edgescene.export.graphs import ExportGraph, dinov3_graph, vggt_graph
 from edgescene.export.onnx_export import export_onnx, set_metadata
@@ -426,7 +426,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             model={
                 "family": graph.family,
                 "preset": graph.preset,
-                "source": loaded.source,
+                "source": portable_source(loaded.source),
                 "source_sha256": loaded.sha256,
                 "track_head": config.track,
                 **({"fast_attention": fast.describe()} if fast is not None else {}),

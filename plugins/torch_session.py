@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from edgescene.core.artifact import Artifact, with_named_image_axes
+from edgescene.core.artifact import Artifact, portable_source, with_named_image_axes
 from edgescene.runtime.backends import BaseSession, check_device, check_feeds
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class TorchSession(BaseSession):
             model={
                 "family": family,
                 "preset": preset,
-                "source": source,
+                "source": portable_source(source),
                 "source_sha256": sha,
                 "track_head": False,
                 **({"fast_attention": fast.describe()} if fast is not None else {}),

@@ -6,11 +6,11 @@
 #               in make test: tests/runtime/test_triton_backend.py)
 #   mapping  -> the runtime plus pycolmap, still without torch: the COLMAP model of that reconstruction
 #   export   -> export tiny VGGT to ONNX through the parity gate
-# Versions come from constraints.txt, as in CI's test environment; torch from TORCH_SPEC.
+# Versions come from constraints.txt, as in CI's test environment; torch from scripts/install_torch.sh
+# (TORCH=cpu by default, TORCH=cuda).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python3}"
-torch_spec="${TORCH_SPEC:-torch==2.13.0}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 pip_quiet() { grep -v "is ignored: it is neither" || true; }
@@ -49,7 +49,7 @@ echo "check-extras: [mapping] wrote the COLMAP model of that reconstruction"
 
 echo "check-extras: [export] in a fresh venv"
 "$python" -m venv "$work/export"
-"$work/export/bin/python" -m pip install -q --disable-pip-version-check "$torch_spec" 2>&1 | pip_quiet
+bash "$root/scripts/install_torch.sh" "$work/export/bin/python" 2>&1 | pip_quiet
 "$work/export/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" "$root[export]" 2>&1 | pip_quiet
 (cd "$work" && HF_HUB_OFFLINE=1 "$work/export/bin/edgescene" export --model vggt_tiny --random-weights \
   --format onnx --height 56 --width 84 --frames-range 1:2:2 --out "$work/tiny_onnx" >/dev/null)
