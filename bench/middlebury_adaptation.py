@@ -1,6 +1,6 @@
 """Self-supervised adaptation on a real photo pair: Middlebury 2014 Motorcycle as a 2-frame sequence.
 
-    python -m edgescene.bench.middlebury_adaptation --out docs/bench/self_supervised_middlebury
+    python -m edgescene.bench.middlebury_adaptation --out docs/bench/self_supervised/middlebury
 
 The pair (scikit-image ships it; no download) is what a user with two calibrated photos has: the
 frames and the camera's intrinsics, no depth, no poses. The model adapts on the two frames alone

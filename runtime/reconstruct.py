@@ -456,7 +456,7 @@ def _frame_record(meta: dict) -> dict:
     return {"index": meta["index"], "source": meta["source"], "timestamp_s": meta["timestamp_s"]}
 
 
-REAL_MODEL = "for real footage use VGGT-1B: --model facebook/VGGT-1B (README: 'Bring VGGT-1B')"
+REAL_MODEL = "for real footage use VGGT-1B: --model facebook/VGGT-1B (docs/models.md)"
 
 
 def model_notes(model: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""Reliability figures of a real `edgescene serve` process on 127.0.0.1 (README, "Reliability").
+"""Reliability figures of a real `edgescene serve` process on 127.0.0.1 (docs/apps.md, "Reliability").
 
     python scripts/service_reliability.py out/reliability      # about 5 minutes on 2 cores
 

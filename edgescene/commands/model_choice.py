@@ -20,7 +20,7 @@ from pathlib import Path
 PRESET_PREFIXES = ("vggt_", "dinov3_")
 REAL_MODEL_HINT = (
     "for real footage use VGGT-1B: --model facebook/VGGT-1B (or `edgescene download` it and pass "
-    "the model.pt path); see the README, 'Bring VGGT-1B'"
+    "the model.pt path); see docs/models.md"
 )
 MODEL_HELP = (
     "an exported artifact folder (edgescene export), a checkpoint file (model.pt / .safetensors), a Hub id "

@@ -4,7 +4,7 @@ corrections applied to cameras, map and depth.
 Windows come from the ground truth (:class:`edgescene.bench.loop_closure.DriftingGroundTruth`):
 exact, or with a known drift inside every window, as a real model drifts. The bundled demo model
 cannot show what closure does (its camera head predicts about 1.7 degrees of rotation whatever
-the motion: README, "Loop closure"), so the drift is made here, where it is known.
+the motion: docs/mapping.md, "Loop closure"), so the drift is made here, where it is known.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from edgescene.mapping.pose_graph import solve
 
 @pytest.fixture(scope="module")
 def loops():
-    """loop_orbit (1.25 turns) and figure_eight, 120 frames at 256x192 (as the README's table)."""
+    """loop_orbit (1.25 turns) and figure_eight, 120 frames at 256x192 (as the table in docs/mapping.md)."""
     return {seq.trajectory: seq for seq in loop_sequences(120)}
 
 

@@ -65,13 +65,13 @@ class SelfSupervisedConfig:
 
     photometric_weight: float = 1.0
     smoothness_weight: float = 1e-3  # Monodepth2's
-    # the consistency terms: off by default (measured on the thermal-like benchmark, README: all three
+    # the consistency terms: off by default (measured on the thermal-like benchmark, docs/self_supervised.md: all three
     # at 0.1 gave AbsRel -10.2 % and AUC@30 +3.9 %, against -13.4 % and +10.0 % with all three off)
     point_weight: float = 0.0
     camera_weight: float = 0.0
     ssim_alpha: float = 0.85  # share of the SSIM term in the photometric error (Monodepth2)
-    # lambda of c e - lambda log c; 0 (the default): confidence ignored (see the README's self-supervised
-    # section: on the thermal-like benchmark, weighting by confidence made the adapted depth worse)
+    # lambda of c e - lambda log c; 0 (the default): confidence ignored (docs/self_supervised.md:
+    # on the thermal-like benchmark, weighting by confidence made the adapted depth worse)
     conf_alpha: float = 0.0
     automask: bool = True
     max_sources: int = 4  # source frames per target: the nearest in the window (a window of S has S - 1)
