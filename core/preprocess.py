@@ -92,7 +92,11 @@ def open_image_checked(path):
     from PIL import Image
 
     name = Path(str(path)).name
-    Image.MAX_IMAGE_PIXELS = max_pixels()
+    limit = max_pixels()
+    # Pillow checks its global guard in open() only: set it for this call and put it back, so that other
+    # Pillow users in the process (COLMAP export, Gradio) keep their own limit
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -101,9 +105,11 @@ def open_image_checked(path):
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
         raise ValueError(
-            f"image {name} has {size}, above the limit of {max_pixels() / 1e6:.1f} megapixels: downscale it, "
+            f"image {name} has {size}, above the limit of {limit / 1e6:.1f} megapixels: downscale it, "
             "or raise EDGESCENE_MAX_PIXELS if this machine has the memory"
         ) from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
     with opened:
         check_pixels(opened.width, opened.height, f"image {name}")
         yield opened

@@ -42,6 +42,20 @@ def test_the_limit_is_configurable_and_validated(tmp_path, monkeypatch):
         max_pixels()
 
 
+def test_the_check_leaves_pillows_own_guard_as_it_was(tmp_path, monkeypatch):
+    """A low limit for edgescene's decoding must not leak into other Pillow users of the process
+    (the COLMAP export's JPEGs once failed after a test had set 1999)."""
+    path = tmp_path / "small.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path)
+    guard_before = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setenv("EDGESCENE_MAX_PIXELS", "1999")
+    with pytest.raises(ValueError, match="above the limit"):
+        decode_image(path)
+    monkeypatch.setenv("EDGESCENE_MAX_PIXELS", "4000")
+    assert decode_image(path).shape == (40, 50, 3)
+    assert guard_before == Image.MAX_IMAGE_PIXELS
+
+
 def test_video_frames_are_checked_from_the_header(monkeypatch):
     monkeypatch.setenv("EDGESCENE_MAX_PIXELS", str(256 * 192 - 1))  # the sample video is 256x192
     with pytest.raises(InputError, match=r"video sample\.mp4 frames is 256x192 .*above the limit"):
