@@ -27,6 +27,13 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _int8_line(machine: dict[str, Any]) -> list[str]:
+    int8 = machine.get("int8")
+    if not int8:
+        return []
+    return [f"- int8: {int8['instruction_set']}; onnxruntime's uint8 x int8 kernels here: {int8['u8s8_kernels']}"]
+
+
 def machine_header(report: BenchReport) -> list[str]:
     m, c = report.machine, report.config
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
@@ -36,6 +43,7 @@ def machine_header(report: BenchReport) -> list[str]:
         "## Machine",
         "",
         f"- CPU: {m.get('cpu')} ({m.get('cores')} cores; torch threads {m.get('torch_threads', '–')})",
+        *_int8_line(m),
         f"- GPU: {m.get('gpu') or 'none'}" + (f" (CUDA {m['cuda']})" if m.get("cuda") else ""),
         f"- Platform: {m.get('platform')}, Python {m.get('python')}",
         f"- Libraries: {versions}",
@@ -259,6 +267,70 @@ def attention_pairs(report: BenchReport) -> list[tuple[FormatRow, FormatRow]]:
     return pairs
 
 
+def _scheme(q: dict[str, Any] | None) -> str:
+    """artifact.json's quantization schemes in a cell: "static QDQ u8/s8 7-bit per-channel; dynamic ..."."""
+    if not q or not q.get("schemes"):
+        return "–"
+    short = {"uint8": "u8", "int8": "s8"}
+    parts = []
+    for s in q["schemes"]:
+        bits = "7-bit" if s.get("reduce_range") else "8-bit"
+        channel = " per-channel" if s.get("per_channel") else ""
+        kind = f"{s['method']} {s['quant_format']}"
+        parts.append(f"{kind} {short[s['activation_type']]}/{short[s['weight_type']]} {bits}{channel}")
+    return "; ".join(parts)
+
+
+def _int8_section(report: BenchReport) -> list[str]:
+    """int8 rows on the CPU the bench ran on: scheme, portability, gate (worst check) and speed vs fp32."""
+    rows = [r for r in report.rows if r.precision == "int8"]
+    if not rows:
+        return []
+    cpu = report.machine.get("int8") or {}
+    fp32 = report.row("onnx")
+    lines = [
+        "## int8 on this CPU",
+        "",
+        f"Instruction set: **{cpu.get('instruction_set', 'unknown')}**; onnxruntime's uint8 x int8 kernels here: "
+        f"{cpu.get('u8s8_kernels', 'unknown')}. x86 CPUs without VNNI add pairs of uint8 x int8 products into int16 "
+        "with saturation; weights within [-64, 64] (7-bit, `reduce_range`) cannot saturate, so such an artifact "
+        "computes the same on x86 with and without VNNI and on arm64 (`same on every CPU`). Gate: the decoded check "
+        "closest to its limit, on the CPU named (this one for formats exported in this run). Speed: median per "
+        "call at the largest frame count, against the `onnx` (fp32) row of this run.",
+        "",
+    ]
+    body = []
+    for r in rows:
+        q, g = r.quantization or {}, r.gate
+        worst = g["worst"] if g else None
+        gate = "–" if worst is None else f"{worst['metric']} {worst['value']:.4g} (limit {worst['limit']:.4g})"
+        n = _largest_common(report, fp32, r) if fp32 is not None else None
+        mine = max((x for x in r.results if x.timing), key=lambda x: x.frames, default=None)
+        speed = "–"
+        if n is not None:
+            a, b = fp32.result(n).timing.median_ms, r.result(n).timing.median_ms
+            speed = f"{b:.1f} ms at {n} frames ({a / b:.2f}x fp32)"
+        elif mine is not None:
+            speed = f"{mine.timing.median_ms:.1f} ms at {mine.frames} frames"
+        same = q.get("same_on_every_cpu")
+        body.append(
+            [
+                f"`{r.format}`",
+                _short(r.status, 40),
+                _scheme(q),
+                "–" if same is None else ("yes" if same else "**no**"),
+                q.get("gated_on", "–") if q else "–",
+                gate,
+                speed,
+            ]
+        )
+    lines += _table(
+        ["format", "status", "scheme (act/weights)", "same on every CPU", "gate ran on", "gate, worst check", "speed"],
+        body,
+    )
+    return [*lines, ""]
+
+
 def _attention_section(report: BenchReport) -> list[str]:
     pairs = attention_pairs(report)
     if not pairs:
@@ -337,6 +409,7 @@ def render_markdown(report: BenchReport, plots: list[str]) -> str:
         ],
     )
     lines.append("")
+    lines += _int8_section(report)
     lines += _per_frames(report, "Latency per call, median (ms)", lambda r: r.timing.median_ms)
     lines += _per_frames(report, "Latency per call, p95 (ms)", lambda r: r.timing.p95_ms)
     lines += _per_frames(

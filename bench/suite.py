@@ -96,6 +96,8 @@ class FormatRow:
     accuracy: dict[str, Any] | None = None  # abs_rel, auc_30, ... means, or {"error": ...}
     attention: str = "exact"  # "fast": token merging in VGGT's global attention (format name ends in +fast)
     block_profile: dict[str, float] | None = None  # PyTorch rows: seconds in frame / global blocks, largest frames
+    gate: dict[str, Any] | None = None  # fp16 / int8 rows: the gate's decoded checks, worst case, on this CPU
+    quantization: dict[str, Any] | None = None  # int8 rows: artifact.json's "quantization" (schemes, portability)
 
     @property
     def ok(self) -> bool:
@@ -300,6 +302,47 @@ def _error(exc: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------ machine
+def int8_cpu() -> dict[str, str]:
+    """The int8 side of this CPU: its instruction set, read from the CPU flags, and what onnxruntime's
+    uint8 x int8 kernels do here (measured: exact, or saturating on x86 without VNNI)."""
+    from edgescene.export.precision import cpu_instruction_set, u8s8_kernels_saturate
+
+    return {
+        "instruction_set": cpu_instruction_set(),
+        "u8s8_kernels": "saturating (x86 without VNNI)" if u8s8_kernels_saturate() else "exact",
+    }
+
+
+def gate_summary(parity: dict[str, Any]) -> dict[str, Any] | None:
+    """The decoded checks of an artifact's gate (``artifact.json`` ``parity``), worst case over its frame
+    counts, and the one closest to its limit (``worst``: metric, value, limit, fraction of the limit)."""
+    from edgescene.export.parity import LOWER_BOUNDS  # the cosines: the smallest value is the worst
+
+    cases = [c for c in parity.get("cases", []) if c.get("checks")]
+    if not cases:
+        return None
+    limits = parity.get("limits", {})
+    checks: dict[str, float] = {}
+    for case in cases:
+        for metric, value in case["checks"].items():
+            pick = min if metric in LOWER_BOUNDS else max
+            checks[metric] = pick(checks.get(metric, value), value)
+
+    def used(metric: str) -> float:  # share of the allowed error spent (lower bounds: of 1 - limit)
+        limit, value = limits.get(metric), checks[metric]
+        if not limit:
+            return 0.0
+        return (1 - value) / max(1 - limit, 1e-12) if metric in LOWER_BOUNDS else value / limit
+
+    worst = max(checks, key=used)
+    return {
+        "passed": bool(parity.get("passed")),
+        "checks": checks,
+        "limits": {k: limits[k] for k in checks if k in limits},
+        "worst": {"metric": worst, "value": checks[worst], "limit": limits.get(worst), "used": round(used(worst), 4)},
+    }
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -322,6 +365,8 @@ def machine_info() -> dict[str, Any]:
         with contextlib.suppress(ImportError, AttributeError):  # absent, or without a version: not listed
             versions[name] = __import__(name).__version__
     info["versions"] = versions
+    with contextlib.suppress(ImportError):  # without onnxruntime there are no int8 rows to explain
+        info["int8"] = int8_cpu()
     info["gpu"] = None
     try:
         import torch
@@ -392,6 +437,8 @@ def _export_row(config: BenchConfig, name: str, log: Callable[[str], None], fast
     if errors:
         row.parity_p99_abs = float(max(o.p99_abs for o in errors))
         row.parity_p99_normalised = float(max(o.p99_normalised for o in errors))
+    row.gate = gate_summary(result.artifact.parity)
+    row.quantization = result.artifact.quantization or None
     return row
 
 
@@ -463,6 +510,8 @@ def _artifact_row(config: BenchConfig) -> tuple[FormatRow | None, str | None]:
         size_mb=round(size, 3),
         parity_p99_abs=max((o["p99_abs"] for o in errors), default=None),
         parity_p99_normalised=max((o["p99_normalised"] for o in errors), default=None),
+        gate=gate_summary(art.parity or {}),
+        quantization=art.quantization or None,
     )
     return row, art.model["preset"]
 
@@ -690,6 +739,8 @@ __all__ = [
     "FormatRow",
     "FrameResult",
     "Timing",
+    "gate_summary",
+    "int8_cpu",
     "machine_info",
     "measure",
     "run_bench",

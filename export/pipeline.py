@@ -179,10 +179,19 @@ def _package(
     log: Callable[[str], None],
     calibration: list[dict[str, np.ndarray]] | None = None,
     notes: list[str] | None = None,
+    quantization: dict | None = None,
 ):
     """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path).
-    ``notes`` collects what a step fell back on (recorded in artifact.json)."""
-    from edgescene.export.precision import convert_fp16, quantize_int8, quantize_int8_static
+    ``notes`` collects what a step fell back on, ``quantization`` what the int8 formats did (both
+    recorded in artifact.json)."""
+    from edgescene.export.precision import (
+        DYNAMIC_INT8,
+        STATIC_INT8,
+        convert_fp16,
+        quantization_record,
+        quantize_int8,
+        quantize_int8_static,
+    )
 
     if fmt.name in ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static"):
         model = stage / "model.onnx"
@@ -193,10 +202,27 @@ def _package(
         elif fmt.name == "onnx-fp16":
             external = convert_fp16(fp32_onnx, model, graph)
         elif fmt.name == "onnx-int8":
-            external = quantize_int8(fp32_onnx, model, graph, notes=notes, log=log)
+            schemes = [DYNAMIC_INT8]
+            external = quantize_int8(fp32_onnx, model, graph, notes=notes, log=log, scheme=DYNAMIC_INT8)
         else:
             assert calibration is not None  # export_model reads it first for onnx-int8-static
-            external = quantize_int8_static(fp32_onnx, model, graph, calibration, log=log, notes=notes)
+            schemes = [STATIC_INT8, DYNAMIC_INT8]
+            external = quantize_int8_static(
+                fp32_onnx, model, graph, calibration, log=log, notes=notes, static=STATIC_INT8, dynamic=DYNAMIC_INT8
+            )
+        if fmt.name.startswith("onnx-int8"):
+            record = quantization_record(model, schemes)
+            log(f"export: int8 gate on {record['gated_on']} (u8s8 kernels here: {record['u8s8_kernels_here']})")
+            if not record["same_on_every_cpu"]:
+                note = (
+                    "int8 weights outside [-64, 64] can saturate onnxruntime's kernels on x86 CPUs without VNNI: "
+                    f"the gate's result holds for {record['gated_on']} only ({', '.join(record['saturating_weights'])})"
+                )
+                log(f"export: WARNING {note}")
+                if notes is not None:
+                    notes.append(note)
+            if quantization is not None:
+                quantization.update(record)
         return {"model": "model.onnx", "external_data": external}, _ort_runner(model), {}, model
     if fmt.name == "triton":
         from edgescene.export.triton import write_triton_repository
@@ -312,6 +338,7 @@ def _export_sizes(config: ExportConfig, log: Callable[[str], None]) -> ExportRes
             elapsed_s=round(time.perf_counter() - start, 2),
             device=first.device,
             calibration=first.calibration,
+            quantization=first.quantization,
         )
         write_artifact_json(artifact, stage)
         target = out if accepted else out.with_name(out.name + ".rejected")
@@ -410,8 +437,9 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
         references = [graph.reference(feeds) for feeds in cases]
         del graph.module, loaded.module  # free PyTorch's copy of the weights before loading the artifact
         notes: list[str] = []
+        quantization: dict = {}
         files, runner, device, onnx_path = _package(
-            fmt, graph, fp32_onnx, stage, precision, frames_range, config, log, calibration, notes
+            fmt, graph, fp32_onnx, stage, precision, frames_range, config, log, calibration, notes, quantization
         )
         shutil.rmtree(stage / "fp32", ignore_errors=True)
         t = time.perf_counter()
@@ -448,6 +476,7 @@ def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Ex
             device=device,
             calibration=calibration_text,
             notes=notes,
+            quantization=quantization,
         )
         set_metadata(onnx_path, artifact.to_json())
         if fmt.name == "triton" and report.passed:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from edgescene.bench.report import write_report
-from edgescene.bench.suite import BenchConfig, run_bench, sigma_clipped, timing_stats
+from edgescene.bench.suite import BenchConfig, gate_summary, run_bench, sigma_clipped, timing_stats
+from edgescene.export.precision import cpu_instruction_set
 
 pytestmark = pytest.mark.slow  # the quick suite exports every CPU format (~30 s)
 
@@ -112,6 +113,46 @@ def test_unavailable_and_unknown_formats_are_rows_not_crashes(quick):
     assert bogus.results == []
     names = [r.format for r in report.rows]
     assert names[0] == "pytorch" and names[1:4] == ["onnx", "onnx-int8", "onnx-int8-static"]
+
+
+def test_int8_rows_name_the_cpu_and_report_their_gate_and_speed_here(quick):
+    out, report = quick
+    data = json.loads((out / "bench.json").read_text())
+    cpu = data["machine"]["int8"]
+    assert cpu["instruction_set"] == cpu_instruction_set()
+    assert cpu["u8s8_kernels"] == (
+        "saturating (x86 without VNNI)" if cpu["instruction_set"].endswith("no VNNI") else "exact"
+    )
+    rows = {r["format"]: r for r in data["rows"]}
+    for name in ("onnx-int8", "onnx-int8-static"):
+        quantization, gate = rows[name]["quantization"], rows[name]["gate"]
+        assert quantization["same_on_every_cpu"] and quantization["gated_on"] == cpu["instruction_set"]
+        assert all(s["reduce_range"] and s["weight_type"] == "int8" for s in quantization["schemes"])
+        assert gate["passed"] and {"depth_median_rel", "rotation_deg", "fov_rel"} <= set(gate["checks"])
+        assert 0 <= gate["worst"]["used"] < 1 and gate["worst"]["limit"] == gate["limits"][gate["worst"]["metric"]]
+    assert rows["onnx"]["gate"] is None and rows["onnx"]["quantization"] is None  # fp32: no decoded checks
+    text = (out / "report.md").read_text()
+    assert f"- int8: {cpu['instruction_set']}; onnxruntime's uint8 x int8 kernels here: {cpu['u8s8_kernels']}" in text
+    section = text.split("## int8 on this CPU", 1)[1].split("\n## ", 1)[0]
+    assert "| `onnx-int8` | accepted | dynamic QOperator u8/s8 7-bit |" in section
+    assert "static QDQ u8/s8 7-bit per-channel; dynamic QOperator u8/s8 7-bit" in section
+    assert section.count("x fp32)") == 2 and cpu["instruction_set"] in section
+
+
+def test_gate_summary_picks_the_check_closest_to_its_limit():
+    parity = {
+        "passed": True,
+        "limits": {"cosine_mean": 0.99, "cosine_min": 0.95, "depth_median_rel": 0.03},
+        "cases": [
+            {"checks": {"cosine_mean": 0.998, "cosine_min": 0.97, "depth_median_rel": 0.01}},
+            {"checks": {"cosine_mean": 0.995, "cosine_min": 0.98, "depth_median_rel": 0.02}},
+        ],
+    }
+    summary = gate_summary(parity)
+    assert summary["checks"] == {"cosine_mean": 0.995, "cosine_min": 0.97, "depth_median_rel": 0.02}
+    # spent: cosine_mean (1 - 0.995) / 0.01 = 0.5, cosine_min 0.03 / 0.05 = 0.6, depth 0.02 / 0.03 = 0.67
+    assert summary["worst"] == {"metric": "depth_median_rel", "value": 0.02, "limit": 0.03, "used": 0.6667}
+    assert gate_summary({"passed": True, "cases": [{"checks": {}}]}) is None  # fp32: no decoded checks
 
 
 def test_report_markdown_and_plots(quick):
