@@ -2,8 +2,8 @@
 #   make demo    the runtime alone (numpy, onnxruntime, OpenCV, PyAV, Pillow, trimesh: no torch, no test
 #                tools), then reconstruct the bundled sample video with the bundled model
 #   make test    run the test suite on the CPU (GPU/TensorRT tests skip where absent); installs torch, the
-#                test and lint extras, Debian's chromium for browser tests and .venv-triton, the Python of the
-#                real Triton server the triton backend is tested on
+#                test and lint extras, Debian's chromium (browser tests) and qemu-user (int8 on a CPU without
+#                VNNI), and .venv-triton, the Python of the real Triton server the triton backend is tested on
 #   make test-fast  the suite without the tests marked slow (under 2 minutes)
 #   make venv    the development environment alone (torch, the test and lint extras)
 #   make lint    the gates: portability (scripts/check_portable.py), ruff check, ruff format --check, mypy,
@@ -30,7 +30,7 @@ STAMP := $(VENV)/.installed-dev-$(TORCH)
 # pip on machines with a local wheel folder warns about every file there it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test test-fast lint check-extras check-aarch64 venv chromium triton-server clean device-check
+.PHONY: demo test test-fast lint check-extras check-aarch64 venv system-packages triton-server clean device-check
 
 DEVICE_OUT ?= out/device-check
 
@@ -55,13 +55,17 @@ demo: $(RUNTIME_STAMP)
 	@echo "demo: reconstructed the bundled sample video with the bundled model (edgescene/assets/models);"
 	@echo "demo: open out/demo/reconstruction/scene.glb in any glTF viewer, or read report.json."
 
-# Browser tests drive Debian's chromium (never a downloaded browser); installed here when root with apt.
-chromium:
-	@if command -v chromium >/dev/null; then :; \
+# Debian packages some tests need, installed here when root with apt (never a downloaded binary):
+# chromium for the browser tests, qemu-user (qemu-x86_64) for the int8 gate on an emulated CPU without VNNI.
+# Elsewhere those tests skip and say why.
+TEST_DEBS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -v qemu-x86_64 || command -v qemu-x86_64-static),,qemu-user)
+
+system-packages:
+	@if [ -z "$(strip $(TEST_DEBS))" ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  echo "make: installing Debian's chromium for the browser tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else echo "make: chromium is not installed (needs root and apt); browser tests will skip"; fi
+	  echo "make: installing Debian's $(strip $(TEST_DEBS)) for the tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS) >/dev/null; \
+	else echo "make: $(strip $(TEST_DEBS)) not installed (needs root and apt); the tests that need them will skip"; fi
 
 # The Triton backend's tests start a real tritonserver (from the nvidia-pytriton wheel) with the Python
 # of .venv-triton (pytriton needs numpy < 2, .venv has 2.x). Its wheels are Linux-only (x86_64, aarch64):
@@ -81,7 +85,7 @@ triton-server: $(TRITON_STAMP)
 TEST_ENV := HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
 # pytest's closing line gives the whole suite's time; --durations lists the slowest tests
-test: $(STAMP) chromium $(TRITON_STAMP)
+test: $(STAMP) system-packages $(TRITON_STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest --durations=15 $(ARGS)
 
 test-fast: $(STAMP)

@@ -305,7 +305,7 @@ def _error(exc: BaseException) -> str:
 def int8_cpu() -> dict[str, str]:
     """The int8 side of this CPU: its instruction set, read from the CPU flags, and what onnxruntime's
     uint8 x int8 kernels do here (measured: exact, or saturating on x86 without VNNI)."""
-    from edgescene.export.precision import cpu_instruction_set, u8s8_kernels_saturate
+    from edgescene.export.int8_portability import cpu_instruction_set, u8s8_kernels_saturate
 
     return {
         "instruction_set": cpu_instruction_set(),

@@ -72,7 +72,8 @@ FORMATS: dict[str, Format] = {
         ),
         Format(
             "onnx-int8",
-            "ONNX with int8 weights (onnxruntime dynamic quantization of MatMul/Gemm), for CPUs",
+            "ONNX with int8 weights (onnxruntime dynamic quantization of MatMul/Gemm; 7-bit weights, the same results "
+            "on every CPU), for CPUs",
             ("int8",),
             _COMMON | {"track"},
             "onnxruntime",
@@ -84,7 +85,7 @@ FORMATS: dict[str, Format] = {
         Format(
             "onnx-int8-static",
             "ONNX with int8 convolutions: the DPT heads' trunks statically quantized "
-            "(QDQ, per-channel weights, activation ranges calibrated on real frames: --calibration, default the "
+            "(QDQ, per-channel 7-bit weights, activation ranges calibrated on real frames: --calibration, default the "
             "bundled sample video) and the transformer's MatMuls dynamically; the heads' last projection, "
             "activations and the camera head stay fp32",
             ("int8",),

@@ -184,14 +184,8 @@ def _package(
     """Transform / package the fp32 ONNX for ``fmt``. Returns (files dict, candidate runner, device dict, onnx path).
     ``notes`` collects what a step fell back on, ``quantization`` what the int8 formats did (both
     recorded in artifact.json)."""
-    from edgescene.export.precision import (
-        DYNAMIC_INT8,
-        STATIC_INT8,
-        convert_fp16,
-        quantization_record,
-        quantize_int8,
-        quantize_int8_static,
-    )
+    from edgescene.export.int8_portability import quantization_record
+    from edgescene.export.precision import DYNAMIC_INT8, STATIC_INT8, convert_fp16, quantize_int8, quantize_int8_static
 
     if fmt.name in ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static"):
         model = stage / "model.onnx"

@@ -25,7 +25,7 @@ The convention for README.md's fenced blocks (also stated at the end of the READ
   ``--jobs-dir``, ``--target-dir`` and ``--workspace`` in a run block starts with ``out/``.
 
 Besides the commands: the README stays a front door (at most ``MAX_README_LINES`` lines), the copy of
-the export format table in docs/export.md is the generated one (tests/export keeps the README's), the
+the export format table in docs/export.md is the generated one (tests/export checks it too), the
 relative links of README.md, ARCHITECTURE.md and docs/*.md resolve, and none of them names an internal
 work item ("issue 8"; upstream references such as facebookresearch/vggt#50 are fine).
 """

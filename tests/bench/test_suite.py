@@ -11,7 +11,7 @@ import torch
 
 from edgescene.bench.report import write_report
 from edgescene.bench.suite import BenchConfig, gate_summary, run_bench, sigma_clipped, timing_stats
-from edgescene.export.precision import cpu_instruction_set
+from edgescene.export.int8_portability import cpu_instruction_set
 
 pytestmark = pytest.mark.slow  # the quick suite exports every CPU format (~30 s)
 

@@ -16,19 +16,16 @@ from cpu_emulation import NO_AVX2_CPU, NO_VNNI_CPU, SKIP_REASON, emulator, run_e
 from edgescene.core.artifact import read_artifact
 from edgescene.export.calibration import calibration_feeds
 from edgescene.export.graphs import dinov3_graph
-from edgescene.export.onnx_export import export_onnx
-from edgescene.export.parity import gate_frame_counts, gate_images, run_gate
-from edgescene.export.pipeline import ExportConfig, export_model
-from edgescene.export.precision import (
-    DYNAMIC_INT8,
-    STATIC_INT8,
+from edgescene.export.int8_portability import (
     cpu_instruction_set,
-    quantize_int8,
-    quantize_int8_static,
     saturating_weights,
     u8s8_kernels_saturate,
     u8s8_probe,
 )
+from edgescene.export.onnx_export import export_onnx
+from edgescene.export.parity import gate_frame_counts, gate_images, run_gate
+from edgescene.export.pipeline import ExportConfig, export_model
+from edgescene.export.precision import DYNAMIC_INT8, STATIC_INT8, quantize_int8, quantize_int8_static
 from edgescene.models.loading import load_model
 
 needs_qemu = pytest.mark.skipif(emulator() is None, reason=SKIP_REASON)
