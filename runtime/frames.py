@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgescene.core.color import yuv420_to_rgb
 from edgescene.core.preprocess import check_pixels
 
 __all__ = [
@@ -434,10 +435,32 @@ class VideoSource(FrameSource):
             container.close()
 
 
+# 8-bit 4:2:0 layouts (nearly every video) -> full range?
+_YUV420 = {"yuv420p": False, "yuvj420p": True}
+_JPEG_RANGE = 2  # AVColorRange: 1 limited ("MPEG"), 2 full ("JPEG")
+
+
+def frame_to_rgb(frame) -> np.ndarray:
+    """PyAV video frame -> (H, W, 3) uint8 RGB. 8-bit 4:2:0 frames are converted by
+    :func:`edgescene.core.color.yuv420_to_rgb`, the same pixels on every CPU (FFmpeg's converter
+    differs by up to 2 levels between x86-64 and arm64); other layouts by FFmpeg's converter."""
+    full_range = _YUV420.get(frame.format.name)
+    if full_range is None:
+        return frame.to_ndarray(format="rgb24")
+    h, w = frame.height, frame.width
+    ch, cw = (h + 1) // 2, (w + 1) // 2
+    y, u, v = (
+        np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols]
+        for plane, (rows, cols) in zip(frame.planes[:3], ((h, w), (ch, cw), (ch, cw)), strict=True)
+    )
+    full_range = full_range or int(getattr(frame, "color_range", 0) or 0) == _JPEG_RANGE
+    return yuv420_to_rgb(y, u, v, full_range=full_range)
+
+
 def _frame_rgb(frame, apply_rotation: bool = False) -> tuple[np.ndarray, int]:
     """PyAV frame -> ((H, W, 3) uint8 RGB, degrees rotated), the display rotation (phone videos)
     applied only when asked (``orientation="exif"``)."""
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = frame_to_rgb(frame)
     if not apply_rotation:
         return rgb, 0
     rotation = int(getattr(frame, "rotation", 0) or 0)  # degrees counter-clockwise, from the display matrix
