@@ -10,6 +10,7 @@
 #                import-linter contracts (.importlinter)
 #   make check-extras   each install extra alone in a fresh venv does its job (downloads from the index)
 #   make check-aarch64  the runtime on an emulated arm64 Debian (root, minutes; docs/aarch64.md)
+#   make constraints  regenerate constraints.txt from .venv (name==version only; checked by the portability gate)
 #   make device-check DEVICE_OUT=DIR   the GPU check (scripts/device_check.py) with the machine's own python3
 #                and torch, no venv and no network; on a machine without a CUDA GPU it says so and exits 0
 #
@@ -30,7 +31,7 @@ STAMP := $(VENV)/.installed-dev-$(TORCH)
 # pip on machines with a local wheel folder warns about every file there it skips; drop those lines only.
 QUIET := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: demo test test-fast lint check-extras check-aarch64 venv system-packages triton-server clean device-check
+.PHONY: demo test test-fast lint check-extras check-aarch64 venv system-packages triton-server clean device-check constraints
 
 DEVICE_OUT ?= out/device-check
 
@@ -64,7 +65,7 @@ system-packages:
 	@if [ -z "$(strip $(TEST_DEBS))" ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  echo "make: installing Debian's $(strip $(TEST_DEBS)) for the tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS) >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEBS) >/dev/null; \
 	else echo "make: $(strip $(TEST_DEBS)) not installed (needs root and apt); the tests that need them will skip"; fi
 
 # The Triton backend's tests start a real tritonserver (from the nvidia-pytriton wheel) with the Python
@@ -110,6 +111,16 @@ check-aarch64: $(RUNTIME_STAMP)
 
 device-check:
 	$(PYTHON) scripts/device_check.py $(DEVICE_OUT) $(ARGS)
+
+# Regenerate constraints.txt from .venv after an upgrade that passes make lint and make test. pip list
+# (not pip freeze) writes name==version only, never "name @ file:///..." for a wheel installed from a path;
+# local version labels (+cpu) are cut, so the pin is the public release every build satisfies.
+constraints: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; \
+	  $(BIN)/python -m pip list --format=freeze --exclude-editable --disable-pip-version-check \
+	  | sed -E 's/\+[A-Za-z0-9.]+$$//' | grep -v -E '^(pip|setuptools|wheel)==' | sort -f; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	$(BIN)/python scripts/check_portable.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
