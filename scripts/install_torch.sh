@@ -20,7 +20,10 @@ pip=("$python" -m pip --disable-pip-version-check -q)
 case "$build" in
   cpu)
     echo "install-torch: torch==$version, CPU build (index $cpu_index beside the configured ones)"
-    "${pip[@]}" install "torch==$version" --extra-index-url "$cpu_index"
+    # torch alone from both indexes, then its dependencies from the configured index only (asking the
+    # CPU index for each of them too only costs time, and retries where it is out of reach)
+    "${pip[@]}" install --no-deps "torch==$version" --extra-index-url "$cpu_index"
+    "${pip[@]}" install "torch==$version"
     ;;
   cuda)
     echo "install-torch: torch==$version, CUDA build (the configured package index)"
@@ -32,8 +35,8 @@ case "$build" in
     ;;
 esac
 
-cuda="$("$python" -c "import torch; print(torch.version.cuda or '')")"
-installed="$("$python" -c "import torch; print(torch.__version__)")"
+cuda="$("$python" -W ignore -c "import torch; print(torch.version.cuda or '')")"
+installed="$("$python" -W ignore -c "import torch; print(torch.__version__)")"
 if [ "$build" = cuda ] && [ -z "$cuda" ]; then
   echo "install-torch: asked for the CUDA build but torch $installed in $python is a CPU build." >&2
   echo "install-torch: an earlier install or a pip configuration (a local wheel folder, find-links) provided it;" >&2
