@@ -63,8 +63,9 @@ _WEIGHT_INPUT = {
 _QDQ_COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # ops onnxruntime fuses with their DequantizeLinear
 
 
-def saturating_weights(model: onnx.ModelProto, limit: int = PORTABLE_WEIGHT_LIMIT) -> list[str]:
+def saturating_weights(model: onnx.ModelProto, limit: int = PORTABLE_WEIGHT_LIMIT, base_dir: str = "") -> list[str]:
     """int8 weights of integer products with a value outside [-limit, limit], as "name [min, max]".
+    ``base_dir``: the model's folder, where weights stored as external data are read from (VGGT-1B).
 
     Such a weight can saturate the uint8 x int8 kernels of x86 CPUs without VNNI, so the graph's
     outputs there differ from those of a VNNI, AMX or arm64 CPU. Empty: the same results everywhere.
@@ -88,7 +89,7 @@ def saturating_weights(model: onnx.ModelProto, limit: int = PORTABLE_WEIGHT_LIMI
         tensor = initializers.get(name)
         if tensor is None or tensor.data_type != onnx.TensorProto.INT8:
             continue  # uint8 weights (u8u8 kernels) do not saturate; activations are not initializers
-        values = onnx.numpy_helper.to_array(tensor)
+        values = onnx.numpy_helper.to_array(tensor, base_dir=base_dir)
         if values.size and (int(values.min()) < -limit or int(values.max()) > limit):
             found.append(f"{name} [{int(values.min())}, {int(values.max())}]")
     return found
@@ -192,7 +193,7 @@ def quantization_record(model_path: Path, schemes: list[Int8Scheme]) -> dict[str
     """What ``artifact.json`` says about an int8 graph: its schemes, the ops they quantized, whether
     its results are the same on every CPU, and the CPU its gate ran on."""
     model = onnx.load(str(model_path), load_external_data=False)
-    risky = saturating_weights(model)
+    risky = saturating_weights(model, base_dir=str(Path(model_path).parent))
     return {
         "schemes": [s.to_json() for s in schemes],
         "quantized_ops": quantized_ops(model, tuple(op for s in schemes if s.method == "static" for op in s.op_types)),

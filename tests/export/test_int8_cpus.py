@@ -18,6 +18,7 @@ from edgescene.export.calibration import calibration_feeds
 from edgescene.export.graphs import dinov3_graph
 from edgescene.export.int8_portability import (
     cpu_instruction_set,
+    quantization_record,
     saturating_weights,
     u8s8_kernels_saturate,
     u8s8_probe,
@@ -144,6 +145,20 @@ def test_seven_bit_weights_cannot_saturate_and_eight_bit_ones_can(dinov3, tmp_pa
         assert saturating_weights(onnx.load(quantized(dinov3, tmp_path / name / "model.onnx", static))) == []
     old = onnx.load(quantized(dinov3, tmp_path / "old" / "model.onnx", OLD_STATIC, OLD_DYNAMIC))
     assert any(w.endswith("127]") for w in saturating_weights(old))  # 8-bit symmetric weights reach 127
+
+
+def test_weights_stored_as_external_data_are_checked_too(tmp_path):
+    """Big graphs (VGGT-1B) keep their int8 weights in a data file beside model.onnx: the record reads
+    them from the model's folder, wherever the export runs from."""
+    model, _, _ = u8s8_probe()  # one int8 weight of 127s: outside [-64, 64]
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    onnx.save(
+        model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data", size_threshold=0
+    )
+    assert (folder / "model.onnx.data").is_file()
+    record = quantization_record(folder / "model.onnx", [DYNAMIC_INT8])
+    assert record["same_on_every_cpu"] is False and record["saturating_weights"] == ["b [127, 127]"]
 
 
 @needs_qemu
