@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Literal
 
@@ -50,7 +51,7 @@ from edgescene.runtime.outputs import (
     write_tum,
 )
 from edgescene.runtime.pipeline import ReadAhead, WriteBehind
-from edgescene.runtime.session import Device, open_session
+from edgescene.runtime.session import Device, Session, open_session
 from edgescene.runtime.stream import (
     KeyframeResult,
     PoseGraphSolver,
@@ -310,13 +311,21 @@ class Stream:
 
 
 class Reconstructor:
-    """Reconstruction with one VGGT model. ``model``: artifact folder, checkpoint file or preset."""
+    """Reconstruction with one VGGT model. ``model``: artifact folder, checkpoint file, preset or Hub id
+    (opened with :func:`~edgescene.runtime.session.open_session`), or a session already open."""
 
-    def __init__(self, model: str | Path, config: ReconstructConfig = ReconstructConfig(), **session_options) -> None:
+    def __init__(
+        self, model: str | Path | Session, config: ReconstructConfig = ReconstructConfig(), **session_options
+    ) -> None:
         self.config = config
-        self.session = open_session(
-            model, device=config.device, fast_attention=config.fast_attention, **session_options
-        )
+        if isinstance(model, (str, PathLike)):
+            self.session: Session = open_session(
+                model, device=config.device, fast_attention=config.fast_attention, **session_options
+            )
+        else:  # an open session (a server's shared one, a bench's oracle): used as it is
+            if session_options:
+                raise ValueError(f"session options {sorted(session_options)} apply only when opening a model by name")
+            self.session = model
         artifact = self.session.artifact
         family = artifact.model.get("family")
         if family != "vggt":
@@ -528,7 +537,7 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
 
 def reconstruct_to_folder(
     source,
-    model: str | Path,
+    model: str | Path | Session,
     out: str | Path,
     config: ReconstructConfig = ReconstructConfig(),
     overwrite: bool = False,

@@ -1,0 +1,185 @@
+"""An oracle model: a session that answers a window of frames with their ground truth, plus noise.
+
+It stands in for VGGT where the bench measures the runtime and not the model
+(:mod:`edgescene.bench.runtime_capacity`). It speaks the runtime's session interface
+(:class:`edgescene.runtime.session.Session`: ``{"images": (S, 3, H, W) float32 in [0, 1]}`` in;
+``pose_enc`` (S, 9), ``depth`` (S, H, W), ``depth_conf`` (S, H, W), ``world_points`` (S, H, W, 3),
+``world_points_conf`` (S, H, W) out), so :class:`edgescene.runtime.reconstruct.Reconstructor`
+runs it exactly as it runs an exported model.
+
+What it answers, per window, like VGGT: everything in the window's first camera frame (that camera
+is exactly the identity), at a window-specific scale (VGGT normalises each window's scale; here
+``exp(N(0, 0.3))``), so the runtime must align windows to each other as it does with the real
+model. Noise, drawn from a generator seeded by (seed, the window's frames), so the same window gets
+the same answer in every run and in every implementation being compared:
+
+- depth: multiplicative Gaussian noise whose standard deviation falls with the confidence
+  (``depth_noise`` x 0.25..1.75), plus 2 % outlier pixels (x 0.7..1.3) with low confidence;
+- confidence: ``1 + 10 u`` (u in [0, 1)), higher where the depth is better, as VGGT's;
+- cameras: every frame but the first gets a rotation error of ``rotation_noise_deg`` (random axis)
+  and a translation error of ``translation_noise`` metres (times the window's scale) per axis.
+
+Frames are recognised by their pixels: the images the runtime sends must be the video's frames as
+rendered (the bench renders them at the model's input size, so preprocessing leaves them as they
+are). ``latency_ms`` per frame makes each call sleep ``latency_ms x S`` (releasing the GIL, like a
+GPU model that leaves the CPU free); the arithmetic is cached per window, so with a warm cache a
+call costs its sleep and a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgescene.bench.synthetic_scene import SyntheticVideo
+from edgescene.core.artifact import Artifact, TensorSpec
+from edgescene.core.geometry import encode_pose, inverse_se3, unproject_depth
+
+WINDOW_SCALE_SIGMA = 0.3  # log-normal spread of each window's normalised scale
+OUTLIER_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class OracleNoise:
+    """Noise of the oracle's answers (see the module docstring); all >= 0."""
+
+    depth_noise: float = 0.01  # relative depth error (standard deviation) at average confidence
+    rotation_noise_deg: float = 0.15
+    translation_noise: float = 0.005  # metres (per axis, standard deviation)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("depth_noise", "rotation_noise_deg", "translation_noise"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def frame_key(rgb_chw: np.ndarray) -> bytes:
+    """Identity of a frame's pixels: (3, H, W) uint8."""
+    return hashlib.blake2b(np.ascontiguousarray(rgb_chw).tobytes(), digest_size=16).digest()
+
+
+def _rotation(axis_angle: np.ndarray) -> np.ndarray:
+    """Rodrigues: (3,) axis times angle (radians) -> (3, 3)."""
+    angle = float(np.linalg.norm(axis_angle))
+    if angle == 0:
+        return np.eye(3)
+    k = axis_angle / angle
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+
+
+class OracleSession:
+    """A VGGT-shaped session over a :class:`SyntheticVideo` (see the module docstring)."""
+
+    backend = "oracle"
+    device = "cpu"
+
+    def __init__(
+        self, video: SyntheticVideo, noise: OracleNoise = OracleNoise(), latency_ms: float = 0.0, max_frames: int = 32
+    ) -> None:
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        self.video = video
+        self.noise = noise
+        self.latency_ms = float(latency_ms)
+        h, w = video.hw
+        self._index = {frame_key(video.rgb[i].transpose(2, 0, 1)): i for i in range(video.frames)}
+        self._cache: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
+        self.calls: list[tuple[int, ...]] = []  # the windows asked for, in order
+        self.artifact = Artifact(
+            format="oracle",
+            precision="fp64",
+            backend="onnxruntime",
+            model={"family": "vggt", "preset": "oracle", "source": "synthetic ground truth", "demo": ""},
+            files={},
+            inputs=[TensorSpec("images", ["frames", 3, h, w], "float32")],
+            outputs=[
+                TensorSpec("pose_enc", ["frames", 9], "float32"),
+                TensorSpec("depth", ["frames", h, w], "float32"),
+                TensorSpec("depth_conf", ["frames", h, w], "float32"),
+                TensorSpec("world_points", ["frames", h, w, 3], "float32"),
+                TensorSpec("world_points_conf", ["frames", h, w], "float32"),
+            ],
+            input_size={"height": h, "width": w},
+            frames={"min": 1, "opt": 8, "max": max_frames},
+            normalization={"input_range": [0, 1], "in_graph": True},
+            accepted=True,
+        )
+
+    def input_spec(self) -> list[TensorSpec]:
+        return self.artifact.inputs
+
+    def output_spec(self) -> list[TensorSpec]:
+        return self.artifact.outputs
+
+    def close(self) -> None:
+        self._cache.clear()
+
+    def frames_of(self, images: np.ndarray) -> tuple[int, ...]:
+        """The video's frame numbers of a window of model inputs (S, 3, H, W) in [0, 1]."""
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.video.hw:
+            raise ValueError(f"images: expected (S, 3, {self.video.hw[0]}, {self.video.hw[1]}), got {images.shape}")
+        frames = []
+        for image in images:
+            key = frame_key(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8))
+            if key not in self._index:
+                raise ValueError(
+                    "the oracle got a frame that is not one of its video's frames as rendered: feed the "
+                    "rendered frames at the model's input size, unchanged"
+                )
+            frames.append(self._index[key])
+        return tuple(frames)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        frames = self.frames_of(np.asarray(feeds["images"]))
+        self.calls.append(frames)
+        if frames not in self._cache:
+            self._cache[frames] = self._answer(frames)
+        out = {k: v.copy() for k, v in self._cache[frames].items()}
+        remaining = self.latency_ms * len(frames) / 1000.0 - (time.perf_counter() - start)
+        if remaining > 0:
+            time.sleep(remaining)
+        return out
+
+    def _answer(self, frames: tuple[int, ...]) -> dict[str, np.ndarray]:
+        video, noise = self.video, self.noise
+        rng = np.random.default_rng([noise.seed, *frames])
+        scale = float(np.exp(rng.normal(0.0, WINDOW_SCALE_SIGMA)))
+        first = np.vstack([video.extrinsics[frames[0]], [0, 0, 0, 1]])
+        world_from_first = inverse_se3(first)
+        s, (h, w) = len(frames), video.hw
+        extrinsics = np.zeros((s, 3, 4))
+        for j, f in enumerate(frames):
+            rel = video.extrinsics[f] @ world_from_first  # camera j from the first camera, metres
+            rel[:, 3] *= scale
+            if j > 0:
+                rel[:, :3] = (
+                    _rotation(rng.normal(size=3) / np.sqrt(3) * np.radians(noise.rotation_noise_deg)) @ rel[:, :3]
+                )
+                rel[:, 3] += rng.normal(0.0, noise.translation_noise, 3) * scale
+            extrinsics[j] = rel
+        quality = rng.random((s, h, w))
+        conf = (1.0 + 10.0 * quality).astype(np.float32)
+        sigma = noise.depth_noise * (0.25 + 1.5 * (1.0 - quality))
+        factor = 1.0 + sigma * rng.standard_normal((s, h, w))
+        outliers = rng.random((s, h, w)) < OUTLIER_FRACTION
+        factor[outliers] = rng.uniform(0.7, 1.3, int(outliers.sum()))
+        conf[outliers] = 1.0 + rng.random(int(outliers.sum())).astype(np.float32)
+        depth = (scale * video.depth[list(frames)] * factor).astype(np.float32)
+        intrinsics = np.broadcast_to(video.intrinsics, (s, 3, 3))
+        points = unproject_depth(depth, extrinsics, intrinsics).astype(np.float32)
+        return {
+            "pose_enc": encode_pose(extrinsics, intrinsics, (h, w)).astype(np.float32),
+            "depth": depth,
+            "depth_conf": conf,
+            "world_points": points,
+            "world_points_conf": conf.copy(),
+        }
+
+
+__all__ = ["OracleNoise", "OracleSession", "frame_key"]
