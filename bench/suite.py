@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from edgescene.core.atomic import atomic_write_text
+
 PYTORCH = "pytorch"
 FAST = "+fast"  # suffix of a row run with fast attention (token merging in VGGT's global attention)
 STREAM_WINDOW, STREAM_OVERLAP = 8, 2  # the streaming section's window: the runtime's defaults
@@ -630,7 +632,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> BenchR
         report.stream = _streaming(report, config, torch_options, reference_model, log)
     report.created_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report.elapsed_s = round(time.perf_counter() - start, 2)
-    write_json(out / "bench.json", report.to_json())
+    atomic_write_text(out / "bench.json", json.dumps(report.to_json(), indent=1))
     return report
 
 
@@ -725,12 +727,6 @@ def _streaming(
         fps=data["fps"],
         model_only_fps=data["model_only_fps"],
     )
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 __all__ = [

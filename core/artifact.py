@@ -30,11 +30,11 @@ read by the runtime, which never guesses shapes, normalisation or precision. Sch
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from edgescene.core.atomic import atomic_write_text
 
 SCHEMA = "edgescene.artifact"
 VERSION = 1
@@ -162,13 +162,7 @@ def with_named_image_axes(spec: TensorSpec, height: int, width: int) -> TensorSp
 
 def write_artifact_json(artifact: Artifact, folder: str | Path) -> Path:
     """Write ``folder/artifact.json`` atomically."""
-    folder = Path(folder)
-    fd, tmp = tempfile.mkstemp(prefix=".artifact-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(artifact.to_json(), f, indent=1)
-    target = folder / ARTIFACT_JSON
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(Path(folder) / ARTIFACT_JSON, json.dumps(artifact.to_json(), indent=1))
 
 
 def read_artifact(folder: str | Path, require_accepted: bool = True) -> Artifact:

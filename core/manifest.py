@@ -41,11 +41,11 @@ Entry fields (paths are relative to the manifest's folder, sources to the input 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from edgescene.core.atomic import atomic_write_text
 
 SCHEMA = "edgescene.manifest"
 VERSION = 1
@@ -127,12 +127,7 @@ def write_manifest(manifest: Manifest, folder: str | Path) -> Path:
         raise ManifestError("entry ids must be unique")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest.to_json(), f, indent=1)
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=1))
 
 
 def read_manifest(path: str | Path) -> Manifest:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from edgescene.core.atomic import atomic_write_bytes
+
 PRECISIONS = ("fp32", "fp16")
 
 _INSTALL_HINT = (
@@ -100,21 +102,6 @@ def timing_cache_file(device: dict[str, str], tensorrt_version: str) -> Path:
 def default_timing_cache() -> Path:
     """:func:`timing_cache_file` for this machine's GPU and TensorRT (imports both)."""
     return timing_cache_file(_this_gpu(_require_cuda()), str(require_tensorrt().__version__))
-
-
-def _write_atomic(path: Path, data) -> int:
-    """Write a bytes-like object (bytes, IHostMemory) to ``path`` via a temp file and rename; returns its size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.stat().st_size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,12 +356,14 @@ def build_engine(
             f"TensorRT failed to build an engine from {onnx_path}: read the TensorRT log above; if it "
             f"ran out of memory, lower workspace_gb (now {workspace_gb}) or the profiles' max shapes"
         )
-    engine_bytes = _write_atomic(engine_path, plan)
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_bytes = atomic_write_bytes(engine_path, plan).stat().st_size
     del plan
 
     cache_written = 0
     if timing_cache_path is not None:
-        cache_written = _write_atomic(timing_cache_path, config.get_timing_cache().serialize())
+        timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_written = atomic_write_bytes(timing_cache_path, config.get_timing_cache().serialize()).stat().st_size
 
     log(f"tensorrt: wrote {engine_path} ({engine_bytes / 2**20:.1f} MB) in {build_s:.1f} s")
     return {

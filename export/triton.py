@@ -63,6 +63,7 @@ import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from edgescene.core.artifact import TRITON_ARTIFACT_PARAMETER, TensorSpec
+from edgescene.core.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def write_triton_repository(
     model_dir = repository / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     _write_version_folder(onnx_path, external, model_dir)
-    _write_text_atomic(model_dir / CONFIG_FILE, text)
+    atomic_write_text(model_dir / CONFIG_FILE, text)
 
     others = sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name != VERSION)
     if others:
@@ -186,7 +187,7 @@ def embed_artifact(config_path: Path, artifact: dict[str, Any]) -> None:
     )
     if _parse_config(text).parameters[TRITON_ARTIFACT_PARAMETER].string_value != payload:
         raise RuntimeError(f"internal error: {TRITON_ARTIFACT_PARAMETER} does not round-trip through config.pbtxt")
-    _write_text_atomic(config_path, text)
+    atomic_write_text(config_path, text)
 
 
 def render_config(
@@ -609,15 +610,3 @@ def _write_version_folder(onnx_path: Path, external: list[str], model_dir: Path)
             os.replace(old, version_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the server may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,7 +5,8 @@ Imports numpy, trimesh and the standard library only (never torch or ``edgescene
 A run writes everything through :class:`OutputFolder`, which stages the files in a hidden folder
 beside the destination and renames it into place only when the run finishes, so an interrupted or
 failed run never leaves a partial folder at ``out_dir``. Every writer also writes its own file
-through a temporary name and ``os.replace``, so it is atomic when used on its own too.
+through :mod:`edgescene.core.atomic`, so it is atomic when used on its own too (the
+file's folder must exist; :meth:`OutputFolder.path` creates it).
 
 The folder holds (see CONVENTIONS.md, "Artifacts"): a point cloud as PLY and GLB
 (:func:`write_ply`, :func:`write_glb`), cameras as JSON and a TUM trajectory
@@ -20,7 +21,6 @@ All writers validate shapes and raise ValueError naming the argument and the exp
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -40,6 +40,7 @@ import trimesh
 from trimesh.path.entities import Line
 from trimesh.path.path import Path3D
 
+from edgescene.core.atomic import atomic_write_bytes, atomic_write_text
 from edgescene.core.geometry import inverse_se3, rotmat_to_quat
 
 __all__ = [
@@ -164,23 +165,6 @@ class OutputFolder:
 # ----------------------------------------------------------------------------- helpers
 
 
-@contextlib.contextmanager
-def _atomic_open(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temporary file beside ``path``; rename it to ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
-    try:
-        with os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _array(x, name: str, shape: tuple, real: bool = True) -> np.ndarray:
     """``x`` as an array of the given shape; an int in ``shape`` is fixed, a str names a free dim."""
     a = np.asarray(x)
@@ -235,8 +219,7 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -
     """
     p, c = _point_set(points, colors)
     data = _EMPTY_PLY if len(p) == 0 else trimesh.PointCloud(p, colors=c).export(file_type="ply")
-    with _atomic_open(path) as f:
-        f.write(data)
+    atomic_write_bytes(path, data)
 
 
 def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -353,8 +336,7 @@ def write_glb(
             name = f"camera_{i:03d}"
             scene.add_geometry(lines, geom_name=name, node_name=name, transform=node)
     data = scene.export(file_type="glb") if scene.geometry else _empty_glb()
-    with _atomic_open(path) as f:
-        f.write(data)
+    atomic_write_bytes(path, data)
 
 
 # ----------------------------------------------------------------------------- cameras
@@ -426,8 +408,7 @@ def write_tum(path: str | os.PathLike, timestamps: np.ndarray, extrinsics: np.nd
     for i in range(len(ts)):
         nums = " ".join(f"{v:.9g}" for v in (*c2w[i, :, 3], *q[i]))
         lines.append(f"{ts[i]:.6f} {nums}")
-    with _atomic_open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- depth, report
@@ -454,8 +435,7 @@ def write_depth_npz(path: str | os.PathLike, depth: np.ndarray, conf: np.ndarray
         for key, value in arrays.items():  # the layout np.load reads: one KEY.npy per array
             with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-    with _atomic_open(path) as f:
-        f.write(buf.getbuffer())
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def rescale_depth_npz(path: str | os.PathLike, factor: float) -> None:
@@ -496,8 +476,7 @@ def write_json(path: str | os.PathLike, data) -> None:
     numpy values, tuples and paths are converted; non-finite floats become null (strict JSON).
     """
     text = json.dumps(_jsonable(data), indent=1, sort_keys=False, allow_nan=False)
-    with _atomic_open(path, "w") as f:
-        f.write(text + "\n")
+    atomic_write_text(path, text + "\n")
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"#:,;()]+[/\\])+([^\s/\\'\"#:,;()]+)")

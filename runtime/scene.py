@@ -17,7 +17,6 @@ OpenCV camera axes, VGGT's normalised scale:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from typing import Literal, TypedDict
 
 import numpy as np
 
+from edgescene.core.atomic import atomic_write
 from edgescene.core.geometry import unproject_depth
 from edgescene.runtime.fusion import confidence_mask, voxel_downsample
 from edgescene.runtime.outputs import write_glb, write_ply
@@ -172,11 +172,8 @@ class SceneCache:
         if self.world_points is not None:
             assert self.world_points_conf is not None  # _check: both or neither
             arrays["world_points"], arrays["world_points_conf"] = self.world_points, self.world_points_conf
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buf.getbuffer())
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
         return path
 
     @classmethod

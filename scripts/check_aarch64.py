@@ -444,10 +444,10 @@ def main(argv: list[str] | None = None) -> int:
             passed = False
     result["passed"] = passed
     if args.out is not None:
+        from edgescene.core.atomic import atomic_write_text
+
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        tmp.replace(args.out)
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     return 0 if passed else 1
 
 

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from edgescene.core.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "edgescene.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -124,14 +125,8 @@ def save_checkpoint(
         "train_state": train_state,
         "metrics": metrics or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 

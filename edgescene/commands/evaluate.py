@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from edgescene.commands.model_choice import FAST_ATTENTION_HELP, MODEL_HELP, check_model_choice
+from edgescene.core.atomic import atomic_write_text
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,18 +38,6 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="score constant depth, identity poses and a constant forward walk on the same frames",
     )
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -92,6 +80,8 @@ def run_eval(args: argparse.Namespace) -> int:
         report.dataset = args.dataset
     print(report.format())
     if args.json_out:
-        _write_json(Path(args.json_out), report.to_json())
+        json_out = Path(args.json_out)
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_out, json.dumps(report.to_json(), indent=1))
         print(f"eval: report written to {args.json_out}")
     return 0

@@ -85,6 +85,7 @@ def run_download(args: argparse.Namespace) -> int:
     _require_torch()
     import shutil
 
+    from edgescene.core.atomic import atomic_write
     from edgescene.models.weights.common import sha256_of
     from edgescene.models.weights.inspect import inspect_checkpoint
     from edgescene.models.weights.vggt import download_from_hub
@@ -98,8 +99,7 @@ def run_download(args: argparse.Namespace) -> int:
         )
     args.target_dir.mkdir(parents=True, exist_ok=True)
     if not target.exists() or args.overwrite:
-        tmp = target.with_name(target.name + ".part")
-        shutil.copyfile(cached, tmp)
-        tmp.replace(target)
+        with open(cached, "rb") as src, atomic_write(target) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
     print(f"{target}: {report['family']} preset {report['preset']}, {report['parameters']} parameters")
     return 0

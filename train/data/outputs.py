@@ -8,11 +8,10 @@ are written all or none. A file that the previous manifest does not list is neve
 
 from __future__ import annotations
 
-import os
 import posixpath
-import tempfile
 from pathlib import Path
 
+from edgescene.core.atomic import atomic_write_bytes
 from edgescene.core.manifest import Entry
 from edgescene.train.data.readers import ReadError
 
@@ -57,18 +56,6 @@ def output_bases(rels: list[str]) -> tuple[dict[str, str], dict[str, str]]:
 # ---------------------------------------------------------------- writing
 
 
-def atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(rendered: list[tuple[Entry, bytes]], output_dir: Path, overwrite: bool, owned: frozenset[str]) -> int:
     """Write every output of one source, or none: foreign files are checked before anything is written.
 
@@ -92,7 +79,8 @@ def write_outputs(rendered: list[tuple[Entry, bytes]], output_dir: Path, overwri
     written: list[Path] = []
     try:
         for target, data in plan:
-            atomic_write(target, data)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, data)
             written.append(target)
     except BaseException:
         for target in written:  # leave no half-written source behind

@@ -14,8 +14,6 @@ extrinsics) and ``depth`` for every frame, grouped by ``sequence``. Scene i uses
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +24,7 @@ import cv2
 import numpy as np
 
 from edgescene import __version__
+from edgescene.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.synthetic.raycast import render
 from edgescene.train.data.synthetic.scene import Scene, random_scene
@@ -98,26 +97,11 @@ def render_sequence(
     )
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_png(path: str, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(path, np.ascontiguousarray(rgb[..., ::-1])):
-        raise OSError(f"could not write {path}")
-
-
-def _write_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array)
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write_bytes(path, png)
 
 
 def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
@@ -126,12 +110,14 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
     trajectory = config.trajectories[index % len(config.trajectories)]
     seq = render_sequence(seed, trajectory, config.frames, config.width, config.height, config.fov_deg)
     folder = Path(config.out_dir) / f"scene_{index:04d}"
+    (folder / "rgb").mkdir(parents=True, exist_ok=True)
+    (folder / "depth").mkdir(exist_ok=True)
     entries = []
     for i in range(config.frames):
         rgb_rel, depth_rel = f"{folder.name}/rgb/{i:04d}.png", f"{folder.name}/depth/{i:04d}.npy"
-        frame = seq.frames[i]
-        _atomic_write(Path(config.out_dir) / rgb_rel, lambda p, f=frame: _write_png(p, f))
-        _atomic_write(Path(config.out_dir) / depth_rel, lambda p, d=seq.depth[i]: _write_npy(p, d))
+        _write_png(Path(config.out_dir) / rgb_rel, seq.frames[i])
+        with atomic_write(Path(config.out_dir) / depth_rel) as f:
+            np.save(f, seq.depth[i])
         entries.append(
             asdict(
                 Entry(
@@ -161,7 +147,7 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
         "width": config.width,
         "height": config.height,
     }
-    _atomic_write(folder / "scene.json", lambda p: Path(p).write_text(json.dumps(description, indent=1)))
+    atomic_write_text(folder / "scene.json", json.dumps(description, indent=1))
     return entries
 
 
