@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib.util
-import io
 import logging
 import math
 import os
@@ -600,24 +599,20 @@ def _check_video_budget(source, name: str, config: ServiceConfig) -> None:
 
 
 def _decode_frame(data: bytes, number: int) -> np.ndarray:
-    """One streamed JPEG / PNG frame -> (H, W, 3) uint8 RGB; ValueError (the session goes on) for
-    garbage or a frame whose header declares more pixels than the limit (checked before decoding)."""
-    import cv2
-    from PIL import UnidentifiedImageError
-
-    from edgescene.core.preprocess import open_image_checked
+    """One streamed JPEG / PNG frame -> (H, W, 3) uint8 RGB through the one decoder
+    (:func:`edgescene.core.images.decode_image`), so a frame sent here gives the same pixels as the
+    same file through ``edgescene reconstruct``: pixels as stored (the EXIF Orientation tag is not
+    applied: a phone's portrait JPEG stays as stored, as in reconstruct's default), RGBA on white,
+    16-bit scaled to 8 bit. ValueError (the session goes on) for garbage, or a frame whose header
+    declares more pixels than the limit (checked before decoding)."""
+    from edgescene.core.images import UndecodableImage, decode_image
 
     try:
-        with open_image_checked(io.BytesIO(data)):
-            pass
-    except (UnidentifiedImageError, OSError) as exc:
+        return decode_image(data, "none", what="the frame")
+    except UndecodableImage as exc:
         raise ValueError(f"frame {number}: not a decodable image; send each frame as JPEG or PNG bytes") from exc
     except ValueError as exc:
         raise ValueError(f"frame {number}: {exc}") from exc
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"frame {number}: not a decodable image; send each frame as JPEG or PNG bytes")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 async def _stream_session(

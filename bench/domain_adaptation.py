@@ -51,6 +51,7 @@ def make_domain(
     """Render, convert to the thermal-like domain, split: (adaptation frames folder, held-out manifest folder)."""
     from PIL import Image
 
+    from edgescene.core.images import decode_image
     from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
     rendered = out / "rendered"
@@ -69,7 +70,7 @@ def make_domain(
     kept, calibration = [], {}
     for name, entries in manifest.sequences().items():
         for entry in entries:
-            rgb = np.asarray(Image.open(resolve_inside(rendered, entry.path)).convert("RGB"))
+            rgb = decode_image(resolve_inside(rendered, entry.path))
             ir = Image.fromarray(thermal_like(rgb))
             if name in held_out:
                 target = eval_dir / entry.path

@@ -3,11 +3,12 @@
 Upstream-exact VGGT input (the default everywhere a frame meets the model):
 
 - :func:`load_and_preprocess_images` ``(paths, mode) -> (S, 3, H, W) float32 in [0, 1]``, with the
-  name and behaviour of upstream's ``vggt/utils/load_fn.py``: PIL decode, RGBA composited on white,
-  ``convert("RGB")``; ``"crop"``: width 518, height ``round(h * (518 / w) / 14) * 14`` (a slight
-  stretch), PIL bicubic, centre-cropped to 518 rows when taller; ``"pad"``: longest side 518, the
-  other rounded the same way, padded with 1.0 to 518 x 518 (the floor half of the padding goes
-  left / top); images of different shapes in one call are padded with 1.0 to the largest H and W.
+  name and behaviour of upstream's ``vggt/utils/load_fn.py``: decoded by :mod:`edgescene.core.images`
+  (the one decoder: PIL, RGBA composited on white, ``convert("RGB")``); ``"crop"``: width 518,
+  height ``round(h * (518 / w) / 14) * 14`` (a slight stretch), PIL bicubic, centre-cropped to 518
+  rows when taller; ``"pad"``: longest side 518, the other rounded the same way, padded with 1.0 to
+  518 x 518 (the floor half of the padding goes left / top); images of different shapes in one call
+  are padded with 1.0 to the largest H and W.
 - :func:`preprocess_frames` does the same for decoded frames (``(H0, W0, 3)`` uint8 RGB arrays, e.g.
   video frames) and also returns each frame's :class:`Resize`; :func:`upstream_resize` is the size
   rule alone, :func:`place` puts a result on a larger model canvas (white, floor half left / top).
@@ -25,16 +26,22 @@ upstream path. Imports numpy, Pillow, OpenCV and the standard library only.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from edgescene.core.images import (
+    DEFAULT_MAX_PIXELS,
+    ORIENTATIONS,
+    check_pixels,
+    decode_image,
+    decode_image_float,
+    max_pixels,
+    open_image_checked,
+    probe_image,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -62,68 +69,8 @@ __all__ = [
 ]
 
 MODES = ("crop", "pad")
-ORIENTATIONS = ("none", "exif")
 PAD_VALUE = 1.0  # white, as upstream's pad mode
 TARGET_SIZE = 518  # upstream's long side (VGGT-1B was trained at 518)
-# Decompression-bomb guard: the most pixels one image or video frame may have (a 16-bit RGBA image of
-# this size is 800 MB decoded). EDGESCENE_MAX_PIXELS overrides it; every decoder checks it from the
-# file's header, before decoding.
-DEFAULT_MAX_PIXELS = 100_000_000
-
-
-def max_pixels() -> int:
-    """The per-image pixel limit: ``EDGESCENE_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
-    value = os.environ.get("EDGESCENE_MAX_PIXELS", "").strip()
-    if not value:
-        return DEFAULT_MAX_PIXELS
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"EDGESCENE_MAX_PIXELS must be a positive integer, got {value!r}")
-    return int(value)
-
-
-@contextlib.contextmanager
-def open_image_checked(path):
-    """``PIL.Image.open(path)`` with the pixel limit checked from the header, before any decoding.
-
-    Pillow's own guard is set to the same limit (its warning is silenced: the check here is the
-    error); ValueError names the size and the limit. Other open errors propagate (the caller knows
-    what an unreadable file means to it).
-    """
-    from PIL import Image
-
-    name = Path(str(path)).name
-    limit = max_pixels()
-    # Pillow checks its global guard in open() only: set it for this call and put it back, so that other
-    # Pillow users in the process (COLMAP export, Gradio) keep their own limit
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(path)
-    except Image.DecompressionBombError as exc:  # Pillow stops at twice its limit, before we see the size
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
-        raise ValueError(
-            f"image {name} has {size}, above the limit of {limit / 1e6:.1f} megapixels: downscale it, "
-            "or raise EDGESCENE_MAX_PIXELS if this machine has the memory"
-        ) from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-    with opened:
-        check_pixels(opened.width, opened.height, f"image {name}")
-        yield opened
-
-
-def check_pixels(width: int, height: int, what: str, limit: int | None = None) -> None:
-    """ValueError naming the size and the limit when ``width x height`` exceeds it."""
-    limit = max_pixels() if limit is None else limit
-    if width * height > limit:
-        raise ValueError(
-            f"{what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the limit of "
-            f"{limit / 1e6:.1f} megapixels: downscale it, or raise EDGESCENE_MAX_PIXELS if this machine has "
-            "the memory"
-        )
 
 
 PATCH = 14
@@ -399,23 +346,13 @@ def prepare_depth(depth: np.ndarray, resize: Resize) -> np.ndarray:
 
 
 def load_rgb(path) -> np.ndarray:
-    """A dataset image for :func:`prepare`: (H, W, 3) RGB, uint8 as stored or float32 in [0, 1] for
-    16-bit files (grey replicated to 3 channels, alpha dropped). ValueError when it cannot be read."""
-    import cv2
-    from PIL import UnidentifiedImageError
-
-    try:  # the header's size first: OpenCV would decode a pixel bomb before anyone could refuse it
-        with open_image_checked(path):
-            pass
-    except (UnidentifiedImageError, OSError):
-        pass  # a format Pillow cannot size: OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS) applies
-    img: np.ndarray | None = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    img = np.ascontiguousarray(img[..., 2::-1])  # BGR(A) -> RGB
-    return img if img.dtype == np.uint8 else img.astype(np.float32) / np.iinfo(img.dtype).max
+    """A dataset image for :func:`prepare`: (H, W, 3) RGB under the one decoding policy
+    (:mod:`edgescene.core.images`: pixels as stored, RGBA on white, grey replicated): uint8, or
+    float32 in [0, 1] for 16-bit grey / 32-bit / float files, which keep their precision
+    (:func:`~edgescene.core.images.decode_image_float`). ValueError when it cannot be read."""
+    if probe_image(path).bits > 8:
+        return decode_image_float(path)
+    return decode_image(path)
 
 
 # ----------------------------------------------------------------------------- upstream-exact path
@@ -570,45 +507,6 @@ def preprocess_frames(
     for i, (rgb, r) in enumerate(zip(arrays, resizes, strict=True)):
         images[i] = resize_pixels(rgb, r)
     return images, resizes
-
-
-def decode_image(path, orientation: Literal["none", "exif"] = "none") -> np.ndarray:
-    """One image file -> ``(H, W, 3)`` uint8 RGB, as upstream decodes it.
-
-    PIL decode; RGBA alpha-composited on white; ``convert("RGB")`` (grey replicated, palette
-    expanded; other alpha modes dropped, as upstream). 16-bit and float images, which PIL would
-    clip to 0..255, are first scaled linearly from their type's range to 8 bit. ``orientation``:
-    ``"none"`` (upstream: pixels as stored) or ``"exif"`` (apply the EXIF Orientation tag, any
-    format PIL reads it from: JPEG, PNG, WebP; Pillow's TIFF decoder applies it in both modes, as it
-    does upstream). ValueError when the file cannot be decoded.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if orientation not in ORIENTATIONS:
-        raise ValueError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {orientation!r}")
-    try:
-        with open_image_checked(path) as opened:  # the size is known (and checked) before decoding
-            img = ImageOps.exif_transpose(opened) if orientation == "exif" else opened
-            img.load()
-            img = img.copy() if img is opened else img
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot decode image {path}: {exc}") from exc
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        top = (
-            65535.0
-            if img.mode.startswith("I;16")
-            or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255 and arr.max(initial=0) <= 65535)
-            else None
-        )
-        if arr.dtype.kind == "f":
-            arr = np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0) * 255.0
-        elif top is not None:
-            arr = arr.astype(np.float64) * (255.0 / top)
-        img = Image.fromarray(np.rint(np.clip(arr, 0, 255)).astype(np.uint8), "L")
-    if img.mode == "RGBA":
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
-    return np.asarray(img.convert("RGB"))
 
 
 def load_and_preprocess_images(

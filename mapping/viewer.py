@@ -199,8 +199,9 @@ def apply_stream_message(viewer: SceneViewer, message: dict) -> None:
 
 def view_folder(recon_dir: str | Path, host: str = "127.0.0.1", port: int = 8080) -> SceneViewer:
     """A viewer showing a finished reconstruction folder (points.ply, cameras.json; keyframe
-    thumbnails from colmap/images when ``edgescene colmap`` wrote them)."""
-    from PIL import Image
+    thumbnails from colmap/images when ``edgescene colmap`` wrote them, read by the one decoder,
+    :func:`edgescene.core.images.decode_image`)."""
+    from edgescene.core.images import decode_image
 
     recon_dir = Path(recon_dir)
     for name in ("points.ply", "cameras.json"):
@@ -216,7 +217,7 @@ def view_folder(recon_dir: str | Path, host: str = "127.0.0.1", port: int = 8080
     thumbs: list[np.ndarray | None] = []
     for k in range(len(frames)):
         jpg = recon_dir / "colmap" / "images" / f"{k:05d}.jpg"
-        thumbs.append(thumbnail(np.asarray(Image.open(jpg).convert("RGB"))) if jpg.is_file() else None)
+        thumbs.append(thumbnail(decode_image(jpg, what=f"thumbnail {jpg}")) if jpg.is_file() else None)
     viewer = SceneViewer(host=host, port=port)
     viewer.update(points, colors, None, extrinsics, intrinsics, tuple(cameras["image_size"]), thumbs)
     return viewer

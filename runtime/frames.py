@@ -7,9 +7,10 @@ a time, so a long video is never held in memory; each iteration starts again fro
 
 Every frame is ``(H0, W0, 3) uint8 RGB`` at the original resolution:
 
-- Images are decoded as upstream VGGT's ``load_and_preprocess_images`` decodes them
-  (:func:`edgescene.core.preprocess.decode_image`: Pillow, RGBA composited on white,
-  ``convert("RGB")``; 16-bit and float images scaled to 8 bit instead of clipped).
+- Images are decoded by the one decoder, :func:`edgescene.core.images.decode_image` (its module
+  docstring states the policy), as upstream VGGT's ``load_and_preprocess_images`` decodes them:
+  Pillow, RGBA composited on white, ``convert("RGB")``; 16-bit and float images scaled to 8 bit
+  instead of clipped; the pixel limit checked from the header first.
 - ``orientation="none"`` (the default, as upstream) keeps pixels as stored; ``"exif"`` applies the
   EXIF Orientation tag of every image format and the display rotation of videos (phone videos).
   Each frame records what was applied (``Frame.rotation_deg``, ``Frame.orientation``).
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from edgescene.core.color import yuv420_to_rgb
-from edgescene.core.preprocess import check_pixels
+from edgescene.core.images import check_pixels, decode_image
 
 __all__ = [
     "Frame",
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
-_ALPHA_CAPABLE = {".png", ".tif", ".tiff", ".webp", ".bmp"}  # decoded with IMREAD_UNCHANGED
 _THUMB_WIDTH = 64
 _TIME_TOLERANCE_S = 1e-3  # container time bases round timestamps (e.g. to the millisecond)
 
@@ -99,47 +99,24 @@ def _supported(kind: str) -> str:
     return " ".join(exts)
 
 
-def _to_uint8_rgb(img: np.ndarray, path: str) -> np.ndarray:
-    """OpenCV-decoded array (grey / BGR / BGRA, 8 / 16 bit / float) -> (H, W, 3) uint8 RGB."""
-    import cv2
-
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
-        raise InputError(f"{path}: unsupported image layout {img.shape}; convert it to an 8-bit RGB PNG or JPEG")
-    channels = img.shape[2]
-    if img.dtype == np.uint8 and channels in (1, 3):
-        code = cv2.COLOR_GRAY2RGB if channels == 1 else cv2.COLOR_BGR2RGB
-        return np.ascontiguousarray(cv2.cvtColor(img, code).reshape(img.shape[0], img.shape[1], 3))
-    # general path: float in [0, 1], composite alpha on white, back to 8 bit
-    if img.dtype == np.uint8:
-        x = img.astype(np.float32) / 255.0
-    elif img.dtype == np.uint16:
-        x = img.astype(np.float32) / 65535.0
-    elif np.issubdtype(img.dtype, np.floating):
-        x = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
-    else:
-        raise InputError(f"{path}: unsupported pixel type {img.dtype}; convert it to an 8-bit RGB PNG or JPEG")
-    if channels in (2, 4):
-        alpha = x[:, :, -1:]
-        x = x[:, :, :-1] * alpha + (1.0 - alpha)  # composite on white, as VGGT's loader
-    if x.shape[2] == 1:
-        x = np.repeat(x, 3, axis=2)
-    else:
-        x = x[:, :, ::-1]  # BGR -> RGB
-    return np.ascontiguousarray(np.rint(x * 255.0).astype(np.uint8))
-
-
 def read_image(path: str | Path, orientation: str = "none") -> np.ndarray | None:
-    """Decode one image file to (H, W, 3) uint8 RGB as upstream does; ``None`` (and a logged reason)
-    when it cannot be decoded."""
-    from edgescene.core.preprocess import decode_image
-
+    """Decode one image file to (H, W, 3) uint8 RGB with the one decoder
+    (:func:`edgescene.core.images.decode_image`); ``None`` (and a logged reason) when it cannot be
+    decoded."""
     try:
-        return decode_image(path, orientation)  # type: ignore[arg-type]
-    except ValueError as exc:
+        return _decode(path, orientation)
+    except InputError as exc:
         log.warning("%s", exc)
         return None
+
+
+def _decode(path: str | Path, orientation: str) -> np.ndarray:
+    """:func:`edgescene.core.images.decode_image`; its ValueError (naming the file and the fix) as an
+    :class:`InputError`."""
+    try:
+        return decode_image(path, orientation, what=f"image {path}")  # type: ignore[arg-type]
+    except (ValueError, OSError) as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _thumbnail(rgb: np.ndarray) -> np.ndarray:
@@ -258,12 +235,7 @@ class ImageSource(FrameSource):
         with _progress_bar(self.progress, self.expected_count(), "images") as bar:
             for i, path in enumerate(self.paths):
                 try:
-                    rgb = read_image(path, self.orientation)
-                    if rgb is None:
-                        raise InputError(
-                            f"cannot read image {path}: the file is corrupt or not an image; "
-                            "re-export it as PNG or JPEG"
-                        )
+                    rgb = _decode(path, self.orientation)
                 except InputError as exc:
                     if self.strict:
                         raise

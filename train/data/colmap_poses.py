@@ -75,17 +75,19 @@ def _pycolmap():
 
 
 def _eight_bit(path: Path, target: Path) -> None:
-    """The frame as an 8-bit RGB PNG SIFT can read (16-bit IR stretched from its 2nd..98th percentile)."""
-    import cv2
+    """The frame as an 8-bit PNG SIFT can read, decoded by the one decoder
+    (:mod:`edgescene.core.images`); 16-bit IR stretched from its 2nd..98th percentile."""
+    from PIL import Image
 
+    from edgescene.core.images import decode_image, decode_image_float, probe_image
     from edgescene.train.data.readers import percentile_scale
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    if img.dtype != np.uint8:
-        img, _ = percentile_scale(img if img.ndim == 3 else img[..., None])
-    cv2.imwrite(str(target), img)
+    info = probe_image(path, what=f"image {path}")
+    if info.bits > 8:
+        img, _ = percentile_scale(decode_image_float(path, what=f"image {path}")[..., :1])
+    else:
+        img = decode_image(path, what=f"image {path}")
+    Image.fromarray(img[..., 0] if info.channels <= 2 else img).save(target)
 
 
 def known_intrinsics(entries: list[Entry]) -> np.ndarray | None:

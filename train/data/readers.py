@@ -89,33 +89,35 @@ class DecodedVideo:
 
 
 def read_image(path: str | Path) -> DecodedImage:
-    """Decode an image file; TIFFs go through tifffile (GeoTIFF tags included), others through OpenCV."""
+    """Decode an image file; TIFFs go through tifffile (GeoTIFF tags, bands and sample types Pillow
+    cannot hold), others through the one decoder (:mod:`edgescene.core.images`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise ReadError("empty file")
     if suffix in TIFF_EXTENSIONS:
         return _read_tiff(path)
-    pixels = _decode_with_opencv(path)
-    return _to_output_format(pixels, from_opencv=True, gray_is_ir=suffix in GRAY_IS_IR_EXTENSIONS)
+    pixels = _decode(path)
+    return _to_output_format(pixels, from_opencv=False, gray_is_ir=suffix in GRAY_IS_IR_EXTENSIONS)
 
 
-def _decode_with_opencv(path: Path) -> np.ndarray:
-    import cv2
+def _decode(path: Path) -> np.ndarray:
+    """The pixels of :func:`edgescene.core.images.decode_image` (pixels as stored: the EXIF
+    Orientation tag is not applied, as in ``edgescene reconstruct``; RGBA on white; 16-bit RGB to
+    8 bit): ``(H, W, 3)`` uint8, or for a grey (or grey + alpha) file its single channel ``(H, W)``,
+    uint8, or uint16 at full precision for 16-bit (and 32-bit / float) samples."""
+    from edgescene.core.images import decode_image, decode_image_float, probe_image
 
-    data = np.fromfile(path, dtype=np.uint8)
-    # JPEGs: IMREAD_COLOR applies the EXIF orientation (what every viewer shows); JPEG has no
-    # alpha or 16-bit to keep. Other formats: UNCHANGED keeps alpha, grayscale and 16-bit.
-    flags = cv2.IMREAD_COLOR if path.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
-    pixels = cv2.imdecode(data, flags)
-    if pixels is None or pixels.size == 0:
-        kind = path.suffix.lower().lstrip(".").upper()
-        raise ReadError(f"cannot decode image: the file is corrupt or not a {kind} image")
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = pixels[:, :, ::-1]  # BGR -> RGB
-    elif pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels = pixels[:, :, [2, 1, 0, 3]]  # BGRA -> RGBA
-    return np.ascontiguousarray(pixels)
+    what = f"image {path.name}"
+    try:
+        info = probe_image(path, what)
+        if info.channels > 2:
+            return decode_image(path, what=what)
+        if info.bits > 8:
+            return np.rint(decode_image_float(path, what=what)[..., 0] * 65535.0).astype(np.uint16)
+        return np.ascontiguousarray(decode_image(path, what=what)[..., 0])
+    except ValueError as exc:
+        raise ReadError(str(exc)) from exc
 
 
 def _read_tiff(path: Path) -> DecodedImage:
@@ -128,9 +130,10 @@ def _read_tiff(path: Path) -> DecodedImage:
             axes = page.axes
             try:
                 pixels = page.asarray()
-            except Exception as exc:  # noqa: BLE001 - e.g. a compression tifffile cannot decode: try OpenCV
+            except Exception as exc:  # noqa: BLE001 - e.g. a compression tifffile cannot decode: try Pillow
                 try:
-                    pixels, axes = _decode_with_opencv(path), "YXS"
+                    pixels = _decode(path)
+                    axes = "YXS" if pixels.ndim == 3 else "YX"
                 except ReadError:
                     raise ReadError(f"cannot decode TIFF pixels ({exc})") from exc
     except ReadError:

@@ -23,37 +23,31 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from edgescene.core.images import decode_image_float, probe_image
 from edgescene.core.manifest import read_manifest
 
 LUMA = (0.299, 0.587, 0.114)
 
 
 def read_image(path: str | Path) -> tuple[torch.Tensor, bool]:
-    """-> (image (3, H, W) float32 in [0, 1] RGB, whether the source had a single channel)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 3:
-        img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) / 255.0
-    elif img.dtype == np.uint16:
-        low, high = np.percentile(img, (1.0, 99.0))
-        img = np.clip((img.astype(np.float32) - np.float32(low)) / np.float32(max(high - low, 1.0)), 0.0, 1.0)
-    else:
-        raise ValueError(f"{path}: pixel type {img.dtype} is not supported (8- or 16-bit integers only)")
-    single = img.ndim == 2
-    if single:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), single
+    """-> (image (3, H, W) float32 in [0, 1] RGB, whether the source had a single channel).
+
+    Decoded by the one decoder (:func:`edgescene.core.images.decode_image_float`: pixels as stored,
+    RGBA on white, grey replicated, 16-bit grey kept at full precision); 16-bit (and 32-bit) sources
+    are then stretched from their 1st..99th percentile to [0, 1] (thermal frames use a few hundred
+    of their 65536 levels)."""
+    info = probe_image(path, what=f"image {path}")
+    img = decode_image_float(path, what=f"image {path}")
+    if info.bits > 8:
+        low, high = np.percentile(img[..., 0], (1.0, 99.0))
+        span = max(float(high - low), 1.0 / 65535.0)
+        img = np.clip((img - np.float32(low)) / np.float32(span), 0.0, 1.0).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), info.channels <= 2  # grey (+ alpha)
 
 
 def random_resized_crop(
