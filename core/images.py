@@ -72,7 +72,8 @@ class UndecodableImage(ValueError):
 @dataclass(frozen=True)
 class ImageInfo:
     """What an image's header says: ``width x height``, ``channels`` (1 grey, 2 grey + alpha, 3, 4
-    with alpha; a palette counts as 3, or 4 with transparency) and ``bits`` per sample (8, 16, 32)."""
+    with alpha; a palette counts as 3, or 4 with transparency) and ``bits`` per sample as decoded (8;
+    16 for 16-bit grey; 32 for ``I`` / ``F``; a 16-bit RGB file decodes to 8)."""
 
     width: int
     height: int
