@@ -40,7 +40,7 @@ from edgescene.bench.metrics import ate
 from edgescene.core.geometry import inverse_se3, relative_pose_to_first, umeyama_sim3
 from edgescene.core.sim3 import Sim3, move_camera
 from edgescene.runtime.loops import LoopConfig
-from edgescene.runtime.stream import PoseGraphSolver, StreamConfig, StreamingReconstruction, WindowPrediction
+from edgescene.runtime.stream import FrameInfo, PoseGraphSolver, StreamConfig, StreamingReconstruction, WindowPrediction
 from edgescene.train.data.synthetic import render_sequence
 from edgescene.train.data.synthetic.dataset import SceneSequence
 
@@ -141,7 +141,7 @@ def run_drifting(
     start = time.perf_counter()
     stream = StreamingReconstruction(predictor, config, loops=loops if solver is not None else None)
     for i in range(len(seq.frames)):
-        stream.push(predictor.image(i), seq.frames[i], {"index": i})
+        stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
     stream.finish()
     report = stream.close_loops(solver) if solver is not None else {}
     seconds = time.perf_counter() - start

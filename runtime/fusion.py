@@ -22,6 +22,7 @@ import logging
 import numpy as np
 
 from edgescene.core.geometry import apply_sim3
+from edgescene.core.sim3 import Sim3
 
 __all__ = ["confidence_mask", "voxel_downsample", "PointMap"]
 
@@ -131,6 +132,22 @@ def _weighted_means(inverse: np.ndarray, n: int, w: np.ndarray, *values: np.ndar
         m = np.stack([np.bincount(inverse, weights=w * v[:, j], minlength=n) for j in range(3)], axis=1)
         means.append(m / wsum[:, None])
     return wsum, means
+
+
+def _sorted_sums(packed: np.ndarray, w: np.ndarray, *values: np.ndarray):
+    """Unique packed keys (M,), their summed weight (M,) and the weighted mean of each (N, 3) value
+    array per key (M, 3) float64: an unstable sort and sums over runs of equal keys (no inverse
+    index, no N-long scatter; the order within a voxel's sum is the sort's)."""
+    order = np.argsort(packed)
+    sorted_keys = packed[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    ws = w[order]
+    wsum = np.add.reduceat(ws, starts)
+    means = []
+    for v in values:
+        weighted = v[order].astype(np.float64) * ws[:, None]
+        means.append(np.add.reduceat(weighted, starts, axis=0) / wsum[:, None])
+    return sorted_keys[starts], wsum, means
 
 
 def _to_uint8(c: np.ndarray) -> np.ndarray:
@@ -300,9 +317,12 @@ class PointMap:
         while True:
             keys, ok = _voxel_keys(p, self.voxel_size)
             keep = (w[ok] > 0) & _in_pack_range(keys)
-            tags = np.full(int(keep.sum()), tag, np.int32)
-            xyz, rgb = p[ok][keep].astype(np.float64), c[ok][keep].astype(np.float32)
-            if self._merge(keys[keep], xyz, rgb, w[ok][keep], tags):
+            if not keep.all():
+                ok[np.flatnonzero(ok)[~keep]] = False
+                keys = keys[keep]
+            take = slice(None) if ok.all() else ok  # no copy when every point is usable (the usual case)
+            xyz, rgb = p[take].astype(np.float64, copy=False), c[take]
+            if self._merge(keys, xyz, rgb, w[take], tag):
                 break
             self._coarsen()  # reserved arrays full: coarsen the map first, then bin the batch again
         self._enforce_cap()
@@ -327,8 +347,8 @@ class PointMap:
         self._rebin(xyz)
         self._enforce_cap()
 
-    def transform_tags(self, transforms: dict[int, tuple[float, np.ndarray, np.ndarray]]) -> None:
-        """Move each voxel by the similarity of its tag: ``tag -> (s, R (3, 3), t (3,))``,
+    def transform_tags(self, transforms: dict[int, Sim3]) -> None:
+        """Move each voxel by the similarity of its tag: ``tag -> Sim3`` (s, R (3, 3), t (3,)),
         ``p -> s R p + t``; voxels whose tag is absent stay. Then re-bin on the same grid (the voxel
         size is unchanged), merging voxels that now coincide: a place mapped twice before a loop
         was closed becomes one surface again."""
@@ -338,12 +358,12 @@ class PointMap:
         if transforms and n:
             # one gather per row instead of one pass over the map per tag (a long video has thousands)
             keys = np.array(sorted(transforms), np.int64)
-            scales = np.array([float(transforms[k][0]) for k in keys])
+            scales = np.array([float(transforms[k].s) for k in keys])
             bad = ~(scales > 0)
             if bad.any():
                 raise ValueError(f"transforms[{int(keys[bad][0])}]: expected a scale > 0, got {scales[bad][0]}")
-            rotations = np.stack([np.asarray(transforms[k][1], np.float64) for k in keys])
-            shifts = np.stack([np.asarray(transforms[k][2], np.float64) for k in keys])
+            rotations = np.stack([np.asarray(transforms[k].R, np.float64) for k in keys])
+            shifts = np.stack([np.asarray(transforms[k].t, np.float64) for k in keys])
             slot = np.clip(np.searchsorted(keys, tags), 0, len(keys) - 1)
             rows = np.flatnonzero(keys[slot] == tags)  # voxels whose tag has a transform
             k = slot[rows]
@@ -356,16 +376,23 @@ class PointMap:
         self._reset()
 
     # -- internals
-    def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray, tags: np.ndarray) -> bool:
+    def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray, tags: np.ndarray | int) -> bool:
         """Combine a batch with the map by weighted mean per voxel (keys already in pack range).
-        A new voxel takes the tag of the batch's first point in it.
+        A new voxel takes ``tags`` (one int for the whole batch, or the tag of the batch's first point
+        in it).
 
         Returns False, changing nothing, when reserved arrays cannot take the batch's new voxels.
         """
         if len(keys) == 0:
             return True
         packed = _pack(keys)
-        uniq, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+        if isinstance(tags, (int, np.integer)):  # one tag: group by an unstable sort and sums over runs
+            uniq, bw, (bxyz, brgb) = _sorted_sums(packed, w, xyz, rgb)
+            first_tags = np.full(len(uniq), int(tags), np.int32)
+        else:
+            uniq, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+            bw, (bxyz, brgb) = _weighted_means(inverse.reshape(-1), len(uniq), w, xyz, rgb)
+            first_tags = tags[first]
         # reserved: refuse a batch whose new voxels do not fit (only counted when they might not)
         if (
             self.reserve
@@ -373,7 +400,6 @@ class PointMap:
             and self._n + int((self._lookup(uniq) < 0).sum()) > len(self._w)
         ):
             return False
-        bw, (bxyz, brgb) = _weighted_means(inverse.reshape(-1), len(uniq), w, xyz, rgb)
         self._grow_for(self._n + len(uniq))
         rows, new = self._find_or_insert(uniq)
         old = ~new
@@ -384,7 +410,7 @@ class PointMap:
         self._w[i] = total
         i = rows[new]  # new voxels: their rows were appended in order
         self._xyz[i], self._rgb[i], self._w[i] = bxyz[new], brgb[new].astype(np.float32), bw[new]
-        self._tag[i] = tags[first[new]]
+        self._tag[i] = first_tags[new]
         return True
 
     def _slots(self, packed: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 from typing import Literal
@@ -53,6 +53,7 @@ from edgescene.runtime.outputs import (
 from edgescene.runtime.pipeline import ReadAhead, WriteBehind
 from edgescene.runtime.session import Device, Session, open_session
 from edgescene.runtime.stream import (
+    FrameInfo,
     KeyframeResult,
     PoseGraphSolver,
     StreamConfig,
@@ -134,7 +135,7 @@ class PreparedFrame:
 
     image: np.ndarray  # (3, H, W) float32 in [0, 1], model input
     colors: np.ndarray  # (H, W, 3) uint8
-    meta: dict
+    info: FrameInfo
     stages: dict  # decode / keyframes / preprocess seconds of this frame and the skipped ones before it
 
 
@@ -230,23 +231,23 @@ class Stream:
             **self._resize.describe(),
         }
         self.provenance.append(provenance)
-        meta = {
-            "index": frame.index,
-            "source": frame.source,
-            "timestamp_s": frame.timestamp_s,
-            "resize": self._resize,
-            "reason": decision.reason,
-            "provenance": provenance,
-            "revisit_of": decision.revisit_of,  # a DINOv3 revisit: loop closure verifies it first
-        }
-        return PreparedFrame(image, colors, meta, stages)
+        info = FrameInfo(
+            index=frame.index,
+            source=frame.source,
+            timestamp_s=frame.timestamp_s,
+            reason=decision.reason,
+            revisit_of=decision.revisit_of,  # a DINOv3 revisit: loop closure verifies it first
+            resize=self._resize,
+            provenance=provenance,
+        )
+        return PreparedFrame(image, colors, info, stages)
 
     def feed(self, prepared: PreparedFrame) -> StreamState | None:
         """Hand a prepared keyframe to the model, alignment and fusion."""
         for stage, value in prepared.stages.items():
             self._filling[stage] += value
         submitted = self._core.submitted_windows
-        state = self._core.push(prepared.image, prepared.colors, prepared.meta)
+        state = self._core.push(prepared.image, prepared.colors, prepared.info)
         if self._core.submitted_windows != submitted:
             self._close_window_inputs()
         return state
@@ -261,7 +262,7 @@ class Stream:
         for stage, value in self._unattached.items():
             self._filling[stage] += value
         self._unattached = dict.fromkeys(INPUT_STAGES, 0.0)
-        if self._core._pending:
+        if self._core.pending_keyframes:
             self._close_window_inputs()
         elif self._inputs:  # trailing non-keyframes after a full window: count them with the last one
             for stage, value in self._filling.items():
@@ -404,23 +405,21 @@ class Reconstructor:
             stream.close_loops(solver)
             corrections = stream.core.corrections
             if corrections is not None:
-                for r in results:
+                for n, r in enumerate(results):
                     c = corrections[stream.core.keyframe_windows[r.keyframe]]
-                    r.depth = (r.depth * c.s).astype(np.float32)
-                    if r.world_points is not None:
-                        r.world_points = c.apply(r.world_points.astype(np.float64)).astype(np.float32)
+                    results[n] = replace(r, depth=(r.depth * c.s).astype(np.float32), placement=c @ r.placement)
         extrinsics, intrinsics = stream.core.trajectory()
         return Reconstruction(
             extrinsics=extrinsics,
             intrinsics=intrinsics,
             points=stream.map.points,
             colors=stream.map.colors,
-            keyframes=[_frame_record(r.meta) for r in results],
+            keyframes=[r.info.record() for r in results],
             depth=[r.depth for r in results],
             depth_conf=[r.depth_conf for r in results],
             report=_report(self, stream),
             images=[_colours(r) for r in results],
-            world_points=[r.world_points for r in results if r.world_points is not None],
+            world_points=[p for p in (r.world_points for r in results) if p is not None],
             world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
         )
 
@@ -455,14 +454,16 @@ def _live_update(stream: Stream, rec: Reconstructor, thumbnails: list) -> dict:
     }
 
 
+def _resize(result: KeyframeResult) -> Resize:
+    resize = result.info.resize
+    assert resize is not None  # Stream.prepare records every keyframe's resize
+    return resize
+
+
 def _colours(result: KeyframeResult) -> np.ndarray:
     rgb = result.rgb
     assert rgb is not None  # the stream hands every keyframe's colours to its sink
     return rgb
-
-
-def _frame_record(meta: dict) -> dict:
-    return {"index": meta["index"], "source": meta["source"], "timestamp_s": meta["timestamp_s"]}
 
 
 REAL_MODEL = "for real footage use VGGT-1B: --model facebook/VGGT-1B (docs/models.md)"
@@ -581,12 +582,12 @@ def reconstruct_to_folder(
 
         def write_depth(result: KeyframeResult) -> None:
             write_start = time.perf_counter()
-            p = result.meta["provenance"]
+            p = result.info.provenance
             write_depth_npz(
                 folder.path(f"depth/{result.keyframe:05d}.npz"),
                 result.depth,
                 result.depth_conf,
-                frame_index=np.int64(result.meta["index"]),
+                frame_index=np.int64(result.info.index),
                 source_hw=np.int64(p["source_hw"]),
                 resized_hw=np.int64(p["resized_hw"]),
                 offset_xy=np.int64(p["offset_xy"]),
@@ -596,7 +597,7 @@ def reconstruct_to_folder(
                 orientation=np.str_(p["orientation"]),
                 mode=np.str_(p["mode"]),
             )
-            stream.write_s[result.meta["window"]] += time.perf_counter() - write_start
+            stream.write_s[result.window] += time.perf_counter() - write_start
 
         writer = WriteBehind(depth=2 * config.window, name="edgescene-writer") if config.pipeline else None
 
@@ -607,11 +608,7 @@ def reconstruct_to_folder(
                 thumbnails.append(thumbnail(result.rgb))
                 if len(thumbnails) > LIVE_THUMBNAILS:
                     thumbnails[-LIVE_THUMBNAILS - 1] = None  # bounded: older frustums keep what they drew
-            kept.append(
-                KeyframeResult(
-                    result.keyframe, result.meta, result.extrinsics, result.intrinsics, np.empty(0), np.empty(0)
-                )
-            )  # cameras only: depth goes to disk
+            kept.append(result.cameras_only())  # cameras only: depth goes to disk
             if writer is not None:
                 writer.submit(write_depth, result)
             else:
@@ -658,10 +655,10 @@ def reconstruct_to_folder(
                 with contextlib.suppress(Exception):  # the error in flight, if any, is the one to report
                     writer.close()
         extrinsics, intrinsics = stream.core.trajectory()
-        records = [_frame_record(k.meta) for k in kept]
+        records = [k.info.record() for k in kept]
         if hide_paths:
             records = redact_paths(records)
-        source_intrinsics = np.stack([k.meta["resize"].to_source_intrinsics(k.intrinsics) for k in kept])
+        source_intrinsics = np.stack([_resize(k).to_source_intrinsics(k.intrinsics) for k in kept])
         write_start = time.perf_counter()
         points, colors = stream.map.points, stream.map.colors
         write_ply(folder.path("points.ply"), points, colors)
@@ -676,8 +673,8 @@ def reconstruct_to_folder(
                 "'frames' says how each image reached the model (edgescene.core.preprocess.Resize: "
                 "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
                 "intrinsics": source_intrinsics.tolist(),
-                "image_size": [[k.meta["resize"].src_h, k.meta["resize"].src_w] for k in kept],
-                "frames": [k.meta["provenance"] for k in kept],
+                "image_size": [[_resize(k).src_h, _resize(k).src_w] for k in kept],
+                "frames": [dict(k.info.provenance) for k in kept],
             },
         )
         timestamps = np.array(

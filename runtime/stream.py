@@ -29,12 +29,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 
 from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
+from edgescene.core.preprocess import Resize
 from edgescene.core.sim3 import Edge, Sim3, move_camera
 from edgescene.runtime.fusion import PointMap, confidence_mask
 from edgescene.runtime.loops import LoopConfig, LoopDetector
@@ -81,7 +84,14 @@ def predictor_from_session(session) -> Predictor:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """``window`` keyframes per model call, ``overlap`` of them shared with the previous call."""
+    """``window`` keyframes per model call, ``overlap`` of them shared with the previous call.
+
+    ``fuse_stride``: pixel stride of the points fused into the map (None: the largest stride at which
+    neighbouring samples at the frame's median depth stay within ``fuse_spacing`` voxels, so a frame
+    costs about what its voxels cost; the phase of the grid moves from keyframe to keyframe, so the
+    map still gets every pixel's neighbourhood). ``align_points``: at most this many (the most
+    confident) of the carried frames' stride-``align_stride`` samples fit each window's similarity.
+    """
 
     window: int = 8
     overlap: int = 2
@@ -92,6 +102,9 @@ class StreamConfig:
     reserve_map: bool = False  # allocate the map for max_points up front: flat memory for a long stream
     max_depth_ratio: float | None = 3.0  # fuse only points closer than this x the frame's median depth
     align_stride: int = 4  # pixel stride of the correspondences used for alignment
+    align_points: int | None = 8192  # None: every stride sample
+    fuse_stride: int | None = None  # None: automatic (see above); 1: every pixel
+    fuse_spacing: float = 1.5  # automatic stride: sample spacing at the median depth, in voxels
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -107,21 +120,71 @@ class StreamConfig:
             raise ValueError(f"branch must be 'depth' or 'points', got {self.branch!r}")
         if not 0 <= self.conf_percentile <= 100:
             raise ValueError(f"conf_percentile must be in [0, 100], got {self.conf_percentile}")
+        if self.align_stride < 1:
+            raise ValueError(f"align_stride must be >= 1, got {self.align_stride}")
+        if self.align_points is not None and self.align_points < 16:
+            raise ValueError(f"align_points must be None or >= 16 (a similarity needs spread), got {self.align_points}")
+        if self.fuse_stride is not None and not 1 <= self.fuse_stride <= 16:
+            raise ValueError(f"fuse_stride must be None (automatic) or in 1..16, got {self.fuse_stride}")
+        if not self.fuse_spacing > 0:
+            raise ValueError(f"fuse_spacing must be > 0 voxels, got {self.fuse_spacing}")
 
 
-@dataclass
+@dataclass(frozen=True)
+class FrameInfo:
+    """Where a keyframe came from: what the stream carries from the input to the outputs.
+
+    ``index``: the frame's number in its source (-1 unknown); ``revisit_of``: a keyframe this frame
+    is believed to revisit (a DINOv3 hint that loop closure verifies); ``resize`` and ``provenance``:
+    how its pixels reached the model (:class:`~edgescene.core.preprocess.Resize`, its ``describe()``).
+    """
+
+    index: int = -1
+    source: str | None = None
+    timestamp_s: float | None = None
+    reason: str = ""
+    revisit_of: int | None = None
+    resize: Resize | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict:
+        """The keyframe as cameras.json lists it: index, source, timestamp_s."""
+        return {"index": self.index, "source": self.source, "timestamp_s": self.timestamp_s}
+
+
+@dataclass(frozen=True)
 class KeyframeResult:
-    """Final estimate of one keyframe, in map coordinates, handed to the sink once."""
+    """Final estimate of one keyframe, in map coordinates, handed to the sink once.
+
+    ``world_points`` (the point-map head's estimate, (H, W, 3) float32, map frame) is computed on
+    first access from the window's own points and ``placement``: a sink that does not use it pays
+    nothing for it.
+    """
 
     keyframe: int  # keyframe number (0, 1, ...)
-    meta: dict
-    extrinsics: np.ndarray  # (3, 4)
-    intrinsics: np.ndarray  # (3, 3)
+    window: int  # the window that placed it
+    info: FrameInfo
+    extrinsics: np.ndarray  # (3, 4) camera-from-map
+    intrinsics: np.ndarray  # (3, 3) model pixels
     depth: np.ndarray  # (H, W) map units
     depth_conf: np.ndarray  # (H, W)
     rgb: np.ndarray | None = None  # (H, W, 3) uint8, the model input's colours
-    world_points: np.ndarray | None = None  # (H, W, 3) float32 map frame: the point-map head's estimate
+    placement: Sim3 = field(default_factory=Sim3.identity)  # map_from_window of its window
+    window_points: np.ndarray | None = None  # (H, W, 3) point-map head, the window's frame
     world_points_conf: np.ndarray | None = None  # (H, W)
+
+    @cached_property
+    def world_points(self) -> np.ndarray | None:
+        if self.window_points is None:
+            return None
+        return self.placement.apply(self.window_points.astype(np.float64)).astype(np.float32)
+
+    def cameras_only(self) -> KeyframeResult:
+        """The same keyframe without its pixel arrays (what a sink keeps once depth is on disk)."""
+        empty = np.empty(0, np.float32)
+        return KeyframeResult(
+            self.keyframe, self.window, self.info, self.extrinsics, self.intrinsics, empty, empty, None, self.placement
+        )
 
 
 @dataclass
@@ -133,11 +196,11 @@ class WindowAlignment:
     residual: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Pending:
     image: np.ndarray
     rgb: np.ndarray
-    meta: dict
+    info: FrameInfo
 
 
 @dataclass
@@ -151,8 +214,8 @@ class StreamState:
 class StreamingReconstruction:
     """Push keyframes one by one; every ``window - overlap`` new keyframes the model runs once.
 
-    ``push(image, rgb, meta)``: image (3, H, W) float32 in [0, 1] (model input), rgb (H, W, 3)
-    uint8 (colours of the points), meta (anything to carry to the outputs). Returns the running
+    ``push(image, rgb, info)``: image (3, H, W) float32 in [0, 1] (model input), rgb (H, W, 3)
+    uint8 (colours of the points), info (a :class:`FrameInfo`, carried to the outputs). Returns the running
     state after a window was integrated, else None. ``finish()`` runs the last, partial window.
 
     ``pipelined=True`` runs the model on its own thread: when window k+1 is full it is sent to the
@@ -183,12 +246,12 @@ class StreamingReconstruction:
         self.sink = sink
         self.extrinsics: list[np.ndarray] = []  # per keyframe, map frame
         self.intrinsics: list[np.ndarray] = []
-        self.metas: list[dict] = []
+        self.infos: list[FrameInfo] = []  # per keyframe
         self.alignments: list[WindowAlignment] = []
         self._pending: list[_Pending] = []
         self._overlap: list[_Pending] = []  # frames carried into the next window
-        self._overlap_points: np.ndarray | None = None  # (K, H, W, 3) map-frame points of carried frames
-        self._overlap_conf: np.ndarray | None = None
+        self._overlap_points: np.ndarray | None = None  # (K, n) map-frame points of carried frames, align samples
+        self._overlap_conf: np.ndarray | None = None  # (K, n)
         self._keyframes = 0
         self._windows = 0
         self.window_nodes: list[Sim3] = []  # per integrated window: map_from_window
@@ -204,6 +267,11 @@ class StreamingReconstruction:
         return self._submitted
 
     @property
+    def pending_keyframes(self) -> int:
+        """Keyframes pushed but not yet sent to the model (the next window's new frames)."""
+        return len(self._pending)
+
+    @property
     def state(self) -> StreamState:
         return StreamState(
             len(self.extrinsics),
@@ -212,10 +280,12 @@ class StreamingReconstruction:
             self.alignments[-1] if self.alignments else None,
         )
 
-    def push(self, image: np.ndarray, rgb: np.ndarray, meta: dict | None = None) -> StreamState | None:
+    def push(self, image: np.ndarray, rgb: np.ndarray, info: FrameInfo | None = None) -> StreamState | None:
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"image must be (3, H, W) float32 in [0, 1], got {image.shape}")
-        self._pending.append(_Pending(image, rgb, dict(meta or {})))
+        if info is not None and not isinstance(info, FrameInfo):
+            raise TypeError(f"info must be a FrameInfo, got {type(info).__name__}")
+        self._pending.append(_Pending(image, rgb, info or FrameInfo(index=self._keyframes + len(self._pending))))
         if len(self._overlap) + len(self._pending) >= self.config.window:
             self._submit_window()
             # pipelined: integrate the previous window while this one runs on the model thread
@@ -294,51 +364,61 @@ class StreamingReconstruction:
         return done
 
     def _integrate(self, frames: list[_Pending], n_old: int, pred: WindowPrediction, timing: dict) -> None:
-        """Align the window to the map, fuse its new frames, hand them to the sink."""
+        """Align the window to the map, fuse its new frames, hand them to the sink.
+
+        The work follows what is kept, not the pixels: alignment reads the carried frames at a
+        bounded sample of pixels, fusion unprojects only the pixels it fuses (straight into the map
+        frame), and the point-map head's points are moved into the map only if a sink asks.
+        """
         start = time.perf_counter()
-        points, conf = self._window_points(pred)
+        cfg = self.config
+        conf = pred.world_points_conf if cfg.branch == "points" else pred.depth_conf
+        if cfg.branch == "points" and pred.world_points is None:
+            raise ValueError("branch='points' needs a model that outputs world_points")
+        if conf is None:
+            raise ValueError("branch='points' needs a model that outputs world_points_conf")
+        if pred.world_points is not None and pred.world_points_conf is None:
+            raise ValueError("a prediction with world_points needs world_points_conf")
         if self._windows == 0:
             # The map frame is the first keyframe's camera frame exactly (VGGT's is only close to it).
-            scale, rotation, translation = 1.0, pred.extrinsics[0][:, :3], pred.extrinsics[0][:, 3]
-            voxel = max(self.config.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0, 1e-9)
+            first = pred.extrinsics[0].astype(np.float64)
+            placement = Sim3(1.0, first[:, :3], first[:, 3])
+            voxel = max(cfg.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0, 1e-9)
             if self.map is None:
-                self.map = PointMap(voxel_size=voxel, max_points=self.config.max_points)
+                self.map = PointMap(voxel_size=voxel, max_points=cfg.max_points)
             else:  # reserved at construction, still empty: its grid is set by the first window
                 self.map.voxel_size = voxel
         else:
-            scale, rotation, translation = self._align(points[:n_old], conf[:n_old], frames[:n_old])
-        map_points = scale * points @ rotation.T + translation
-        self.window_nodes.append(
-            Sim3(float(scale), np.asarray(rotation, np.float64), np.asarray(translation, np.float64))
-        )
+            placement = self._align(pred, conf, frames[:n_old], n_old)
+        self.window_nodes.append(placement)
         aligned = time.perf_counter()
         fused: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         sink_s = 0.0
         for i in range(n_old, len(frames)):
-            extr, intr = self._to_map(pred.extrinsics[i], pred.intrinsics[i], scale, rotation, translation)
+            extr, intr = self._to_map(pred.extrinsics[i], pred.intrinsics[i], placement)
             self.extrinsics.append(extr)
             self.intrinsics.append(intr)
-            self.metas.append(frames[i].meta)
+            self.infos.append(frames[i].info)
             self.keyframe_windows.append(self._windows)
-            keep = confidence_mask(conf[i], self.config.conf_percentile)
-            if self.config.max_depth_ratio is not None:  # far ground / horizon: few pixels, unbounded extent
-                keep &= pred.depth[i] <= self.config.max_depth_ratio * np.median(pred.depth[i])
-            fused.append((map_points[i][keep], frames[i].rgb[keep], conf[i][keep]))
+            pixels = self._fused_pixels(pred, conf, i, intr, placement.s)
+            points = self._map_points(pred, i, pixels, extr, intr, placement)
+            fused.append((points, frames[i].rgb.reshape(-1, 3)[pixels], conf[i].reshape(-1)[pixels]))
             if self.sink is not None:
-                frames[i].meta["window"] = timing["window"]
-                sink_start = time.perf_counter()
-                self.sink(
-                    KeyframeResult(
-                        self._keyframes,
-                        frames[i].meta,
-                        extr,
-                        intr,
-                        (scale * pred.depth[i]).astype(np.float32),
-                        pred.depth_conf[i],
-                        frames[i].rgb,
-                        *self._point_map(pred, i, scale, rotation, translation),
-                    )
+                result = KeyframeResult(
+                    self._keyframes,
+                    timing["window"],
+                    frames[i].info,
+                    extr,
+                    intr,
+                    (placement.s * pred.depth[i]).astype(np.float32),
+                    pred.depth_conf[i],
+                    frames[i].rgb,
+                    placement,
+                    pred.world_points[i] if pred.world_points is not None else None,
+                    pred.world_points_conf[i] if pred.world_points_conf is not None else None,
                 )
+                sink_start = time.perf_counter()
+                self.sink(result)
                 sink_s += time.perf_counter() - sink_start  # the sink's own work (writing) is not fusion
             self._keyframes += 1
         if fused and self.map is not None:  # one merge per window: the voxel hash is probed once for all
@@ -346,10 +426,11 @@ class StreamingReconstruction:
             self.map.add(xyz, rgb, weights, tag=self._windows)
         fused_at = time.perf_counter()
         if self.loop_detector is not None:
+            window_points = self._window_points(pred)
             first = self._keyframes - (len(frames) - n_old)
             places = [
-                (first + i - n_old, self._windows, frames[i].rgb, points[i], conf[i],
-                 inverse_se3(pred.extrinsics[i])[:, 3], frames[i].meta.get("revisit_of"))
+                (first + i - n_old, self._windows, frames[i].rgb, window_points[i], conf[i],
+                 inverse_se3(pred.extrinsics[i])[:, 3], frames[i].info.revisit_of)
                 for i in range(n_old, len(frames))
             ]  # fmt: skip
             if self.pipelined:  # on its own thread, in order; at most 2 windows' points wait for it
@@ -359,70 +440,118 @@ class StreamingReconstruction:
                 self._loop_jobs.append(self._loop_executor.submit(self._detect_revisits, places, timing))
             else:
                 self._detect_revisits(places, timing)
-        k = self.config.overlap
-        self._overlap_points = map_points[-k:] if k else None
-        self._overlap_conf = conf[-k:] if k else None
+        k = cfg.overlap
+        carried = range(len(frames) - k, len(frames))
+        self._overlap_points = np.stack([placement.apply(self._align_samples(pred, j)) for j in carried])
+        self._overlap_conf = np.stack([self._sample(conf[j]) for j in carried])
         self._windows += 1
         timing["align_s"] = aligned - start
         timing["fusion_s"] = fused_at - aligned - sink_s
         self.window_timings.append(timing)
 
-    def _point_map(
-        self, pred: WindowPrediction, i: int, scale: float, rotation: np.ndarray, translation: np.ndarray
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Frame ``i``'s point-map-head points in the map frame (None when the model has no such head)."""
-        if pred.world_points is None:
-            return None, None
-        if pred.world_points_conf is None:
-            raise ValueError("a prediction with world_points needs world_points_conf")
-        points = scale * pred.world_points[i].astype(np.float64) @ rotation.T + translation
-        return points.astype(np.float32), pred.world_points_conf[i]
+    # -- what is kept: the pixels fused and the samples aligned ---------------------------------
+    def _fused_pixels(
+        self, pred: WindowPrediction, conf: np.ndarray, i: int, intr: np.ndarray, scale: float
+    ) -> np.ndarray:
+        """Flat indices (into H x W) of frame ``i``'s pixels to fuse: the confident ones, not too far,
+        on a pixel grid of the stride the map's voxels call for (its phase moves keyframe by keyframe)."""
+        cfg = self.config
+        h, w = conf.shape[1:]
+        depth = pred.depth[i]
+        stride = cfg.fuse_stride
+        if stride is None:
+            assert self.map is not None  # made by the first window
+            median = float(np.median(depth[::4, ::4]))  # a sample's median: the stride is a coarse choice
+            spacing = median / float(max(intr[0, 0], intr[1, 1]))  # between neighbouring pixels, window units
+            voxel = self.map.voxel_size / scale  # window units
+            ratio = cfg.fuse_spacing * voxel / spacing if spacing > 0 else 1.0
+            stride = int(np.clip(np.floor(ratio), 1, 16)) if np.isfinite(ratio) else 1
+        phase = self._keyframes % (stride * stride)
+        rows, cols = slice(phase // stride, None, stride), slice(phase % stride, None, stride)
+        c, d = conf[i][rows, cols], depth[rows, cols]
+        keep = confidence_mask(c, cfg.conf_percentile)
+        if cfg.max_depth_ratio is not None:  # far ground / horizon: few pixels, unbounded extent
+            keep &= d <= cfg.max_depth_ratio * np.median(d)
+        r, q = np.nonzero(keep)
+        return (r * stride + phase // stride) * w + (q * stride + phase % stride)
 
-    def _window_points(self, pred: WindowPrediction) -> tuple[np.ndarray, np.ndarray]:
+    def _map_points(
+        self, pred: WindowPrediction, i: int, pixels: np.ndarray, extr: np.ndarray, intr: np.ndarray, placement: Sim3
+    ) -> np.ndarray:
+        """(n, 3) float64 map-frame points of frame ``i`` at flat ``pixels``."""
         if self.config.branch == "points":
-            if pred.world_points is None:
-                raise ValueError("branch='points' needs a model that outputs world_points")
-            if pred.world_points_conf is None:
-                raise ValueError("branch='points' needs a model that outputs world_points_conf")
-            return pred.world_points.astype(np.float64), pred.world_points_conf
+            assert pred.world_points is not None  # checked in _integrate
+            return placement.apply(pred.world_points[i].reshape(-1, 3)[pixels].astype(np.float64))
         if pred.depth_points is not None:  # unprojected where the model ran (GPU, or inside the exported graph)
-            return pred.depth_points.astype(np.float64), pred.depth_conf
-        points = unproject_depth(pred.depth.astype(np.float64), pred.extrinsics, pred.intrinsics)
-        return points, pred.depth_conf
+            return placement.apply(pred.depth_points[i].reshape(-1, 3)[pixels].astype(np.float64))
+        w = pred.depth.shape[2]
+        d = placement.s * pred.depth[i].reshape(-1)[pixels].astype(np.float64)  # map units
+        u, v = (pixels % w).astype(np.float64), (pixels // w).astype(np.float64)
+        cam = np.stack([(u - intr[0, 2]) * d / intr[0, 0], (v - intr[1, 2]) * d / intr[1, 1], d], axis=1)
+        return (cam - extr[:, 3]) @ extr[:, :3]  # R^T (X_cam - t), as rows
 
-    def _align(
-        self, points: np.ndarray, conf: np.ndarray, carried: list[_Pending]
-    ) -> tuple[float, np.ndarray, np.ndarray]:
-        """Similarity mapping this window's frame onto the map, from the carried-over frames."""
+    def _sample(self, image: np.ndarray) -> np.ndarray:
+        """The alignment's pixel sample of an (H, W, ...) array, flattened to (n, ...)."""
+        stride = self.config.align_stride
+        sub = image[::stride, ::stride]
+        return sub.reshape(-1, *image.shape[2:])
+
+    def _align_samples(self, pred: WindowPrediction, i: int) -> np.ndarray:
+        """(n, 3) float64 window-frame points of frame ``i`` at the alignment's pixel sample."""
+        if self.config.branch == "points":
+            assert pred.world_points is not None
+            return self._sample(pred.world_points[i]).astype(np.float64)
+        if pred.depth_points is not None:
+            return self._sample(pred.depth_points[i]).astype(np.float64)
+        stride = self.config.align_stride
+        depth = pred.depth[i : i + 1, ::stride, ::stride].astype(np.float64)
+        intr = np.array(pred.intrinsics[i : i + 1], np.float64)
+        intr[:, :2] /= stride  # the sampled grid is an image of its own: pixel (u, v) is (stride u, stride v)
+        return unproject_depth(depth, pred.extrinsics[i : i + 1], intr).reshape(-1, 3)
+
+    def _window_points(self, pred: WindowPrediction) -> np.ndarray:
+        """(S, H, W, 3) float64 window-frame points of every pixel (loop detection's places only)."""
+        if self.config.branch == "points":
+            assert pred.world_points is not None
+            return pred.world_points.astype(np.float64)
+        if pred.depth_points is not None:
+            return pred.depth_points.astype(np.float64)
+        return unproject_depth(pred.depth.astype(np.float64), pred.extrinsics, pred.intrinsics)
+
+    def _align(self, pred: WindowPrediction, conf: np.ndarray, carried: list[_Pending], n_old: int) -> Sim3:
+        """Similarity mapping this window's frame onto the map, from the carried-over frames: a
+        robust, confidence-weighted fit on at most ``align_points`` of their samples."""
         overlap_points, overlap_conf = self._overlap_points, self._overlap_conf
         if overlap_points is None or overlap_conf is None:
-            # overlap=0 (window=1) carries no frames over: nothing to align the next window with
             raise RuntimeError("windows without overlap cannot be aligned (StreamConfig overlap=0)")
-        stride = self.config.align_stride
-        src = points[:, ::stride, ::stride].reshape(-1, 3)
-        dst = overlap_points[:, ::stride, ::stride].reshape(-1, 3)
-        weights = np.sqrt(conf[:, ::stride, ::stride] * overlap_conf[:, ::stride, ::stride]).reshape(-1)
+        src = np.concatenate([self._align_samples(pred, j) for j in range(n_old)])
+        dst = overlap_points.reshape(-1, 3)
+        weights = np.sqrt(np.concatenate([self._sample(conf[j]) for j in range(n_old)]) * overlap_conf.reshape(-1))
         valid = np.isfinite(src).all(1) & np.isfinite(dst).all(1) & (weights > 0)
-        scale, rotation, translation, robust = robust_umeyama_sim3(
-            src[valid], dst[valid], weights[valid].astype(np.float64)
-        )
-        residual = np.linalg.norm(scale * src[valid] @ rotation.T + translation - dst[valid], axis=1)
+        src, dst, weights = src[valid], dst[valid], weights[valid].astype(np.float64)
+        limit = self.config.align_points
+        if limit is not None and len(weights) > limit:  # the most confident samples
+            top = np.sort(np.argpartition(-weights, limit - 1)[:limit])
+            src, dst, weights = src[top], dst[top], weights[top]
+        scale, rotation, translation, robust = robust_umeyama_sim3(src, dst, weights)
+        placement = Sim3(float(scale), np.asarray(rotation, np.float64), np.asarray(translation, np.float64))
+        residual = np.linalg.norm(placement.apply(src) - dst, axis=1)
         self.alignments.append(
             WindowAlignment(
                 index=self._windows,
-                frames=[f.meta.get("index", -1) for f in carried],
+                frames=[f.info.index for f in carried],
                 scale=float(scale),
                 inlier_fraction=float((robust > 0.5 * robust.max()).mean()) if robust.size else 0.0,
                 residual=float(np.median(residual)) if residual.size else float("nan"),
             )
         )
-        return float(scale), rotation, translation
+        return placement
 
     @staticmethod
-    def _to_map(extr: np.ndarray, intr: np.ndarray, s: float, rotation: np.ndarray, translation: np.ndarray):
+    def _to_map(extr: np.ndarray, intr: np.ndarray, placement: Sim3) -> tuple[np.ndarray, np.ndarray]:
         """Camera-from-window -> camera-from-map for p_map = s R p_window + t (map units are s x window units)."""
-        r_cam = extr[:, :3] @ rotation.T
-        t_cam = s * extr[:, 3] - r_cam @ translation
+        r_cam = extr[:, :3] @ placement.R.T
+        t_cam = placement.s * extr[:, 3] - r_cam @ placement.t
         return np.concatenate([r_cam, t_cam[:, None]], axis=1), np.asarray(intr, np.float64)
 
     def pose_graph(self) -> tuple[list[Sim3], list[Edge]]:
@@ -461,7 +590,7 @@ class StreamingReconstruction:
         for k, w in enumerate(self.keyframe_windows):
             self.extrinsics[k] = move_camera(self.extrinsics[k], corrections[w])
         if self.map is not None:
-            self.map.transform_tags({w: (c.s, c.R, c.t) for w, c in enumerate(corrections)})
+            self.map.transform_tags(dict(enumerate(corrections)))
         self.window_nodes = list(after)
         self.corrections = corrections
         shift = [float(np.linalg.norm(c.apply(b.t) - b.t)) for c, b in zip(corrections, nodes, strict=True)]
@@ -488,6 +617,7 @@ class StreamingReconstruction:
 
 
 __all__ = [
+    "FrameInfo",
     "KeyframeResult",
     "PoseGraphSolver",
     "Predictor",

@@ -18,7 +18,7 @@ from edgescene.core.geometry import inverse_se3
 from edgescene.core.sim3 import Sim3
 from edgescene.runtime.fusion import PointMap
 from edgescene.runtime.loops import LoopConfig, LoopDetector, global_descriptor
-from edgescene.runtime.stream import StreamConfig, StreamingReconstruction
+from edgescene.runtime.stream import FrameInfo, StreamConfig, StreamingReconstruction
 from edgescene.train.data.synthetic import render_sequence
 
 pytest.importorskip("gtsam")
@@ -84,7 +84,7 @@ def test_revisits_are_found_and_measured_as_the_truth_says(loops):
         predictor = DriftingGroundTruth(seq, 0.0, 0.0)
         stream = StreamingReconstruction(predictor, StreamConfig(conf_percentile=0), loops=LoopConfig())
         for i in range(len(seq.frames)):
-            stream.push(predictor.image(i), seq.frames[i], {"index": i})
+            stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
         stream.finish()
         matches = stream.loop_detector.matches
         assert len(matches) >= 3, seq.trajectory  # measured: 8 (orbit), 3 (figure eight)
@@ -116,10 +116,8 @@ def test_a_dinov3_revisit_hint_is_verified_even_when_retrieval_misses(loops):
     for hint in (None, "the true revisit"):
         stream = StreamingReconstruction(predictor, StreamConfig(conf_percentile=0), loops=blind)
         for i in range(len(seq.frames)):
-            meta = {"index": i}
-            if hint and i == 97:
-                meta["revisit_of"] = 1  # frame 97 sees what frame 1 saw (1.25 turns: 96 frames a turn)
-            stream.push(predictor.image(i), seq.frames[i], meta)
+            hinted = 1 if hint and i == 97 else None  # frame 97 sees what frame 1 saw (1.25 turns: 96 a turn)
+            stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i, revisit_of=hinted))
         stream.finish()
         found[hint] = [(m.keyframe_a, m.keyframe_b) for m in stream.loop_detector.matches]
     assert found[None] == []
@@ -131,7 +129,7 @@ def test_detector_memory_is_small_per_keyframe(loops):
     predictor = DriftingGroundTruth(seq, 0.0, 0.0)
     stream = StreamingReconstruction(predictor, StreamConfig(conf_percentile=0), loops=LoopConfig())
     for i in range(len(seq.frames)):
-        stream.push(predictor.image(i), seq.frames[i], {"index": i})
+        stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
     stream.finish()
     per_keyframe = stream.loop_detector.nbytes / len(seq.frames)
     assert 1_000 < per_keyframe < 30_000  # measured ~11.7 KB (ORB points, descriptors, tiny image)
@@ -183,7 +181,7 @@ def test_map_moves_with_the_cameras(loops):
         results = []
         stream.sink = results.append
         for i in range(len(seq.frames)):
-            stream.push(predictor.image(i), seq.frames[i], {"index": i})
+            stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
         stream.finish()
         if closed:
             stream.close_loops(solve)
@@ -214,7 +212,7 @@ def test_close_loops_needs_detection_and_a_finished_stream(loops):
         plain.close_loops(solve)
     stream = StreamingReconstruction(predictor, StreamConfig(), loops=LoopConfig())
     for i in range(9):
-        stream.push(predictor.image(i), seq.frames[i], {"index": i})
+        stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
     with pytest.raises(RuntimeError, match="after finish"):
         stream.close_loops(solve)
 
@@ -224,7 +222,7 @@ def test_a_solver_that_loses_windows_is_refused(loops):
     predictor = DriftingGroundTruth(seq, 0.0, 0.0)
     stream = StreamingReconstruction(predictor, StreamConfig(conf_percentile=0), loops=LoopConfig())
     for i in range(len(seq.frames)):
-        stream.push(predictor.image(i), seq.frames[i], {"index": i})
+        stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
     stream.finish()
     with pytest.raises(ValueError, match="returned 1 nodes for 20 windows"):
         stream.close_loops(lambda nodes, edges: ([Sim3.identity()], {}))
@@ -255,12 +253,12 @@ def test_transform_tags_moves_each_window_and_merges_what_meets():
     pmap.add(grid, colours, tag=0)
     pmap.add(grid + [2.0, 0, 0], colours, tag=1)  # the same place mapped again, 2 units off (drift)
     assert len(pmap) == 2000
-    pmap.transform_tags({1: (1.0, np.eye(3), np.array([-2.0, 0.0, 0.0]))})  # the correction
+    pmap.transform_tags({1: Sim3(1.0, np.eye(3), np.array([-2.0, 0.0, 0.0]))})  # the correction
     assert len(pmap) == 1000  # one surface again
     np.testing.assert_allclose(np.sort(pmap.points, axis=0), np.sort(grid, axis=0), atol=1e-6)
     np.testing.assert_allclose(pmap.weights, 2.0)
     with pytest.raises(ValueError, match="scale > 0"):
-        pmap.transform_tags({0: (0.0, np.eye(3), np.zeros(3))})
+        pmap.transform_tags({0: Sim3(0.0, np.eye(3), np.zeros(3))})
 
 
 def test_ate_of_the_bench_runs_is_the_metric_of_the_bench(loops):
@@ -369,7 +367,7 @@ def test_pipelined_detection_finds_what_the_sequential_one_does(loops):
             predictor, StreamConfig(conf_percentile=0), pipelined=pipelined, loops=LoopConfig()
         )
         for i in range(len(seq.frames)):
-            stream.push(predictor.image(i), seq.frames[i], {"index": i})
+            stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
         stream.finish()
         assert all("loops_s" in t for t in stream.window_timings)
         report = stream.close_loops(solve)
@@ -383,7 +381,7 @@ def test_old_places_are_thinned_past_max_places(loops):
     predictor = DriftingGroundTruth(seq, 0.0, 0.0)
     stream = StreamingReconstruction(predictor, StreamConfig(conf_percentile=0), loops=LoopConfig(max_places=40))
     for i in range(len(seq.frames)):
-        stream.push(predictor.image(i), seq.frames[i], {"index": i})
+        stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
     stream.finish()
     detector = stream.loop_detector
     assert len(detector.places) <= 40 and len(detector._descriptors) == len(detector.places)

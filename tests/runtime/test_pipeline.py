@@ -14,7 +14,7 @@ import pytest
 from edgescene.assets import default_model_dir, sample_dir
 from edgescene.runtime.pipeline import ReadAhead, WriteBehind
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
-from edgescene.runtime.stream import StreamConfig, StreamingReconstruction, WindowPrediction
+from edgescene.runtime.stream import FrameInfo, StreamConfig, StreamingReconstruction, WindowPrediction
 
 
 def test_read_ahead_yields_everything_in_order_and_stays_bounded():
@@ -141,7 +141,7 @@ def test_pipelined_stream_equals_the_sequential_one_and_lags_one_window():
         core = StreamingReconstruction(
             _predictor(calls, delay_s=0.01), StreamConfig(window=4, overlap=2), sink=sunk.append, pipelined=pipelined
         )
-        states = [core.push(image, rgb, {"index": i}) for i, (image, rgb) in enumerate(_frames(15))]
+        states = [core.push(image, rgb, FrameInfo(index=i)) for i, (image, rgb) in enumerate(_frames(15))]
         core.finish()
         results[pipelined] = (core.trajectory(), core.map.points, [k.depth for k in sunk], states, calls)
     (seq_traj, seq_points, seq_depth, seq_states, seq_calls) = results[False]

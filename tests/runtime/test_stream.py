@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgescene.core.geometry import inverse_se3, relative_pose_to_first, umeyama_sim3
-from edgescene.runtime.stream import StreamConfig, StreamingReconstruction, WindowPrediction
+from edgescene.runtime.stream import FrameInfo, StreamConfig, StreamingReconstruction, WindowPrediction
 from edgescene.train.data.synthetic import render_sequence
 
 
@@ -46,7 +46,7 @@ class GroundTruthPredictor:
 
 def push_all(stream, predictor, seq):
     for i in range(len(seq.frames)):
-        stream.push(predictor.image(i), seq.frames[i], {"index": i})
+        stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
     return stream.finish()
 
 
