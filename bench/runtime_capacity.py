@@ -4,7 +4,7 @@
     python -m edgescene.bench.runtime_capacity --sizes 392x518 --frames 48 --model-latency-ms 30
 
 For each size (294x518, 392x518 and 518x518 by default) it renders a synthetic walk through a room
-(:mod:`edgescene.bench.synthetic_scene`), writes its frames as PNG files, and reconstructs them with
+(:mod:`edgescene.bench.synthetic_scene`), encodes it as an H.264 MP4, and reconstructs it with
 :func:`edgescene.runtime.reconstruct.reconstruct_to_folder`, the CLI's own job (decode, keyframes,
 preprocessing, the model, alignment, fusion, depth files and every output), where the model is an
 oracle (:mod:`edgescene.bench.oracle`) that answers each window with the ground truth plus noise.
@@ -19,8 +19,8 @@ It reports, per size:
   GIL: a GPU model that leaves the CPUs free), the pipeline on (the default): end-to-end keyframes
   per second against the model alone (the same windows, back to back), and their ratio;
 - **accuracy** (the sequential runs, one per seed): camera ATE after a Sim(3) alignment of the
-  camera centres onto the truth, and the fused cloud against the true surfaces: accuracy (median distance of a fused point to the nearest true surface sample) and
-  completeness (median distance of a true surface sample to the nearest fused point), in metres,
+  camera centres onto the truth, and the fused cloud against the true surfaces: accuracy (median
+  distance of a fused point to the nearest true surface sample) and completeness (median distance of a true surface sample to the nearest fused point), in metres,
   in the map's frame (the first camera's, exact) at the scale that fits the camera centres best, so
   drift along the walk counts.
 
@@ -65,12 +65,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _write_frames(video: SyntheticVideo, folder: Path) -> None:
-    from PIL import Image
+def write_video(video: SyntheticVideo, path: Path, fps: int = 30, crf: int = 12) -> Path:
+    """The frames as an H.264 MP4 (yuv420p, ``crf``: high quality), what a camera or phone gives."""
+    import av
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(video.frames):
-        Image.fromarray(video.rgb[i]).save(folder / f"{i:05d}.png", compress_level=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = video.hw
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "medium"}
+        for rgb in video.rgb:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 def _config(pipeline: bool, **overrides) -> ReconstructConfig:
@@ -134,8 +144,7 @@ def measure_size(
 ) -> dict:
     """Every figure of one size (see the module docstring)."""
     video = make_video(frames, hw, seed=seeds[0])
-    folder = work / f"frames_{hw[0]}x{hw[1]}_{seeds[0]}"
-    _write_frames(video, folder)
+    folder = write_video(video, work / f"walk_{hw[0]}x{hw[1]}_{seeds[0]}.mp4")
     session = OracleSession(video, noise, latency_ms=0.0)
     # sequential, no model latency: the runtime's own stages (first run warms caches and the oracle's answers)
     stage_rows = []
@@ -181,9 +190,7 @@ def measure_size(
     rows = []
     for seed in seeds:
         video_s = video if seed == seeds[0] else make_video(frames, hw, seed=seed)
-        folder_s = folder if seed == seeds[0] else work / f"frames_{hw[0]}x{hw[1]}_{seed}"
-        if seed != seeds[0]:
-            _write_frames(video_s, folder_s)
+        folder_s = folder if seed == seeds[0] else write_video(video_s, work / f"walk_{hw[0]}x{hw[1]}_{seed}.mp4")
         oracle = session if seed == seeds[0] else OracleSession(video_s, OracleNoise(**{**asdict(noise), "seed": seed}))
         out = work / f"acc_{seed}"
         _reconstruct(folder_s, oracle, out, _config(pipeline=False))
@@ -201,8 +208,9 @@ def run(
     seeds: tuple[int, ...] = (0, 1, 2),
     latency_ms: float = 30.0,
     repeats: int = 2,
-    noise: OracleNoise = OracleNoise(),
+    noise: OracleNoise | None = None,
 ) -> dict:
+    noise = noise or OracleNoise()
     if frames < 8:
         raise ValueError(f"frames must be >= 8 (one window), got {frames}")
     if not seeds:

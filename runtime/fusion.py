@@ -123,31 +123,34 @@ def _pack(keys: np.ndarray) -> np.ndarray:
     return (k[:, 0] << (2 * _PACK_BITS)) | (k[:, 1] << _PACK_BITS) | k[:, 2]
 
 
-def _weighted_means(inverse: np.ndarray, n: int, w: np.ndarray, *values: np.ndarray):
-    """Per-group summed weight (n,) and weighted means (n, 3) of each (N, 3) value array."""
+def _weighted_sums(inverse: np.ndarray, n: int, w: np.ndarray, *values: np.ndarray):
+    """Per-group summed weight (n,) and weighted sums (n, 3) float64 of each (N, 3) value array."""
     wsum = np.bincount(inverse, weights=w, minlength=n)
-    means = []
+    sums = []
     for v in values:
         v = v.astype(np.float64)
-        m = np.stack([np.bincount(inverse, weights=w * v[:, j], minlength=n) for j in range(3)], axis=1)
-        means.append(m / wsum[:, None])
-    return wsum, means
+        sums.append(np.stack([np.bincount(inverse, weights=w * v[:, j], minlength=n) for j in range(3)], axis=1))
+    return wsum, sums
 
 
-def _sorted_sums(packed: np.ndarray, w: np.ndarray, *values: np.ndarray):
-    """Unique packed keys (M,), their summed weight (M,) and the weighted mean of each (N, 3) value
-    array per key (M, 3) float64: an unstable sort and sums over runs of equal keys (no inverse
-    index, no N-long scatter; the order within a voxel's sum is the sort's)."""
+def _grouped_sums(packed: np.ndarray, w: np.ndarray, xyz: np.ndarray, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique packed keys (M,) and per key the row of weighted sums ``[w, w x, w y, w z, w r, w g, w b]``
+    (M, 7) float64. One unstable sort finds the groups; the sums are bincounts in the batch's own
+    order (no gather of the values)."""
     order = np.argsort(packed)
     sorted_keys = packed[order]
-    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
-    ws = w[order]
-    wsum = np.add.reduceat(ws, starts)
-    means = []
-    for v in values:
-        weighted = v[order].astype(np.float64) * ws[:, None]
-        means.append(np.add.reduceat(weighted, starts, axis=0) / wsum[:, None])
-    return sorted_keys[starts], wsum, means
+    first = np.empty(len(packed), dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    group = np.empty(len(packed), dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    m = int(group.max()) + 1 if len(group) else 0
+    sums = np.empty((m, 7))
+    sums[:, 0] = np.bincount(group, weights=w, minlength=m)
+    for j in range(3):
+        sums[:, 1 + j] = np.bincount(group, weights=w * xyz[:, j], minlength=m)
+        sums[:, 4 + j] = np.bincount(group, weights=w * rgb[:, j], minlength=m)
+    return sorted_keys[first], sums
 
 
 def _to_uint8(c: np.ndarray) -> np.ndarray:
@@ -174,8 +177,8 @@ def voxel_downsample(
     keep = w[ok] > 0
     keys, p, c, w = keys[keep], p[ok][keep], c[ok][keep], w[ok][keep]
     uniq, inverse = _group(keys)
-    wsum, (xyz, rgb) = _weighted_means(inverse, len(uniq), w, p, c)
-    return xyz.astype(dtype), _to_uint8(rgb), wsum
+    wsum, (xyz, rgb) = _weighted_sums(inverse, len(uniq), w, p, c)
+    return (xyz / wsum[:, None]).astype(dtype), _to_uint8(rgb / wsum[:, None]), wsum
 
 
 # ----------------------------------------------------------------------------- fused map
@@ -193,8 +196,8 @@ class PointMap:
     """A fused colour point cloud on a voxel grid, bounded in memory, with a per-frame cost that
     does not grow with the map.
 
-    Voxels live in insertion order in dense arrays (packed key (M,) int64, weighted mean position
-    (M, 3) float64, weighted mean colour (M, 3) float32, summed weight (M,) float64) and are found
+    Voxels live in insertion order in dense arrays (packed key (M,) int64, weighted sums of position
+    and colour (M, 3) float64 each, summed weight (M,) float64: a mean is sum / weight) and are found
     through an open-addressing hash table (packed key -> row; linear probing, load <= 1/2). :meth:`add`
     groups a batch by voxel, then looks all its voxels up / inserts them at once (vectorised probing,
     no Python loop per point): O(batch) whatever the map's size, so a long stream's per-frame cost
@@ -245,9 +248,9 @@ class PointMap:
         # held now; growing: rows are written as voxels arrive, so lazily mapped pages cost nothing yet
         full = (lambda shape, dtype: np.full(shape, 0, dtype=dtype)) if self.reserve else np.zeros
         self._packed = full(rows, np.int64)
-        self._xyz = full((rows, 3), np.float64)
-        self._rgb = full((rows, 3), np.float32)
-        self._w = full(rows, np.float64)
+        # per voxel, one row of weighted sums [w, w x, w y, w z, w r, w g, w b]: a mean is sum / w, and a
+        # batch updates a voxel with one row-wide add
+        self._sums = full((rows, 7), np.float64)
         self._tag = full(rows, np.int32)
         self._table = np.full(slots, _EMPTY, dtype=np.int64)
         self._row = full(slots, np.int64)
@@ -256,6 +259,10 @@ class PointMap:
     # -- state
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def _w(self) -> np.ndarray:
+        return self._sums[:, 0]
 
     @property
     def _keys(self) -> np.ndarray:
@@ -267,12 +274,18 @@ class PointMap:
     @property
     def points(self) -> np.ndarray:
         """(M, 3) float32 weighted mean position per voxel (a copy)."""
-        return self._xyz[: self._n].astype(np.float32)
+        return self._means()[0].astype(np.float32)
 
     @property
     def colors(self) -> np.ndarray:
         """(M, 3) uint8 weighted mean colour per voxel."""
-        return _to_uint8(self._rgb[: self._n])
+        return _to_uint8(self._means()[1])
+
+    def _means(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, 3) float64 weighted mean positions and colours (new arrays)."""
+        sums = self._sums[: self._n]
+        w = sums[:, :1]
+        return sums[:, 1:4] / w, sums[:, 4:7] / w
 
     @property
     def weights(self) -> np.ndarray:
@@ -284,9 +297,7 @@ class PointMap:
         """Bytes held by the map's arrays (allocated capacity, hash table included)."""
         return int(
             self._packed.nbytes
-            + self._xyz.nbytes
-            + self._rgb.nbytes
-            + self._w.nbytes
+            + self._sums.nbytes
             + self._tag.nbytes
             + self._table.nbytes
             + self._row.nbytes
@@ -315,17 +326,25 @@ class PointMap:
         if not -(2**31) <= tag < 2**31:
             raise ValueError(f"tag: expected an int32, got {tag}")
         while True:
-            keys, ok = _voxel_keys(p, self.voxel_size)
-            keep = (w[ok] > 0) & _in_pack_range(keys)
-            if not keep.all():
-                ok[np.flatnonzero(ok)[~keep]] = False
-                keys = keys[keep]
-            take = slice(None) if ok.all() else ok  # no copy when every point is usable (the usual case)
-            xyz, rgb = p[take].astype(np.float64, copy=False), c[take]
-            if self._merge(keys, xyz, rgb, w[take], tag):
+            packed, take = self._usable(p, w)
+            xyz, rgb, wt = (p, c, w) if take is None else (p[take], c[take], w[take])
+            if self._merge(packed, xyz.astype(np.float64, copy=False), rgb, wt, tag):
                 break
             self._coarsen()  # reserved arrays full: coarsen the map first, then bin the batch again
         self._enforce_cap()
+
+    def _usable(self, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Packed voxel keys of the usable points (finite, weight > 0, within the packable range) and
+        which points those are (None: all of them, the usual case, found without a per-point mask)."""
+        scaled = np.multiply(p, 1.0 / self.voxel_size, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            np.floor(scaled, out=scaled)
+            half = float(1 << (_PACK_BITS - 1))
+            lo, hi = (scaled.min(), scaled.max()) if len(p) else (np.nan, np.nan)
+            if np.isfinite(lo) and np.isfinite(hi) and lo >= -half and hi < half and w.min() > 0:
+                return _pack(scaled.astype(np.int64)), None
+            ok = np.all((scaled >= -half) & (scaled < half), axis=1) & (w > 0)  # False for nan too
+        return _pack(scaled[ok].astype(np.int64)), ok
 
     def transform(self, s: float, R: np.ndarray, t: np.ndarray) -> None:
         """Apply the similarity ``p -> s R p + t`` to every point (re-anchoring the map).
@@ -342,7 +361,7 @@ class PointMap:
             raise ValueError(f"R: expected (3, 3), got {R.shape}")
         if t.shape != (3,):
             raise ValueError(f"t: expected (3,), got {t.shape}")
-        xyz = apply_sim3(self._xyz[: self._n], float(s), R, t)
+        xyz = apply_sim3(self._means()[0], float(s), R, t)
         self.voxel_size *= float(s)
         self._rebin(xyz)
         self._enforce_cap()
@@ -353,7 +372,7 @@ class PointMap:
         size is unchanged), merging voxels that now coincide: a place mapped twice before a loop
         was closed becomes one surface again."""
         n = self._n
-        xyz = self._xyz[:n].copy()
+        xyz = self._means()[0]
         tags = self._tag[:n].astype(np.int64)
         if transforms and n:
             # one gather per row instead of one pass over the map per tag (a long video has thousands)
@@ -376,22 +395,24 @@ class PointMap:
         self._reset()
 
     # -- internals
-    def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray, tags: np.ndarray | int) -> bool:
-        """Combine a batch with the map by weighted mean per voxel (keys already in pack range).
+    def _merge(
+        self, packed: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, w: np.ndarray, tags: np.ndarray | int
+    ) -> bool:
+        """Combine a batch with the map by weighted mean per voxel (``packed``: :func:`_pack` keys).
         A new voxel takes ``tags`` (one int for the whole batch, or the tag of the batch's first point
         in it).
 
         Returns False, changing nothing, when reserved arrays cannot take the batch's new voxels.
         """
-        if len(keys) == 0:
+        if len(packed) == 0:
             return True
-        packed = _pack(keys)
-        if isinstance(tags, (int, np.integer)):  # one tag: group by an unstable sort and sums over runs
-            uniq, bw, (bxyz, brgb) = _sorted_sums(packed, w, xyz, rgb)
+        if isinstance(tags, (int, np.integer)):  # one tag: group by an unstable sort, sum by bincount
+            uniq, sums = _grouped_sums(packed, w, xyz, rgb)
             first_tags = np.full(len(uniq), int(tags), np.int32)
         else:
             uniq, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
-            bw, (bxyz, brgb) = _weighted_means(inverse.reshape(-1), len(uniq), w, xyz, rgb)
+            bw, (bxyz, brgb) = _weighted_sums(inverse.reshape(-1), len(uniq), w, xyz, rgb)
+            sums = np.concatenate([bw[:, None], bxyz, brgb], axis=1)
             first_tags = tags[first]
         # reserved: refuse a batch whose new voxels do not fit (only counted when they might not)
         if (
@@ -403,13 +424,9 @@ class PointMap:
         self._grow_for(self._n + len(uniq))
         rows, new = self._find_or_insert(uniq)
         old = ~new
-        i, j = rows[old], np.flatnonzero(old)  # voxels already in the map: weighted mean in place
-        total = self._w[i] + bw[j]
-        self._xyz[i] = (self._xyz[i] * self._w[i, None] + bxyz[j] * bw[j, None]) / total[:, None]
-        self._rgb[i] = ((self._rgb[i] * self._w[i, None] + brgb[j] * bw[j, None]) / total[:, None]).astype(np.float32)
-        self._w[i] = total
+        self._sums[rows[old]] += sums[old]  # voxels already in the map (rows are unique: no lost update)
         i = rows[new]  # new voxels: their rows were appended in order
-        self._xyz[i], self._rgb[i], self._w[i] = bxyz[new], brgb[new].astype(np.float32), bw[new]
+        self._sums[i] = sums[new]
         self._tag[i] = first_tags[new]
         return True
 
@@ -474,14 +491,13 @@ class PointMap:
         capacity = len(self._w)
         if rows <= capacity or self.reserve:
             return
-        target = max(_pow2_at_least(rows), 2 * capacity)
+        target = max(_pow2_at_least(rows), 4 * capacity)  # x4: fewer re-hashes of a growing map
         if self.max_points is not None and not self.reserve:
             target = max(rows, min(target, self.max_points * 2))
         n = self._n
-        packed, xyz, rgb, w, tag = self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n], self._tag[:n]
+        packed, sums, tag = self._packed[:n], self._sums[:n], self._tag[:n]
         self._allocate(target)
-        self._packed[:n], self._xyz[:n], self._rgb[:n], self._w[:n] = packed, xyz, rgb, w  # rows keep their order
-        self._tag[:n] = tag
+        self._packed[:n], self._sums[:n], self._tag[:n] = packed, sums, tag  # rows keep their order
         self._n = n
         self._rehash(packed)
 
@@ -508,17 +524,17 @@ class PointMap:
         """Recompute voxel keys of the stored means at the current voxel size and merge duplicates."""
         keys, ok = _voxel_keys(xyz, self.voxel_size)
         inside = _in_pack_range(keys)
-        rgb, w = self._rgb[: self._n][ok][inside], self._w[: self._n][ok][inside]
+        rgb, w = self._means()[1][ok][inside], self._w[: self._n][ok][inside]
         tags = self._tag[: self._n][ok][inside]
         xyz = xyz[ok][inside]
         self._n = 0
         self._table.fill(_EMPTY)
-        self._merge(keys[inside], xyz, rgb, w, tags)
+        self._merge(_pack(keys[inside]), xyz, rgb, w, tags)
 
     def _coarsen(self) -> None:
         before = len(self)
         self.voxel_size *= 2.0
-        self._rebin(self._xyz[: self._n].copy())
+        self._rebin(self._means()[0])
         log.info(
             "point map: %d points reach max_points=%s; voxel size doubled to %g -> %d points",
             before,

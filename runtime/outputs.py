@@ -21,7 +21,6 @@ All writers validate shapes and raise ValueError naming the argument and the exp
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ import trimesh
 from trimesh.path.entities import Line
 from trimesh.path.path import Path3D
 
-from edgescene.core.atomic import atomic_write_bytes, atomic_write_text
+from edgescene.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from edgescene.core.geometry import inverse_se3, rotmat_to_quat
 
 __all__ = [
@@ -425,17 +424,15 @@ def write_depth_npz(path: str | os.PathLike, depth: np.ndarray, conf: np.ndarray
     """
     d = _array(depth, "depth", ("H", "W"))
     c = _array(conf, "conf", d.shape)
-    arrays = {"depth": d.astype(np.float32), "conf": c.astype(np.float32)}
+    arrays = {"depth": d.astype(np.float32, copy=False), "conf": c.astype(np.float32, copy=False)}
     for key, value in extra.items():
         arrays[key] = np.asarray(value)
         if arrays[key].dtype == object:
             raise ValueError(f"{key}: expected an array or a scalar, got {type(value).__name__}")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
         for key, value in arrays.items():  # the layout np.load reads: one KEY.npy per array
-            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-    atomic_write_bytes(path, buf.getbuffer())
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:  # straight to the file: no copy
+                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
 
 
 def rescale_depth_npz(path: str | os.PathLike, factor: float) -> None:

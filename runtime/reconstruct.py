@@ -20,12 +20,11 @@ extrinsics; TUM trajectory) and a run report, written atomically into one folder
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Literal
@@ -41,17 +40,15 @@ from edgescene.runtime.loops import LoopConfig
 from edgescene.runtime.outputs import (
     OutputFolder,
     redact_paths,
-    rescale_depth_npz,
-    thumbnail,
     write_cameras_json,
-    write_depth_npz,
     write_glb,
     write_json,
     write_ply,
     write_tum,
 )
-from edgescene.runtime.pipeline import ReadAhead, WriteBehind
+from edgescene.runtime.pipeline import ReadAhead
 from edgescene.runtime.session import Device, Session, open_session
+from edgescene.runtime.sinks import FolderSink, MemorySink, Sink, Tee, ViewerSink
 from edgescene.runtime.stream import (
     FrameInfo,
     KeyframeResult,
@@ -76,7 +73,7 @@ class ReconstructConfig:
     conf_percentile: float = 50.0
     voxel_size: float | None = None
     max_points: int | None = 2_000_000  # hard bound on the fused cloud (the voxel doubles past it)
-    reserve_map: bool = False  # allocate the map for max_points up front (flat memory; ~85 B per point)
+    reserve_map: bool = False  # allocate the map for max_points up front (flat memory; ~100 B per point)
     max_depth_ratio: float | None = 3.0  # fuse points up to this x each frame's median depth
     every_s: float | None = None
     max_frames: int | None = None
@@ -393,21 +390,9 @@ class Reconstructor:
     def run(self, frames: Iterable[Frame | np.ndarray], solver: PoseGraphSolver | None = None) -> Reconstruction:
         """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones).
         ``solver``: the pose-graph solver loop closure needs (``config.loop_closure``)."""
-        check_solver(self.config, solver)
-        results: list[KeyframeResult] = []
-        stream = self.stream(sink=results.append)
-        for frame in frames:
-            stream.push(frame)
-        if stream.frames_seen == 0:
-            raise ValueError("no frames to reconstruct")
-        stream.finish()
-        if solver is not None and self.config.loop_closure:
-            stream.close_loops(solver)
-            corrections = stream.core.corrections
-            if corrections is not None:
-                for n, r in enumerate(results):
-                    c = corrections[stream.core.keyframe_windows[r.keyframe]]
-                    results[n] = replace(r, depth=(r.depth * c.s).astype(np.float32), placement=c @ r.placement)
+        sink = MemorySink()
+        stream = run(self, frames, sink, pipeline=False, solver=solver)
+        results = sink.results
         extrinsics, intrinsics = stream.core.trajectory()
         return Reconstruction(
             extrinsics=extrinsics,
@@ -424,6 +409,71 @@ class Reconstructor:
         )
 
 
+def run(
+    rec: Reconstructor,
+    frames: Iterable[Frame | np.ndarray],
+    sink: Sink | None = None,
+    *,
+    pipeline: bool | None = None,
+    solver: PoseGraphSolver | None = None,
+    on_frame: Callable[[int, int | None], None] | None = None,
+    expected: int | None = None,
+) -> Stream:
+    """Reconstruct ``frames`` with ``rec`` into ``sink``: the one assembly of the pipeline.
+
+    Every entry point runs this: the CLI and service jobs (:func:`reconstruct_to_folder`, a
+    :class:`~edgescene.runtime.sinks.FolderSink`), the Python API (:meth:`Reconstructor.run`, a
+    :class:`~edgescene.runtime.sinks.MemorySink`), the live ``/stream`` (a sink that answers the
+    client), the web app and the benches; they differ only in their sink.
+
+    ``frames``: decoded frames (:func:`~edgescene.runtime.frames.open_frames`) or (H, W, 3) uint8
+    RGB arrays, any iterable (a queue a server fills is one). ``pipeline`` (default
+    ``rec.config.pipeline``): decoding, keyframe selection and preprocessing run on a read-ahead
+    thread and the model on its own thread while the last window is aligned and fused (the results
+    equal the sequential ones). ``solver``: loop closure's pose-graph solver. ``on_frame(seen,
+    expected)`` after every input frame (a job's progress; an exception it raises cancels the run).
+    Returns the finished :class:`Stream` (map, cameras, timings); raises ValueError for no frames.
+    """
+    check_solver(rec.config, solver)
+    sink = sink or Sink()
+    pipelined = rec.config.pipeline if pipeline is None else pipeline
+    stream = Stream(rec, sink.keyframe, pipelined)
+    sink.start(stream)
+
+    def prepared_frames() -> Iterator[tuple[int, PreparedFrame | None]]:
+        """Decode, keyframe selection and preprocessing (on the read-ahead thread when pipelined)."""
+        decoded = iter(frames)
+        while True:
+            decode_start = time.perf_counter()
+            frame = next(decoded, None)
+            if frame is None:
+                return
+            prepared = stream.prepare(frame, decode_s=time.perf_counter() - decode_start)
+            yield stream.frames_seen, prepared
+
+    source = ReadAhead(prepared_frames(), depth=2 * rec.config.window) if pipelined else prepared_frames()
+    try:
+        for seen, prepared in source:
+            if prepared is not None and stream.feed(prepared) is not None:
+                sink.window(stream)
+            if on_frame is not None:
+                on_frame(seen, expected)
+        if stream.frames_seen == 0:
+            raise ValueError("no frames to reconstruct")
+        stream.finish()
+        sink.flush()
+        if solver is not None and rec.config.loop_closure:
+            stream.close_loops(solver)
+            sink.loops_closed(stream)
+        sink.finish(stream)
+    finally:
+        if isinstance(source, ReadAhead):
+            source.close()
+        stream.close()
+        sink.close()
+    return stream
+
+
 def check_solver(config: ReconstructConfig, solver: PoseGraphSolver | None) -> None:
     """Loop closure needs a pose-graph solver; the runtime has none of its own (it stays lean)."""
     if config.loop_closure and solver is None:
@@ -433,25 +483,6 @@ def check_solver(config: ReconstructConfig, solver: PoseGraphSolver | None) -> N
         )
     if solver is not None and not callable(solver):
         raise ValueError(f"solver must be callable (nodes, edges) -> (nodes, info), got {type(solver).__name__}")
-
-
-LIVE_THUMBNAILS = 500  # keyframe thumbnails kept for a live viewer (older ones are dropped)
-
-
-def _live_update(stream: Stream, rec: Reconstructor, thumbnails: list) -> dict:
-    """What a live viewer draws after a window: the map, every keyframe's camera, their thumbnails."""
-    extrinsics, intrinsics = stream.core.trajectory()
-    pmap = stream.map
-    empty = np.zeros((0, 3))
-    return {
-        "points": pmap.points if pmap is not None else empty.astype(np.float32),
-        "colors": pmap.colors if pmap is not None else empty.astype(np.uint8),
-        "weights": pmap.weights if pmap is not None else np.zeros(0),
-        "extrinsics": extrinsics,
-        "intrinsics": intrinsics,
-        "image_hw": stream.model_hw or rec.input_hw,
-        "thumbnails": list(thumbnails),
-    }
 
 
 def _resize(result: KeyframeResult) -> Resize:
@@ -577,83 +608,15 @@ def reconstruct_to_folder(
         )
         rec = Reconstructor(model, config)
         opened = time.perf_counter()
-        kept: list[KeyframeResult] = []
-        stream = rec.stream(pipelined=config.pipeline)
-
-        def write_depth(result: KeyframeResult) -> None:
-            write_start = time.perf_counter()
-            p = result.info.provenance
-            write_depth_npz(
-                folder.path(f"depth/{result.keyframe:05d}.npz"),
-                result.depth,
-                result.depth_conf,
-                frame_index=np.int64(result.info.index),
-                source_hw=np.int64(p["source_hw"]),
-                resized_hw=np.int64(p["resized_hw"]),
-                offset_xy=np.int64(p["offset_xy"]),
-                model_hw=np.int64(p["model_hw"]),
-                scale_xy=np.float64(p["scale_xy"]),
-                rotation_deg=np.int64(p["rotation_deg"]),
-                orientation=np.str_(p["orientation"]),
-                mode=np.str_(p["mode"]),
-            )
-            stream.write_s[result.window] += time.perf_counter() - write_start
-
-        writer = WriteBehind(depth=2 * config.window, name="edgescene-writer") if config.pipeline else None
-
-        thumbnails: list[np.ndarray | None] = []
-
-        def sink(result: KeyframeResult) -> None:
-            if on_window is not None and result.rgb is not None:
-                thumbnails.append(thumbnail(result.rgb))
-                if len(thumbnails) > LIVE_THUMBNAILS:
-                    thumbnails[-LIVE_THUMBNAILS - 1] = None  # bounded: older frustums keep what they drew
-            kept.append(result.cameras_only())  # cameras only: depth goes to disk
-            if writer is not None:
-                writer.submit(write_depth, result)
-            else:
-                write_depth(result)
-
-        stream.core.sink = sink
-        expected = frames.expected_count()
-
-        def prepared_frames() -> Iterator[tuple[int, PreparedFrame | None]]:
-            """Decode, keyframe selection and preprocessing (on the read-ahead thread when pipelined)."""
-            decoded = iter(frames)
-            while True:
-                decode_start = time.perf_counter()
-                frame = next(decoded, None)
-                if frame is None:
-                    return
-                prepared = stream.prepare(frame, decode_s=time.perf_counter() - decode_start)
-                yield stream.frames_seen, prepared
-
-        source_frames = ReadAhead(prepared_frames(), depth=2 * config.window) if config.pipeline else prepared_frames()
+        depth_files = FolderSink(folder, write_behind=config.pipeline, depth=2 * config.window)
+        sink: Sink = depth_files if on_window is None else Tee(depth_files, ViewerSink(on_window))
         try:
-            for seen, prepared in source_frames:
-                if prepared is not None and stream.feed(prepared) is not None and on_window is not None:
-                    on_window(_live_update(stream, rec, thumbnails))
-                if on_frame is not None:
-                    on_frame(seen, expected)
-            if stream.frames_seen == 0:
-                raise ValueError(f"{source}: no frames to reconstruct")
-            stream.finish()
-            if writer is not None:
-                writer.close()  # every depth file written (re-raises a failed write)
-            if solver is not None and config.loop_closure:
-                stream.close_loops(solver)
-                for k in kept:
-                    if stream.depth_scale(k.keyframe) != 1.0:
-                        rescale_depth_npz(folder.path(f"depth/{k.keyframe:05d}.npz"), stream.depth_scale(k.keyframe))
-            if on_window is not None:
-                on_window(_live_update(stream, rec, thumbnails))
-        finally:
-            if isinstance(source_frames, ReadAhead):
-                source_frames.close()
-            stream.close()
-            if writer is not None:
-                with contextlib.suppress(Exception):  # the error in flight, if any, is the one to report
-                    writer.close()
+            stream = run(rec, frames, sink, solver=solver, on_frame=on_frame, expected=frames.expected_count())
+        except ValueError as exc:
+            if str(exc) == "no frames to reconstruct":
+                raise ValueError(f"{source}: no frames to reconstruct") from exc
+            raise
+        kept = depth_files.kept
         extrinsics, intrinsics = stream.core.trajectory()
         records = [k.info.record() for k in kept]
         if hide_paths:

@@ -212,10 +212,10 @@ def test_pointmap_add_work_does_not_grow_with_the_map():
 
     def work(m: PointMap) -> int:
         m._grow_for(len(m) + 60_000)
-        arrays = (m._xyz, m._rgb, m._w, m._packed)
+        arrays = (m._sums, m._tag, m._packed)
         before = m.probes
         m.add(batch, colors)
-        assert all(a is b for a, b in zip(arrays, (m._xyz, m._rgb, m._w, m._packed), strict=True))  # no copy
+        assert all(a is b for a, b in zip(arrays, (m._sums, m._tag, m._packed), strict=True))  # no copy
         return m.probes - before
 
     small = PointMap(0.004)
