@@ -20,9 +20,9 @@ It reports, per size:
   per second against the model alone (the same windows, back to back), and their ratio;
 - **accuracy** (the sequential runs, one per seed): camera ATE after a Sim(3) alignment of the
   camera centres onto the truth, and the fused cloud against the true surfaces: accuracy (median
-  distance of a fused point to the nearest true surface sample) and completeness (median distance of a true surface sample to the nearest fused point), in metres,
-  in the map's frame (the first camera's, exact) at the scale that fits the camera centres best, so
-  drift along the walk counts.
+  distance of a fused point to the nearest true surface sample) and completeness (median distance
+  of a true surface sample to the nearest fused point), in metres, in the map's frame (the first
+  camera's, exact) at the scale that fits the camera centres best, so drift along the walk counts.
 
 Timings are ratios from one run on one machine: noisy machines change absolute times, not which
 stage dominates. Writes ``runtime_capacity.json`` and ``runtime_capacity.md``.
