@@ -452,15 +452,19 @@ def run(
             yield stream.frames_seen, prepared
 
     source = ReadAhead(prepared_frames(), depth=2 * rec.config.window) if pipelined else prepared_frames()
+    reported = 0  # windows the sink has been told about
     try:
         for seen, prepared in source:
             if prepared is not None and stream.feed(prepared) is not None:
+                reported = stream.core.state.windows
                 sink.window(stream)
             if on_frame is not None:
                 on_frame(seen, expected)
         if stream.frames_seen == 0:
             raise ValueError("no frames to reconstruct")
         stream.finish()
+        if stream.core.state.windows > reported:  # the last (partial or in-flight) windows joined at finish
+            sink.window(stream)
         sink.flush()
         if solver is not None and rec.config.loop_closure:
             stream.close_loops(solver)

@@ -1,0 +1,139 @@
+"""The one assembly of the pipeline, ``run(rec, frames, sink)``: every entry point is a sink over it.
+
+An oracle session (ground truth plus noise, :mod:`edgescene.bench.oracle`) stands in for the model,
+so these tests check the assembly and the sinks, not a network.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgescene.bench.oracle import OracleNoise, OracleSession
+from edgescene.bench.synthetic_scene import make_video
+from edgescene.runtime.outputs import OutputFolder
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, reconstruct_to_folder, run
+from edgescene.runtime.sinks import FolderSink, MemorySink, Sink, Tee, ViewerSink
+
+HW = (56, 84)
+
+
+@pytest.fixture(scope="module")
+def video():
+    return make_video(14, HW, seed=3)
+
+
+def _rec(video, **config) -> Reconstructor:
+    return Reconstructor(OracleSession(video, OracleNoise(seed=1)), ReconstructConfig(keyframe_threshold=0.0, **config))
+
+
+class Recorder(Sink):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.keyframes: list[int] = []
+
+    def start(self, stream) -> None:
+        self.calls.append("start")
+
+    def keyframe(self, result) -> None:
+        self.keyframes.append(result.keyframe)
+
+    def window(self, stream) -> None:
+        self.calls.append(f"window {stream.core.state.windows}")
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+
+    def finish(self, stream) -> None:
+        self.calls.append("finish")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_hooks_come_in_order_and_every_keyframe_once(video):
+    sink = Recorder()
+    seen = []
+    stream = run(
+        _rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=False, on_frame=lambda n, e: seen.append(n)
+    )
+    assert seen == list(range(1, 15))
+    assert sink.keyframes == list(range(14))
+    # windows of 6 with 2 carried: frames 0-5, 4-9, 8-13 (the last one full too)
+    assert sink.calls == ["start", "window 1", "window 2", "window 3", "flush", "finish", "close"]
+    assert stream.core.state.keyframes == 14
+
+
+def test_pipelined_run_equals_the_sequential_one(video):
+    results = {}
+    for pipelined in (False, True):
+        sink = MemorySink()
+        stream = run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=pipelined)
+        results[pipelined] = (stream.core.trajectory()[0], stream.map.points, [r.depth for r in sink.results])
+    assert np.array_equal(results[False][0], results[True][0])
+    assert np.array_equal(results[False][1], results[True][1])
+    assert all(np.array_equal(a, b) for a, b in zip(results[False][2], results[True][2], strict=True))
+
+
+def test_reconstructor_run_is_a_memory_sink_over_run(video):
+    rec = _rec(video, window=6, overlap=2)
+    result = rec.run(list(video.rgb))
+    sink = MemorySink()
+    stream = run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=False)
+    assert np.array_equal(result.extrinsics, stream.core.trajectory()[0])
+    assert np.array_equal(result.points, stream.map.points)
+    assert len(result.world_points) == 14 and result.world_points[0].shape == (*HW, 3)
+
+
+def test_a_failing_sink_stops_the_run_and_everything_is_closed(video):
+    class Failing(Recorder):
+        def keyframe(self, result) -> None:
+            if result.keyframe == 7:
+                raise OSError("disk full")
+
+    sink = Failing()
+    with pytest.raises(OSError, match="disk full"):
+        run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=True)
+    assert sink.calls[-1] == "close" and "finish" not in sink.calls
+
+
+def test_no_frames_is_a_clear_error(video):
+    sink = Recorder()
+    with pytest.raises(ValueError, match="no frames to reconstruct"):
+        run(_rec(video), [], sink)
+    assert sink.calls == ["start", "close"]
+
+
+def test_folder_sink_writes_each_keyframe_and_tee_feeds_a_viewer(video, tmp_path):
+    updates = []
+    with OutputFolder(tmp_path / "out") as folder:
+        files = FolderSink(folder, write_behind=True, depth=4)
+        viewer = ViewerSink(updates.append)
+        stream = run(_rec(video, window=6, overlap=2), list(video.rgb), Tee(files, viewer))
+        assert len(files.kept) == 14 and files.kept[0].depth.size == 0  # cameras only: depth is on disk
+    depth = sorted((tmp_path / "out" / "depth").iterdir())
+    assert [p.name for p in depth] == [f"{i:05d}.npz" for i in range(14)]
+    assert np.load(depth[5])["depth"].shape == HW
+    assert len(updates) == 4  # three windows and the final scene
+    assert updates[-1]["extrinsics"].shape == (14, 3, 4) and len(updates[-1]["thumbnails"]) == 14
+    assert len(updates[-1]["points"]) == len(stream.map)
+
+
+def test_reconstruct_to_folder_takes_an_open_session(video, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    from PIL import Image
+
+    for i, rgb in enumerate(video.rgb):
+        Image.fromarray(rgb).save(frames / f"{i:03d}.png")
+    session = OracleSession(video)
+    report = reconstruct_to_folder(
+        frames, session, tmp_path / "out", ReconstructConfig(keyframe_threshold=0.0), progress=False
+    )
+    assert report["keyframes"] == 14 and report["backend"]["name"] == "oracle"
+    cameras = json.loads((tmp_path / "out" / "cameras.json").read_text())
+    assert [f["index"] for f in cameras["frames"]] == list(range(14))
+    with pytest.raises(ValueError, match="session options"):
+        Reconstructor(session, ReconstructConfig(), providers=["x"])
