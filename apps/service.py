@@ -10,7 +10,9 @@
 Rejections carry a JSON ``detail`` naming the problem and the fix: 413 (upload over the size limit),
 415 (not an image / video the runtime reads, checked by name and content), 429 (queue full),
 400 / 422 (bad options), 404 (unknown job, or a file outside the job's output folder).
-The service is a thin layer over :mod:`edgescene.runtime` (reconstruct_to_folder, Reconstructor).
+The service is a thin layer over :mod:`edgescene.runtime` (reconstruct_to_folder for jobs; the live
+stream runs :func:`~edgescene.runtime.reconstruct.run` with a sink that answers the client,
+:mod:`edgescene.apps.live_stream`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pydantic import BaseModel
 
 from edgescene import __version__
 from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
+from edgescene.apps.live_stream import LiveRun
 from edgescene.apps.models_catalog import find_model, list_models
 from edgescene.apps.uploads import (
     UploadError,
@@ -53,7 +56,6 @@ from edgescene.apps.uploads import (
 )
 from edgescene.assets import DEFAULT_MODEL
 from edgescene.runtime.backends.triton import is_triton_url, parse_triton_url
-from edgescene.runtime.frames import InputError
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
@@ -549,38 +551,6 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     return app
 
 
-# ----------------------------------------------------------------------------- live stream
-
-PREVIEW_POINTS = 20_000
-
-
-def _map_message(stream, frame_number: int, keyframe: bool, final: bool = False) -> dict:
-    """The running reconstruction as JSON: counts, every keyframe's camera, a subsample of the map."""
-    core = stream.core
-    extrinsics, intrinsics = core.trajectory()
-    message = {
-        "type": "final" if final else "update",
-        "frame": frame_number,
-        "keyframe": keyframe,
-        "keyframes": len(extrinsics),
-        "windows": core.state.windows,
-        "points": len(core.map) if core.map is not None else 0,
-        "camera_centers": core.camera_centers().round(5).tolist(),
-        "extrinsics": extrinsics.round(6).tolist(),
-        "intrinsics": intrinsics.round(4).tolist(),  # model pixels, of images image_hw
-        "image_hw": list(stream.model_hw) if stream.model_hw else None,
-    }
-    if core.map is not None and len(core.map):
-        points, colors = core.map.points, core.map.colors
-        step = max(1, -(-len(points) // PREVIEW_POINTS))  # ceil: the preview never exceeds its cap
-        message["preview"] = {
-            "points": points[::step].round(4).tolist(),
-            "colors": colors[::step].tolist(),
-            "every": step,
-        }
-    return message
-
-
 def _check_video_budget(source, name: str, config: ServiceConfig) -> None:
     """413 at submission for a video longer than ``max_video_s`` or one that would decode more than
     ``max_job_frames`` frames after sampling, from its probed header."""
@@ -596,6 +566,9 @@ def _check_video_budget(source, name: str, config: ServiceConfig) -> None:
             f"every_s (e.g. every_s={max(0.1, round((source.duration_s or expected) / config.max_job_frames, 2))}) "
             "or send max_frames"
         )
+
+
+# ----------------------------------------------------------------------------- live stream
 
 
 def _decode_frame(data: bytes, number: int) -> np.ndarray:
@@ -619,8 +592,18 @@ async def _stream_session(
     websocket: WebSocket, config: ServiceConfig, open_reconstructor, slots: asyncio.Semaphore
 ) -> None:
     """One client's live reconstruction: binary messages are frames, text ``finish`` ends the stream.
-    Each client has its own stream state; the model session is shared (sessions serialize what they
-    must: onnxruntime's bound buffers and TensorRT's one execution context are locked)."""
+
+    The frames go through :func:`edgescene.runtime.reconstruct.run` (the one assembly of the
+    pipeline) on the session's own thread (:class:`~edgescene.apps.live_stream.LiveRun`), started
+    with the first frame; each frame is answered, in order, before the next message is read. A slot
+    of ``slots`` is held while a frame is decoded and while it is processed (and for the final
+    window), which bounds the model work of all clients. Each client has its own stream state; the
+    model session is shared (sessions serialize what they must: onnxruntime's bound buffers and
+    TensorRT's one execution context are locked). A client that goes away cancels its run: the
+    thread ends after the frame in progress, without running the last window. An error inside the
+    run (the model unloaded for another one, a frame the model cannot take) ends the stream: an
+    error naming it, "; reconnect", and close code 1011.
+    """
     await websocket.accept()
     try:
         rec = await asyncio.to_thread(open_reconstructor)
@@ -628,8 +611,9 @@ async def _stream_session(
         await websocket.send_json({"type": "error", "detail": str(exc)})
         await websocket.close(code=1008)
         return
-    stream = rec.stream()
     limit = int(config.stream_max_frame_mb * 2**20)
+    live: LiveRun | None = None  # started with the first decodable frame
+    sent = 0
     try:
         while True:
             message = await websocket.receive()
@@ -637,11 +621,17 @@ async def _stream_session(
                 return
             if message.get("text") is not None:
                 if message["text"].strip() == "finish":
-                    if stream.frames_seen == 0:
+                    if live is None:
                         await websocket.send_json({"type": "error", "detail": "no frames were sent before 'finish'"})
-                    else:
-                        await asyncio.to_thread(stream.finish)
-                        await websocket.send_json(_map_message(stream, stream.frames_seen, False, final=True))
+                        await websocket.close()
+                        return
+                    try:
+                        async with slots:
+                            final = await live.finish()
+                    except Exception as exc:  # noqa: BLE001 - any failure of the run ends the stream
+                        await _stream_failed(websocket, exc)
+                        return
+                    await websocket.send_json(final)
                     await websocket.close()
                     return
                 await websocket.send_json(
@@ -665,34 +655,33 @@ async def _stream_session(
                 continue
             try:  # off the event loop: other clients and /health stay responsive
                 async with slots:
-                    rgb = await asyncio.to_thread(_decode_frame, data, stream.frames_seen + 1)
+                    rgb = await asyncio.to_thread(_decode_frame, data, sent + 1)
             except ValueError as exc:
                 await websocket.send_json({"type": "error", "detail": str(exc)})
                 continue
             start = time.perf_counter()
+            if live is None:
+                live = LiveRun(rec)
             try:
                 async with slots:
-                    state = await asyncio.to_thread(stream.push, rgb)
-            except (InputError, ValueError) as exc:
-                await websocket.send_json({"type": "error", "detail": redact_paths(str(exc))})
-                continue
-            except RuntimeError as exc:  # e.g. the model was unloaded for another one: this stream cannot go on
-                await websocket.send_json({"type": "error", "detail": f"{redact_paths(str(exc))}; reconnect"})
-                await websocket.close(code=1011)
+                    reply = await live.push(rgb)
+            except Exception as exc:  # noqa: BLE001 - e.g. the model was unloaded for another one
+                await _stream_failed(websocket, exc)
                 return
-            if state is not None:
-                reply = _map_message(stream, stream.frames_seen, True)
-            else:
-                reply = {
-                    "type": "ack",
-                    "frame": stream.frames_seen,
-                    "keyframes_pending": True,
-                    "points": len(stream.map) if stream.map is not None else 0,
-                }
+            sent += 1
             reply["push_ms"] = round(1000 * (time.perf_counter() - start), 2)
             await websocket.send_json(reply)
     except WebSocketDisconnect:
         return
+    finally:
+        if live is not None:
+            await live.close()
+
+
+async def _stream_failed(websocket: WebSocket, exc: Exception) -> None:
+    """The run stopped with ``exc``: this stream cannot go on."""
+    await websocket.send_json({"type": "error", "detail": f"{redact_paths(str(exc))}; reconnect"})
+    await websocket.close(code=1011)
 
 
 __all__ = ["ServiceConfig", "create_app"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import cv2
@@ -471,3 +472,103 @@ def test_video_frame_and_duration_budgets_are_checked_at_submission(tmp_path):
         r = c.post("/jobs", files=[_video()])
         detail = r.json()["detail"]
         assert r.status_code == 413 and detail.startswith("video sample.mp4 lasts") and "send a shorter clip" in detail
+
+
+def _jpegs(frames) -> list[bytes]:
+    return [cv2.imencode(".jpg", rgb[..., ::-1])[1].tobytes() for rgb in frames]
+
+
+def _live_threads() -> list[str]:
+    from edgescene.apps.live_stream import THREAD_PREFIX
+
+    return [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+def _no_live_threads(timeout_s: float = 30.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while _live_threads() and time.monotonic() < end:
+        time.sleep(0.05)
+    return not _live_threads()
+
+
+def test_stream_client_leaving_mid_way_leaves_no_thread(client, monkeypatch):
+    from edgescene.runtime.reconstruct import Stream
+
+    finished = []
+    original = Stream.finish
+    monkeypatch.setattr(Stream, "finish", lambda self: finished.append(self) or original(self))
+    jpegs = _jpegs(f.rgb for f in open_frames(SAMPLE, max_frames=6))
+    with client.websocket_connect("/stream?window=4") as ws:
+        for data in jpegs[:3]:
+            ws.send_bytes(data)
+            assert ws.receive_json()["type"] in ("ack", "update")
+        assert len(_live_threads()) == 1  # the session's run, waiting for the next frame
+    assert _no_live_threads(), _live_threads()  # gone without 'finish': the run was cancelled
+    with client.websocket_connect("/stream?window=4") as ws:
+        ws.send_bytes(jpegs[0])  # leaves while its frame is answered
+    assert _no_live_threads(), _live_threads()
+    assert finished == []  # the model ran no last window for the clients that left
+    with client.websocket_connect("/stream?window=4") as ws:  # the next session works
+        for data in jpegs:
+            ws.send_bytes(data)
+            assert ws.receive_json()["type"] in ("ack", "update")
+        ws.send_text("finish")
+        final = ws.receive_json()
+    assert final["type"] == "final" and final["points"] > 0 and len(finished) == 1
+    assert _no_live_threads(), _live_threads()
+
+
+def test_two_concurrent_stream_sessions_each_get_their_own_map(client):
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=12)]
+    inputs = {"a": _jpegs(frames[:8]), "b": _jpegs(frames[::-1][:6])}  # different frames, different lengths
+
+    def serial(jpegs: list[bytes]) -> dict:
+        with client.websocket_connect("/stream?window=4") as ws:
+            for data in jpegs:
+                ws.send_bytes(data)
+                ws.receive_json()
+            ws.send_text("finish")
+            return ws.receive_json()
+
+    alone = {name: serial(jpegs) for name, jpegs in inputs.items()}
+    assert alone["a"]["camera_centers"] != alone["b"]["camera_centers"]
+    together: dict[str, dict] = {}
+    with (
+        client.websocket_connect("/stream?window=4") as wa,
+        client.websocket_connect("/stream?window=4") as wb,
+    ):
+        sockets = {"a": wa, "b": wb}
+        for i in range(max(len(j) for j in inputs.values())):  # interleaved, frame by frame
+            for name, ws in sockets.items():
+                if i < len(inputs[name]):
+                    ws.send_bytes(inputs[name][i])
+                    assert ws.receive_json()["frame"] == i + 1
+            if i == 1:
+                assert len(_live_threads()) == 2  # one run per session
+        for name, ws in sockets.items():
+            ws.send_text("finish")
+            together[name] = ws.receive_json()
+    for name in inputs:
+        assert together[name]["type"] == "final"
+        assert together[name]["points"] == alone[name]["points"] > 0
+        assert together[name]["keyframes"] == alone[name]["keyframes"]
+        assert np.allclose(together[name]["extrinsics"], alone[name]["extrinsics"], atol=1e-5)
+    assert _no_live_threads(), _live_threads()
+
+
+def test_stream_model_failure_ends_the_session(client, monkeypatch):
+    from starlette.websockets import WebSocketDisconnect
+
+    from edgescene.runtime.reconstruct import Stream
+
+    def unloaded(self, prepared):
+        raise RuntimeError("the model session was closed")
+
+    monkeypatch.setattr(Stream, "feed", unloaded)
+    jpegs = _jpegs(f.rgb for f in open_frames(SAMPLE, max_frames=1))
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/stream?window=4") as ws:
+        ws.send_bytes(jpegs[0])
+        assert ws.receive_json() == {"type": "error", "detail": "the model session was closed; reconnect"}
+        ws.receive_json()
+    assert closed.value.code == 1011
+    assert _no_live_threads(), _live_threads()
