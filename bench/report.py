@@ -226,7 +226,9 @@ def _scale_sections(report: BenchReport) -> list[str]:
                 f"frames); {st.warmup_calls} blank warm-up windows before frame 1"
                 f"{'; point map reserved for 2 M points up front (--reserve-map)' if st.reserve_map else ''}"
                 f". Per-frame latency is amortised "
-                f"over one model period and includes preprocessing, the model and fusion; rendering "
+                f"over one model period and includes decoding the PNG frames, keyframe selection, "
+                f"preprocessing, the model, alignment and fusion (edgescene.runtime.reconstruct.run, "
+                f"depth files written as reconstruct_to_folder does); rendering "
                 f"({st.render_s_excluded:.1f} s) and the warm-up are excluded.",
                 "",
             ]
@@ -511,7 +513,7 @@ def render_plots(report: BenchReport, out: Path) -> list[str]:
     if st is not None and st.samples:
         frames = [s["frame"] for s in st.samples]
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-        top.plot(frames, [s["push_s"] * 1e3 for s in st.samples], lw=0.6, color="0.6", label="each push")
+        top.plot(frames, [s["frame_s"] * 1e3 for s in st.samples], lw=0.6, color="0.6", label="each frame")
         marks = sorted(st.checkpoints.values(), key=lambda c: c["frame"])
         top.plot(
             [c["frame"] for c in marks], [c["per_frame_s"] * 1e3 for c in marks], "o-", label="per frame, amortised"

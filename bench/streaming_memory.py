@@ -2,13 +2,15 @@
 
     python -m edgescene.bench.streaming_memory --model ARTIFACT --frames 300 --out bench_out/streaming.json
 
-Renders one long synthetic video (handheld orbit, exact ground truth available), streams it
-through :class:`edgescene.runtime.reconstruct.Reconstructor` with depth written to disk, and
-records after every frame the process's resident memory (VmRSS, and the peak so far), the wall
-time of that push and whether the model ran. The report compares the per-frame cost (amortised
-over one model period) and the memory at frame 10/50/100 with those at the last frame: a bounded
-stream keeps them within a few percent. Pre-processing and the model run are included in the
-per-frame times; rendering is not. ``edgescene bench`` runs it as its streaming section.
+Renders one long synthetic video (handheld orbit, exact ground truth available) to PNG files, runs
+it through :func:`edgescene.runtime.reconstruct.run`, the one assembly every entry point uses, with
+depth files written by a :class:`~edgescene.runtime.sinks.FolderSink` as ``reconstruct_to_folder``
+writes them, and records after every frame (``run``'s ``on_frame``) the process's resident memory
+(VmRSS, and the peak so far), the wall time since the previous frame and whether the model ran.
+The report compares the per-frame cost (amortised over one model period) and the memory at frame
+10/50/100 with those at the last frame: a bounded stream keeps them within a few percent. Decoding,
+pre-processing and the model run are included in the per-frame times; rendering is not.
+``edgescene bench`` runs it as its streaming section.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from PIL import Image
 
 from edgescene.bench.suite import rss_mb
 from edgescene.runtime.frames import Frame, open_frames
-from edgescene.runtime.outputs import write_depth_npz
-from edgescene.runtime.pipeline import WriteBehind
-from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
+from edgescene.runtime.outputs import OutputFolder
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, Stream
+from edgescene.runtime.reconstruct import run as reconstruct
+from edgescene.runtime.sinks import FolderSink, Sink, Tee
 
 
 def synthetic_video(frames: int, width: int, height: int, seed: int):
@@ -64,26 +67,30 @@ def run(
     pipelined: bool = True,
     loop_closure: bool = False,
 ) -> dict:
-    """Stream ``frames`` synthetic frames through the reconstructor; samples and checkpoint summaries.
+    """Run ``frames`` synthetic frames through :func:`edgescene.runtime.reconstruct.run`; samples and
+    checkpoint summaries.
 
     The video is rendered at ``render_scale`` x (height, width) (the runtime's preprocessing resizes
     it to the model input, as it does for any camera); the session is warmed up with
     ``warmup_calls`` blank windows first (:meth:`Reconstructor.warm_up`), so frame 10 is measured
     in the steady state a running service is in. ``reserve_map`` allocates the point map for
-    ``max_points`` up front (``--reserve-map``). ``pipelined`` (the runtime's default): the model
-    runs on its own thread and depth files are written behind, as in ``reconstruct_to_folder``.
-    ``loop_closure``: revisit detection runs on every keyframe (its places stay in memory) and the
-    pose graph is solved at the end (``loop_closure_s``, ``loop_detector_mb`` in the result).
+    ``max_points`` up front (``--reserve-map``). ``pipelined`` (the runtime's default): decoding,
+    keyframe selection and preprocessing read ahead on their own thread, the model runs on its own
+    thread and depth files are written behind, as in ``reconstruct_to_folder``. ``loop_closure``:
+    revisit detection runs on every keyframe (its places stay in memory) and the pose graph is
+    solved at the end with :func:`edgescene.mapping.pose_graph.solve` (``loop_closure_s``,
+    ``loop_detector_mb`` in the result).
 
-    The video is rendered to PNG files first (excluded: the camera's job), then streamed from that
+    The video is rendered to PNG files first (excluded: the camera's job), then run from that
     folder as a user's images would be, decoding included. End to end: ``fps`` is frames over the
-    stream's wall time, ``finish()`` and the last depth file included, beside
-    ``model_only_fps``, the ceiling the model alone allows: ``window - overlap`` new frames per
-    model call, timed on ``window`` blank frames after the stream (3 calls, mean).
+    run's wall time up to the last depth file written (the last window included, loop closure
+    not), beside ``model_only_fps``, the ceiling the model alone allows: ``window - overlap`` new
+    frames per model call, timed on ``window`` blank frames after the run (3 calls, mean).
 
-    Per-frame latency at checkpoint ``n`` is amortised over one model period: the push times of the
+    Per-frame latency at checkpoint ``n`` is amortised over one model period: the ``frame_s`` (wall
+    time between consecutive frames leaving the pipeline, decoding included) of the
     ``window - overlap`` frames that end with the first model call at or after frame ``n`` (one
-    model call plus the cheap pushes between calls), divided by that count. Memory at ``n`` is the
+    model call plus the cheap frames between calls), divided by that count. Memory at ``n`` is the
     process's RSS and peak RSS (VmHWM) after frame ``n``.
     """
     rec = Reconstructor(
@@ -95,13 +102,19 @@ def run(
             max_points=max_points,
             reserve_map=reserve_map,
             device=device,
+            pipeline=pipelined,
             loop_closure=loop_closure,
         ),
         **(session_options or {}),
     )
+    solver = None
+    if loop_closure:
+        from edgescene.mapping.pose_graph import solve
+
+        solver = solve
     warmup_s = rec.warm_up(warmup_calls)
     render_h, render_w = max(16, round(height * render_scale)), max(16, round(width * render_scale))
-    with tempfile.TemporaryDirectory() as tmp, WriteBehind(depth=2 * window, name="bench-writer") as writer:
+    with tempfile.TemporaryDirectory() as tmp:
         render_start = time.perf_counter()
         folder = Path(tmp) / "frames"
         folder.mkdir()
@@ -109,60 +122,32 @@ def run(
             Image.fromarray(frame.rgb).save(folder / f"{frame.index:06d}.png", compress_level=1)
         render_s = time.perf_counter() - render_start
 
-        def write(result):
-            write_depth_npz(Path(tmp) / f"{result.keyframe:05d}.npz", result.depth, result.depth_conf)
-
-        def sink(result):  # depth goes to disk, as in reconstruct_to_folder
-            if pipelined:
-                writer.submit(write, result)
-            else:
-                write(result)
-
-        stream = rec.stream(sink=sink, pipelined=pipelined)
-        samples = []
-        source = iter(open_frames(folder))
-        stream_start = time.perf_counter()
-        for i in range(frames):
-            t0 = time.perf_counter()
-            frame = next(source)  # decoding the PNG is part of the stream, as for any image folder
-            t1 = time.perf_counter()
-            stream.push(frame)
-            t2 = time.perf_counter()
-            rss, peak = rss_mb()
-            state = stream.core.state
-            samples.append(
-                {
-                    "frame": i + 1,
-                    "push_s": t2 - t1,
-                    "decode_s": t1 - t0,
-                    "rss_mb": rss,
-                    "peak_mb": peak,
-                    "map_points": state.points,
-                    "windows": state.windows,
-                }
+        with OutputFolder(Path(tmp) / "out") as out:
+            # depth goes to disk as in reconstruct_to_folder (written behind when pipelined)
+            depth_files = FolderSink(out, write_behind=pipelined, depth=2 * window)
+            samples = _Samples(frames, log)
+            stream_start = time.perf_counter()
+            # decoding the PNGs is part of the run, as for any image folder
+            stream = reconstruct(
+                rec, open_frames(folder), Tee(depth_files, samples), solver=solver, on_frame=samples.on_frame
             )
-            if log is not None and (i + 1) % 50 == 0:
-                log(f"bench: streaming frame {i + 1}/{frames}: rss {rss:.0f} MiB, {state.windows} model calls")
-        stream.finish()
-        writer.close()
-        stream_s = time.perf_counter() - stream_start
+        assert samples.flushed is not None
+        stream_s = samples.flushed - stream_start  # to the last depth file written, loop closure excluded
         loops: dict = {}
-        if loop_closure:
-            from edgescene.mapping.pose_graph import solve
-
-            report = stream.close_loops(solve)
+        if stream.loop_closure is not None:
+            report = stream.loop_closure
             loops = {
                 "loop_closure_s": report["seconds"],
                 "loop_edges": len(report["loops"]),
                 "loop_detector_mb": round(report["detector_bytes"] / 2**20, 2),
-                "rss_after_closure_mb": round(rss_mb()[0], 2),
+                "rss_after_closure_mb": samples.rss_after_closure_mb,
             }
-        model_busy_s = stream.timings["model_s"]
+        stages = stream.timings
         backend = f"{rec.session.backend}/{rec.session.device}"
     per_call_s = rec.warm_up(3) / 3
     period = window - overlap
     marks = sorted({n for n in checkpoints if n < frames} | {frames})
-    summary = {str(n): _checkpoint(samples, n, period) for n in marks}
+    summary = {str(n): _checkpoint(samples.samples, n, period) for n in marks}
     first, last = summary[str(marks[0])], summary[str(marks[-1])]
     return {
         "model": str(model),
@@ -188,12 +173,60 @@ def run(
         "stream_s": round(stream_s, 3),
         "fps": round(frames / stream_s, 2),
         "model_only_fps": round((window - overlap) / per_call_s, 2),
-        "model_busy_s": round(model_busy_s, 3),
-        "samples": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()} for s in samples],
-        "note": "push_s includes keyframe selection, preprocessing, the model (once per window; pipelined: "
-        "waiting for it) and fusion; decode_s is reading the PNG; "
+        "model_busy_s": round(stages["model_s"], 3),
+        "stage_s": {k: round(v, 4) for k, v in stages.items()},
+        "samples": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()} for s in samples.samples],
+        "note": "run by edgescene.runtime.reconstruct.run with a FolderSink, as reconstruct_to_folder runs; "
+        "frame_s is the wall time between consecutive frames leaving the pipeline (run's on_frame): "
+        "decoding the PNG, keyframe selection and preprocessing (pipelined: on the read-ahead thread, "
+        "overlapped), the model (once per window; pipelined: waiting for it), alignment and fusion; "
+        "stream_s ends when the last depth file is written (loop closure, if on, is loop_closure_s); "
+        "stage_s sums each stage's busy seconds; "
         "rendering the synthetic frames and the warm-up calls are excluded",
     }
+
+
+class _Samples(Sink):
+    """Per-frame samples through ``run``'s ``on_frame``: wall time since the previous frame (the
+    first: since the run started), RSS and peak RSS, map points and windows integrated so far."""
+
+    def __init__(self, frames: int, log=None) -> None:
+        self.frames = frames
+        self.log = log
+        self.samples: list[dict] = []
+        self.stream: Stream | None = None
+        self.flushed: float | None = None  # when the last window and depth file were done
+        self.rss_after_closure_mb: float | None = None
+        self._last = 0.0
+
+    def start(self, stream: Stream) -> None:
+        self.stream = stream
+        self._last = time.perf_counter()
+
+    def on_frame(self, seen: int, expected: int | None) -> None:
+        now = time.perf_counter()
+        assert self.stream is not None
+        rss, peak = rss_mb()
+        state = self.stream.core.state
+        self.samples.append(
+            {
+                "frame": seen,
+                "frame_s": now - self._last,
+                "rss_mb": rss,
+                "peak_mb": peak,
+                "map_points": state.points,
+                "windows": state.windows,
+            }
+        )
+        if self.log is not None and seen % 50 == 0:
+            self.log(f"bench: streaming frame {seen}/{self.frames}: rss {rss:.0f} MiB, {state.windows} model calls")
+        self._last = time.perf_counter()  # the sample itself is not the next frame's cost
+
+    def flush(self) -> None:  # after the FolderSink's flush in the Tee: every depth file is on disk
+        self.flushed = time.perf_counter()
+
+    def loops_closed(self, stream: Stream) -> None:
+        self.rss_after_closure_mb = round(rss_mb()[0] or 0.0, 2)
 
 
 def _checkpoint(samples: list[dict], n: int, period: int) -> dict:
@@ -208,7 +241,7 @@ def _checkpoint(samples: list[dict], n: int, period: int) -> dict:
     at = samples[n - 1]
     return {
         "frame": n,
-        "per_frame_s": round(sum(s["push_s"] for s in span) / len(span), 5),
+        "per_frame_s": round(sum(s["frame_s"] for s in span) / len(span), 5),
         "span": [span[0]["frame"], span[-1]["frame"]],
         "rss_mb": round(at["rss_mb"], 2),
         "peak_mb": round(at["peak_mb"], 2),
