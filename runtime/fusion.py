@@ -145,7 +145,7 @@ def _grouped_sums(packed: np.ndarray, w: np.ndarray, xyz: np.ndarray, rgb: np.nd
     group = np.empty(len(packed), dtype=np.int64)
     group[order] = np.cumsum(first) - 1
     m = int(group.max()) + 1 if len(group) else 0
-    sums = np.empty((m, 7))
+    sums = np.zeros((m, _COLUMNS))
     sums[:, 0] = np.bincount(group, weights=w, minlength=m)
     for j in range(3):
         sums[:, 1 + j] = np.bincount(group, weights=w * xyz[:, j], minlength=m)
@@ -186,6 +186,17 @@ def voxel_downsample(
 _EMPTY = np.int64(-1)  # a free hash slot (packed keys are >= 0)
 _FIB = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: multiply, keep the high bits
 _MIN_ROWS = 256
+
+
+_COLUMNS = 8  # [w, w x, w y, w z, w r, w g, w b, unused]: 64 bytes, one cache line per voxel
+
+
+def _aligned(full, rows: int) -> np.ndarray:
+    """(rows, _COLUMNS) float64 zeros whose rows start on 64-byte boundaries (a random voxel update
+    touches one cache line, not two)."""
+    raw = full(rows * _COLUMNS + 8, np.float64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip : skip + rows * _COLUMNS].reshape(rows, _COLUMNS)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -250,7 +261,7 @@ class PointMap:
         self._packed = full(rows, np.int64)
         # per voxel, one row of weighted sums [w, w x, w y, w z, w r, w g, w b]: a mean is sum / w, and a
         # batch updates a voxel with one row-wide add
-        self._sums = full((rows, 7), np.float64)
+        self._sums = _aligned(full, rows)
         self._tag = full(rows, np.int32)
         self._table = np.full(slots, _EMPTY, dtype=np.int64)
         self._row = full(slots, np.int64)
@@ -295,13 +306,7 @@ class PointMap:
     @property
     def nbytes(self) -> int:
         """Bytes held by the map's arrays (allocated capacity, hash table included)."""
-        return int(
-            self._packed.nbytes
-            + self._sums.nbytes
-            + self._tag.nbytes
-            + self._table.nbytes
-            + self._row.nbytes
-        )
+        return int(self._packed.nbytes + self._sums.nbytes + self._tag.nbytes + self._table.nbytes + self._row.nbytes)
 
     def __repr__(self) -> str:
         return (
@@ -412,7 +417,7 @@ class PointMap:
         else:
             uniq, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
             bw, (bxyz, brgb) = _weighted_sums(inverse.reshape(-1), len(uniq), w, xyz, rgb)
-            sums = np.concatenate([bw[:, None], bxyz, brgb], axis=1)
+            sums = np.concatenate([bw[:, None], bxyz, brgb, np.zeros((len(bw), 1))], axis=1)
             first_tags = tags[first]
         # reserved: refuse a batch whose new voxels do not fit (only counted when they might not)
         if (
@@ -422,12 +427,18 @@ class PointMap:
         ):
             return False
         self._grow_for(self._n + len(uniq))
+        start = self._n
         rows, new = self._find_or_insert(uniq)
-        old = ~new
+        old = np.flatnonzero(~new)
+        old = old[np.argsort(rows[old])]  # in row order: the map is read and written front to back
         self._sums[rows[old]] += sums[old]  # voxels already in the map (rows are unique: no lost update)
-        i = rows[new]  # new voxels: their rows were appended in order
-        self._sums[i] = sums[new]
-        self._tag[i] = first_tags[new]
+        fresh = np.flatnonzero(new)  # new voxels took the rows start.. in some order: put each in its own
+        placed = np.empty((len(fresh), _COLUMNS))
+        placed[rows[fresh] - start] = sums[fresh]
+        self._sums[start : self._n] = placed
+        tags_placed = np.empty(len(fresh), np.int32)
+        tags_placed[rows[fresh] - start] = first_tags[fresh]
+        self._tag[start : self._n] = tags_placed
         return True
 
     def _slots(self, packed: np.ndarray) -> np.ndarray:

@@ -75,6 +75,9 @@ class ReconstructConfig:
     max_points: int | None = 2_000_000  # hard bound on the fused cloud (the voxel doubles past it)
     reserve_map: bool = False  # allocate the map for max_points up front (flat memory; ~100 B per point)
     max_depth_ratio: float | None = 3.0  # fuse points up to this x each frame's median depth
+    fuse_stride: int | None = None  # pixel stride of fusion (None: from the map's voxel size; 1: every pixel)
+    fuse_spacing: float = 1.5  # automatic fuse_stride: sample spacing at the median depth, in voxels
+    align_points: int | None = 8192  # the most confident overlap samples a window's alignment uses
     every_s: float | None = None
     max_frames: int | None = None
     keyframe_threshold: float = 4.0
@@ -104,6 +107,9 @@ class ReconstructConfig:
             conf_percentile=self.conf_percentile,
             max_points=self.max_points,
             reserve_map=self.reserve_map,
+            fuse_stride=self.fuse_stride,
+            fuse_spacing=self.fuse_spacing,
+            align_points=self.align_points,
         )
         if self.keyframe_threshold < 0 or self.max_keyframe_gap < 1:
             raise ValueError("keyframe_threshold must be >= 0 and max_keyframe_gap >= 1")
@@ -350,6 +356,9 @@ class Reconstructor:
             max_points=config.max_points,
             max_depth_ratio=config.max_depth_ratio,
             reserve_map=config.reserve_map,
+            fuse_stride=config.fuse_stride,
+            fuse_spacing=config.fuse_spacing,
+            align_points=config.align_points,
         )
         self.features = open_session(config.features, device=config.device) if config.features else None
         if self.features is not None and self.features.artifact.model.get("family") != "dinov3":

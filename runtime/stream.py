@@ -38,7 +38,7 @@ import numpy as np
 from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
 from edgescene.core.preprocess import Resize
 from edgescene.core.sim3 import Edge, Sim3, move_camera
-from edgescene.runtime.fusion import PointMap, confidence_mask
+from edgescene.runtime.fusion import PointMap
 from edgescene.runtime.loops import LoopConfig, LoopDetector
 
 # A pose-graph solver: (initial nodes map_from_window, edges) -> (optimised nodes, what it did);
@@ -60,6 +60,15 @@ class WindowPrediction:
 
 
 Predictor = Callable[[np.ndarray], WindowPrediction]
+
+
+def _percentile(conf: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` of the finite values of ``conf`` (+inf when none is finite: nothing passes);
+    at least 1e-5, as :func:`~edgescene.runtime.fusion.confidence_mask` keeps only ``conf > 1e-5``."""
+    finite = conf[np.isfinite(conf)]
+    if not finite.size:
+        return float("inf")
+    return max(float(np.percentile(finite, percentile)), np.nextafter(1e-5, 1.0))
 
 
 def predictor_from_session(session) -> Predictor:
@@ -458,6 +467,7 @@ class StreamingReconstruction:
         h, w = conf.shape[1:]
         depth = pred.depth[i]
         stride = cfg.fuse_stride
+        voxel = 0.0
         if stride is None:
             assert self.map is not None  # made by the first window
             median = float(np.median(depth[::4, ::4]))  # a sample's median: the stride is a coarse choice
@@ -465,14 +475,21 @@ class StreamingReconstruction:
             voxel = self.map.voxel_size / scale  # window units
             ratio = cfg.fuse_spacing * voxel / spacing if spacing > 0 else 1.0
             stride = int(np.clip(np.floor(ratio), 1, 16)) if np.isfinite(ratio) else 1
-        phase = self._keyframes % (stride * stride)
-        rows, cols = slice(phase // stride, None, stride), slice(phase % stride, None, stride)
-        c, d = conf[i][rows, cols], depth[rows, cols]
-        keep = confidence_mask(c, cfg.conf_percentile)
+        elif stride > 1:
+            assert self.map is not None
+            voxel = self.map.voxel_size / scale
+        c, d = conf[i], depth
+        sample = (slice(None, None, 2), slice(None, None, 2))  # thresholds from a quarter of the pixels
+        keep = c >= _percentile(c[sample], cfg.conf_percentile)
         if cfg.max_depth_ratio is not None:  # far ground / horizon: few pixels, unbounded extent
-            keep &= d <= cfg.max_depth_ratio * np.median(d)
-        r, q = np.nonzero(keep)
-        return (r * stride + phase // stride) * w + (q * stride + phase % stride)
+            keep &= d <= cfg.max_depth_ratio * np.median(d[sample])
+        if stride > 1:  # nearer than ``cut``, every stride-th pixel still meets the spacing; beyond it, every one
+            cut = cfg.fuse_spacing * voxel * float(max(intr[0, 0], intr[1, 1])) / stride
+            phase = self._keyframes % (stride * stride)
+            grid = np.zeros((h, w), dtype=bool)
+            grid[phase // stride :: stride, phase % stride :: stride] = True
+            keep &= grid | (d > cut)
+        return np.flatnonzero(keep)
 
     def _map_points(
         self, pred: WindowPrediction, i: int, pixels: np.ndarray, extr: np.ndarray, intr: np.ndarray, placement: Sim3
