@@ -2,9 +2,12 @@
 
     rec = Reconstructor("artifacts/vggt_onnx")          # an exported VGGT artifact (or a checkpoint)
     result = rec.run(open_frames("clip.mp4"))            # everything in memory: short inputs
-    stream = rec.stream()                                # frame by frame, bounded memory
-    for frame in open_frames("long.mp4"): state = stream.push(frame)
+    stream = run(rec, frames, sink)                      # any iterable of frames into any Sink
     reconstruct_to_folder("long.mp4", "artifacts/vggt_onnx", "out/")   # the CLI's job
+
+:func:`run` is the one assembly of the pipeline; everything else is a sink over it
+(:mod:`edgescene.runtime.sinks`): the folder of the CLI and the service's jobs, memory for
+:meth:`Reconstructor.run`, a live viewer, the service's websocket.
 
 Frames go through keyframe selection (image difference, or DINOv3 features when a features
 artifact is given), upstream VGGT's preprocessing (:func:`~edgescene.core.preprocess.choose_model_size`:
@@ -392,9 +395,6 @@ class Reconstructor:
         for _ in range(calls):
             self.session({"images": blank})
         return time.perf_counter() - start
-
-    def stream(self, sink=None, pipelined: bool = False) -> Stream:
-        return Stream(self, sink, pipelined)
 
     def run(self, frames: Iterable[Frame | np.ndarray], solver: PoseGraphSolver | None = None) -> Reconstruction:
         """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones).

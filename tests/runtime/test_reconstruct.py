@@ -15,7 +15,8 @@ from edgescene.cli import main
 from edgescene.core.artifact import ArtifactError
 from edgescene.export.pipeline import ExportConfig, export_model
 from edgescene.runtime.frames import InputError, open_frames
-from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, reconstruct_to_folder
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, reconstruct_to_folder, run
+from edgescene.runtime.sinks import Sink
 
 VIDEO = sample_dir() / "sample.mp4"
 EXPECTED = {"points.ply", "scene.glb", "cameras.json", "cameras_source.json", "trajectory.tum", "report.json", "depth"}
@@ -89,10 +90,15 @@ def test_python_api_run_and_stream(artifact):
     assert result.extrinsics.shape == (9, 3, 4) and result.intrinsics.shape == (9, 3, 3)
     assert len(result.depth) == 9 and result.depth[0].shape == (56, 84)
     assert result.points.shape[1] == 3 and result.colors.dtype == np.uint8
-    stream = rec.stream()
-    states = [stream.push(f) for f in open_frames(VIDEO, max_frames=7)]
-    assert [s is not None for s in states] == [False, False, False, True, False, False, True]
-    assert states[3].keyframes == 4 and states[-1].keyframes == 7 and states[-1].points > 0
+    windows = []  # (frames seen, keyframes, points) each time a window joined the map
+
+    class Windows(Sink):
+        def window(self, stream) -> None:
+            windows.append((stream.frames_seen, stream.core.state.keyframes, stream.core.state.points))
+
+    run(rec, open_frames(VIDEO, max_frames=7), Windows(), pipeline=False)
+    assert [(seen, keyframes) for seen, keyframes, _ in windows] == [(4, 4), (7, 7)]
+    assert windows[-1][2] > 0
 
 
 def test_bad_inputs_are_clear_errors_and_leave_nothing(artifact, dinov3_artifact, tmp_path):
