@@ -7,6 +7,11 @@ window onto the map built so far, fitted by robust (Cauchy-weighted) Umeyama on
 confidence-weighted pixel correspondences. The first window fixes the scale, and the first
 keyframe's camera frame is the map frame (its extrinsics are exactly the identity).
 
+The work per window follows what is kept, not the pixel count: alignment reads a bounded sample of
+the carried frames, fusion unprojects only the pixels it fuses (straight into the map frame, on a
+voxel-sized pixel stride near the camera: :class:`StreamConfig`), and the point-map head's points
+are moved into the map only when a sink reads them (:class:`KeyframeResult`).
+
 Memory stays constant as the video grows: the stream keeps the map (voxel grid, bounded by the
 scene's extent: points beyond ``max_depth_ratio`` x the frame's median depth are not fused, and
 ``max_points`` is a hard cap), the cameras (a 3x4 and a 3x3 per keyframe) and only the last ``overlap``
@@ -96,9 +101,13 @@ class StreamConfig:
 
     ``fuse_stride``: pixel stride of the points fused into the map (None: the largest stride at which
     neighbouring samples at the frame's median depth stay within ``fuse_spacing`` voxels, so a frame
-    costs about what its voxels cost; the phase of the grid moves from keyframe to keyframe, so the
-    map still gets every pixel's neighbourhood). ``align_points``: at most this many (the most
-    confident) of the carried frames' stride-``align_stride`` samples fit each window's similarity.
+    costs about what its voxels cost). Pixels nearer than the depth where that stride's samples would
+    be more than ``fuse_spacing`` voxels apart are taken on the stride grid, whose phase moves from
+    keyframe to keyframe (over stride^2 keyframes every pixel is used); farther pixels are all taken,
+    so far surfaces keep their coverage. 1 fuses every pixel. ``align_points``: at most this many
+    (the most confident) of the carried frames' stride-``align_stride`` samples fit each window's
+    similarity. The confidence percentile and the median depth of the ratio filter are taken from
+    every other pixel in each direction (a quarter of them).
     """
 
     window: int = 8
