@@ -79,7 +79,7 @@ class ReconstructConfig:
     reserve_map: bool = False  # allocate the map for max_points up front (flat memory; ~100 B per point)
     max_depth_ratio: float | None = 3.0  # fuse points up to this x each frame's median depth
     fuse_stride: int | None = None  # pixel stride of fusion (None: from the map's voxel size; 1: every pixel)
-    fuse_spacing: float = 1.5  # automatic fuse_stride: sample spacing at the median depth, in voxels
+    fuse_spacing: float = 1.0  # automatic fuse_stride: sample spacing at the median depth, in voxels
     align_points: int | None = 8192  # the most confident overlap samples a window's alignment uses
     every_s: float | None = None
     max_frames: int | None = None

@@ -121,7 +121,7 @@ class StreamConfig:
     align_stride: int = 4  # pixel stride of the correspondences used for alignment
     align_points: int | None = 8192  # None: every stride sample
     fuse_stride: int | None = None  # None: automatic (see above); 1: every pixel
-    fuse_spacing: float = 1.5  # automatic stride: sample spacing at the median depth, in voxels
+    fuse_spacing: float = 1.0  # automatic stride: sample spacing at the median depth, in voxels
 
     def __post_init__(self) -> None:
         if self.window < 2:
