@@ -316,13 +316,13 @@ class LoopDetector:
         inliers = residual <= cfg.max_residual
         if inliers.sum() < max(cfg.min_inliers, keep.sum() // 2):
             return None
-        s, R, t = _refit(src[inliers], dst[inliers], (s, R, t))
+        relative = _refit(src[inliers], dst[inliers], _sim3(s, R, t))
         return LoopMatch(
             keyframe_a=a.keyframe,
             keyframe_b=b.keyframe,
             window_a=a.window,
             window_b=b.window,
-            relative=Sim3(float(s), np.asarray(R, np.float64), np.asarray(t, np.float64)),
+            relative=relative,
             similarity=similarity,
             matches=int(keep.sum()),
             inliers=int(inliers.sum()),
@@ -350,10 +350,14 @@ def _sample_points(
     return xyz.astype(np.float32), finite & smooth & (conf[rows, cols] > 0)
 
 
-def _refit(src: np.ndarray, dst: np.ndarray, fallback):
+def _sim3(s, R, t) -> Sim3:
+    return Sim3(float(s), np.asarray(R, np.float64), np.asarray(t, np.float64))
+
+
+def _refit(src: np.ndarray, dst: np.ndarray, fallback: Sim3) -> Sim3:
     """Robust Umeyama on the inliers alone (the fallback when they are degenerate)."""
     try:
         s, R, t, _ = robust_umeyama_sim3(src, dst)
     except ValueError:
         return fallback
-    return s, R, t
+    return _sim3(s, R, t)
