@@ -432,7 +432,7 @@ def write_depth_npz(path: str | os.PathLike, depth: np.ndarray, conf: np.ndarray
     with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
         for key, value in arrays.items():  # the layout np.load reads: one KEY.npy per array
             with archive.open(f"{key}.npy", "w", force_zip64=True) as member:  # straight to the file: no copy
-                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def rescale_depth_npz(path: str | os.PathLike, factor: float) -> None:

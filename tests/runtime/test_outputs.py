@@ -276,6 +276,7 @@ def test_depth_npz_round_trip(tmp_path):
         np.testing.assert_array_equal(z["depth"], depth)
         np.testing.assert_array_equal(z["conf"], conf.astype(np.float32))
         assert int(z["index"]) == 7 and float(z["timestamp_s"]) == 0.25
+        assert z["index"].shape == () and z["timestamp_s"].shape == ()  # scalars stay scalars
     with pytest.raises(ValueError, match=r"depth: expected real \(H, W\)"):
         write_depth_npz(tmp_path / "x.npz", depth[None], conf)
     with pytest.raises(ValueError, match=r"conf: expected real \(24, 32\)"):
