@@ -656,6 +656,7 @@ async def _stream_session(
             try:  # off the event loop: other clients and /health stay responsive
                 async with slots:
                     rgb = await asyncio.to_thread(_decode_frame, data, sent + 1)
+                rec.check_frame_size(*rgb.shape[:2])  # a frame the model cannot take: refused, the stream goes on
             except ValueError as exc:
                 await websocket.send_json({"type": "error", "detail": str(exc)})
                 continue

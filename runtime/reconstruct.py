@@ -382,6 +382,11 @@ class Reconstructor:
 
         return FeatureSelector(embed, max_gap=self.config.max_keyframe_gap)
 
+    def check_frame_size(self, height: int, width: int) -> None:
+        """ValueError (naming the size and what is served) when a frame of ``height x width`` cannot
+        be fed to this model: what a server checks per frame before handing it to a running stream."""
+        choose_model_size(height, width, self.config.mode, self.served_sizes, self.long_side, self.patch)
+
     def warm_up(self, calls: int = 2, hw: tuple[int, int] | None = None) -> float:
         """Run the model ``calls`` times on a blank window (``window`` frames), as a server does before
         its first request: the backend's memory arena and kernels reach their steady state here, so the

@@ -250,6 +250,10 @@ def test_stream_keeps_the_session_through_bad_messages(client):
         assert "over the 20 MiB limit" in ws.receive_json()["detail"]
         ws.send_text("hello")
         assert "only 'finish'" in ws.receive_json()["detail"]
+        ok, sliver = cv2.imencode(".png", np.zeros((2, 1500, 3), np.uint8))  # too elongated for any model input
+        ws.send_bytes(sliver.tobytes())
+        refused = ws.receive_json()
+        assert refused["type"] == "error" and "too elongated" in refused["detail"]
         for rgb in frames:  # the session is still there
             ok, buf = cv2.imencode(".jpg", rgb[..., ::-1])
             ws.send_bytes(buf.tobytes())
