@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from edgescene.bench.metrics import ate
-from edgescene.core.geometry import inverse_se3, relative_pose_to_first, umeyama_sim3
+from edgescene.core.artifact import Artifact, TensorSpec
+from edgescene.core.geometry import encode_pose, inverse_se3, relative_pose_to_first, umeyama_sim3
 from edgescene.core.sim3 import Sim3, move_camera
-from edgescene.runtime.loops import LoopConfig
-from edgescene.runtime.stream import FrameInfo, PoseGraphSolver, StreamConfig, StreamingReconstruction, WindowPrediction
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, run
+from edgescene.runtime.stream import PoseGraphSolver, WindowPrediction
 from edgescene.train.data.synthetic import render_sequence
 from edgescene.train.data.synthetic.dataset import SceneSequence
 
@@ -128,26 +129,85 @@ class LoopRun:
         }
 
 
+class DriftingSession:
+    """:class:`DriftingGroundTruth` behind the runtime's session interface, so the drifting study runs
+    through :func:`edgescene.runtime.reconstruct.run` like any model: ``{"images"}`` in, VGGT's
+    ``pose_enc`` (float64, no rounding added), ``depth`` and ``depth_conf`` out. It serves exactly
+    the sequence's frame size (any multiple of 2 at that long side), so preprocessing leaves the
+    frames as they are and the predictor recognises their pixels."""
+
+    backend = "oracle"
+    device = "cpu"
+
+    def __init__(self, predictor: DriftingGroundTruth) -> None:
+        self.predictor = predictor
+        h, w = predictor.seq.frames[0].shape[:2]
+        self.hw = (h, w)
+        self.artifact = Artifact(
+            format="oracle",
+            precision="fp64",
+            backend="onnxruntime",
+            model={"family": "vggt", "preset": "drifting-ground-truth", "source": "synthetic ground truth"},
+            files={},
+            inputs=[TensorSpec("images", ["frames", 3, h, w], "float32")],
+            outputs=[
+                TensorSpec("pose_enc", ["frames", 9], "float64"),
+                TensorSpec("depth", ["frames", h, w], "float32"),
+                TensorSpec("depth_conf", ["frames", h, w], "float32"),
+            ],
+            input_size={"height": h, "width": w},
+            frames={"min": 1, "opt": 8, "max": 64},
+            normalization={"input_range": [0, 1], "in_graph": True},
+            any_size_multiple=2,
+            accepted=True,
+        )
+
+    def input_spec(self) -> list[TensorSpec]:
+        return self.artifact.inputs
+
+    def output_spec(self) -> list[TensorSpec]:
+        return self.artifact.outputs
+
+    def close(self) -> None:
+        pass
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pred = self.predictor(feeds["images"])
+        return {
+            "pose_enc": encode_pose(pred.extrinsics, pred.intrinsics, self.hw),
+            "depth": pred.depth,
+            "depth_conf": pred.depth_conf,
+        }
+
+
 def run_drifting(
     seq: SceneSequence,
     solver: PoseGraphSolver | None,
     drift_deg: float = 0.3,
     drift_scale: float = 0.005,
-    config: StreamConfig = StreamConfig(conf_percentile=0),
-    loops: LoopConfig = LoopConfig(),
+    window: int = 8,
+    overlap: int = 2,
 ) -> LoopRun:
-    """Stream ``seq`` through :class:`DriftingGroundTruth`; close loops when ``solver`` is given."""
+    """Reconstruct ``seq`` with :class:`DriftingGroundTruth` as the model, through the runtime's one
+    pipeline (:func:`~edgescene.runtime.reconstruct.run`, every frame a keyframe, every pixel fused);
+    close loops when ``solver`` is given."""
     predictor = DriftingGroundTruth(seq, drift_deg, drift_scale)
+    config = ReconstructConfig(
+        window=window,
+        overlap=overlap,
+        conf_percentile=0,
+        keyframe_threshold=0.0,
+        max_keyframe_gap=1,  # every frame a keyframe
+        pipeline=False,
+        loop_closure=solver is not None,
+    )
     start = time.perf_counter()
-    stream = StreamingReconstruction(predictor, config, loops=loops if solver is not None else None)
-    for i in range(len(seq.frames)):
-        stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
-    stream.finish()
-    report = stream.close_loops(solver) if solver is not None else {}
+    stream = run(Reconstructor(DriftingSession(predictor), config), list(seq.frames), solver=solver)
+    report = stream.loop_closure or {}
     seconds = time.perf_counter() - start
-    centres = stream.camera_centers()
+    centres = stream.core.camera_centers()
     truth = inverse_se3(seq.extrinsics)[:, :, 3]
-    windows = len(stream.window_nodes)
+    windows = len(stream.core.window_nodes)
     return _result(
         seq.trajectory, "drifting ground truth", solver is not None, centres, truth, windows, report, seconds
     )
@@ -175,7 +235,7 @@ def run_model(seq: SceneSequence, model: str | Path, solver: PoseGraphSolver | N
     """Reconstruct ``seq``'s frames (written as PNGs) with the real runtime and ``model``."""
     from PIL import Image
 
-    from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
+    from edgescene.runtime.reconstruct import reconstruct_to_folder
 
     frames_dir = work / f"{seq.trajectory}_frames"
     if not frames_dir.exists():
