@@ -203,8 +203,7 @@ class Stream:
         for timing in self._core.window_timings:
             i = timing["window"]
             inputs = self._inputs[i] if i < len(self._inputs) else {}
-            fusion = timing.get("fusion_s", 0.0) + timing.get("merge_s", 0.0)  # selection + the map's merge
-            rows.append({**timing, **inputs, "fusion_s": fusion, "write_s": self.write_s.get(i, 0.0)})
+            rows.append({**timing, **inputs, "write_s": self.write_s.get(i, 0.0)})
         return rows
 
     def push(self, frame: Frame | np.ndarray, decode_s: float = 0.0) -> StreamState | None:

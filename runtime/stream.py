@@ -255,12 +255,10 @@ class StreamingReconstruction:
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: deque[tuple[list[_Pending], int, Any, dict]] = deque()  # submitted, not integrated
         self._submitted = 0
-        self.window_timings: list[dict] = []  # per window: frames, model_s, align_s, fusion_s (+ merge_s), ...
-        self._map: PointMap | None = None
+        self.window_timings: list[dict] = []  # per window: frames, model_s, align_s, fusion_s
+        self.map: PointMap | None = None
         if config.reserve_map:  # the bound's memory is taken now, before the first frame
-            self._map = PointMap(voxel_size=1.0, max_points=config.max_points, reserve=True)
-        self._fusion_executor: ThreadPoolExecutor | None = None  # pipelined: windows fused off the caller's thread
-        self._fusion_jobs: deque[Future] = deque()
+            self.map = PointMap(voxel_size=1.0, max_points=config.max_points, reserve=True)
         self.config = config
         self.sink = sink
         self.extrinsics: list[np.ndarray] = []  # per keyframe, map frame
@@ -286,29 +284,6 @@ class StreamingReconstruction:
         return self._submitted
 
     @property
-    def map(self) -> PointMap | None:
-        """The fused map with every integrated window in it (pipelined: waits for the fusion thread)."""
-        self._drain_fusion(keep=0)
-        return self._map
-
-    @map.setter
-    def map(self, value: PointMap | None) -> None:
-        self._drain_fusion(keep=0)
-        self._map = value
-
-    @staticmethod
-    def _fuse(pmap: PointMap, xyz: np.ndarray, rgb: np.ndarray, weights: np.ndarray, tag: int, timing: dict) -> None:
-        start = time.perf_counter()
-        pmap.add(xyz, rgb, weights, tag=tag)
-        elapsed = time.perf_counter() - start
-        timing["merge_s"] = elapsed  # the map's merge; fusion_s holds the rest of fusion (one writer each)
-
-    def _drain_fusion(self, keep: int) -> None:
-        """Wait until at most ``keep`` windows wait to be fused (re-raises a fusion error here)."""
-        while len(self._fusion_jobs) > keep:
-            self._fusion_jobs.popleft().result()
-
-    @property
     def pending_keyframes(self) -> int:
         """Keyframes pushed but not yet sent to the model (the next window's new frames)."""
         return len(self._pending)
@@ -318,7 +293,7 @@ class StreamingReconstruction:
         return StreamState(
             len(self.extrinsics),
             self._windows,
-            len(self._map) if self._map is not None else 0,  # fused so far (pipelined: may lag a window)
+            len(self.map) if self.map is not None else 0,
             self.alignments[-1] if self.alignments else None,
         )
 
@@ -342,7 +317,6 @@ class StreamingReconstruction:
                 self._submit_window()
             self._integrate_ready(keep=0)
             self._drain_loop_jobs(keep=0)
-            self._drain_fusion(keep=0)
         finally:
             self.close()
         return self.state
@@ -353,10 +327,6 @@ class StreamingReconstruction:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self._in_flight.clear()
-        if self._fusion_executor is not None:
-            self._fusion_executor.shutdown(wait=True, cancel_futures=True)
-            self._fusion_executor = None
-        self._fusion_jobs.clear()
         if self._loop_executor is not None:
             self._loop_executor.shutdown(wait=True, cancel_futures=True)
             self._loop_executor = None
@@ -431,16 +401,16 @@ class StreamingReconstruction:
             first = pred.extrinsics[0].astype(np.float64)
             placement = Sim3(1.0, first[:, :3], first[:, 3])
             voxel = max(cfg.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0, 1e-9)
-            if self._map is None:
-                self._map = PointMap(voxel_size=voxel, max_points=cfg.max_points)
+            if self.map is None:
+                self.map = PointMap(voxel_size=voxel, max_points=cfg.max_points)
             else:  # reserved at construction, still empty: its grid is set by the first window
-                self._map.voxel_size = voxel
+                self.map.voxel_size = voxel
         else:
             placement = self._align(pred, conf, frames[:n_old], n_old)
         self.window_nodes.append(placement)
         aligned = time.perf_counter()
         fused: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        sink_s = inline_merge = 0.0
+        sink_s = 0.0
         for i in range(n_old, len(frames)):
             extr, intr = self._to_map(pred.extrinsics[i], pred.intrinsics[i], placement)
             self.extrinsics.append(extr)
@@ -468,18 +438,9 @@ class StreamingReconstruction:
                 self.sink(result)
                 sink_s += time.perf_counter() - sink_start  # the sink's own work (writing) is not fusion
             self._keyframes += 1
-        if fused and self._map is not None:  # one merge per window: the voxel hash is probed once for all
+        if fused and self.map is not None:  # one merge per window: the voxel hash is probed once for all
             xyz, rgb, weights = (np.concatenate(part) for part in zip(*fused, strict=True))
-            if self.pipelined:  # on its own thread, in window order; at most 2 windows' points wait for it
-                if self._fusion_executor is None:
-                    self._fusion_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgescene-fusion")
-                self._drain_fusion(keep=1)
-                self._fusion_jobs.append(
-                    self._fusion_executor.submit(self._fuse, self._map, xyz, rgb, weights, self._windows, timing)
-                )
-            else:
-                self._fuse(self._map, xyz, rgb, weights, self._windows, timing)
-                inline_merge = timing["merge_s"]
+            self.map.add(xyz, rgb, weights, tag=self._windows)
         fused_at = time.perf_counter()
         if self.loop_detector is not None:
             window_points = self._window_points(pred)
@@ -502,7 +463,7 @@ class StreamingReconstruction:
         self._overlap_conf = np.stack([self._sample(conf[j]) for j in carried])
         self._windows += 1
         timing["align_s"] = aligned - start
-        timing["fusion_s"] = fused_at - aligned - sink_s - inline_merge  # + merge_s: fusion_timings()
+        timing["fusion_s"] = fused_at - aligned - sink_s
         self.window_timings.append(timing)
 
     # -- what is kept: the pixels fused and the samples aligned ---------------------------------
@@ -517,15 +478,15 @@ class StreamingReconstruction:
         stride = cfg.fuse_stride
         voxel = 0.0
         if stride is None:
-            assert self._map is not None  # made by the first window
+            assert self.map is not None  # made by the first window
             median = float(np.median(depth[::4, ::4]))  # a sample's median: the stride is a coarse choice
             spacing = median / float(max(intr[0, 0], intr[1, 1]))  # between neighbouring pixels, window units
-            voxel = self._map.voxel_size / scale  # window units
+            voxel = self.map.voxel_size / scale  # window units
             ratio = cfg.fuse_spacing * voxel / spacing if spacing > 0 else 1.0
             stride = int(np.clip(np.floor(ratio), 1, 16)) if np.isfinite(ratio) else 1
         elif stride > 1:
-            assert self._map is not None
-            voxel = self._map.voxel_size / scale
+            assert self.map is not None
+            voxel = self.map.voxel_size / scale
         c, d = conf[i], depth
         sample = (slice(None, None, 2), slice(None, None, 2))  # thresholds from a quarter of the pixels
         keep = c >= _percentile(c[sample], cfg.conf_percentile)
@@ -633,7 +594,7 @@ class StreamingReconstruction:
         Returns what was done (for the run report); without a loop edge nothing changes."""
         if self.loop_detector is None:
             raise RuntimeError("this stream was made without loop detection (StreamingReconstruction(loops=...))")
-        if self._in_flight or self._pending or self._loop_jobs or self._fusion_jobs:
+        if self._in_flight or self._pending or self._loop_jobs:
             raise RuntimeError("close_loops runs after finish(): windows are still waiting to be integrated")
         nodes, edges = self.pose_graph()
         detector = self.loop_detector
@@ -653,7 +614,7 @@ class StreamingReconstruction:
         corrections = [a @ b.inverse() for a, b in zip(after, nodes, strict=True)]
         for k, w in enumerate(self.keyframe_windows):
             self.extrinsics[k] = move_camera(self.extrinsics[k], corrections[w])
-        if self.map is not None:  # (every window fused first)
+        if self.map is not None:
             self.map.transform_tags(dict(enumerate(corrections)))
         self.window_nodes = list(after)
         self.corrections = corrections
