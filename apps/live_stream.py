@@ -56,7 +56,7 @@ def map_message(stream: Stream, frame_number: int, keyframe: bool, final: bool =
         "image_hw": list(stream.model_hw) if stream.model_hw else None,
     }
     if core.map is not None and len(core.map):
-        points, colors = core.map.points, core.map.colors
+        points, colors = core.map.cloud()
         step = max(1, -(-len(points) // PREVIEW_POINTS))  # ceil: the preview never exceeds its cap
         message["preview"] = {
             "points": points[::step].round(4).tolist(),

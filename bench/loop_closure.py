@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from edgescene.bench.metrics import ate
-from edgescene.core.artifact import Artifact, TensorSpec
+from edgescene.bench.oracle import StandInSession
 from edgescene.core.geometry import encode_pose, inverse_se3, relative_pose_to_first, umeyama_sim3
 from edgescene.core.sim3 import Sim3, move_camera
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, run
@@ -129,47 +129,18 @@ class LoopRun:
         }
 
 
-class DriftingSession:
+class DriftingSession(StandInSession):
     """:class:`DriftingGroundTruth` behind the runtime's session interface, so the drifting study runs
     through :func:`edgescene.runtime.reconstruct.run` like any model: ``{"images"}`` in, VGGT's
     ``pose_enc`` (float64, no rounding added), ``depth`` and ``depth_conf`` out. It serves exactly
     the sequence's frame size (any multiple of 2 at that long side), so preprocessing leaves the
     frames as they are and the predictor recognises their pixels."""
 
-    backend = "oracle"
-    device = "cpu"
-
     def __init__(self, predictor: DriftingGroundTruth) -> None:
-        self.predictor = predictor
         h, w = predictor.seq.frames[0].shape[:2]
-        self.hw = (h, w)
-        self.artifact = Artifact(
-            format="oracle",
-            precision="fp64",
-            backend="onnxruntime",
-            model={"family": "vggt", "preset": "drifting-ground-truth", "source": "synthetic ground truth"},
-            files={},
-            inputs=[TensorSpec("images", ["frames", 3, h, w], "float32")],
-            outputs=[
-                TensorSpec("pose_enc", ["frames", 9], "float64"),
-                TensorSpec("depth", ["frames", h, w], "float32"),
-                TensorSpec("depth_conf", ["frames", h, w], "float32"),
-            ],
-            input_size={"height": h, "width": w},
-            frames={"min": 1, "opt": 8, "max": 64},
-            normalization={"input_range": [0, 1], "in_graph": True},
-            any_size_multiple=2,
-            accepted=True,
-        )
-
-    def input_spec(self) -> list[TensorSpec]:
-        return self.artifact.inputs
-
-    def output_spec(self) -> list[TensorSpec]:
-        return self.artifact.outputs
-
-    def close(self) -> None:
-        pass
+        outputs = [("pose_enc", "float64", [9]), ("depth", "float32", [h, w]), ("depth_conf", "float32", [h, w])]
+        super().__init__((h, w), "drifting-ground-truth", outputs, max_frames=64, any_size_multiple=2)
+        self.predictor = predictor
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pred = self.predictor(feeds["images"])

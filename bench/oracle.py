@@ -82,41 +82,37 @@ def _rotation(axis_angle: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
 
 
-class OracleSession:
-    """A VGGT-shaped session over a :class:`SyntheticVideo` (see the module docstring)."""
+class StandInSession:
+    """The runtime's session interface (:class:`edgescene.runtime.session.Session`) for a bench's
+    stand-in model: a VGGT artifact description of ``hw`` input frames and the named outputs
+    (``[(name, dtype, trailing dims)]``, each with a leading ``frames`` axis and ``(H, W)``); a
+    subclass computes the answers in ``__call__``."""
 
     backend = "oracle"
     device = "cpu"
 
     def __init__(
-        self, video: SyntheticVideo, noise: OracleNoise = OracleNoise(), latency_ms: float = 0.0, max_frames: int = 32
+        self,
+        hw: tuple[int, int],
+        preset: str,
+        outputs: list[tuple[str, str, list]],
+        max_frames: int,
+        any_size_multiple: int | None = None,
     ) -> None:
-        if latency_ms < 0:
-            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
-        self.video = video
-        self.noise = noise
-        self.latency_ms = float(latency_ms)
-        h, w = video.hw
-        self._prints = np.stack([fingerprint(video.rgb[i].transpose(2, 0, 1) / 255.0) for i in range(video.frames)])
-        self._cache: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
-        self.calls: list[tuple[int, ...]] = []  # the windows asked for, in order
+        h, w = hw
+        self.hw = (h, w)
         self.artifact = Artifact(
             format="oracle",
             precision="fp64",
             backend="onnxruntime",
-            model={"family": "vggt", "preset": "oracle", "source": "synthetic ground truth", "demo": ""},
+            model={"family": "vggt", "preset": preset, "source": "synthetic ground truth"},
             files={},
             inputs=[TensorSpec("images", ["frames", 3, h, w], "float32")],
-            outputs=[
-                TensorSpec("pose_enc", ["frames", 9], "float32"),
-                TensorSpec("depth", ["frames", h, w], "float32"),
-                TensorSpec("depth_conf", ["frames", h, w], "float32"),
-                TensorSpec("world_points", ["frames", h, w, 3], "float32"),
-                TensorSpec("world_points_conf", ["frames", h, w], "float32"),
-            ],
+            outputs=[TensorSpec(name, ["frames", *dims], dtype) for name, dtype, dims in outputs],
             input_size={"height": h, "width": w},
             frames={"min": 1, "opt": 8, "max": max_frames},
             normalization={"input_range": [0, 1], "in_graph": True},
+            any_size_multiple=any_size_multiple,
             accepted=True,
         )
 
@@ -125,6 +121,38 @@ class OracleSession:
 
     def output_spec(self) -> list[TensorSpec]:
         return self.artifact.outputs
+
+    def close(self) -> None:
+        pass
+
+
+class OracleSession(StandInSession):
+    """A VGGT-shaped session over a :class:`SyntheticVideo` (see the module docstring)."""
+
+    def __init__(
+        self, video: SyntheticVideo, noise: OracleNoise = OracleNoise(), latency_ms: float = 0.0, max_frames: int = 32
+    ) -> None:
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        h, w = video.hw
+        super().__init__(
+            video.hw,
+            "oracle",
+            [
+                ("pose_enc", "float32", [9]),
+                ("depth", "float32", [h, w]),
+                ("depth_conf", "float32", [h, w]),
+                ("world_points", "float32", [h, w, 3]),
+                ("world_points_conf", "float32", [h, w]),
+            ],
+            max_frames,
+        )
+        self.video = video
+        self.noise = noise
+        self.latency_ms = float(latency_ms)
+        self._prints = np.stack([fingerprint(video.rgb[i].transpose(2, 0, 1) / 255.0) for i in range(video.frames)])
+        self._cache: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
+        self.calls: list[tuple[int, ...]] = []  # the windows asked for, in order
 
     def close(self) -> None:
         self._cache.clear()
@@ -193,4 +221,4 @@ class OracleSession:
         }
 
 
-__all__ = ["OracleNoise", "OracleSession", "fingerprint"]
+__all__ = ["OracleNoise", "OracleSession", "StandInSession", "fingerprint"]

@@ -24,7 +24,7 @@ import numpy as np
 from edgescene.core.geometry import apply_sim3
 from edgescene.core.sim3 import Sim3
 
-__all__ = ["confidence_mask", "voxel_downsample", "PointMap"]
+__all__ = ["confidence_mask", "confidence_threshold", "voxel_downsample", "PointMap"]
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,25 @@ def confidence_mask(conf: np.ndarray, percentile: float, min_conf: float = 1e-5)
     never kept. percentile: in [0, 100]; 0 keeps every valid point (``conf > min_conf``), 50 drops
     the less confident half. Returns a bool array of conf's shape.
     """
+    conf = np.asarray(conf)
+    threshold = confidence_threshold(conf, percentile, min_conf)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(conf) & (conf >= threshold)
+
+
+def confidence_threshold(conf: np.ndarray, percentile: float, min_conf: float = 1e-5) -> float:
+    """The least confidence :func:`confidence_mask` keeps: the ``percentile`` of the finite values
+    of ``conf``, and above ``min_conf`` (+inf when no value is finite: nothing is kept). Taken from a
+    sample of a frame's pixels, it thresholds the whole frame at a fraction of the cost."""
     if not 0.0 <= float(percentile) <= 100.0:
         raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
     conf = np.asarray(conf)
     if not (np.issubdtype(conf.dtype, np.floating) or np.issubdtype(conf.dtype, np.integer)):
         raise ValueError(f"conf: expected a real-valued array, got dtype {conf.dtype}")
-    finite = np.isfinite(conf)
-    if not finite.any():
-        return np.zeros(conf.shape, dtype=bool)
-    threshold = np.percentile(conf[finite], float(percentile))
-    with np.errstate(invalid="ignore"):
-        return finite & (conf >= threshold) & (conf > min_conf)
+    finite = conf[np.isfinite(conf)]
+    if not finite.size:
+        return float("inf")
+    return max(float(np.percentile(finite, float(percentile))), float(np.nextafter(min_conf, np.inf)))
 
 
 # ----------------------------------------------------------------------------- voxel grouping
@@ -113,12 +121,9 @@ def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _PACK_BITS = 21  # per axis: voxel keys in [-2**20, 2**20) pack into one int64 in lexicographic order
 
 
-def _packable(keys: np.ndarray) -> bool:
-    return len(keys) == 0 or (int(keys.min()) >= -(1 << (_PACK_BITS - 1)) and int(keys.max()) < (1 << (_PACK_BITS - 1)))
-
-
 def _pack(keys: np.ndarray) -> np.ndarray:
-    """(M, 3) int64 keys -> (M,) int64, monotone in (kx, ky, kz) lexicographic order (see :func:`_packable`)."""
+    """(M, 3) int64 keys -> (M,) int64, monotone in (kx, ky, kz) lexicographic order (each
+    key in [-2**20, 2**20), which :func:`_in_pack_range` checks)."""
     k = keys + (1 << (_PACK_BITS - 1))
     return (k[:, 0] << (2 * _PACK_BITS)) | (k[:, 1] << _PACK_BITS) | k[:, 2]
 
@@ -330,6 +335,12 @@ class PointMap:
     def points(self) -> np.ndarray:
         """(M, 3) float32 weighted mean position per voxel (a copy)."""
         return self._means()[0].astype(np.float32)
+
+    def cloud(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, 3) float32 mean positions and (M, 3) uint8 mean colours from one pass over the sums
+        (``points`` and ``colors`` together, for writers that need both)."""
+        xyz, rgb = self._means()
+        return xyz.astype(np.float32), _to_uint8(rgb)
 
     @property
     def colors(self) -> np.ndarray:

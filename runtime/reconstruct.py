@@ -150,11 +150,12 @@ STAGES = (*INPUT_STAGES, "model_s", "align_s", "fusion_s", "loops_s", "write_s")
 
 
 class Stream:
-    """Frame-by-frame reconstruction: ``push(frame)`` returns the running state when the map changed.
+    """Frame-by-frame reconstruction, built and driven only by :func:`run`.
 
-    ``push`` is ``prepare`` (keyframe selection and preprocessing; None for a frame that is not a
-    keyframe) then ``feed`` (the model, alignment and fusion), so a pipeline can run the first on
-    a read-ahead thread. ``pipelined=True`` runs the model on its own thread (see
+    Each frame goes through ``prepare`` (keyframe selection and preprocessing; None for a frame that
+    is not a keyframe) then ``feed`` (the model, alignment and fusion; the running state when the map
+    changed), so a pipeline can run the first on a read-ahead thread. ``pipelined=True`` runs the
+    model on its own thread (see
     :class:`~edgescene.runtime.stream.StreamingReconstruction`). ``timings`` sums each stage's busy
     time; ``window_timings()`` gives them per window.
     """
@@ -205,10 +206,6 @@ class Stream:
             inputs = self._inputs[i] if i < len(self._inputs) else {}
             rows.append({**timing, **inputs, "write_s": self.write_s.get(i, 0.0)})
         return rows
-
-    def push(self, frame: Frame | np.ndarray, decode_s: float = 0.0) -> StreamState | None:
-        prepared = self.prepare(frame, decode_s)
-        return None if prepared is None else self.feed(prepared)
 
     def prepare(self, frame: Frame | np.ndarray, decode_s: float = 0.0) -> PreparedFrame | None:
         """Keyframe selection and preprocessing of the next frame (``decode_s``: what decoding it took)."""
@@ -408,11 +405,12 @@ class Reconstructor:
         stream = run(self, frames, sink, pipeline=False, solver=solver)
         results = sink.results
         extrinsics, intrinsics = stream.core.trajectory()
+        points, colors = stream.map.cloud()
         return Reconstruction(
             extrinsics=extrinsics,
             intrinsics=intrinsics,
-            points=stream.map.points,
-            colors=stream.map.colors,
+            points=points,
+            colors=colors,
             keyframes=[r.info.record() for r in results],
             depth=[r.depth for r in results],
             depth_conf=[r.depth_conf for r in results],
@@ -421,6 +419,10 @@ class Reconstructor:
             world_points=[p for p in (r.world_points for r in results) if p is not None],
             world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
         )
+
+
+class NoFrames(ValueError):
+    """The input gave no frame at all (an empty folder, a video without decodable frames)."""
 
 
 def run(
@@ -446,7 +448,7 @@ def run(
     thread and the model on its own thread while the last window is aligned and fused (the results
     equal the sequential ones). ``solver``: loop closure's pose-graph solver. ``on_frame(seen,
     expected)`` after every input frame (a job's progress; an exception it raises cancels the run).
-    Returns the finished :class:`Stream` (map, cameras, timings); raises ValueError for no frames.
+    Returns the finished :class:`Stream` (map, cameras, timings); raises :class:`NoFrames` (a ValueError) for no frames.
     """
     check_solver(rec.config, solver)
     sink = sink or Sink()
@@ -475,7 +477,7 @@ def run(
             if on_frame is not None:
                 on_frame(seen, expected)
         if stream.frames_seen == 0:
-            raise ValueError("no frames to reconstruct")
+            raise NoFrames("no frames to reconstruct")
         stream.finish()
         if stream.core.state.windows > reported:  # the last (partial or in-flight) windows joined at finish
             sink.window(stream)
@@ -630,10 +632,8 @@ def reconstruct_to_folder(
         sink: Sink = depth_files if on_window is None else Tee(depth_files, ViewerSink(on_window))
         try:
             stream = run(rec, frames, sink, solver=solver, on_frame=on_frame, expected=frames.expected_count())
-        except ValueError as exc:
-            if str(exc) == "no frames to reconstruct":
-                raise ValueError(f"{source}: no frames to reconstruct") from exc
-            raise
+        except NoFrames as exc:
+            raise NoFrames(f"{source}: {exc}") from exc
         kept = depth_files.kept
         extrinsics, intrinsics = stream.core.trajectory()
         records = [k.info.record() for k in kept]
@@ -641,7 +641,7 @@ def reconstruct_to_folder(
             records = redact_paths(records)
         source_intrinsics = np.stack([_resize(k).to_source_intrinsics(k.intrinsics) for k in kept])
         write_start = time.perf_counter()
-        points, colors = stream.map.points, stream.map.colors
+        points, colors = stream.map.cloud()
         write_ply(folder.path("points.ply"), points, colors)
         model_hw = stream.model_hw or rec.input_hw
         cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]

@@ -214,11 +214,14 @@ class ViewerSink(Sink):
     def update(self, stream: Stream) -> dict:
         extrinsics, intrinsics = stream.core.trajectory()
         pmap = stream.map
-        empty = np.zeros((0, 3))
+        if pmap is not None:
+            (points, colors), weights = pmap.cloud(), pmap.weights
+        else:
+            points, colors, weights = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0)
         return {
-            "points": pmap.points if pmap is not None else empty.astype(np.float32),
-            "colors": pmap.colors if pmap is not None else empty.astype(np.uint8),
-            "weights": pmap.weights if pmap is not None else np.zeros(0),
+            "points": points,
+            "colors": colors,
+            "weights": weights,
             "extrinsics": extrinsics,
             "intrinsics": intrinsics,
             "image_hw": stream.model_hw or stream.rec.input_hw,

@@ -43,7 +43,7 @@ import numpy as np
 from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
 from edgescene.core.preprocess import Resize
 from edgescene.core.sim3 import Edge, Sim3, move_camera
-from edgescene.runtime.fusion import PointMap
+from edgescene.runtime.fusion import PointMap, confidence_threshold
 from edgescene.runtime.loops import LoopConfig, LoopDetector
 
 # A pose-graph solver: (initial nodes map_from_window, edges) -> (optimised nodes, what it did);
@@ -65,15 +65,6 @@ class WindowPrediction:
 
 
 Predictor = Callable[[np.ndarray], WindowPrediction]
-
-
-def _percentile(conf: np.ndarray, percentile: float) -> float:
-    """The ``percentile`` of the finite values of ``conf`` (+inf when none is finite: nothing passes);
-    at least 1e-5, as :func:`~edgescene.runtime.fusion.confidence_mask` keeps only ``conf > 1e-5``."""
-    finite = conf[np.isfinite(conf)]
-    if not finite.size:
-        return float("inf")
-    return max(float(np.percentile(finite, percentile)), np.nextafter(1e-5, 1.0))
 
 
 def predictor_from_session(session) -> Predictor:
@@ -489,7 +480,7 @@ class StreamingReconstruction:
             voxel = self.map.voxel_size / scale
         c, d = conf[i], depth
         sample = (slice(None, None, 2), slice(None, None, 2))  # thresholds from a quarter of the pixels
-        keep = c >= _percentile(c[sample], cfg.conf_percentile)
+        keep = c >= confidence_threshold(c[sample], cfg.conf_percentile)
         if cfg.max_depth_ratio is not None:  # far ground / horizon: few pixels, unbounded extent
             keep &= d <= cfg.max_depth_ratio * np.median(d[sample])
         if stride > 1:  # nearer than ``cut``, every stride-th pixel still meets the spacing; beyond it, every one

@@ -76,23 +76,20 @@ def test_map_points_of_the_kept_pixels_equal_unprojecting_everything():
 
 
 @pytest.mark.parametrize("limit", [16, 100])
-def test_alignment_reads_at_most_align_points_samples(limit):
-    stream = _stream(align_points=limit, align_stride=2)
-    fits = []
+def test_alignment_reads_at_most_align_points_samples(limit, monkeypatch):
     import edgescene.runtime.stream as module
 
+    stream = _stream(align_points=limit, align_stride=2)
+    fits = []
     original = module.robust_umeyama_sim3
 
     def spy(src, dst, weights):
         fits.append(len(src))
         return original(src, dst, weights)
 
-    module.robust_umeyama_sim3 = spy
-    try:
-        images = np.zeros((1, 3, H, W), np.float32)
-        for i in range(12):
-            stream.push(images[0] + i / 100.0, np.zeros((H, W, 3), np.uint8))
-        stream.finish()
-    finally:
-        module.robust_umeyama_sim3 = original
+    monkeypatch.setattr(module, "robust_umeyama_sim3", spy)
+    images = np.zeros((1, 3, H, W), np.float32)
+    for i in range(12):
+        stream.push(images[0] + i / 100.0, np.zeros((H, W, 3), np.uint8))
+    stream.finish()
     assert fits and all(n == limit for n in fits)
