@@ -38,6 +38,7 @@ from edgescene import __version__
 from edgescene.core.artifact import ArtifactError
 from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare, resize_pixels
 from edgescene.runtime.frames import Frame, open_frames
+from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.loops import LoopConfig
 from edgescene.runtime.outputs import (
@@ -81,6 +82,7 @@ class ReconstructConfig:
     fuse_stride: int | None = None  # pixel stride of fusion (None: from the map's voxel size; 1: every pixel)
     fuse_spacing: float = 1.0  # automatic fuse_stride: sample spacing at the median depth, in voxels
     align_points: int | None = 8192  # the most confident overlap samples a window's alignment uses
+    fusion_backend: str = "auto"  # the point map's: "compiled" (numba) where installed, else "numpy"
     every_s: float | None = None
     max_frames: int | None = None
     keyframe_threshold: float = 4.0
@@ -113,6 +115,7 @@ class ReconstructConfig:
             fuse_stride=self.fuse_stride,
             fuse_spacing=self.fuse_spacing,
             align_points=self.align_points,
+            fusion_backend=self.fusion_backend,
         )
         if self.keyframe_threshold < 0 or self.max_keyframe_gap < 1:
             raise ValueError("keyframe_threshold must be >= 0 and max_keyframe_gap >= 1")
@@ -359,6 +362,7 @@ class Reconstructor:
             fuse_stride=config.fuse_stride,
             fuse_spacing=config.fuse_spacing,
             align_points=config.align_points,
+            fusion_backend=config.fusion_backend,
         )
         self.features = open_session(config.features, device=config.device) if config.features else None
         if self.features is not None and self.features.artifact.model.get("family") != "dinov3":
@@ -577,6 +581,7 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
         "model_notes": model_notes(artifact.model),
         "preprocessing": _preprocessing(rec, stream),
         "config": asdict(rec.config),
+        "fusion_backend": core.map.backend if core.map is not None else resolve_backend(rec.config.fusion_backend),
         "timings_s": {k: round(v, 4) for k, v in stream.timings.items()},
         "window_timings_s": [
             {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in stream.window_timings()

@@ -43,7 +43,7 @@ import numpy as np
 from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
 from edgescene.core.preprocess import Resize
 from edgescene.core.sim3 import Edge, Sim3, move_camera
-from edgescene.runtime.fusion import PointMap, confidence_threshold
+from edgescene.runtime.fusion import PointMap, confidence_threshold, resolve_backend
 from edgescene.runtime.loops import LoopConfig, LoopDetector
 
 # A pose-graph solver: (initial nodes map_from_window, edges) -> (optimised nodes, what it did);
@@ -113,6 +113,7 @@ class StreamConfig:
     align_points: int | None = 8192  # None: every stride sample
     fuse_stride: int | None = None  # None: automatic (see above); 1: every pixel
     fuse_spacing: float = 1.0  # automatic stride: sample spacing at the median depth, in voxels
+    fusion_backend: str = "auto"  # PointMap's: "compiled" (numba) where installed, else "numpy"
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -136,6 +137,7 @@ class StreamConfig:
             raise ValueError(f"fuse_stride must be None (automatic) or in 1..16, got {self.fuse_stride}")
         if not self.fuse_spacing > 0:
             raise ValueError(f"fuse_spacing must be > 0 voxels, got {self.fuse_spacing}")
+        resolve_backend(self.fusion_backend)  # an unknown name, or "compiled" without numba, fails here
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,9 @@ class StreamingReconstruction:
         self.window_timings: list[dict] = []  # per window: frames, model_s, align_s, fusion_s
         self.map: PointMap | None = None
         if config.reserve_map:  # the bound's memory is taken now, before the first frame
-            self.map = PointMap(voxel_size=1.0, max_points=config.max_points, reserve=True)
+            self.map = PointMap(
+                voxel_size=1.0, max_points=config.max_points, reserve=True, backend=config.fusion_backend
+            )
         self.config = config
         self.sink = sink
         self.extrinsics: list[np.ndarray] = []  # per keyframe, map frame
@@ -393,7 +397,7 @@ class StreamingReconstruction:
             placement = Sim3(1.0, first[:, :3], first[:, 3])
             voxel = max(cfg.voxel_size or float(np.median(pred.depth[pred.depth > 0])) / 250.0, 1e-9)
             if self.map is None:
-                self.map = PointMap(voxel_size=voxel, max_points=cfg.max_points)
+                self.map = PointMap(voxel_size=voxel, max_points=cfg.max_points, backend=cfg.fusion_backend)
             else:  # reserved at construction, still empty: its grid is set by the first window
                 self.map.voxel_size = voxel
         else:

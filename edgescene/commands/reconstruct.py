@@ -65,6 +65,13 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
         "no gaps; 2.0 fuses 2-4x faster at 9-20 %% worse completeness, docs/runtime.md)",
     )
     p.add_argument(
+        "--fusion-backend",
+        choices=("auto", "compiled", "numpy"),
+        default="auto",
+        help="the point map's implementation: compiled with numba (installed with the runtime extras; about 2x "
+        "faster) or numpy (the same map); default: compiled where numba is installed",
+    )
+    p.add_argument(
         "--no-pipeline",
         action="store_true",
         help="run every stage in turn on one thread (default: decoding reads ahead, window k is aligned and "
@@ -135,6 +142,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         conf_percentile=args.conf_percentile,
         voxel_size=args.voxel_size,
         fuse_spacing=args.fuse_spacing,
+        fusion_backend=args.fusion_backend,
         max_points=args.max_points,
         reserve_map=args.reserve_map,
         every_s=args.every_s,

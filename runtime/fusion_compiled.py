@@ -1,0 +1,181 @@
+"""The point map's inner loop, compiled with numba: one pass over a batch of points, each found in
+(or added to) a voxel-block index and added to its voxel's weighted sums.
+
+Imports numpy and the standard library, and numba when it is installed (the ``runtime`` extras
+bring it). Without numba :data:`AVAILABLE` is False and :class:`edgescene.runtime.fusion.PointMap`
+runs its numpy implementation, which gives the same voxels, weights and tags (sums equal up to the
+order of floating-point additions, rows perhaps in another order: ``tests/runtime/test_fusion.py``
+holds them to that).
+
+Why compiled, and why blocks: numpy needs about thirty passes over a batch (voxel keys, a sort to
+group it, bincounts, a vectorised probe of a hash table, row gathers and scatters), and a hash table
+of single voxels sends each point to a random place in a table larger than the cache. Here each
+point is read once; voxels are indexed in blocks of 4 x 4 x 4 (the voxel-block hashing of KinectFusion
+successors, open3d's and nvblox's too): a small hash table finds a block, and neighbouring pixels,
+which land in the same or a neighbouring block, then find their voxel's row in the block's 64 slots,
+already in cache. ``docs/bench/runtime/runtime_capacity.md`` has the measured effect; open3d's own hash
+map, called from Python on the same stream, is slower than both (``fusion_backends.md``).
+
+Layout (shared with ``fusion.py``):
+
+- voxel ``k = floor(p * (1 / voxel_size))`` per axis, packed into one int64 key
+  ``(kx + 2**20) << 42 | (ky + 2**20) << 21 | (kz + 2**20)``; the block is the key with the two low
+  bits of each axis cleared, the voxel's slot in it ``(kx & 3) << 4 | (ky & 3) << 2 | (kz & 3)``;
+- rows: ``packed (R,) int64``, ``sums (R, 8) float64`` = ``[w, w x, w y, w z, w r, w g, w b, 0]``,
+  ``row_tags (R,) int32``, of which the first ``n`` are used, in order of creation;
+- blocks: ``block_rows (B, 64) int32`` (row of each voxel slot, -1 when empty) and ``block_keys (B,)``
+  int64, of which the first ``n_blocks`` are used; a table ``table (T,) int64`` (block key, -1 free)
+  and ``table_ids (T,) int64`` (block number), T a power of two >= 2 B, Fibonacci hash
+  ``(key * 0x9E3779B97F4A7C15) >> shift`` with ``shift = 64 - log2(T)``, linear probing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+numba: Any
+try:  # an optional accelerator: the numpy map is the fallback
+    import numba
+except ImportError:  # pragma: no cover - exercised where numba is absent (the GPU device image)
+    numba = None
+
+__all__ = ["AVAILABLE", "DONE", "NEED_ROWS", "NEED_BLOCKS", "accumulate", "reinsert_blocks"]
+
+AVAILABLE = numba is not None
+
+DONE, NEED_ROWS, NEED_BLOCKS = 0, 1, 2  # why accumulate() returned
+
+
+def _accumulate(
+    points, colors, weights, point_tags, inv_voxel,
+    packed, sums, row_tags, n,
+    block_rows, block_keys, n_blocks, table, table_ids, shift,
+    start,
+):  # fmt: skip
+    """Add ``points[start:]`` into the map (layout: module docstring), stopping where the rows or
+    the blocks run out.
+
+    points: (N, 3) float64; colors: (N, 3) uint8 or float64 in 0..255; weights: (N,) float64 >= 0;
+    point_tags: (N,) or (1,) int32: of length 1, the tag of the voxels the batch creates; of length
+    N (a re-bin of the map's own voxels), each point's tag, and a voxel keeps the least of its
+    points' tags (the earliest window's); inv_voxel: 1 / voxel size.
+
+    Points that are not finite, have weight 0 or lie 2**20 voxels or more from the origin are skipped.
+    Returns ``(next, n, n_blocks, probes, status)``: the first point not added (N when all were), the
+    rows and blocks now used, the table slots examined and :data:`DONE`, :data:`NEED_ROWS` or
+    :data:`NEED_BLOCKS`; a caller that gets one of the latter makes room and calls again from ``next``.
+    """
+    half = 1 << 20
+    fib = np.uint64(0x9E3779B97F4A7C15)
+    mask = np.int64(len(table) - 1)
+    rows_capacity = len(packed)
+    blocks_capacity = len(block_keys)
+    one_tag = len(point_tags) == 1
+    probes = 0
+    last_block = np.int64(-1)
+    last_id = np.int64(-1)
+    count = len(points)
+    # two passes: find (or create) every point's row, then add the points to their rows; one pass
+    # that does both is about 3x slower (each point's loads then wait on the previous point's stores)
+    rows = np.empty(count - start, dtype=np.int64)
+    status = DONE
+    stop = count
+    for i in range(start, count):
+        rows[i - start] = -1
+        w = weights[i]
+        if not (w > 0.0):
+            continue
+        fx = np.floor(points[i, 0] * inv_voxel)
+        fy = np.floor(points[i, 1] * inv_voxel)
+        fz = np.floor(points[i, 2] * inv_voxel)
+        if not (-half <= fx < half and -half <= fy < half and -half <= fz < half):  # False for nan too
+            continue
+        ix = np.int64(fx) + half
+        iy = np.int64(fy) + half
+        iz = np.int64(fz) + half
+        key = (ix << 42) | (iy << 21) | iz
+        block = key & ~np.int64((3 << 42) | (3 << 21) | 3)
+        if block == last_block:
+            bid = last_id
+        else:
+            slot = np.int64((np.uint64(block) * fib) >> shift)
+            while True:
+                probes += 1
+                occupant = table[slot]
+                if occupant == block:
+                    bid = table_ids[slot]
+                    break
+                if occupant == -1:
+                    if n_blocks >= blocks_capacity:
+                        bid = -1
+                        break
+                    bid = np.int64(n_blocks)
+                    table[slot] = block
+                    table_ids[slot] = bid
+                    block_keys[bid] = block
+                    n_blocks += 1
+                    break
+                slot = (slot + 1) & mask
+            if bid < 0:
+                status, stop = NEED_BLOCKS, i
+                break
+            last_block = block
+            last_id = bid
+        cell = ((ix & 3) << 4) | ((iy & 3) << 2) | (iz & 3)
+        row = block_rows[bid, cell]
+        if row < 0:
+            if n >= rows_capacity:
+                status, stop = NEED_ROWS, i
+                break
+            row = n
+            block_rows[bid, cell] = row
+            packed[row] = key
+            for j in range(8):
+                sums[row, j] = 0.0
+            row_tags[row] = point_tags[0] if one_tag else point_tags[i]
+            n += 1
+        elif not one_tag and point_tags[i] < row_tags[row]:
+            row_tags[row] = point_tags[i]  # merging voxels (a re-bin): the earliest window's tag
+        rows[i - start] = row
+    for i in range(start, stop):
+        row = rows[i - start]
+        if row < 0:
+            continue
+        w = weights[i]
+        sums[row, 0] += w
+        sums[row, 1] += w * points[i, 0]
+        sums[row, 2] += w * points[i, 1]
+        sums[row, 3] += w * points[i, 2]
+        sums[row, 4] += w * colors[i, 0]
+        sums[row, 5] += w * colors[i, 1]
+        sums[row, 6] += w * colors[i, 2]
+    return stop, n, n_blocks, probes, status
+
+
+def _reinsert_blocks(block_keys, n_blocks, table, table_ids, shift):
+    """Enter blocks ``0..n_blocks-1`` (unique keys) into an empty table (all -1): a grown index's
+    re-hash. Returns the table slots examined."""
+    fib = np.uint64(0x9E3779B97F4A7C15)
+    mask = np.int64(len(table) - 1)
+    probes = 0
+    for bid in range(n_blocks):
+        block = block_keys[bid]
+        slot = np.int64((np.uint64(block) * fib) >> shift)
+        probes += 1
+        while table[slot] != -1:
+            slot = (slot + 1) & mask
+            probes += 1
+        table[slot] = block
+        table_ids[slot] = bid
+    return probes
+
+
+accumulate: Any = None  # the compiled functions (None without numba)
+reinsert_blocks: Any = None
+if AVAILABLE:
+    # nogil: the pipeline's other threads (decode, the model's session) run while a window is fused;
+    # cache: compiled once per machine and Python, then loaded from __pycache__ (or numba's user cache)
+    accumulate = numba.njit(cache=True, nogil=True)(_accumulate)
+    reinsert_blocks = numba.njit(cache=True, nogil=True)(_reinsert_blocks)
