@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgescene.runtime.reconstruct import Reconstructor, Stream, run
+from edgescene.runtime.reconstruct import Reconstructor, Run, run
 from edgescene.runtime.sinks import Sink
 
 PREVIEW_POINTS = 20_000
@@ -39,9 +39,10 @@ class SessionClosed(Exception):
     """The client went away: the run stops without finishing its last window."""
 
 
-def map_message(stream: Stream, frame_number: int, keyframe: bool, final: bool = False) -> dict:
+def map_message(current: Run, frame_number: int, keyframe: bool, final: bool = False) -> dict:
     """The running reconstruction as JSON: counts, every keyframe's camera, a subsample of the map."""
-    core = stream.core
+    core = current.stream
+    model_hw = current.frames.model_hw
     extrinsics, intrinsics = core.trajectory()
     message = {
         "type": "final" if final else "update",
@@ -53,7 +54,7 @@ def map_message(stream: Stream, frame_number: int, keyframe: bool, final: bool =
         "camera_centers": core.camera_centers().round(5).tolist(),
         "extrinsics": extrinsics.round(6).tolist(),
         "intrinsics": intrinsics.round(4).tolist(),  # model pixels, of images image_hw
-        "image_hw": list(stream.model_hw) if stream.model_hw else None,
+        "image_hw": list(model_hw) if model_hw else None,
     }
     if core.map is not None and len(core.map):
         points, colors = core.map.cloud()
@@ -110,20 +111,20 @@ class WebSocketSink(Sink):
 
     def __init__(self, post: Callable[[Any], None]) -> None:
         self._post = post
-        self._stream: Stream | None = None
+        self._run: Run | None = None
         self._update: dict | None = None
 
-    def start(self, stream: Stream) -> None:
-        self._stream = stream
+    def start(self, run: Run) -> None:
+        self._run = run
 
-    def window(self, stream: Stream) -> None:
-        self._update = map_message(stream, stream.frames_seen, True)
+    def window(self, run: Run) -> None:
+        self._update = map_message(run, run.frames.frames_seen, True)
 
     def frame_done(self, seen: int, expected: int | None) -> None:
         """``on_frame``: run calls it after each frame, after ``window`` when that frame completed one."""
         reply, self._update = self._update, None
         if reply is None:
-            pmap = self._stream.map if self._stream is not None else None
+            pmap = self._run.stream.map if self._run is not None else None
             reply = {
                 "type": "ack",
                 "frame": seen,
@@ -132,8 +133,8 @@ class WebSocketSink(Sink):
             }
         self._post(reply)
 
-    def finish(self, stream: Stream) -> None:
-        self._post(map_message(stream, stream.frames_seen, False, final=True))
+    def finish(self, run: Run) -> None:
+        self._post(map_message(run, run.frames.frames_seen, False, final=True))
 
 
 class LiveRun:

@@ -173,12 +173,12 @@ def run_drifting(
         loop_closure=solver is not None,
     )
     start = time.perf_counter()
-    stream = run(Reconstructor(DriftingSession(predictor), config), list(seq.frames), solver=solver)
+    stream = run(Reconstructor(DriftingSession(predictor), config), list(seq.frames), solver=solver).stream
     report = stream.loop_closure or {}
     seconds = time.perf_counter() - start
-    centres = stream.core.camera_centers()
+    centres = stream.camera_centers()
     truth = inverse_se3(seq.extrinsics)[:, :, 3]
-    windows = len(stream.core.window_nodes)
+    windows = len(stream.window_nodes)
     return _result(
         seq.trajectory, "drifting ground truth", solver is not None, centres, truth, windows, report, seconds
     )

@@ -27,7 +27,7 @@ from PIL import Image
 from edgescene.bench.suite import rss_mb
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.outputs import OutputFolder
-from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, Stream
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, Run
 from edgescene.runtime.reconstruct import run as reconstruct
 from edgescene.runtime.sinks import FolderSink, Sink, Tee
 
@@ -130,7 +130,7 @@ def run(
             # decoding the PNGs is part of the run, as for any image folder
             stream = reconstruct(
                 rec, open_frames(folder), Tee(depth_files, samples), solver=solver, on_frame=samples.on_frame
-            )
+            ).stream
         assert samples.flushed is not None
         stream_s = samples.flushed - stream_start  # to the last depth file written, loop closure excluded
         loops: dict = {}
@@ -194,20 +194,20 @@ class _Samples(Sink):
         self.frames = frames
         self.log = log
         self.samples: list[dict] = []
-        self.stream: Stream | None = None
+        self.stream: Run | None = None
         self.flushed: float | None = None  # when the last window and depth file were done
         self.rss_after_closure_mb: float | None = None
         self._last = 0.0
 
-    def start(self, stream: Stream) -> None:
-        self.stream = stream
+    def start(self, run: Run) -> None:
+        self.stream = run
         self._last = time.perf_counter()
 
     def on_frame(self, seen: int, expected: int | None) -> None:
         now = time.perf_counter()
         assert self.stream is not None
         rss, peak = rss_mb()
-        state = self.stream.core.state
+        state = self.stream.stream.state
         self.samples.append(
             {
                 "frame": seen,
@@ -225,7 +225,7 @@ class _Samples(Sink):
     def flush(self) -> None:  # after the FolderSink's flush in the Tee: every depth file is on disk
         self.flushed = time.perf_counter()
 
-    def loops_closed(self, stream: Stream) -> None:
+    def loops_closed(self, run: Run) -> None:
         self.rss_after_closure_mb = round(rss_mb()[0] or 0.0, 2)
 
 

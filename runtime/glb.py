@@ -53,7 +53,7 @@ def glb_parts(nodes: list[GlbNode], generator: str = "edgescene") -> list[bytes 
         doc.setdefault("bufferViews", []).append(
             {"buffer": 0, "byteOffset": offset, "byteLength": data.nbytes, "target": target}
         )
-        chunks.append(memoryview(data).cast("B"))
+        chunks.append(data.data.cast("B"))
         pad = -data.nbytes % 4
         if pad:
             chunks.append(b"\0" * pad)

@@ -230,7 +230,7 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -
     vertices["alpha"] = 255
     with atomic_write(path) as f:
         f.write(_ply_header(len(p)))
-        f.write(memoryview(vertices).cast("B"))
+        f.write(vertices.data.cast("B"))
 
 
 def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

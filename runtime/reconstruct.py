@@ -24,8 +24,8 @@ extrinsics; TUM trajectory) and a run report, written atomically into one folder
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -36,10 +36,11 @@ import numpy as np
 
 from edgescene import __version__
 from edgescene.core.artifact import ArtifactError
-from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare, resize_pixels
+from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare
+from edgescene.runtime import fusion_compiled
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.fusion import resolve_backend
-from edgescene.runtime.keyframes import Decision, FeatureSelector, ImageDifferenceSelector
+from edgescene.runtime.keyframes import FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.loops import LoopConfig
 from edgescene.runtime.outputs import (
     OutputFolder,
@@ -51,15 +52,14 @@ from edgescene.runtime.outputs import (
     write_tum,
 )
 from edgescene.runtime.pipeline import ReadAhead
+from edgescene.runtime.prepare import FramePreparer, PreparedFrame
 from edgescene.runtime.session import Device, Session, open_session
 from edgescene.runtime.sinks import FolderSink, MemorySink, Sink, Tee, ViewerSink
 from edgescene.runtime.stream import (
-    FrameInfo,
     KeyframeResult,
     PoseGraphSolver,
     StreamConfig,
     StreamingReconstruction,
-    StreamState,
     predictor_from_session,
 )
 
@@ -138,183 +138,13 @@ class Reconstruction:
     world_points_conf: list[np.ndarray] = field(default_factory=list)
 
 
-@dataclass
-class PreparedFrame:
-    """A keyframe ready for the model: what :meth:`Stream.prepare` makes of a frame."""
+@dataclass(frozen=True)
+class Run:
+    """A reconstruction by :func:`run`: the stream (windows -> map and cameras, timings, loop closure)
+    and the record of its input (frames seen, the model input size, notes, provenance, revisit hints)."""
 
-    image: np.ndarray  # (3, H, W) float32 in [0, 1], model input
-    colors: np.ndarray  # (H, W, 3) uint8
-    info: FrameInfo
-    stages: dict  # decode / keyframes / preprocess seconds of this frame and the skipped ones before it
-
-
-INPUT_STAGES = ("decode_s", "keyframes_s", "preprocess_s")
-STAGES = (*INPUT_STAGES, "model_s", "align_s", "fusion_s", "loops_s", "write_s")
-
-
-class Stream:
-    """Frame-by-frame reconstruction, built and driven only by :func:`run`.
-
-    Each frame goes through ``prepare`` (keyframe selection and preprocessing; None for a frame that
-    is not a keyframe) then ``feed`` (the model, alignment and fusion; the running state when the map
-    changed), so a pipeline can run the first on a read-ahead thread. ``pipelined=True`` runs the
-    model on its own thread (see
-    :class:`~edgescene.runtime.stream.StreamingReconstruction`). ``timings`` sums each stage's busy
-    time; ``window_timings()`` gives them per window.
-    """
-
-    def __init__(self, reconstructor: Reconstructor, sink=None, pipelined: bool = False) -> None:
-        self.rec = reconstructor
-        self.frames_seen = 0
-        self.decisions: list[dict] = []
-        self.revisits: list[dict] = []
-        self._resize: Resize | None = None
-        self.model_hw: tuple[int, int] | None = None  # chosen at the first frame
-        self.provenance: list[dict] = []  # per keyframe: how its pixels reached the model
-        self.notes: list[str] = []
-        self.loop_closure: dict | None = None  # close_loops's report
-        self._selector = reconstructor._selector()
-        # decode / keyframes / preprocess seconds: since the last keyframe (prepare's, which may run on a
-        # read-ahead thread), of the window being filled (feed's), and per submitted window
-        self._unattached = dict.fromkeys(INPUT_STAGES, 0.0)
-        self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
-        self._inputs: list[dict] = []
-        self.write_s: dict[int, float] = defaultdict(float)  # window -> seconds its sink writes took
-        self._core = StreamingReconstruction(
-            predictor_from_session(reconstructor.session),
-            reconstructor.stream_config,
-            sink=sink,
-            pipelined=pipelined,
-            loops=LoopConfig() if reconstructor.config.loop_closure else None,
-        )
-
-    @property
-    def timings(self) -> dict[str, float]:
-        """Busy seconds per stage, over the whole stream (threads overlap, so they may sum past the wall time)."""
-        total = dict.fromkeys(STAGES, 0.0)
-        for row in self.window_timings():
-            for stage in STAGES:
-                total[stage] += row.get(stage, 0.0)
-        for pending in (self._filling, self._unattached):  # frames not yet in a window
-            for stage, value in pending.items():
-                total[stage] += value
-        return total
-
-    def window_timings(self) -> list[dict]:
-        """Per integrated window: its frames and each stage's seconds (decode, keyframe selection and
-        preprocessing of the frames it added; the model; alignment; fusion; writing its keyframes)."""
-        rows = []
-        for timing in self._core.window_timings:
-            i = timing["window"]
-            inputs = self._inputs[i] if i < len(self._inputs) else {}
-            rows.append({**timing, **inputs, "write_s": self.write_s.get(i, 0.0)})
-        return rows
-
-    def prepare(self, frame: Frame | np.ndarray, decode_s: float = 0.0) -> PreparedFrame | None:
-        """Keyframe selection and preprocessing of the next frame (``decode_s``: what decoding it took)."""
-        if isinstance(frame, np.ndarray):
-            frame = Frame(index=self.frames_seen, timestamp_s=None, rgb=frame, source=f"array#{self.frames_seen}")
-        self.frames_seen += 1
-        self._unattached["decode_s"] += decode_s
-        start = time.perf_counter()
-        decision: Decision = self._selector(frame.rgb)
-        self._unattached["keyframes_s"] += time.perf_counter() - start
-        if decision.revisit_of is not None:
-            self.revisits.append({"frame": frame.index, "keyframe": decision.revisit_of})
-        if not decision.keep:
-            return None
-        start = time.perf_counter()
-        if self._resize is None or (self._resize.src_h, self._resize.src_w) != frame.rgb.shape[:2]:
-            self._resize = self._choose(frame)
-        image = resize_pixels(frame.rgb, self._resize)
-        colors = np.clip(np.rint(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
-        self._unattached["preprocess_s"] += time.perf_counter() - start
-        stages, self._unattached = self._unattached, dict.fromkeys(INPUT_STAGES, 0.0)
-        provenance = {
-            "index": frame.index,
-            "orientation": getattr(frame, "orientation", "none"),
-            "rotation_deg": getattr(frame, "rotation_deg", 0),
-            **self._resize.describe(),
-        }
-        self.provenance.append(provenance)
-        info = FrameInfo(
-            index=frame.index,
-            source=frame.source,
-            timestamp_s=frame.timestamp_s,
-            reason=decision.reason,
-            revisit_of=decision.revisit_of,  # a DINOv3 revisit: loop closure verifies it first
-            resize=self._resize,
-            provenance=provenance,
-        )
-        return PreparedFrame(image, colors, info, stages)
-
-    def feed(self, prepared: PreparedFrame) -> StreamState | None:
-        """Hand a prepared keyframe to the model, alignment and fusion."""
-        for stage, value in prepared.stages.items():
-            self._filling[stage] += value
-        submitted = self._core.submitted_windows
-        state = self._core.push(prepared.image, prepared.colors, prepared.info)
-        if self._core.submitted_windows != submitted:
-            self._close_window_inputs()
-        return state
-
-    def _close_window_inputs(self) -> None:
-        self._inputs.append(self._filling)
-        self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
-
-    def finish(self) -> StreamState:
-        """Run the last window. Frames prepared after the last keyframe count towards it (call this
-        once ``prepare`` has stopped: on the read-ahead thread's end)."""
-        for stage, value in self._unattached.items():
-            self._filling[stage] += value
-        self._unattached = dict.fromkeys(INPUT_STAGES, 0.0)
-        if self._core.pending_keyframes:
-            self._close_window_inputs()
-        elif self._inputs:  # trailing non-keyframes after a full window: count them with the last one
-            for stage, value in self._filling.items():
-                self._inputs[-1][stage] += value
-            self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
-        return self._core.finish()
-
-    def close(self) -> None:
-        """Stop the model thread of a pipelined stream (``finish`` does it too)."""
-        self._core.close()
-
-    def close_loops(self, solver: PoseGraphSolver) -> dict:
-        """After :meth:`finish`: optimise the pose graph of the windows with ``solver`` and move the
-        cameras and the map (:meth:`StreamingReconstruction.close_loops`); recorded for the report."""
-        start = time.perf_counter()
-        self.loop_closure = self._core.close_loops(solver)
-        self.loop_closure["seconds"] = round(time.perf_counter() - start, 4)
-        return self.loop_closure
-
-    def depth_scale(self, keyframe: int) -> float:
-        """What loop closure multiplied keyframe ``keyframe``'s depth by (1 without a correction)."""
-        corrections = self._core.corrections
-        return 1.0 if corrections is None else float(corrections[self._core.keyframe_windows[keyframe]].s)
-
-    @property
-    def map(self):
-        return self._core.map
-
-    @property
-    def core(self) -> StreamingReconstruction:
-        return self._core
-
-    def _choose(self, frame: Frame) -> Resize:
-        """The model input size is fixed at the first frame (windows are batches); a later frame of
-        another size is padded onto it, or fitted whole inside it."""
-        h0, w0 = frame.rgb.shape[:2]
-        served = self.rec.served_sizes if self.model_hw is None else [self.model_hw]
-        resize, note = choose_model_size(h0, w0, self.rec.config.mode, served, self.rec.long_side, self.rec.patch)
-        if self.model_hw is None:
-            self.model_hw = (resize.dst_h, resize.dst_w)
-        if note:
-            note = f"{w0}x{h0} (W x H) frames: {note}"
-            if note not in self.notes:
-                self.notes.append(note)
-                log.warning("%s", note)
-        return resize
+    stream: StreamingReconstruction
+    frames: FramePreparer
 
 
 class Reconstructor:
@@ -325,6 +155,18 @@ class Reconstructor:
         self, model: str | Path | Session, config: ReconstructConfig = ReconstructConfig(), **session_options
     ) -> None:
         self.config = config
+        # the compiled fusion loop loads (or compiles, once per machine) while the model opens
+        jit = None
+        if resolve_backend(config.fusion_backend) == "compiled":
+            jit = threading.Thread(target=fusion_compiled.warm_up, name="edgescene-jit")
+            jit.start()
+        try:
+            self._open(model, config, session_options)
+        finally:
+            if jit is not None:
+                jit.join()
+
+    def _open(self, model: str | Path | Session, config: ReconstructConfig, session_options: dict) -> None:
         if isinstance(model, (str, PathLike)):
             self.session: Session = open_session(
                 model, device=config.device, fast_attention=config.fast_attention, **session_options
@@ -383,6 +225,10 @@ class Reconstructor:
 
         return FeatureSelector(embed, max_gap=self.config.max_keyframe_gap)
 
+    def preparer(self) -> FramePreparer:
+        """A fresh keyframe selection and preprocessing for one input (:mod:`edgescene.runtime.prepare`)."""
+        return FramePreparer(self._selector(), self.served_sizes, self.config.mode, self.long_side, self.patch)
+
     def check_frame_size(self, height: int, width: int) -> None:
         """ValueError (naming the size and what is served) when a frame of ``height x width`` cannot
         be fed to this model: what a server checks per frame before handing it to a running stream."""
@@ -406,10 +252,10 @@ class Reconstructor:
         """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones).
         ``solver``: the pose-graph solver loop closure needs (``config.loop_closure``)."""
         sink = MemorySink()
-        stream = run(self, frames, sink, pipeline=False, solver=solver)
+        done = run(self, frames, sink, pipeline=False, solver=solver)
         results = sink.results
-        extrinsics, intrinsics = stream.core.trajectory()
-        points, colors = stream.map.cloud()
+        extrinsics, intrinsics = done.stream.trajectory()
+        points, colors = done.stream.cloud()
         return Reconstruction(
             extrinsics=extrinsics,
             intrinsics=intrinsics,
@@ -418,7 +264,7 @@ class Reconstructor:
             keyframes=[r.info.record() for r in results],
             depth=[r.depth for r in results],
             depth_conf=[r.depth_conf for r in results],
-            report=_report(self, stream),
+            report=_report(self, done),
             images=[_colours(r) for r in results],
             world_points=[p for p in (r.world_points for r in results) if p is not None],
             world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
@@ -438,7 +284,7 @@ def run(
     solver: PoseGraphSolver | None = None,
     on_frame: Callable[[int, int | None], None] | None = None,
     expected: int | None = None,
-) -> Stream:
+) -> Run:
     """Reconstruct ``frames`` with ``rec`` into ``sink``: the one assembly of the pipeline.
 
     Every entry point runs this: the CLI and service jobs (:func:`reconstruct_to_folder`, a
@@ -452,13 +298,22 @@ def run(
     thread and the model on its own thread while the last window is aligned and fused (the results
     equal the sequential ones). ``solver``: loop closure's pose-graph solver. ``on_frame(seen,
     expected)`` after every input frame (a job's progress; an exception it raises cancels the run).
-    Returns the finished :class:`Stream` (map, cameras, timings); raises :class:`NoFrames` (a ValueError) for no frames.
+    Returns the finished :class:`Run` (its stream: map, cameras, timings; its frames: what came in);
+    raises :class:`NoFrames` (a ValueError) for no frames.
     """
     check_solver(rec.config, solver)
     sink = sink or Sink()
     pipelined = rec.config.pipeline if pipeline is None else pipeline
-    stream = Stream(rec, sink.keyframe, pipelined)
-    sink.start(stream)
+    preparer = rec.preparer()
+    stream = StreamingReconstruction(
+        predictor_from_session(rec.session),
+        rec.stream_config,
+        sink=sink.keyframe,
+        pipelined=pipelined,
+        loops=LoopConfig() if rec.config.loop_closure else None,
+    )
+    current = Run(stream, preparer)
+    sink.start(current)
 
     def prepared_frames() -> Iterator[tuple[int, PreparedFrame | None]]:
         """Decode, keyframe selection and preprocessing (on the read-ahead thread when pipelined)."""
@@ -468,34 +323,36 @@ def run(
             frame = next(decoded, None)
             if frame is None:
                 return
-            prepared = stream.prepare(frame, decode_s=time.perf_counter() - decode_start)
-            yield stream.frames_seen, prepared
+            prepared = preparer.prepare(frame, decode_s=time.perf_counter() - decode_start)
+            yield preparer.frames_seen, prepared
 
     source = ReadAhead(prepared_frames(), depth=2 * rec.config.window) if pipelined else prepared_frames()
     reported = 0  # windows the sink has been told about
     try:
         for seen, prepared in source:
-            if prepared is not None and stream.feed(prepared) is not None:
-                reported = stream.core.state.windows
-                sink.window(stream)
+            if prepared is not None:
+                state = stream.push(prepared.image, prepared.colors, prepared.info, prepared.stages)
+                if state is not None:
+                    reported = state.windows
+                    sink.window(current)
             if on_frame is not None:
                 on_frame(seen, expected)
-        if stream.frames_seen == 0:
+        if preparer.frames_seen == 0:
             raise NoFrames("no frames to reconstruct")
-        stream.finish()
-        if stream.core.state.windows > reported:  # the last (partial or in-flight) windows joined at finish
-            sink.window(stream)
+        stream.finish(preparer.leftover_stages())
+        if stream.state.windows > reported:  # the last (partial or in-flight) windows joined at finish
+            sink.window(current)
         sink.flush()
         if solver is not None and rec.config.loop_closure:
             stream.close_loops(solver)
-            sink.loops_closed(stream)
-        sink.finish(stream)
+            sink.loops_closed(current)
+        sink.finish(current)
     finally:
         if isinstance(source, ReadAhead):
             source.close()
         stream.close()
         sink.close()
-    return stream
+    return current
 
 
 def check_solver(config: ReconstructConfig, solver: PoseGraphSolver | None) -> None:
@@ -511,7 +368,7 @@ def check_solver(config: ReconstructConfig, solver: PoseGraphSolver | None) -> N
 
 def _resize(result: KeyframeResult) -> Resize:
     resize = result.info.resize
-    assert resize is not None  # Stream.prepare records every keyframe's resize
+    assert resize is not None  # FramePreparer.prepare records every keyframe's resize
     return resize
 
 
@@ -544,24 +401,24 @@ def model_notes(model: dict) -> list[str]:
     return notes
 
 
-def _preprocessing(rec: Reconstructor, stream: Stream) -> dict:
+def _preprocessing(rec: Reconstructor, frames: FramePreparer) -> dict:
     return {
         "rule": "upstream VGGT load_and_preprocess_images (Pillow bicubic, sizes rounded to 14)",
         "mode": rec.config.mode,
         "orientation": rec.config.orientation,
-        "model_input_hw": list(stream.model_hw) if stream.model_hw else None,
+        "model_input_hw": list(frames.model_hw) if frames.model_hw else None,
         "served_sizes": rec.session.artifact.describe_sizes(),
-        "notes": stream.notes,
-        "frames": stream.provenance,
+        "notes": frames.notes,
+        "frames": frames.provenance,
     }
 
 
-def _report(rec: Reconstructor, stream: Stream) -> dict:
+def _report(rec: Reconstructor, done: Run) -> dict:
     artifact = rec.session.artifact
-    core = stream.core
+    core = done.stream
     return {
         "edgescene": __version__,
-        "frames_seen": stream.frames_seen,
+        "frames_seen": done.frames.frames_seen,
         "keyframes": len(core.extrinsics),
         "windows": core.state.windows,
         "points": len(core.map) if core.map is not None else 0,
@@ -579,16 +436,16 @@ def _report(rec: Reconstructor, stream: Stream) -> dict:
             "served_sizes": artifact.describe_sizes(),
         },
         "model_notes": model_notes(artifact.model),
-        "preprocessing": _preprocessing(rec, stream),
+        "preprocessing": _preprocessing(rec, done.frames),
         "config": asdict(rec.config),
         "fusion_backend": core.map.backend if core.map is not None else resolve_backend(rec.config.fusion_backend),
-        "timings_s": {k: round(v, 4) for k, v in stream.timings.items()},
+        "timings_s": {k: round(v, 4) for k, v in core.timings.items()},
         "window_timings_s": [
-            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in stream.window_timings()
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in core.window_timings()
         ],
         "alignments": [asdict(a) for a in core.alignments],
-        "revisits": stream.revisits,
-        **({"loop_closure": stream.loop_closure} if stream.loop_closure is not None else {}),
+        "revisits": done.frames.revisits,
+        **({"loop_closure": core.loop_closure} if core.loop_closure is not None else {}),
     }
 
 
@@ -636,19 +493,19 @@ def reconstruct_to_folder(
         depth_files = FolderSink(folder, write_behind=config.pipeline, depth=2 * config.window)
         sink: Sink = depth_files if on_window is None else Tee(depth_files, ViewerSink(on_window))
         try:
-            stream = run(rec, frames, sink, solver=solver, on_frame=on_frame, expected=frames.expected_count())
+            done = run(rec, frames, sink, solver=solver, on_frame=on_frame, expected=frames.expected_count())
         except NoFrames as exc:
             raise NoFrames(f"{source}: {exc}") from exc
         kept = depth_files.kept
-        extrinsics, intrinsics = stream.core.trajectory()
+        extrinsics, intrinsics = done.stream.trajectory()
         records = [k.info.record() for k in kept]
         if hide_paths:
             records = redact_paths(records)
         source_intrinsics = np.stack([_resize(k).to_source_intrinsics(k.intrinsics) for k in kept])
         write_start = time.perf_counter()
-        points, colors = stream.map.cloud()
+        points, colors = done.stream.cloud()
         write_ply(folder.path("points.ply"), points, colors)
-        model_hw = stream.model_hw or rec.input_hw
+        model_hw = done.frames.model_hw or rec.input_hw
         cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]
         write_glb(folder.path("scene.glb"), points, colors, cameras=cameras)
         write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
@@ -667,7 +524,7 @@ def reconstruct_to_folder(
             [r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records]
         )
         write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
-        report = _report(rec, stream)
+        report = _report(rec, done)
         t = report["timings_s"]
         t["outputs_s"] = round(time.perf_counter() - write_start, 4)  # points.ply, scene.glb, cameras, trajectory
         t["write_s"] = round(t["write_s"] + t["outputs_s"], 4)

@@ -13,11 +13,13 @@ web app and the benches is only what happens to the results, and that is a sink:
   live viewer (``on_window``).
 - :class:`Tee`: several sinks at once (a folder and a viewer).
 
-A sink's hooks are called in this order: ``start(stream)`` once, ``keyframe(result)`` for each
-keyframe as it becomes final (on the thread that integrates windows), ``window(stream)`` after each
-window joins the map (the caller's thread), ``flush()`` after the last window, ``loops_closed(stream)``
-when loop closure moved cameras and map, ``finish(stream)`` at the end of a run that succeeded, and
-``close()`` always (also when the run failed or was cancelled). Numpy only; never torch.
+A sink's hooks are called in this order: ``start(run)`` once, ``keyframe(result)`` for each
+keyframe as it becomes final (on the thread that integrates windows), ``window(run)`` after each
+window joins the map (the caller's thread), ``flush()`` after the last window, ``loops_closed(run)``
+when loop closure moved cameras and map, ``finish(run)`` at the end of a run that succeeded, and
+``close()`` always (also when the run failed or was cancelled). ``run`` is the
+:class:`~edgescene.runtime.reconstruct.Run` in progress: ``run.stream`` (the map, the cameras, the
+timings) and ``run.frames`` (what came in). Numpy only; never torch.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ import numpy as np
 
 from edgescene.runtime.outputs import OutputFolder, rescale_depth_npz, thumbnail, write_depth_npz
 from edgescene.runtime.pipeline import WriteBehind
-from edgescene.runtime.stream import KeyframeResult
+from edgescene.runtime.stream import KeyframeResult, StreamingReconstruction
 
-if TYPE_CHECKING:  # the stream type only: reconstruct imports this module
-    from edgescene.runtime.reconstruct import Stream
+if TYPE_CHECKING:  # the type only: reconstruct imports this module
+    from edgescene.runtime.reconstruct import Run
 
 LIVE_THUMBNAILS = 500  # keyframe thumbnails kept for a live viewer (older ones are dropped)
 
@@ -44,22 +46,22 @@ LIVE_THUMBNAILS = 500  # keyframe thumbnails kept for a live viewer (older ones 
 class Sink:
     """What a run does with its results; every hook does nothing unless a subclass says otherwise."""
 
-    def start(self, stream: Stream) -> None:
+    def start(self, run: Run) -> None:
         """Before the first frame."""
 
     def keyframe(self, result: KeyframeResult) -> None:
         """One keyframe's final estimate, once, in keyframe order."""
 
-    def window(self, stream: Stream) -> None:
-        """A window joined the map (``stream.core`` holds the map and the cameras so far)."""
+    def window(self, run: Run) -> None:
+        """A window joined the map (``run.stream`` holds the map and the cameras so far)."""
 
     def flush(self) -> None:
         """Every keyframe was handed over: finish pending work (re-raise its errors)."""
 
-    def loops_closed(self, stream: Stream) -> None:
-        """Loop closure moved the cameras and the map (``stream.depth_scale(k)``: keyframe k's depth factor)."""
+    def loops_closed(self, run: Run) -> None:
+        """Loop closure moved the cameras and the map (``run.stream.depth_scale(k)``: keyframe k's depth factor)."""
 
-    def finish(self, stream: Stream) -> None:
+    def finish(self, run: Run) -> None:
         """The run succeeded: the last word on the final state."""
 
     def close(self) -> None:
@@ -72,29 +74,29 @@ class Tee(Sink):
     def __init__(self, *sinks: Sink) -> None:
         self.sinks = sinks
 
-    def start(self, stream: Stream) -> None:
+    def start(self, run: Run) -> None:
         for s in self.sinks:
-            s.start(stream)
+            s.start(run)
 
     def keyframe(self, result: KeyframeResult) -> None:
         for s in self.sinks:
             s.keyframe(result)
 
-    def window(self, stream: Stream) -> None:
+    def window(self, run: Run) -> None:
         for s in self.sinks:
-            s.window(stream)
+            s.window(run)
 
     def flush(self) -> None:
         for s in self.sinks:
             s.flush()
 
-    def loops_closed(self, stream: Stream) -> None:
+    def loops_closed(self, run: Run) -> None:
         for s in self.sinks:
-            s.loops_closed(stream)
+            s.loops_closed(run)
 
-    def finish(self, stream: Stream) -> None:
+    def finish(self, run: Run) -> None:
         for s in self.sinks:
-            s.finish(stream)
+            s.finish(run)
 
     def close(self) -> None:
         errors = []
@@ -116,12 +118,12 @@ class MemorySink(Sink):
     def keyframe(self, result: KeyframeResult) -> None:
         self.results.append(result)
 
-    def loops_closed(self, stream: Stream) -> None:
-        corrections = stream.core.corrections
+    def loops_closed(self, run: Run) -> None:
+        corrections = run.stream.corrections
         if corrections is None:
             return
         for n, r in enumerate(self.results):
-            c = corrections[stream.core.keyframe_windows[r.keyframe]]
+            c = corrections[run.stream.keyframe_windows[r.keyframe]]
             self.results[n] = replace(r, depth=(r.depth * c.s).astype(np.float32), placement=c @ r.placement)
 
 
@@ -129,21 +131,21 @@ class FolderSink(Sink):
     """Depth files into ``folder`` (``depth/00000.npz``, ...), cameras kept in ``kept``.
 
     ``write_behind``: files are written on a thread, at most ``2 x window`` waiting (the stream goes
-    on meanwhile); otherwise on the integrating thread. Write time is recorded per window in
-    ``stream.write_s``.
+    on meanwhile); otherwise on the integrating thread. Write time is recorded per window in the
+    stream's ``write_s``.
     """
 
     def __init__(self, folder: OutputFolder, write_behind: bool, depth: int = 16) -> None:
         self.folder = folder
         self.kept: list[KeyframeResult] = []
         self._writer = WriteBehind(depth=depth, name="edgescene-writer") if write_behind else None
-        self._stream: Stream | None = None
+        self._stream: StreamingReconstruction | None = None
 
     def path(self, keyframe: int) -> Path:
         return self.folder.path(f"depth/{keyframe:05d}.npz")
 
-    def start(self, stream: Stream) -> None:
-        self._stream = stream
+    def start(self, run: Run) -> None:
+        self._stream = run.stream
 
     def _write(self, result: KeyframeResult) -> None:
         start = time.perf_counter()
@@ -176,9 +178,9 @@ class FolderSink(Sink):
         if self._writer is not None:
             self._writer.close()  # every depth file written (re-raises a failed write)
 
-    def loops_closed(self, stream: Stream) -> None:
+    def loops_closed(self, run: Run) -> None:
         for k in self.kept:
-            factor = stream.depth_scale(k.keyframe)
+            factor = run.stream.depth_scale(k.keyframe)
             if factor != 1.0:
                 rescale_depth_npz(self.path(k.keyframe), factor)
 
@@ -205,26 +207,23 @@ class ViewerSink(Sink):
         if len(self.thumbnails) > LIVE_THUMBNAILS:
             self.thumbnails[-LIVE_THUMBNAILS - 1] = None  # bounded: older frustums keep what they drew
 
-    def window(self, stream: Stream) -> None:
-        self.on_window(self.update(stream))
+    def window(self, run: Run) -> None:
+        self.on_window(self.update(run))
 
-    def finish(self, stream: Stream) -> None:
-        self.on_window(self.update(stream))
+    def finish(self, run: Run) -> None:
+        self.on_window(self.update(run))
 
-    def update(self, stream: Stream) -> dict:
-        extrinsics, intrinsics = stream.core.trajectory()
-        pmap = stream.map
-        if pmap is not None:
-            (points, colors), weights = pmap.cloud(), pmap.weights
-        else:
-            points, colors, weights = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0)
+    def update(self, run: Run) -> dict:
+        extrinsics, intrinsics = run.stream.trajectory()
+        points, colors = run.stream.cloud()
+        weights = run.stream.map.weights if run.stream.map is not None else np.zeros(0)
         return {
             "points": points,
             "colors": colors,
             "weights": weights,
             "extrinsics": extrinsics,
             "intrinsics": intrinsics,
-            "image_hw": stream.model_hw or stream.rec.input_hw,
+            "image_hw": run.frames.model_hw,  # set by the first keyframe, before any window
             "thumbnails": list(self.thumbnails),
         }
 

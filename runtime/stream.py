@@ -31,7 +31,7 @@ depth along the camera z axis in map units.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -84,6 +84,10 @@ def predictor_from_session(session) -> Predictor:
         )
 
     return predict
+
+
+INPUT_STAGES = ("decode_s", "keyframes_s", "preprocess_s")  # a keyframe's, measured before it reaches the stream
+STAGES = (*INPUT_STAGES, "model_s", "align_s", "fusion_s", "loops_s", "write_s")  # every stage a run times
 
 
 @dataclass(frozen=True)
@@ -224,9 +228,15 @@ class StreamState:
 class StreamingReconstruction:
     """Push keyframes one by one; every ``window - overlap`` new keyframes the model runs once.
 
-    ``push(image, rgb, info)``: image (3, H, W) float32 in [0, 1] (model input), rgb (H, W, 3)
-    uint8 (colours of the points), info (a :class:`FrameInfo`, carried to the outputs). Returns the running
-    state after a window was integrated, else None. ``finish()`` runs the last, partial window.
+    ``push(image, rgb, info, stages)``: image (3, H, W) float32 in [0, 1] (model input), rgb (H, W, 3)
+    uint8 (colours of the points), info (a :class:`FrameInfo`, carried to the outputs), stages (the
+    seconds its decoding, keyframe selection and preprocessing took, counted with the window it
+    joins). Returns the running state after a window was integrated, else None. ``finish()`` runs
+    the last, partial window.
+
+    ``timings`` sums each stage's busy seconds over the stream and ``window_timings()`` gives them per
+    window (a sink that writes files adds its seconds to ``write_s[window]``); after ``finish()``,
+    ``close_loops(solver)`` corrects cameras and map (``loop_closure`` keeps its report).
 
     ``pipelined=True`` runs the model on its own thread: when window k+1 is full it is sent to the
     model and window k is aligned, fused and handed to the sink meanwhile, so the state returned
@@ -248,7 +258,11 @@ class StreamingReconstruction:
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: deque[tuple[list[_Pending], int, Any, dict]] = deque()  # submitted, not integrated
         self._submitted = 0
-        self.window_timings: list[dict] = []  # per window: frames, model_s, align_s, fusion_s
+        self._window_rows: list[dict] = []  # per integrated window: frames and each stage's seconds
+        self._filling = dict.fromkeys(INPUT_STAGES, 0.0)  # input seconds of the keyframes not yet sent
+        self._last_timing: dict | None = None  # the last window sent to the model
+        self.write_s: defaultdict[int, float] = defaultdict(float)  # window -> seconds a sink spent writing it
+        self.loop_closure: dict | None = None  # close_loops's report
         self.map: PointMap | None = None
         if config.reserve_map:  # the bound's memory is taken now, before the first frame
             self.map = PointMap(
@@ -292,12 +306,19 @@ class StreamingReconstruction:
             self.alignments[-1] if self.alignments else None,
         )
 
-    def push(self, image: np.ndarray, rgb: np.ndarray, info: FrameInfo | None = None) -> StreamState | None:
+    def push(
+        self,
+        image: np.ndarray,
+        rgb: np.ndarray,
+        info: FrameInfo | None = None,
+        stages: Mapping[str, float] | None = None,
+    ) -> StreamState | None:
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"image must be (3, H, W) float32 in [0, 1], got {image.shape}")
         if info is not None and not isinstance(info, FrameInfo):
             raise TypeError(f"info must be a FrameInfo, got {type(info).__name__}")
         self._pending.append(_Pending(image, rgb, info or FrameInfo(index=self._keyframes + len(self._pending))))
+        self._add_inputs(stages)
         if len(self._overlap) + len(self._pending) >= self.config.window:
             self._submit_window()
             # pipelined: integrate the previous window while this one runs on the model thread
@@ -305,8 +326,14 @@ class StreamingReconstruction:
                 return self.state
         return None
 
-    def finish(self) -> StreamState:
-        """Run the last, partial window and integrate every window still in flight."""
+    def finish(self, stages: Mapping[str, float] | None = None) -> StreamState:
+        """Run the last, partial window and integrate every window still in flight. ``stages``: input
+        seconds of frames after the last keyframe (counted with the last window)."""
+        if self._pending or self._last_timing is None:
+            self._add_inputs(stages)
+        else:  # trailing frames that were not keyframes, after a full window: they count with it
+            for stage, value in (stages or {}).items():
+                self._last_timing[stage] = self._last_timing.get(stage, 0.0) + value
         try:
             if self._pending:
                 self._submit_window()
@@ -326,6 +353,34 @@ class StreamingReconstruction:
             self._loop_executor.shutdown(wait=True, cancel_futures=True)
             self._loop_executor = None
         self._loop_jobs.clear()
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Busy seconds per stage over the whole stream (threads overlap, so they may sum past the wall time)."""
+        total = dict.fromkeys(STAGES, 0.0)
+        for row in self.window_timings():
+            for stage in STAGES:
+                total[stage] += row.get(stage, 0.0)
+        for stage, value in self._filling.items():  # keyframes not yet in a window
+            total[stage] += value
+        return total
+
+    def window_timings(self) -> list[dict]:
+        """Per integrated window: its frames and each stage's seconds (decoding, keyframe selection and
+        preprocessing of the frames it added; the model; alignment; fusion; loops; writing its keyframes)."""
+        return [{**row, "write_s": self.write_s.get(row["window"], 0.0)} for row in self._window_rows]
+
+    def depth_scale(self, keyframe: int) -> float:
+        """What loop closure multiplied keyframe ``keyframe``'s depth by (1 without a correction)."""
+        if self.corrections is None:
+            return 1.0
+        return float(self.corrections[self.keyframe_windows[keyframe]].s)
+
+    def _add_inputs(self, stages: Mapping[str, float] | None) -> None:
+        for stage, value in (stages or {}).items():
+            if stage not in INPUT_STAGES:
+                raise ValueError(f"stages: expected keys among {INPUT_STAGES}, got {stage!r}")
+            self._filling[stage] += value
 
     def _drain_loop_jobs(self, keep: int) -> None:
         """Wait until at most ``keep`` revisit-detection jobs are pending (re-raises their errors)."""
@@ -349,7 +404,10 @@ class StreamingReconstruction:
         k = self.config.overlap
         self._overlap = frames[-k:] if k else []
         self._pending = []
-        timing = {"window": self._submitted, "frames": len(frames), "new_frames": len(frames) - n_old}
+        timing: dict = {"window": self._submitted, "frames": len(frames), "new_frames": len(frames) - n_old}
+        timing.update(self._filling)
+        self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
+        self._last_timing = timing
         self._submitted += 1
         if not self.pipelined:
             self._in_flight.append((frames, n_old, self._timed_predict(images, timing), timing))
@@ -459,7 +517,7 @@ class StreamingReconstruction:
         self._windows += 1
         timing["align_s"] = aligned - start
         timing["fusion_s"] = fused_at - aligned - sink_s
-        self.window_timings.append(timing)
+        self._window_rows.append(timing)
 
     # -- what is kept: the pixels fused and the samples aligned ---------------------------------
     def _fused_pixels(
@@ -584,6 +642,16 @@ class StreamingReconstruction:
         return nodes, edges
 
     def close_loops(self, solve: PoseGraphSolver) -> dict:
+        """After :meth:`finish`: optimise the pose graph of the windows with ``solve`` and move every
+        camera and map voxel with its window's correction (:meth:`_solve_loops`). Returns the report,
+        also kept as ``loop_closure`` (with the seconds it took)."""
+        start = time.perf_counter()
+        report = self._solve_loops(solve)
+        report["seconds"] = round(time.perf_counter() - start, 4)
+        self.loop_closure = report
+        return report
+
+    def _solve_loops(self, solve: PoseGraphSolver) -> dict:
         """Optimise the pose graph with ``solve`` and move every camera and map voxel with its
         window's correction ``after_w @ before_w^{-1}`` (window 0 stays). Call after :meth:`finish`.
         Returns what was done (for the run report); without a loop edge nothing changes."""
@@ -631,12 +699,20 @@ class StreamingReconstruction:
             return np.zeros((0, 3, 4)), np.zeros((0, 3, 3))
         return np.stack(self.extrinsics), np.stack(self.intrinsics)
 
+    def cloud(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fused map's (N, 3) float32 points and (N, 3) uint8 colours (empty before the first window)."""
+        if self.map is None:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+        return self.map.cloud()
+
     def camera_centers(self) -> np.ndarray:
         extr, _ = self.trajectory()
         return inverse_se3(extr)[:, :, 3] if len(extr) else np.zeros((0, 3))
 
 
 __all__ = [
+    "INPUT_STAGES",
+    "STAGES",
     "FrameInfo",
     "KeyframeResult",
     "PoseGraphSolver",

@@ -305,7 +305,8 @@ def stream_section(result: dict, model_name: str, frames: int, window: int) -> N
         start = time.perf_counter()
         if profiler:
             profiler.enable()
-        stream = run(rec, shots, pipeline=pipelined)
+        done = run(rec, shots, pipeline=pipelined)
+        stream, model_hw, notes = done.stream, done.frames.model_hw, done.frames.notes
         if profiler:
             profiler.disable()
             text = io.StringIO()
@@ -314,10 +315,10 @@ def stream_section(result: dict, model_name: str, frames: int, window: int) -> N
             lines = text.getvalue().replace(f"{ROOT}{os.sep}", "").splitlines()[:80]
             result["profile_top_cumulative"] = lines
         total = time.perf_counter() - start
-        if stream.model_hw != (HEIGHT, WIDTH) or stream.notes:
-            raise RuntimeError(f"the model ran at {stream.model_hw}, not {HEIGHT}x{WIDTH}: {stream.notes}")
-        if len(stream.core.extrinsics) != frames:
-            raise RuntimeError(f"{len(stream.core.extrinsics)} of {frames} frames were keyframes")
+        if model_hw != (HEIGHT, WIDTH) or notes:
+            raise RuntimeError(f"the model ran at {model_hw}, not {HEIGHT}x{WIDTH}: {notes}")
+        if len(stream.extrinsics) != frames:
+            raise RuntimeError(f"{len(stream.extrinsics)} of {frames} frames were keyframes")
         rows = stream.window_timings()
         sizes = [t["frames"] for t in rows]
         stages = stream.timings

@@ -496,11 +496,13 @@ def _no_live_threads(timeout_s: float = 30.0) -> bool:
 
 
 def test_stream_client_leaving_mid_way_leaves_no_thread(client, monkeypatch):
-    from edgescene.runtime.reconstruct import Stream
+    from edgescene.runtime.stream import StreamingReconstruction
 
     finished = []
-    original = Stream.finish
-    monkeypatch.setattr(Stream, "finish", lambda self: finished.append(self) or original(self))
+    original = StreamingReconstruction.finish
+    monkeypatch.setattr(
+        StreamingReconstruction, "finish", lambda self, stages=None: finished.append(self) or original(self, stages)
+    )
     jpegs = _jpegs(f.rgb for f in open_frames(SAMPLE, max_frames=6))
     with client.websocket_connect("/stream?window=4") as ws:
         for data in jpegs[:3]:
@@ -563,12 +565,12 @@ def test_two_concurrent_stream_sessions_each_get_their_own_map(client):
 def test_stream_model_failure_ends_the_session(client, monkeypatch):
     from starlette.websockets import WebSocketDisconnect
 
-    from edgescene.runtime.reconstruct import Stream
+    from edgescene.runtime.stream import StreamingReconstruction
 
-    def unloaded(self, prepared):
+    def unloaded(self, image, rgb, info=None, stages=None):
         raise RuntimeError("the model session was closed")
 
-    monkeypatch.setattr(Stream, "feed", unloaded)
+    monkeypatch.setattr(StreamingReconstruction, "push", unloaded)
     jpegs = _jpegs(f.rgb for f in open_frames(SAMPLE, max_frames=1))
     with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/stream?window=4") as ws:
         ws.send_bytes(jpegs[0])

@@ -414,3 +414,11 @@ def test_backend_choice_is_validated_and_reported(monkeypatch):
     with pytest.raises(ValueError, match="needs numba.*pip install"):
         PointMap(0.1, backend="compiled")
     assert "numpy" in repr(PointMap(0.1))
+
+
+@needs_numba
+def test_warm_up_loads_the_loop_for_every_argument_type_the_map_passes():
+    fusion_compiled.warm_up()
+    colour_types = {str(signature[1].dtype) for signature in fusion_compiled.accumulate.signatures}
+    assert {"uint8", "float64"} <= colour_types  # a frame's colours, a re-bin's mean colours
+    assert fusion_compiled.reinsert_blocks.signatures

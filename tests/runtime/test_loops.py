@@ -369,7 +369,7 @@ def test_pipelined_detection_finds_what_the_sequential_one_does(loops):
         for i in range(len(seq.frames)):
             stream.push(predictor.image(i), seq.frames[i], FrameInfo(index=i))
         stream.finish()
-        assert all("loops_s" in t for t in stream.window_timings)
+        assert all("loops_s" in t for t in stream.window_timings())
         report = stream.close_loops(solve)
         found[pipelined] = (report["loops"], stream.trajectory()[0])
     assert found[True][0] == found[False][0] and found[True][0]

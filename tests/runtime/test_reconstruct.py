@@ -93,8 +93,8 @@ def test_python_api_run_and_stream(artifact):
     windows = []  # (frames seen, keyframes, points) each time a window joined the map
 
     class Windows(Sink):
-        def window(self, stream) -> None:
-            windows.append((stream.frames_seen, stream.core.state.keyframes, stream.core.state.points))
+        def window(self, run) -> None:
+            windows.append((run.frames.frames_seen, run.stream.state.keyframes, run.stream.state.points))
 
     run(rec, open_frames(VIDEO, max_frames=7), Windows(), pipeline=False)
     assert [(seen, keyframes) for seen, keyframes, _ in windows] == [(4, 4), (7, 7)]

@@ -7,12 +7,14 @@ so these tests check the assembly and the sinks, not a network.
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
 
 from edgescene.bench.oracle import OracleNoise, OracleSession
 from edgescene.bench.synthetic_scene import make_video
+from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.outputs import OutputFolder
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, reconstruct_to_folder, run
 from edgescene.runtime.sinks import FolderSink, MemorySink, Sink, Tee, ViewerSink
@@ -40,8 +42,8 @@ class Recorder(Sink):
     def keyframe(self, result) -> None:
         self.keyframes.append(result.keyframe)
 
-    def window(self, stream) -> None:
-        self.calls.append(f"window {stream.core.state.windows}")
+    def window(self, run) -> None:
+        self.calls.append(f"window {run.stream.state.windows}")
 
     def flush(self) -> None:
         self.calls.append("flush")
@@ -53,25 +55,33 @@ class Recorder(Sink):
         self.calls.append("close")
 
 
+def test_the_compiled_loop_is_loaded_while_the_model_opens_and_nothing_is_left_running(video):
+    rec = _rec(video, window=6, overlap=2)
+    assert not [t for t in threading.enumerate() if t.name == "edgescene-jit"]
+    done = run(rec, list(video.rgb)[:8], pipeline=False)
+    assert done.stream.map is not None and done.stream.map.backend == resolve_backend("auto")
+    assert done.frames.frames_seen == 8 and done.frames.model_hw == HW
+
+
 def test_hooks_come_in_order_and_every_keyframe_once(video):
     sink = Recorder()
     seen = []
     stream = run(
         _rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=False, on_frame=lambda n, e: seen.append(n)
-    )
+    ).stream
     assert seen == list(range(1, 15))
     assert sink.keyframes == list(range(14))
     # windows of 6 with 2 carried: frames 0-5, 4-9, 8-13 (the last one full too)
     assert sink.calls == ["start", "window 1", "window 2", "window 3", "flush", "finish", "close"]
-    assert stream.core.state.keyframes == 14
+    assert stream.state.keyframes == 14
 
 
 def test_pipelined_run_equals_the_sequential_one(video):
     results = {}
     for pipelined in (False, True):
         sink = MemorySink()
-        stream = run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=pipelined)
-        results[pipelined] = (stream.core.trajectory()[0], stream.map.points, [r.depth for r in sink.results])
+        stream = run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=pipelined).stream
+        results[pipelined] = (stream.trajectory()[0], stream.map.points, [r.depth for r in sink.results])
     assert np.array_equal(results[False][0], results[True][0])
     assert np.array_equal(results[False][1], results[True][1])
     assert all(np.array_equal(a, b) for a, b in zip(results[False][2], results[True][2], strict=True))
@@ -81,8 +91,8 @@ def test_reconstructor_run_is_a_memory_sink_over_run(video):
     rec = _rec(video, window=6, overlap=2)
     result = rec.run(list(video.rgb))
     sink = MemorySink()
-    stream = run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=False)
-    assert np.array_equal(result.extrinsics, stream.core.trajectory()[0])
+    stream = run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=False).stream
+    assert np.array_equal(result.extrinsics, stream.trajectory()[0])
     assert np.array_equal(result.points, stream.map.points)
     assert len(result.world_points) == 14 and result.world_points[0].shape == (*HW, 3)
 
@@ -111,7 +121,7 @@ def test_folder_sink_writes_each_keyframe_and_tee_feeds_a_viewer(video, tmp_path
     with OutputFolder(tmp_path / "out") as folder:
         files = FolderSink(folder, write_behind=True, depth=4)
         viewer = ViewerSink(updates.append)
-        stream = run(_rec(video, window=6, overlap=2), list(video.rgb), Tee(files, viewer))
+        stream = run(_rec(video, window=6, overlap=2), list(video.rgb), Tee(files, viewer)).stream
         assert len(files.kept) == 14 and files.kept[0].depth.size == 0  # cameras only: depth is on disk
     depth = sorted((tmp_path / "out" / "depth").iterdir())
     assert [p.name for p in depth] == [f"{i:05d}.npz" for i in range(14)]
