@@ -19,10 +19,9 @@ It reports, per size:
   GIL: a GPU model that leaves the CPUs free), the pipeline on (the default): end-to-end keyframes
   per second against the model alone (the same windows, back to back), and their ratio; beside it
   the ratio up to the last depth file, before the fused cloud is written once at the end (a cost of
-  the map's size that a longer video amortises), and the sustained ratio: keyframes per second in
-  the steady state (between the end of the second window and the end of the last full window but
-  one) against the model alone over those windows, what a long video gets (none for a clip too
-  short to have one: fewer than ``window + 3 (window - overlap)`` frames);
+  the map's size that a longer video amortises), and the sustained ratio: the fraction of the time
+  the model was busy in the steady state (from the start of the second window to the end of the
+  third-to-last, :func:`sustained_model_busy`), what a long video gets;
 - **accuracy** (the sequential runs, one per seed): camera ATE after a Sim(3) alignment of the
   camera centres onto the truth, and the fused cloud against the true surfaces: accuracy (median
   distance of a fused point to the nearest true surface sample) and completeness (median distance
@@ -94,20 +93,23 @@ def _config(pipeline: bool, **overrides) -> ReconstructConfig:
     return ReconstructConfig(keyframe_threshold=0.0, pipeline=pipeline, **overrides)
 
 
-def _reconstruct(frames: Path, session: OracleSession, out: Path, config: ReconstructConfig, on_frame=None) -> dict:
-    return reconstruct_to_folder(frames, session, out, config, overwrite=True, progress=False, on_frame=on_frame)
+def _reconstruct(frames: Path, session: OracleSession, out: Path, config: ReconstructConfig) -> dict:
+    return reconstruct_to_folder(frames, session, out, config, overwrite=True, progress=False)
 
 
-def sustained_window_span(frames: int, window: int, overlap: int) -> tuple[int, int] | None:
-    """The frames (1-based counts) between which a stream is in its steady state: from the end of
-    the second window to the end of the last full window but one, so neither the first window's
-    fill nor the last windows' drain (and the outputs written after) fall inside. None when the clip
-    is too short to have such a span."""
-    step = window - overlap
-    first = window + step  # the second window is complete
-    full = (frames - window) // step  # windows after the first that are full
-    last = window + (full - 1) * step
-    return (first, last) if last > first else None
+def sustained_model_busy(windows: list[dict]) -> float | None:
+    """The fraction of the wall time the model was busy in a run's steady state, from its report's
+    ``window_timings_s`` (each window's ``model_at_s`` and ``model_s``): from the start of the second
+    window to the end of the third-to-last, so neither the first window's fill nor the last windows'
+    drain (and the outputs written after) count. With a model whose time per window is fixed (the
+    oracle) it is the pipeline's sustained throughput against the model alone. None for fewer than
+    five windows."""
+    if len(windows) < 5:
+        return None
+    middle = windows[1:-2]
+    busy = sum(w["model_s"] for w in middle)
+    wall = middle[-1]["model_at_s"] + middle[-1]["model_s"] - middle[0]["model_at_s"]
+    return busy / wall
 
 
 def accuracy(out: Path, video: SyntheticVideo, surface: np.ndarray) -> dict[str, float]:
@@ -190,23 +192,12 @@ def measure_size(
     if latency_ms > 0:
         session.latency_ms = latency_ms
         alone = model_alone_s(session, windows)
-        config = _config(pipeline=True)
-        span = sustained_window_span(frames, config.window, config.overlap)
-        step = config.window - config.overlap
-        if span is not None:
-            # the model alone over the same middle windows: the window that ends at frame f is the
-            # ((f - window) / step)-th (0-based), and each adds `step` new frames
-            first, last = span
-            middle = windows[(first - config.window) // step + 1 : (last - config.window) // step + 1]
-            alone_middle = model_alone_s(session, middle)
         totals, streaming, sustained = [], [], []
         for _ in range(repeats):
-            seen_at: dict[int, float] = {}
-            report = _reconstruct(folder, session, work / "out", config, on_frame=_stamper(seen_at))
+            report = _reconstruct(folder, session, work / "out", _config(pipeline=True))
             totals.append(report["timings_s"]["total_s"])
             streaming.append(report["timings_s"]["total_s"] - report["timings_s"]["outputs_s"])
-            if span is not None:
-                sustained.append((last - first) / (seen_at[last] - seen_at[first]))
+            sustained.append(sustained_model_busy(report["window_timings_s"]))
         total = statistics.median(totals)
         stream_s = statistics.median(streaming)
         result["pipeline"] = {
@@ -222,15 +213,11 @@ def measure_size(
             "streaming_ratio_to_model": round(alone / stream_s, 3),
             # the steady state: frames consumed between the end of the second window and the end of
             # the last full window but one, against the model alone over those windows
-            "sustained_frames": list(span) if span is not None else None,
+            # the model's busy fraction from the second window to the third-to-last (steady state)
+            "sustained_ratio_to_model": (
+                round(statistics.median(sustained), 3) if all(v is not None for v in sustained) else None
+            ),
         }
-        if span is not None:
-            rate, alone_rate = statistics.median(sustained), len(middle) * step / alone_middle
-            result["pipeline"].update(
-                sustained_keyframes_per_s=round(rate, 2),
-                model_alone_sustained_keyframes_per_s=round(alone_rate, 2),
-                sustained_ratio_to_model=round(rate / alone_rate, 3),
-            )
         session.latency_ms = 0.0
     # accuracy, one sequential run per seed (the walk and the noise change with it)
     rows = []
@@ -321,7 +308,7 @@ def markdown(result: dict) -> str:
             "## End to end against a stand-in GPU model (pipeline on)",
             "",
             "| size | model ms/frame | model alone, keyframes/s | end to end, keyframes/s | ratio "
-            "| ratio before the final cloud is written | sustained ratio (frames) |",
+            "| ratio before the final cloud is written | sustained ratio |",
             "|---|---|---|---|---|---|---|",
         ]
         for row in result["sizes"]:
@@ -334,9 +321,10 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             "Ratio: the whole clip, first frame to last output; before the final cloud: to the last depth "
-            "file; sustained: keyframes per second between the end of the second window and the end of the "
-            "last full window but one (the steady state of a long video: no first-window fill, no last-window "
-            "drain, no final write), against the model alone over the same windows.",
+            "file; sustained: the fraction of the time the model was busy from the start of the second "
+            "window to the end of the third-to-last (the steady state of a long video: no first-window "
+            "fill, no last-window drain, no final write; the oracle's time per window is fixed, so this "
+            "is the sustained throughput against the model alone).",
             "",
         ]
     lines += [
@@ -355,19 +343,8 @@ def markdown(result: dict) -> str:
 
 
 def _sustained(pipeline: dict) -> str:
-    if pipeline.get("sustained_frames") is None:
-        return "- (clip too short)"
-    first, last = pipeline["sustained_frames"]
-    return f"{pipeline['sustained_ratio_to_model']:.2f} (frames {first}-{last})"
-
-
-def _stamper(seen_at: dict[int, float]):
-    """An ``on_frame`` that records when each frame was consumed (frames seen -> perf_counter)."""
-
-    def stamp(seen: int, _expected: int | None) -> None:
-        seen_at[seen] = time.perf_counter()
-
-    return stamp
+    value = pipeline.get("sustained_ratio_to_model")
+    return "- (fewer than 5 windows)" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""The point map's inner loop, compiled with numba: one pass over a batch of points, each found in
-(or added to) a voxel-block index and added to its voxel's weighted sums.
+"""Fusion's inner loops, compiled with numba: the point map's (one pass over a batch of points, each
+found in, or added to, a voxel-block index and added to its voxel's weighted sums), and the
+stream's choice and unprojection of a frame's pixels (:func:`select_depth_points`).
 
 Imports numpy and the standard library, and numba when it is installed (the ``runtime`` extras
 bring it). Without numba :data:`AVAILABLE` is False and :class:`edgescene.runtime.fusion.PointMap`
@@ -42,7 +43,9 @@ try:  # an optional accelerator: the numpy map is the fallback
 except ImportError:  # pragma: no cover - exercised where numba is absent (the GPU device image)
     numba = None
 
-__all__ = ["AVAILABLE", "DONE", "NEED_BLOCKS", "NEED_ROWS", "accumulate", "reinsert_blocks", "warm_up"]
+__all__ = [
+    "AVAILABLE", "DONE", "NEED_BLOCKS", "NEED_ROWS", "accumulate", "reinsert_blocks", "select_depth_points", "warm_up"
+]  # fmt: skip
 
 AVAILABLE = numba is not None
 
@@ -173,6 +176,49 @@ def _reinsert_blocks(block_keys, n_blocks, table, table_ids, shift):
     return probes
 
 
+def _select_depth_points(depth, conf, rgb, threshold, max_depth, stride, phase_row, phase_col, cut, scale, intr, extr,
+                         out_points, out_colors, out_weights):  # fmt: skip
+    """The pixels of one frame the stream fuses, unprojected into the map frame, in pixel order.
+
+    depth, conf: (H, W) float32 (depth in window units); rgb: (H, W, 3) uint8. A pixel is kept when
+    ``conf >= threshold`` and ``depth <= max_depth`` and, with ``stride`` > 1, it lies on the grid
+    (row % stride == phase_row and col % stride == phase_col) or ``depth > cut`` (comparisons in
+    float64 of float32 values: pass the thresholds as the float32 values numpy compares with).
+    scale: the window's scale into the map; intr: (3, 3) float64, model pixels; extr: (3, 4) float64
+    camera-from-map. A kept pixel (u = col, v = row) becomes ``R^T (X_cam - t)`` with X_cam =
+    ((u - cx) d / fx, (v - cy) d / fy, d), d = scale x depth, evaluated in the order of
+    ``StreamingReconstruction._map_points`` (bit for bit the numpy result). out_points (H W, 3)
+    float64, out_colors (H W, 3) uint8, out_weights (H W,) float64 (the confidence): filled from 0.
+    Returns how many pixels were kept.
+    """
+    h, w = depth.shape
+    fx, fy, cx, cy = intr[0, 0], intr[1, 1], intr[0, 2], intr[1, 2]
+    t0, t1, t2 = extr[0, 3], extr[1, 3], extr[2, 3]
+    n = 0
+    for r in range(h):
+        row_on_grid = stride == 1 or r % stride == phase_row
+        v = np.float64(r)
+        for c in range(w):
+            confidence = np.float64(conf[r, c])
+            if not (confidence >= threshold):
+                continue
+            d32 = np.float64(depth[r, c])
+            if not (d32 <= max_depth):
+                continue
+            if stride > 1 and not ((row_on_grid and c % stride == phase_col) or d32 > cut):
+                continue
+            d = scale * d32
+            a = (np.float64(c) - cx) * d / fx - t0
+            b = (v - cy) * d / fy - t1
+            e = d - t2
+            for j in range(3):
+                out_points[n, j] = a * extr[0, j] + b * extr[1, j] + e * extr[2, j]
+                out_colors[n, j] = rgb[r, c, j]
+            out_weights[n] = confidence
+            n += 1
+    return n
+
+
 def warm_up() -> float:
     """Load the compiled loop for every argument type the map passes (uint8 colours from a frame,
     float64 from a re-bin), compiling it the first time on a machine (about 2.5 s; later processes
@@ -192,13 +238,20 @@ def warm_up() -> float:
             0,
         )  # fmt: skip
     reinsert_blocks(np.zeros(64, np.int64), 0, np.full(128, -1, np.int64), np.zeros(128, np.int64), np.uint64(57))
+    one = np.ones((1, 1), np.float32)
+    select_depth_points(
+        one, one, np.zeros((1, 1, 3), np.uint8), 0.0, np.inf, 1, 0, 0, 0.0, 1.0, np.eye(3), np.eye(3, 4),
+        np.zeros((1, 3)), np.zeros((1, 3), np.uint8), np.zeros(1),
+    )  # fmt: skip
     return time.perf_counter() - start
 
 
 accumulate: Any = None  # the compiled functions (None without numba)
 reinsert_blocks: Any = None
+select_depth_points: Any = None
 if AVAILABLE:
     # nogil: the pipeline's other threads (decode, the model's session) run while a window is fused;
     # cache: compiled once per machine and Python, then loaded from __pycache__ (or numba's user cache)
     accumulate = numba.njit(cache=True, nogil=True)(_accumulate)
     reinsert_blocks = numba.njit(cache=True, nogil=True)(_reinsert_blocks)
+    select_depth_points = numba.njit(cache=True, nogil=True)(_select_depth_points)

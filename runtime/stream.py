@@ -43,6 +43,7 @@ import numpy as np
 from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
 from edgescene.core.preprocess import Resize
 from edgescene.core.sim3 import Edge, Sim3, move_camera
+from edgescene.runtime import fusion_compiled
 from edgescene.runtime.fusion import PointMap, confidence_threshold, resolve_backend
 from edgescene.runtime.loops import LoopConfig, LoopDetector
 
@@ -210,6 +211,27 @@ class WindowAlignment:
     residual: float
 
 
+def _finite_median(values: np.ndarray) -> float:
+    """The median of the finite values (a float32 map's, as float32: what numpy compares it at);
+    nan when none is finite. One nan pixel must not make the whole frame's median nan."""
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The pixels of a frame that are fused: ``conf >= threshold``, ``depth <= max_depth`` and, with a
+    ``stride`` > 1, on the grid (row % stride == phase_row, col % stride == phase_col) or deeper than
+    ``cut``. Thresholds are float32 values (as numpy compares them with the float32 maps)."""
+
+    threshold: float
+    max_depth: float
+    cut: float
+    stride: int
+    phase_row: int
+    phase_col: int
+
+
 @dataclass(frozen=True)
 class _Pending:
     image: np.ndarray
@@ -235,7 +257,9 @@ class StreamingReconstruction:
     the last, partial window.
 
     ``timings`` sums each stage's busy seconds over the stream and ``window_timings()`` gives them per
-    window (a sink that writes files adds its seconds to ``write_s[window]``); after ``finish()``,
+    window, with ``model_at_s``, when the model began the window (seconds since the stream was made: a
+    timeline that shows whether the model waited); a sink that writes files adds its seconds to
+    ``write_s[window]``. After ``finish()``,
     ``close_loops(solver)`` corrects cameras and map (``loop_closure`` keeps its report).
 
     ``pipelined=True`` runs the model on its own thread: when window k+1 is full it is sent to the
@@ -263,6 +287,8 @@ class StreamingReconstruction:
         self._last_timing: dict | None = None  # the last window sent to the model
         self.write_s: defaultdict[int, float] = defaultdict(float)  # window -> seconds a sink spent writing it
         self.loop_closure: dict | None = None  # close_loops's report
+        self._started = time.perf_counter()
+        self._scratch_buffers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.map: PointMap | None = None
         if config.reserve_map:  # the bound's memory is taken now, before the first frame
             self.map = PointMap(
@@ -418,6 +444,7 @@ class StreamingReconstruction:
 
     def _timed_predict(self, images: np.ndarray, timing: dict) -> WindowPrediction:
         start = time.perf_counter()
+        timing["model_at_s"] = start - self._started  # when the model began this window: a timeline
         pred = self.predictor(images)
         timing["model_s"] = time.perf_counter() - start
         return pred
@@ -463,6 +490,16 @@ class StreamingReconstruction:
         self.window_nodes.append(placement)
         aligned = time.perf_counter()
         fused: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # the compiled path: the map compiled, depth unprojected here (not the point-map head's
+        # points nor depth_points unprojected by the model, which the numpy path moves into the map)
+        compiled = (
+            self.map is not None
+            and self.map.backend == "compiled"
+            and cfg.branch == "depth"
+            and pred.depth_points is None
+            and pred.depth.dtype == np.float32
+            and conf.dtype == np.float32
+        )
         sink_s = 0.0
         for i in range(n_old, len(frames)):
             extr, intr = self._to_map(pred.extrinsics[i], pred.intrinsics[i], placement)
@@ -470,9 +507,18 @@ class StreamingReconstruction:
             self.intrinsics.append(intr)
             self.infos.append(frames[i].info)
             self.keyframe_windows.append(self._windows)
-            pixels = self._fused_pixels(pred, conf, i, intr, placement.s)
-            points = self._map_points(pred, i, pixels, extr, intr, placement)
-            fused.append((points, frames[i].rgb.reshape(-1, 3)[pixels], conf[i].reshape(-1)[pixels]))
+            sel = self._selection(pred, conf, i, intr, placement.s)
+            if compiled:  # select, unproject and merge in compiled loops: frame by frame, same bits
+                n = fusion_compiled.select_depth_points(
+                    pred.depth[i], conf[i], frames[i].rgb, sel.threshold, sel.max_depth, sel.stride,
+                    sel.phase_row, sel.phase_col, sel.cut, placement.s, intr, extr, *self._scratch(pred.depth[i].size),
+                )  # fmt: skip
+                points, colors, weights = self._scratch(pred.depth[i].size)
+                self.map.add(points[:n], colors[:n], weights[:n], tag=self._windows)
+            else:
+                pixels = self._fused_pixels(conf[i], pred.depth[i], sel)
+                points = self._map_points(pred, i, pixels, extr, intr, placement)
+                fused.append((points, frames[i].rgb.reshape(-1, 3)[pixels], conf[i].reshape(-1)[pixels]))
             if self.sink is not None:
                 result = KeyframeResult(
                     self._keyframes,
@@ -519,20 +565,26 @@ class StreamingReconstruction:
         timing["fusion_s"] = fused_at - aligned - sink_s
         self._window_rows.append(timing)
 
+    def _scratch(self, pixels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Buffers the compiled selection fills for one frame of ``pixels`` pixels: points (pixels, 3)
+        float64, colours (pixels, 3) uint8, weights (pixels,) float64; made once, reused frame to frame."""
+        if self._scratch_buffers is None or len(self._scratch_buffers[2]) < pixels:
+            self._scratch_buffers = (np.empty((pixels, 3)), np.empty((pixels, 3), np.uint8), np.empty(pixels))
+        return self._scratch_buffers
+
     # -- what is kept: the pixels fused and the samples aligned ---------------------------------
-    def _fused_pixels(
+    def _selection(
         self, pred: WindowPrediction, conf: np.ndarray, i: int, intr: np.ndarray, scale: float
-    ) -> np.ndarray:
-        """Flat indices (into H x W) of frame ``i``'s pixels to fuse: the confident ones, not too far,
-        on a pixel grid of the stride the map's voxels call for (its phase moves keyframe by keyframe)."""
+    ) -> _Selection:
+        """Which of frame ``i``'s pixels to fuse: the confident ones, not too far, on a pixel grid of
+        the stride the map's voxels call for (its phase moves keyframe by keyframe)."""
         cfg = self.config
-        h, w = conf.shape[1:]
         depth = pred.depth[i]
         stride = cfg.fuse_stride
         voxel = 0.0
         if stride is None:
             assert self.map is not None  # made by the first window
-            median = float(np.median(depth[::4, ::4]))  # a sample's median: the stride is a coarse choice
+            median = _finite_median(depth[::4, ::4])  # a sample's median: the stride is a coarse choice
             spacing = median / float(max(intr[0, 0], intr[1, 1]))  # between neighbouring pixels, window units
             voxel = self.map.voxel_size / scale  # window units
             ratio = cfg.fuse_spacing * voxel / spacing if spacing > 0 else 1.0
@@ -542,15 +594,25 @@ class StreamingReconstruction:
             voxel = self.map.voxel_size / scale
         c, d = conf[i], depth
         sample = (slice(None, None, 2), slice(None, None, 2))  # thresholds from a quarter of the pixels
-        keep = c >= confidence_threshold(c[sample], cfg.conf_percentile)
+        threshold = confidence_threshold(c[sample], cfg.conf_percentile)
+        max_depth = np.inf
         if cfg.max_depth_ratio is not None:  # far ground / horizon: few pixels, unbounded extent
-            keep &= d <= cfg.max_depth_ratio * np.median(d[sample])
-        if stride > 1:  # nearer than ``cut``, every stride-th pixel still meets the spacing; beyond it, every one
-            cut = cfg.fuse_spacing * voxel * float(max(intr[0, 0], intr[1, 1])) / stride
-            phase = self._keyframes % (stride * stride)
-            grid = np.zeros((h, w), dtype=bool)
-            grid[phase // stride :: stride, phase % stride :: stride] = True
-            keep &= grid | (d > cut)
+            max_depth = cfg.max_depth_ratio * _finite_median(d[sample])
+        # nearer than ``cut``, every stride-th pixel still meets the spacing; beyond it, every one
+        cut = cfg.fuse_spacing * voxel * float(max(intr[0, 0], intr[1, 1])) / stride if stride > 1 else np.inf
+        phase = self._keyframes % (stride * stride)
+        # numpy compares float32 maps with a Python float at float32: the thresholds as float32 values
+        thresholds = (float(np.float32(threshold)), float(np.float32(max_depth)), float(np.float32(cut)))
+        return _Selection(*thresholds, stride, phase // stride, phase % stride)
+
+    @staticmethod
+    def _fused_pixels(conf: np.ndarray, depth: np.ndarray, sel: _Selection) -> np.ndarray:
+        """Flat indices (into H x W, ascending) of the pixels ``sel`` keeps of one frame's (H, W) maps."""
+        keep = (conf >= sel.threshold) & (depth <= sel.max_depth)
+        if sel.stride > 1:
+            grid = np.zeros(conf.shape, dtype=bool)
+            grid[sel.phase_row :: sel.stride, sel.phase_col :: sel.stride] = True
+            keep &= grid | (depth > sel.cut)
         return np.flatnonzero(keep)
 
     def _map_points(
@@ -565,8 +627,16 @@ class StreamingReconstruction:
         w = pred.depth.shape[2]
         d = placement.s * pred.depth[i].reshape(-1)[pixels].astype(np.float64)  # map units
         u, v = (pixels % w).astype(np.float64), (pixels // w).astype(np.float64)
-        cam = np.stack([(u - intr[0, 2]) * d / intr[0, 0], (v - intr[1, 2]) * d / intr[1, 1], d], axis=1)
-        return (cam - extr[:, 3]) @ extr[:, :3]  # R^T (X_cam - t), as rows
+        # R^T (X_cam - t), term by term in a fixed order (not a matmul, whose summation order BLAS
+        # chooses), so the compiled selection (fusion_compiled.select_depth_points) gives the same bits
+        a = (u - intr[0, 2]) * d / intr[0, 0] - extr[0, 3]
+        b = (v - intr[1, 2]) * d / intr[1, 1] - extr[1, 3]
+        e = d - extr[2, 3]
+        points = np.empty((len(pixels), 3))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf depth: a non-finite point the map drops
+            for j in range(3):
+                points[:, j] = a * extr[0, j] + b * extr[1, j] + e * extr[2, j]
+        return points
 
     def _sample(self, image: np.ndarray) -> np.ndarray:
         """The alignment's pixel sample of an (H, W, ...) array, flattened to (n, ...)."""

@@ -197,6 +197,8 @@ def test_pipelined_reconstruction_writes_exactly_the_sequential_outputs(tmp_path
     stages = ("decode_s", "keyframes_s", "preprocess_s", "model_s", "align_s", "fusion_s", "write_s")
     assert all(set(stages) <= set(w) for w in windows)
     assert all(w["model_s"] > 0 and w["write_s"] > 0 for w in windows)
+    starts = [w["model_at_s"] for w in windows]  # the model's timeline: one window after the other
+    assert all(0 <= a < b for a, b in zip(starts, starts[1:], strict=False))
     t = b["timings_s"]
     assert t["model_s"] == pytest.approx(sum(w["model_s"] for w in windows), abs=1e-3)
     assert t["total_over_model"] == pytest.approx(t["total_s"] / t["model_s"], rel=1e-2)

@@ -147,3 +147,22 @@ def test_reconstruct_to_folder_takes_an_open_session(video, tmp_path):
     assert [f["index"] for f in cameras["frames"]] == list(range(14))
     with pytest.raises(ValueError, match="session options"):
         Reconstructor(session, ReconstructConfig(), providers=["x"])
+
+
+@pytest.mark.skipif(resolve_backend("auto") != "compiled", reason="numba is not installed (the compiled fusion backend)")
+def test_compiled_and_numpy_fusion_build_the_same_reconstruction(video):
+    """The compiled path (pixel selection, unprojection and the map in numba) against the numpy one,
+    through the whole stream: the same cameras, voxels, tags and weights, sums to rounding."""
+    streams = {
+        backend: run(_rec(video, window=6, overlap=2, fusion_backend=backend), list(video.rgb), pipeline=False).stream
+        for backend in ("numpy", "compiled")
+    }
+    a, b = streams["numpy"], streams["compiled"]
+    assert a.map is not None and b.map is not None and (a.map.backend, b.map.backend) == ("numpy", "compiled")
+    np.testing.assert_array_equal(a.trajectory()[0], b.trajectory()[0])
+    n = len(a.map)
+    assert n == len(b.map) > 1000
+    oa, ob = np.argsort(a.map._packed[:n]), np.argsort(b.map._packed[:n])
+    np.testing.assert_array_equal(a.map._packed[:n][oa], b.map._packed[:n][ob])
+    np.testing.assert_array_equal(a.map.tags[oa], b.map.tags[ob])
+    np.testing.assert_allclose(a.map._sums[:n][oa], b.map._sums[:n][ob], rtol=1e-12, atol=1e-12)
