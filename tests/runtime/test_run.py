@@ -149,7 +149,9 @@ def test_reconstruct_to_folder_takes_an_open_session(video, tmp_path):
         Reconstructor(session, ReconstructConfig(), providers=["x"])
 
 
-@pytest.mark.skipif(resolve_backend("auto") != "compiled", reason="numba is not installed (the compiled fusion backend)")
+@pytest.mark.skipif(
+    resolve_backend("auto") != "compiled", reason="numba is not installed (the compiled fusion backend)"
+)
 def test_compiled_and_numpy_fusion_build_the_same_reconstruction(video):
     """The compiled path (pixel selection, unprojection and the map in numba) against the numpy one,
     through the whole stream: the same cameras, voxels, tags and weights, sums to rounding."""
