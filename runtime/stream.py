@@ -492,13 +492,15 @@ class StreamingReconstruction:
         fused: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         # the compiled path: the map compiled, depth unprojected here (not the point-map head's
         # points nor depth_points unprojected by the model, which the numpy path moves into the map)
-        compiled = (
-            self.map is not None
+        compiled_map = (
+            self.map
+            if self.map is not None
             and self.map.backend == "compiled"
             and cfg.branch == "depth"
             and pred.depth_points is None
             and pred.depth.dtype == np.float32
             and conf.dtype == np.float32
+            else None
         )
         sink_s = 0.0
         for i in range(n_old, len(frames)):
@@ -508,13 +510,13 @@ class StreamingReconstruction:
             self.infos.append(frames[i].info)
             self.keyframe_windows.append(self._windows)
             sel = self._selection(pred, conf, i, intr, placement.s)
-            if compiled:  # select, unproject and merge in compiled loops: frame by frame, same bits
+            if compiled_map is not None:  # select, unproject and merge in compiled loops: frame by frame, same bits
                 n = fusion_compiled.select_depth_points(
                     pred.depth[i], conf[i], frames[i].rgb, sel.threshold, sel.max_depth, sel.stride,
                     sel.phase_row, sel.phase_col, sel.cut, placement.s, intr, extr, *self._scratch(pred.depth[i].size),
                 )  # fmt: skip
                 points, colors, weights = self._scratch(pred.depth[i].size)
-                self.map.add(points[:n], colors[:n], weights[:n], tag=self._windows)
+                compiled_map.add(points[:n], colors[:n], weights[:n], tag=self._windows)
             else:
                 pixels = self._fused_pixels(conf[i], pred.depth[i], sel)
                 points = self._map_points(pred, i, pixels, extr, intr, placement)
