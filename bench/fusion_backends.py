@@ -13,7 +13,8 @@ interleaved (the order alternates every repeat), medians of several repeats afte
 
 (a) fusion: ms per frame to fuse the whole stream, one ``add`` per frame, into a voxel map
     holding per voxel the weighted mean position and colour and the summed weight:
-    ``numpy`` = :class:`edgescene.runtime.fusion.PointMap` (no cap); ``open3d-hashmap`` =
+    ``numpy`` = :class:`edgescene.runtime.fusion.PointMap` (no cap) in numpy; ``compiled`` = the same
+    map with its compiled (numba) loop, the default where numba is installed; ``open3d-hashmap`` =
     ``open3d.core.HashMap`` (CPU, Int32 (3,) keys, Float64 (7,) sums) on the same keys
     ``floor(p / voxel)``, a per-frame ``HashSet`` grouping the batch and numpy ``bincount`` adding
     it into the map's value buffer (open3d's Python API has no scatter-add); ``open3d-tsdf`` =
@@ -54,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from edgescene.core.geometry import unproject_depth
+from edgescene.runtime import fusion_compiled
 from edgescene.runtime.fusion import PointMap, confidence_mask, voxel_downsample
 
 SEED = 0
@@ -163,13 +165,11 @@ def open3d_or_none():
     return open3d
 
 
-class NumpyMap:
-    """:class:`PointMap` (no cap), the map the stream fuses into."""
+class ProjectMap:
+    """:class:`PointMap` (no cap), the map the stream fuses into, with ``backend`` "numpy" or "compiled"."""
 
-    name = "numpy"
-
-    def __init__(self, voxel: float) -> None:
-        self.map = PointMap(voxel)
+    def __init__(self, voxel: float, backend: str = "numpy") -> None:
+        self.map = PointMap(voxel, backend=backend)
 
     def add(self, points: np.ndarray, colors: np.ndarray, weights: np.ndarray) -> None:
         self.map.add(points, colors, weights)
@@ -392,7 +392,9 @@ def bench_size(h: int, w: int, n_frames: int, repeats: int, o3d) -> dict[str, An
     scene = render(h, w, n_frames)
     frames, voxel, keeps = stream_input(scene)
     depth_max = float(scene["depth"].max()) * 1.01
-    fusers: dict[str, Any] = {"numpy": lambda: fuse(lambda: NumpyMap(voxel), frames)}
+    fusers: dict[str, Any] = {"numpy": lambda: fuse(lambda: ProjectMap(voxel), frames)}
+    if fusion_compiled.AVAILABLE:
+        fusers["compiled"] = lambda: fuse(lambda: ProjectMap(voxel, "compiled"), frames)
     if o3d is not None:
         fusers["open3d-hashmap"] = lambda: fuse(lambda: Open3dHashMap(voxel), frames)
         fusers["open3d-hashmap-npgroup"] = lambda: fuse(lambda: Open3dHashMapNumpyGroup(voxel), frames)
@@ -425,6 +427,10 @@ def bench_size(h: int, w: int, n_frames: int, repeats: int, o3d) -> dict[str, An
         )
     }
     fusion["numpy"]["voxels"] = len(ref[0])
+    if "compiled" in maps:
+        agreement["compiled"] = compare(ref, maps["compiled"].result(), voxel)
+        fusion["compiled"]["voxels"] = agreement["compiled"]["voxels"]
+        fusion["compiled"]["ratio_to_numpy"] = fusion["compiled"]["ms_per_frame"] / fusion["numpy"]["ms_per_frame"]
     if o3d is not None:
         for name in ("open3d-hashmap", "open3d-hashmap-npgroup"):
             agreement[name] = compare(ref, maps[name].result(), voxel)
@@ -570,7 +576,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         else "open3d: not installed (numpy only)"
     )
     lines = [
-        f"# Fusion backends: numpy PointMap vs open3d ({data['created_utc']})",
+        f"# Fusion backends: PointMap (numpy, compiled) vs open3d ({data['created_utc']})",
         "",
         f"{m['cpu']}, {m['usable_cores']} cores usable (1-min load {m['load_avg_1min_at_start']} at start, "
         f"{m.get('load_avg_1min_at_end')} at end: other jobs share them), "
@@ -639,10 +645,18 @@ def to_markdown(data: dict[str, Any]) -> str:
 
 
 def conclusion(data: dict[str, Any]) -> list[str]:
-    """The findings in numbers: open3d / numpy time ratios per size."""
-    if not data["open3d"]["installed"]:
-        return ["open3d is not installed: numpy measured alone."]
+    """The findings in numbers: compiled / numpy and open3d / numpy time ratios per size."""
     sizes = [f"{s['size_hw'][0]}x{s['size_hw'][1]}" for s in data["sizes"]]
+    compiled = []
+    if all("compiled" in s["fusion"] for s in data["sizes"]):
+        vals = ", ".join(f"{s['fusion']['compiled']['ratio_to_numpy']:.2f}x" for s in data["sizes"])
+        same = all(s["fusion_agreement"]["compiled"]["agrees"] for s in data["sizes"])
+        compiled = [
+            f"- the compiled map (numba) against the numpy one at {', '.join(sizes)}: {vals}; results "
+            f"{'identical' if same else 'NOT identical'} (same voxels and weights; positions equal)."
+        ]
+    if not data["open3d"]["installed"]:
+        return [*compiled, "- open3d is not installed: not measured."]
 
     def ratios(section: str, name: str) -> str:
         vals = [s[section][name]["ratio_to_numpy"] for s in data["sizes"]]
@@ -652,8 +666,9 @@ def conclusion(data: dict[str, Any]) -> list[str]:
         s["fusion_agreement"][n]["agrees"] for s in data["sizes"] for n in ("open3d-hashmap", "open3d-hashmap-npgroup")
     )
     return [
-        f"Time ratios open3d / numpy at {', '.join(sizes)} (above 1: open3d slower), CPU, this machine:",
+        f"Time ratios to the numpy map at {', '.join(sizes)} (above 1: slower), CPU, this machine:",
         "",
+        *compiled,
         f"- fusing the stream: open3d HashMap {ratios('fusion', 'open3d-hashmap')}; with numpy grouping the batch "
         f"{ratios('fusion', 'open3d-hashmap-npgroup')}; results {'identical to' if agree else 'NOT equal to'} numpy's "
         "(same voxels and weights; positions equal).",

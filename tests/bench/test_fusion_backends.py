@@ -8,16 +8,20 @@ import numpy as np
 import pytest
 
 from edgescene.bench import fusion_backends as fb
+from edgescene.runtime import fusion_compiled
 from edgescene.runtime.fusion import voxel_downsample
 
 SIZE = (40, 64)
 
 
-def test_numpy_map_equals_voxel_downsample_of_the_same_points():
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_project_map_equals_voxel_downsample_of_the_same_points(backend):
+    if backend == "compiled" and not fusion_compiled.AVAILABLE:
+        pytest.skip("numba is not installed (the compiled fusion backend)")
     frames, voxel, keeps = fb.stream_input(fb.render(*SIZE, frames=2))
     assert keeps.shape == (2, *SIZE) and 0.4 < keeps.mean() <= 0.6  # the top 50 % by confidence
     assert voxel > 0
-    m = fb.NumpyMap(voxel)
+    m = fb.ProjectMap(voxel, backend)
     for frame in frames:
         m.add(*frame)
     points, colors, weights = (np.concatenate(x) for x in zip(*frames, strict=True))
@@ -36,7 +40,10 @@ def test_report_without_open3d(monkeypatch, tmp_path):
     assert {"cpu", "cores", "python", "numpy"} <= set(data["machine"])
     (size,) = data["sizes"]
     assert size["size_hw"] == list(SIZE) and size["frames"] == 2 and size["voxel_size"] > 0
-    assert list(size["fusion"]) == ["numpy"] and size["fusion"]["numpy"]["ms_per_frame"] > 0
+    expected = ["numpy", "compiled"] if fusion_compiled.AVAILABLE else ["numpy"]
+    assert list(size["fusion"]) == expected and size["fusion"]["numpy"]["ms_per_frame"] > 0
+    if fusion_compiled.AVAILABLE:
+        assert size["fusion_agreement"]["compiled"]["agrees"] and size["fusion"]["compiled"]["ratio_to_numpy"] > 0
     assert size["fusion_agreement"]["numpy_vs_voxel_downsample_all_frames"]["agrees"]
     assert set(size["downsample_one_frame"]) == {"numpy", "numpy-unweighted"}
     assert "not installed" in out.with_suffix(".md").read_text()
@@ -50,7 +57,7 @@ def test_report_with_open3d():
     assert data["open3d"]["cuda_measured"] is False
     (size,) = data["sizes"]
     fusion, agreement = size["fusion"], size["fusion_agreement"]
-    assert set(fusion) == {"numpy", "open3d-hashmap", "open3d-hashmap-npgroup", "open3d-tsdf"}
+    assert set(fusion) - {"compiled"} == {"numpy", "open3d-hashmap", "open3d-hashmap-npgroup", "open3d-tsdf"}
     for name in ("open3d-hashmap", "open3d-hashmap-npgroup"):
         assert agreement[name]["agrees"], agreement[name]
         assert fusion[name]["ratio_to_numpy"] > 0
