@@ -1,6 +1,7 @@
 """Fuse per-frame points into one colour point cloud whose memory is bounded by the scene.
 
-Imports numpy and the standard library only (never torch or ``edgescene.models``).
+Imports numpy, the standard library and :mod:`edgescene.runtime.fusion_compiled` (numba when it is
+installed) only; never torch or ``edgescene.models``.
 
 - :func:`confidence_mask` is VGGT's demo filter: keep points at or above a confidence percentile.
 - :func:`voxel_downsample` keeps one point per occupied voxel (weighted mean position and colour,
@@ -8,9 +9,10 @@ Imports numpy and the standard library only (never torch or ``edgescene.models``
 - :class:`PointMap` merges frame after frame into such a voxel grid with a running weighted mean,
   so it grows with the extent of the scene, not with the number of frames; ``max_points`` gives
   a hard bound by coarsening the grid when it is exceeded. A hash table finds voxels, so adding a
-  frame costs the same whatever the map's size.
+  frame costs the same whatever the map's size. Two implementations give the same map: compiled
+  (numba, the default where installed) and numpy (``backend=``, :func:`resolve_backend`).
 
-Voxel ``k = floor(p / voxel_size)`` (integer, per axis), aligned at the world origin, so doubling
+Voxel ``k = floor(p * (1 / voxel_size))`` (integer, per axis), aligned at the world origin, so doubling
 the voxel size merges whole groups of 2 x 2 x 2 voxels. Non-finite points, points with zero weight
 and points more than ``2**40`` voxels from the origin (numeric outliers) are dropped.
 """
@@ -281,12 +283,15 @@ class PointMap:
     """A fused colour point cloud on a voxel grid, bounded in memory, with a per-frame cost that
     does not grow with the map.
 
-    Voxels live in insertion order in dense arrays (packed key (M,) int64, weighted sums of position
-    and colour (M, 3) float64 each, summed weight (M,) float64: a mean is sum / weight) and are found
-    through an open-addressing hash table (packed key -> row; linear probing, load <= 1/2). :meth:`add`
-    groups a batch by voxel, then looks all its voxels up / inserts them at once (vectorised probing,
-    no Python loop per point): O(batch) whatever the map's size, so a long stream's per-frame cost
-    stays flat. A static scene seen again and again keeps its size.
+    Voxels live in insertion order in dense arrays (packed key (M,) int64; a 64-byte row of sums per
+    voxel, ``[w, w x, w y, w z, w r, w g, w b, 0]``: a mean is sum / w; a tag) and are found through
+    an index: with ``backend="numpy"`` an open-addressing hash table (packed key -> row; linear
+    probing, load <= 1/2) that :meth:`add` probes for all of a batch's voxels at once after grouping
+    the batch by one sort; with ``backend="compiled"`` a voxel-block index (a table of 4 x 4 x 4
+    blocks, each with its 64 voxels' rows) that a numba loop walks point by point
+    (:mod:`edgescene.runtime.fusion_compiled`). Either way O(batch) whatever the map's size, so a
+    long stream's per-frame cost stays flat, and the same voxels, weights and tags. A static scene
+    seen again and again keeps its size.
 
     With ``max_points`` set, the voxel size doubles (and the map is re-binned) until the map holds at
     most that many points: a hard bound on memory whatever the scene. ``reserve=True`` (needs
@@ -296,13 +301,14 @@ class PointMap:
     Each voxel also keeps a *tag* (int32): the ``tag`` of the :meth:`add` call that created it (the
     stream passes its window number), so :meth:`transform_tags` can move each window's points with
     that window's correction (loop closure) without keeping the frames. A voxel fused from several
-    windows moves with the first one's.
+    windows moves with the first one's; voxels merged by a re-bin keep the least (earliest) tag.
 
     voxel_size: > 0, in world units (VGGT's normalised scale unless aligned); it changes when the
     cap coarsens the grid or :meth:`transform` scales the map.
     max_points: None (no cap) or >= 8 (the grid is anchored at the origin, so points in the 8
     octants around it never share a voxel however coarse the grid).
     Points more than 2**20 voxels from the origin are dropped as numeric outliers.
+    backend: "auto" (compiled where numba is installed, else numpy), "compiled" or "numpy".
     """
 
     def __init__(

@@ -32,6 +32,7 @@ Layout (shared with ``fusion.py``):
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -48,6 +49,8 @@ __all__ = [
 ]  # fmt: skip
 
 AVAILABLE = numba is not None
+
+log = logging.getLogger(__name__)
 
 DONE, NEED_ROWS, NEED_BLOCKS = 0, 1, 2  # why accumulate() returned
 
@@ -249,9 +252,22 @@ def warm_up() -> float:
 accumulate: Any = None  # the compiled functions (None without numba)
 reinsert_blocks: Any = None
 select_depth_points: Any = None
+
+
+def _compile(function):
+    """``function`` compiled by numba: nogil, so the pipeline's other threads (decoding, the model's
+    session) run while a window is fused; cached, so it is compiled once per machine and Python and
+    then loaded from ``__pycache__`` beside this file or numba's user cache (``NUMBA_CACHE_DIR``).
+    Where neither can be written (a read-only install without a home folder), numba refuses to cache:
+    then each process compiles it anew (about 2.5 s, once), which is logged."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+        log.info("fusion: numba cannot cache %s here (%s); compiling it in this process", function.__name__, exc)
+        return numba.njit(cache=False, nogil=True)(function)
+
+
 if AVAILABLE:
-    # nogil: the pipeline's other threads (decode, the model's session) run while a window is fused;
-    # cache: compiled once per machine and Python, then loaded from __pycache__ (or numba's user cache)
-    accumulate = numba.njit(cache=True, nogil=True)(_accumulate)
-    reinsert_blocks = numba.njit(cache=True, nogil=True)(_reinsert_blocks)
-    select_depth_points = numba.njit(cache=True, nogil=True)(_select_depth_points)
+    accumulate = _compile(_accumulate)
+    reinsert_blocks = _compile(_reinsert_blocks)
+    select_depth_points = _compile(_select_depth_points)

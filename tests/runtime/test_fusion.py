@@ -422,3 +422,24 @@ def test_warm_up_loads_the_loop_for_every_argument_type_the_map_passes():
     colour_types = {str(signature[1].dtype) for signature in fusion_compiled.accumulate.signatures}
     assert {"uint8", "float64"} <= colour_types  # a frame's colours, a re-bin's mean colours
     assert fusion_compiled.reinsert_blocks.signatures
+
+
+def _twice(x):
+    return 2 * x
+
+
+@needs_numba
+def test_a_loop_numba_cannot_cache_is_compiled_in_the_process(monkeypatch, caplog):
+    """A read-only install without a home folder: numba has nowhere to cache and refuses to; the
+    loop is compiled per process instead of breaking the runtime's import."""
+    real = fusion_compiled.numba.njit
+
+    def njit(*args, **options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function '_twice': no locator available for file 'x.py'")
+        return real(*args, **options)
+
+    monkeypatch.setattr(fusion_compiled.numba, "njit", njit)
+    with caplog.at_level(logging.INFO, logger="edgescene.runtime.fusion_compiled"):
+        compiled = fusion_compiled._compile(_twice)
+    assert compiled(21) == 42 and "cannot cache _twice" in caplog.text
