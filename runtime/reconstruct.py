@@ -2,7 +2,8 @@
 
     rec = Reconstructor("artifacts/vggt_onnx")          # an exported VGGT artifact (or a checkpoint)
     result = rec.run(open_frames("clip.mp4"))            # everything in memory: short inputs
-    stream = run(rec, frames, sink)                      # any iterable of frames into any Sink
+    done = run(rec, frames, sink)                        # any iterable of frames into any Sink:
+                                                         # done.stream (map, cameras), done.frames
     reconstruct_to_folder("long.mp4", "artifacts/vggt_onnx", "out/")   # the CLI's job
 
 :func:`run` is the one assembly of the pipeline; everything else is a sink over it
@@ -13,8 +14,8 @@ Frames go through keyframe selection (image difference, or DINOv3 features when 
 artifact is given), upstream VGGT's preprocessing (:func:`~edgescene.core.preprocess.choose_model_size`:
 upstream's size rule, e.g. 294x518 for a 16:9 frame in crop mode, the whole frame; an exported
 artifact that does not serve that size gets it padded into the smallest size it serves that
-contains it, or fitted whole into its largest), and
-:class:`~edgescene.runtime.stream.StreamingReconstruction`. The report records, per keyframe, the
+contains it, or fitted whole into its largest; :class:`~edgescene.runtime.prepare.FramePreparer`),
+and :class:`~edgescene.runtime.stream.StreamingReconstruction`, the one stream. The report records, per keyframe, the
 source size, orientation, resized size, crop / pad offsets and model input size. Outputs: a fused, confidence-filtered,
 voxel-downsampled point cloud (PLY and GLB), per-keyframe depth and confidence (NPZ, model
 resolution, map units), cameras (JSON: intrinsics in model and original pixels, camera-from-world
