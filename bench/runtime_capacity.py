@@ -211,8 +211,6 @@ def measure_size(
             # scene.glb: a cost of the map's size, not of the frames, that a longer video amortises)
             "streaming_s": round(stream_s, 4),
             "streaming_ratio_to_model": round(alone / stream_s, 3),
-            # the steady state: frames consumed between the end of the second window and the end of
-            # the last full window but one, against the model alone over those windows
             # the model's busy fraction from the second window to the third-to-last (steady state)
             "sustained_ratio_to_model": (
                 round(statistics.median(sustained), 3) if all(v is not None for v in sustained) else None

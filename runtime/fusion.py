@@ -20,6 +20,7 @@ and points more than ``2**40`` voxels from the origin (numeric outliers) are dro
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -34,6 +35,7 @@ __all__ = [
     "confidence_threshold",
     "resolve_backend",
     "voxel_downsample",
+    "warm_up",
 ]
 
 FUSION_BACKENDS = ("auto", "compiled", "numpy")  # auto: compiled (numba) where installed, else numpy
@@ -56,6 +58,23 @@ def resolve_backend(backend: str) -> str:
             "(or pip install numba), or choose the 'numpy' backend"
         )
     return backend
+
+
+def warm_up() -> float:
+    """Load (or compile, the first time on a machine) the compiled loops for the very arrays a map and
+    a stream pass them: a real :class:`PointMap` adds a frame's points (uint8 colours), outgrows its
+    first blocks and is re-binned (mean colours); then the stream's pixel selection
+    (:func:`edgescene.runtime.fusion_compiled.warm_up`). Returns the seconds spent (0 without numba).
+    :class:`edgescene.runtime.reconstruct.Reconstructor` runs it while the model opens."""
+    if not fusion_compiled.AVAILABLE:
+        return 0.0
+    start = time.perf_counter()
+    m = PointMap(1.0, backend="compiled")
+    scattered = np.arange(300, dtype=np.float64)[:, None] * np.array([[5.0, 0.0, 0.0]])  # a block each: 300 > 64
+    m.add(scattered, np.zeros((300, 3), np.uint8))
+    m.transform(1.0, np.eye(3), np.zeros(3))
+    fusion_compiled.warm_up()
+    return time.perf_counter() - start
 
 
 def confidence_mask(conf: np.ndarray, percentile: float, min_conf: float = 1e-5) -> np.ndarray:
@@ -340,6 +359,10 @@ class PointMap:
         numpy backend's table of >= 2 x rows slots, or the compiled backend's blocks
         (:mod:`edgescene.runtime.fusion_compiled`), rows / 8 of them to start with."""
         self._allocate_rows(rows)
+        self._allocate_index(rows)
+
+    def _allocate_index(self, rows: int) -> None:
+        """An empty index for ``rows`` voxels: see :meth:`_allocate`."""
         if self.backend == "compiled":  # surfaces fill 16 to 25 of a block's 64 voxels (measured 24.5)
             self._allocate_blocks(max(64, rows // (4 if self.reserve else 8)))
             self._n_blocks = 0
@@ -665,13 +688,12 @@ class PointMap:
             target = max(rows, min(target, self.max_points * 2))
         n = self._n
         packed, sums, tag = self._packed[:n], self._sums[:n], self._tag[:n]
-        if self.backend == "compiled":  # the blocks hold row numbers, which do not change
-            self._allocate_rows(target)
-        else:
-            self._allocate(target)
+        self._allocate_rows(target)
         self._packed[:n], self._sums[:n], self._tag[:n] = packed, sums, tag  # rows keep their order
-        self._n = n
-        if self.backend != "compiled":
+        if (
+            self.backend == "numpy"
+        ):  # a table sized for the rows: rebuilt (compiled blocks hold row numbers, which stay)
+            self._allocate_index(target)
             self._rehash(packed)
 
     def _rehash(self, packed: np.ndarray) -> None:

@@ -223,24 +223,13 @@ def _select_depth_points(depth, conf, rgb, threshold, max_depth, stride, phase_r
 
 
 def warm_up() -> float:
-    """Load the compiled loop for every argument type the map passes (uint8 colours from a frame,
-    float64 from a re-bin), compiling it the first time on a machine (about 2.5 s; later processes
-    load it from numba's cache in about 0.4 s). :class:`edgescene.runtime.reconstruct.Reconstructor`
-    runs it beside opening the model, so the first window does not wait for it. Returns the seconds
-    spent (0 without numba)."""
+    """Load (or compile, the first time on a machine: about 2.5 s in all; later processes load from
+    numba's cache in about 0.4 s) :func:`select_depth_points` for the arrays the stream passes it.
+    :func:`edgescene.runtime.fusion.warm_up` does the map's loops with a real map, then this.
+    Returns the seconds spent (0 without numba)."""
     if not AVAILABLE:
         return 0.0
     start = time.perf_counter()
-    points, weights, tags = np.zeros((1, 3)), np.ones(1), np.zeros(1, np.int32)
-    for colors in (np.zeros((1, 3), np.uint8), np.zeros((1, 3))):
-        table = np.full(128, -1, np.int64)
-        accumulate(
-            points, colors, weights, tags, 1.0,
-            np.zeros(1, np.int64), np.zeros((1, 8)), np.zeros(1, np.int32), 0,
-            np.full((64, 64), -1, np.int32), np.zeros(64, np.int64), 0, table, np.zeros(128, np.int64), np.uint64(57),
-            0,
-        )  # fmt: skip
-    reinsert_blocks(np.zeros(64, np.int64), 0, np.full(128, -1, np.int64), np.zeros(128, np.int64), np.uint64(57))
     one = np.ones((1, 1), np.float32)
     select_depth_points(
         one, one, np.zeros((1, 1, 3), np.uint8), 0.0, np.inf, 1, 0, 0, 0.0, 1.0, np.eye(3), np.eye(3, 4),

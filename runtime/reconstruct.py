@@ -38,9 +38,9 @@ import numpy as np
 from edgescene import __version__
 from edgescene.core.artifact import ArtifactError
 from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare
-from edgescene.runtime import fusion_compiled
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.fusion import resolve_backend
+from edgescene.runtime.fusion import warm_up as fusion_warm_up
 from edgescene.runtime.keyframes import FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.loops import LoopConfig
 from edgescene.runtime.outputs import (
@@ -159,7 +159,7 @@ class Reconstructor:
         # the compiled fusion loop loads (or compiles, once per machine) while the model opens
         jit = None
         if resolve_backend(config.fusion_backend) == "compiled":
-            jit = threading.Thread(target=fusion_compiled.warm_up, name="edgescene-jit")
+            jit = threading.Thread(target=fusion_warm_up, name="edgescene-jit")
             jit.start()
         try:
             self._open(model, config, session_options)

@@ -284,7 +284,6 @@ class StreamingReconstruction:
         self._submitted = 0
         self._window_rows: list[dict] = []  # per integrated window: frames and each stage's seconds
         self._filling = dict.fromkeys(INPUT_STAGES, 0.0)  # input seconds of the keyframes not yet sent
-        self._last_timing: dict | None = None  # the last window sent to the model
         self.write_s: defaultdict[int, float] = defaultdict(float)  # window -> seconds a sink spent writing it
         self.loop_closure: dict | None = None  # close_loops's report
         self._started = time.perf_counter()
@@ -312,16 +311,6 @@ class StreamingReconstruction:
         self._loop_executor: ThreadPoolExecutor | None = None  # pipelined: revisit detection off the caller's thread
         self._loop_jobs: deque[Future] = deque()
         self.corrections: list[Sim3] | None = None  # per window, after close_loops applied a solution
-
-    @property
-    def submitted_windows(self) -> int:
-        """Windows sent to the model so far (integrated or still in flight)."""
-        return self._submitted
-
-    @property
-    def pending_keyframes(self) -> int:
-        """Keyframes pushed but not yet sent to the model (the next window's new frames)."""
-        return len(self._pending)
 
     @property
     def state(self) -> StreamState:
@@ -355,15 +344,15 @@ class StreamingReconstruction:
     def finish(self, stages: Mapping[str, float] | None = None) -> StreamState:
         """Run the last, partial window and integrate every window still in flight. ``stages``: input
         seconds of frames after the last keyframe (counted with the last window)."""
-        if self._pending or self._last_timing is None:
-            self._add_inputs(stages)
-        else:  # trailing frames that were not keyframes, after a full window: they count with it
-            for stage, value in (stages or {}).items():
-                self._last_timing[stage] = self._last_timing.get(stage, 0.0) + value
+        self._add_inputs(stages)
         try:
             if self._pending:
                 self._submit_window()
             self._integrate_ready(keep=0)
+            if self._window_rows:  # inputs no window took (frames after the last keyframe): the last one's
+                for stage, value in self._filling.items():
+                    self._window_rows[-1][stage] += value
+                self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
             self._drain_loop_jobs(keep=0)
         finally:
             self.close()
@@ -433,7 +422,6 @@ class StreamingReconstruction:
         timing: dict = {"window": self._submitted, "frames": len(frames), "new_frames": len(frames) - n_old}
         timing.update(self._filling)
         self._filling = dict.fromkeys(INPUT_STAGES, 0.0)
-        self._last_timing = timing
         self._submitted += 1
         if not self.pipelined:
             self._in_flight.append((frames, n_old, self._timed_predict(images, timing), timing))
@@ -511,11 +499,11 @@ class StreamingReconstruction:
             self.keyframe_windows.append(self._windows)
             sel = self._selection(pred, conf, i, intr, placement.s)
             if compiled_map is not None:  # select, unproject and merge in compiled loops: frame by frame, same bits
+                points, colors, weights = self._scratch(pred.depth[i].size)
                 n = fusion_compiled.select_depth_points(
                     pred.depth[i], conf[i], frames[i].rgb, sel.threshold, sel.max_depth, sel.stride,
-                    sel.phase_row, sel.phase_col, sel.cut, placement.s, intr, extr, *self._scratch(pred.depth[i].size),
+                    sel.phase_row, sel.phase_col, sel.cut, placement.s, intr, extr, points, colors, weights,
                 )  # fmt: skip
-                points, colors, weights = self._scratch(pred.depth[i].size)
                 compiled_map.add(points[:n], colors[:n], weights[:n], tag=self._windows)
             else:
                 pixels = self._fused_pixels(conf[i], pred.depth[i], sel)

@@ -14,7 +14,7 @@ import pytest
 from edgescene.core import geometry as g
 from edgescene.core.sim3 import Sim3
 from edgescene.runtime import fusion_compiled
-from edgescene.runtime.fusion import PointMap, confidence_mask, resolve_backend, voxel_downsample
+from edgescene.runtime.fusion import PointMap, confidence_mask, resolve_backend, voxel_downsample, warm_up
 
 needs_numba = pytest.mark.skipif(
     not fusion_compiled.AVAILABLE, reason="numba is not installed (the compiled fusion backend)"
@@ -418,7 +418,7 @@ def test_backend_choice_is_validated_and_reported(monkeypatch):
 
 @needs_numba
 def test_warm_up_loads_the_loop_for_every_argument_type_the_map_passes():
-    fusion_compiled.warm_up()
+    warm_up()
     colour_types = {str(signature[1].dtype) for signature in fusion_compiled.accumulate.signatures}
     assert {"uint8", "float64"} <= colour_types  # a frame's colours, a re-bin's mean colours
     assert fusion_compiled.reinsert_blocks.signatures
