@@ -195,8 +195,9 @@ def _point_set(points, colors) -> tuple[np.ndarray, np.ndarray]:
     c = np.asarray(colors)
     if c.shape != p.shape or c.dtype != np.uint8:
         raise ValueError(f"colors: expected uint8 ({p.shape[0]}, 3) like points, got {c.shape} {c.dtype}")
+    p = p.astype(np.float32, copy=False)  # checked as stored: a float64 beyond float32's range is not finite
     _finite(p, "points")
-    return p.astype(np.float32), c
+    return p, c
 
 
 # ----------------------------------------------------------------------------- point clouds

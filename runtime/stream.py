@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edgescene.core import order_statistics
 from edgescene.core.geometry import decode_pose, inverse_se3, robust_umeyama_sim3, unproject_depth
 from edgescene.core.preprocess import Resize
 from edgescene.core.sim3 import Edge, Sim3, move_camera
@@ -214,8 +215,8 @@ class WindowAlignment:
 def _finite_median(values: np.ndarray) -> float:
     """The median of the finite values (a float32 map's, as float32: what numpy compares it at);
     nan when none is finite. One nan pixel must not make the whole frame's median nan."""
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
+    finite = values[np.isfinite(values)].ravel()
+    return float(order_statistics.median(finite)) if finite.size else float("nan")  # np.median's value
 
 
 @dataclass(frozen=True)

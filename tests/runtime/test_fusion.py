@@ -388,6 +388,25 @@ def test_compiled_backend_builds_the_numpy_map(kwargs):
 
 
 @needs_numba
+def test_compiled_cloud_reads_the_numpy_values():
+    """The compiled read-out (one pass over the rows) gives the numpy path's float32 means and
+    uint8 colours exactly: halves round to even, the extremes stay in 0..255."""
+    m = PointMap(1.0, backend="compiled")
+    pts = np.array([[0.1, 0.1, 0.1], [0.2, 0.3, 0.4], [5.0, 5.0, 5.0], [9.5, 0.5, 0.5], [-3.3, 1e-9, 7.25]])
+    col = np.array([[0, 1, 2], [1, 2, 3], [255, 255, 254], [7, 8, 9], [128, 0, 255]], np.uint8)
+    m.add(pts, col, np.array([1.0, 1.0, 3.0, 0.25, 2.0]))  # the first two share a voxel: colour means 0.5, 1.5, 2.5
+    np.testing.assert_array_equal(m.cloud()[1][0], [0, 2, 2])  # 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
+    for pts, col, w, tag in room_stream(np.random.default_rng(3), 2, 20_000):
+        m.add(pts, col, w, tag=tag)
+    points, colors = m.cloud()
+    sums = m._sums[: len(m)]
+    assert points.dtype == np.float32 and colors.dtype == np.uint8 and len(points) == len(m) > 50
+    np.testing.assert_array_equal(points, (sums[:, 1:4] / sums[:, :1]).astype(np.float32))
+    np.testing.assert_array_equal(colors, np.clip(np.rint(sums[:, 4:7] / sums[:, :1]), 0, 255).astype(np.uint8))
+    assert PointMap(1.0, backend="compiled").cloud()[0].shape == (0, 3)
+
+
+@needs_numba
 def test_compiled_backend_grows_rows_and_blocks_mid_batch():
     """A batch larger than the rows and blocks a fresh map has: the loop stops where each runs out,
     the map makes room (rows grow, blocks double and are re-hashed) and the loop goes on from there."""
