@@ -138,9 +138,9 @@ def _find_blocks(keys, table, table_ids, shift, block_keys, n_blocks, blocks):
 @_compile
 def _find_rows(keys, blocks, stop, point_tags, start, packed, sums, row_tags, n, block_rows, rows):
     """``rows[i]`` for ``i < stop``: the row of voxel ``keys[i]`` in block ``blocks[i]``, or a new
-    row (zero sums, the tag) if the voxel is new; -1 for a skipped point (key -1). point_tags: (1,) the new rows' tag, or (N,) each
-    point's (a re-bin: a voxel keeps the least). Returns ``(stop, n)``: rows from ``stop`` on are not
-    found (the rows ran out there), and the rows now used."""
+    row (zero sums, the tag) if the voxel is new; -1 for a skipped point (key -1). point_tags: (1,)
+    the new rows' tag, or (N,) each point's (a re-bin: a voxel keeps the least). Returns
+    ``(stop, n)``: rows from ``stop`` on are not found (the rows ran out there), and the rows now used."""
     capacity = len(packed)
     one_tag = len(point_tags) == 1
     for i in range(stop):
