@@ -508,27 +508,28 @@ def reconstruct_to_folder(
         points, colors = done.stream.cloud()
         model_hw = done.frames.model_hw or rec.input_hw
         cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]
-        # the two files of the whole cloud at once (numpy and file writes release the GIL): the
-        # scene on a thread while the points and the small files are written here
+        write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
+        write_json(
+            folder.path("cameras_source.json"),
+            {
+                "note": "intrinsics in the original image's pixels (before resizing to the model input); "
+                "'frames' says how each image reached the model (edgescene.core.preprocess.Resize: "
+                "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
+                "intrinsics": source_intrinsics.tolist(),
+                "image_size": [[_resize(k).src_h, _resize(k).src_w] for k in kept],
+                "frames": [dict(k.info.provenance) for k in kept],
+            },
+        )
+        timestamps = np.array(
+            [r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records]
+        )
+        write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
+        # the two files of the whole cloud at once (numpy and file writes release the GIL): the scene on
+        # a thread while the points are written here (the small files before them, so that their fsyncs
+        # do not wait behind the large files' data in the file system's journal)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgescene-outputs") as outputs:
             scene = outputs.submit(write_glb, folder.path("scene.glb"), points, colors, cameras=cameras)
             write_ply(folder.path("points.ply"), points, colors)
-            write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
-            write_json(
-                folder.path("cameras_source.json"),
-                {
-                    "note": "intrinsics in the original image's pixels (before resizing to the model input); "
-                    "'frames' says how each image reached the model (edgescene.core.preprocess.Resize: "
-                    "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
-                    "intrinsics": source_intrinsics.tolist(),
-                    "image_size": [[_resize(k).src_h, _resize(k).src_w] for k in kept],
-                    "frames": [dict(k.info.provenance) for k in kept],
-                },
-            )
-            timestamps = np.array(
-                [r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records]
-            )
-            write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
             scene.result()
         report = _report(rec, done)
         t = report["timings_s"]
