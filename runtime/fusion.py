@@ -286,9 +286,9 @@ _LAZY_ROWS_MAX = 1 << 23
 
 def _fresh_zeros(shape, dtype) -> np.ndarray:
     """Zeros in fresh anonymous memory (``mmap``): its pages are mapped when first written, and not
-    marked for transparent huge pages, as numpy marks its own large allocations. A map grows at
-    random places into memory it has not touched, and the first write to a huge page can stall while
-    the kernel compacts memory to find one: measured 150-250 ms for one growth of a 1 M-voxel map
+    marked for transparent huge pages, as numpy marks its own large allocations. A map's new rows
+    fill memory not touched before, and the first write to a huge page can stall while the kernel
+    compacts memory to find one: measured 150-250 ms for one growth of a 1 M-voxel map
     (50-70 ms without), and with 4 KiB pages its fusion was no slower (13.2 vs 15.5 ms a frame at
     392x518, medians of 8 runs)."""
     dtype = np.dtype(dtype)
@@ -339,7 +339,9 @@ class PointMap:
     With ``max_points`` set, the voxel size doubles (and the map is re-binned) until the map holds at
     most that many points: a hard bound on memory whatever the scene. ``reserve=True`` (needs
     ``max_points``) allocates and touches the arrays for that bound up front, so the process's memory
-    is flat from the first frame and no resize happens mid-stream; otherwise the arrays double as needed.
+    is flat from the first frame and no resize happens mid-stream; otherwise memory is taken as voxels
+    arrive: a compiled map with a cap reserves address space for 2 x ``max_points`` rows (so it never
+    copies its rows to grow), other maps grow their arrays 4x at a time.
 
     Each voxel also keeps a *tag* (int32): the ``tag`` of the :meth:`add` call that created it (the
     stream passes its window number), so :meth:`transform_tags` can move each window's points with

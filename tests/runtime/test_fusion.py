@@ -423,6 +423,37 @@ def test_compiled_backend_grows_rows_and_blocks_mid_batch():
     assert (m.tags == 5).all()
 
 
+@needs_numba
+def test_capped_compiled_map_fills_reserved_address_space_without_copying():
+    """A growing compiled map with a cap reserves address space for 2 x max_points rows: its rows'
+    arrays are never replaced (no copy to grow), its memory follows the rows used, and the cap still
+    coarsens it; an uncapped map grows as before."""
+    rng = np.random.default_rng(11)
+    m = PointMap(0.01, max_points=60_000, backend="compiled")
+    sums, packed = m._sums, m._packed
+    assert len(packed) == 120_000 and m.nbytes < 120_000 * 8  # reserved, not held
+    sizes = []
+    for _ in range(4):
+        pts, col = plane_samples(rng, 20_000, noise=0.02)
+        m.add(pts, col)
+        sizes.append(m.nbytes)
+        assert m._sums is sums and m._packed is packed  # filled in place
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
+    # a row's 76 bytes per voxel and the block index (measured 100 bytes a voxel), not the reserved 120 k rows
+    assert m.nbytes < 128 * len(m) < 120_000 * 76
+    m.add(rng.uniform(0, 50, (100_000, 3)), np.zeros((100_000, 3), np.uint8))  # beyond the cap: coarsened
+    assert len(m) <= 60_000 and m.voxel_size > 0.01 and m._sums is sums
+    ref = PointMap(0.01, max_points=60_000, backend="numpy")
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        ref.add(*plane_samples(rng, 20_000, noise=0.02))
+    ref.add(rng.uniform(0, 50, (100_000, 3)), np.zeros((100_000, 3), np.uint8))
+    assert_same_map(ref, m)
+    uncapped = PointMap(0.01, backend="compiled")
+    uncapped.add(*plane_samples(rng, 20_000, noise=0.02))
+    assert len(uncapped._packed) < 120_000 and len(uncapped._packed) >= len(uncapped)  # grown to fit
+
+
 def test_backend_choice_is_validated_and_reported(monkeypatch):
     assert resolve_backend("numpy") == "numpy"
     assert resolve_backend("auto") == ("compiled" if fusion_compiled.AVAILABLE else "numpy")
