@@ -13,9 +13,9 @@ interleaved (the order alternates every repeat), medians of several repeats afte
 
 (a) fusion: ms per frame to fuse the whole stream, one ``add`` per frame, into a voxel map
     holding per voxel the weighted mean position and colour and the summed weight:
-    ``numpy`` = :class:`edgescene.runtime.fusion.PointMap` (no cap) in numpy; ``compiled`` = the same
-    map with its compiled (numba) loop, the default where numba is installed; ``open3d-hashmap`` =
-    ``open3d.core.HashMap`` (CPU, Int32 (3,) keys, Float64 (7,) sums) on the same keys
+    ``numpy`` = :class:`edgescene.runtime.fusion.PointMap` (with the stream's default cap) in numpy;
+    ``compiled`` = the same map with its compiled (numba) loop, the default where numba is installed;
+    ``open3d-hashmap`` = ``open3d.core.HashMap`` (CPU, Int32 (3,) keys, Float64 (7,) sums) on the same keys
     ``floor(p / voxel)``, a per-frame ``HashSet`` grouping the batch and numpy ``bincount`` adding
     it into the map's value buffer (open3d's Python API has no scatter-add); ``open3d-tsdf`` =
     ``open3d.t.geometry.VoxelBlockGrid`` TSDF integration of the same frames' depth (the same
@@ -57,6 +57,7 @@ import numpy as np
 from edgescene.core.geometry import unproject_depth
 from edgescene.runtime import fusion_compiled
 from edgescene.runtime.fusion import PointMap, confidence_mask, voxel_downsample
+from edgescene.runtime.stream import StreamConfig
 
 SEED = 0
 POS_TOL = 1e-4  # max |position difference| / voxel size for two results to agree
@@ -166,10 +167,11 @@ def open3d_or_none():
 
 
 class ProjectMap:
-    """:class:`PointMap` (no cap), the map the stream fuses into, with ``backend`` "numpy" or "compiled"."""
+    """:class:`PointMap` as the stream makes it (its default cap, ``StreamConfig.max_points``, which
+    the walk never reaches), with ``backend`` "numpy" or "compiled"."""
 
     def __init__(self, voxel: float, backend: str = "numpy") -> None:
-        self.map = PointMap(voxel, backend=backend)
+        self.map = PointMap(voxel, max_points=StreamConfig.max_points, backend=backend)
 
     def add(self, points: np.ndarray, colors: np.ndarray, weights: np.ndarray) -> None:
         self.map.add(points, colors, weights)
