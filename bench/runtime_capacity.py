@@ -52,7 +52,7 @@ from edgescene.bench.oracle import OracleNoise, OracleSession
 from edgescene.bench.synthetic_scene import SyntheticVideo, make_video, surface_samples
 from edgescene.runtime.outputs import read_ply
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
-from edgescene.runtime.stream import STAGES
+from edgescene.runtime.stream import STAGES, sustained_model_busy
 
 SIZES = ((294, 518), (392, 518), (518, 518))
 RUNTIME_STAGES = tuple(s for s in STAGES if s != "model_s")
@@ -95,21 +95,6 @@ def _config(pipeline: bool, **overrides) -> ReconstructConfig:
 
 def _reconstruct(frames: Path, session: OracleSession, out: Path, config: ReconstructConfig) -> dict:
     return reconstruct_to_folder(frames, session, out, config, overwrite=True, progress=False)
-
-
-def sustained_model_busy(windows: list[dict]) -> float | None:
-    """The fraction of the wall time the model was busy in a run's steady state, from its report's
-    ``window_timings_s`` (each window's ``model_at_s`` and ``model_s``): from the start of the second
-    window to the end of the third-to-last, so neither the first window's fill nor the last windows'
-    drain (and the outputs written after) count. With a model whose time per window is fixed (the
-    oracle) it is the pipeline's sustained throughput against the model alone. None for fewer than
-    five windows."""
-    if len(windows) < 5:
-        return None
-    middle = windows[1:-2]
-    busy = sum(w["model_s"] for w in middle)
-    wall = middle[-1]["model_at_s"] + middle[-1]["model_s"] - middle[0]["model_at_s"]
-    return busy / wall
 
 
 def accuracy(out: Path, video: SyntheticVideo, surface: np.ndarray) -> dict[str, float]:

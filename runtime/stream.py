@@ -212,6 +212,22 @@ class WindowAlignment:
     residual: float
 
 
+def sustained_model_busy(windows: list[dict]) -> float | None:
+    """The fraction of the wall time the model was busy in a run's steady state, from its window
+    timings (:meth:`StreamingReconstruction.window_timings`, or ``window_timings_s`` in report.json:
+    each window's ``model_at_s`` and ``model_s``): from the start of the second
+    window to the end of the third-to-last, so neither the first window's fill nor the last windows'
+    drain (and the outputs written after) count. With a model whose time per window is fixed (the
+    oracle) it is the pipeline's sustained throughput against the model alone. None for fewer than
+    five windows."""
+    if len(windows) < 5:
+        return None
+    middle = windows[1:-2]
+    busy = sum(w["model_s"] for w in middle)
+    wall = middle[-1]["model_at_s"] + middle[-1]["model_s"] - middle[0]["model_at_s"]
+    return busy / wall if wall > 0 else None
+
+
 def _finite_median(values: np.ndarray) -> float:
     """The median of the finite values (a float32 map's, as float32: what numpy compares it at);
     nan when none is finite. One nan pixel must not make the whole frame's median nan."""
@@ -784,4 +800,5 @@ __all__ = [
     "WindowAlignment",
     "WindowPrediction",
     "predictor_from_session",
+    "sustained_model_busy",
 ]
