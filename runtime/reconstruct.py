@@ -63,6 +63,7 @@ from edgescene.runtime.stream import (
     StreamConfig,
     StreamingReconstruction,
     predictor_from_session,
+    sustained_model_busy,
 )
 
 log = logging.getLogger(__name__)
@@ -418,6 +419,8 @@ def _preprocessing(rec: Reconstructor, frames: FramePreparer) -> dict:
 def _report(rec: Reconstructor, done: Run) -> dict:
     artifact = rec.session.artifact
     core = done.stream
+    windows = core.window_timings()
+    steady = sustained_model_busy(windows)
     return {
         "edgescene": __version__,
         "frames_seen": done.frames.frames_seen,
@@ -443,8 +446,11 @@ def _report(rec: Reconstructor, done: Run) -> dict:
         "fusion_backend": core.map.backend if core.map is not None else resolve_backend(rec.config.fusion_backend),
         "timings_s": {k: round(v, 4) for k, v in core.timings.items()},
         "window_timings_s": [
-            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in core.window_timings()
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in windows
         ],
+        # the model's busy fraction from the second window to the third-to-last (None under 5 windows):
+        # near 1, the model sets a long video's pace; well below, the runtime around it does
+        "model_busy_steady_state": round(steady, 3) if steady is not None else None,
         "alignments": [asdict(a) for a in core.alignments],
         "revisits": done.frames.revisits,
         **({"loop_closure": core.loop_closure} if core.loop_closure is not None else {}),

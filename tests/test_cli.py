@@ -157,6 +157,7 @@ def test_reconstruct_profile_prints_each_window_and_the_ratio(tmp_path, capsys):
     assert len(lines) == report["windows"] == 2  # windows of 8 with overlap 2: 8 + 6 frames
     assert [int(line.split()[1]) for line in lines] == [8, 6]  # new frames per window
     assert "x the model's" in text and "pipeline on" in text
+    assert report["model_busy_steady_state"] is None and "model busy" not in text  # 2 windows: no steady state
     assert main([*args[:-1], "--no-pipeline", "--overwrite"]) == 0
     assert "pipeline off" not in capsys.readouterr().out  # --profile not given: no table
     assert json.loads((out / "report.json").read_text())["config"]["pipeline"] is False

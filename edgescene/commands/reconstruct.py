@@ -266,4 +266,10 @@ def format_profile(report: dict) -> str:
         f"(opening the model: {t['open_s']:.3f} s; final outputs: {t['outputs_s']:.3f} s; "
         f"pipeline {'on' if report['config']['pipeline'] else 'off'})"
     )
+    steady = report.get("model_busy_steady_state")
+    if steady is not None:
+        lines.append(
+            f"  model busy {100 * steady:.0f} % of the time over windows 1 to {len(report['window_timings_s']) - 3} "
+            "(the steady state of a long video; well under 100 %: the runtime, not the model, sets the pace)"
+        )
     return "\n".join(lines)

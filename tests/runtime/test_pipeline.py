@@ -202,6 +202,11 @@ def test_pipelined_reconstruction_writes_exactly_the_sequential_outputs(tmp_path
     t = b["timings_s"]
     assert t["model_s"] == pytest.approx(sum(w["model_s"] for w in windows), abs=1e-3)
     assert t["total_over_model"] == pytest.approx(t["total_s"] / t["model_s"], rel=1e-2)
+    # the model's busy share of windows 2 .. n-2 (8 windows here), from the same timeline
+    middle = windows[1:-2]
+    wall = middle[-1]["model_at_s"] + middle[-1]["model_s"] - middle[0]["model_at_s"]
+    steady = b["model_busy_steady_state"]
+    assert 0 < steady <= 1 and steady == pytest.approx(sum(w["model_s"] for w in middle) / wall, abs=2e-3)
     assert json.loads((tmp_path / "True" / "report.json").read_text())["config"]["pipeline"] is True
 
 
