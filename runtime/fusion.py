@@ -282,6 +282,7 @@ _MIN_ROWS = 256
 # a batch can reach before the cap coarsens it) so that it never copies its rows to grow; pages are
 # taken as rows are first written. Beyond this many rows (a very large cap) it grows as usual.
 _LAZY_ROWS_MAX = 1 << 23
+_HUGE_PAGE_MARK = 4 << 20  # numpy marks allocations of at least 4 MiB for transparent huge pages
 
 
 def _fresh_zeros(shape, dtype) -> np.ndarray:
@@ -290,10 +291,11 @@ def _fresh_zeros(shape, dtype) -> np.ndarray:
     fill memory not touched before, and the first write to a huge page can stall while the kernel
     compacts memory to find one: measured 150-250 ms for one growth of a 1 M-voxel map
     (50-70 ms without), and with 4 KiB pages its fusion was no slower (13.2 vs 15.5 ms a frame at
-    392x518, medians of 8 runs)."""
+    392x518, medians of 8 runs). Arrays under 4 MiB, which numpy does not mark, come from numpy (no
+    mapping of their own for each small map)."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape))
-    if count == 0:
+    if count * dtype.itemsize < _HUGE_PAGE_MARK:  # numpy marks nothing this small: no mapping of its own
         return np.zeros(shape, dtype=dtype)
     return np.frombuffer(mmap.mmap(-1, count * dtype.itemsize), dtype=dtype, count=count).reshape(shape)
 
