@@ -733,9 +733,8 @@ class PointMap:
         packed, sums, tag = self._packed[:n], self._sums[:n], self._tag[:n]
         self._allocate_rows(target)
         self._packed[:n], self._sums[:n], self._tag[:n] = packed, sums, tag  # rows keep their order
-        if (
-            self.backend == "numpy"
-        ):  # a table sized for the rows: rebuilt (compiled blocks hold row numbers, which stay)
+        # numpy: the table is sized for the rows, so it is rebuilt; compiled: the blocks hold row numbers, which stay
+        if self.backend == "numpy":
             self._allocate_index(target)
             self._rehash(packed)
 
