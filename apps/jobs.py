@@ -29,10 +29,11 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from edgescene.apps.job_store import FINISHED, Job, JobStore, SQLiteJobStore
+from edgescene.apps.uploads import client_name
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
 
@@ -85,9 +86,13 @@ class JobManager:
         workers: int = 1,
         retention: Retention = Retention(),
         store: JobStore | None = None,
+        max_frames: int | None = None,
     ) -> None:
         if queue_size < 1 or workers < 1:
             raise ValueError(f"queue_size and workers must be >= 1, got {queue_size} and {workers}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+        self.max_frames = max_frames  # the most frames a job decodes, whatever it asked (a hard stop)
         self.jobs_dir = Path(jobs_dir)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.queue_size = queue_size
@@ -298,6 +303,10 @@ class JobManager:
         try:
             model_ref = self.store.model_ref(job.id)
             config = ReconstructConfig(**job.config)
+            budget = self.max_frames
+            capped = budget is not None and (config.max_frames is None or config.max_frames > budget)
+            if capped:  # a video whose header did not say how long it is: stopped at the budget
+                config = replace(config, max_frames=budget)
             solver = None
             if config.loop_closure:
                 from edgescene.mapping.pose_graph import solve as solver
@@ -314,9 +323,10 @@ class JobManager:
             outputs = sorted(
                 str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*") if p.is_file()
             )
-            message = "; ".join(
-                [f"{report['keyframes']} keyframes, {report['points']} points", *report.get("model_notes", [])]
-            )
+            notes = [f"{report['keyframes']} keyframes, {report['points']} points", *report.get("model_notes", [])]
+            if capped and report["frames_seen"] >= budget:
+                notes.append(f"stopped at the server's limit of {budget} frames: sample the video with every_s")
+            message = "; ".join(notes)
             self.store.update(
                 job.id,
                 status="done",
@@ -338,6 +348,8 @@ class JobManager:
         except Exception as exc:
             log.exception("job %s failed", job.id)
             error = redact_paths(f"{type(exc).__name__}: {exc}")  # the client's file names, never our folders
+            for path in inputs:  # "0000_clip.mp4" as saved -> "clip.mp4" as sent
+                error = error.replace(path.name, client_name(path))
             self.store.update(job.id, status="failed", finished=time.time(), error=error, message="failed")
         finally:
             self._live.pop(job.id, None)

@@ -82,7 +82,9 @@ class ServiceConfig:
     api_token: str | None = field(default=None, repr=False)  # every endpoint but /health needs it when set
     stream_models: int = 2  # (model, window) sessions /stream keeps open (least recently used closed first)
     stream_concurrency: int | None = None  # stream frames processed at once (None: one per CPU core)
-    max_job_frames: int = 3000  # frames one job may decode (after every_s / max_frames), checked at submission
+    max_job_frames: int = 3000  # frames one job may decode (after every_s / max_frames): 413 at submission
+    # from the header, and a hard stop while decoding (a video whose header has no duration)
+    probe_frames: int = 30  # a video's first frames decoded at submission (each held to the pixel limit)
     max_video_s: float = 3600.0  # the longest video a job accepts (from its header)
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "testserver")  # Host header (DNS rebinding)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none by default)
@@ -106,6 +108,10 @@ class ServiceConfig:
         Retention(self.keep_jobs, self.keep_days, self.max_disk_gb)  # validates them
         if self.api_token is not None and len(self.api_token.strip()) < 16:
             raise ValueError("the API token must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        if self.max_job_frames < 1 or self.probe_frames < 1:
+            raise ValueError(
+                f"max_job_frames and probe_frames must be >= 1, got {self.max_job_frames} and {self.probe_frames}"
+            )
         if not self.shutdown_grace_s >= 0:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         for name in ("max_upload_mb", "stream_max_frame_mb"):
@@ -323,6 +329,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         queue_size=config.queue_size,
         workers=config.workers,
         retention=Retention(config.keep_jobs, config.keep_days, config.max_disk_gb),
+        max_frames=config.max_job_frames,
     )
 
     @asynccontextmanager
@@ -449,7 +456,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
             for path, file_kind in zip(saved, kinds, strict=True):
-                source = check_decodable(path, file_kind, every_s, max_frames)
+                source = check_decodable(path, file_kind, every_s, max_frames, config.probe_frames)
                 if source is not None:  # a video, probed once with the job's sampling
                     _check_video_budget(source, client_name(path), config)
             return _job_info(jobs.submit(job_id, kind, entry.name, entry.path, options))

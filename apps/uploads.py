@@ -121,11 +121,15 @@ def client_name(path: Path) -> str:
     return path.name.split("_", 1)[-1]
 
 
-def check_decodable(path: Path, kind: str, every_s: float | None = None, max_frames: int | None = None):
+def check_decodable(
+    path: Path, kind: str, every_s: float | None = None, max_frames: int | None = None, probe_frames: int = 1
+):
     """Refuse, at submission, what the job could not decode safely: an image or video whose header
     declares more pixels than the limit (413, before any decoding: a pixel bomb never reaches a
-    decoder), or a video with no decodable frame (422). For a video, returns its probed
-    :class:`~edgescene.runtime.frames.FrameSource` with the job's sampling (for its budget check)."""
+    decoder), a video with a frame over the limit among its first ``probe_frames`` (413: FFmpeg is
+    told the limit, so it never allocates such a picture), or a video with no decodable frame (422).
+    For a video, returns its probed :class:`~edgescene.runtime.frames.FrameSource` with the job's
+    sampling (for its budget check)."""
     from PIL import UnidentifiedImageError
 
     from edgescene.core.preprocess import open_image_checked
@@ -141,10 +145,10 @@ def check_decodable(path: Path, kind: str, every_s: float | None = None, max_fra
         except (UnidentifiedImageError, OSError) as exc:
             raise UnreadableInput(f"image {name} cannot be read ({exc}); send a PNG or JPEG") from exc
         return None
-    try:  # probes the header (size checked first) and decodes the first frame only
-        return open_frames(path, every_s=every_s, max_frames=max_frames)
+    try:  # probes the header (size checked first), then decodes the first probe_frames frames
+        return open_frames(path, every_s=every_s, max_frames=max_frames, probe_frames=probe_frames)
     except InputError as exc:
-        message = str(exc).replace(str(path), name)
+        message = str(exc).replace(str(path), name).replace(path.name, name)  # the client's name, not ours
         raise (UploadTooLarge if "megapixels" in message else UnreadableInput)(message) from exc
 
 

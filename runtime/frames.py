@@ -17,6 +17,13 @@ Every frame is ``(H0, W0, 3) uint8 RGB`` at the original resolution:
 - Video frames keep their decoded frame number as ``index`` and their presentation time in seconds
   from the start of the stream as ``timestamp_s``.
 
+Decompression bombs: every video frame is held to the pixel limit
+(:func:`edgescene.core.images.max_pixels`), not only the header's size. FFmpeg's decoder is told the
+limit (its ``max_pixels`` option), so it refuses to allocate a larger picture, and each decoded
+frame is checked again before it is converted. A frame over the limit anywhere in the file raises
+:class:`InputError` naming the frame and the limit: it never reaches the model. ``probe_frames``
+decodes that many frames when the video is opened, so an early bomb is refused at once.
+
 Sampling, applied in this order: ``every_s`` (video only) keeps the first frame at or after each
 multiple of ``every_s`` seconds; ``motion_threshold`` skips a frame whose 64-px-wide grey thumbnail
 differs from the last *yielded* frame's by a mean absolute difference (0..255) ``<= threshold`` (so
@@ -40,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from edgescene.core.color import yuv420_to_rgb
-from edgescene.core.images import check_pixels, decode_image
+from edgescene.core.images import check_pixels, decode_image, max_pixels
 
 __all__ = [
     "Frame",
@@ -259,12 +266,12 @@ class ImageSource(FrameSource):
 class VideoSource(FrameSource):
     kind = "video"
 
-    def __init__(self, path: Path, **kw):
+    def __init__(self, path: Path, probe_frames: int = 1, **kw):
         super().__init__(**kw)
         self.path = path
         self.width = self.height = 0
         self.codec = ""
-        self._probe()
+        self._probe(probe_frames)
 
     # -- metadata
     def _open(self):
@@ -285,9 +292,13 @@ class VideoSource(FrameSource):
             )
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        # FFmpeg refuses (EINVAL) to allocate a picture over the limit: a bomb frame is never decoded
+        stream.codec_context.options = {"max_pixels": str(max_pixels())}
         return container, stream
 
-    def _probe(self) -> None:
+    def _probe(self, probe_frames: int = 1) -> None:
+        """Metadata from the header, then the first ``probe_frames`` frames decoded (each held to the
+        pixel limit; the first one's size is the video's)."""
         container, stream = self._open()
         try:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -310,7 +321,11 @@ class VideoSource(FrameSource):
             frames = self._decode(container, stream)
             try:
                 first = next(frames, None)
+                if first is not None:
+                    self._check_frame(first, 0)
                 rgb = None if first is None else _frame_rgb(first, self.orientation == "exif")[0]
+                for index, frame in zip(range(1, probe_frames), frames, strict=False):  # range first: no extra decode
+                    self._check_frame(frame, index)
             finally:
                 frames.close()
             if rgb is None:
@@ -346,13 +361,29 @@ class VideoSource(FrameSource):
         return n
 
     # -- decoding
+    def _check_frame(self, frame, index: int) -> None:
+        """InputError when decoded frame ``index`` is over the pixel limit (before it is converted)."""
+        try:
+            check_pixels(int(frame.width), int(frame.height), f"frame {index} of video {self.path.name}")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
     def _decode(self, container, stream):
-        """Decoded ``av.VideoFrame``s; a decoding error after the first frame ends the stream with a warning."""
+        """Decoded ``av.VideoFrame``s; a decoding error after the first frame ends the stream with a
+        warning (a truncated file), except a picture FFmpeg refused to allocate, an InputError."""
+        import av
+
         n = 0
         try:
             for frame in container.decode(stream):
                 n += 1
                 yield frame
+        except av.error.ArgumentError:  # EINVAL: a picture size over max_pixels or invalid
+            raise InputError(
+                f"cannot decode frame {n} of video {self.path.name}: its picture size is invalid or above "
+                f"the limit of {max_pixels() / 1e6:.1f} megapixels; downscale the video, "
+                "or raise EDGESCENE_MAX_PIXELS if this machine has the memory"
+            ) from None
         except Exception as exc:  # av.error.FFmpegError: truncated or corrupt data
             if n == 0:
                 raise InputError(
@@ -386,6 +417,7 @@ class VideoSource(FrameSource):
                         continue
                     while next_t <= t + _TIME_TOLERANCE_S:  # next multiple of every_s after t
                         next_t += self.every_s
+                self._check_frame(frame, index)
                 rgb, rotated = _frame_rgb(frame, self.orientation == "exif")
                 if not gate.keep(rgb):
                     continue
@@ -499,14 +531,18 @@ def open_frames(
     motion_threshold: float | None = None,
     progress: bool = False,
     orientation: str = "none",
+    probe_frames: int = 1,
 ) -> FrameSource:
     """Open an image, a folder of images (sorted naturally), a list of images, or a video.
 
-    Validates paths, types and (for a video) that it opens and decodes a first frame; frames are
-    then read lazily when the returned :class:`FrameSource` is iterated. See the module docstring
-    for sampling (``every_s``, ``motion_threshold``, ``max_frames``) and errors (:class:`InputError`).
+    Validates paths, types and (for a video) that it opens and decodes its first ``probe_frames``
+    frames (>= 1, each within the pixel limit); frames are then read lazily when the returned
+    :class:`FrameSource` is iterated. See the module docstring for sampling (``every_s``,
+    ``motion_threshold``, ``max_frames``), limits and errors (:class:`InputError`).
     """
     _check_options(every_s, max_frames, motion_threshold, orientation)
+    if isinstance(probe_frames, bool) or not isinstance(probe_frames, numbers.Integral) or probe_frames < 1:
+        raise InputError(f"probe_frames must be a positive integer, got {probe_frames!r}")
     kw = dict(
         every_s=every_s,
         max_frames=max_frames,
@@ -532,7 +568,7 @@ def open_frames(
         else:
             kind = _check_file(path)
             if kind == "video":
-                return VideoSource(path, **kw)
+                return VideoSource(path, probe_frames=int(probe_frames), **kw)
             paths, origin, strict = [path], f"image {path}", True
     else:
         try:

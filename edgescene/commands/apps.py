@@ -55,7 +55,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--max-job-frames",
         type=int,
         default=3000,
-        help="frames one job may decode after sampling, checked at submission (default: 3000)",
+        help="frames one job may decode after sampling: checked at submission, and a hard stop while decoding "
+        "a video whose header has no duration (default: 3000)",
+    )
+    p.add_argument(
+        "--probe-frames",
+        type=int,
+        default=30,
+        help="a video's first frames decoded at submission, each held to the pixel limit (default: 30)",
     )
     p.add_argument("--max-video-s", type=float, default=3600.0, help="longest video a job accepts (default: 3600)")
     p.add_argument(
@@ -128,6 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
         api_token=token,
         allowed_hosts=_hosts(args),
         max_job_frames=args.max_job_frames,
+        probe_frames=args.probe_frames,
         max_video_s=args.max_video_s,
         stream_models=args.stream_models,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),

@@ -169,3 +169,54 @@ def test_two_concurrent_streams_on_one_model_equal_a_serial_one(tmp_path):
     for result in results:
         assert result["points"] == serial["points"] and result["keyframes"] == serial["keyframes"]
         assert result["extrinsics"] == serial["extrinsics"]
+
+
+def _sample_jpegs(n: int) -> list[bytes]:
+    import cv2
+
+    from edgescene.runtime.frames import open_frames
+
+    return [
+        cv2.imencode(".jpg", f.rgb[..., ::-1])[1].tobytes()
+        for f in open_frames(sample_dir() / "sample.mp4", max_frames=n)
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
+def test_video_bombs_and_a_video_without_a_duration_are_held_to_the_limits_by_the_real_server(tmp_path):
+    """A Matroska of motion-JPEG frames whose header and first frames are small and whose later frame
+    is 12000 x 10000 (1.4 MB of file, 360 MB as RGB): refused with 413 when it comes among the frames
+    probed at submission, a failed job when it comes later, and never decoded either way; a video
+    whose header has no duration decodes only up to the server's frame budget."""
+    from pixel_bomb import big_jpeg, mjpeg_mkv
+
+    frames, big = _sample_jpegs(24), big_jpeg(12000, 10000)
+    early = mjpeg_mkv(tmp_path / "early.mkv", [frames[0], big, *frames[1:8]]).read_bytes()
+    late = mjpeg_mkv(tmp_path / "late.mkv", [*frames[:8], big, *frames[8:11]]).read_bytes()  # 12 frames
+    endless = mjpeg_mkv(tmp_path / "live.mkv", frames * 2, duration_in_header=False).read_bytes()
+    server = Server(tmp_path / "jobs", tmp_path / "server.log", "--max-job-frames", "12", "--probe-frames", "4")
+    try:
+        r = httpx.post(
+            server.url + "/jobs", files={"files": ("live.mkv", endless, "video/x-matroska")}, data={"window": "4"}
+        )
+        assert r.status_code == 202 and r.json()["frames_expected"] is None, r.text  # nothing says how long
+        job = _wait(server.url, r.json()["id"])
+        assert job["status"] == "done" and job["frames_seen"] == 12, job  # of 48 frames: stopped at the budget
+        assert "stopped at the server's limit of 12 frames" in job["message"]
+
+        before = _peak_rss_mb(server.proc.pid)  # after a job: the model is loaded, the buffers exist
+        r = httpx.post(server.url + "/jobs", files={"files": ("early.mkv", early, "video/x-matroska")})
+        assert r.status_code == 413, r.text
+        assert "frame 1 of video early.mkv" in r.json()["detail"] and "100.0 megapixels" in r.json()["detail"]
+
+        r = httpx.post(
+            server.url + "/jobs", files={"files": ("late.mkv", late, "video/x-matroska")}, data={"window": "4"}
+        )
+        assert r.status_code == 202, r.text  # its first 4 frames are fine
+        job = _wait(server.url, r.json()["id"])
+        assert job["status"] == "failed" and "frame 8 of video late.mkv" in job["error"], job
+        assert "100.0 megapixels" in job["error"]
+        assert str(tmp_path) not in job["error"]
+        assert _peak_rss_mb(server.proc.pid) - before < 200  # the bomb frame was never decoded (360 MB as RGB)
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")

@@ -308,3 +308,66 @@ def test_bad_options(tmp_path, video30):
     with pytest.raises(InputError, match="video inside a list"):
         open_frames([img, video30])
     assert issubclass(InputError, ValueError)
+
+
+# -- limits on every frame, not on the header (a video decompression bomb) -------------------------
+
+
+@pytest.fixture(scope="module")
+def frame_jpegs():
+    from pixel_bomb import big_jpeg
+
+    small = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
+    return small, big_jpeg(12000, 10000)  # 120 megapixels, over the default limit of 100
+
+
+def test_a_frame_over_the_pixel_limit_after_the_header_is_refused_while_decoding(tmp_path, frame_jpegs):
+    from pixel_bomb import mjpeg_mkv
+
+    small, big = frame_jpegs
+    path = mjpeg_mkv(tmp_path / "bomb.mkv", [small, small, big, small])
+    source = open_frames(path)  # the header and the first frame are 64x48
+    assert (source.width, source.height) == (64, 48)
+    seen = []
+    with pytest.raises(InputError, match=r"frame 2 of video bomb\.mkv.*above the limit of 100\.0 megapixels"):
+        for frame in source:
+            seen.append(frame.index)
+    assert seen == [0, 1]  # the frames before it came through; the bomb never did
+
+
+def test_probing_more_frames_refuses_an_early_bomb_when_the_video_is_opened(tmp_path, frame_jpegs):
+    from pixel_bomb import mjpeg_mkv
+
+    small, big = frame_jpegs
+    path = mjpeg_mkv(tmp_path / "bomb.mkv", [small, big, small])
+    assert open_frames(path).height == 48  # one frame probed: opens
+    with pytest.raises(InputError, match="megapixels"):
+        open_frames(path, probe_frames=3)
+    with pytest.raises(InputError, match="probe_frames must be a positive integer"):
+        open_frames(path, probe_frames=0)
+
+
+def test_the_pixel_limit_is_checked_on_each_decoded_frame(tmp_path, frame_jpegs, monkeypatch):
+    """Also where the decoder does not know the limit (FFmpeg's max_pixels left at its default)."""
+    from pixel_bomb import mjpeg_mkv
+
+    small, _ = frame_jpegs
+    tiny = cv2.imencode(".jpg", np.full((24, 32, 3), 90, np.uint8))[1].tobytes()
+    path = mjpeg_mkv(tmp_path / "grows.mkv", [tiny, small, tiny])  # the header says 32x24
+    monkeypatch.setattr(fr, "max_pixels", lambda: 2**31 - 1)  # the decoder's option: no limit
+    monkeypatch.setenv("EDGESCENE_MAX_PIXELS", str(32 * 24))  # check_pixels: 64x48 is over
+    with pytest.raises(InputError, match=r"frame 1 of video grows\.mkv is 64x48 \(0\.0 megapixels\), above"):
+        open_frames(path, probe_frames=2)
+    with pytest.raises(InputError, match=r"frame 1 of video grows\.mkv is 64x48"):
+        list(open_frames(path))
+
+
+def test_a_video_without_a_duration_in_its_header_is_stopped_by_max_frames(tmp_path, frame_jpegs):
+    from pixel_bomb import mjpeg_mkv
+
+    small, _ = frame_jpegs
+    path = mjpeg_mkv(tmp_path / "live.mkv", [small] * 40, duration_in_header=False)
+    source = open_frames(path, max_frames=12)
+    assert source.duration_s is None and source.frame_count is None
+    assert source.expected_count() == 12
+    assert [f.index for f in source] == list(range(12))
