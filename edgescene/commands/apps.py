@@ -102,6 +102,7 @@ def run_serve(args: argparse.Namespace) -> int:
     _require("uvicorn")
     import uvicorn
 
+    from edgescene.apps.log_redaction import uvicorn_log_config
     from edgescene.apps.service import ServiceConfig, create_app
 
     pytorch_models = {}
@@ -144,7 +145,14 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")
     # websocket messages up to the documented frame limit (+ framing) reach the app, which answers them
     ws_max = int(config.stream_max_frame_mb * 2**20) + 2**20
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info", ws_max_size=ws_max)
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        log_config=uvicorn_log_config(),  # ?token= of /stream never written to the access log
+        ws_max_size=ws_max,
+    )
     return 0
 
 

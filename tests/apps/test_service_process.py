@@ -81,6 +81,27 @@ def test_the_real_server_enforces_its_token(tmp_path):
         server.stop_cleanly(tmp_path / "server.log")
 
 
+def test_the_stream_token_never_reaches_the_real_server_log(tmp_path):
+    sync_client = pytest.importorskip("websockets.sync.client")
+    token = "stream-token-0123456789abcdef"
+    log = tmp_path / "server.log"
+    server = Server(tmp_path / "jobs", log, token=token)
+    try:
+        with sync_client.connect(f"ws://127.0.0.1:{server.port}/stream?window=4&token={token}", max_size=None) as ws:
+            ws.send(b"")  # an authenticated session: answered
+            assert "empty message" in json.loads(ws.recv(timeout=30))["detail"]
+        with pytest.raises(Exception, match="1008|403"):  # a wrong token is refused (and logged, redacted)
+            with sync_client.connect(f"ws://127.0.0.1:{server.port}/stream?token=wrong-{token}") as ws:
+                ws.recv(timeout=10)
+        r = httpx.get(f"{server.url}/jobs?token={token}", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+    finally:
+        server.stop_cleanly(log)
+    text = log.read_text()
+    assert "/stream?window=4&token=[redacted]" in text and "/jobs?token=[redacted]" in text, text[-3000:]
+    assert token not in text
+
+
 def test_the_real_server_answers_empty_and_20_mib_stream_messages(tmp_path):
     sync_client = pytest.importorskip("websockets.sync.client")
     server = Server(tmp_path / "jobs", tmp_path / "server.log")
