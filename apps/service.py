@@ -24,9 +24,7 @@ import logging
 import math
 import os
 import shutil
-import threading
 import time
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from edgescene import __version__
 from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.live_stream import LiveRun
 from edgescene.apps.models_catalog import find_model, list_models
+from edgescene.apps.stream_models import StreamModels, StreamModelsBusy
 from edgescene.apps.uploads import (
     UploadError,
     UploadTooLarge,
@@ -61,6 +60,8 @@ from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
 
 log = logging.getLogger(__name__)
+
+STREAM_RETRY_AFTER_S = 5  # what a /stream client refused for want of a free model session is told
 
 
 @dataclass(frozen=True)
@@ -526,34 +527,31 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     # at most one stream frame per core is decoded or pushed at once: more only queue for the GIL and
     # the cores, and starve the event loop (/health measured 1.2 s p95 under 10 streams without it)
     stream_slots = asyncio.Semaphore(config.stream_concurrency or os.cpu_count() or 2)
-    reconstructors: OrderedDict[tuple[str, int], Reconstructor] = OrderedDict()  # shared by streams, LRU
-    app.state.stream_reconstructors = reconstructors
-    opening = threading.Lock()
+    # (model, window) sessions shared by streams, each held by the streams using it (at most
+    # stream_models open; only idle ones are closed for another)
+    stream_models = StreamModels(config.stream_models, close=lambda rec: rec.session.close())
+    app.state.stream_models = stream_models
 
-    def reconstructor(model: str | None, window: int) -> Reconstructor:
-        """The (model, window) reconstructor, opened and warmed up on first use and shared by streams;
-        at most ``config.stream_models`` are kept (the least recently used one is closed)."""
+    def lease_reconstructor(model: str | None, window: int):
+        """A lease on the (model, window) reconstructor (opened and warmed up on first use);
+        ValueError for a model or window the server cannot serve, :class:`StreamModelsBusy` when
+        every session is in use."""
         entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
         frames = entry.info.get("frames") or {}
         high = int(frames.get("max", 64))
         if not 2 <= window <= high:
             raise ValueError(f"window {window} is outside what model {entry.name!r} takes per call (2..{high} frames)")
-        key = (entry.name, window)
-        with opening:
-            if key in reconstructors:
-                reconstructors.move_to_end(key)
-                return reconstructors[key]
+
+        def open_reconstructor() -> Reconstructor:
             rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
             rec.warm_up(1)
-            reconstructors[key] = rec
-            while len(reconstructors) > config.stream_models:
-                _, old = reconstructors.popitem(last=False)
-                old.session.close()  # streams still using it get an error on their next frame
             return rec
+
+        return stream_models.lease((entry.name, window), open_reconstructor)
 
     @app.websocket("/stream")
     async def stream(websocket: WebSocket, model: str | None = None, window: int = 8):
-        await _stream_session(websocket, config, lambda: reconstructor(model, window), stream_slots)
+        await _stream_session(websocket, config, lambda: lease_reconstructor(model, window), stream_slots)
 
     return app
 
@@ -596,7 +594,7 @@ def _decode_frame(data: bytes, number: int) -> np.ndarray:
 
 
 async def _stream_session(
-    websocket: WebSocket, config: ServiceConfig, open_reconstructor, slots: asyncio.Semaphore
+    websocket: WebSocket, config: ServiceConfig, lease_reconstructor, slots: asyncio.Semaphore
 ) -> None:
     """One client's live reconstruction: binary messages are frames, text ``finish`` ends the stream.
 
@@ -608,16 +606,33 @@ async def _stream_session(
     model session is shared (sessions serialize what they must: onnxruntime's bound buffers and
     TensorRT's one execution context are locked). A client that goes away cancels its run: the
     thread ends after the frame in progress, without running the last window. An error inside the
-    run (the model unloaded for another one, a frame the model cannot take) ends the stream: an
-    error naming it, "; reconnect", and close code 1011.
+    run (a frame the model cannot take) ends the stream: an error naming it, "; reconnect", and close
+    code 1011. The model session is leased for the whole stream (``lease_reconstructor()``, a
+    :meth:`~edgescene.apps.stream_models.StreamModels.lease`): no other client can close it. When
+    every session is in use, the client gets an error with ``retry_after_s`` and close code 1013.
     """
     await websocket.accept()
     try:
-        rec = await asyncio.to_thread(open_reconstructor)
+        lease = lease_reconstructor()
+        rec = await asyncio.to_thread(lease.__enter__)
     except ValueError as exc:
         await websocket.send_json({"type": "error", "detail": str(exc)})
         await websocket.close(code=1008)
         return
+    except StreamModelsBusy as exc:
+        await websocket.send_json({"type": "error", "detail": str(exc), "retry_after_s": STREAM_RETRY_AFTER_S})
+        await websocket.close(code=1013, reason=f"busy: retry in {STREAM_RETRY_AFTER_S} s")
+        return
+    try:
+        await _stream_frames(websocket, config, rec, slots)
+    finally:
+        lease.__exit__(None, None, None)
+
+
+async def _stream_frames(
+    websocket: WebSocket, config: ServiceConfig, rec: Reconstructor, slots: asyncio.Semaphore
+) -> None:
+    """The frames of one stream on its leased reconstructor ``rec`` (:func:`_stream_session`)."""
     limit = int(config.stream_max_frame_mb * 2**20)
     live: LiveRun | None = None  # started with the first decodable frame
     sent = 0

@@ -277,8 +277,8 @@ def test_stream_model_cache_is_bounded(client):
         with client.websocket_connect(f"/stream?window={window}") as ws:
             ws.send_bytes(buf.tobytes())
             assert ws.receive_json()["type"] in ("ack", "update")
-    cache = client.app.state.stream_reconstructors
-    assert list(cache) == [(DEFAULT_MODEL, 4), (DEFAULT_MODEL, 5)]  # the two most recently used
+    cache = client.app.state.stream_models
+    assert cache.keys() == [(DEFAULT_MODEL, 4), (DEFAULT_MODEL, 5)]  # the two most recently used (idle ones closed)
 
 
 def test_stream_unknown_model(client):
@@ -356,7 +356,7 @@ def test_stream_clients_share_the_model_but_not_their_state(client):
             finals.append(ws.receive_json())
     assert finals[0]["points"] == finals[1]["points"] > 0 and finals[0]["keyframes"] == finals[1]["keyframes"] == 4
     assert np.allclose(finals[1]["extrinsics"][0], np.eye(4)[:3])
-    assert len(client.app.state.stream_reconstructors) == 1
+    assert len(client.app.state.stream_models) == 1
 
 
 def test_a_pixel_bomb_is_refused_at_submission(client, tmp_path):

@@ -241,3 +241,55 @@ def test_video_bombs_and_a_video_without_a_duration_are_held_to_the_limits_by_th
         assert _peak_rss_mb(server.proc.pid) - before < 200  # the bomb frame was never decoded (360 MB as RGB)
     finally:
         server.stop_cleanly(tmp_path / "server.log")
+
+
+def test_one_stream_client_cannot_close_another_s_model_session_on_the_real_server(tmp_path):
+    """The reported attack: with two model sessions, a client opens window=3, then window=5, while a
+    victim streams on window=8. The idle session (3) makes room, never the victim's; once both
+    sessions are in use, a third client is told to retry (1013) and the victim finishes."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    jpegs = _sample_jpegs(12)
+    server = Server(tmp_path / "jobs", tmp_path / "server.log", "--stream-models", "2")
+    url = f"ws://127.0.0.1:{server.port}/stream"
+    try:
+        with connect(f"{url}?window=8", max_size=None) as victim:
+            victim.send(jpegs[0])
+            assert json.loads(victim.recv(timeout=120))["type"] == "ack"
+            with connect(f"{url}?window=3", max_size=None) as other:
+                other.send(jpegs[0])
+                assert json.loads(other.recv(timeout=120))["type"] == "ack"
+            with connect(f"{url}?window=5", max_size=None) as attacker:
+                attacker.send(jpegs[0])
+                assert json.loads(attacker.recv(timeout=120))["type"] == "ack"  # in the idle window=3's place
+                with connect(f"{url}?window=4", max_size=None) as third:
+                    busy = json.loads(third.recv(timeout=60))
+                    assert "model sessions of the live stream are in use" in busy["detail"], busy
+                    assert busy["retry_after_s"] == 5
+                    with pytest.raises(ConnectionClosed):
+                        third.recv(timeout=30)
+                    assert third.close_code == 1013 and "retry" in third.close_reason
+            for data in jpegs[1:]:
+                victim.send(data)
+                assert json.loads(victim.recv(timeout=120))["type"] in ("ack", "update")
+            victim.send("finish")
+            final = json.loads(victim.recv(timeout=120))
+        assert final["type"] == "final" and final["keyframes"] >= 2, final
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
+
+
+def test_a_stream_message_over_the_cap_gets_a_1009_close_frame_from_the_real_server(tmp_path):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server = Server(tmp_path / "jobs", tmp_path / "server.log")
+    try:
+        with connect(f"ws://127.0.0.1:{server.port}/stream?window=4", max_size=None) as ws:
+            ws.send(b"\x00" * (22 * 2**20))  # over the 20 MiB frame limit and uvicorn's cap (21 MiB)
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=60)
+        assert ws.close_code == 1009 and "exceeds limit" in ws.close_reason
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
