@@ -1,17 +1,34 @@
-"""Where the service keeps its jobs: a small interface and its embedded default, one SQLite file.
+"""Where the service keeps its jobs: a small interface and its embedded default, one SQLite file
+indexing a record in each job's folder.
 
 :class:`JobStore` is all the job manager needs; :class:`SQLiteJobStore` keeps the records in
-``<jobs_dir>/jobs.sqlite3`` (WAL journal, one connection guarded by a lock, every change committed
-before the call returns), so the service lists, serves and resumes its jobs after any restart,
-``kill -9`` included. Another store (PostgreSQL, Redis) implements the same methods.
+``<jobs_dir>/jobs.sqlite3`` (WAL journal, ``synchronous=FULL``, one connection guarded by a lock,
+every change committed before the call returns), so the service lists, serves and resumes its jobs
+after any restart, ``kill -9`` included. Another store (PostgreSQL, Redis) implements the same methods.
+
+The database is an index, not the only copy. With ``folders`` (the jobs folder), every change is also
+written, atomically, to the job's own ``<folders>/<id>/job.json``, so what disks and operators do to
+the one file cannot lose the jobs:
+
+- :meth:`SQLiteJobStore.reconcile` (at start-up) re-indexes a folder whose job has no row (a lost
+  WAL, a database truncated or replaced), marks a row whose folder is gone ``lost``, and counts the
+  folders that are neither (orphans, left alone);
+- a database SQLite cannot read is moved aside (``jobs.sqlite3.corrupt-<time>``, never deleted) and
+  rebuilt from the folders, with a warning; ``rebuild=True`` (``edgescene serve --rebuild-index``)
+  does the same on purpose;
+- :meth:`SQLiteJobStore.close` checkpoints the WAL into the database file (a graceful stop leaves one
+  self-contained file).
 
 A record is a :class:`Job` plus ``model_ref``, the server-side model location the job runs (an
-artifact folder, a checkpoint, a Hub id): kept to resume queued jobs, never shown to clients.
+artifact folder, a checkpoint, a Hub id): kept to resume queued jobs, never shown to clients (the
+job.json beside the inputs is never served: downloads come from the job's output folder only).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -19,8 +36,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-FINISHED = ("done", "failed", "cancelled", "interrupted")
+from edgescene.core.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# lost: the index had the job, but its folder (inputs, outputs, record) is gone
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted", "lost")
+FINISHED = ("done", "failed", "cancelled", "interrupted", "lost")
+RECORD = "job.json"  # each job folder's own record
+LOST = "lost: its folder was removed outside the server; submit the job again"
 
 
 @dataclass
@@ -63,27 +87,175 @@ class JobStore(Protocol):
 
     def delete(self, job_id: str) -> None: ...
 
+    def reconcile(self) -> Reconciliation: ...
+
+    def checkpoint(self) -> None: ...
+
 
 _COLUMNS = [f.name for f in fields(Job)]
 _JSON = {"config", "outputs"}
 
 
-class SQLiteJobStore:
-    """Jobs in one SQLite file; safe to use from several threads of one process."""
+class JobIndexError(RuntimeError):
+    """The job index cannot be opened or rebuilt; the message names the file and what to do."""
 
-    def __init__(self, path: str | Path) -> None:
+
+@dataclass
+class Reconciliation:
+    """What :meth:`SQLiteJobStore.reconcile` found: job ids re-indexed from their folders, rows marked
+    lost (their folder is gone), and orphans (folder names with neither a row nor a readable record)."""
+
+    reindexed: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    rebuilt_from: str | None = None  # the unreadable database moved aside, when the index was rebuilt
+
+    def summary(self) -> dict:
+        return {
+            "reindexed": len(self.reindexed),
+            "lost": len(self.lost),
+            "orphans": len(self.orphans),
+            "rebuilt": self.rebuilt_from is not None,
+        }
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, model TEXT, config TEXT, status TEXT,"
+    " progress REAL, frames_seen INTEGER, frames_expected INTEGER, message TEXT, created REAL,"
+    " started REAL, finished REAL, outputs TEXT, error TEXT, model_ref TEXT)"
+)
+
+
+class SQLiteJobStore:
+    """Jobs in one SQLite file, each also in its folder's job.json when ``folders`` is given; safe to
+    use from several threads of one process.
+
+    ``rebuild=True`` moves the database aside and rebuilds it from the folders' records. A database
+    that cannot be read is handled the same way, with a warning (needs ``folders``; without them it
+    is a :class:`JobIndexError` naming the file)."""
+
+    def __init__(self, path: str | Path, folders: str | Path | None = None, rebuild: bool = False) -> None:
         self.path = Path(path)
+        self.folders = None if folders is None else Path(folders)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a committed change survives a power cut too
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, model TEXT, config TEXT, status TEXT,"
-            " progress REAL, frames_seen INTEGER, frames_expected INTEGER, message TEXT, created REAL,"
-            " started REAL, finished REAL, outputs TEXT, error TEXT, model_ref TEXT)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs (status, created)")
+        self.rebuilt_from: str | None = None
+        try:
+            if rebuild:
+                self._set_aside("rebuilt on request (--rebuild-index)")
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if self.folders is None:
+                raise JobIndexError(
+                    f"the job index {self.path} cannot be read ({exc}); move it aside to start with an empty one"
+                ) from exc
+            try:
+                self._set_aside(f"cannot be read ({exc})")
+                self._db = self._connect()
+            except (OSError, sqlite3.Error) as again:
+                raise JobIndexError(
+                    f"the job index {self.path} cannot be read ({exc}) and could not be rebuilt ({again}); "
+                    "make its folder writable, then start the server with --rebuild-index"
+                ) from again
+        except OSError as exc:  # moving it aside failed (permissions)
+            raise JobIndexError(
+                f"the job index {self.path} could not be moved aside to rebuild it ({exc}); make its folder "
+                "writable, then start the server with --rebuild-index"
+            ) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed change survives a power cut too
+            db.execute(_SCHEMA)
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs (status, created)")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, why: str) -> None:
+        """Move the database (and its WAL / shared memory) to ``<name>.corrupt-<time>``: kept, never deleted."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():  # never over an earlier one
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        moved = False
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{aside}{suffix}")
+                moved = moved or suffix == ""
+        if moved:
+            self.rebuilt_from = aside.name
+            log.warning("job index %s %s: moved to %s and rebuilt from the job folders", self.path, why, aside.name)
+
+    # -- each job's own record
+    def _record_path(self, job_id: str) -> Path | None:
+        return None if self.folders is None else self.folders / job_id / RECORD
+
+    def _write_record(self, job: Job, model_ref: str | None) -> None:
+        path = self._record_path(job.id)
+        if path is None or not path.parent.is_dir():  # a folder removed meanwhile: reconcile marks it lost
+            return
+        atomic_write_text(path, json.dumps({**job.public(), "model_ref": model_ref}, indent=1) + "\n")
+
+    @staticmethod
+    def _read_record(path: Path) -> tuple[Job, str | None] | None:
+        """The record in ``path``, or None when it is missing or unreadable."""
+        try:
+            values = json.loads(path.read_text())
+            model_ref = values.pop("model_ref", None)
+            job = Job(**{k: v for k, v in values.items() if k in _COLUMNS})
+        except (OSError, ValueError, TypeError):
+            return None
+        if job.status not in STATUSES or job.id != path.parent.name:
+            return None
+        return job, model_ref
+
+    def reconcile(self) -> Reconciliation:
+        """Make the index and the job folders agree (see the module docstring); logs what it did."""
+        found = Reconciliation(rebuilt_from=self.rebuilt_from)
+        if self.folders is None:
+            return found
+        folders = {p.name: p for p in self.folders.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        with self._lock:
+            rows = {r[0]: r[1] for r in self._db.execute("SELECT id, model_ref FROM jobs").fetchall()}
+        for name in sorted(folders):
+            if name in rows:
+                if not (folders[name] / RECORD).exists():  # a folder of an older server: give it its record
+                    job = self.get(name)
+                    if job is not None:
+                        self._write_record(job, rows[name])
+                continue
+            record = self._read_record(folders[name] / RECORD)
+            if record is None:
+                found.orphans.append(name)
+                continue
+            job, model_ref = record
+            self._insert(job, model_ref)
+            found.reindexed.append(name)
+        for job_id in sorted(set(rows) - set(folders)):
+            job = self.get(job_id)
+            if job is not None and job.status != "lost":
+                self.update(job_id, status="lost", message=LOST, finished=job.finished or time.time())
+                found.lost.append(job_id)
+        if found.reindexed:
+            log.warning("job index: %d job(s) re-indexed from their folders' %s", len(found.reindexed), RECORD)
+        if found.lost:
+            log.warning("job index: %d job(s) marked lost (their folders are gone): %s", len(found.lost), found.lost)
+        if found.orphans:
+            log.warning(
+                "job index: %d folder(s) in %s are no job's (no readable %s), left as they are: %s",
+                len(found.orphans), self.folders, RECORD, found.orphans[:10],
+            )  # fmt: skip
+        return found
 
     def _row(self, row: tuple) -> Job:
         values = dict(zip(_COLUMNS, row, strict=True))
@@ -92,6 +264,10 @@ class SQLiteJobStore:
         return Job(**values)
 
     def add(self, job: Job, model_ref: str) -> None:
+        self._insert(job, model_ref)
+        self._write_record(job, model_ref)
+
+    def _insert(self, job: Job, model_ref: str | None) -> None:
         record = job.public()
         for key in _JSON:
             record[key] = json.dumps(record[key])
@@ -113,10 +289,15 @@ class SQLiteJobStore:
             if changes:
                 assignments = ", ".join(f"{k} = ?" for k in changes)
                 self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
-            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", [job_id]).fetchone()
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)}, model_ref FROM jobs WHERE id = ?", [job_id]
+            ).fetchone()
         if row is None:
             raise KeyError(job_id)
-        return self._row(row)
+        job = self._row(row[:-1])
+        if changes:
+            self._write_record(job, row[-1])
+        return job
 
     def claim_next(self) -> Job | None:
         """The oldest queued job, marked running in the same transaction (one worker gets each job)."""
@@ -139,6 +320,7 @@ class SQLiteJobStore:
             return None
         job = self._row(row)
         job.status, job.message = "running", "reconstructing"
+        self._write_record(job, self.model_ref(job.id))
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -170,19 +352,26 @@ class SQLiteJobStore:
         """At start: jobs a previous process left running are ``interrupted``; returns their ids."""
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall()]
-            self._db.execute(
-                "UPDATE jobs SET status = 'interrupted', finished = ?, message = ? WHERE status = 'running'",
-                [time.time(), message],
-            )
+        for job_id in ids:
+            self.update(job_id, status="interrupted", finished=time.time(), message=message)
         return ids
 
     def delete(self, job_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
 
-    def close(self) -> None:
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and empty it: the file alone holds every record."""
         with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        """Checkpoint, then close (a graceful stop)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
 
 
-__all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "SQLiteJobStore"]
+__all__ = [
+    "FINISHED", "LOST", "RECORD", "STATUSES", "Job", "JobIndexError", "JobStore", "Reconciliation", "SQLiteJobStore",
+]  # fmt: skip

@@ -87,6 +87,7 @@ class JobManager:
         retention: Retention = Retention(),
         store: JobStore | None = None,
         max_frames: int | None = None,
+        rebuild_index: bool = False,
     ) -> None:
         if queue_size < 1 or workers < 1:
             raise ValueError(f"queue_size and workers must be >= 1, got {queue_size} and {workers}")
@@ -97,7 +98,13 @@ class JobManager:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.queue_size = queue_size
         self.retention = retention
-        self.store = store if store is not None else SQLiteJobStore(self.jobs_dir / "jobs.sqlite3")
+        self.store = (
+            store
+            if store is not None
+            else SQLiteJobStore(self.jobs_dir / "jobs.sqlite3", folders=self.jobs_dir, rebuild=rebuild_index)
+        )
+        # the index and the job folders made to agree: what was re-indexed, lost, orphaned (see /health)
+        self.index_report = self.store.reconcile()
         self._wake = threading.Condition()
         self._cancel: set[str] = set()
         self._live: dict[str, dict] = {}  # running jobs' progress, kept in memory (not a state change)
@@ -242,6 +249,7 @@ class JobManager:
             t.join(5.0)
         for job_id in still:
             self.store.update(job_id, status="interrupted", finished=time.time(), message=INTERRUPTED)
+        self.store.checkpoint()  # the database file alone holds every record
 
     # -- retention ---------------------------------------------------------------------------
     def prune(self) -> list[str]:

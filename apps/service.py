@@ -86,6 +86,7 @@ class ServiceConfig:
     max_job_frames: int = 3000  # frames one job may decode (after every_s / max_frames): 413 at submission
     # from the header, and a hard stop while decoding (a video whose header has no duration)
     probe_frames: int = 30  # a video's first frames decoded at submission (each held to the pixel limit)
+    rebuild_index: bool = False  # move jobs.sqlite3 aside and rebuild it from the job folders' job.json
     max_video_s: float = 3600.0  # the longest video a job accepts (from its header)
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "testserver")  # Host header (DNS rebinding)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none by default)
@@ -130,6 +131,15 @@ class ServiceConfig:
 # ----------------------------------------------------------------------------- response schemas
 
 
+class JobIndex(BaseModel):
+    """What start-up found when it made the job index and the job folders agree."""
+
+    reindexed: int  # jobs whose row was missing, restored from their folder's job.json
+    lost: int  # rows whose folder is gone (marked lost)
+    orphans: int  # folders that are no job's (left as they are)
+    rebuilt: bool  # the database was unreadable (or --rebuild-index): moved aside and rebuilt
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
@@ -137,6 +147,7 @@ class Health(BaseModel):
     running: int
     queue_capacity: int
     workers: int
+    job_index: JobIndex
 
 
 class ModelInfo(BaseModel):
@@ -161,7 +172,7 @@ class JobInfo(BaseModel):
     kind: str
     model: str
     config: dict
-    status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+    status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted", "lost"]
     progress: float
     frames_seen: int
     frames_expected: int | None
@@ -331,6 +342,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         workers=config.workers,
         retention=Retention(config.keep_jobs, config.keep_days, config.max_disk_gb),
         max_frames=config.max_job_frames,
+        rebuild_index=config.rebuild_index,
     )
 
     @asynccontextmanager
@@ -385,6 +397,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             running=jobs.store.count("running"),
             queue_capacity=config.queue_size,
             workers=config.workers,
+            job_index=JobIndex(**jobs.index_report.summary()),
         )
 
     @app.get("/models", response_model=list[ModelInfo])
@@ -470,7 +483,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
 
     @app.get("/jobs", response_model=list[JobInfo])
     def list_jobs(
-        status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"] | None = Query(
+        status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted", "lost"] | None = Query(
             None, description="only jobs in this state"
         ),
         offset: int = Query(0, ge=0, le=1_000_000_000, description="skip this many (oldest first)"),

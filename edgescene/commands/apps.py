@@ -59,6 +59,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "a video whose header has no duration (default: 3000)",
     )
     p.add_argument(
+        "--rebuild-index",
+        action="store_true",
+        help="move the job index (JOBS_DIR/jobs.sqlite3) aside and rebuild it from the job folders' job.json "
+        "(an unreadable index is rebuilt so on its own, with a warning)",
+    )
+    p.add_argument(
         "--probe-frames",
         type=int,
         default=30,
@@ -137,6 +143,7 @@ def run_serve(args: argparse.Namespace) -> int:
         allowed_hosts=_hosts(args),
         max_job_frames=args.max_job_frames,
         probe_frames=args.probe_frames,
+        rebuild_index=args.rebuild_index,
         max_video_s=args.max_video_s,
         stream_models=args.stream_models,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),

@@ -293,3 +293,57 @@ def test_a_stream_message_over_the_cap_gets_a_1009_close_frame_from_the_real_ser
         assert ws.close_code == 1009 and "exceeds limit" in ws.close_reason
     finally:
         server.stop_cleanly(tmp_path / "server.log")
+
+
+def test_the_job_index_survives_a_lost_wal_truncation_corruption_and_removed_folders(tmp_path):
+    """What disks and operators do to jobs.sqlite3 between two runs of the real server: each job
+    folder's job.json brings the records back, and /health says what start-up found."""
+    jobs_dir, log = tmp_path / "jobs", tmp_path / "server.log"
+    db = jobs_dir / "jobs.sqlite3"
+    server = Server(jobs_dir, log)
+    try:
+        video = {"files": ("sample.mp4", (sample_dir() / "sample.mp4").read_bytes(), "video/mp4")}
+        job = httpx.post(server.url + "/jobs", files=video, data={"max_frames": "8", "window": "4"}).json()
+        assert _wait(server.url, job["id"])["status"] == "done"
+    finally:
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    for suffix in ("-wal", "-shm"):  # a kill -9, then the WAL lost
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+    def restart_and_check(status: str = "done") -> dict:
+        nonlocal server
+        server = Server(jobs_dir, log)
+        listed = httpx.get(server.url + "/jobs").json()
+        assert [(j["id"], j["status"]) for j in listed] == [(job["id"], status)], listed
+        if status == "done":
+            assert httpx.get(f"{server.url}/jobs/{job['id']}/files/report.json").status_code == 200
+        return httpx.get(server.url + "/health").json()["job_index"]
+
+    try:
+        restart_and_check()
+    finally:
+        server.stop_cleanly(log)
+    wal = Path(f"{db}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # a graceful stop checkpoints
+    db.write_bytes(b"")  # truncated to 0 bytes
+    try:
+        assert restart_and_check() == {"reindexed": 1, "lost": 0, "orphans": 0, "rebuilt": False}
+    finally:
+        server.stop_cleanly(log)
+    db.write_bytes(b"not a database " * 1000)  # corrupt
+    try:
+        assert restart_and_check() == {"reindexed": 1, "lost": 0, "orphans": 0, "rebuilt": True}
+    finally:
+        server.stop_cleanly(log)
+    aside = [p for p in jobs_dir.glob("jobs.sqlite3.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"not a database")
+    assert f"job index {db} cannot be read" in log.read_text() and aside[0].name in log.read_text()
+    import shutil
+
+    shutil.rmtree(jobs_dir / job["id"])  # an operator removes the job's folder
+    (jobs_dir / "scratch").mkdir()  # and leaves a folder of their own
+    try:
+        assert restart_and_check("lost") == {"reindexed": 0, "lost": 1, "orphans": 1, "rebuilt": False}
+        assert "folder was removed" in httpx.get(f"{server.url}/jobs/{job['id']}").json()["message"]
+    finally:
+        server.stop_cleanly(log)
