@@ -7,11 +7,13 @@ remote. Clients name a model; they never pass a path or an address.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgescene.assets import DEFAULT_MODEL, default_model_dir
 from edgescene.core.artifact import ArtifactError, read_artifact
+from edgescene.core.preprocess import TARGET_SIZE, choose_model_size
 from edgescene.runtime.backends.triton import is_triton_url, parse_triton_url
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.session import is_hub_id
@@ -74,14 +76,40 @@ def find_model(
     models_dir: Path | None, name: str | None, family: str = "vggt", pytorch_models: dict[str, str] | None = None
 ) -> ModelEntry:
     """The usable ``family`` model called ``name`` (None: the bundled default); ValueError naming the choices."""
-    entries = [
-        e for e in list_models(models_dir, pytorch_models) if e.info.get("usable") and e.info.get("family") == family
-    ]
+    listed = list_models(models_dir, pytorch_models)
+    entries = [e for e in listed if e.info.get("usable") and e.info.get("family") == family]
     name = name or DEFAULT_MODEL
     for entry in entries:
         if entry.name == name:
             return entry
-    raise ValueError(f"unknown model {name!r}; available {family} models: {', '.join(e.name for e in entries)}")
+    choices = f"available {family} models: {', '.join(e.name for e in entries)}"
+    for entry in listed:
+        if entry.name != name:
+            continue
+        if not entry.info.get("usable"):
+            why = entry.info.get("error") or "its artifact did not pass its parity gate (accepted: false)"
+            raise ValueError(f"model {name!r} is listed but not usable ({why}); {choices}")
+        raise ValueError(f"model {name!r} is a {entry.info.get('family')} model, not a {family} one; {choices}")
+    raise ValueError(f"unknown model {name!r}; {choices}")
 
 
-__all__ = ["ModelEntry", "find_model", "list_models"]
+def frame_size_check(entry: ModelEntry, mode: str = "crop") -> Callable[[int, int], None]:
+    """``check(height, width)``: ValueError (naming the size and the fix) for a frame ``entry``'s model
+    cannot take, decided as a run decides it (upstream's size rule at the model's scale, onto the sizes
+    it serves) from the artifact's metadata alone, without loading the model: what a service checks
+    at submission. Models named by Hub id, checkpoint or Triton address take any size (upstream's
+    rule at 518)."""
+    served, long_side, patch = None, TARGET_SIZE, None
+    if isinstance(entry.path, Path) and entry.path.is_dir():
+        artifact = read_artifact(entry.path, require_accepted=False)
+        served = artifact.served_sizes()
+        long_side = max(int(artifact.input_size["height"]), int(artifact.input_size["width"]))
+        patch = artifact.any_size_multiple
+
+    def check(height: int, width: int) -> None:
+        choose_model_size(height, width, mode, served, long_side, patch)  # type: ignore[arg-type]
+
+    return check
+
+
+__all__ = ["ModelEntry", "find_model", "frame_size_check", "list_models"]

@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from edgescene import __version__
 from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.live_stream import LiveRun
-from edgescene.apps.models_catalog import find_model, list_models
+from edgescene.apps.models_catalog import find_model, frame_size_check, list_models
 from edgescene.apps.stream_models import StreamModels, StreamModelsBusy
 from edgescene.apps.uploads import (
     UploadError,
@@ -373,6 +373,18 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     async def upload_error(request: Request, exc: UploadError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(400)
+    async def bad_request(request: Request, exc):
+        """Starlette's bare "Invalid multipart data." said neither what nor how to fix it."""
+        detail = getattr(exc, "detail", None) or "bad request"
+        if detail == "Invalid multipart data.":
+            detail = (
+                "the upload's multipart body could not be read: a part's header (a file name of thousands of "
+                "characters) is over the parser's limit, or the body is malformed; send each file in the 'files' "
+                "field of a multipart/form-data body, with a name under 255 characters"
+            )
+        return JSONResponse({"detail": detail}, status_code=400, headers=getattr(exc, "headers", None))
+
     @app.exception_handler(405)
     async def method_not_allowed(request: Request, exc):
         """Allow lists every method of the path (Starlette names only the first matching route's)."""
@@ -454,6 +466,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
+        check_size = frame_size_check(entry, options.mode)
         job_id = new_job_id()
         inputs = jobs.input_dir(job_id)
         inputs.mkdir(parents=True)
@@ -470,7 +483,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
             for path, file_kind in zip(saved, kinds, strict=True):
-                source = check_decodable(path, file_kind, every_s, max_frames, config.probe_frames)
+                source = check_decodable(path, file_kind, every_s, max_frames, config.probe_frames, check_size)
                 if source is not None:  # a video, probed once with the job's sampling
                     _check_video_budget(source, client_name(path), config)
             return _job_info(jobs.submit(job_id, kind, entry.name, entry.path, options))
@@ -545,15 +558,24 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
     stream_models = StreamModels(config.stream_models, close=lambda rec: rec.session.close())
     app.state.stream_models = stream_models
 
-    def lease_reconstructor(model: str | None, window: int):
+    def lease_reconstructor(model: str | None, window: str):
         """A lease on the (model, window) reconstructor (opened and warmed up on first use);
         ValueError for a model or window the server cannot serve, :class:`StreamModelsBusy` when
         every session is in use."""
+        try:
+            window = int(window)
+        except ValueError:
+            raise ValueError(
+                f"window must be a whole number of frames per model call, got {window!r}; e.g. /stream?window=8"
+            ) from None
         entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
         frames = entry.info.get("frames") or {}
         high = int(frames.get("max", 64))
         if not 2 <= window <= high:
-            raise ValueError(f"window {window} is outside what model {entry.name!r} takes per call (2..{high} frames)")
+            raise ValueError(
+                f"window {window} is outside what model {entry.name!r} takes per call (2..{high} frames); "
+                f"connect with /stream?window={min(max(window, 2), high)}"
+            )
 
         def open_reconstructor() -> Reconstructor:
             rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
@@ -563,7 +585,8 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         return stream_models.lease((entry.name, window), open_reconstructor)
 
     @app.websocket("/stream")
-    async def stream(websocket: WebSocket, model: str | None = None, window: int = 8):
+    async def stream(websocket: WebSocket, model: str | None = None, window: str = "8"):
+        # window taken as text and parsed in the session: a bad value gets an error naming it, not a bare 403
         await _stream_session(websocket, config, lambda: lease_reconstructor(model, window), stream_slots)
 
     return app

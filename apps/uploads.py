@@ -10,10 +10,12 @@ deleted and :class:`UploadTooLarge` raised.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from edgescene.runtime.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from edgescene.runtime.outputs import redact_paths
 
 CHUNK = 1 << 20
 
@@ -122,12 +124,19 @@ def client_name(path: Path) -> str:
 
 
 def check_decodable(
-    path: Path, kind: str, every_s: float | None = None, max_frames: int | None = None, probe_frames: int = 1
+    path: Path,
+    kind: str,
+    every_s: float | None = None,
+    max_frames: int | None = None,
+    probe_frames: int = 1,
+    check_size: Callable[[int, int], None] | None = None,
 ):
     """Refuse, at submission, what the job could not decode safely: an image or video whose header
     declares more pixels than the limit (413, before any decoding: a pixel bomb never reaches a
     decoder), a video with a frame over the limit among its first ``probe_frames`` (413: FFmpeg is
     told the limit, so it never allocates such a picture), or a video with no decodable frame (422).
+    ``check_size(height, width)``, when given, refuses (422) an image or a video's first frame the
+    model cannot take (a 20000 x 1 strip), so it fails here, not in the queue.
     For a video, returns its probed :class:`~edgescene.runtime.frames.FrameSource` with the job's
     sampling (for its budget check)."""
     from PIL import UnidentifiedImageError
@@ -138,18 +147,33 @@ def check_decodable(
     name = client_name(path)
     if kind == "image":
         try:
-            with open_image_checked(path):
-                pass
+            with open_image_checked(path) as image:
+                width, height = image.size
         except ValueError as exc:
             raise UploadTooLarge(str(exc).replace(path.name, name)) from exc
         except (UnidentifiedImageError, OSError) as exc:
-            raise UnreadableInput(f"image {name} cannot be read ({exc}); send a PNG or JPEG") from exc
+            why = redact_paths(str(exc).replace(str(path), name).replace(path.name, name))
+            if isinstance(exc, UnidentifiedImageError):
+                why = "not an image Pillow recognises"
+            raise UnreadableInput(f"image {name} cannot be read ({why}); send a PNG or JPEG") from exc
+        _check_size(check_size, height, width, f"image {name}")
         return None
     try:  # probes the header (size checked first), then decodes the first probe_frames frames
-        return open_frames(path, every_s=every_s, max_frames=max_frames, probe_frames=probe_frames)
+        source = open_frames(path, every_s=every_s, max_frames=max_frames, probe_frames=probe_frames)
     except InputError as exc:
         message = str(exc).replace(str(path), name).replace(path.name, name)  # the client's name, not ours
         raise (UploadTooLarge if "megapixels" in message else UnreadableInput)(message) from exc
+    _check_size(check_size, source.height, source.width, f"video {name}")
+    return source
+
+
+def _check_size(check_size: Callable[[int, int], None] | None, height: int, width: int, what: str) -> None:
+    if check_size is None:
+        return
+    try:
+        check_size(height, width)
+    except ValueError as exc:
+        raise UnreadableInput(f"{what}: {exc}") from exc
 
 
 def resolve_inside(folder: Path, relative: str) -> Path:

@@ -92,11 +92,17 @@ def read_checkpoint(path: str | Path) -> Mapping:
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as exc:
         text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text:
+        if "Unsupported global" in text or "Unsupported class" in text:  # a pickle of objects, not only tensors
             raise CheckpointError(
                 f"{path}: the file contains Python objects beyond tensors, and loading it would run "
                 "arbitrary code, so it is refused. Re-save only the state_dict "
                 "(torch.save(model.state_dict(), path)) or convert it to .safetensors."
+            ) from exc
+        if "Weights only load failed" in text:  # the unpickler met bytes that are no pickle at all
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint (its bytes are neither a torch.save archive nor a pickle of "
+                "tensors: a damaged download, or another format); download it again, or pass a .pth / "
+                ".safetensors state_dict"
             ) from exc
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0]})") from exc
     if not isinstance(obj, Mapping):

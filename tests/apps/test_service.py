@@ -310,7 +310,10 @@ def test_models_dir_lists_user_artifacts(tmp_path):
         assert listed["my_model"]["usable"] and not listed["my_model"]["bundled"]
         assert not listed["broken"]["usable"] and "not valid JSON" in listed["broken"]["error"]
         r = c.post("/jobs", files=[_video()], data={"model": "broken"})
-        assert r.status_code == 400 and "my_model" in r.json()["detail"]
+        detail = r.json()["detail"]
+        assert r.status_code == 400 and "my_model" in detail
+        assert "model 'broken' is listed but not usable (" in detail and "not valid JSON" in detail
+        assert str(tmp_path) not in detail
         job = _wait(c, c.post("/jobs", files=[_video()], data={"model": "my_model", "max_frames": "4"}).json()["id"])
         assert job["status"] == "done" and job["model"] == "my_model"  # a name: server paths are not shown
 
@@ -578,3 +581,49 @@ def test_stream_model_failure_ends_the_session(client, monkeypatch):
         ws.receive_json()
     assert closed.value.code == 1011
     assert _no_live_threads(), _live_threads()
+
+
+def test_every_error_says_what_never_where(tmp_path):
+    """Bad inputs of every kind, through the service: each answer names the problem and the fix, and
+    none shows a server path, an object's repr or a traceback."""
+    from edgescene.runtime.outputs import redact_paths
+
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 200  # a JPEG signature, then nothing decodable
+    answers: list[tuple[int, str]] = []
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs"))) as c:
+        for files, data in [
+            ([("files", ("corrupt.jpg", jpeg, "image/jpeg"))], {}),
+            ([("files", ("truncated.jpg", b"\xff\xd8\xff\xe0garbage", "image/jpeg"))], {}),
+            ([("files", ("a" * 5000 + ".jpg", jpeg, "image/jpeg"))], {}),
+            ([("files", ("model.pth", b"\x00" * 100, "application/octet-stream"))], {}),
+            ([("files", ("strip.png", bomb_png(20000, 1), "image/png"))], {}),
+            ([("files", ("huge.png", bomb_png(15000, 15000), "image/png"))], {}),
+            ([("files", ("random.mp4", bytes(range(256)) * 64, "video/mp4"))], {}),
+            ([_video()], {"window": "1"}),
+            ([_video()], {"model": "../../etc/passwd"}),
+            ([_video()], {"every_s": "nan"}),
+        ]:
+            r = c.post("/jobs", files=files, data=data)
+            answers.append((r.status_code, r.json()["detail"]))
+        for path in ("/jobs/nope", "/jobs/nope/files/../../jobs.sqlite3"):
+            r = c.get(path)
+            answers.append((r.status_code, r.json()["detail"]))
+        for query in ("window=abc", "window=1", "model=nope"):
+            with c.websocket_connect(f"/stream?{query}") as ws:
+                answers.append((1008, ws.receive_json()["detail"]))
+        with c.websocket_connect("/stream?window=4") as ws:
+            for message in (bomb_png(15000, 15000), jpeg, b"\x00" * 10):
+                ws.send_bytes(message)
+                answers.append((200, ws.receive_json()["detail"]))
+    assert len(answers) == 18
+    statuses = [status for status, _ in answers]
+    assert statuses[:10] == [422, 422, 400, 415, 422, 413, 415, 422, 400, 422], answers
+    answers = [(status, d if isinstance(d, str) else json.dumps(d)) for status, d in answers]  # FastAPI's 422 lists
+    for status, detail in answers:
+        assert 400 <= status < 500 or status in (200, 1008), (status, detail)
+        assert str(tmp_path) not in detail and "/tmp/" not in detail and redact_paths(detail) == detail, detail
+        assert "object at 0x" not in detail and "Traceback" not in detail, detail
+        assert len(detail) > 30 and (";" in detail or ":" in detail), detail  # a problem and what to do
+    assert "too elongated" in answers[4][1] and "strip.png" in answers[4][1]
+    assert "over the parser's limit" in answers[2][1]
+    assert "window must be a whole number" in answers[12][1] and "unknown model 'nope'" in answers[14][1]

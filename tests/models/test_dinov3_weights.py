@@ -150,6 +150,14 @@ def test_pickled_objects_are_refused(tmp_path):
         load_dinov3(path)
 
 
+def test_random_bytes_are_not_called_python_objects(tmp_path):
+    path = tmp_path / "random.pth"
+    path.write_bytes(bytes(range(233, 256)) * 200)  # a legacy-format guess: the unpickler meets opcode 233
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint .*damaged download") as raised:
+        load_dinov3(path)
+    assert "arbitrary code" not in str(raised.value)
+
+
 def test_nan_bias_mask_is_a_clear_error(tiny, tmp_path):
     sd = tiny.state_dict()
     sd["blocks.0.attn.qkv.bias_mask"] = torch.full_like(sd["blocks.0.attn.qkv.bias_mask"], float("nan"))
