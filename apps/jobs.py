@@ -52,20 +52,37 @@ class JobCancelled(Exception):
 
 @dataclass(frozen=True)
 class Retention:
-    """How much finished jobs may keep: at most ``keep_jobs`` of them, none older than ``keep_days``,
-    all their folders together under ``max_disk_gb``. None: no bound. The oldest go first."""
+    """How much finished jobs may keep. Results (``done`` jobs): at most ``keep_jobs``; the others
+    (failed, cancelled, interrupted, lost) have their own, smaller bound, ``keep_failed`` (None: the
+    smaller of ``keep_jobs`` and 10), so junk uploads never push out good results. None of either
+    older than ``keep_days``; all job folders together under ``max_disk_gb`` (unsuccessful jobs go
+    before results). None: no bound. The oldest go first."""
 
     keep_jobs: int | None = None
     keep_days: float | None = None
     max_disk_gb: float | None = None
+    keep_failed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.keep_jobs is not None and self.keep_jobs < 0:
-            raise ValueError(f"keep_jobs must be >= 0, got {self.keep_jobs}")
+        for name in ("keep_jobs", "keep_failed"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         for name in ("keep_days", "max_disk_gb"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+
+    @property
+    def failed_bound(self) -> int | None:
+        """The most unsuccessful jobs kept (``keep_failed``, else the smaller of ``keep_jobs`` and 10)."""
+        if self.keep_failed is not None:
+            return self.keep_failed
+        return None if self.keep_jobs is None else min(self.keep_jobs, 10)
+
+    @property
+    def bounded(self) -> bool:
+        return any(v is not None for v in (self.keep_jobs, self.keep_days, self.max_disk_gb, self.keep_failed))
 
 
 def new_job_id() -> str:
@@ -253,21 +270,24 @@ class JobManager:
 
     # -- retention ---------------------------------------------------------------------------
     def prune(self) -> list[str]:
-        """Delete the oldest finished jobs past the retention bounds; returns their ids."""
+        """Delete the oldest finished jobs past the retention bounds (:class:`Retention`); returns their ids."""
         r = self.retention
-        if r.keep_jobs is None and r.keep_days is None and r.max_disk_gb is None:
+        if not r.bounded:
             return []
         finished = [j for j in self.store.list() if j.status in FINISHED]  # oldest first
         doomed: list[Job] = []
         if r.keep_days is not None:
             cutoff = time.time() - r.keep_days * 86400
             doomed += [j for j in finished if (j.finished or j.created) < cutoff]
-        left = [j for j in finished if j not in doomed]
-        if r.keep_jobs is not None and len(left) > r.keep_jobs:
-            doomed += left[: len(left) - r.keep_jobs]
-            left = left[len(left) - r.keep_jobs :]
+        results = [j for j in finished if j not in doomed and j.status == "done"]
+        others = [j for j in finished if j not in doomed and j.status != "done"]
+        for group, bound in ((results, r.keep_jobs), (others, r.failed_bound)):
+            if bound is not None and len(group) > bound:
+                doomed += group[: len(group) - bound]
+                del group[: len(group) - bound]
         if r.max_disk_gb is not None:
             limit = r.max_disk_gb * 2**30
+            left = others + results  # unsuccessful jobs go first, then the oldest results
             sizes = {j.id: _folder_bytes(self.folder(j.id)) for j in left}
             total = sum(_folder_bytes(p) for p in self.jobs_dir.iterdir() if p.is_dir())
             for job in left:

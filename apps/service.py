@@ -77,6 +77,7 @@ class ServiceConfig:
     workers: int = 1  # jobs run at once
     stream_max_frame_mb: float = 20.0  # one encoded frame on /stream
     keep_jobs: int | None = None  # retention of finished jobs: count, age, disk (None: unbounded)
+    keep_failed: int | None = None  # unsuccessful jobs' own count (None: the smaller of keep_jobs and 10)
     keep_days: float | None = None
     max_disk_gb: float | None = None
     shutdown_grace_s: float = 30.0  # on SIGTERM / SIGINT: how long a running job may finish
@@ -107,7 +108,7 @@ class ServiceConfig:
                     f"--vggt {name}={source}: neither a Hub id (facebook/VGGT-1B), a checkpoint file nor a "
                     "Triton model (triton://host:port/model)"
                 )
-        Retention(self.keep_jobs, self.keep_days, self.max_disk_gb)  # validates them
+        Retention(self.keep_jobs, self.keep_days, self.max_disk_gb, self.keep_failed)  # validates them
         if self.api_token is not None and len(self.api_token.strip()) < 16:
             raise ValueError("the API token must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         if self.max_job_frames < 1 or self.probe_frames < 1:
@@ -340,7 +341,7 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         config.jobs_dir,
         queue_size=config.queue_size,
         workers=config.workers,
-        retention=Retention(config.keep_jobs, config.keep_days, config.max_disk_gb),
+        retention=Retention(config.keep_jobs, config.keep_days, config.max_disk_gb, config.keep_failed),
         max_frames=config.max_job_frames,
         rebuild_index=config.rebuild_index,
     )

@@ -77,7 +77,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=2,
         help="(model, window) sessions /stream keeps open; the least recently used is closed (default: 2)",
     )
-    p.add_argument("--keep-jobs", type=int, help="keep at most this many finished jobs (oldest deleted first)")
+    p.add_argument("--keep-jobs", type=int, help="keep at most this many done jobs' results (oldest deleted first)")
+    p.add_argument(
+        "--keep-failed",
+        type=int,
+        help="keep at most this many failed, cancelled or interrupted jobs (default: the smaller of --keep-jobs and 10)",
+    )
     p.add_argument("--keep-days", type=float, help="delete finished jobs older than this many days")
     p.add_argument("--max-disk-gb", type=float, help="keep the jobs folder under this size (oldest deleted first)")
     p.add_argument(
@@ -136,6 +141,7 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         pytorch_models=pytorch_models,
         keep_jobs=args.keep_jobs,
+        keep_failed=args.keep_failed,
         keep_days=args.keep_days,
         max_disk_gb=args.max_disk_gb,
         shutdown_grace_s=args.shutdown_grace_s,

@@ -85,6 +85,34 @@ def test_delete_removes_a_finished_job_and_retention_bounds_the_rest(tmp_path):
         Retention(keep_jobs=-1)
 
 
+def test_failed_jobs_have_their_own_bound_and_never_push_out_results(tmp_path):
+    """The reported case: --keep-jobs 3, then three junk uploads deleted three good results."""
+    from edgescene.apps.job_store import Job
+
+    root = tmp_path / "jobs"
+    jobs = JobManager(root, queue_size=8, retention=Retention(keep_jobs=3, keep_failed=2))
+    good = []
+    for _ in range(3):
+        good.append(_submit(jobs))
+        assert jobs.wait(good[-1]).status == "done"
+    junk = []
+    for _ in range(4):  # what a broken upload leaves: a failed job with its folder
+        job_id = new_job_id()
+        _inputs(jobs, job_id)
+        jobs.store.add(Job(id=job_id, kind="video", model="bundled", config={}, status="failed"), str(MODEL))
+        junk.append(job_id)
+    removed = jobs.prune()
+    assert sorted(removed) == sorted(junk[:2])  # the two oldest failures, no result
+    statuses = {j.id: j.status for j in jobs.list()}
+    assert all(statuses[g] == "done" for g in good) and set(junk[2:]) <= set(statuses)
+    assert all((root / g / "output" / "report.json").is_file() for g in good)
+    jobs.shutdown(grace_s=0)
+    assert Retention(keep_jobs=3).failed_bound == 3 and Retention(keep_jobs=50).failed_bound == 10
+    assert Retention().failed_bound is None and not Retention().bounded
+    with pytest.raises(ValueError, match="keep_failed must be >= 0"):
+        Retention(keep_failed=-1)
+
+
 def test_shutdown_lets_a_running_job_finish_within_the_grace(tmp_path):
     jobs = JobManager(tmp_path / "jobs", queue_size=2)
     job_id = _submit(jobs)

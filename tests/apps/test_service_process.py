@@ -347,3 +347,31 @@ def test_the_job_index_survives_a_lost_wal_truncation_corruption_and_removed_fol
         assert "folder was removed" in httpx.get(f"{server.url}/jobs/{job['id']}").json()["message"]
     finally:
         server.stop_cleanly(log)
+
+
+def test_retention_on_the_real_server_keeps_results_when_junk_fails(tmp_path):
+    from pixel_bomb import big_jpeg, mjpeg_mkv
+
+    frames = _sample_jpegs(8)
+    junk = mjpeg_mkv(tmp_path / "junk.mkv", [*frames[:6], big_jpeg(12000, 10000)]).read_bytes()  # fails in the job
+    video = {"files": ("sample.mp4", (sample_dir() / "sample.mp4").read_bytes(), "video/mp4")}
+    server = Server(
+        tmp_path / "jobs", tmp_path / "server.log", "--keep-jobs", "2", "--keep-failed", "1", "--probe-frames", "2"
+    )
+    try:
+        good = []
+        for _ in range(2):
+            job = httpx.post(server.url + "/jobs", files=video, data={"max_frames": "8", "window": "4"}).json()
+            assert _wait(server.url, job["id"])["status"] == "done"
+            good.append(job["id"])
+        for _ in range(3):
+            job = httpx.post(server.url + "/jobs", files={"files": ("junk.mkv", junk, "video/x-matroska")}).json()
+            assert _wait(server.url, job["id"])["status"] == "failed"
+        time.sleep(0.5)  # the worker prunes right after each job
+        listed = {j["id"]: j["status"] for j in httpx.get(server.url + "/jobs").json()}
+        assert [listed.get(g) for g in good] == ["done", "done"], listed
+        assert sorted(listed.values()) == ["done", "done", "failed"], listed
+        for g in good:
+            assert httpx.get(f"{server.url}/jobs/{g}/files/points.ply").status_code == 200
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
