@@ -81,7 +81,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keep-failed",
         type=int,
-        help="keep at most this many failed, cancelled or interrupted jobs (default: the smaller of --keep-jobs and 10)",
+        help="keep at most this many failed, cancelled or interrupted jobs "
+        "(default: the smaller of --keep-jobs and 10)",
     )
     p.add_argument("--keep-days", type=float, help="delete finished jobs older than this many days")
     p.add_argument("--max-disk-gb", type=float, help="keep the jobs folder under this size (oldest deleted first)")
