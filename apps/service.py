@@ -38,6 +38,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from edgescene import __version__
+from edgescene.apps.http_guards import host_allowed
 from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.live_stream import LiveRun
 from edgescene.apps.models_catalog import find_model, frame_size_check, list_models
@@ -258,19 +259,16 @@ class _Guard:
     def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...]) -> None:
         self.app, self.hosts, self.origins = app, {h.lower() for h in hosts}, set(origins)
 
-    def _host_ok(self, host: str) -> bool:
-        if "*" in self.hosts:
-            return True
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.strip("[]").lower() in self.hosts
-
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        ok, shown = host_allowed(scope, self.hosts)  # exactly one Host, name[:digits], an allowed name
+        if not ok:
+            return await self._refuse(
+                scope, receive, send, 400, f"host {shown!r} is not served here: use an allowed name (--allowed-hosts)"
+            )
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         host = headers.get("host", "")
-        if not self._host_ok(host):
-            return await self._refuse(scope, receive, send, 400, f"host {host!r} is not served here (allowed hosts)")
         origin = headers.get("origin")
         own = {f"http://{host}", f"https://{host}"}
         unsafe = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD", "OPTIONS")

@@ -187,6 +187,13 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--auth", help="USER:PASSWORD the app asks for (or EDGESCENE_APP_AUTH)")
     p.add_argument("--auth-file", type=Path, help="a file holding USER:PASSWORD")
+    p.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="comma-separated host names browsers may use besides 127.0.0.1 / localhost (e.g. the machine's DNS "
+        "name; defaults to --host when it is not a loopback or wildcard address); other names get 400 (DNS "
+        "rebinding). With --share any name is allowed (the gradio.live relay's), behind the password",
+    )
 
 
 def _app_auth(args: argparse.Namespace) -> tuple[str, str] | None:
@@ -217,13 +224,20 @@ def run_app(args: argparse.Namespace) -> int:
 
     if args.models_dir is not None and not args.models_dir.is_dir():
         raise FileNotFoundError(f"--models-dir {args.models_dir} is not a folder")
+    from starlette.middleware import Middleware
+
+    from edgescene.apps.http_guards import HostGuard, LoginThrottle
+
     demo = build_app(args.workspace, args.models_dir)
-    print(f"edgescene app: workspace {args.workspace.resolve()}")
+    hosts = ("*",) if args.share else _hosts(args)
+    print(f"edgescene app: workspace {args.workspace.resolve()}; hosts {', '.join(hosts)}")
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
         auth=auth,
         allowed_paths=[str(args.workspace.resolve())],
+        # a Host allow-list (DNS rebinding) and back-off after failed logins, around Gradio's own app
+        app_kwargs={"middleware": [Middleware(HostGuard, hosts=hosts), Middleware(LoginThrottle)]},
     )
     return 0

@@ -8,60 +8,19 @@ re-render from the cached predictions, not run the model again) and saves screen
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 from browser import ARTIFACTS, chromium_page
+from webapp_server import webapp
 
 from edgescene.assets import sample_dir
 
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def app_url(tmp_path):
-    pytest.importorskip("gradio")
-    port = _free_port()
-    log = open(tmp_path / "app.log", "w")  # noqa: SIM115 - the server process writes it until the fixture ends
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgescene", "app", "--port", str(port), "--workspace", str(tmp_path / "workspace")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    import httpx
-
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"edgescene app exited with {proc.returncode}:\n{(tmp_path / 'app.log').read_text()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"edgescene app did not answer within 90 s:\n{(tmp_path / 'app.log').read_text()}")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with webapp(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture()
