@@ -35,6 +35,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from edgescene import __version__
@@ -208,12 +209,42 @@ def _job_info(job) -> JobInfo:
     return JobInfo(**job.public(), files_url=f"/jobs/{job.id}/files/")
 
 
+DOCS_ASSETS = "/docs-assets"  # swagger-ui and redoc files, served from the installed package
+TOKEN_DOCS = (
+    "\n\nThis server needs its API token: press **Authorize** and enter the token (Swagger sends it as "
+    "`Authorization: Bearer <token>`). The pages and the schema are public; every call they make needs the token."
+)
+
+
+def _declare_bearer(app: FastAPI) -> None:
+    """The OpenAPI schema says every operation needs a bearer token, so Swagger UI shows Authorize."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["token"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the server's API token (EDGESCENE_API_TOKEN)",
+            }
+            schema["security"] = [{"token": []}]
+            for path in _TokenAuth.OPEN:  # the public routes say so
+                for operation in schema.get("paths", {}).get(path, {}).values():
+                    operation["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 class _TokenAuth:
-    """ASGI middleware: with an API token set, every request but ``GET /health`` needs
+    """ASGI middleware: with an API token set, every request but ``GET /health`` and the API docs
+    (their pages, assets and schema: public, so a browser can open them and authorise there) needs
     ``Authorization: Bearer <token>`` (401 otherwise); a websocket may pass it as ``?token=``
     instead (browsers cannot set headers on a websocket). Compared in constant time."""
 
-    OPEN = frozenset({"/health"})
+    OPEN = frozenset({"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
     def __init__(self, app, token: str) -> None:
         self.app, self.token = app, token.encode()
@@ -231,7 +262,12 @@ class _TokenAuth:
         return b""
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.OPEN:
+        path = scope.get("path", "")
+        if (
+            scope["type"] not in ("http", "websocket")
+            or path in self.OPEN
+            or (path.startswith(DOCS_ASSETS + "/") and ".." not in path)
+        ):
             return await self.app(scope, receive, send)
         if hmac.compare_digest(self._presented(scope), self.token):
             return await self.app(scope, receive, send)
@@ -253,7 +289,8 @@ class _Guard:
     ``nosniff``, a CSP (the API docs work offline) and ``no-store`` on job data."""
 
     CSP = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:"  # redoc renders in a worker made from a blob
     )
 
     def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...]) -> None:
@@ -349,12 +386,18 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         yield
         await asyncio.to_thread(jobs.shutdown, config.shutdown_grace_s)  # SIGTERM: running jobs may finish
 
-    app = FastAPI(
+    # the API docs (/docs, /redoc) from swagger-ui and redoc assets installed with fastapi-offline
+    # (FastAPI's own pages load them from a CDN, which the CSP blocks and an offline server cannot reach)
+    app = FastAPIOffline(
         title="edgescene",
         version=__version__,
         lifespan=lifespan,
-        description="3D reconstruction of images and video with VGGT: jobs, downloads and a live stream.",
+        static_url=DOCS_ASSETS,
+        description="3D reconstruction of images and video with VGGT: jobs, downloads and a live stream."
+        + (TOKEN_DOCS if config.api_token else ""),
     )
+    if config.api_token:
+        _declare_bearer(app)
     app.state.jobs, app.state.config = jobs, config
     app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes)
     if config.api_token:

@@ -627,3 +627,29 @@ def test_every_error_says_what_never_where(tmp_path):
     assert "too elongated" in answers[4][1] and "strip.png" in answers[4][1]
     assert "over the parser's limit" in answers[2][1]
     assert "window must be a whole number" in answers[12][1] and "unknown model 'nope'" in answers[14][1]
+
+
+def test_api_docs_come_from_installed_assets_and_are_public_with_a_token(tmp_path):
+    token = "docs-token-0123456789abcdef"
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs", api_token=token))) as c:
+        docs = c.get("/docs")
+        assert docs.status_code == 200 and 'src="/docs-assets/swagger-ui-bundle.js"' in docs.text
+        assert "cdn" not in docs.text.lower()  # FastAPI's own page loads swagger-ui from a CDN
+        assert "worker-src 'self' blob:" in docs.headers["content-security-policy"]
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+            r = c.get(f"/docs-assets/{asset}")
+            assert r.status_code == 200 and len(r.content) > 10_000, asset
+        assert c.get("/redoc").status_code == 200 and "/docs-assets/redoc.standalone.js" in c.get("/redoc").text
+        schema = c.get("/openapi.json").json()
+        assert schema["components"]["securitySchemes"]["token"] == {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "the server's API token (EDGESCENE_API_TOKEN)",
+        }
+        assert schema["security"] == [{"token": []}] and schema["paths"]["/health"]["get"]["security"] == []
+        assert "press **Authorize**" in schema["info"]["description"]
+        assert c.get("/jobs").status_code == 401 and c.get("/docs-assets/../jobs").status_code in (401, 404)
+        assert c.get("/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    with TestClient(create_app(ServiceConfig(jobs_dir=tmp_path / "jobs2"))) as c:
+        schema = c.get("/openapi.json").json()
+        assert "security" not in schema and "Authorize" not in schema["info"]["description"]
