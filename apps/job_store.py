@@ -292,11 +292,11 @@ class SQLiteJobStore:
             row = self._db.execute(
                 f"SELECT {', '.join(_COLUMNS)}, model_ref FROM jobs WHERE id = ?", [job_id]
             ).fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        job = self._row(row[:-1])
-        if changes:
-            self._write_record(job, row[-1])
+            if row is None:
+                raise KeyError(job_id)
+            job = self._row(row[:-1])
+            if changes:  # under the lock: two threads' changes reach job.json in the order they were committed
+                self._write_record(job, row[-1])
         return job
 
     def claim_next(self) -> Job | None:
@@ -305,22 +305,24 @@ class SQLiteJobStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status = 'queued' ORDER BY created LIMIT 1"
+                    f"SELECT {', '.join(_COLUMNS)}, model_ref FROM jobs"
+                    " WHERE status = 'queued' ORDER BY created LIMIT 1"
                 ).fetchone()
+                started = time.time()
                 if row is not None:
                     self._db.execute(
                         "UPDATE jobs SET status = 'running', started = ?, message = 'reconstructing' WHERE id = ?",
-                        [time.time(), row[0]],
+                        [started, row[0]],
                     )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        if row is None:
-            return None
-        job = self._row(row)
-        job.status, job.message = "running", "reconstructing"
-        self._write_record(job, self.model_ref(job.id))
+            if row is None:
+                return None
+            job = self._row(row[:-1])
+            job.status, job.message, job.started = "running", "reconstructing", started
+            self._write_record(job, row[-1])
         return job
 
     def get(self, job_id: str) -> Job | None:

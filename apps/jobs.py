@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from edgescene.apps.job_store import FINISHED, Job, JobStore, SQLiteJobStore
+from edgescene.apps.memory import release_memory
 from edgescene.apps.uploads import client_name
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
@@ -382,6 +383,7 @@ class JobManager:
         finally:
             self._live.pop(job.id, None)
             self._cancel.discard(job.id)
+            release_memory()  # the job's frames, model buffers and map, back to the system
 
 
 __all__ = ["INTERRUPTED", "Job", "JobCancelled", "JobManager", "QueueFull", "Retention", "new_job_id"]

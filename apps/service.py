@@ -42,6 +42,7 @@ from edgescene import __version__
 from edgescene.apps.http_guards import host_allowed
 from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.live_stream import LiveRun
+from edgescene.apps.memory import release_memory
 from edgescene.apps.models_catalog import find_model, frame_size_check, list_models
 from edgescene.apps.stream_models import StreamModels, StreamModelsBusy
 from edgescene.apps.uploads import (
@@ -619,8 +620,12 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
                 f"connect with /stream?window={min(max(window, 2), high)}"
             )
 
+        # kept open between clients: onnxruntime returns each call's CPU memory instead of keeping an arena
+        session_options = {"cpu_mem_arena": False} if entry.info.get("backend") == "onnxruntime" else {}
+
         def open_reconstructor() -> Reconstructor:
-            rec = Reconstructor(entry.path, ReconstructConfig(window=window, overlap=min(2, window - 1)))
+            config = ReconstructConfig(window=window, overlap=min(2, window - 1))
+            rec = Reconstructor(entry.path, config, **session_options)
             rec.warm_up(1)
             return rec
 
@@ -705,6 +710,7 @@ async def _stream_session(
         await _stream_frames(websocket, config, rec, slots)
     finally:
         lease.__exit__(None, None, None)
+        await asyncio.to_thread(release_memory)  # the stream's map and frames, back to the system
 
 
 async def _stream_frames(

@@ -10,7 +10,12 @@ Starts the server as a user would (a subprocess, the bundled model, the sample v
 3. ``kill -9`` in the middle of a job, then a restart: finished jobs kept, the interrupted one
    marked, no partial output folders;
 4. 200 sequential jobs with ``--keep-jobs 20``: the jobs folder's size stays bounded;
-5. schemathesis against the live server's OpenAPI schema: server errors (5xx) found.
+5. schemathesis against the live server's OpenAPI schema: server errors (5xx) found;
+6. memory: the server's resident memory after its first sample job, then after 50 more with the
+   attack inputs among them (a PNG pixel bomb, video bombs early and late in the file, a corrupt
+   JPEG, a video without a duration, live streams): their ratio, and the peak.
+
+``python scripts/service_reliability.py OUT memory`` runs one section (names as in reliability.json).
 
 Writes ``reliability.json`` into the folder given and prints a Markdown table.
 """
@@ -195,6 +200,18 @@ def kill_mid_job(work: Path) -> dict:
     }
 
 
+def _folder_mb(folder: Path) -> float:
+    """MiB of the files under ``folder``; files retention removes meanwhile are skipped."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total / 2**20
+
+
 def retention(work: Path, jobs: int = 200, keep: int = 20) -> dict:
     jobs_dir = work / "jobs"
     server = Server(jobs_dir, "--keep-jobs", str(keep), "--queue-size", "8")
@@ -205,7 +222,7 @@ def retention(work: Path, jobs: int = 200, keep: int = 20) -> dict:
                 time.sleep(0.2)
             if i % 20 == 19:
                 wait_idle(server.url)
-                sizes.append(sum(p.stat().st_size for p in jobs_dir.rglob("*") if p.is_file()) / 2**20)
+                sizes.append(_folder_mb(jobs_dir))
         wait_idle(server.url)
         listed = len(httpx.get(server.url + "/jobs", params={"limit": 1000}).json())
     finally:
@@ -244,6 +261,101 @@ def schemathesis_live(work: Path) -> dict:
     return {"returncode": done.returncode, "summary": tail}
 
 
+def _rss_mb(pid: int, field: str = "VmRSS", settle_s: float = 1.0) -> float:
+    time.sleep(settle_s)  # a job's memory is released right after it is reported done
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+def _attacks(work: Path) -> list[tuple[str, bytes, str]]:
+    """The hostile uploads of the service attack (tests/pixel_bomb.py builds them)."""
+    import cv2
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pixel_bomb import big_jpeg, bomb_png, mjpeg_mkv
+
+    from edgescene.runtime.frames import open_frames
+
+    jpegs = [cv2.imencode(".jpg", f.rgb[..., ::-1])[1].tobytes() for f in open_frames(VIDEO, max_frames=12)]
+    big = big_jpeg(12000, 10000)
+    return [
+        ("bomb.png", bomb_png(30_000, 30_000), "image/png"),
+        ("early.mkv", mjpeg_mkv(work / "early.mkv", [jpegs[0], big, *jpegs[1:6]]).read_bytes(), "video/x-matroska"),
+        ("late.mkv", mjpeg_mkv(work / "late.mkv", [*jpegs[:40], big]).read_bytes(), "video/x-matroska"),
+        ("corrupt.jpg", b"\xff\xd8\xff\xe0" + bytes(300), "image/jpeg"),
+        (
+            "live.mkv",
+            mjpeg_mkv(work / "live.mkv", jpegs * 4, duration_in_header=False).read_bytes(),
+            "video/x-matroska",
+        ),
+    ]
+
+
+def _stream(url: str, frames: int = 8) -> None:
+    import cv2
+    from websockets.sync.client import connect
+
+    from edgescene.runtime.frames import open_frames
+
+    port = url.rsplit(":", 1)[1]
+    with connect(f"ws://127.0.0.1:{port}/stream?window=4", max_size=None) as ws:
+        for f in open_frames(VIDEO, max_frames=frames):
+            ws.send(cv2.imencode(".jpg", f.rgb[..., ::-1])[1].tobytes())
+            ws.recv(timeout=120)
+        ws.send("finish")
+        ws.recv(timeout=120)
+
+
+def memory(work: Path, jobs: int = 50) -> dict:
+    server = Server(work / "jobs", "--queue-size", "8", "--probe-frames", "4")
+    attacks = _attacks(work)
+    statuses: dict[str, int] = {}
+    try:
+        start_mb = _rss_mb(server.proc.pid)
+        submit(server.url)
+        wait_idle(server.url)
+        first_mb = _rss_mb(server.proc.pid)
+        first_stream_mb: float | None = None
+        after = []
+        for i in range(jobs):
+            while submit(server.url).status_code == 429:
+                time.sleep(0.2)
+            if i % 5 == 4:  # the attack inputs among the jobs, and a live stream
+                name, data, kind = attacks[(i // 5) % len(attacks)]
+                while (
+                    r := httpx.post(server.url + "/jobs", files={"files": (name, data, kind)}, timeout=120)
+                ).status_code == 429:
+                    time.sleep(0.2)  # the queue is full: wait for room, as for the jobs
+                statuses[f"{name} #{i // 5}"] = r.status_code
+                _stream(server.url)
+                if first_stream_mb is None:  # the stream's model session stays open (--stream-models)
+                    wait_idle(server.url)
+                    first_stream_mb = _rss_mb(server.proc.pid)
+            if i % 10 == 9:
+                wait_idle(server.url)
+                after.append(round(_rss_mb(server.proc.pid), 1))
+        wait_idle(server.url)
+        end_mb = _rss_mb(server.proc.pid)
+        peak_mb = _rss_mb(server.proc.pid, "VmHWM", settle_s=0.0)
+        failed = [j["status"] for j in httpx.get(server.url + "/jobs", params={"limit": 1000}).json()]
+    finally:
+        server.stop()
+    return {
+        "rss_at_start_mb": round(start_mb, 1),
+        "rss_after_first_job_mb": round(first_mb, 1),
+        "rss_after_first_stream_mb": round(first_stream_mb or 0.0, 1),
+        "rss_every_10_jobs_mb": after,
+        "rss_after_all_mb": round(end_mb, 1),
+        "ratio_to_first_job": round(end_mb / first_mb, 3),
+        "peak_mb": round(peak_mb, 1),
+        "jobs": 1 + jobs,
+        "attack_answers": statuses,
+        "job_statuses": {s: failed.count(s) for s in sorted(set(failed))},
+    }
+
+
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "out/reliability")
     out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +367,7 @@ def main() -> int:
         ("kill_mid_job", kill_mid_job),
         ("retention", retention),
         ("schemathesis", schemathesis_live),
+        ("memory", memory),
     ):
         if only and name not in only:
             continue

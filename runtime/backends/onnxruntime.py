@@ -123,7 +123,11 @@ class OnnxRuntimeSession(BaseSession):
     ``allow_spinning`` (default False: onnxruntime's CPU threads sleep between tasks instead of
     spinning; measured on the sample video with 2 cores, the pipelined runtime took 0.93 s with
     sleeping threads against 1.13 s with spinning ones, which burned the cores the runtime's other
-    threads needed; a model alone on an idle CPU is ~5 % faster spinning).
+    threads needed; a model alone on an idle CPU is ~5 % faster spinning), ``cpu_mem_arena``
+    (default True: onnxruntime keeps the CPU memory of its largest call for reuse until the session
+    closes; False returns it after each call, for a session a server keeps open between clients:
+    measured on the bundled model at window 4, 104 MB instead of 178 MB resident after warm-up, and
+    no slower, 0.20-0.26 s a call against 0.23).
     """
 
     backend = "onnxruntime"
@@ -140,6 +144,7 @@ class OnnxRuntimeSession(BaseSession):
         device_id: int = 0,
         io_binding: bool | None = None,
         allow_spinning: bool = False,
+        cpu_mem_arena: bool = True,
     ) -> None:
         ort = _import_ort()
         folder = Path(folder)
@@ -174,6 +179,7 @@ class OnnxRuntimeSession(BaseSession):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_num_threads
+        options.enable_cpu_mem_arena = bool(cpu_mem_arena)
         spin = "1" if allow_spinning else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)

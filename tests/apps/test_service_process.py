@@ -32,15 +32,21 @@ def _wait(url: str, job_id: str, timeout_s: float = 120) -> dict:
     raise TimeoutError(job)
 
 
-def test_finished_jobs_survive_kill_9_and_a_restart(tmp_path):
-    jobs_dir = tmp_path / "jobs"
-    server = Server(jobs_dir, tmp_path / "server.log")
+def _one_job_then_kill(jobs_dir: Path, log: Path) -> dict:
+    """A real server runs one sample job to done, then is killed with SIGKILL; returns the job."""
+    server = Server(jobs_dir, log)
     try:
         video = {"files": ("sample.mp4", (sample_dir() / "sample.mp4").read_bytes(), "video/mp4")}
         job = httpx.post(server.url + "/jobs", files=video, data={"max_frames": "8", "window": "4"}).json()
         assert _wait(server.url, job["id"])["status"] == "done"
     finally:
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    return job
+
+
+def test_finished_jobs_survive_kill_9_and_a_restart(tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    job = _one_job_then_kill(jobs_dir, tmp_path / "server.log")
     server = Server(jobs_dir, tmp_path / "server.log")
     try:
         listed = httpx.get(server.url + "/jobs").json()
@@ -239,6 +245,11 @@ def test_video_bombs_and_a_video_without_a_duration_are_held_to_the_limits_by_th
         assert "100.0 megapixels" in job["error"]
         assert str(tmp_path) not in job["error"]
         assert _peak_rss_mb(server.proc.pid) - before < 200  # the bomb frame was never decoded (360 MB as RGB)
+
+        corrupt = {"files": ("corrupt.jpg", b"\xff\xd8\xff\xe0" + bytes(300), "image/jpeg")}
+        r = httpx.post(server.url + "/jobs", files=corrupt)  # reported: its 422 named the server's upload path
+        assert r.status_code == 422 and "image corrupt.jpg cannot be read" in r.json()["detail"], r.text
+        assert str(tmp_path) not in r.text and "/input/" not in r.text
     finally:
         server.stop_cleanly(tmp_path / "server.log")
 
@@ -300,13 +311,8 @@ def test_the_job_index_survives_a_lost_wal_truncation_corruption_and_removed_fol
     folder's job.json brings the records back, and /health says what start-up found."""
     jobs_dir, log = tmp_path / "jobs", tmp_path / "server.log"
     db = jobs_dir / "jobs.sqlite3"
-    server = Server(jobs_dir, log)
-    try:
-        video = {"files": ("sample.mp4", (sample_dir() / "sample.mp4").read_bytes(), "video/mp4")}
-        job = httpx.post(server.url + "/jobs", files=video, data={"max_frames": "8", "window": "4"}).json()
-        assert _wait(server.url, job["id"])["status"] == "done"
-    finally:
-        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    job = _one_job_then_kill(jobs_dir, log)
+    server = None  # each restart below
     for suffix in ("-wal", "-shm"):  # a kill -9, then the WAL lost
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 

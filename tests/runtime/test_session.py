@@ -208,6 +208,18 @@ def test_two_threads_on_one_bound_session_get_their_own_results(exported):
     session.close()
 
 
+def test_without_the_cpu_arena_results_are_the_same(exported):
+    images = gate_images(VGGT_H, VGGT_W, 2)
+    with_arena = open_session(exported["vggt"], device="cpu")
+    without = open_session(exported["vggt"], device="cpu", cpu_mem_arena=False)
+    assert with_arena._session.get_session_options().enable_cpu_mem_arena is True
+    assert without._session.get_session_options().enable_cpu_mem_arena is False
+    expected = with_arena({"images": images})
+    for _ in range(2):
+        got = without({"images": images})
+        assert all(np.array_equal(got[k], expected[k]) for k in expected)
+
+
 def test_options_and_devices_are_validated(exported):
     with pytest.raises(ValueError, match=r"does not take option\(s\) \['threads'\].*intra_op_num_threads"):
         open_session(exported["vggt"], threads=2)
