@@ -95,6 +95,29 @@ class ServiceConfig:
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "testserver")  # Host header (DNS rebinding)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (none by default)
 
+    def summary(self) -> list[str]:
+        """What the server will do, in a few readable lines (never the token)."""
+
+        def bound(value, unit: str = "") -> str:
+            return "unbounded" if value is None else f"{value:g}{unit}"
+
+        failed = Retention(self.keep_jobs, keep_failed=self.keep_failed).failed_bound
+        models = "the bundled model"
+        if self.models_dir is not None:
+            models += f", the artifacts in {self.models_dir}"
+        if self.pytorch_models:
+            models += f", {', '.join(self.pytorch_models)}"
+        return [
+            f"jobs in {self.jobs_dir} (queue {self.queue_size}, {self.workers} worker(s)); models: {models}",
+            f"limits: uploads {self.max_upload_mb:g} MiB and {self.max_files} files, videos {self.max_video_s:g} s and "
+            f"{self.max_job_frames} frames, {self.probe_frames} frames probed at submission",
+            f"retention: done jobs {bound(self.keep_jobs)}, failed {bound(failed)}, "
+            f"age {bound(self.keep_days, ' days')}, disk {bound(self.max_disk_gb, ' GB')}",
+            f"access: API token {'required' if self.api_token else 'not set'}; hosts {', '.join(self.allowed_hosts)}"
+            + (f"; CORS origins {', '.join(self.cors_origins)}" if self.cors_origins else ""),
+            f"/stream: {self.stream_models} model session(s), frames up to {self.stream_max_frame_mb:g} MiB",
+        ]
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "jobs_dir", Path(self.jobs_dir))
         if self.models_dir is not None:

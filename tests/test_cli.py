@@ -183,3 +183,31 @@ def test_reconstruct_and_eval_take_fast_attention(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     assert main(["eval", "--model", checkpoint, "--dataset", "middlebury-motorcycle", "--fast-attention"]) == 0
     assert "AbsRel" in capsys.readouterr().out
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default():
+    import argparse
+
+    from edgescene.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(commands) >= 10
+    problems = []
+    for name, sub in commands.items():
+        text = sub.format_help()  # renders: every help string is %-safe
+        assert text.startswith(f"usage: edgescene {name}"), name
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help or action.help == argparse.SUPPRESS:
+                problems.append(f"{label}: no help text")
+                continue
+            shown = sub._get_formatter()._get_help_string(action)
+            meaningful = action.default not in (None, False, argparse.SUPPRESS, [])
+            if meaningful and action.option_strings and "default" not in shown.lower():
+                problems.append(f"{label}: default {action.default!r} not shown")
+    assert problems == []
+    assert "(default: 8000)" in commands["serve"].format_help() and "TCP port" in commands["serve"].format_help()
+    assert "formats (name, precisions" in commands["export"].format_help()  # the epilog keeps its lines

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 from pathlib import Path
 
 
@@ -16,7 +18,7 @@ def _require(module: str, extra: str = "apps") -> None:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     p.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="one folder per job is made here")
     p.add_argument("--models-dir", type=Path, help="artifact folders offered besides the bundled model")
     p.add_argument(
@@ -109,6 +111,27 @@ def _hosts(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(dict.fromkeys(hosts))
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """ValueError naming the port and ``--port`` when nothing can listen on ``host:port`` (checked
+    the way the servers bind, address reuse on, so a port in TIME_WAIT counts as free)."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--port {port}: expected a port number from 1 to 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ValueError(
+                    f"port {port} on {host} is already in use (another server is listening there); "
+                    f"pass a free one with --port, e.g. --port {port + 1 if port < 65535 else 8000}"
+                ) from None
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port"
+            ) from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     _require("fastapi")
     _require("uvicorn")
@@ -155,7 +178,9 @@ def run_serve(args: argparse.Namespace) -> int:
         stream_models=args.stream_models,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
     )
-    print(f"edgescene serve: {config}")
+    _require_free_port(args.host, args.port)  # before anything is printed or opened
+    for line in config.summary():
+        print(f"edgescene serve: {line}")
     print(f"edgescene serve: API docs at http://{args.host}:{args.port}/docs")
     # websocket messages up to the documented frame limit (+ framing) reach the app, which answers them
     ws_max = int(config.stream_max_frame_mb * 2**20) + 2**20
@@ -172,7 +197,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="TCP port the web app listens on")
     p.add_argument(
         "--workspace",
         type=Path,
@@ -228,6 +253,7 @@ def run_app(args: argparse.Namespace) -> int:
 
     from edgescene.apps.http_guards import HostGuard, LoginThrottle
 
+    _require_free_port(args.host, args.port)  # one line, not Gradio's traceback
     demo = build_app(args.workspace, args.models_dir)
     hosts = ("*",) if args.share else _hosts(args)
     print(f"edgescene app: workspace {args.workspace.resolve()}; hosts {', '.join(hosts)}")

@@ -25,7 +25,7 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    # edgescene.cli.HelpFormatter (set by the CLI) keeps the description's line breaks
     p.epilog = "formats (name, precisions, what it is):\n" + help_text()
     p.add_argument(
         "--model",

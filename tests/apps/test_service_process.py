@@ -106,6 +106,7 @@ def test_the_stream_token_never_reaches_the_real_server_log(tmp_path):
     text = log.read_text()
     assert "/stream?window=4&token=[redacted]" in text and "/jobs?token=[redacted]" in text, text[-3000:]
     assert token not in text
+    assert "ServiceConfig(" not in text and "edgescene serve: access: API token required; hosts 127.0.0.1" in text
 
 
 def test_the_real_server_answers_empty_and_20_mib_stream_messages(tmp_path):
@@ -381,3 +382,38 @@ def test_retention_on_the_real_server_keeps_results_when_junk_fails(tmp_path):
             assert httpx.get(f"{server.url}/jobs/{g}/files/points.ply").status_code == 200
     finally:
         server.stop_cleanly(tmp_path / "server.log")
+
+
+@pytest.mark.parametrize("command", ["serve", "app"])
+def test_a_busy_port_is_one_line_before_anything_else(tmp_path, command):
+    import subprocess
+    import sys
+
+    pytest.importorskip("gradio" if command == "app" else "fastapi")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgescene",
+                command,
+                "--port",
+                str(port),
+                "--jobs-dir" if command == "serve" else "--workspace",
+                str(tmp_path / "x"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
+    assert done.returncode == 2, done
+    assert done.stdout == "", done.stdout  # nothing printed first ("API docs at ..." was)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"edgescene {command}: error: port {port} on 127.0.0.1 is already in use (another server is listening "
+        f"there); pass a free one with --port, e.g. --port {port + 1}"
+    ], done.stderr
