@@ -79,7 +79,7 @@ class JobStore(Protocol):
 
     def list(self, status: str | None = None, offset: int = 0, limit: int | None = None) -> list[Job]: ...
 
-    def count(self, status: str) -> int: ...
+    def count(self, status: str | None = None) -> int: ...
 
     def claim_next(self) -> Job | None: ...
 
@@ -346,9 +346,11 @@ class SQLiteJobStore:
             ).fetchall()
         return [self._row(r) for r in rows]
 
-    def count(self, status: str) -> int:
+    def count(self, status: str | None = None) -> int:
+        """Jobs of ``status`` (None: all of them)."""
+        where, args = ("WHERE status = ?", [status]) if status else ("", [])
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", [status]).fetchone()[0])
+            return int(self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0])
 
     def mark_running_interrupted(self, message: str) -> list[str]:
         """At start: jobs a previous process left running are ``interrupted``; returns their ids."""

@@ -417,3 +417,41 @@ def test_a_busy_port_is_one_line_before_anything_else(tmp_path, command):
         f"edgescene {command}: error: port {port} on 127.0.0.1 is already in use (another server is listening "
         f"there); pass a free one with --port, e.g. --port {port + 1}"
     ], done.stderr
+
+
+def test_outputs_list_archive_and_paging_on_the_real_server(tmp_path):
+    import io
+    import zipfile
+
+    server = Server(tmp_path / "jobs", tmp_path / "server.log")
+    try:
+        video = {"files": ("sample.mp4", (sample_dir() / "sample.mp4").read_bytes(), "video/mp4")}
+        ids = [
+            httpx.post(server.url + "/jobs", files=video, data={"max_frames": "4", "window": "4"}).json()["id"]
+            for _ in range(3)
+        ]
+        job = _wait(server.url, ids[0])
+        for other in ids[1:]:
+            _wait(server.url, other)
+        listing = httpx.get(server.url + job["files_url"])  # reported: 404 "no file ''"
+        assert listing.status_code == 200, listing.text
+        files = listing.json()["files"]
+        assert sorted(f["name"] for f in files) == sorted(job["outputs"]) and len(files) >= 8
+        archive = httpx.get(server.url + listing.json()["archive_url"])
+        assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+        assert f'filename="edgescene-{job["id"]}.zip"' in archive.headers["content-disposition"]
+        zipped = zipfile.ZipFile(io.BytesIO(archive.content))
+        assert sorted(zipped.namelist()) == sorted(job["outputs"])
+        for f in files[:3]:
+            assert zipped.read(f["name"]) == httpx.get(server.url + f["url"]).content
+            assert zipped.getinfo(f["name"]).file_size == f["bytes"]
+
+        page = httpx.get(server.url + "/jobs", params={"limit": 2})
+        assert [j["id"] for j in page.json()] == ids[:2] and page.headers["x-total-count"] == "3"
+        assert page.headers["link"] == '</jobs?offset=2&limit=2>; rel="next"'
+        last = httpx.get(server.url + "/jobs", params={"limit": 2, "offset": 2})
+        assert [j["id"] for j in last.json()] == ids[2:] and "link" not in last.headers
+        assert httpx.get(server.url + "/jobs", params={"status": "failed"}).headers["x-total-count"] == "0"
+        assert httpx.get(f"{server.url}/jobs/nope/archive").status_code == 404
+    finally:
+        server.stop_cleanly(tmp_path / "server.log")
