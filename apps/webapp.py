@@ -25,12 +25,14 @@ import gradio as gr
 from edgescene.apps.models_catalog import list_models
 from edgescene.apps.reconstruction import DEFAULT_MAX_FRAMES, MODES, reconstruct, rerender
 from edgescene.apps.workspace import CHECKPOINT_SUFFIXES, Workspace
+from edgescene.assets import sample_dir
 from edgescene.runtime.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from edgescene.runtime.scene import ViewOptions
 
 VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_base", "vggt_1b")
 DINO_TRAIN_PRESETS = ("dinov3_tiny", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
 CALIBRATION_NAME = "calibration.json"  # self-supervised training: the footage's intrinsics (preprocess's metadata JSON)
+SAMPLE_VIDEO = sample_dir() / "sample.mp4"  # "Try the sample video"
 EXPORT_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "tensorrt", "triton")
 
 
@@ -82,6 +84,20 @@ class WebApp:
     def export_sources(self) -> list[str]:
         runs = [f"run: {p.name}" for p in self.workspace.runs()]
         return [f"checkpoint: {n}" for n in self.checkpoint_choices()] + runs
+
+    def inventory(self) -> str:
+        """What the workspace holds now, for Model setup: the models reconstruction can use (the
+        bundled one among them) and the checkpoints training and export start from."""
+        models = list(self.reconstruction_models())
+        checkpoints = self.checkpoint_choices()
+        lines = [f"**Reconstruction models ({len(models)}):** {', '.join(models)} (3D reconstruction tab)"]
+        lines.append(
+            f"**Checkpoints ({len(checkpoints)}):** {', '.join(checkpoints)}"
+            if checkpoints
+            else "**Checkpoints:** none yet. None is needed to reconstruct (the bundled model is ready); "
+            "add one here to train from it or export it."
+        )
+        return "\n\n".join(lines)
 
     def add_checkpoint(self, file) -> tuple[str, list[list]]:
         if not file:
@@ -386,36 +402,45 @@ class WebApp:
 def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None = None) -> gr.Blocks:
     """The Gradio Blocks app over ``workspace`` (created if missing)."""
     app = WebApp(Workspace(Path(workspace)), Path(models_dir) if models_dir else None)
+    inits: list[gr.Dropdown] = []  # each training tab's "start from"
+    started_events: list = []  # each training tab's Start (a run appears among Export's sources)
+    train_tabs: list = []
     with gr.Blocks(title="edgescene") as demo:
         gr.Markdown("# edgescene\nPhotos and video to 3D scenes with VGGT; DINOv3 and VGGT training and export.")
-        with gr.Tabs():
-            with gr.Tab("Model setup"):
+        with gr.Tabs(selected="reconstruct"):  # opens where the bundled model works at once
+            with gr.Tab("Model setup", id="setup") as setup_tab:
                 gr.Markdown(
                     "Upload a DINOv3 `.pth` or a VGGT checkpoint: it is loaded safely, checked key for key "
                     "against the presets and kept in the workspace with its detected preset."
                 )
+                inventory = gr.Markdown(app.inventory(), elem_id="setup-inventory")
                 with gr.Row():
-                    upload = gr.File(label="checkpoint", file_types=list(CHECKPOINT_SUFFIXES), type="filepath")
+                    upload = gr.File(
+                        label="checkpoint",
+                        file_types=list(CHECKPOINT_SUFFIXES),
+                        type="filepath",
+                        elem_id="setup-upload",
+                    )
                     with gr.Column():
-                        add_btn = gr.Button("Check and add")
+                        add_btn = gr.Button("Check and add", elem_id="setup-add")
                         repo = gr.Textbox(label="VGGT Hub repo id", value="facebook/VGGT-1B")
                         hub_file = gr.Textbox(label="file name (empty: model.safetensors or model.pt)")
                         dl_btn = gr.Button("Download from the Hub")
-                setup_status = gr.Markdown()
+                setup_status = gr.Markdown(elem_id="setup-status")
                 table = gr.Dataframe(
                     headers=["name", "family", "preset", "parameters", "size (MB)"],
                     value=app.checkpoint_rows(),
                     interactive=False,
                     label="checkpoints",
                 )
-                add_btn.click(app.add_checkpoint, [upload], [setup_status, table])
-                dl_btn.click(app.download, [repo, hub_file], [setup_status, table])
+                added = add_btn.click(app.add_checkpoint, [upload], [setup_status, table])
+                downloaded = dl_btn.click(app.download, [repo, hub_file], [setup_status, table])
 
             for kind, label, presets, default in (
                 ("dinov3", "Train DINOv3", _presets("dinov3", DINO_TRAIN_PRESETS), "dinov3_tiny"),
                 ("vggt", "Train VGGT", _presets("vggt", VGGT_TRAIN_PRESETS), "vggt_tiny"),
             ):
-                with gr.Tab(label):
+                with gr.Tab(label, id=f"train-{kind}") as train_tab:
                     with gr.Row():
                         dataset = gr.Textbox(label="dataset folder (with manifest.json)")
                         run_name = gr.Textbox(label="run name", value=f"{kind}_run")
@@ -432,7 +457,9 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             value=None,
                             label="start from (optional)",
                             allow_custom_value=False,
+                            elem_id=f"train-{kind}-init",
                         )
+                        inits.append(init)
                         if kind == "vggt":
                             height = gr.Number(label="height", value=126, precision=0)
                             width = gr.Number(label="width", value=168, precision=0)
@@ -464,17 +491,21 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                         text, frame = app.training_status(k)
                         return text, frame, gr.Timer(active=app.training_active(k))
 
-                    start.click(
+                    train_tabs.append(train_tab)
+                    started = start.click(
                         on_start,
                         [dataset, run_name, preset, steps, batch, lr, device, init, height, width, self_sup],
                         [status, timer],
                     )
+                    started_events.append(started)
                     stop.click(lambda k=kind: app.stop_training(k), None, [status])
                     timer.tick(on_tick, None, [status, plot, timer])
 
-            with gr.Tab("Export"):
+            with gr.Tab("Export", id="export") as export_tab:
                 with gr.Row():
-                    source = gr.Dropdown(app.export_sources(), label="checkpoint or training run")
+                    source = gr.Dropdown(
+                        app.export_sources(), label="checkpoint or training run", elem_id="export-source"
+                    )
                     refresh = gr.Button("Refresh list")
                     fmt = gr.Dropdown(list(EXPORT_FORMATS), value="onnx", label="format")
                     name = gr.Textbox(label="model name (empty: from the source)")
@@ -495,9 +526,11 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                     label="parity against PyTorch",
                 )
                 refresh.click(lambda: gr.update(choices=app.export_sources()), None, [source])
-                ex_btn.click(app.export, [source, fmt, name, ex_h, ex_w, ex_frames, ex_precision], [ex_status, parity])
+                exported = ex_btn.click(
+                    app.export, [source, fmt, name, ex_h, ex_w, ex_frames, ex_precision], [ex_status, parity]
+                )
 
-            with gr.Tab("3D reconstruction"):
+            with gr.Tab("3D reconstruction", id="reconstruct") as reconstruct_tab:
                 models = app.reconstruction_models()
                 with gr.Row():
                     with gr.Column(scale=1):
@@ -509,7 +542,9 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             elem_id="recon-files",
                             file_types=list(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS),
                         )
-                        model = gr.Dropdown(list(models), value=next(iter(models)), label="model")
+                        model = gr.Dropdown(
+                            list(models), value=next(iter(models)), label="model", elem_id="recon-model"
+                        )
                         every_s = gr.Slider(0, 5, value=0, step=0.1, label="video: one frame every N seconds (0: all)")
                         max_frames = gr.Number(
                             label=f"max frames (0: {DEFAULT_MAX_FRAMES})",
@@ -523,6 +558,7 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             elem_id="recon-loop-closure",
                         )
                         run_btn = gr.Button("Reconstruct", variant="primary", elem_id="recon-run")
+                        sample_btn = gr.Button("Try the sample video", elem_id="recon-sample")
                         gr.Markdown("Display (re-renders without running the model):")
                         conf = gr.Slider(0, 100, value=50, step=1, label="confidence percentile (drop below)")
                         show_cams = gr.Checkbox(value=True, label="show cameras", elem_id="recon-cameras")
@@ -539,14 +575,38 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                         depth = gr.Gallery(label="depth per keyframe", columns=6, height=240, elem_id="recon-depth")
                 cache = gr.State(None)
                 outputs = [rec_status, viewer, downloads, depth, cache]
-                run_btn.click(
-                    app.run_reconstruction,
-                    [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch, loop_closure],
-                    outputs,
+                inputs = [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch, loop_closure]
+                run_btn.click(app.run_reconstruction, inputs, outputs)
+                # the bundled sample with the chosen model, one click
+                sample_btn.click(lambda: ([str(SAMPLE_VIDEO)], "video"), None, [files, mode]).then(
+                    app.run_reconstruction, inputs, outputs
                 )
                 for control in (conf, show_cams, filter_bg, branch):
                     event = control.release if control is conf else control.change
                     event(app.rerender, [cache, conf, show_cams, filter_bg, branch], outputs)
+
+        # One live catalogue: every list re-reads the workspace when the page loads, when a tab is
+        # opened and after whatever adds to it (a checkpoint, an export, a training run), so the
+        # setup -> train -> export -> reconstruct flow never needs a restart.
+        def refresh(chosen_model, chosen_source, *chosen_inits):
+            models = list(app.reconstruction_models())
+            sources = app.export_sources()
+            checkpoints = app.checkpoint_choices()
+            return (
+                app.inventory(),
+                app.checkpoint_rows(),
+                gr.update(choices=models, value=chosen_model if chosen_model in models else models[0]),
+                gr.update(choices=sources, value=chosen_source if chosen_source in sources else None),
+                *(gr.update(choices=checkpoints, value=c if c in checkpoints else None) for c in chosen_inits),
+            )
+
+        listed = [inventory, table, model, source, *inits]
+        chosen = [model, source, *inits]
+        demo.load(refresh, chosen, listed)
+        for event in (added, downloaded, exported, *started_events):
+            event.then(refresh, chosen, listed)
+        for tab in (setup_tab, export_tab, reconstruct_tab, *train_tabs):
+            tab.select(refresh, chosen, listed)
     return demo
 
 

@@ -224,3 +224,22 @@ def test_the_workspace_keeps_only_the_newest_reconstructions(tmp_path):
         os.utime(tmp_path / f"run{i}", (1000 + i, 1000 + i))
     _prune(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run3", "run4"]
+
+
+def test_model_setup_says_what_is_already_there(app):
+    text = app.inventory()
+    assert f"**Reconstruction models (1):** {DEFAULT_MODEL}" in text and "none yet" in text
+    assert "None is needed to reconstruct" in text
+    app.add_checkpoint(str(CHECKPOINT))
+    text = app.inventory()  # read anew: what was added since shows at once
+    assert "**Checkpoints (1):** model.safetensors" in text and "checkpoint: model.safetensors" in text
+
+
+def test_the_app_opens_on_reconstruction_and_refreshes_its_lists(tmp_path):
+    demo = build_app(tmp_path / "ws")
+    tabs = [b for b in demo.blocks.values() if type(b).__name__ == "Tabs"]
+    assert tabs and tabs[0].selected == "reconstruct"
+    loads = [d for d in demo.config["dependencies"] if any(t[1] == "load" for t in d.get("targets", []))]
+    assert loads, "the lists are re-read when the page loads"
+    values = [getattr(block, "value", None) for block in demo.blocks.values()]
+    assert "Try the sample video" in [v for v in values if isinstance(v, str)]

@@ -61,3 +61,47 @@ def test_reconstruct_sample_video_in_the_browser(app_url, page):
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "browser" / "reconstruction_no_cameras.png"), full_page=True)
     assert (ARTIFACTS / "browser" / "reconstruction.png").stat().st_size > 10_000
+
+
+def _options(page, elem_id: str) -> list[str]:
+    """The choices of the Gradio dropdown ``#elem_id``, as its list shows them."""
+    page.locator(f"#{elem_id} input").click()
+    options = page.locator(f"#{elem_id} [role=option]")
+    options.first.wait_for()
+    names = [o.get_attribute("aria-label") or "" for o in options.all()]
+    page.keyboard.press("Escape")
+    return names
+
+
+def test_the_app_opens_on_reconstruction_and_lists_what_was_added_without_a_restart(app_url, page):
+    from edgescene.assets import default_model_dir
+
+    ARTIFACTS.joinpath("browser").mkdir(parents=True, exist_ok=True)
+    page.set_default_timeout(120_000)
+    page.goto(app_url, wait_until="load")
+    tab = page.get_by_role("tab", name="3D reconstruction")
+    tab.wait_for()
+    assert tab.get_attribute("aria-selected") == "true"  # the working path first, not an empty setup tab
+    page.locator("#recon-sample").click()  # one click: the bundled sample with the bundled model
+    page.locator("#recon-status").get_by_text("keyframes").wait_for()
+    assert "Error" not in page.locator("#recon-status").inner_text()
+
+    page.get_by_role("tab", name="Model setup").click()
+    inventory = page.locator("#setup-inventory")
+    inventory.get_by_text("Checkpoints:").wait_for()
+    assert "none yet" in inventory.inner_text()
+    page.locator("#setup-upload input[type=file]").set_input_files(str(default_model_dir() / "model.safetensors"))
+    page.locator("#setup-add").click()
+    page.locator("#setup-status").get_by_text("Added model.safetensors").wait_for()
+    inventory.get_by_text("Checkpoints (1): model.safetensors").wait_for()
+
+    page.get_by_role("tab", name="Export").click()
+    assert "checkpoint: model.safetensors" in _options(page, "export-source")  # no "Refresh list" needed
+    page.get_by_role("tab", name="Train VGGT").click()
+    assert "model.safetensors" in _options(page, "train-vggt-init")
+    page.get_by_role("tab", name="3D reconstruction").click()
+    assert "checkpoint: model.safetensors" in _options(page, "recon-model")
+    page.reload(wait_until="load")  # and after a reload, as before a restart
+    page.get_by_role("tab", name="3D reconstruction").wait_for()
+    assert "checkpoint: model.safetensors" in _options(page, "recon-model")
+    page.screenshot(path=str(ARTIFACTS / "browser" / "live_catalogue.png"), full_page=True)
