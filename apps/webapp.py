@@ -235,8 +235,15 @@ class WebApp:
         text += f", {p['elapsed_s']:.0f} s; folder `{p['out_dir']}`"
         if p["checkpoint"]:
             text += f"; checkpoint `{p['checkpoint']}`"
-        if p["state"] == "failed":
-            text += "\n\n```\n" + (run.error() or run.log_tail()) + "\n```"
+        if p["state"] == "failed":  # one line with the fix, never a traceback (the run folder keeps it)
+            message = run.error_message()
+            if message is None:
+                message = "the training process ended without a report (out of memory, or killed)"
+            if kind == "vggt" and "no sequences with depth+cameras" in message:
+                message += " For footage without depth or cameras, tick 'self-supervised' and start again."
+            text += (
+                f"\n\n**Error:** {message}\n\n(the full report is `train_error.txt` / `train.log` in the run folder)"
+            )
         report = Path(p["out_dir"]) / "report.md"
         if p["state"] != "running" and report.is_file():  # self-supervised runs: the before / after table
             text += "\n\n" + report.read_text()

@@ -112,6 +112,13 @@ class TrainingRun:
         path = self.out_dir / ERROR_NAME
         return path.read_text() if path.exists() else None
 
+    def error_message(self) -> str | None:
+        """The failure in one line (``ValueError: ...``), without the traceback that :meth:`error` keeps."""
+        text = self.error()
+        if text is None:
+            return None
+        return text.split("\n\n", 1)[0].strip().splitlines()[0] if text.strip() else None
+
     def log_tail(self, lines: int = 20) -> str:
         path = self.out_dir / LOG_NAME
         if not path.exists():

@@ -243,3 +243,24 @@ def test_the_app_opens_on_reconstruction_and_refreshes_its_lists(tmp_path):
     assert loads, "the lists are re-read when the page loads"
     values = [getattr(block, "value", None) for block in demo.blocks.values()]
     assert "Try the sample video" in [v for v in values if isinstance(v, str)]
+
+
+def test_a_failed_training_is_one_line_with_the_fix_never_a_traceback(app, tmp_path):
+    """The reported case: Train VGGT on a dataset without depth or cameras showed ValueError and five
+    stack frames."""
+    data = tmp_path / "data"
+    generate_dataset(SynthConfig(out_dir=str(data), scenes=1, frames=4, width=64, height=48))
+    manifest = json.loads((data / "manifest.json").read_text())
+    for entry in manifest["entries"]:  # footage without ground truth
+        entry["depth"], entry["camera"] = None, None
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    assert "started vggt run" in app.start_training(
+        "vggt", str(data), "nogt", "vggt_tiny", 4, 1, 1e-4, "cpu", None, 28, 42
+    )
+    run = app.runs["vggt"]
+    assert run.wait(180) == "failed", run.log_tail()
+    status, _ = app.training_status("vggt")
+    assert "Traceback" not in status and 'File "' not in status, status
+    error_lines = [line for line in status.splitlines() if line.startswith("**Error:**")]
+    assert len(error_lines) == 1 and "tick 'self-supervised'" in error_lines[0], status
+    assert "Traceback" in (run.out_dir / "train_error.txt").read_text()  # kept for whoever needs it
