@@ -36,10 +36,15 @@ from edgescene.apps.job_store import FINISHED, Job, JobStore, SQLiteJobStore
 from edgescene.apps.memory import release_memory
 from edgescene.apps.uploads import client_name
 from edgescene.runtime.outputs import redact_paths
-from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
+from edgescene.runtime.reconstruct import ReconstructConfig, model_notes, reconstruct_to_folder
 
 log = logging.getLogger(__name__)
 
+# how a client of the service reaches VGGT-1B (the demo model's note), in the API's words
+SERVICE_REAL_MODEL = (
+    "for real footage use VGGT-1B: send model=<its name> as GET /models lists it (the server's operator "
+    "offers it with serve --vggt VGGT-1B=facebook/VGGT-1B)"
+)
 INTERRUPTED = "the server stopped while this job ran; POST /jobs/{id}/retry runs it again"
 
 
@@ -352,7 +357,10 @@ class JobManager:
             outputs = sorted(
                 str(p.relative_to(self.output_dir(job.id))) for p in self.output_dir(job.id).rglob("*") if p.is_file()
             )
-            notes = [f"{report['keyframes']} keyframes, {report['points']} points", *report.get("model_notes", [])]
+            notes = [
+                f"{report['keyframes']} keyframes, {report['points']} points",
+                *model_notes(report["model"], SERVICE_REAL_MODEL),
+            ]
             if capped and report["frames_seen"] >= budget:
                 notes.append(f"stopped at the server's limit of {budget} frames: sample the video with every_s")
             message = "; ".join(notes)

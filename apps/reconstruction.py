@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edgescene.apps.uploads import check_kinds, kind_of
 from edgescene.runtime.frames import open_frames
-from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, model_notes
 from edgescene.runtime.scene import SceneCache, ViewOptions
 
 MODES = {"single image": "images", "several images": "images", "video": "video"}
@@ -64,6 +64,10 @@ def check_inputs(paths: Sequence[str | Path], mode: str) -> list[Path]:
     return paths
 
 
+# how a user of the web app reaches VGGT-1B (the demo model's note), in the app's words
+APP_REAL_MODEL = (
+    "for real footage use VGGT-1B: download facebook/VGGT-1B in Model setup, then choose it in the model list"
+)
 DEFAULT_MAX_FRAMES = 120  # the web app holds a run in memory: a 320-frame video peaked at 2.2 GB
 KEEP_RECONSTRUCTIONS = 10  # finished reconstructions kept in the workspace (the oldest are deleted)
 
@@ -128,7 +132,7 @@ def reconstruct(
     cache = SceneCache.from_reconstruction(result)
     cache.save(folder / CACHE_NAME)
     rendered = _render(cache, folder, options, start, model_run=True)
-    notes = tuple(result.report.get("model_notes", [])) + tuple(result.report["preprocessing"]["notes"])
+    notes = tuple(model_notes(result.report["model"], APP_REAL_MODEL)) + tuple(result.report["preprocessing"]["notes"])
     lc = result.report.get("loop_closure")
     if lc is not None:
         found = f"loop closure: {len(lc['loops'])} loop edge(s) over {lc['windows']} windows"

@@ -112,6 +112,12 @@ class WebApp:
         try:
             report = self.workspace.download_vggt(repo_id, filename)
         except Exception as exc:  # noqa: BLE001 - offline, gated, missing file: all shown to the user
+            reason = getattr(exc, "reason", None)  # the Hub's problem, without command-line advice
+            if reason is not None:
+                exc = RuntimeError(
+                    f"{reason}. Download the checkpoint once where there is network "
+                    f"(huggingface.co/{repo_id.strip()}), then add it here with **Check and add**."
+                )
             return _error(exc), self.checkpoint_rows()
         return self._report_md(report), self.checkpoint_rows()
 

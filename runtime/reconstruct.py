@@ -381,12 +381,14 @@ def _colours(result: KeyframeResult) -> np.ndarray:
     return rgb
 
 
-REAL_MODEL = "for real footage use VGGT-1B: --model facebook/VGGT-1B (docs/models.md)"
+REAL_MODEL = "for real footage use VGGT-1B (docs/models.md)"  # report.json's words: no surface's advice
+CLI_REAL_MODEL = "for real footage use VGGT-1B: --model facebook/VGGT-1B (docs/models.md)"
 
 
-def model_notes(model: dict) -> list[str]:
+def model_notes(model: dict, real_model: str = REAL_MODEL) -> list[str]:
     """One-line warnings about the model that ran (``artifact.model``): a demo model trained on
-    synthetic scenes only, or random weights. Printed by the CLI and the apps, kept in report.json."""
+    synthetic scenes only, or random weights. Kept in report.json in words every surface can show;
+    each surface passes ``real_model``, its own way to reach VGGT-1B (the CLI :data:`CLI_REAL_MODEL`)."""
     notes = []
     if model.get("source") == "random-init":
         notes.append(
@@ -394,7 +396,7 @@ def model_notes(model: dict) -> list[str]:
             "for tests and timing only"
         )
     if model.get("demo"):
-        notes.append(f"{model.get('preset')} is a demo model, {model['demo']}; {REAL_MODEL}")
+        notes.append(f"{model.get('preset')} is a demo model, {model['demo']}; {real_model}")
     fast = model.get("fast_attention")
     if fast:
         notes.append(

@@ -130,7 +130,7 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
+    from edgescene.runtime.reconstruct import CLI_REAL_MODEL, ReconstructConfig, model_notes, reconstruct_to_folder
 
     check_model_choice(args.model, random_weights=args.random_weights, has_weights_option=False)
 
@@ -205,7 +205,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         f"{report['backend']['name']}/{report['backend']['device']}; frames fed at "
         f"{'x'.join(map(str, pre['model_input_hw'] or []))} ({pre['mode']}, orientation {pre['orientation']})"
     )
-    for note in pre["notes"] + report["model_notes"]:
+    for note in pre["notes"] + model_notes(model, CLI_REAL_MODEL):  # report.json's notes, in flags
         print(f"reconstruct: note: {note}")
     print(
         f"reconstruct: {report['frames_seen']} frames, {report['keyframes']} keyframes, "

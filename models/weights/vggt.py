@@ -39,7 +39,14 @@ HUB_FILENAMES = ("model.safetensors", "model.pt")
 
 
 class HubUnavailableError(RuntimeError):
-    """The checkpoint must come from the Hugging Face Hub and cannot (offline, gated, missing)."""
+    """The checkpoint must come from the Hugging Face Hub and cannot (offline, gated, missing).
+
+    ``reason`` says why in words every surface can use (no command-line advice): the message adds the
+    command line's fix; an app phrases its own from ``reason``."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def unwrap_vggt_checkpoint(obj: Mapping) -> dict[str, torch.Tensor]:
@@ -122,9 +129,11 @@ def download_from_hub(
         f"or `hf download {repo_id} {names[0]}`) and pass the file: `--model weights/{names[0]}`."
     )
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise HubUnavailableError(f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. {hint}")
+        reason = f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+        raise HubUnavailableError(f"{reason}. {hint}", reason)
     if not _hub_reachable():
-        raise HubUnavailableError(f"{repo_id} is not cached and {_hub_host()} cannot be reached (offline?). {hint}")
+        reason = f"{repo_id} is not cached and {_hub_host()} cannot be reached (offline?)"
+        raise HubUnavailableError(f"{reason}. {hint}", reason)
     last_error: Exception | None = None
     for name in names:
         try:

@@ -65,6 +65,7 @@ def test_video_job_runs_and_serves_its_outputs(client, tmp_path):
     job = _wait(client, job["id"])
     assert job["status"] == "done", job
     assert "demo model" in job["message"] and "facebook/VGGT-1B" in job["message"]  # the bundled model says so
+    assert "--model" not in job["message"] and "GET /models" in job["message"]  # the API's words, not the CLI's
     assert job["progress"] == 1.0 and job["frames_seen"] == 10
     assert {"scene.glb", "points.ply", "cameras.json", "report.json", "trajectory.tum"} <= set(job["outputs"])
     glb = client.get(f"/jobs/{job['id']}/files/scene.glb")

@@ -74,6 +74,9 @@ def test_hub_download_fails_fast_offline(app, monkeypatch):
     message, _ = app.download("facebook/VGGT-1B", "model.pt")
     assert time.monotonic() - start < 10
     assert message.startswith("**Error:**") and "HF_HUB_OFFLINE" in message
+    assert (
+        "--model" not in message and "`edgescene" not in message and "**Check and add**" in message
+    )  # the app's words
     message, _ = app.download("not a repo id", "")
     assert "owner/name" in message
 
@@ -84,6 +87,7 @@ def test_reconstruction_then_rerender_without_the_model(app, monkeypatch):
     )
     assert "10 keyframes" in status and "model run" in status, status
     assert status.count("demo model") == 1 and "synthetic scenes only" in status  # the bundled model says what it is
+    assert "--model" not in status and "in Model setup" in status  # the app's words, not the CLI's
     assert Path(glb).read_bytes()[:4] == b"glTF" and [Path(p).name for p in downloads] == ["scene.glb", "points.ply"]
     assert len(gallery) == 10
     # from here on the model must not run: any session call fails the test

@@ -223,9 +223,10 @@ def test_cli_says_when_the_bundled_demo_model_ran(tmp_path, capsys):
     assert main(["reconstruct", str(VIDEO), "--out", str(out), "--max-frames", "8", "--window", "4"]) == 0
     printed = capsys.readouterr().out
     notes = [line for line in printed.splitlines() if "demo model" in line]
-    assert len(notes) == 1 and "synthetic scenes only" in notes[0] and "facebook/VGGT-1B" in notes[0]
+    assert len(notes) == 1 and "synthetic scenes only" in notes[0] and "--model facebook/VGGT-1B" in notes[0]
     report = json.loads((out / "report.json").read_text())
     assert any("synthetic scenes only" in note for note in report["model_notes"])
+    assert not any("--" in note for note in report["model_notes"])  # every surface reads it: no flags
 
 
 def test_cli_hub_id_offline_is_one_clear_line(tmp_path):
