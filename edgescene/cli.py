@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 
@@ -54,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def in_flags(message: str, command: argparse.ArgumentParser) -> str:
+    """``message`` with the command's option names as its user typed them: shared code names a
+    setting by its Python name (``every_s must be ...``), the command line by its flag (``--every-s``).
+    Only snake_case names are replaced (a plain word such as "model" is prose as often as a flag)."""
+    for action in command._actions:
+        if "_" in action.dest and action.option_strings:
+            flag = max(action.option_strings, key=len)
+            message = re.sub(rf"(?<![\w-]){re.escape(action.dest)}(?![\w])", flag, message)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,5 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         if debug:  # the whole story, for a bug report
             traceback.print_exc()
-        print(f"edgescene {args.command}: error: {exc}", file=sys.stderr)
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        print(f"edgescene {args.command}: error: {in_flags(str(exc), commands[args.command])}", file=sys.stderr)
         return 2

@@ -475,7 +475,12 @@ def _frame_rgb(frame, apply_rotation: bool = False) -> tuple[np.ndarray, int]:
 
 
 def _reason(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
+    """What went wrong, in words: FFmpeg's errors come as ``[Errno 1094995529] Invalid data found ...:
+    'avcodec_send_packet()'``; the number and the C function mean nothing to a user."""
+    text = (getattr(exc, "strerror", None) or str(exc)).strip()
+    text = re.sub(r"\[Errno -?\d+\]\s*", "", text)
+    text = re.sub(r":\s*'\w+\(\)'(?:\s*returned -?\d+)?", "", text)
+    return text or type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -211,3 +211,32 @@ def test_every_option_of_every_command_has_help_and_shows_its_default():
     assert problems == []
     assert "(default: 8000)" in commands["serve"].format_help() and "TCP port" in commands["serve"].format_help()
     assert "formats (name, precisions" in commands["export"].format_help()  # the epilog keeps its lines
+
+
+def test_errors_name_the_flags_not_the_python_names(tmp_path, capsys):
+    from edgescene.assets import sample_dir
+
+    video = str(sample_dir() / "sample.mp4")
+    for flags, expected in (
+        (["--every", "-1"], "error: --every must be a positive number of seconds"),
+        (["--conf-percentile", "120"], "error: --conf-percentile must be in [0, 100]"),
+    ):
+        assert main(["reconstruct", video, "--out", str(tmp_path / "o"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "every_s" not in err and "conf_percentile" not in err, err
+
+
+def test_in_flags_replaces_only_snake_case_option_names():
+    import argparse
+
+    from edgescene.cli import in_flags
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--every", dest="every_s", type=float)
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--model")
+    text = "every_s must be > 0; max_frames too; the model is fine; my_max_frames and every_s_x stay"
+    assert (
+        in_flags(text, p)
+        == "--every must be > 0; --max-frames too; the model is fine; my_max_frames and every_s_x stay"
+    )
