@@ -240,3 +240,15 @@ def test_in_flags_replaces_only_snake_case_option_names():
         in_flags(text, p)
         == "--every must be > 0; --max-frames too; the model is fine; my_max_frames and every_s_x stay"
     )
+
+
+def test_export_of_an_artifact_folder_points_at_the_checkpoint_inside(tmp_path, capsys):
+    from edgescene.assets import default_model_dir
+
+    folder = default_model_dir()
+    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert f"pass the one inside it, --model {folder / 'model.safetensors'}" in err and "unknown model" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "--model", str(tmp_path / "empty"), "--format", "onnx", "--out", str(tmp_path / "e")]) == 2
+    assert "a folder without a checkpoint" in capsys.readouterr().err

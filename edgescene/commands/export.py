@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edgescene.commands.model_choice import ModelChoiceError, check_model_choice
 from edgescene.export.formats import FORMATS, help_text
@@ -120,6 +121,18 @@ def run_export(args: argparse.Namespace) -> int:
     from edgescene.export.pipeline import ExportConfig, export_model
 
     check_model_choice(args.model, args.weights, args.random_weights)
+    folder = Path(args.model).expanduser()
+    if folder.is_dir():  # an artifact folder (the bundled model's, an earlier export): its weights are inside
+        inside = [p.name for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".pt", ".pth")]
+        if inside:
+            raise ModelChoiceError(
+                f"--model {args.model} is a folder; export reads a checkpoint file: pass the one inside it, "
+                f"--model {folder / inside[0]}"
+            )
+        raise ModelChoiceError(
+            f"--model {args.model} is a folder without a checkpoint (.safetensors / .pt / .pth) in it; pass the "
+            "checkpoint file the model came from, a Hub id (facebook/VGGT-1B) or a preset"
+        )
     if args.model.startswith("triton://"):
         raise ModelChoiceError(
             f"--model {args.model}: export reads PyTorch weights (a checkpoint, a Hub id or a preset); a model "
