@@ -402,10 +402,22 @@ def evaluate(
     finally:
         session.close()
     if not report.rows:
-        raise ValueError(
-            f"{dataset_dir}: no sequence with depth and cameras could be evaluated ({len(report.skipped)} skipped)"
-        )
+        raise ValueError(_nothing_to_score(dataset_dir, report.skipped))
     return report
+
+
+def _nothing_to_score(dataset_dir: str | Path, skipped: list[dict]) -> str:
+    """Why no sequence could be scored, and what to do about it."""
+    why = (
+        f"{len(skipped)} sequence(s) lack depth or cameras on some frame"
+        if skipped
+        else "it holds no multi-frame sequence (its entries belong to none, or there are none)"
+    )
+    return (
+        f"{dataset_dir}: nothing to evaluate: accuracy needs sequences with ground-truth depth and cameras, and {why}; "
+        "make a dataset that has them (`edgescene synth`, or preprocess data that carries depth and cameras); "
+        "footage without them is for self-supervised training (docs/self_supervised.md)"
+    )
 
 
 def evaluate_baselines(
@@ -436,7 +448,7 @@ def evaluate_baselines(
             pred = BASELINES[n](len(seq.indices), *seq.depth.shape[-2:])
             report.rows.append(SequenceRow(n, seq.name, seq.indices, score(pred, seq)))
     if not report.rows:
-        raise ValueError(f"{dataset_dir}: no sequence with depth and cameras ({len(report.skipped)} skipped)")
+        raise ValueError(_nothing_to_score(dataset_dir, report.skipped))
     return report
 
 

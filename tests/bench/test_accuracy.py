@@ -143,6 +143,27 @@ def test_baselines(dataset):
         evaluate_baselines(dataset, 6, SIZE, baselines=["oracle"])
 
 
+def test_a_dataset_without_ground_truth_says_why_nothing_was_scored(dataset, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(dataset, bare)
+    manifest = json.loads((bare / "manifest.json").read_text())
+    for entry in manifest["entries"]:
+        entry["depth"], entry["camera"] = None, None
+    (bare / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        ValueError, match=r"nothing to evaluate: .* and 2 sequence\(s\) lack depth or cameras"
+    ) as raised:
+        evaluate_baselines(bare, 6, SIZE)
+    assert "edgescene synth" in str(raised.value) and "0 skipped" not in str(raised.value)
+    for entry in manifest["entries"]:
+        entry["sequence"] = None  # loose frames: nothing is even skipped
+    (bare / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="holds no multi-frame sequence"):
+        evaluate_baselines(bare, 6, SIZE)
+
+
 def test_cli_eval_writes_json(dataset, artifact, tmp_path, capsys):
     from edgescene.cli import main
 
