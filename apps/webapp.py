@@ -45,8 +45,15 @@ def _presets(family: str, fallback: tuple[str, ...]) -> list[str]:
         return list(fallback)
 
 
-def _error(exc: Exception) -> str:
+def _error(exc: Exception | str) -> str:
     return f"**Error:** {exc}"
+
+
+def _in_app_words(message: str, kind: str) -> str:
+    """A trainer's message with the app's way out: footage without ground truth trains self-supervised."""
+    if kind == "vggt" and "no sequences with depth+cameras" in message:
+        message += " For footage without depth or cameras, tick 'self-supervised' and start again."
+    return message
 
 
 class WebApp:
@@ -192,6 +199,10 @@ class WebApp:
                     save_every=max(1, int(steps) // 4),
                     **ss,
                 )
+                if not self_supervised:  # a dataset it cannot train on is said now, not by a failed run
+                    from edgescene.train.vggt.data import usable_sequences
+
+                    usable_sequences(dataset_dir, config.frames_per_sequence[0])
             else:
                 from edgescene.train.checkpoints import patch_size
                 from edgescene.train.dinov3.config import DinoTrainConfig
@@ -210,7 +221,7 @@ class WebApp:
         except ImportError as exc:
             return _error(f"training needs PyTorch: pip install 'edgescene[torch]' ({exc})")
         except (ValueError, TypeError) as exc:
-            return _error(exc)
+            return _error(_in_app_words(str(exc), kind))
         self.runs[kind] = start_training(config)
         return f"started {kind} run **{out_dir.name}** ({config.steps} steps on {device})"
 
@@ -245,8 +256,7 @@ class WebApp:
             message = run.error_message()
             if message is None:
                 message = "the training process ended without a report (out of memory, or killed)"
-            if kind == "vggt" and "no sequences with depth+cameras" in message:
-                message += " For footage without depth or cameras, tick 'self-supervised' and start again."
+            message = _in_app_words(message, kind)
             text += (
                 f"\n\n**Error:** {message}\n\n(the full report is `train_error.txt` / `train.log` in the run folder)"
             )

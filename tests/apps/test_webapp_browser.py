@@ -17,9 +17,10 @@ from edgescene.assets import sample_dir
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture()
-def app_url(tmp_path):
-    with webapp(tmp_path) as url:
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """One `edgescene app` process for the module's tests (a start costs ~8 s on 2 cores)."""
+    with webapp(tmp_path_factory.mktemp("app")) as url:
         yield url
 
 
