@@ -95,6 +95,7 @@ def test_failed_jobs_have_their_own_bound_and_never_push_out_results(tmp_path):
     for _ in range(3):
         good.append(_submit(jobs))
         assert jobs.wait(good[-1]).status == "done"
+    jobs.shutdown(grace_s=30)  # the worker has pruned after its last job: prune() below is the only one
     junk = []
     for _ in range(4):  # what a broken upload leaves: a failed job with its folder
         job_id = new_job_id()
@@ -106,7 +107,6 @@ def test_failed_jobs_have_their_own_bound_and_never_push_out_results(tmp_path):
     statuses = {j.id: j.status for j in jobs.list()}
     assert all(statuses[g] == "done" for g in good) and set(junk[2:]) <= set(statuses)
     assert all((root / g / "output" / "report.json").is_file() for g in good)
-    jobs.shutdown(grace_s=0)
     assert Retention(keep_jobs=3).failed_bound == 3 and Retention(keep_jobs=50).failed_bound == 10
     assert Retention().failed_bound is None and not Retention().bounded
     with pytest.raises(ValueError, match="keep_failed must be >= 0"):
