@@ -1,9 +1,10 @@
 # Set-up and everyday jobs. Every target creates the virtual environment it needs (.venv).
 #   make demo    the runtime alone (numpy, onnxruntime, OpenCV, PyAV, Pillow, trimesh: no torch, no test
 #                tools), then reconstruct the bundled sample video with the bundled model
-#   make test    run the test suite on the CPU (GPU/TensorRT tests skip where absent); installs torch, the
-#                test and lint extras, Debian's chromium (browser tests) and qemu-user (int8 on a CPU without
-#                VNNI), and .venv-triton, the Python of the real Triton server the triton backend is tested on
+#   make test    run the test suite on the CPU, on TEST_WORKERS (2) processes (GPU/TensorRT tests skip where
+#                absent); installs torch, the test and lint extras, Debian's chromium (browser tests) and
+#                qemu-user (int8 on a CPU without VNNI), and .venv-triton, the Python of the real Triton
+#                server the triton backend is tested on
 #   make test-fast  the suite without the tests marked slow (under 2 minutes)
 #   make venv    the development environment alone (torch, the test and lint extras)
 #   make lint    the gates: portability (scripts/check_portable.py), ruff check, ruff format --check, mypy,
@@ -85,9 +86,12 @@ triton-server: $(TRITON_STAMP)
 
 TEST_ENV := HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
-# pytest's closing line gives the whole suite's time; --durations lists the slowest tests
+# pytest's closing line gives the whole suite's time; --durations lists the slowest tests.
+# TEST_WORKERS processes (pytest-xdist), each taking whole files (their module fixtures run once):
+# on 2 cores the suite's many waits (servers starting, browsers, subprocesses) overlap. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) system-packages $(TRITON_STAMP)
-	$(TEST_ENV) $(BIN)/python -m pytest --durations=15 $(ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
 
 test-fast: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow and not browser" $(ARGS)

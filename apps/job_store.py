@@ -54,7 +54,7 @@ class Job:
     model: str  # the model's name (see /models)
     config: dict
     status: str = "queued"  # queued -> running -> done | failed | cancelled; running -> interrupted (restart)
-    progress: float = 0.0  # 0..1 of the expected input frames
+    progress: float = 0.0  # 0..1 of the run (edgescene.runtime.progress): 1.0 once the outputs are written
     frames_seen: int = 0
     frames_expected: int | None = None
     message: str = "waiting in the queue"
@@ -63,6 +63,9 @@ class Job:
     finished: float | None = None
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
+    # a running job's stage (edgescene.runtime.progress.STAGES) and seconds left: kept in memory only
+    stage: str | None = field(default=None, metadata={"live": True})
+    eta_s: float | None = field(default=None, metadata={"live": True})
 
     def public(self) -> dict:
         return asdict(self)
@@ -92,7 +95,7 @@ class JobStore(Protocol):
     def checkpoint(self) -> None: ...
 
 
-_COLUMNS = [f.name for f in fields(Job)]
+_COLUMNS = [f.name for f in fields(Job) if not f.metadata.get("live")]  # what the index stores
 _JSON = {"config", "outputs"}
 
 

@@ -36,6 +36,7 @@ from edgescene.apps.job_store import FINISHED, Job, JobStore, SQLiteJobStore
 from edgescene.apps.memory import release_memory
 from edgescene.apps.uploads import client_name
 from edgescene.runtime.outputs import redact_paths
+from edgescene.runtime.progress import Progress
 from edgescene.runtime.reconstruct import ReconstructConfig, model_notes, reconstruct_to_folder
 
 log = logging.getLogger(__name__)
@@ -323,15 +324,16 @@ class JobManager:
         source = inputs[0] if job.kind == "video" else inputs
         live = self._live.setdefault(job.id, {})
 
-        def on_frame(seen: int, expected: int | None) -> None:
+        def on_progress(p: Progress) -> None:
             if job.id in self._cancel:
                 raise JobCancelled
-            progress = min(seen / expected, 0.99) if expected else 0.0
             live.update(
-                frames_seen=seen,
-                frames_expected=expected,
-                progress=round(progress, 4),
-                message=f"frame {seen}" + (f" of {expected}" if expected else ""),
+                frames_seen=p.frames_seen,
+                frames_expected=p.frames_expected,
+                progress=round(min(p.fraction or 0.0, 0.99), 4),  # 1.0 when the job is recorded done
+                message=p.message(),
+                stage=p.stage,
+                eta_s=round(p.eta_s, 1) if p.eta_s is not None else None,
             )
 
         try:
@@ -350,7 +352,7 @@ class JobManager:
                 self.output_dir(job.id),
                 config,
                 progress=False,
-                on_frame=on_frame,
+                on_progress=on_progress,
                 hide_paths=True,
                 solver=solver,
             )

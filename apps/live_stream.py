@@ -1,14 +1,16 @@
 """The live ``/stream``: one client's frames through :func:`edgescene.runtime.reconstruct.run`.
 
 The websocket loop decodes each binary message and hands the frame to a :class:`LiveRun`; the run
-(``run(rec, feed, WebSocketSink, pipeline=False, on_frame=...)``, the one assembly of the pipeline)
+(``run(rec, feed, WebSocketSink, pipeline=False, progress=...)``, the one assembly of the pipeline)
 works on the session's own thread and answers every frame, in order, through an asyncio queue:
 
 - :class:`FrameFeed`: the frames, a bounded queue the run iterates; ``end()`` finishes the stream
   (its last window runs), ``cancel()`` (a client gone) makes the iteration raise, so the run stops at
   once, without its last window, and the thread ends.
 - :class:`WebSocketSink`: a window that joined the map becomes an "update" message, a frame that
-  completed none an "ack", the end of the run the "final" message.
+  completed none an "ack", the end of the run the "final" message; each carries ``progress``, the
+  run's :class:`~edgescene.runtime.progress.Progress` (stage, frames, keyframes, model calls, the
+  model line and input size from the first keyframe on; no fraction: a live stream has no length).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from edgescene.runtime.progress import Progress, ProgressTracker
 from edgescene.runtime.reconstruct import Reconstructor, Run, run
 from edgescene.runtime.sinks import Sink
 
@@ -106,13 +110,14 @@ class FrameFeed:
 
 class WebSocketSink(Sink):
     """The replies of a live session, handed to ``post`` (called on the run's thread): per frame an
-    "update" (a window joined the map at that frame) or an "ack" (:meth:`frame_done`, the run's
-    ``on_frame``), and the "final" message when the run succeeded."""
+    "update" (a window joined the map at that frame) or an "ack" (:meth:`progress`, the run's
+    progress callback), and the "final" message when the run succeeded."""
 
     def __init__(self, post: Callable[[Any], None]) -> None:
         self._post = post
         self._run: Run | None = None
         self._update: dict | None = None
+        self._progress: Progress | None = None
 
     def start(self, run: Run) -> None:
         self._run = run
@@ -120,21 +125,29 @@ class WebSocketSink(Sink):
     def window(self, run: Run) -> None:
         self._update = map_message(run, run.frames.frames_seen, True)
 
-    def frame_done(self, seen: int, expected: int | None) -> None:
-        """``on_frame``: run calls it after each frame, after ``window`` when that frame completed one."""
+    def progress(self, progress: Progress) -> None:
+        """The run's progress callback: after each frame (after ``window`` when that frame completed
+        one) the frame's reply goes out; the other stages are kept for the final message."""
+        self._progress = progress
+        if progress.stage != "reconstructing":
+            return
         reply, self._update = self._update, None
         if reply is None:
             pmap = self._run.stream.map if self._run is not None else None
             reply = {
                 "type": "ack",
-                "frame": seen,
+                "frame": progress.frames_seen,
                 "keyframes_pending": True,
                 "points": len(pmap) if pmap is not None else 0,
             }
+        reply["progress"] = progress.as_dict()
         self._post(reply)
 
     def finish(self, run: Run) -> None:
-        self._post(map_message(run, run.frames.frames_seen, False, final=True))
+        final = map_message(run, run.frames.frames_seen, False, final=True)
+        if self._progress is not None:
+            final["progress"] = replace(self._progress, stage="done", fraction=1.0, eta_s=None).as_dict()
+        self._post(final)
 
 
 class LiveRun:
@@ -162,7 +175,7 @@ class LiveRun:
 
     def _work(self, rec: Reconstructor) -> None:
         try:
-            run(rec, self.feed, self.sink, pipeline=False, on_frame=self.sink.frame_done)
+            run(rec, self.feed, self.sink, pipeline=False, progress=ProgressTracker(self.sink.progress))
         except SessionClosed:
             pass
         except Exception as exc:  # noqa: BLE001 - handed to the websocket loop, which reports it

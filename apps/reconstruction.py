@@ -15,14 +15,16 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgescene.apps.uploads import check_kinds, kind_of
 from edgescene.runtime.frames import open_frames
+from edgescene.runtime.progress import Progress, ProgressCallback
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, model_notes
 from edgescene.runtime.scene import SceneCache, ViewOptions
+from edgescene.runtime.session import open_session
 
 MODES = {"single image": "images", "several images": "images", "video": "video"}
 CACHE_NAME = "predictions.npz"
@@ -68,6 +70,7 @@ def check_inputs(paths: Sequence[str | Path], mode: str) -> list[Path]:
 APP_REAL_MODEL = (
     "for real footage use VGGT-1B: download facebook/VGGT-1B in Model setup, then choose it in the model list"
 )
+DEFAULT_WINDOW = 8  # frames a model call, where the model serves that many
 DEFAULT_MAX_FRAMES = 120  # the web app holds a run in memory: a 320-frame video peaked at 2.2 GB
 KEEP_RECONSTRUCTIONS = 10  # finished reconstructions kept in the workspace (the oldest are deleted)
 
@@ -85,23 +88,32 @@ def reconstruct(
     out_root: str | Path,
     every_s: float | None = None,
     max_frames: int | None = None,
-    window: int = 8,
+    window: int | None = None,
     options: ViewOptions = ViewOptions(),
-    on_frame: Callable[[int, int | None], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     loop_closure: bool = False,
 ) -> Rendered:
     """Run the model over the inputs once, cache its predictions in a new folder and render them.
 
     ``max_frames`` None takes :data:`DEFAULT_MAX_FRAMES` (the run is held in memory); only the
-    :data:`KEEP_RECONSTRUCTIONS` newest reconstructions stay in ``out_root``.
+    :data:`KEEP_RECONSTRUCTIONS` newest reconstructions stay in ``out_root``. ``window`` None:
+    :data:`DEFAULT_WINDOW` frames a model call, fewer where the model serves fewer (an export made
+    for 4 frames runs windows of 4). ``on_progress``: the
+    run's :class:`~edgescene.runtime.progress.Progress` (``done`` before the scene is rendered).
     """
     paths = check_inputs(paths, mode)
     max_frames = max_frames or DEFAULT_MAX_FRAMES
     start = time.perf_counter()
     source = paths[0] if mode != "several images" else paths
     frames = open_frames(source, every_s=every_s if mode == "video" else None, max_frames=max_frames)
+    if on_progress is not None:  # the model opens outside the run: said in the run's words
+        expected = frames.expected_count()
+        on_progress(Progress("opening", frames_expected=expected, fraction=None if expected is None else 0.0))
+    session = open_session(model, device=ReconstructConfig().device)
+    if window is None:  # the app has no window control: 8 frames, or what the model serves at most
+        window = max(2, min(DEFAULT_WINDOW, int(session.artifact.frames["max"])))
     rec = Reconstructor(
-        model,
+        session,
         ReconstructConfig(
             window=window,
             overlap=min(2, window - 1),
@@ -115,17 +127,7 @@ def reconstruct(
         if importlib.util.find_spec("gtsam") is None:  # now, rather than after the model ran
             raise ImportError("loop closure needs GTSAM: pip install 'edgescene[mapping]'")
         from edgescene.mapping.pose_graph import solve as solver
-    expected = frames.expected_count()
-    seen = []
-
-    def counted():
-        for frame in frames:
-            seen.append(frame.index)
-            if on_frame is not None:
-                on_frame(len(seen), expected)
-            yield frame
-
-    result = rec.run(counted(), solver=solver)
+    result = rec.run(frames, solver=solver, on_progress=on_progress)
     folder = Path(out_root) / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
     _prune(Path(out_root), KEEP_RECONSTRUCTIONS)

@@ -36,7 +36,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFi
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from edgescene import __version__
 from edgescene.apps.archive import output_files, zip_chunks
@@ -201,7 +201,12 @@ class JobInfo(BaseModel):
     model: str
     config: dict
     status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted", "lost"]
-    progress: float
+    progress: float = Field(description="0..1 of the run; 1.0 only once the outputs are written")
+    stage: str | None = Field(
+        description="a running job's stage: opening, reconstructing, finishing, closing loops, writing; "
+        "null when it is not running"
+    )
+    eta_s: float | None = Field(description="a running job's seconds left, from its first model call on")
     frames_seen: int
     frames_expected: int | None
     message: str

@@ -385,12 +385,15 @@ class WebApp:
                 every_s=float(every_s) if every_s else None,
                 max_frames=int(max_frames) if max_frames else None,
                 options=options,
-                on_frame=lambda seen, total: progress(seen / total if total else 0.0, desc=f"frame {seen}"),
+                # the run's one progress model; an input of unknown length counts its frames
+                on_progress=lambda p: progress(
+                    p.fraction if p.fraction is not None else (p.frames_seen, None), desc=p.message(), unit="frames"
+                ),
                 loop_closure=bool(loop_closure),
             )
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             return _error(exc), None, None, [], None
-        return self._view(result)
+        return self._view(result, model_name)
 
     def rerender(self, folder, conf, show_cameras, filter_bg, branch):
         if not folder:
@@ -408,9 +411,10 @@ class WebApp:
         return self._view(result)
 
     @staticmethod
-    def _view(result):
+    def _view(result, model_name: str | None = None):
         how = "model run and render" if result.model_run else "re-rendered from cached predictions (model not run)"
-        status = (
+        status = f"model **{model_name}**: " if model_name else ""
+        status += (
             f"{result.keyframes} keyframes, {result.points:,} points; {how} in {result.seconds:.2f} s; "
             f"branches available: {', '.join(result.branches)}"
         )
@@ -465,7 +469,9 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
             ):
                 with gr.Tab(label, id=f"train-{kind}") as train_tab:
                     with gr.Row():
-                        dataset = gr.Textbox(label="dataset folder (with manifest.json)")
+                        dataset = gr.Textbox(
+                            label="dataset folder (with manifest.json)", elem_id=f"train-{kind}-dataset"
+                        )
                         run_name = gr.Textbox(label="run name", value=f"{kind}_run")
                         preset = gr.Dropdown(
                             presets, value=default if default in presets else presets[0], label="preset"
@@ -483,15 +489,18 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             elem_id=f"train-{kind}-init",
                         )
                         inits.append(init)
+                    with gr.Row(equal_height=True):  # the input size (and VGGT's training mode) on a row of their own
                         if kind == "vggt":
                             height = gr.Number(label="height", value=126, precision=0)
                             width = gr.Number(label="width", value=168, precision=0)
                             self_sup = gr.Checkbox(
                                 value=False,
-                                label="self-supervised: footage without depth or cameras (videos, frame folders; "
-                                f"a {CALIBRATION_NAME} in the folder, preprocess's metadata format, gives the "
-                                "camera's intrinsics)",
+                                label="self-supervised",
+                                info="footage without depth or cameras: videos or frame folders; a "
+                                f"{CALIBRATION_NAME} in the folder (preprocess's metadata format) gives the camera's "
+                                "intrinsics",
                                 elem_id="vggt-self-supervised",
+                                scale=2,
                             )
                         else:
                             height = gr.Number(
@@ -500,9 +509,9 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             width = gr.Number(value=0, visible=False)
                             self_sup = gr.Checkbox(value=False, visible=False)
                     with gr.Row():
-                        start = gr.Button("Start", variant="primary")
+                        start = gr.Button("Start", variant="primary", elem_id=f"train-{kind}-start")
                         stop = gr.Button("Stop")
-                    status = gr.Markdown()
+                    status = gr.Markdown(elem_id=f"train-{kind}-status")
                     plot = gr.LinePlot(x="step", y="loss", label="training loss")
                     timer = gr.Timer(2.0, active=False)  # polls only while a run is going
 
@@ -531,18 +540,20 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                     )
                     refresh = gr.Button("Refresh list")
                     fmt = gr.Dropdown(list(EXPORT_FORMATS), value="onnx", label="format")
-                    name = gr.Textbox(label="model name (empty: from the source)")
+                    name = gr.Textbox(label="model name (empty: from the source)", elem_id="export-name")
                 with gr.Row():
                     ex_h = gr.Number(label="height (0: model default)", value=0, precision=0)
                     ex_w = gr.Number(label="width (0: model default)", value=0, precision=0)
-                    ex_frames = gr.Number(label="max frames per call", value=8, precision=0, minimum=1)
+                    ex_frames = gr.Number(
+                        label="max frames per call", value=8, precision=0, minimum=1, elem_id="export-frames"
+                    )
                     ex_precision = gr.Dropdown(
                         ["default", "fp32", "fp16", "int8"],
                         value="default",
                         label="precision (tensorrt / triton; the onnx formats imply theirs)",
                     )
-                ex_btn = gr.Button("Export", variant="primary")
-                ex_status = gr.Markdown()
+                ex_btn = gr.Button("Export", variant="primary", elem_id="export-run")
+                ex_status = gr.Markdown(elem_id="export-status")
                 parity = gr.Dataframe(
                     headers=["frames", "output", "p99 |diff|", "max |diff|", "cosine"],
                     interactive=False,
@@ -574,6 +585,7 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             value=DEFAULT_MAX_FRAMES,
                             precision=0,
                             minimum=0,
+                            elem_id="recon-max-frames",
                         )
                         loop_closure = gr.Checkbox(
                             value=False,

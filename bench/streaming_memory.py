@@ -5,7 +5,7 @@
 Renders one long synthetic video (handheld orbit, exact ground truth available) to PNG files, runs
 it through :func:`edgescene.runtime.reconstruct.run`, the one assembly every entry point uses, with
 depth files written by a :class:`~edgescene.runtime.sinks.FolderSink` as ``reconstruct_to_folder``
-writes them, and records after every frame (``run``'s ``on_frame``) the process's resident memory
+writes them, and records after every frame (``run``'s progress) the process's resident memory
 (VmRSS, and the peak so far), the wall time since the previous frame and whether the model ran.
 The report compares the per-frame cost (amortised over one model period) and the memory at frame
 10/50/100 with those at the last frame: a bounded stream keeps them within a few percent. Decoding,
@@ -27,6 +27,7 @@ from PIL import Image
 from edgescene.bench.suite import rss_mb
 from edgescene.runtime.frames import Frame, open_frames
 from edgescene.runtime.outputs import OutputFolder
+from edgescene.runtime.progress import Progress, ProgressTracker
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, Run
 from edgescene.runtime.reconstruct import run as reconstruct
 from edgescene.runtime.sinks import FolderSink, Sink, Tee
@@ -129,7 +130,11 @@ def run(
             stream_start = time.perf_counter()
             # decoding the PNGs is part of the run, as for any image folder
             stream = reconstruct(
-                rec, open_frames(folder), Tee(depth_files, samples), solver=solver, on_frame=samples.on_frame
+                rec,
+                open_frames(folder),
+                Tee(depth_files, samples),
+                solver=solver,
+                progress=ProgressTracker(samples.on_progress),
             ).stream
         assert samples.flushed is not None
         stream_s = samples.flushed - stream_start  # to the last depth file written, loop closure excluded
@@ -177,7 +182,7 @@ def run(
         "stage_s": {k: round(v, 4) for k, v in stages.items()},
         "samples": [{k: round(v, 5) if isinstance(v, float) else v for k, v in s.items()} for s in samples.samples],
         "note": "run by edgescene.runtime.reconstruct.run with a FolderSink, as reconstruct_to_folder runs; "
-        "frame_s is the wall time between consecutive frames leaving the pipeline (run's on_frame): "
+        "frame_s is the wall time between consecutive frames leaving the pipeline (run's progress): "
         "decoding the PNG, keyframe selection and preprocessing (pipelined: on the read-ahead thread, "
         "overlapped), the model (once per window; pipelined: waiting for it), alignment and fusion; "
         "stream_s ends when the last depth file is written (loop closure, if on, is loop_closure_s); "
@@ -187,7 +192,7 @@ def run(
 
 
 class _Samples(Sink):
-    """Per-frame samples through ``run``'s ``on_frame``: wall time since the previous frame (the
+    """Per-frame samples through ``run``'s progress (each frame's): wall time since the previous frame (the
     first: since the run started), RSS and peak RSS, map points and windows integrated so far."""
 
     def __init__(self, frames: int, log=None) -> None:
@@ -203,7 +208,10 @@ class _Samples(Sink):
         self.stream = run
         self._last = time.perf_counter()
 
-    def on_frame(self, seen: int, expected: int | None) -> None:
+    def on_progress(self, progress: Progress) -> None:
+        if progress.stage != "reconstructing":  # the per-frame events only
+            return
+        seen = progress.frames_seen
         now = time.perf_counter()
         assert self.stream is not None
         rss, peak = rss_mb()

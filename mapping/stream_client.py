@@ -62,7 +62,7 @@ def stream_to_viewer(
 
     from edgescene.mapping.viewer import apply_stream_message
 
-    frames = open_frames(source, every_s=every_s, max_frames=max_frames, progress=False)
+    frames = open_frames(source, every_s=every_s, max_frames=max_frames)
     ws = None
     try:
         with connect(url, max_size=None, open_timeout=timeout_s, close_timeout=5) as ws:

@@ -1,6 +1,6 @@
 """Where frames come from: one image, a folder or list of images, or one video, as lazy ``Frame``s.
 
-``open_frames(source, every_s=None, max_frames=None, motion_threshold=None, progress=False)``
+``open_frames(source, every_s=None, max_frames=None, motion_threshold=None)``
 validates the input at once (paths exist, types are supported, a video opens and yields a first
 frame) and returns a :class:`FrameSource`. Iterating it reads images / decodes video frames one at
 a time, so a long video is never held in memory; each iteration starts again from the beginning.
@@ -31,7 +31,7 @@ differs from the last *yielded* frame's by a mean absolute difference (0..255) `
 
 User-facing problems raise :class:`InputError` (a ``ValueError``) naming the file and the fix. In a
 folder or list, an unreadable image is skipped with a logged warning; if none can be read at all it
-is an ``InputError``. Imports numpy, OpenCV, PyAV, tqdm and the standard library only.
+is an ``InputError``. Imports numpy, OpenCV, PyAV and the standard library only.
 """
 
 from __future__ import annotations
@@ -154,12 +154,6 @@ class _MotionGate:
         return True
 
 
-def _progress_bar(enabled: bool, total: int | None, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, dynamic_ncols=True)
-
-
 # ----------------------------------------------------------------------------- sources
 
 
@@ -181,14 +175,12 @@ class FrameSource:
         every_s: float | None,
         max_frames: int | None,
         motion_threshold: float | None,
-        progress: bool,
         orientation: str = "none",
     ):
         self.orientation = orientation
         self.every_s = None if every_s is None else float(every_s)
         self.max_frames = None if max_frames is None else int(max_frames)
         self.motion_threshold = None if motion_threshold is None else float(motion_threshold)
-        self.progress = progress
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -239,23 +231,21 @@ class ImageSource(FrameSource):
     def __iter__(self) -> Iterator[Frame]:
         gate = _MotionGate(self.motion_threshold)
         read = kept = 0
-        with _progress_bar(self.progress, self.expected_count(), "images") as bar:
-            for i, path in enumerate(self.paths):
-                try:
-                    rgb = _decode(path, self.orientation)
-                except InputError as exc:
-                    if self.strict:
-                        raise
-                    log.warning("skipping unreadable image %s: %s", path, exc)
-                    continue
-                read += 1
-                if not gate.keep(rgb):
-                    continue
-                kept += 1
-                bar.update(1)
-                yield Frame(index=i, timestamp_s=None, rgb=rgb, source=str(path), orientation=self.orientation)
-                if self.max_frames is not None and kept >= self.max_frames:
-                    return
+        for i, path in enumerate(self.paths):
+            try:
+                rgb = _decode(path, self.orientation)
+            except InputError as exc:
+                if self.strict:
+                    raise
+                log.warning("skipping unreadable image %s: %s", path, exc)
+                continue
+            read += 1
+            if not gate.keep(rgb):
+                continue
+            kept += 1
+            yield Frame(index=i, timestamp_s=None, rgb=rgb, source=str(path), orientation=self.orientation)
+            if self.max_frames is not None and kept >= self.max_frames:
+                return
         if read == 0:
             raise InputError(
                 f"no image could be read from {self.origin}: every file is corrupt or not an "
@@ -398,7 +388,6 @@ class VideoSource(FrameSource):
         tb = stream.time_base
         next_t = 0.0
         kept = 0
-        bar = _progress_bar(self.progress, self.expected_count(), self.path.name)
         frames = self._decode(container, stream)
         try:
             for index, frame in enumerate(frames):
@@ -422,7 +411,6 @@ class VideoSource(FrameSource):
                 if not gate.keep(rgb):
                     continue
                 kept += 1
-                bar.update(1)
                 yield Frame(
                     index=index,
                     timestamp_s=t,
@@ -435,7 +423,6 @@ class VideoSource(FrameSource):
                     return
         finally:
             frames.close()
-            bar.close()
             container.close()
 
 
@@ -534,7 +521,6 @@ def open_frames(
     every_s: float | None = None,
     max_frames: int | None = None,
     motion_threshold: float | None = None,
-    progress: bool = False,
     orientation: str = "none",
     probe_frames: int = 1,
 ) -> FrameSource:
@@ -552,7 +538,6 @@ def open_frames(
         every_s=every_s,
         max_frames=max_frames,
         motion_threshold=motion_threshold,
-        progress=progress,
         orientation=orientation,
     )
 

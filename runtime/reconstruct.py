@@ -39,7 +39,7 @@ import numpy as np
 from edgescene import __version__
 from edgescene.core.artifact import ArtifactError
 from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare
-from edgescene.runtime.frames import Frame, open_frames
+from edgescene.runtime.frames import Frame, FrameSource, open_frames
 from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.fusion import warm_up as fusion_warm_up
 from edgescene.runtime.keyframes import FeatureSelector, ImageDifferenceSelector
@@ -55,6 +55,7 @@ from edgescene.runtime.outputs import (
 )
 from edgescene.runtime.pipeline import ReadAhead
 from edgescene.runtime.prepare import FramePreparer, PreparedFrame
+from edgescene.runtime.progress import Progress, ProgressBar, ProgressCallback, ProgressTracker
 from edgescene.runtime.session import Device, Session, open_session
 from edgescene.runtime.sinks import FolderSink, MemorySink, Sink, Tee, ViewerSink
 from edgescene.runtime.stream import (
@@ -251,15 +252,26 @@ class Reconstructor:
             self.session({"images": blank})
         return time.perf_counter() - start
 
-    def run(self, frames: Iterable[Frame | np.ndarray], solver: PoseGraphSolver | None = None) -> Reconstruction:
+    def run(
+        self,
+        frames: Iterable[Frame | np.ndarray],
+        solver: PoseGraphSolver | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Reconstruction:
         """Reconstruct everything in memory (for short inputs; use :func:`reconstruct_to_folder` for long ones).
-        ``solver``: the pose-graph solver loop closure needs (``config.loop_closure``)."""
+        ``solver``: the pose-graph solver loop closure needs (``config.loop_closure``). ``on_progress``:
+        :class:`~edgescene.runtime.progress.Progress` after every frame and stage, ``done`` once the
+        result is assembled (fractions where ``frames`` knows its length: a frame source or a list)."""
         sink = MemorySink()
-        done = run(self, frames, sink, pipeline=False, solver=solver)
+        expected = frames.expected_count() if isinstance(frames, FrameSource) else None
+        if expected is None and isinstance(frames, (list, tuple)):
+            expected = len(frames)
+        tracker = ProgressTracker(on_progress, expected)
+        done = run(self, frames, sink, pipeline=False, solver=solver, progress=tracker)
         results = sink.results
         extrinsics, intrinsics = done.stream.trajectory()
         points, colors = done.stream.cloud()
-        return Reconstruction(
+        result = Reconstruction(
             extrinsics=extrinsics,
             intrinsics=intrinsics,
             points=points,
@@ -272,6 +284,8 @@ class Reconstructor:
             world_points=[p for p in (r.world_points for r in results) if p is not None],
             world_points_conf=[r.world_points_conf for r in results if r.world_points_conf is not None],
         )
+        tracker.stage("done")
+        return result
 
 
 class NoFrames(ValueError):
@@ -285,8 +299,7 @@ def run(
     *,
     pipeline: bool | None = None,
     solver: PoseGraphSolver | None = None,
-    on_frame: Callable[[int, int | None], None] | None = None,
-    expected: int | None = None,
+    progress: ProgressTracker | None = None,
 ) -> Run:
     """Reconstruct ``frames`` with ``rec`` into ``sink``: the one assembly of the pipeline.
 
@@ -299,10 +312,11 @@ def run(
     RGB arrays, any iterable (a queue a server fills is one). ``pipeline`` (default
     ``rec.config.pipeline``): decoding, keyframe selection and preprocessing run on a read-ahead
     thread and the model on its own thread while the last window is aligned and fused (the results
-    equal the sequential ones). ``solver``: loop closure's pose-graph solver. ``on_frame(seen,
-    expected)`` after every input frame (a job's progress; an exception it raises cancels the run).
-    Returns the finished :class:`Run` (its stream: map, cameras, timings; its frames: what came in);
-    raises :class:`NoFrames` (a ValueError) for no frames.
+    equal the sequential ones). ``solver``: loop closure's pose-graph solver. ``progress``: a
+    :class:`~edgescene.runtime.progress.ProgressTracker` told of every input frame, window and stage
+    (its callback is called after every input frame; an exception it raises cancels the run); the
+    run's owner reports ``writing`` and ``done``. Returns the finished :class:`Run` (its stream: map,
+    cameras, timings; its frames: what came in); raises :class:`NoFrames` (a ValueError) for no frames.
     """
     check_solver(rec.config, solver)
     sink = sink or Sink()
@@ -330,23 +344,30 @@ def run(
             yield preparer.frames_seen, prepared
 
     source = ReadAhead(prepared_frames(), depth=2 * rec.config.window) if pipelined else prepared_frames()
+    tracker = progress or ProgressTracker(None)
     reported = 0  # windows the sink has been told about
     try:
         for seen, prepared in source:
             if prepared is not None:
+                if not tracker.kept:  # the first keyframe: the size frames are fed at is chosen
+                    tracker.started(describe_model(rec), preparer.model_hw or rec.input_hw)
+                tracker.keyframe(seen)
                 state = stream.push(prepared.image, prepared.colors, prepared.info, prepared.stages)
                 if state is not None:
                     reported = state.windows
+                    tracker.window(state.keyframes, state.windows)
                     sink.window(current)
-            if on_frame is not None:
-                on_frame(seen, expected)
+            tracker.frame(seen)
         if preparer.frames_seen == 0:
             raise NoFrames("no frames to reconstruct")
+        tracker.stage("finishing")
         stream.finish(preparer.leftover_stages())
+        tracker.window(stream.state.keyframes, stream.state.windows)
         if stream.state.windows > reported:  # the last (partial or in-flight) windows joined at finish
             sink.window(current)
         sink.flush()
         if solver is not None and rec.config.loop_closure:
+            tracker.stage("closing loops")
             stream.close_loops(solver)
             sink.loops_closed(current)
         sink.finish(current)
@@ -356,6 +377,13 @@ def run(
         stream.close()
         sink.close()
     return current
+
+
+def describe_model(rec: Reconstructor) -> str:
+    """ "vggt-tiny (onnx fp32) on onnxruntime/cpu": the model line every surface shows."""
+    artifact = rec.session.artifact
+    name = artifact.model.get("preset") or artifact.model.get("family") or "model"
+    return f"{name} ({artifact.format} {artifact.precision}) on {rec.session.backend}/{rec.session.device}"
 
 
 def check_solver(config: ReconstructConfig, solver: PoseGraphSolver | None) -> None:
@@ -466,7 +494,7 @@ def reconstruct_to_folder(
     config: ReconstructConfig = ReconstructConfig(),
     overwrite: bool = False,
     progress: bool = True,
-    on_frame: Callable[[int, int | None], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     hide_paths: bool = False,
     on_window: Callable[[dict], None] | None = None,
     solver: PoseGraphSolver | None = None,
@@ -478,8 +506,10 @@ def reconstruct_to_folder(
     what a service writes for a client never names the server's folders.
 
     Nothing appears at ``out`` unless the whole run succeeds (it is built in a staging folder).
-    ``on_frame(frames_seen, expected_frames or None)`` is called after every input frame (a job's
-    progress; an exception it raises cancels the run). ``on_window(update)`` is called on the caller's
+    ``progress``: a terminal bar on stderr (:class:`~edgescene.runtime.progress.ProgressBar`).
+    ``on_progress(p)`` gets a :class:`~edgescene.runtime.progress.Progress` while the model opens,
+    after every input frame and at each stage, the last (``done``, fraction 1.0) once the folder is in
+    place (a job's progress; an exception it raises cancels the run). ``on_window(update)`` is called on the caller's
     thread each time a window joins the map (a live viewer): ``update`` holds ``points`` (N, 3),
     ``colors`` (N, 3) uint8, ``weights`` (N,), ``extrinsics`` (K, 3, 4), ``intrinsics`` (K, 3, 3),
     ``image_hw`` and ``thumbnails`` (one small uint8 image per keyframe, None for all but the last
@@ -489,74 +519,99 @@ def reconstruct_to_folder(
     Returns the run report (also written as ``report.json``).
     """
     check_solver(config, solver)
+    bar = ProgressBar() if progress else None
+    callbacks = [c for c in (bar, on_progress) if c is not None]
+
+    def tell(p: Progress) -> None:
+        for callback in callbacks:
+            callback(p)
+
+    try:
+        with OutputFolder(out, overwrite=overwrite) as folder:
+            frames = open_frames(
+                source, every_s=config.every_s, max_frames=config.max_frames, orientation=config.orientation
+            )
+            tracker = ProgressTracker(tell, frames.expected_count())
+            report = _reconstruct_into(folder, source, frames, model, config, tracker, hide_paths, on_window, solver)
+        tracker.stage("done")
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
+
+
+def _reconstruct_into(
+    folder: OutputFolder,
+    source,
+    frames: FrameSource,
+    model: str | Path | Session,
+    config: ReconstructConfig,
+    tracker: ProgressTracker,
+    hide_paths: bool,
+    on_window: Callable[[dict], None] | None,
+    solver: PoseGraphSolver | None,
+) -> dict:
+    """:func:`reconstruct_to_folder`'s run, into the staging ``folder``; returns the report."""
     start = time.perf_counter()
-    with OutputFolder(out, overwrite=overwrite) as folder:
-        frames = open_frames(
-            source,
-            every_s=config.every_s,
-            max_frames=config.max_frames,
-            progress=progress,
-            orientation=config.orientation,
-        )
-        rec = Reconstructor(model, config)
-        opened = time.perf_counter()
-        depth_files = FolderSink(folder, write_behind=config.pipeline, depth=2 * config.window)
-        sink: Sink = depth_files if on_window is None else Tee(depth_files, ViewerSink(on_window))
-        try:
-            done = run(rec, frames, sink, solver=solver, on_frame=on_frame, expected=frames.expected_count())
-        except NoFrames as exc:
-            raise NoFrames(f"{source}: {exc}") from exc
-        kept = depth_files.kept
-        extrinsics, intrinsics = done.stream.trajectory()
-        records = [k.info.record() for k in kept]
-        if hide_paths:
-            records = redact_paths(records)
-        source_intrinsics = np.stack([_resize(k).to_source_intrinsics(k.intrinsics) for k in kept])
-        write_start = time.perf_counter()
-        points, colors = done.stream.cloud()
-        model_hw = done.frames.model_hw or rec.input_hw
-        cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]
-        write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
-        write_json(
-            folder.path("cameras_source.json"),
-            {
-                "note": "intrinsics in the original image's pixels (before resizing to the model input); "
-                "'frames' says how each image reached the model (edgescene.core.preprocess.Resize: "
-                "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
-                "intrinsics": source_intrinsics.tolist(),
-                "image_size": [[_resize(k).src_h, _resize(k).src_w] for k in kept],
-                "frames": [dict(k.info.provenance) for k in kept],
-            },
-        )
-        timestamps = np.array(
-            [r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records]
-        )
-        write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
-        # the two files of the whole cloud at once (numpy and file writes release the GIL): the scene on
-        # a thread while the points are written here (the small files before them, so that their fsyncs
-        # do not wait behind the large files' data in the file system's journal)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgescene-outputs") as outputs:
-            scene = outputs.submit(write_glb, folder.path("scene.glb"), points, colors, cameras=cameras)
-            write_ply(folder.path("points.ply"), points, colors)
-            scene.result()
-        report = _report(rec, done)
-        t = report["timings_s"]
-        t["outputs_s"] = round(time.perf_counter() - write_start, 4)  # points.ply, scene.glb, cameras, trajectory
-        t["write_s"] = round(t["write_s"] + t["outputs_s"], 4)
-        t["open_s"] = round(opened - start, 4)  # opening the model (not part of total_s)
-        t["total_s"] = round(time.perf_counter() - opened, 4)  # wall time: first frame to last output
-        t["total_over_model"] = round(t["total_s"] / t["model_s"], 3) if t["model_s"] else None
-        report["input"] = frames.describe()
-        report["outputs"] = [
-            "points.ply",
-            "scene.glb",
-            "cameras.json",
-            "cameras_source.json",
-            "trajectory.tum",
-            "depth/*.npz",
-            "report.json",
-        ]
-        if hide_paths:
-            report = redact_paths(report)
-        write_json(folder.path("report.json"), report)
+    tracker.opening()
+    rec = Reconstructor(model, config)
+    opened = time.perf_counter()
+    depth_files = FolderSink(folder, write_behind=config.pipeline, depth=2 * config.window)
+    sink: Sink = depth_files if on_window is None else Tee(depth_files, ViewerSink(on_window))
+    try:
+        done = run(rec, frames, sink, solver=solver, progress=tracker)
+    except NoFrames as exc:
+        raise NoFrames(f"{source}: {exc}") from exc
+    kept = depth_files.kept
+    extrinsics, intrinsics = done.stream.trajectory()
+    records = [k.info.record() for k in kept]
+    if hide_paths:
+        records = redact_paths(records)
+    source_intrinsics = np.stack([_resize(k).to_source_intrinsics(k.intrinsics) for k in kept])
+    tracker.stage("writing")
+    write_start = time.perf_counter()
+    points, colors = done.stream.cloud()
+    model_hw = done.frames.model_hw or rec.input_hw
+    cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]
+    write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
+    write_json(
+        folder.path("cameras_source.json"),
+        {
+            "note": "intrinsics in the original image's pixels (before resizing to the model input); "
+            "'frames' says how each image reached the model (edgescene.core.preprocess.Resize: "
+            "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",
+            "intrinsics": source_intrinsics.tolist(),
+            "image_size": [[_resize(k).src_h, _resize(k).src_w] for k in kept],
+            "frames": [dict(k.info.provenance) for k in kept],
+        },
+    )
+    timestamps = np.array([r["timestamp_s"] if r["timestamp_s"] is not None else float(r["index"]) for r in records])
+    write_tum(folder.path("trajectory.tum"), timestamps, extrinsics)
+    # the two files of the whole cloud at once (numpy and file writes release the GIL): the scene on
+    # a thread while the points are written here (the small files before them, so that their fsyncs
+    # do not wait behind the large files' data in the file system's journal)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgescene-outputs") as outputs:
+        scene = outputs.submit(write_glb, folder.path("scene.glb"), points, colors, cameras=cameras)
+        write_ply(folder.path("points.ply"), points, colors)
+        scene.result()
+    report = _report(rec, done)
+    t = report["timings_s"]
+    t["outputs_s"] = round(time.perf_counter() - write_start, 4)  # points.ply, scene.glb, cameras, trajectory
+    t["write_s"] = round(t["write_s"] + t["outputs_s"], 4)
+    t["open_s"] = round(opened - start, 4)  # opening the model (not part of total_s)
+    t["total_s"] = round(time.perf_counter() - opened, 4)  # wall time: first frame to last output
+    t["total_over_model"] = round(t["total_s"] / t["model_s"], 3) if t["model_s"] else None
+    report["input"] = frames.describe()
+    report["outputs"] = [
+        "points.ply",
+        "scene.glb",
+        "cameras.json",
+        "cameras_source.json",
+        "trajectory.tum",
+        "depth/*.npz",
+        "report.json",
+    ]
+    if hide_paths:
+        report = redact_paths(report)
+    write_json(folder.path("report.json"), report)
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -252,3 +253,42 @@ def test_export_of_an_artifact_folder_points_at_the_checkpoint_inside(tmp_path, 
     (tmp_path / "empty").mkdir()
     assert main(["export", "--model", str(tmp_path / "empty"), "--format", "onnx", "--out", str(tmp_path / "e")]) == 2
     assert "a folder without a checkpoint" in capsys.readouterr().err
+
+
+def test_reconstruct_names_the_model_first_and_reaches_100_percent_only_with_the_outputs(tmp_path):
+    """The real CLI process, stdout and stderr as a terminal shows them (one stream, in order)."""
+    import re
+    import time
+
+    from edgescene.assets import sample_dir
+
+    out = tmp_path / "rec"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgescene", "reconstruct", str(sample_dir() / "sample.mp4"), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    text = ""
+    hundred_with_outputs = []  # each time "100%" is read: were the outputs there?
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        chunk = process.stdout.read(64)
+        if not chunk:
+            break
+        text += chunk
+        if "100%" in text and not hundred_with_outputs:
+            hundred_with_outputs.append((out / "report.json").is_file())
+    assert process.wait(timeout=30) == 0, text
+    report = json.loads((out / "report.json").read_text())
+    shown = text.replace("\r", "\n")
+    percentages = [int(p) for p in re.findall(r"reconstruct +(\d+)%", shown)]
+    assert percentages == sorted(percentages) and percentages.count(100) == 1, percentages
+    assert 97 in percentages  # writing the outputs: short of 100
+    assert hundred_with_outputs == [True]
+    model_line = shown.index("reconstruct: model vggt_small (onnx fp32) on onnxruntime/cpu; frames fed at 126x168")
+    assert model_line < shown.index("1 model call")  # named before the first window ran
+    assert f"done: {report['frames_seen']} frames, {report['keyframes']} keyframes" in shown
+    assert shown.index("100%") < shown.index("reconstruct: 32 frames")  # the summary after the bar

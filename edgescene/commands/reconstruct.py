@@ -127,9 +127,21 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--features", help="a DINOv3 features artifact: keyframes and revisits from its embeddings")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the lines before and after still print)")
+
+
+def print_model_line(progress, config) -> None:
+    """The model and the size frames are fed at, printed when the first keyframe is prepared: before
+    the first window runs (minutes, for VGGT-1B on a CPU)."""
+    hw = "x".join(map(str, progress.input_hw or ()))
+    print(
+        f"reconstruct: model {progress.model}; frames fed at {hw} ({config.mode}, orientation {config.orientation})",
+        flush=True,
+    )
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
+    from edgescene.runtime.progress import ProgressBar
     from edgescene.runtime.reconstruct import CLI_REAL_MODEL, ReconstructConfig, model_notes, reconstruct_to_folder
 
     check_model_choice(args.model, random_weights=args.random_weights, has_weights_option=False)
@@ -183,6 +195,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         viewer = SceneViewer(port=args.viewer_port)
         print(f"reconstruct: the map grows at {viewer.url}", flush=True)
     source = args.input[0] if len(args.input) == 1 else args.input
+    bar = ProgressBar(disable=args.quiet, on_start=lambda p: print_model_line(p, config))
     try:
         report = reconstruct_to_folder(
             source,
@@ -190,22 +203,19 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             args.out,
             config,
             overwrite=args.overwrite,
+            progress=False,
+            on_progress=bar,
             on_window=(lambda update: viewer.update(**update)) if viewer is not None else None,
             solver=solver,
         )
     except BaseException:
+        bar.close()
         if viewer is not None:
             viewer.stop()
         raise
     t = report["timings_s"]
     pre = report["preprocessing"]
-    model = report["model"]
-    print(
-        f"reconstruct: model {model.get('preset')} ({model.get('format')} {model.get('precision')}) on "
-        f"{report['backend']['name']}/{report['backend']['device']}; frames fed at "
-        f"{'x'.join(map(str, pre['model_input_hw'] or []))} ({pre['mode']}, orientation {pre['orientation']})"
-    )
-    for note in pre["notes"] + model_notes(model, CLI_REAL_MODEL):  # report.json's notes, in flags
+    for note in pre["notes"] + model_notes(report["model"], CLI_REAL_MODEL):  # report.json's notes, in flags
         print(f"reconstruct: note: {note}")
     print(
         f"reconstruct: {report['frames_seen']} frames, {report['keyframes']} keyframes, "

@@ -77,6 +77,30 @@ def test_video_job_runs_and_serves_its_outputs(client, tmp_path):
     assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
 
 
+def test_a_running_job_reports_the_runs_progress_and_one_only_when_done(client):
+    from edgescene.runtime.progress import STAGES
+
+    job = client.post("/jobs", files=[_video()]).json()
+    samples = []
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        job = client.get(f"/jobs/{job['id']}").json()
+        samples.append(job)
+        if job["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.02)
+    assert job["status"] == "done", job
+    assert job["progress"] == 1.0 and job["stage"] is None and job["eta_s"] is None
+    running = [j for j in samples if j["status"] == "running" and j["stage"] is not None]
+    assert running and all(j["stage"] in STAGES and j["progress"] < 1.0 for j in running)
+    progress = [j["progress"] for j in samples]
+    assert progress == sorted(progress)
+    assert any(j["stage"] == "reconstructing" and j["message"].startswith("frame ") for j in running)
+    assert any(j["eta_s"] is not None and "left" in j["message"] for j in running)  # after the first window
+    listed = client.get("/jobs").json()[0]
+    assert listed["stage"] is None and listed["progress"] == 1.0
+
+
 def test_loop_closure_job_reports_what_it_found(client, monkeypatch):
     r = client.post("/jobs", files=[_video()], data={"max_frames": "40", "loop_closure": "true"})
     assert r.status_code == 202, r.text
@@ -217,7 +241,7 @@ def test_outputs_wait_for_the_job_and_cancel(client):
 
 def test_stream_websocket_returns_the_running_map(client):
     frames = [f.rgb for f in open_frames(SAMPLE, max_frames=9)]
-    updates = []
+    updates, replies = [], []
     with client.websocket_connect("/stream?window=4") as ws:
         ws.send_bytes(b"not an image")
         assert ws.receive_json()["type"] == "error"
@@ -226,10 +250,19 @@ def test_stream_websocket_returns_the_running_map(client):
             ws.send_bytes(buf.tobytes())
             reply = ws.receive_json()
             assert reply["type"] in ("ack", "update")
+            replies.append(reply)
             if reply["type"] == "update":
                 updates.append(reply)
         ws.send_text("finish")
         final = ws.receive_json()
+    # each reply carries the run's progress: a live stream has no length, so counts and no fraction
+    progress = [r["progress"] for r in replies]
+    assert [p["frames_seen"] for p in progress] == list(range(1, 10))
+    assert all(p["stage"] == "reconstructing" and p["fraction"] is None and p["eta_s"] is None for p in progress)
+    assert progress[0]["model"] == "vggt_small (onnx fp32) on onnxruntime/cpu" and progress[0]["input_hw"] == [126, 168]
+    assert all(p["windows"] == u["windows"] for p, u in zip(progress, replies, strict=True) if u["type"] == "update")
+    assert final["progress"]["stage"] == "done" and final["progress"]["fraction"] == 1.0
+    assert final["progress"]["message"].startswith("done: 9 frames")
     assert len(updates) >= 2  # windows of 4 with overlap 2: the map grows every 2 frames
     assert [u["points"] for u in updates] == sorted(u["points"] for u in updates) and updates[0]["points"] > 0
     first = updates[0]

@@ -81,11 +81,26 @@ def test_hub_download_fails_fast_offline(app, monkeypatch):
     assert "owner/name" in message
 
 
+class RecordedProgress:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, progress, desc=None, **kwargs):
+        self.calls.append((progress, desc))
+
+
 def test_reconstruction_then_rerender_without_the_model(app, monkeypatch):
+    progress = RecordedProgress()
     status, glb, downloads, gallery, folder = app.run_reconstruction(
-        [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 10, 50, True, False, "depth", progress=NoProgress()
+        [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 10, 50, True, False, "depth", progress=progress
     )
     assert "10 keyframes" in status and "model run" in status, status
+    # the run's one progress model: opening, every frame, the windows, done
+    assert progress.calls[0] == (0.0, "opening the model")
+    assert progress.calls[1][1] == "frame 1 of 10, 0 model calls"
+    fractions = [f for f, _ in progress.calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions.count(1.0) == 1
+    assert progress.calls[-1][1] == "done: 10 frames, 10 keyframes, 2 model calls"
     assert status.count("demo model") == 1 and "synthetic scenes only" in status  # the bundled model says what it is
     assert "--model" not in status and "in Model setup" in status  # the app's words, not the CLI's
     assert Path(glb).read_bytes()[:4] == b"glTF" and [Path(p).name for p in downloads] == ["scene.glb", "points.ply"]
@@ -205,6 +220,13 @@ def test_export_tab_adds_an_accepted_model(app):
     assert "small_onnx" in app.reconstruction_models()
     message, _ = app.export("checkpoint: model.safetensors", "onnx", "small_onnx", 126, 168, 4, progress=NoProgress())
     assert "exists already" in message
+    # the app has no window control: an export made for 4 frames runs windows of 4, not the default 8
+    progress = RecordedProgress()
+    status, *_ = app.run_reconstruction(
+        [str(SAMPLE)], "video", "small_onnx", 0, 6, 50, True, False, "depth", progress=progress
+    )
+    assert status.startswith("model **small_onnx**: 6 keyframes"), status
+    assert progress.calls[-1][1] == "done: 6 frames, 6 keyframes, 2 model calls"  # frames 1-4, 3-6
 
 
 def test_a_vggt_checkpoint_from_model_setup_reconstructs_on_the_pytorch_backend(app):

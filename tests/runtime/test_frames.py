@@ -245,11 +245,6 @@ def test_video_is_read_lazily(tmp_path, monkeypatch):
     it.close()  # stopping early closes the decoder (no error, nothing left open)
 
 
-def test_progress_bar(video30, capsys):
-    assert len(list(open_frames(video30, every_s=0.5, progress=True))) == 6
-    assert "6/6" in capsys.readouterr().err
-
-
 # ----------------------------------------------------------------------------- errors
 
 

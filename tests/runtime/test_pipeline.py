@@ -164,7 +164,7 @@ def test_a_model_error_on_the_model_thread_reaches_the_caller_and_the_thread_sto
             core.push(image, rgb)
         core.finish()
     core.close()
-    assert threading.active_count() == before
+    assert threading.active_count() == before, [t.name for t in threading.enumerate()]
 
 
 # ----------------------------------------------------------------------------- whole reconstructions
@@ -213,13 +213,13 @@ def test_pipelined_reconstruction_writes_exactly_the_sequential_outputs(tmp_path
 def test_a_cancelled_pipelined_run_stops_its_threads_and_leaves_nothing(tmp_path):
     before = threading.active_count()
 
-    def cancel(seen, expected):
-        if seen == 11:
+    def cancel(progress):
+        if progress.frames_seen == 11:
             raise KeyboardInterrupt("cancelled")
 
     with pytest.raises(KeyboardInterrupt):
         reconstruct_to_folder(
-            sample_dir() / "sample.mp4", default_model_dir(), tmp_path / "out", progress=False, on_frame=cancel
+            sample_dir() / "sample.mp4", default_model_dir(), tmp_path / "out", progress=False, on_progress=cancel
         )
     assert not (tmp_path / "out").exists()
-    assert threading.active_count() == before
+    assert threading.active_count() == before, [t.name for t in threading.enumerate()]

@@ -16,6 +16,7 @@ from edgescene.bench.oracle import OracleNoise, OracleSession
 from edgescene.bench.synthetic_scene import make_video
 from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.outputs import OutputFolder
+from edgescene.runtime.progress import ProgressTracker
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, reconstruct_to_folder, run
 from edgescene.runtime.sinks import FolderSink, MemorySink, Sink, Tee, ViewerSink
 
@@ -65,11 +66,19 @@ def test_the_compiled_loop_is_loaded_while_the_model_opens_and_nothing_is_left_r
 
 def test_hooks_come_in_order_and_every_keyframe_once(video):
     sink = Recorder()
-    seen = []
-    stream = run(
-        _rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=False, on_frame=lambda n, e: seen.append(n)
-    ).stream
-    assert seen == list(range(1, 15))
+    told = []
+    tracker = ProgressTracker(told.append, expected=14)
+    stream = run(_rec(video, window=6, overlap=2), list(video.rgb), sink, pipeline=False, progress=tracker).stream
+    frames = [p for p in told if p.stage == "reconstructing"]
+    assert [p.frames_seen for p in frames] == list(range(1, 15))
+    assert [p.stage for p in told if p.stage != "reconstructing"] == ["finishing"]
+    assert told[0].model is not None and told[0].input_hw == HW  # before the first frame's event
+    # every keyframe here (no frame is skipped): windows 1-6, 5-10, 9-14 join at frames 6, 10, 14, and
+    # the fraction counts only the frames through the model, never the ones merely decoded
+    assert [(p.windows, p.frames_done) for p in frames] == [(0, 0)] * 5 + [(1, 6)] * 4 + [(2, 10)] * 4 + [(3, 14)]
+    assert [p.fraction for p in frames[4:7]] == [0.0, pytest.approx(0.95 * 6 / 14), pytest.approx(0.95 * 6 / 14)]
+    assert frames[0].eta_s is None and frames[5].eta_s is not None and frames[5].eta_s > 0
+    assert tracker.current.frames_done == 14 and tracker.current.windows == 3
     assert sink.keyframes == list(range(14))
     # windows of 6 with 2 carried: frames 0-5, 4-9, 8-13 (the last one full too)
     assert sink.calls == ["start", "window 1", "window 2", "window 3", "flush", "finish", "close"]
