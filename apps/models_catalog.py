@@ -93,6 +93,17 @@ def find_model(
     raise ValueError(f"unknown model {name!r}; {choices}")
 
 
+DEFAULT_WINDOW = 8  # keyframes a model call, where the model serves that many
+
+
+def default_window(frames: dict | None) -> int:
+    """The window a job or the web app uses when none is asked for: :data:`DEFAULT_WINDOW`, or the most
+    the model serves per call where that is fewer (``frames``: an artifact's ``{"min", "max"}``)."""
+    if not frames:
+        return DEFAULT_WINDOW
+    return max(2, min(DEFAULT_WINDOW, int(frames["max"])))
+
+
 def frame_size_check(entry: ModelEntry, mode: str = "crop") -> Callable[[int, int], None]:
     """``check(height, width)``: ValueError (naming the size and the fix) for a frame ``entry``'s model
     cannot take, decided as a run decides it (upstream's size rule at the model's scale, onto the sizes

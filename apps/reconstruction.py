@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgescene.apps.models_catalog import default_window
 from edgescene.apps.uploads import check_kinds, kind_of
 from edgescene.runtime.frames import open_frames
 from edgescene.runtime.progress import Progress, ProgressCallback
@@ -70,7 +71,6 @@ def check_inputs(paths: Sequence[str | Path], mode: str) -> list[Path]:
 APP_REAL_MODEL = (
     "for real footage use VGGT-1B: download facebook/VGGT-1B in Model setup, then choose it in the model list"
 )
-DEFAULT_WINDOW = 8  # frames a model call, where the model serves that many
 DEFAULT_MAX_FRAMES = 120  # the web app holds a run in memory: a 320-frame video peaked at 2.2 GB
 KEEP_RECONSTRUCTIONS = 10  # finished reconstructions kept in the workspace (the oldest are deleted)
 
@@ -96,9 +96,9 @@ def reconstruct(
     """Run the model over the inputs once, cache its predictions in a new folder and render them.
 
     ``max_frames`` None takes :data:`DEFAULT_MAX_FRAMES` (the run is held in memory); only the
-    :data:`KEEP_RECONSTRUCTIONS` newest reconstructions stay in ``out_root``. ``window`` None:
-    :data:`DEFAULT_WINDOW` frames a model call, fewer where the model serves fewer (an export made
-    for 4 frames runs windows of 4). ``on_progress``: the
+    :data:`KEEP_RECONSTRUCTIONS` newest reconstructions stay in ``out_root``. ``window`` None: 8
+    frames a model call, fewer where the model serves fewer
+    (:func:`~edgescene.apps.models_catalog.default_window`). ``on_progress``: the
     run's :class:`~edgescene.runtime.progress.Progress` (``done`` before the scene is rendered).
     """
     paths = check_inputs(paths, mode)
@@ -111,7 +111,7 @@ def reconstruct(
         on_progress(Progress("opening", frames_expected=expected, fraction=None if expected is None else 0.0))
     session = open_session(model, device=ReconstructConfig().device)
     if window is None:  # the app has no window control: 8 frames, or what the model serves at most
-        window = max(2, min(DEFAULT_WINDOW, int(session.artifact.frames["max"])))
+        window = default_window(session.artifact.frames)
     rec = Reconstructor(
         session,
         ReconstructConfig(

@@ -44,7 +44,7 @@ from edgescene.apps.http_guards import host_allowed
 from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.live_stream import LiveRun
 from edgescene.apps.memory import release_memory
-from edgescene.apps.models_catalog import find_model, frame_size_check, list_models
+from edgescene.apps.models_catalog import default_window, find_model, frame_size_check, list_models
 from edgescene.apps.stream_models import StreamModels, StreamModelsBusy
 from edgescene.apps.uploads import (
     UploadError,
@@ -499,7 +499,9 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         max_frames: int | None = Form(None, ge=1, description="stop after this many frames"),
         conf_percentile: float = Form(50.0, ge=0, le=100, description="drop the less confident points"),
         branch: Literal["depth", "points"] = Form("depth"),
-        window: int = Form(8, ge=2, description="keyframes per model call"),
+        window: int | None = Form(
+            None, ge=2, description="keyframes per model call (default: 8, or fewer where the model serves fewer)"
+        ),
         loop_closure: bool = Form(
             False, description="correct drift where the video revisits a place (needs the mapping extra: GTSAM)"
         ),
@@ -521,6 +523,8 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         try:
             entry = find_model(config.models_dir, model, pytorch_models=config.pytorch_models)
             frames = entry.info.get("frames") or {}
+            if window is None:  # an export made for 4 frames runs windows of 4
+                window = default_window(frames)
             if frames and not int(frames["min"]) <= window <= int(frames["max"]):
                 raise HTTPException(
                     422,

@@ -296,6 +296,17 @@ def test_stream_keeps_the_session_through_bad_messages(client):
         assert ws.receive_json()["type"] == "final"
 
 
+def test_a_jobs_window_defaults_to_what_the_model_serves_and_is_checked(client):
+    from edgescene.apps.models_catalog import default_window
+
+    assert [default_window(f) for f in (None, {"min": 1, "max": 4}, {"min": 1, "max": 32})] == [8, 4, 8]
+    r = client.post("/jobs", files=[_video()], data={"window": "9"})
+    assert r.status_code == 422 and "window 9 is outside what model" in r.text and "send window=8" in r.text
+    job = client.post("/jobs", files=[_video()], data={"max_frames": "4"}).json()
+    assert job["config"]["window"] == 8 and job["config"]["overlap"] == 2
+    assert _wait(client, job["id"])["status"] == "done"
+
+
 @pytest.mark.parametrize("window", ["1", "9", "100000"])
 def test_stream_window_is_checked_against_the_model(client, window):
     with client.websocket_connect(f"/stream?window={window}") as ws:
