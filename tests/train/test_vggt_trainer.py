@@ -384,3 +384,27 @@ def test_too_few_frames_and_bad_options_are_refused(dataset, tmp_path):
         make_config(dataset, tmp_path, freeze="heads")
     with pytest.raises(ValueError, match="either val_fraction"):
         make_config(dataset, tmp_path, val_dataset=str(dataset), val_fraction=0.2)
+
+
+def test_strided_windows_span_wider_motions_and_stride_one_keeps_the_consecutive_draw():
+    from edgescene.train.vggt.data import SequenceDataset
+
+    frames = list(range(16))
+    wide = SequenceDataset.__new__(SequenceDataset)
+    wide.max_stride = 3
+    strides = set()
+    for seed in range(200):
+        window = wide._window(frames, 6, np.random.default_rng(seed))
+        steps = set(np.diff(window).tolist())
+        assert len(window) == 6 and len(steps) == 1 and window[-1] <= 15  # evenly spaced, inside the sequence
+        strides |= steps
+    assert strides == {1, 2, 3}
+    # 8 frames of 16 fit every 2nd frame at most: the stride is clipped to what the sequence allows
+    assert {int(np.diff(wide._window(frames, 8, np.random.default_rng(s)))[0]) for s in range(50)} == {1, 2}
+    consecutive = SequenceDataset.__new__(SequenceDataset)
+    consecutive.max_stride = 1
+    for seed in range(20):  # the same start as before strides existed: one draw, integers(0, 16 - 6 + 1)
+        start = int(np.random.default_rng(seed).integers(0, 11))
+        assert consecutive._window(frames, 6, np.random.default_rng(seed)) == list(range(start, start + 6))
+    with pytest.raises(ValueError, match="max_stride must be a whole number >= 1"):
+        SequenceDataset(".", {}, 42, 56, augment=True, max_stride=0)

@@ -80,6 +80,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="frames per sequence, drawn per step in [MIN, MAX] (default: 2 8)",
     )
     p.add_argument(
+        "--max-stride",
+        type=int,
+        default=d("max_stride"),
+        help="a sample takes every s-th frame of its sequence, s drawn in 1..MAX_STRIDE: wider motions in a "
+        f"window, as keyframe selection makes them (default: {d('max_stride')}, consecutive frames)",
+    )
+    p.add_argument(
         "--height", type=int, default=d("image_height"), help=f"training image height (default: {d('image_height')})"
     )
     p.add_argument(
@@ -204,6 +211,7 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         steps=args.steps,
         batch_size=args.batch_size,
         frames_per_sequence=tuple(args.frames) if args.frames else _default("frames_per_sequence"),
+        max_stride=args.max_stride,
         image_height=args.height,
         image_width=args.width,
         lr=args.lr,

@@ -40,6 +40,7 @@ class VGGTTrainConfig:
         2,
         8,
     )  # each step draws its frame count in [min, max] (upstream img_nums 2..24)
+    max_stride: int = 1  # a sample takes every s-th frame, s drawn in 1..max_stride (1: consecutive frames)
     image_height: int = 392  # training size; multiples of the preset's patch size
     image_width: int = 518
     lr: float = 5e-5  # upstream fine-tuning value; the paper trained from scratch at 2e-4
@@ -105,6 +106,8 @@ class VGGTTrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.max_stride, bool) or int(self.max_stride) != self.max_stride or self.max_stride < 1:
+            raise ValueError(f"max_stride must be a whole number >= 1, got {self.max_stride!r}")
         if self.lr <= 0 or self.min_lr > self.lr:
             raise ValueError(f"need 0 < min_lr <= lr, got lr {self.lr} and min_lr {self.min_lr}")
         if not 0 <= self.warmup_fraction < 1:

@@ -5,11 +5,13 @@ manifest-driven loader).
 A usable sequence is a video, a synthetic scene or a folder of images (see
 :func:`edgescene.train.data.colmap_poses.sequence_groups`), of which the frames with a depth map and
 a camera are used (depth may be sparse: ``preprocess --poses colmap``; only pixels with depth
-count). A sample is a window of consecutive frames (upstream's ``get_nearby``: frames close in time
-overlap), loaded as RGB in [0, 1], depth in metres (0 = invalid) and the camera-from-world
-extrinsics / intrinsics of the processed images, then brought to the training size: training samples
-with the cover-and-centre-crop of :func:`edgescene.core.preprocess.fit` (``"crop"``, the random zoom
-needs it), validation samples exactly as the runtime feeds frames (upstream VGGT's preprocessing,
+count). A sample is a window of frames close in time (upstream's ``get_nearby``): consecutive, or
+with ``max_stride`` > 1 every ``s``-th frame for a random ``s`` (wider motions in a window, as the
+runtime's keyframe selection makes them), loaded as RGB in [0, 1], depth in metres (0 = invalid)
+and the camera-from-world extrinsics / intrinsics of the processed images, then brought to the
+training size: training samples with the cover-and-centre-crop of
+:func:`edgescene.core.preprocess.fit` (``"crop"``, the random zoom needs it), validation samples
+exactly as the runtime feeds frames (upstream VGGT's preprocessing,
 :func:`~edgescene.core.preprocess.choose_model_size`: the whole frame, padded with white into the
 training size; padded pixels carry no depth); intrinsics mapped by the :class:`Resize`.
 
@@ -106,13 +108,33 @@ class SequenceDataset(Dataset):
     """
 
     def __init__(
-        self, root: str | Path, sequences: dict[str, list[Entry]], height: int, width: int, augment: bool
+        self,
+        root: str | Path,
+        sequences: dict[str, list[Entry]],
+        height: int,
+        width: int,
+        augment: bool,
+        max_stride: int = 1,
     ) -> None:
+        if isinstance(max_stride, bool) or int(max_stride) != max_stride or max_stride < 1:
+            raise ValueError(f"max_stride must be a whole number >= 1, got {max_stride!r}")
         self.root = Path(root).resolve()
         self.names = sorted(sequences)
         self.sequences = [sequences[n] for n in self.names]
         self.lengths = [len(es) for es in self.sequences]
         self.height, self.width, self.augment = height, width, augment
+        self.max_stride = int(max_stride)
+
+    def _window(self, entries: list[Entry], frames: int, rng: np.random.Generator) -> list[Entry]:
+        """A training window: ``frames`` frames every ``s``-th frame from a random start, ``s`` drawn
+        in 1..``max_stride`` (as far as the sequence allows; ``max_stride`` 1 draws nothing, so the
+        random stream is the consecutive windows' own)."""
+        stride = 1
+        if self.max_stride > 1 and frames > 1:
+            stride = int(rng.integers(1, min(self.max_stride, (len(entries) - 1) // (frames - 1)) + 1))
+        span = (frames - 1) * stride + 1
+        start = int(rng.integers(0, len(entries) - span + 1))
+        return entries[start : start + span : stride]
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -127,10 +149,10 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         entries, frames, _, rng = self._sequence(key)
-        start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else 0
+        window = self._window(entries, frames, rng) if self.augment else entries[:frames]
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
         images, depths, extr, intr = [], [], [], []
-        for entry in entries[start : start + frames]:
+        for entry in window:
             rgb = load_rgb(resolve_inside(self.root, entry.path))
             depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
             if depth.shape != rgb.shape[:2]:

@@ -257,7 +257,11 @@ def build_datasets(config: VGGTTrainConfig, log=print):
     sequences = usable_sequences(config.dataset_dir, config.frames_per_sequence[0])
     train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
     train_set = SequenceDataset(
-        config.dataset_dir, {n: sequences[n] for n in train_names}, *size, augment=config.augment
+        config.dataset_dir,
+        {n: sequences[n] for n in train_names},
+        *size,
+        augment=config.augment,
+        max_stride=config.max_stride,
     )
     val_set = None
     if config.val_dataset is not None:
@@ -279,7 +283,9 @@ def _unlabeled_datasets(config: VGGTTrainConfig, log=print):
                              metadata_json=config.metadata_json)  # fmt: skip
     sequences = unlabeled_sequences(root, config.frames_per_sequence[0], source=config.dataset_dir)
     train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
-    train_set = UnlabeledSequenceDataset(root, {n: sequences[n] for n in train_names}, *size, augment=config.augment)
+    train_set = UnlabeledSequenceDataset(
+        root, {n: sequences[n] for n in train_names}, *size, augment=config.augment, max_stride=config.max_stride
+    )
     val_set = None
     if config.val_dataset is not None:
         val_root = prepare_unlabeled(config.val_dataset, Path(config.out_dir) / "val", size=max(size), log=log,

@@ -144,16 +144,20 @@ class UnlabeledSequenceDataset(SequenceDataset):
         width: int,
         augment: bool,
         with_gt: bool = False,
+        max_stride: int = 1,
     ) -> None:
-        super().__init__(root, sequences, height, width, augment)
+        super().__init__(root, sequences, height, width, augment, max_stride)
         self.with_gt = with_gt  # training never reads it: batches then collate whatever the sequences hold
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         entries, frames, seed, rng = self._sequence(key)
         # training: a random window; validation: the key's seed is the first frame (see validation_windows)
-        start = int(rng.integers(0, len(entries) - frames + 1)) if self.augment else min(seed, len(entries) - frames)
+        if self.augment:
+            window = self._window(entries, frames, rng)
+        else:
+            start = min(seed, len(entries) - frames)
+            window = entries[start : start + frames]
         zoom = float(rng.uniform(1.0, MAX_ZOOM)) if self.augment else 1.0
-        window = entries[start : start + frames]
         has_gt = self.with_gt and all(e.depth is not None and e.camera is not None for e in window)
         known = [known_intrinsics(e) for e in window]
         has_intrinsics = all(k is not None for k in known)
