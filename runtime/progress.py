@@ -192,7 +192,8 @@ class ProgressBar:
     length is unknown, and the message. ``on_start(progress)`` is called once with the first
     progress that names the model (the CLI prints its model line there, above the bar)."""
 
-    REFRESH_S = 0.2  # the bar is redrawn at most this often while frames flow
+    REFRESH_S = 0.2  # the bar is redrawn at most this often while frames flow, on a terminal
+    LOG_REFRESH_S = 10.0  # and into a file or a pipe (a log keeps every redraw)
 
     def __init__(
         self,
@@ -206,6 +207,8 @@ class ProgressBar:
         self._bar: Any = None
         self._announced = False
         self._shown = 0.0  # when the bar was last drawn (time.monotonic)
+        isatty = getattr(self._file, "isatty", None)
+        self._refresh_s = self.REFRESH_S if callable(isatty) and isatty() else self.LOG_REFRESH_S
         self._done = False
 
     def __call__(self, progress: Progress) -> None:
@@ -226,7 +229,7 @@ class ProgressBar:
             self.close()
             return
         now = time.monotonic()
-        if progress.stage != "reconstructing" or now - self._shown >= self.REFRESH_S:  # every frame: too often
+        if progress.stage != "reconstructing" or now - self._shown >= self._refresh_s:  # every frame: too often
             self._shown = now
             bar.refresh()
 
