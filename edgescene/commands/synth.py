@@ -19,6 +19,18 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
         help=f"comma-separated camera paths, used in turn (default: {','.join(TRAJECTORIES)}; for loop closure: "
         "loop_orbit (1.25 turns), figure_eight)",
     )
+    p.add_argument(
+        "--textures",
+        choices=("procedural", "natural", "mixed"),
+        default="procedural",
+        help="surface textures: patterns, crops of the photographs scikit-image ships, or either per surface "
+        "(default: procedural); a seed's geometry is the same in every style",
+    )
+    p.add_argument(
+        "--camera-effects",
+        action="store_true",
+        help="frames as a camera takes them: exposure drift, vignetting, blur and sensor noise (geometry unchanged)",
+    )
     p.add_argument("--seed", type=int, default=0, help="base seed; scene i uses seed*100003+i (default: 0)")
     p.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
@@ -37,6 +49,8 @@ def run_synth(args: argparse.Namespace) -> int:
         height=args.height,
         trajectories=tuple(t.strip() for t in args.trajectories.split(",") if t.strip()),
         seed=args.seed,
+        textures=args.textures,
+        camera_effects=args.camera_effects,
         workers=args.workers,
         overwrite=args.overwrite,
     )

@@ -165,3 +165,44 @@ def test_committed_sample_video_matches_its_ground_truth():
     mse = np.mean((decoded.astype(np.float64) - frames) ** 2)
     # PSNR of the H.264 encoding against the exact render; 4:2:0 chroma subsampling caps it near 29.5 dB
     assert 10 * np.log10(255**2 / mse) > 27
+
+
+def test_natural_textures_and_camera_effects_keep_the_seeds_geometry():
+    from edgescene.train.data.synthetic.dataset import render_sequence
+
+    plain = render_sequence(5, "orbit", 3, 96, 72)
+    real = render_sequence(5, "orbit", 3, 96, 72, textures="natural", camera_effects=True)
+    again = render_sequence(5, "orbit", 3, 96, 72, textures="natural", camera_effects=True)
+    assert np.array_equal(plain.depth, real.depth) and np.array_equal(plain.extrinsics, real.extrinsics)
+    assert np.array_equal(plain.intrinsics, real.intrinsics)
+    assert np.abs(plain.frames.astype(int) - real.frames).mean() > 10  # other surfaces, another camera
+    assert np.array_equal(real.frames, again.frames)  # reproducible from the seed
+    mixed = render_sequence(5, "orbit", 3, 96, 72, textures="mixed")
+    assert np.array_equal(mixed.depth, plain.depth)
+    with pytest.raises(ValueError, match="textures must be one of procedural, natural, mixed"):
+        SynthConfig(out_dir="x", textures="photos")
+
+
+def test_a_natural_texture_wraps_without_a_seam_and_never_uses_the_evaluation_pair():
+    from edgescene.train.data.synthetic.textures import NATURAL_SOURCES, natural_texture
+
+    assert "stereo_motorcycle" not in NATURAL_SOURCES
+    for seed in range(6):
+        tex = natural_texture(np.random.default_rng(seed), 64)
+        assert tex.shape == (64, 64, 3) and tex.dtype == np.float32 and tex.min() >= 0 and tex.max() <= 1
+        inside = np.abs(np.diff(tex, axis=1)).mean()
+        seam = np.abs(tex[:, 0] - tex[:, -1]).mean()  # the wrap-around neighbours
+        assert seam <= 2 * inside + 1e-3, (seed, seam, inside)
+
+
+def test_camera_effects_change_only_the_pixels_and_refuse_other_arrays():
+    from edgescene.train.data.synthetic.camera_effects import apply_camera_effects
+
+    frames = np.full((4, 40, 60, 3), 128, np.uint8)
+    out, effects = apply_camera_effects(frames, np.random.default_rng(0))
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    centre, corner = out[:, 20, 30].astype(float).mean(), out[:, 0, 0].astype(float).mean()
+    assert corner < centre or effects.vignetting < 0.05  # darker corners: vignetting
+    assert len({round(float(f.mean()), 1) for f in out}) > 1  # exposure drifts from frame to frame
+    with pytest.raises(ValueError, match=r"frames must be \(S, H, W, 3\) uint8"):
+        apply_camera_effects(frames.astype(np.float32), np.random.default_rng(0))

@@ -26,8 +26,9 @@ import numpy as np
 from edgescene import __version__
 from edgescene.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
+from edgescene.train.data.synthetic.camera_effects import apply_camera_effects
 from edgescene.train.data.synthetic.raycast import render
-from edgescene.train.data.synthetic.scene import Scene, random_scene
+from edgescene.train.data.synthetic.scene import TEXTURE_STYLES, Scene, random_scene
 from edgescene.train.data.synthetic.trajectories import ALL_TRAJECTORIES, TRAJECTORIES, make_trajectory
 
 
@@ -43,6 +44,8 @@ class SynthConfig:
     trajectories: tuple[str, ...] = TRAJECTORIES
     seed: int = 0
     fov_deg: tuple[float, float] = (50.0, 75.0)
+    textures: str = "procedural"  # procedural | natural | mixed (scene.TEXTURE_STYLES)
+    camera_effects: bool = False  # exposure drift, vignetting, blur, noise (camera_effects.py)
     workers: int = 1
     overwrite: bool = False
 
@@ -55,6 +58,8 @@ class SynthConfig:
         bad = [t for t in self.trajectories if t not in ALL_TRAJECTORIES]
         if bad or not self.trajectories:
             raise ValueError(f"unknown trajectories {bad}; valid: {', '.join(ALL_TRAJECTORIES)}")
+        if self.textures not in TEXTURE_STYLES:
+            raise ValueError(f"textures must be one of {', '.join(TEXTURE_STYLES)}, got {self.textures!r}")
         low, high = self.fov_deg
         if not 10 <= low <= high <= 150:
             raise ValueError(f"fov_deg must satisfy 10 <= low <= high <= 150, got {self.fov_deg}")
@@ -77,24 +82,30 @@ def scene_seed(base_seed: int, index: int) -> int:
 
 
 def render_sequence(
-    seed: int, trajectory: str, frames: int, width: int, height: int, fov_deg: tuple[float, float] = (50.0, 75.0)
+    seed: int,
+    trajectory: str,
+    frames: int,
+    width: int,
+    height: int,
+    fov_deg: tuple[float, float] = (50.0, 75.0),
+    textures: str = "procedural",
+    camera_effects: bool = False,
 ) -> SceneSequence:
-    """Render one deterministic sequence of a random scene along a random trajectory."""
-    scene = random_scene(seed)
+    """Render one deterministic sequence of a random scene along a random trajectory (``textures``:
+    :data:`~edgescene.train.data.synthetic.scene.TEXTURE_STYLES`; ``camera_effects``: the frames as a
+    camera would take them, :func:`~edgescene.train.data.synthetic.camera_effects.apply_camera_effects`,
+    from a generator of their own: the geometry of a seed is the same either way)."""
+    scene = random_scene(seed, textures=textures)
     rng = np.random.default_rng(seed + 7919)
     fov = np.radians(rng.uniform(*fov_deg))
     focal = (width / 2) / np.tan(fov / 2)
     intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
     extrinsics = make_trajectory(trajectory, rng, frames, scene.object_radius)
     rendered = [render(scene, intrinsics, e, height, width) for e in extrinsics]
-    return SceneSequence(
-        scene,
-        trajectory,
-        intrinsics,
-        extrinsics,
-        np.stack([r[0] for r in rendered]),
-        np.stack([r[1] for r in rendered]),
-    )
+    images = np.stack([r[0] for r in rendered])
+    if camera_effects:
+        images, _ = apply_camera_effects(images, np.random.default_rng([seed, 2]))
+    return SceneSequence(scene, trajectory, intrinsics, extrinsics, images, np.stack([r[1] for r in rendered]))
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -108,7 +119,16 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
     config, index = args
     seed = scene_seed(config.seed, index)
     trajectory = config.trajectories[index % len(config.trajectories)]
-    seq = render_sequence(seed, trajectory, config.frames, config.width, config.height, config.fov_deg)
+    seq = render_sequence(
+        seed,
+        trajectory,
+        config.frames,
+        config.width,
+        config.height,
+        config.fov_deg,
+        textures=config.textures,
+        camera_effects=config.camera_effects,
+    )
     folder = Path(config.out_dir) / f"scene_{index:04d}"
     (folder / "rgb").mkdir(parents=True, exist_ok=True)
     (folder / "depth").mkdir(exist_ok=True)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edgescene.train.data.synthetic.textures import TEXTURE_SIZE, build_mipmaps, random_texture
+from edgescene.train.data.synthetic.textures import TEXTURE_SIZE, build_mipmaps, natural_texture, random_texture
 
 EPS = 1e-6
 
@@ -176,11 +176,29 @@ class Scene:
         }
 
 
-def random_scene(seed: int, num_objects: tuple[int, int] = (4, 8), object_radius: float = 2.5) -> Scene:
-    """A deterministic random scene: ground + boxes, spheres and panels resting on it."""
+TEXTURE_STYLES = ("procedural", "natural", "mixed")
+
+
+def random_scene(
+    seed: int, num_objects: tuple[int, int] = (4, 8), object_radius: float = 2.5, textures: str = "procedural"
+) -> Scene:
+    """A deterministic random scene: ground + boxes, spheres and panels resting on it.
+
+    ``textures``: "procedural" (patterns), "natural" (photograph crops, :func:`natural_texture`) or
+    "mixed" (each surface either, evenly). The geometry, light and sky of a seed are the same in
+    every style: the photographs are drawn from a generator of their own."""
+    if textures not in TEXTURE_STYLES:
+        raise ValueError(f"textures must be one of {', '.join(TEXTURE_STYLES)}, got {textures!r}")
     rng = np.random.default_rng(seed)
     count = int(rng.integers(num_objects[0], num_objects[1] + 1))
-    textures = [build_mipmaps(random_texture(rng)) for _ in range(count + 1)]
+    images = [random_texture(rng) for _ in range(count + 1)]  # drawn in every style: the stream stays the seed's
+    if textures != "procedural":
+        photo_rng = np.random.default_rng([seed, 1])
+        images = [
+            natural_texture(photo_rng) if textures == "natural" or photo_rng.random() < 0.5 else image
+            for image in images
+        ]
+    textures_mip = [build_mipmaps(image) for image in images]
     primitives: list = [Ground(texture=0, metres_per_tile=float(rng.uniform(1.0, 3.0)))]
     placed: list[tuple[float, float, float]] = []  # (x, z, footprint radius)
     for i in range(count):
@@ -209,7 +227,7 @@ def random_scene(seed: int, num_objects: tuple[int, int] = (4, 8), object_radius
     return Scene(
         seed=seed,
         primitives=primitives,
-        textures=textures,
+        textures=textures_mip,
         light_dir=light_dir,
         light_color=light_color,
         ambient=float(rng.uniform(0.25, 0.45)),

@@ -1,12 +1,17 @@
-"""Procedural textures for the synthetic scenes: value noise, checkers, stripes, bricks, marble.
+"""Textures for the synthetic scenes: procedural (value noise, checkers, stripes, bricks, marble)
+or natural (crops of the photographs scikit-image ships, which load with no download).
 
 Each texture is a small float32 RGB image in [0, 1] of shape (T, T, 3), sampled with wrap-around
 bilinear interpolation at texture coordinates (u, v) in texels. Rich, multi-scale patterns give
-matching-based models something to lock onto; Lambertian use keeps them view-independent.
+matching-based models something to lock onto; Lambertian use keeps them view-independent. A natural
+crop is mirrored into a 2x2 tile before it is shrunk to T, so it wraps around without a seam.
 """
 
 from __future__ import annotations
 
+import functools
+
+import cv2
 import numpy as np
 
 TEXTURE_SIZE = 128
@@ -62,6 +67,44 @@ def random_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.nda
         t = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * 3 + 4 * noise))
     tex = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
     return np.clip(tex, 0, 1).astype(np.float32)
+
+
+# scikit-image's bundled photographs (no download). Left out: stereo_motorcycle (the Middlebury pair
+# `edgescene eval` scores on), text-like and binary images, and the microscopy images.
+NATURAL_SOURCES: tuple[str, ...] = (
+    "astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "grass", "gravel", "moon", "rocket",
+    "clock", "hubble_deep_field", "colorwheel",
+)  # fmt: skip
+
+
+@functools.cache
+def _natural_source(name: str) -> np.ndarray:
+    """One of :data:`NATURAL_SOURCES` as float32 RGB in [0, 1] (grey images repeated into 3 channels)."""
+    from skimage import data
+
+    image = np.asarray(getattr(data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return (image[..., :3].astype(np.float32) / 255.0).copy()
+
+
+def natural_texture(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """A random square crop of a random :data:`NATURAL_SOURCES` photograph, randomly flipped and
+    rotated, grey ones tinted, mirrored into a seamless tile and shrunk to (size, size, 3) float32."""
+    source = _natural_source(NATURAL_SOURCES[int(rng.integers(len(NATURAL_SOURCES)))])
+    h, w = source.shape[:2]
+    side = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = np.rot90(source[y : y + side, x : x + side], int(rng.integers(4)))
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if np.allclose(crop[..., 0], crop[..., 1]) and np.allclose(crop[..., 1], crop[..., 2]):
+        c0, c1 = _palette(rng)
+        crop = c0[None, None] * (1 - crop) + c1[None, None] * crop
+    tile = np.concatenate([crop, crop[:, ::-1]], axis=1)
+    tile = np.concatenate([tile, tile[::-1]], axis=0)  # mirrored 2x2: the texture wraps without a seam
+    out = cv2.resize(np.ascontiguousarray(tile), (size, size), interpolation=cv2.INTER_AREA)
+    return np.clip(out, 0, 1).astype(np.float32)
 
 
 def sample_texture(texture: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
