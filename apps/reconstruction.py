@@ -22,7 +22,7 @@ from pathlib import Path
 from edgescene.apps.models_catalog import default_window
 from edgescene.apps.uploads import check_kinds, kind_of
 from edgescene.runtime.frames import open_frames
-from edgescene.runtime.progress import Progress, ProgressCallback
+from edgescene.runtime.progress import ProgressCallback, ProgressTracker
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, model_notes
 from edgescene.runtime.scene import SceneCache, ViewOptions
 from edgescene.runtime.session import open_session
@@ -106,9 +106,7 @@ def reconstruct(
     start = time.perf_counter()
     source = paths[0] if mode != "several images" else paths
     frames = open_frames(source, every_s=every_s if mode == "video" else None, max_frames=max_frames)
-    if on_progress is not None:  # the model opens outside the run: said in the run's words
-        expected = frames.expected_count()
-        on_progress(Progress("opening", frames_expected=expected, fraction=None if expected is None else 0.0))
+    ProgressTracker(on_progress, frames.expected_count()).opening()  # the model opens outside the run
     session = open_session(model, device=ReconstructConfig().device)
     if window is None:  # the app has no window control: 8 frames, or what the model serves at most
         window = default_window(session.artifact.frames)
