@@ -20,6 +20,13 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
         "loop_orbit (1.25 turns), figure_eight)",
     )
     p.add_argument(
+        "--layouts",
+        default="objects",
+        help="comma-separated kinds of scene, changing every len(trajectories) scenes so each meets every "
+        "trajectory: objects (on a plane to the horizon), room (a closed hall: walls, ceiling, posters), "
+        "terrain (rolling ground, mountains) (default: objects)",
+    )
+    p.add_argument(
         "--textures",
         choices=("procedural", "natural", "mixed"),
         default="procedural",
@@ -48,6 +55,7 @@ def run_synth(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         trajectories=tuple(t.strip() for t in args.trajectories.split(",") if t.strip()),
+        layouts=tuple(name.strip() for name in args.layouts.split(",") if name.strip()),
         seed=args.seed,
         textures=args.textures,
         camera_effects=args.camera_effects,

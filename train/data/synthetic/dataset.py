@@ -28,7 +28,8 @@ from edgescene.core.atomic import atomic_write, atomic_write_bytes, atomic_write
 from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.synthetic.camera_effects import apply_camera_effects
 from edgescene.train.data.synthetic.raycast import render
-from edgescene.train.data.synthetic.scene import TEXTURE_STYLES, Scene, random_scene
+from edgescene.train.data.synthetic.layouts import LAYOUTS, build_scene
+from edgescene.train.data.synthetic.scene import TEXTURE_STYLES, Scene
 from edgescene.train.data.synthetic.trajectories import ALL_TRAJECTORIES, TRAJECTORIES, make_trajectory
 
 
@@ -42,6 +43,7 @@ class SynthConfig:
     width: int = 256
     height: int = 192
     trajectories: tuple[str, ...] = TRAJECTORIES
+    layouts: tuple[str, ...] = ("objects",)  # objects | room | terrain (layouts.LAYOUTS)
     seed: int = 0
     fov_deg: tuple[float, float] = (50.0, 75.0)
     textures: str = "procedural"  # procedural | natural | mixed (scene.TEXTURE_STYLES)
@@ -58,6 +60,9 @@ class SynthConfig:
         bad = [t for t in self.trajectories if t not in ALL_TRAJECTORIES]
         if bad or not self.trajectories:
             raise ValueError(f"unknown trajectories {bad}; valid: {', '.join(ALL_TRAJECTORIES)}")
+        bad = [layout for layout in self.layouts if layout not in LAYOUTS]
+        if bad or not self.layouts:
+            raise ValueError(f"unknown layouts {bad}; valid: {', '.join(LAYOUTS)}")
         if self.textures not in TEXTURE_STYLES:
             raise ValueError(f"textures must be one of {', '.join(TEXTURE_STYLES)}, got {self.textures!r}")
         low, high = self.fov_deg
@@ -90,12 +95,14 @@ def render_sequence(
     fov_deg: tuple[float, float] = (50.0, 75.0),
     textures: str = "procedural",
     camera_effects: bool = False,
+    layout: str = "objects",
 ) -> SceneSequence:
     """Render one deterministic sequence of a random scene along a random trajectory (``textures``:
     :data:`~edgescene.train.data.synthetic.scene.TEXTURE_STYLES`; ``camera_effects``: the frames as a
     camera would take them, :func:`~edgescene.train.data.synthetic.camera_effects.apply_camera_effects`,
-    from a generator of their own: the geometry of a seed is the same either way)."""
-    scene = random_scene(seed, textures=textures)
+    from a generator of their own: the geometry of a seed is the same either way; ``layout``:
+    :data:`~edgescene.train.data.synthetic.layouts.LAYOUTS`)."""
+    scene = build_scene(seed, layout, textures)
     rng = np.random.default_rng(seed + 7919)
     fov = np.radians(rng.uniform(*fov_deg))
     focal = (width / 2) / np.tan(fov / 2)
@@ -119,6 +126,8 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
     config, index = args
     seed = scene_seed(config.seed, index)
     trajectory = config.trajectories[index % len(config.trajectories)]
+    # Layouts change every len(trajectories) scenes, so every layout meets every trajectory.
+    layout = config.layouts[(index // len(config.trajectories)) % len(config.layouts)]
     seq = render_sequence(
         seed,
         trajectory,
@@ -128,6 +137,7 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
         config.fov_deg,
         textures=config.textures,
         camera_effects=config.camera_effects,
+        layout=layout,
     )
     folder = Path(config.out_dir) / f"scene_{index:04d}"
     (folder / "rgb").mkdir(parents=True, exist_ok=True)
@@ -153,7 +163,7 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
                     original_height=config.height,
                     sequence=folder.name,
                     frame_index=i,
-                    metadata={"trajectory": trajectory, "seed": seed},
+                    metadata={"trajectory": trajectory, "layout": layout, "seed": seed},
                     camera={"intrinsics": seq.intrinsics.tolist(), "extrinsics": seq.extrinsics[i].tolist()},
                     depth=depth_rel,
                 )

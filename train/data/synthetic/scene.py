@@ -162,11 +162,13 @@ class Scene:
     sky_horizon: np.ndarray
     sky_zenith: np.ndarray
     object_radius: float
+    layout: str = "objects"  # objects | room | terrain (layouts.LAYOUTS)
 
     def describe(self) -> dict:
         """A JSON-able description (textures are summarised by count; they come from the seed)."""
         return {
             "seed": self.seed,
+            "layout": self.layout,
             "primitives": [{"type": type(p).__name__, **asdict(p)} for p in self.primitives],
             "num_textures": len(self.textures),
             "light_dir": self.light_dir.tolist(),
@@ -179,27 +181,33 @@ class Scene:
 TEXTURE_STYLES = ("procedural", "natural", "mixed")
 
 
-def random_scene(
-    seed: int, num_objects: tuple[int, int] = (4, 8), object_radius: float = 2.5, textures: str = "procedural"
-) -> Scene:
-    """A deterministic random scene: ground + boxes, spheres and panels resting on it.
-
-    ``textures``: "procedural" (patterns), "natural" (photograph crops, :func:`natural_texture`) or
-    "mixed" (each surface either, evenly). The geometry, light and sky of a seed are the same in
-    every style: the photographs are drawn from a generator of their own."""
+def draw_textures(rng: np.random.Generator, seed: int, count: int, textures: str) -> list[list[np.ndarray]]:
+    """``count`` mipmapped textures in style ``textures`` (:data:`TEXTURE_STYLES`). The procedural
+    ones are always drawn from ``rng``, so its stream is the same in every style; the photographs
+    come from a generator of their own, seeded by ``seed``."""
     if textures not in TEXTURE_STYLES:
         raise ValueError(f"textures must be one of {', '.join(TEXTURE_STYLES)}, got {textures!r}")
-    rng = np.random.default_rng(seed)
-    count = int(rng.integers(num_objects[0], num_objects[1] + 1))
-    images = [random_texture(rng) for _ in range(count + 1)]  # drawn in every style: the stream stays the seed's
+    images = [random_texture(rng) for _ in range(count)]
     if textures != "procedural":
         photo_rng = np.random.default_rng([seed, 1])
         images = [
             natural_texture(photo_rng) if textures == "natural" or photo_rng.random() < 0.5 else image
             for image in images
         ]
-    textures_mip = [build_mipmaps(image) for image in images]
-    primitives: list = [Ground(texture=0, metres_per_tile=float(rng.uniform(1.0, 3.0)))]
+    return [build_mipmaps(image) for image in images]
+
+
+def place_objects(
+    rng: np.random.Generator,
+    count: int,
+    object_radius: float,
+    first_texture: int,
+    base_height=None,
+) -> list:
+    """``count`` boxes, spheres and panels (sizes 0.25-0.8 m) resting on the ground inside a disc of
+    ``object_radius`` around the origin, not overlapping; object i uses texture ``first_texture + i``.
+    ``base_height(x, z)``: the ground's height under an object (default: the plane y = 0)."""
+    primitives: list = []
     placed: list[tuple[float, float, float]] = []  # (x, z, footprint radius)
     for i in range(count):
         kind = rng.choice(["box", "sphere", "panel"], p=[0.45, 0.3, 0.25])
@@ -211,27 +219,47 @@ def random_scene(
             if all(np.hypot(x - px, z - pz) > size + pr + 0.1 for px, pz, pr in placed):
                 break
         placed.append((x, z, size))
+        base = 0.0 if base_height is None else float(base_height(np.array([x]), np.array([z]))[0])
         yaw = float(rng.uniform(0, np.pi))
+        texture = first_texture + i
         if kind == "box":
             half = (size * rng.uniform(0.6, 1.0), size * rng.uniform(0.5, 1.6), size * rng.uniform(0.6, 1.0))
-            primitives.append(Box((x, half[1], z), tuple(float(h) for h in half), yaw, i + 1))
+            primitives.append(Box((x, base + half[1], z), tuple(float(h) for h in half), yaw, texture))
         elif kind == "sphere":
-            primitives.append(Sphere((x, size, z), size, i + 1))
+            primitives.append(Sphere((x, base + size, z), size, texture))
         else:
             height = float(size * rng.uniform(1.5, 3.0))
-            primitives.append(Panel((x, height / 2, z), float(2 * size), height, yaw, i + 1))
+            primitives.append(Panel((x, base + height / 2, z), float(2 * size), height, yaw, texture))
+    return primitives
+
+
+def draw_lighting(rng: np.random.Generator) -> dict:
+    """A sun (direction 30-75 degrees up, slightly tinted), ambient light and a sky gradient."""
     elevation = rng.uniform(np.radians(30), np.radians(75))
     azimuth = rng.uniform(0, 2 * np.pi)
     light_dir = np.array([np.cos(elevation) * np.cos(azimuth), np.sin(elevation), np.cos(elevation) * np.sin(azimuth)])
     light_color = np.clip(1.0 + rng.normal(0, 0.08, 3), 0.8, 1.15)
-    return Scene(
-        seed=seed,
-        primitives=primitives,
-        textures=textures_mip,
-        light_dir=light_dir,
-        light_color=light_color,
-        ambient=float(rng.uniform(0.25, 0.45)),
-        sky_horizon=rng.uniform([0.7, 0.75, 0.8], [0.95, 0.95, 1.0]),
-        sky_zenith=rng.uniform([0.2, 0.35, 0.6], [0.45, 0.6, 0.9]),
-        object_radius=object_radius,
-    )
+    return {
+        "light_dir": light_dir,
+        "light_color": light_color,
+        "ambient": float(rng.uniform(0.25, 0.45)),
+        "sky_horizon": rng.uniform([0.7, 0.75, 0.8], [0.95, 0.95, 1.0]),
+        "sky_zenith": rng.uniform([0.2, 0.35, 0.6], [0.45, 0.6, 0.9]),
+    }
+
+
+def random_scene(
+    seed: int, num_objects: tuple[int, int] = (4, 8), object_radius: float = 2.5, textures: str = "procedural"
+) -> Scene:
+    """A deterministic random scene of the "objects" layout: ground + boxes, spheres and panels
+    resting on it (rooms and terrain: :mod:`edgescene.train.data.synthetic.layouts`).
+
+    ``textures``: "procedural" (patterns), "natural" (photograph crops, :func:`natural_texture`) or
+    "mixed" (each surface either, evenly). The geometry, light and sky of a seed are the same in
+    every style: the photographs are drawn from a generator of their own."""
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(num_objects[0], num_objects[1] + 1))
+    textures_mip = draw_textures(rng, seed, count + 1, textures)
+    primitives: list = [Ground(texture=0, metres_per_tile=float(rng.uniform(1.0, 3.0)))]
+    primitives += place_objects(rng, count, object_radius, first_texture=1)
+    return Scene(seed=seed, primitives=primitives, textures=textures_mip, object_radius=object_radius, **draw_lighting(rng))
