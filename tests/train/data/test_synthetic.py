@@ -257,7 +257,12 @@ def test_a_room_is_closed_and_terrain_points_lie_on_the_height_field():
 
 def test_layouts_take_turns_so_each_meets_every_trajectory(tmp_path):
     config = SynthConfig(
-        out_dir=str(tmp_path / "s"), scenes=6, frames=2, width=32, height=24, trajectories=("orbit", "walk"),
+        out_dir=str(tmp_path / "s"),
+        scenes=6,
+        frames=2,
+        width=32,
+        height=24,
+        trajectories=("orbit", "walk"),
         layouts=("objects", "room", "terrain"),
     )
     generate_dataset(config)

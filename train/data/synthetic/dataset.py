@@ -27,8 +27,8 @@ from edgescene import __version__
 from edgescene.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.synthetic.camera_effects import apply_camera_effects
-from edgescene.train.data.synthetic.raycast import render
 from edgescene.train.data.synthetic.layouts import LAYOUTS, build_scene
+from edgescene.train.data.synthetic.raycast import render
 from edgescene.train.data.synthetic.scene import TEXTURE_STYLES, Scene
 from edgescene.train.data.synthetic.trajectories import ALL_TRAJECTORIES, TRAJECTORIES, make_trajectory
 

@@ -148,7 +148,9 @@ def room_scene(seed: int, textures: str = "procedural") -> Scene:
     height = float(rng.uniform(2.8, 3.6))
     primitives: list = [
         Ground(texture=0, metres_per_tile=float(rng.uniform(0.8, 2.0))),
-        Room((0.0, (height - 0.5) / 2, 0.0), (half_x, (height + 0.5) / 2, half_z), 0.0, 1, float(rng.uniform(1.0, 3.0))),
+        Room(
+            (0.0, (height - 0.5) / 2, 0.0), (half_x, (height + 0.5) / 2, half_z), 0.0, 1, float(rng.uniform(1.0, 3.0))
+        ),
     ]
     for i in range(posters):
         wall = int(rng.integers(4))  # +x, -x, +z, -z
@@ -179,7 +181,12 @@ def terrain_scene(seed: int, textures: str = "procedural") -> Scene:
         wavelength, direction = rng.uniform(3.0, 8.0), rng.uniform(0, 2 * np.pi)
         k = 2 * np.pi / wavelength
         waves.append(
-            (float(rng.uniform(0.05, 0.15)), float(k * np.cos(direction)), float(k * np.sin(direction)), float(rng.uniform(0, 2 * np.pi)))
+            (
+                float(rng.uniform(0.05, 0.15)),
+                float(k * np.cos(direction)),
+                float(k * np.sin(direction)),
+                float(rng.uniform(0, 2 * np.pi)),
+            )
         )
     mountains = []
     for _ in range(int(rng.integers(4, 9))):

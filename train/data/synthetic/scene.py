@@ -262,4 +262,6 @@ def random_scene(
     textures_mip = draw_textures(rng, seed, count + 1, textures)
     primitives: list = [Ground(texture=0, metres_per_tile=float(rng.uniform(1.0, 3.0)))]
     primitives += place_objects(rng, count, object_radius, first_texture=1)
-    return Scene(seed=seed, primitives=primitives, textures=textures_mip, object_radius=object_radius, **draw_lighting(rng))
+    return Scene(
+        seed=seed, primitives=primitives, textures=textures_mip, object_radius=object_radius, **draw_lighting(rng)
+    )
