@@ -32,8 +32,9 @@ Entry fields (paths are relative to the manifest's folder, sources to the input 
                    y_geo = d*col + e*row + f), or null
 ``metadata``       what the user's metadata JSON gave for this source (free-form), or {}
 ``camera``         ``{"intrinsics": 3x3, "extrinsics": 3x4}`` for the processed image when known,
-                   OpenCV axes, camera-from-world, pixel coordinates of the processed image;
-                   or null
+                   OpenCV axes, camera-from-world, pixel coordinates of the processed image,
+                   optionally ``"distortion": [k1, k2, p1, p2(, k3)]`` (OpenCV's lens model,
+                   :mod:`edgescene.core.lens`) when the image was not undistorted; or null
 ``depth``          path of a float32 ``.npy`` depth map (z along the camera axis) when known, or null
 =================  =====================================================================
 """
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgescene.core.atomic import atomic_write_text
+from edgescene.core.lens import LensDistortion
 
 SCHEMA = "edgescene.manifest"
 VERSION = 1
@@ -90,6 +92,11 @@ class Entry:
             k, e = self.camera.get("intrinsics"), self.camera.get("extrinsics")
             if not (isinstance(k, list) and len(k) == 3 and isinstance(e, list) and len(e) == 3 and len(e[0]) == 4):
                 raise ManifestError(f"entry {self.id}: camera needs a 3x3 'intrinsics' and a 3x4 'extrinsics'")
+            if self.camera.get("distortion") is not None:
+                try:
+                    LensDistortion.from_list(self.camera["distortion"])
+                except (TypeError, ValueError) as exc:
+                    raise ManifestError(f"entry {self.id}: camera distortion: {exc}") from exc
 
 
 @dataclass

@@ -38,6 +38,12 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="frames as a camera takes them: exposure drift, vignetting, blur and sensor noise (geometry unchanged)",
     )
+    p.add_argument(
+        "--lens-distortion",
+        action="store_true",
+        help="frames taken through a lens (OpenCV radial + tangential model, drawn per sequence); the manifest "
+        "records the coefficients and training views them as a pinhole camera would",
+    )
     p.add_argument("--seed", type=int, default=0, help="base seed; scene i uses seed*100003+i (default: 0)")
     p.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
@@ -59,6 +65,7 @@ def run_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         textures=args.textures,
         camera_effects=args.camera_effects,
+        lens_distortion=args.lens_distortion,
         workers=args.workers,
         overwrite=args.overwrite,
     )

@@ -408,3 +408,42 @@ def test_strided_windows_span_wider_motions_and_stride_one_keeps_the_consecutive
         assert consecutive._window(frames, 6, np.random.default_rng(seed)) == list(range(start, start + 6))
     with pytest.raises(ValueError, match="max_stride must be a whole number >= 1"):
         SequenceDataset(".", {}, 42, 56, augment=True, max_stride=0)
+
+
+def test_frames_taken_through_a_lens_are_trained_on_as_a_pinhole_sees_them(tmp_path):
+    """A dataset rendered through lenses records them, and its samples are what a pinhole camera
+    takes of the same scenes (the same seeds rendered without a lens); read as if they were pinhole,
+    they are not."""
+    config = dict(scenes=2, frames=3, width=96, height=72)
+    generate_dataset(SynthConfig(out_dir=str(tmp_path / "lens"), lens_distortion=True, **config))
+    generate_dataset(SynthConfig(out_dir=str(tmp_path / "plain"), **config))
+    manifest = read_manifest(tmp_path / "lens")
+    assert all(len(e.camera["distortion"]) == 5 for e in manifest.entries)
+    shutil.copytree(tmp_path / "lens", tmp_path / "ignored")
+    for e in manifest.entries:
+        del e.camera["distortion"]
+    write_manifest(manifest, tmp_path / "ignored")
+
+    def samples(name: str) -> list[dict]:
+        ds = SequenceDataset(tmp_path / name, usable_sequences(tmp_path / name, 2), 56, 70, augment=False)
+        return [ds[(index, 3, 0)] for index in range(2)]
+
+    plain, lens, ignored = samples("plain"), samples("lens"), samples("ignored")
+    yy, xx = np.mgrid[0:56, 0:70]
+    rim = torch.from_numpy(np.hypot((xx - 35) / 35, (yy - 28) / 28) > 0.75)
+
+    def image_error(got: list[dict]) -> float:
+        return float(
+            np.mean([(g["images"] - p["images"]).abs().mean(1)[:, rim].mean() for g, p in zip(got, plain, strict=True)])
+        )
+
+    def depth_error(got: list[dict]) -> float:
+        rel = [
+            ((g["depth"] - p["depth"]).abs() / p["depth"])[g["valid"] & p["valid"] & rim]
+            for g, p in zip(got, plain, strict=True)
+        ]
+        return float(torch.cat(rel).median())
+
+    # measured: images 0.0068 against 0.0177, depth 0.0059 against 0.0118 (the rest: resampling)
+    assert image_error(lens) < 0.5 * image_error(ignored), (image_error(lens), image_error(ignored))
+    assert depth_error(lens) < 0.7 * depth_error(ignored), (depth_error(lens), depth_error(ignored))

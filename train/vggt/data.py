@@ -13,7 +13,10 @@ training size: training samples with the cover-and-centre-crop of
 :func:`edgescene.core.preprocess.fit` (``"crop"``, the random zoom needs it), validation samples
 exactly as the runtime feeds frames (upstream VGGT's preprocessing,
 :func:`~edgescene.core.preprocess.choose_model_size`: the whole frame, padded with white into the
-training size; padded pixels carry no depth); intrinsics mapped by the :class:`Resize`.
+training size; padded pixels carry no depth); intrinsics mapped by the :class:`Resize`. Frames
+whose camera records a lens ``distortion`` are first resampled to the pinhole view of the same
+intrinsics (:func:`edgescene.core.lens.to_pinhole`; depth by nearest neighbour, pixels the lens
+did not cover get none), since the model and its losses are pinhole.
 
 Augmentation (training only; one draw per sample, shared by all its frames, as a scene must stay
 geometrically consistent): a random centred zoom of up to ``MAX_ZOOM`` (upstream scales by
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from edgescene.core.lens import LensDistortion, to_pinhole
 from edgescene.core.manifest import Entry, read_manifest, resolve_inside
 from edgescene.core.preprocess import choose_model_size, fit, load_rgb, prepare, prepare_depth, resize_pixels
 from edgescene.train.data.colmap_poses import sequence_groups
@@ -157,6 +161,7 @@ class SequenceDataset(Dataset):
             depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
             if depth.shape != rgb.shape[:2]:
                 raise ValueError(f"{entry.depth}: depth is {depth.shape}, its image {rgb.shape[:2]}")
+            rgb, depth = as_pinhole(entry, rgb, depth)
             K = np.asarray(entry.camera["intrinsics"], np.float64)
             h0, w0 = rgb.shape[:2]
             ch, cw = max(1, round(h0 / zoom)), max(1, round(w0 / zoom))  # centred zoom window
@@ -184,6 +189,21 @@ class SequenceDataset(Dataset):
             "intrinsics": torch.from_numpy(np.stack(intr).astype(np.float32)),
             "valid": torch.from_numpy(valid),
         }
+
+
+def as_pinhole(entry: Entry, rgb: np.ndarray, depth: np.ndarray | None = None):
+    """``rgb`` (and ``depth``) as the pinhole camera of the entry's intrinsics would see them: as
+    they are without a recorded lens distortion; else resampled (depth 0 where the lens saw nothing)."""
+    distortion = entry.camera.get("distortion") if entry.camera else None
+    if distortion is None:
+        return rgb, depth
+    lens = LensDistortion.from_list(distortion)
+    k = np.asarray(entry.camera["intrinsics"], np.float64)
+    rgb, _ = to_pinhole(rgb, k, lens)
+    if depth is not None:
+        depth, inside = to_pinhole(depth, k, lens, nearest=True)
+        depth = np.where(inside, depth, 0.0).astype(np.float32)
+    return rgb, depth
 
 
 class StepBatchSampler(Sampler):

@@ -34,7 +34,7 @@ import torch
 from edgescene.core.manifest import MANIFEST_NAME, Entry, read_manifest, resolve_inside
 from edgescene.core.preprocess import choose_model_size, fit, load_rgb, prepare, prepare_depth, resize_pixels
 from edgescene.train.data.colmap_poses import sequence_groups
-from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, colour_jitter
+from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, as_pinhole, colour_jitter
 
 __all__ = ["UnlabeledSequenceDataset", "known_intrinsics", "load_frame", "prepare_unlabeled", "unlabeled_sequences"]
 
@@ -167,6 +167,10 @@ class UnlabeledSequenceDataset(SequenceDataset):
         known_model: list[np.ndarray] = []
         for entry, calibration in zip(window, known, strict=True):
             rgb = load_frame(resolve_inside(self.root, entry.path))
+            depth = None
+            if has_gt:
+                depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
+            rgb, depth = as_pinhole(entry, rgb, depth)
             h0, w0 = rgb.shape[:2]
             ch, cw = max(1, round(h0 / zoom)), max(1, round(w0 / zoom))
             y0, x0 = (h0 - ch) // 2, (w0 - cw) // 2
@@ -180,8 +184,7 @@ class UnlabeledSequenceDataset(SequenceDataset):
             shift = np.array([[0, 0, x0], [0, 0, y0], [0, 0, 0]], np.float64)
             if calibration is not None and has_intrinsics:
                 known_model.append(resize.to_model_intrinsics(calibration - shift))
-            if has_gt:
-                depth = np.load(resolve_inside(self.root, entry.depth), allow_pickle=False).astype(np.float32)
+            if depth is not None:
                 depths.append(prepare_depth(depth[y0 : y0 + ch, x0 : x0 + cw], resize))
                 intr.append(resize.to_model_intrinsics(np.asarray(entry.camera["intrinsics"], np.float64) - shift))
                 extr.append(np.asarray(entry.camera["extrinsics"], np.float64))

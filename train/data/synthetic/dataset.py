@@ -4,11 +4,12 @@
 
     scene_XXXX/rgb/NNNN.png      8-bit RGB frames
     scene_XXXX/depth/NNNN.npy    float32 depth (metres along the camera z axis, 0 = sky)
-    scene_XXXX/scene.json        the scene description, intrinsics and extrinsics
+    scene_XXXX/scene.json        the scene description, intrinsics and extrinsics (and distortion)
 
 and one ``manifest.json`` whose entries carry ``camera`` (intrinsics, camera-from-world
-extrinsics) and ``depth`` for every frame, grouped by ``sequence``. Scene i uses seed
-``config.seed * 100003 + i``: any scene can be regenerated alone, bit for bit.
+extrinsics and, with ``lens_distortion``, OpenCV's distortion coefficients) and ``depth`` for every
+frame, grouped by ``sequence``. Scene i uses seed ``config.seed * 100003 + i``: any scene can be
+regenerated alone, bit for bit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from edgescene import __version__
 from edgescene.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from edgescene.core.lens import LensDistortion
 from edgescene.core.manifest import MANIFEST_NAME, Entry, Manifest, write_manifest
 from edgescene.train.data.synthetic.camera_effects import apply_camera_effects
 from edgescene.train.data.synthetic.layouts import LAYOUTS, build_scene
@@ -48,6 +50,7 @@ class SynthConfig:
     fov_deg: tuple[float, float] = (50.0, 75.0)
     textures: str = "procedural"  # procedural | natural | mixed (scene.TEXTURE_STYLES)
     camera_effects: bool = False  # exposure drift, vignetting, blur, noise (camera_effects.py)
+    lens_distortion: bool = False  # radial + tangential distortion per sequence (draw_lens_distortion)
     workers: int = 1
     overwrite: bool = False
 
@@ -80,6 +83,18 @@ class SceneSequence:
     extrinsics: np.ndarray  # (S, 3, 4) camera-from-world
     frames: np.ndarray
     depth: np.ndarray
+    distortion: LensDistortion | None = None  # the lens the frames were taken through (None: pinhole)
+
+
+def draw_lens_distortion(rng: np.random.Generator) -> LensDistortion:
+    """A plausible lens: k1 in [-0.2, 0.05] (mostly barrel), k2 in [-0.02, 0.05], p1, p2 ~ N(0, 5e-4)
+    clipped to 2e-3. Monotonic over the widest field of view rendered (75 degrees, corners r^2 < 1)."""
+    return LensDistortion(
+        k1=float(rng.uniform(-0.2, 0.05)),
+        k2=float(rng.uniform(-0.02, 0.05)),
+        p1=float(np.clip(rng.normal(0.0, 5e-4), -2e-3, 2e-3)),
+        p2=float(np.clip(rng.normal(0.0, 5e-4), -2e-3, 2e-3)),
+    )
 
 
 def scene_seed(base_seed: int, index: int) -> int:
@@ -96,23 +111,27 @@ def render_sequence(
     textures: str = "procedural",
     camera_effects: bool = False,
     layout: str = "objects",
+    lens_distortion: bool = False,
 ) -> SceneSequence:
     """Render one deterministic sequence of a random scene along a random trajectory (``textures``:
     :data:`~edgescene.train.data.synthetic.scene.TEXTURE_STYLES`; ``camera_effects``: the frames as a
     camera would take them, :func:`~edgescene.train.data.synthetic.camera_effects.apply_camera_effects`,
     from a generator of their own: the geometry of a seed is the same either way; ``layout``:
-    :data:`~edgescene.train.data.synthetic.layouts.LAYOUTS`)."""
+    :data:`~edgescene.train.data.synthetic.layouts.LAYOUTS`; ``lens_distortion``: through a lens of
+    :func:`draw_lens_distortion`, from a generator of its own, so the cameras stay the seed's)."""
     scene = build_scene(seed, layout, textures)
     rng = np.random.default_rng(seed + 7919)
     fov = np.radians(rng.uniform(*fov_deg))
     focal = (width / 2) / np.tan(fov / 2)
     intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
     extrinsics = make_trajectory(trajectory, rng, frames, scene.object_radius)
-    rendered = [render(scene, intrinsics, e, height, width) for e in extrinsics]
+    distortion = draw_lens_distortion(np.random.default_rng([seed, 3])) if lens_distortion else None
+    rendered = [render(scene, intrinsics, e, height, width, distortion=distortion) for e in extrinsics]
     images = np.stack([r[0] for r in rendered])
     if camera_effects:
         images, _ = apply_camera_effects(images, np.random.default_rng([seed, 2]))
-    return SceneSequence(scene, trajectory, intrinsics, extrinsics, images, np.stack([r[1] for r in rendered]))
+    depth = np.stack([r[1] for r in rendered])
+    return SceneSequence(scene, trajectory, intrinsics, extrinsics, images, depth, distortion)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -138,7 +157,9 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
         textures=config.textures,
         camera_effects=config.camera_effects,
         layout=layout,
+        lens_distortion=config.lens_distortion,
     )
+    lens = {} if seq.distortion is None else {"distortion": seq.distortion.as_list()}
     folder = Path(config.out_dir) / f"scene_{index:04d}"
     (folder / "rgb").mkdir(parents=True, exist_ok=True)
     (folder / "depth").mkdir(exist_ok=True)
@@ -164,7 +185,7 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
                     sequence=folder.name,
                     frame_index=i,
                     metadata={"trajectory": trajectory, "layout": layout, "seed": seed},
-                    camera={"intrinsics": seq.intrinsics.tolist(), "extrinsics": seq.extrinsics[i].tolist()},
+                    camera={"intrinsics": seq.intrinsics.tolist(), "extrinsics": seq.extrinsics[i].tolist(), **lens},
                     depth=depth_rel,
                 )
             )
@@ -174,6 +195,7 @@ def _write_scene(args: tuple[SynthConfig, int]) -> list[dict]:
         "trajectory": trajectory,
         "intrinsics": seq.intrinsics.tolist(),
         "extrinsics": seq.extrinsics.tolist(),
+        **lens,
         "width": config.width,
         "height": config.height,
     }

@@ -6,25 +6,36 @@ that ray has unit z, the ray parameter at the first hit *is* the depth along the
 depth is exact to floating point, and :func:`edgescene.core.geometry.unproject_depth` maps it
 back to the exact surface points. Rays that hit nothing closer than ``far`` (the ground runs to the
 horizon) see the sky and get depth 0 (invalid).
+
+With a :class:`~edgescene.core.lens.LensDistortion`, pixel (u, v) looks along the ray that OpenCV's
+model distorts onto it (still unit z, so depth stays the z of the hit): the image a real lens takes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from edgescene.core.lens import LensDistortion, undistorted_rays
 from edgescene.train.data.synthetic.scene import Scene
 from edgescene.train.data.synthetic.textures import sample_texture_lod
 
 
 def camera_rays(
-    intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int
+    intrinsics: np.ndarray,
+    extrinsics: np.ndarray,
+    height: int,
+    width: int,
+    distortion: LensDistortion | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """World-space ray origin (3,) and directions (H*W, 3), scaled so camera z == 1 along each."""
     intrinsics = np.asarray(intrinsics, np.float64)
     extrinsics = np.asarray(extrinsics, np.float64)
-    fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    dirs_cam = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], axis=-1).reshape(-1, 3)
+    if distortion is not None and not distortion.is_identity:
+        dirs_cam = undistorted_rays(intrinsics, distortion, height, width)
+    else:
+        fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
+        v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+        dirs_cam = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], axis=-1).reshape(-1, 3)
     rotation, translation = extrinsics[:, :3], extrinsics[:, 3]
     origin = -rotation.T @ translation
     return origin, dirs_cam @ rotation  # (R^T d^T)^T
@@ -34,10 +45,16 @@ DEFAULT_FAR = 60.0
 
 
 def render(
-    scene: Scene, intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int, far: float = DEFAULT_FAR
+    scene: Scene,
+    intrinsics: np.ndarray,
+    extrinsics: np.ndarray,
+    height: int,
+    width: int,
+    far: float = DEFAULT_FAR,
+    distortion: LensDistortion | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> rgb (H, W, 3) uint8, depth (H, W) float32 (metres along the camera z axis, <= far; 0 = sky)."""
-    origin, dirs = camera_rays(intrinsics, extrinsics, height, width)
+    origin, dirs = camera_rays(intrinsics, extrinsics, height, width, distortion)
     pixel_focal = float(np.sqrt(intrinsics[0][0] * intrinsics[1][1]))
     hits = np.stack([p.intersect(origin, dirs) for p in scene.primitives])  # (P, N)
     nearest = hits.argmin(axis=0)
