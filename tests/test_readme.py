@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -202,12 +202,6 @@ def test_readme_block_runs(block, tmp_path):
     run_script(block, script(block), environment(tmp_path))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status, json.loads(response.read())
@@ -238,7 +232,7 @@ def test_readme_server_and_its_client_run(server, client, tmp_path):
     jobs_dir = re.search(r"--jobs-dir[ =](\S+)", commands[0])
     if jobs_dir and jobs_dir.group(1).startswith("out/"):  # the jobs this run submits, and only those
         shutil.rmtree(REPO / jobs_dir.group(1), ignore_errors=True)
-    free = str(_free_port())
+    free = str(free_port())
     swap = re.compile(rf"\b{port.group(1)}\b")
     env = environment(tmp_path)
     log = tmp_path / "server.log"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 @contextlib.contextmanager
 def webapp(tmp_path: Path, *extra: str) -> Iterator[str]:
     """``edgescene app --port P --workspace tmp_path/workspace *extra``; yields its URL."""
     pytest.importorskip("gradio")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "app.log"
     log = open(log_path, "w")  # noqa: SIM115 - the server process writes it until the end
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
