@@ -32,6 +32,7 @@ _WEIGHTS = {
     "dinov3_vit7b16_sat493m": _DINOV3_WEIGHTS + " (satellite, SAT-493M)",
     "vggt_1b": "hub facebook/VGGT-1B (non-commercial licence) or facebook/VGGT-1B-Commercial (gated)",
     "vggt_small": "bundled: edgescene/assets/models/vggt_small_synthetic (ONNX, trained on synthetic scenes)",
+    "vggt_small_motion": "train it: edgescene train vggt --preset vggt_small_motion (grows from vggt_small weights)",
 }
 
 

@@ -7,6 +7,10 @@ layer-normalised, then refined ``num_iterations`` times. Each iteration embeds t
 predicted delta. The raw estimate accumulates; the copy returned per iteration is activated
 (linear translation and quaternion, ReLU on the two fields of view).
 
+With ``motion=True`` (an edgescene addition, :mod:`.motion`; not in upstream checkpoints) the
+normalised camera tokens first receive the embedded motion cues of the frame's patch tokens
+against the first frame's.
+
 Pose encoding ``absT_quaR_FoV``: ``[t_x, t_y, t_z, q_x, q_y, q_z, q_w, fov_h, fov_w]``, translation of
 the camera-from-world extrinsic, XYZW quaternion, fields of view in radians; decode with
 :func:`edgescene.core.geometry.decode_pose`.
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgescene.models.layers import Block, Mlp
+from edgescene.models.vggt.motion import MotionCues
 
 POSE_ENCODING_DIM = 9
 
@@ -38,6 +43,7 @@ class CameraHead(nn.Module):
         num_heads: int = 16,
         mlp_ratio: float = 4.0,
         init_values: float = 0.01,
+        motion: bool = False,
     ) -> None:
         super().__init__()
         self.empty_pose_tokens = nn.Parameter(torch.zeros(1, 1, POSE_ENCODING_DIM))
@@ -50,6 +56,7 @@ class CameraHead(nn.Module):
         self.poseLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim_in, 3 * dim_in))
         self.adaln_norm = nn.LayerNorm(dim_in, elementwise_affine=False, eps=1e-6)
         self.pose_branch = Mlp(dim_in, dim_in // 2, POSE_ENCODING_DIM)
+        self.motion = MotionCues(dim_in) if motion else None  # called by the model, which passes its output
         self.init_pose_prior()
 
     def init_pose_prior(self, iterations: int = 4, fov_rad: float = 1.0) -> None:
@@ -65,8 +72,21 @@ class CameraHead(nn.Module):
             fc2.bias[6] = 1.0 / iterations
             fc2.bias[7:] = fov_rad / iterations
 
-    def forward(self, last_layer_tokens: torch.Tensor, num_iterations: int = 4) -> list[torch.Tensor]:
+    def forward(
+        self,
+        last_layer_tokens: torch.Tensor,
+        num_iterations: int = 4,
+        motion: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """``motion``: the token embedding (B, S, dim_in) and pose offset (B, S, 9) of :attr:`motion`
+        for these tokens (None without)."""
         tokens = self.token_norm(last_layer_tokens[:, :, 0])
+        if (motion is None) != (self.motion is None):
+            raise ValueError("pass the motion cues exactly when the camera head has them")
+        offset = None
+        if motion is not None:
+            tokens = tokens + motion[0]
+            offset = motion[1]
         b, s, _ = tokens.shape
         pred: torch.Tensor | None = None
         outputs = []
@@ -79,6 +99,9 @@ class CameraHead(nn.Module):
             x = gate * (self.adaln_norm(tokens) * (1 + scale) + shift) + tokens
             x = self.trunk(x)
             delta = self.pose_branch(self.trunk_norm(x))
-            pred = delta if pred is None else pred + delta
+            if pred is None:
+                pred = delta if offset is None else delta + offset
+            else:
+                pred = pred + delta
             outputs.append(activate_pose(pred))
         return outputs

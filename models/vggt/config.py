@@ -68,6 +68,7 @@ class VGGTConfig:
     camera_trunk_depth: int = 4
     camera_num_heads: int = 16
     camera_iterations: int = 4
+    camera_motion: bool = False  # edgescene's motion cues for the camera head (motion.py); not upstream
     track: TrackHeadConfig = field(default_factory=TrackHeadConfig)
     enable_camera: bool = True
     enable_depth: bool = True
@@ -162,6 +163,22 @@ VGGT_PRESETS: dict[str, VGGTConfig] = {
         dpt_out_channels=(64, 128, 128, 128),
         camera_trunk_depth=2,
         camera_num_heads=4,
+        track=TrackHeadConfig(
+            features=48, hidden_size=96, corr_levels=3, corr_radius=3, depth=2, num_heads=4, num_virtual_tracks=16
+        ),
+    ),
+    "vggt_small_motion": VGGTConfig(  # vggt_small + motion cues for its camera head (models/vggt/motion.py)
+        img_size=168,
+        embed_dim=128,
+        depth=6,
+        num_heads=4,
+        intermediate_layer_idx=(1, 3, 4, 5),
+        dinov2=DinoV2PatchEmbedConfig(embed_dim=128, depth=2, num_heads=4),
+        dpt_features=64,
+        dpt_out_channels=(64, 128, 128, 128),
+        camera_trunk_depth=2,
+        camera_num_heads=4,
+        camera_motion=True,
         track=TrackHeadConfig(
             features=48, hidden_size=96, corr_levels=3, corr_radius=3, depth=2, num_heads=4, num_virtual_tracks=16
         ),

@@ -16,6 +16,7 @@ key                           shape                       meaning
 ``track``                     (B, S, N, 2)                pixel (x, y) of each query in every frame
 ``vis``, ``conf``             (B, S, N)                   visibility and confidence in (0, 1)
 ``images``                    (B, S, 3, H, W)             the input (eval mode only)
+``motion_match``              (B, S, P, 2)                motion cues' matches (training, if any)
 ============================  ==========================  ===========================================
 
 Geometry is in the first camera's frame (OpenCV axes) at a normalised, non-metric scale. Heads run
@@ -33,6 +34,7 @@ from edgescene.models.vggt.aggregator import Aggregator
 from edgescene.models.vggt.camera_head import CameraHead
 from edgescene.models.vggt.config import VGGT_PRESETS, VGGTConfig
 from edgescene.models.vggt.dpt_head import DPTHead
+from edgescene.models.vggt.motion import pixel_descriptors
 from edgescene.models.vggt.track_head import TrackHead
 
 
@@ -54,7 +56,11 @@ class VGGT(nn.Module):
         c = config
         dim_in = 2 * c.embed_dim
         self.aggregator = Aggregator(c)
-        self.camera_head = CameraHead(dim_in, c.camera_trunk_depth, c.camera_num_heads) if c.enable_camera else None
+        self.camera_head = (
+            CameraHead(dim_in, c.camera_trunk_depth, c.camera_num_heads, motion=c.camera_motion)
+            if c.enable_camera
+            else None
+        )
         dpt = _DPTShared(
             patch_size=c.patch_size,
             features=c.dpt_features,
@@ -89,7 +95,16 @@ class VGGT(nn.Module):
         with torch.autocast(device_type=images.device.type, enabled=False):
             tokens32 = {k: v.float() for k, v in tokens.items()}
             if self.camera_head is not None:
-                poses = self.camera_head(tokens32[self.config.depth - 1], self.config.camera_iterations)
+                last = tokens32[self.config.depth - 1]
+                motion = None
+                if self.camera_head.motion is not None:
+                    grid = (image_hw[0] // self.config.patch_size, image_hw[1] // self.config.patch_size)
+                    pixels = pixel_descriptors(images, self.config.patch_size)
+                    embedding, offset, matched = self.camera_head.motion(last[:, :, start:], grid, pixels)
+                    motion = (embedding, offset)
+                    if self.training:
+                        predictions["motion_match"] = matched
+                poses = self.camera_head(last, self.config.camera_iterations, motion)
                 predictions["pose_enc"] = poses[-1]
                 predictions["pose_enc_list"] = poses
             if self.depth_head is not None:

@@ -149,11 +149,14 @@ def test_bad_inputs_are_clear_errors(tiny):
 
 
 @pytest.mark.slow
-def test_exports_to_onnx_with_a_dynamic_frame_count(tmp_path):
+@pytest.mark.parametrize("camera_motion", [False, True], ids=["upstream", "motion_cues"])
+def test_exports_to_onnx_with_a_dynamic_frame_count(tmp_path, camera_motion):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = build_vggt(replace(VGGT_PRESETS["vggt_tiny"], enable_track=False)).eval()
+    model = build_vggt(replace(VGGT_PRESETS["vggt_tiny"], enable_track=False, camera_motion=camera_motion)).eval()
+    if camera_motion:  # a trained module: its last layer no longer zero
+        torch.nn.init.normal_(model.camera_head.motion.embed.fc2.weight, std=0.1)
     names = ["pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"]
 
     class Graph(torch.nn.Module):

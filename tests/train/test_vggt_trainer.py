@@ -447,3 +447,27 @@ def test_frames_taken_through_a_lens_are_trained_on_as_a_pinhole_sees_them(tmp_p
     # measured: images 0.0068 against 0.0177, depth 0.0059 against 0.0118 (the rest: resampling)
     assert image_error(lens) < 0.5 * image_error(ignored), (image_error(lens), image_error(ignored))
     assert depth_error(lens) < 0.7 * depth_error(ignored), (depth_error(lens), depth_error(ignored))
+
+
+def test_match_targets_are_the_true_correspondences(dataset):
+    """The first frame's patches land on themselves (to the half pixel between a patch's centre and
+    the pixel sampled); every other frame's land where its points project in the frame before; a
+    perfect match costs 0."""
+    from edgescene.models.vggt.motion import grid_coordinates
+    from edgescene.train.vggt.losses import match_loss, match_targets
+
+    ds = SequenceDataset(dataset, usable_sequences(dataset, 2), 42, 56, augment=False)
+    s = ds[(0, 3, 0)]
+    gt = normalize_batch(s["extrinsics"][None], s["intrinsics"][None], s["depth"][None], s["valid"][None])
+    target, ok = match_targets(gt["world_points"], gt["valid"], gt["depth"], gt["extrinsics"], gt["intrinsics"], 14)
+    grid = grid_coordinates((3, 4))
+    assert target.shape == (1, 3, 12, 2) and ok[0, 2].sum() >= 4
+    assert torch.equal(ok[0, 0], gt["valid"][0, 0, 7::14, 7::14].reshape(-1))  # itself: wherever it has depth
+    assert (target[0, 0] - grid)[ok[0, 0]].abs().max() < 0.5 / 14 / 1.5 + 1e-6
+    k, e = (gt[name][0, 1].numpy().astype(np.float64) for name in ("intrinsics", "extrinsics"))
+    points = gt["world_points"][0, 2, 7::14, 7::14].reshape(-1, 3).numpy().astype(np.float64)
+    pixels, _ = project_points(points, e, k)  # frame 2's points in frame 1
+    expected = np.stack([((pixels[:, 0] - 6.5) / 14 - 1.5) / 1.5, ((pixels[:, 1] - 6.5) / 14 - 1.0) / 1.5], 1)
+    np.testing.assert_allclose(target[0, 2][ok[0, 2]].numpy(), expected[ok[0, 2].numpy()], atol=1e-4)
+    assert match_loss(target, gt, 14).item() == 0.0
+    assert match_loss(target + 0.1, gt, 14).item() == pytest.approx(0.2, abs=1e-5)

@@ -111,6 +111,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--point-weight", type=float, default=d("point_weight"), help="point-map loss weight, 0 = off (default: 1.0)"
     )
     p.add_argument(
+        "--match-weight",
+        type=float,
+        default=d("match_weight"),
+        help="presets with motion cues (vggt_small_motion): weight of their matches against the true "
+        "correspondences (default: 1.0)",
+    )
+    p.add_argument(
         "--point-gradient",
         choices=POINT_GRADIENT_CHOICES,
         default=d("point_gradient"),
@@ -222,6 +229,7 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         camera_weight=args.camera_weight,
         depth_weight=args.depth_weight,
         point_weight=args.point_weight,
+        match_weight=args.match_weight,
         point_gradient=args.point_gradient,
         augment=not args.no_augment,
         gradient_checkpointing=args.gradient_checkpointing,

@@ -51,6 +51,7 @@ class VGGTTrainConfig:
     camera_weight: float = 5.0  # 0 disables a loss and freezes its head
     depth_weight: float = 1.0
     point_weight: float = 1.0
+    match_weight: float = 1.0  # the camera head's motion cues (presets with them): their matches vs the truth
     point_gradient: Literal["normal", "grad"] = "normal"  # gradient term of the point loss (upstream: normal)
     augment: bool = True  # colour jitter + random zoom, same for all frames of a sample
     gradient_checkpointing: bool = False
@@ -102,7 +103,16 @@ class VGGTTrainConfig:
                     f"{name} must be a positive multiple of the patch size {patch} of {self.preset}, "
                     f"got {value}; e.g. {max(patch, round(value / patch) * patch)}"
                 )
-        for name in ("lr", "min_lr", "weight_decay", "clip_grad", "camera_weight", "depth_weight", "point_weight"):
+        for name in (
+            "lr",
+            "min_lr",
+            "weight_decay",
+            "clip_grad",
+            "camera_weight",
+            "depth_weight",
+            "point_weight",
+            "match_weight",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

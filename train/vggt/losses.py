@@ -38,6 +38,8 @@ class LossConfig:
     weight_trans: float = 1.0
     weight_rot: float = 1.0
     weight_focal: float = 0.5
+    match_weight: float = 1.0  # the motion cues' matches (models with them only; match_loss)
+    patch_size: int = 14
     gamma: float = 1.0
     alpha: float = 0.2
     valid_range: float = 0.98
@@ -175,6 +177,60 @@ def regression_loss(
     return {"conf": conf_terms.mean(), "reg": err.mean(), "grad": grad}
 
 
+def match_targets(
+    world_points: torch.Tensor,
+    valid: torch.Tensor,
+    depth: torch.Tensor,
+    extrinsics: torch.Tensor,
+    intrinsics: torch.Tensor,
+    patch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the centre of every patch of frame i lies in frame i - 1 (the first frame: in itself),
+    in the units of :func:`edgescene.models.vggt.motion.grid_coordinates`, and whether that frame
+    sees it: what the motion cues' matches are trained towards.
+
+    world_points (B, S, H, W, 3) in the first camera's frame, valid and depth (B, S, H, W),
+    extrinsics (B, S, 3, 4) and intrinsics (B, S, 3, 3): :func:`normalize_batch`'s. A patch's centre
+    is its pixel (p // 2, p // 2); its point projects into the previous camera, lands inside the
+    image and is not hidden there (that frame's depth at the pixel within 5 %). Returns
+    (B, S, P, 2), (B, S, P).
+    """
+    b, s, h, w = depth.shape
+    gh, gw = h // patch_size, w // patch_size
+    c = patch_size // 2
+    points = world_points[:, :, c::patch_size, c::patch_size][:, :, :gh, :gw].reshape(b, s, -1, 3)
+    ok = valid[:, :, c::patch_size, c::patch_size][:, :, :gh, :gw].reshape(b, s, -1)
+    prev = torch.cat((torch.arange(1), torch.arange(s - 1))).to(depth.device)  # frame i -> i - 1
+    rotation, translation = extrinsics[:, prev, :, :3], extrinsics[:, prev, :, 3]
+    cam = torch.einsum("bsij,bspj->bspi", rotation, points) + translation[:, :, None]
+    k = intrinsics[:, prev]  # (B, S, 3, 3)
+    z = cam[..., 2]
+    safe_z = z.clamp(min=1e-6)
+    u = k[..., None, 0, 0] * cam[..., 0] / safe_z + k[..., None, 0, 2]
+    v = k[..., None, 1, 1] * cam[..., 1] / safe_z + k[..., None, 1, 2]
+    inside = (z > 1e-6) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    row, col = v.round().clamp(0, h - 1).long(), u.round().clamp(0, w - 1).long()
+    seen_depth = torch.gather(depth[:, prev].reshape(b, s, h * w), 2, (row * w + col)).reshape(z.shape)
+    seen = (seen_depth > 0) & ((seen_depth - z).abs() < 0.05 * z)
+    half = max(gh - 1, gw - 1, 1) / 2
+    col_f = (u - (patch_size - 1) / 2) / patch_size
+    row_f = (v - (patch_size - 1) / 2) / patch_size
+    target = torch.stack(((col_f - (gw - 1) / 2) / half, (row_f - (gh - 1) / 2) / half), dim=-1)
+    return target, ok & inside & seen
+
+
+def match_loss(matched: torch.Tensor, gt: dict[str, torch.Tensor], patch_size: int) -> torch.Tensor:
+    """Mean L1 distance (grid units) between the motion cues' matches (B, S, P, 2) and the true
+    correspondences (:func:`match_targets`), over frames after the first and patches it sees."""
+    target, ok = match_targets(
+        gt["world_points"], gt["valid"], gt["depth"], gt["extrinsics"], gt["intrinsics"], patch_size
+    )
+    ok = ok[:, 1:]
+    if not bool(ok.any()):
+        return (matched * 0).sum()
+    return (matched[:, 1:] - target[:, 1:]).abs().sum(-1)[ok].mean()
+
+
 def vggt_loss(
     predictions: dict, gt: dict[str, torch.Tensor], cfg: LossConfig = LossConfig()
 ) -> dict[str, torch.Tensor]:
@@ -203,5 +259,8 @@ def vggt_loss(
         out.update({f"{name}_{k}": v for k, v in terms.items()})
         out[name] = terms["conf"] + terms["reg"] + terms["grad"]
         total = total + weight * out[name]
+    if "motion_match" in predictions and cfg.match_weight > 0:
+        out["match"] = match_loss(predictions["motion_match"], gt, cfg.patch_size)
+        total = total + cfg.match_weight * out["match"]
     out["total"] = total
     return out

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from edgescene.models.vggt import VGGT, VGGT_PRESETS
 from edgescene.models.vggt.pose_encoding import pose_encoding_to_extri_intri, rotation_angle_deg
+from edgescene.models.weights.common import CheckpointError, StateDictMismatchError
 from edgescene.models.weights.vggt import load_vggt
 from edgescene.train.common import (
     MetricsLogger,
@@ -76,7 +77,7 @@ def build_model(config: VGGTTrainConfig, log=print) -> VGGT:
     if resume_path(config) is not None and config.init is not None:
         log(f"resuming: weights come from {resume_path(config)}, --init {config.init} is not used")
     if source is not None:
-        model = load_vggt(source, preset=config.preset).train()
+        model = _load_or_grow(source, config.preset, log).train()
         for tensor in list(model.parameters()) + list(model.buffers()):
             tensor.data = tensor.data.clone()  # the loader may leave tensors memory-mapped from the file
         log(f"weights: {source}")
@@ -103,6 +104,33 @@ def build_model(config: VGGTTrainConfig, log=print) -> VGGT:
         module.requires_grad_(False)
     model.aggregator.gradient_checkpointing = config.gradient_checkpointing
     return model
+
+
+def _load_or_grow(source: str | Path, preset: str, log=print) -> VGGT:
+    """``source`` loaded strictly as ``preset``; or, for a preset with the camera head's motion cues
+    (``vggt_small_motion``) and weights of the same model without them (``vggt_small``), every tensor
+    taken over and the cues new (they add nothing until trained: their last layer starts at zero)."""
+    try:
+        return load_vggt(source, preset=preset)
+    except StateDictMismatchError as mismatch:
+        if not VGGT_PRESETS[preset].camera_motion:
+            raise
+        try:
+            base = load_vggt(source)
+        except CheckpointError:
+            raise mismatch from None
+        target = replace(VGGT_PRESETS[preset], **{k: getattr(base.config, k) for k in HEAD_FLAGS})
+        if replace(base.config, camera_motion=True) != target:
+            raise mismatch from None
+    model = VGGT(target)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("camera_head.motion.") for key in missing):
+        raise StateDictMismatchError(f"growing {source} into {preset}", list(missing), list(unexpected), [])
+    log(f"weights: grown from {source}: {len(missing)} tensors of the camera head's motion cues start fresh")
+    return model
+
+
+HEAD_FLAGS = ("enable_camera", "enable_depth", "enable_point", "enable_track")
 
 
 def trained_heads(config: VGGTTrainConfig, model: VGGT) -> set[str]:
@@ -369,6 +397,8 @@ def train(
             depth_weight=config.depth_weight,
             point_weight=config.point_weight,
             point_gradient=config.point_gradient,
+            match_weight=config.match_weight,
+            patch_size=VGGT_PRESETS[config.preset].patch_size,
         )
         logger = MetricsLogger(config.out_dir, enabled=info.is_main)
         ss_cfg = self_supervised_config(config) if config.self_supervised else None
