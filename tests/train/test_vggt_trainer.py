@@ -471,3 +471,23 @@ def test_match_targets_are_the_true_correspondences(dataset):
     np.testing.assert_allclose(target[0, 2][ok[0, 2]].numpy(), expected[ok[0, 2].numpy()], atol=1e-4)
     assert match_loss(target, gt, 14).item() == 0.0
     assert match_loss(target + 0.1, gt, 14).item() == pytest.approx(0.2, abs=1e-5)
+
+
+def test_init_grows_vggt_small_weights_into_the_motion_preset():
+    """--init with the bundled vggt_small into vggt_small_motion: every tensor is taken over, the
+    motion cues start at zero, so the grown model predicts exactly what the bundled one does; a
+    preset that differs otherwise is still refused key for key."""
+    from edgescene.assets import default_model_dir
+    from edgescene.train.vggt.trainer import _load_or_grow
+
+    weights = default_model_dir() / "model.safetensors"
+    lines: list[str] = []
+    grown = _load_or_grow(weights, "vggt_small_motion", log=lines.append).eval()
+    assert grown.camera_head.motion is not None and "motion cues start fresh" in lines[0]
+    base = load_vggt(weights)
+    images = torch.rand(1, 3, 3, 126, 168)
+    with torch.no_grad():
+        a, b = grown(images), base(images)
+    assert torch.equal(a["pose_enc"], b["pose_enc"]) and torch.equal(a["depth"], b["depth"])
+    with pytest.raises(StateDictMismatchError):
+        _load_or_grow(weights, "vggt_tiny")
