@@ -51,7 +51,7 @@ def test_models_table_lists_every_preset_with_parameter_counts(capsys):
 def test_models_json_filter(capsys):
     assert main(["models", "--family", "vggt", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["name"] for r in rows} == {"vggt_1b", "vggt_small", "vggt_tiny", "vggt_tiny_dinov3"}
+    assert {r["name"] for r in rows} == {"vggt_1b", "vggt_small", "vggt_small_motion", "vggt_tiny", "vggt_tiny_dinov3"}
     assert next(r for r in rows if r["name"] == "vggt_1b")["parameters"] == 1_256_537_516
 
 
