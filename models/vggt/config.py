@@ -8,7 +8,7 @@ size that runs forward and backward on a CPU in well under a second.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
 
@@ -147,42 +147,29 @@ _TINY_COMMON = _TinyCommon(
     ),
 )
 
+_VGGT_SMALL = VGGTConfig(
+    img_size=168,
+    embed_dim=128,
+    depth=6,
+    num_heads=4,
+    intermediate_layer_idx=(1, 3, 4, 5),
+    dinov2=DinoV2PatchEmbedConfig(embed_dim=128, depth=2, num_heads=4),
+    dpt_features=64,
+    dpt_out_channels=(64, 128, 128, 128),
+    camera_trunk_depth=2,
+    camera_num_heads=4,
+    track=TrackHeadConfig(
+        features=48, hidden_size=96, corr_levels=3, corr_radius=3, depth=2, num_heads=4, num_virtual_tracks=16
+    ),
+)
+
 VGGT_PRESETS: dict[str, VGGTConfig] = {
     "vggt_1b": VGGTConfig(),  # 1,256,537,516 params (facebook/VGGT-1B)
     "vggt_tiny": VGGTConfig(  # tests and CPU demos
         dinov2=DinoV2PatchEmbedConfig(embed_dim=64, depth=2, num_heads=4), **_TINY_COMMON
     ),
-    "vggt_small": VGGTConfig(  # the bundled default model's architecture (trained on synthetic scenes)
-        img_size=168,
-        embed_dim=128,
-        depth=6,
-        num_heads=4,
-        intermediate_layer_idx=(1, 3, 4, 5),
-        dinov2=DinoV2PatchEmbedConfig(embed_dim=128, depth=2, num_heads=4),
-        dpt_features=64,
-        dpt_out_channels=(64, 128, 128, 128),
-        camera_trunk_depth=2,
-        camera_num_heads=4,
-        track=TrackHeadConfig(
-            features=48, hidden_size=96, corr_levels=3, corr_radius=3, depth=2, num_heads=4, num_virtual_tracks=16
-        ),
-    ),
-    "vggt_small_motion": VGGTConfig(  # vggt_small + motion cues for its camera head (models/vggt/motion.py)
-        img_size=168,
-        embed_dim=128,
-        depth=6,
-        num_heads=4,
-        intermediate_layer_idx=(1, 3, 4, 5),
-        dinov2=DinoV2PatchEmbedConfig(embed_dim=128, depth=2, num_heads=4),
-        dpt_features=64,
-        dpt_out_channels=(64, 128, 128, 128),
-        camera_trunk_depth=2,
-        camera_num_heads=4,
-        camera_motion=True,
-        track=TrackHeadConfig(
-            features=48, hidden_size=96, corr_levels=3, corr_radius=3, depth=2, num_heads=4, num_virtual_tracks=16
-        ),
-    ),
+    "vggt_small": _VGGT_SMALL,  # the bundled default model's architecture (trained on synthetic scenes)
+    "vggt_small_motion": replace(_VGGT_SMALL, camera_motion=True),  # + motion cues for its camera head (motion.py)
     "vggt_tiny_dinov3": VGGTConfig(  # DINOv3 patch embedding (patch 16), for custom training
         patch_size=16, patch_embed="dinov3", dinov3_preset="dinov3_tiny", **_TINY_COMMON
     ),
