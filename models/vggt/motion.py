@@ -34,7 +34,8 @@ RAFT):
 Training supervises the matches themselves with the true correspondences (the ground truth's
 point map projected into the previous camera; ``edgescene.train.vggt.losses.match_loss``), as
 upstream trains its tracker: a from-scratch model's features do not match across frames on their
-own (measured: the bundled model's tokens match no better than chance).
+own (measured: the bundled model's tokens get the sign of the sideways motion right in 5 of 12
+held-out frames, no better than chance).
 
 The first frame matches itself: its displacement is about zero.
 """
