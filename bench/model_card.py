@@ -22,6 +22,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,17 @@ def heldout_figures(model: Path | str, work: Path) -> dict:
     from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
     data = work / "synth_val"
-    generate_dataset(SynthConfig(out_dir=str(data), **HELDOUT))
+    h = HELDOUT
+    config = SynthConfig(str(data), h["scenes"], h["frames_per_scene"], h["width"], h["height"], seed=h["seed"])
+    generate_dataset(config)
+    full = evaluate(model, data, frames=EVAL_FRAMES)
+    full_base = evaluate_baselines(data, frames=EVAL_FRAMES, size=(HEIGHT, WIDTH))
+    first = list(dict.fromkeys(r.sequence for r in full.rows))[:CI_SCENES]  # evaluated once, subset here
     figures = {}
     for name, count in (("full_heldout", HELDOUT["scenes"]), ("ci_subset", CI_SCENES)):
-        report = evaluate(model, data, frames=EVAL_FRAMES, max_sequences=count)
-        base = evaluate_baselines(data, frames=EVAL_FRAMES, size=(HEIGHT, WIDTH), max_sequences=count)
+        keep = set(first) if count == CI_SCENES else {r.sequence for r in full.rows}
+        report = replace(full, rows=[r for r in full.rows if r.sequence in keep])
+        base = replace(full_base, rows=[r for r in full_base.rows if r.sequence in keep])
         figures[name] = {
             **HELDOUT,
             "scenes": count,

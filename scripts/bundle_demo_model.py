@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgescene.bench.model_card import HEIGHT, WIDTH, measure
 
-DEMO_NOTE = "trained on synthetic scenes only (objects, rooms and terrain), not on real photos"
+DEMO_NOTE = "trained on synthetic scenes only, not on real photos"
 
 
 def write_weights(checkpoint: Path, folder: Path) -> Path:
