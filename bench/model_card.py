@@ -128,7 +128,9 @@ def middlebury(model: Path | str, work: Path) -> dict:
     data = write_middlebury_motorcycle(work / "middlebury-motorcycle")
     report = evaluate(model, data)
     model_means = next(iter(report.means().values()))
-    base = evaluate_baselines(data, frames=None, size=(HEIGHT, WIDTH), baselines=["constant_depth"], any_size=True)
+    base = evaluate_baselines(
+        data, frames=None, size=(HEIGHT, WIDTH), baselines=["constant_depth"], any_size=report.any_size
+    )
     return {"model": _floats(model_means), "constant_depth": _floats(base.means()["constant_depth"])}
 
 
