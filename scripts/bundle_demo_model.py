@@ -29,25 +29,27 @@ from edgescene.bench.model_card import HEIGHT, WIDTH, measure
 DEMO_NOTE = "trained on synthetic scenes only, not on real photos"
 
 
-def write_weights(checkpoint: Path, folder: Path) -> Path:
+def write_weights(checkpoint: Path, folder: Path) -> tuple[Path, str]:
+    """-> the float16 weights file and the checkpoint's preset."""
     import torch
     from safetensors.torch import save_file
 
     from edgescene.train.common import load_checkpoint
 
-    state = load_checkpoint(checkpoint, kind="vggt")["model"]
+    data = load_checkpoint(checkpoint, kind="vggt")
+    state = data["model"]
     path = folder / "model.safetensors"
     save_file({k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}, str(path))
-    return path
+    return path, data["preset"]
 
 
-def export_onnx(weights: Path, folder: Path) -> None:
+def export_onnx(weights: Path, preset: str, folder: Path) -> None:
     from edgescene.export.pipeline import ExportConfig, export_model
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "onnx"
         config = ExportConfig(
-            model="vggt_small",
+            model=preset,
             weights=str(weights),
             format="onnx",
             out=str(out),
@@ -78,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work, folder = Path(tmp), Path(tmp) / "bundle"
         folder.mkdir()
-        weights = write_weights(Path(args.checkpoint), folder)
-        export_onnx(weights, folder)
+        weights, preset = write_weights(Path(args.checkpoint), folder)
+        export_onnx(weights, preset, folder)
         print(f"exported: {(folder / 'model.onnx').stat().st_size / 1e6:.1f} MB ONNX", flush=True)
         figures = {"model": out.name, **measure(folder, work, log=lambda line: print(line, flush=True))}
         figures["training"] = training
