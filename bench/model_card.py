@@ -93,9 +93,12 @@ def sample_video(model: Path | str, work: Path) -> dict:
     def path_over_depth(c: np.ndarray, d: np.ndarray) -> float:
         return float(np.linalg.norm(np.diff(c, axis=0), axis=1).sum() / np.median(d[d > 0]))
 
+    extent = float(np.max(np.linalg.norm(truth[:, None] - truth[None], axis=-1)))
     figures = {
         "keyframes": len(index),
         "ate_rel": float(ate(centres, truth)["ate_rel"]),
+        # a camera that never moves, placed at the best point (the truth's mean), in the same units
+        "static_ate_rel": float(np.sqrt(np.mean(np.sum((truth - truth.mean(0)) ** 2, axis=1))) / extent),
         "path_over_depth": path_over_depth(centres, depth),
         "truth_path_over_depth": path_over_depth(truth, truth_depth[index]),
         "seconds": round(seconds, 2),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import torch
+from bundled import BUNDLED_LABEL, BUNDLED_PRESET
 
 from edgescene.cli import main
 from edgescene.models.vggt import build_vggt
@@ -110,7 +111,7 @@ def test_download_copies_a_checked_checkpoint_and_never_overwrites(tmp_path, mon
     target = tmp_path / "models"
     assert main(["download", "--repo-id", "me/vggt-small", "--target-dir", str(target)]) == 0
     assert (target / "model.safetensors").read_bytes() == weights.read_bytes()
-    assert "vggt preset vggt_small" in capsys.readouterr().out
+    assert f"vggt preset {BUNDLED_PRESET}," in capsys.readouterr().out
     (target / "model.safetensors").write_bytes(b"someone else's file")
     assert main(["download", "--repo-id", "me/vggt-small", "--target-dir", str(target)]) == 2
     assert "differs" in capsys.readouterr().err
@@ -288,7 +289,7 @@ def test_reconstruct_names_the_model_first_and_reaches_100_percent_only_with_the
     assert percentages == sorted(percentages) and percentages.count(100) == 1, percentages
     assert 97 in percentages  # writing the outputs: short of 100
     assert hundred_with_outputs == [True]
-    model_line = shown.index("reconstruct: model vggt_small (onnx fp32) on onnxruntime/cpu; frames fed at 126x168")
+    model_line = shown.index(f"reconstruct: model {BUNDLED_LABEL}; frames fed at 126x168")
     first_window = re.search(r"reconstruct +[1-9]\d*%", shown)  # the first share above 0: a window ran
     assert first_window is not None and model_line < first_window.start()  # named before the first window ran
     assert len(percentages) <= 6  # into a pipe: a redraw per stage and at most one per 10 s, not one per frame

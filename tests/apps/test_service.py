@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+from bundled import BUNDLED_LABEL
 from fastapi.testclient import TestClient
 from pixel_bomb import bomb_png
 
@@ -259,7 +260,7 @@ def test_stream_websocket_returns_the_running_map(client):
     progress = [r["progress"] for r in replies]
     assert [p["frames_seen"] for p in progress] == list(range(1, 10))
     assert all(p["stage"] == "reconstructing" and p["fraction"] is None and p["eta_s"] is None for p in progress)
-    assert progress[0]["model"] == "vggt_small (onnx fp32) on onnxruntime/cpu" and progress[0]["input_hw"] == [126, 168]
+    assert progress[0]["model"] == BUNDLED_LABEL and progress[0]["input_hw"] == [126, 168]
     assert all(p["windows"] == u["windows"] for p, u in zip(progress, replies, strict=True) if u["type"] == "update")
     assert final["progress"]["stage"] == "done" and final["progress"]["fraction"] == 1.0
     assert final["progress"]["message"].startswith("done: 9 frames")
@@ -366,7 +367,7 @@ def test_models_dir_lists_user_artifacts(tmp_path):
 def test_pytorch_models_by_checkpoint_and_hub_id(tmp_path, monkeypatch):
     from edgescene.assets import default_model_dir
 
-    checkpoint = default_model_dir() / "model.safetensors"  # the bundled vggt_small weights, as a user's file
+    checkpoint = default_model_dir() / "model.safetensors"  # the bundled weights, as a user's file
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     config = ServiceConfig(

@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("gradio")
 
+from bundled import BUNDLED_PRESET
+
 from edgescene.apps.reconstruction import check_inputs
 from edgescene.apps.webapp import WebApp, build_app
 from edgescene.apps.workspace import Workspace
@@ -19,7 +21,7 @@ from edgescene.assets import DEFAULT_MODEL, default_model_dir, sample_dir
 from edgescene.runtime.frames import open_frames
 from edgescene.train.data.synthetic import SynthConfig, generate_dataset
 
-CHECKPOINT = default_model_dir() / "model.safetensors"  # the bundled vggt_small weights
+CHECKPOINT = default_model_dir() / "model.safetensors"  # the bundled model's weights
 SAMPLE = sample_dir() / "sample.mp4"
 
 
@@ -42,7 +44,12 @@ def test_build_app_has_every_tab(tmp_path):
 
 def test_add_checkpoint_detects_the_preset_and_never_overwrites(app, tmp_path):
     message, rows = app.add_checkpoint(str(CHECKPOINT))
-    assert "vggt_small" in message and rows == [["model.safetensors", "vggt", "vggt_small", "7,120,728", 13.6]]
+    from safetensors.numpy import load_file
+
+    parameters = sum(v.size for v in load_file(str(CHECKPOINT)).values())
+    size_mib = round(CHECKPOINT.stat().st_size / 2**20, 1)
+    assert BUNDLED_PRESET in message
+    assert rows == [["model.safetensors", "vggt", BUNDLED_PRESET, f"{parameters:,}", size_mib]]
     message, rows = app.add_checkpoint(str(CHECKPOINT))  # the same file again: kept once
     assert "already in the workspace" in message and len(rows) == 1
     other = tmp_path / "model.safetensors"  # same name, different content: a new name

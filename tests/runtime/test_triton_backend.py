@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundled import BUNDLED_PRESET
 
 from edgescene.assets import default_model_dir, sample_dir
 from edgescene.core.artifact import ArtifactError, read_artifact
@@ -35,7 +36,7 @@ pytest.importorskip("tritonclient.grpc")
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_SCRIPT = ROOT / "tests" / "triton_server.py"
-MODEL = "vggt_small_126x168"
+MODEL = f"{BUNDLED_PRESET}_126x168"  # the name `--format triton` gives the bundled model
 
 
 # ----------------------------------------------------------------------------- addresses

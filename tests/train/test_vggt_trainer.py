@@ -473,14 +473,19 @@ def test_match_targets_are_the_true_correspondences(dataset):
     assert match_loss(target + 0.1, gt, 14).item() == pytest.approx(0.2, abs=1e-5)
 
 
-def test_init_grows_vggt_small_weights_into_the_motion_preset():
-    """--init with the bundled vggt_small into vggt_small_motion: every tensor is taken over, the
-    motion cues start at zero, so the grown model predicts exactly what the bundled one does; a
-    preset that differs otherwise is still refused key for key."""
-    from edgescene.assets import default_model_dir
+def test_init_grows_vggt_small_weights_into_the_motion_preset(tmp_path):
+    """--init with vggt_small weights into vggt_small_motion: every tensor is taken over, the motion
+    cues start at zero, so the grown model predicts exactly what the given one does; a preset that
+    differs otherwise is still refused key for key."""
+    from safetensors.torch import save_file
+
+    from edgescene.models.vggt import VGGT, VGGT_PRESETS
     from edgescene.train.vggt.trainer import _load_or_grow
 
-    weights = default_model_dir() / "model.safetensors"
+    torch.manual_seed(0)
+    small = VGGT(replace(VGGT_PRESETS["vggt_small"], enable_track=False))
+    weights = tmp_path / "vggt_small.safetensors"
+    save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(weights))
     lines: list[str] = []
     grown = _load_or_grow(weights, "vggt_small_motion", log=lines.append).eval()
     assert grown.camera_head.motion is not None and "motion cues start fresh" in lines[0]
