@@ -29,7 +29,7 @@ from edgescene.assets import sample_dir
 from edgescene.runtime.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from edgescene.runtime.scene import ViewOptions
 
-VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_base", "vggt_1b")
+VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_small_motion", "vggt_base", "vggt_1b")
 DINO_TRAIN_PRESETS = ("dinov3_tiny", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
 CALIBRATION_NAME = "calibration.json"  # self-supervised training: the footage's intrinsics (preprocess's metadata JSON)
 SAMPLE_VIDEO = sample_dir() / "sample.mp4"  # "Try the sample video"

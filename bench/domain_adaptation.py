@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the data, the run and the table")
     parser.add_argument("--model", help="weights to adapt (default: the bundled model's model.safetensors)")
-    parser.add_argument("--preset", default="vggt_small")
+    parser.add_argument("--preset", help="the preset of --model (default: detected from its keys)")
     parser.add_argument("--scenes", type=int, default=12)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--width", type=int, default=168)
@@ -211,12 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edgescene.train.vggt.config import VGGTTrainConfig
-    from edgescene.train.vggt.trainer import train
+    from edgescene.train.vggt.trainer import train, weights_preset
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     model = model_to_adapt(args.model)
+    preset = args.preset or weights_preset(model)
     adapt_dir, eval_dir = make_domain(
         work, args.scenes, args.frames, args.width, args.height, args.seed, known_poses=args.known_poses
     )  # fmt: skip
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     config = VGGTTrainConfig(
-        dataset_dir=str(adapt_dir), out_dir=str(run_dir), preset=args.preset, init=str(model), steps=args.steps,
+        dataset_dir=str(adapt_dir), out_dir=str(run_dir), preset=preset, init=str(model), steps=args.steps,
         batch_size=1, frames_per_sequence=(3, 4), image_height=args.height, image_width=args.width, lr=args.lr,
         log_every=10, save_every=max(10, args.steps // 6), device="cpu", num_workers=0, val_fraction=0.2,
         seed=args.seed, self_supervised=True, augment=False, patience=args.patience, freeze=args.freeze,
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "python -m edgescene.bench.domain_adaptation " + " ".join(shlex.quote(a) for a in given),
         "# which runs, on the adaptation frames only (and, with --known-intrinsics, their calibration):",
         f"edgescene train vggt --self-supervised --dataset-dir {adapt_dir} --out-dir {run_dir} --preset "
-        f"{args.preset} --init {model} --steps {args.steps} --frames 3 4 --height {args.height} --width {args.width} "
+        f"{preset} --init {model} --steps {args.steps} --frames 3 4 --height {args.height} --width {args.width} "
         f"--lr {args.lr:g} --no-augment --patience {args.patience} --seed {args.seed} --device cpu{extra}",
         f"edgescene eval --model {model} --dataset {eval_dir} --frames {args.eval_frames}          # before",
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset {eval_dir} --frames {args.eval_frames}   # after",

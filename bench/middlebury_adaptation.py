@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the run and the table")
     parser.add_argument("--model", help="weights to adapt (default: the bundled model's model.safetensors)")
-    parser.add_argument("--preset", default="vggt_small")
+    parser.add_argument("--preset", help="the preset of --model (default: detected from its keys)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--height", type=int, default=196)
@@ -70,17 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edgescene.train.vggt.config import VGGTTrainConfig
-    from edgescene.train.vggt.trainer import train
+    from edgescene.train.vggt.trainer import train, weights_preset
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     model = model_to_adapt(args.model)
+    preset = args.preset or weights_preset(model)
     truth, frames, calibration = frames_only(work)
     before = scores(model, truth, 2)
     run_dir = work / "run"
     config = VGGTTrainConfig(
-        dataset_dir=str(frames), out_dir=str(run_dir), preset=args.preset, init=str(model), steps=args.steps,
+        dataset_dir=str(frames), out_dir=str(run_dir), preset=preset, init=str(model), steps=args.steps,
         batch_size=1, frames_per_sequence=(2, 2), image_height=args.height, image_width=args.width, lr=args.lr,
         log_every=10, save_every=max(10, args.steps // 5), device="cpu", num_workers=0, val_dataset=str(frames),
         seed=0, self_supervised=True, augment=False, metadata_json=str(calibration), point_consistency_weight=0.0,
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python -m edgescene.bench.middlebury_adaptation --out {args.out} --steps {args.steps} --lr {args.lr:g}",
         "# which runs, on the two frames and their calibration only:",
         f"edgescene train vggt --self-supervised --dataset-dir {frames} --val-data {frames} --metadata-json "
-        f"{calibration} --out-dir {run_dir} --preset {args.preset} --init {model} --steps {args.steps} --frames 2 2 "
+        f"{calibration} --out-dir {run_dir} --preset {preset} --init {model} --steps {args.steps} --frames 2 2 "
         f"--height {args.height} --width {args.width} --lr {args.lr:g} --no-augment --point-consistency-weight 0 "
         f"--camera-consistency-weight 0 --match-pose-weight {args.match_pose_weight:g} --device cpu",
         f"edgescene eval --model {model} --dataset middlebury-motorcycle --frames 2          # before",

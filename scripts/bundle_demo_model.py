@@ -1,4 +1,4 @@
-"""Bundle a trained ``vggt_small`` as edgescene's default model, with every figure of its model card.
+"""Bundle a trained small VGGT as edgescene's default model, with every figure of its model card.
 
     python scripts/bundle_demo_model.py --checkpoint runs/vggt_small_v2/last.pt \
         --training runs/vggt_small_v2/training.json --out edgescene/assets/models/vggt_small_synthetic --overwrite

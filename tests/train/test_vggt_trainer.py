@@ -480,12 +480,13 @@ def test_init_grows_vggt_small_weights_into_the_motion_preset(tmp_path):
     from safetensors.torch import save_file
 
     from edgescene.models.vggt import VGGT, VGGT_PRESETS
-    from edgescene.train.vggt.trainer import _load_or_grow
+    from edgescene.train.vggt.trainer import _load_or_grow, weights_preset
 
     torch.manual_seed(0)
     small = VGGT(replace(VGGT_PRESETS["vggt_small"], enable_track=False))
     weights = tmp_path / "vggt_small.safetensors"
     save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(weights))
+    assert weights_preset(weights) == "vggt_small"  # what the adaptation benches train when no preset is named
     lines: list[str] = []
     grown = _load_or_grow(weights, "vggt_small_motion", log=lines.append).eval()
     assert grown.camera_head.motion is not None and "motion cues start fresh" in lines[0]

@@ -133,6 +133,17 @@ def _load_or_grow(source: str | Path, preset: str, log=print) -> VGGT:
 HEAD_FLAGS = ("enable_camera", "enable_depth", "enable_point", "enable_track")
 
 
+def weights_preset(path: str | Path) -> str:
+    """The VGGT preset that the weights in ``path`` (released weights or a training checkpoint) match
+    key for key: what ``--init`` with them trains unless a preset is named."""
+    from edgescene.models.weights.inspect import inspect_checkpoint
+
+    report = inspect_checkpoint(path)
+    if report["family"] != "vggt":
+        raise ValueError(f"{path}: {report['family']} weights, not VGGT")
+    return str(report["preset"])
+
+
 def trained_heads(config: VGGTTrainConfig, model: VGGT) -> set[str]:
     """Heads that get a gradient: supervised, those with a loss weight > 0; self-supervised, the depth
     head, the camera head when the warp goes through it or a term compares it, and the point head
