@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_a_key_is_shared_and_counted():
 
 def test_only_idle_sessions_are_closed_and_a_full_pool_of_busy_ones_says_busy():
     o = Opened()
-    pool = StreamModels(2, close=o.closed.append)
+    pool = StreamModels(2, close=o.closed.append, grace_s=0.05)
     with pool.lease("w8", o.opener("w8")):  # the victim of the reported attack: in use throughout
         with pool.lease("w3", o.opener("w3")):
             pass
@@ -47,6 +48,41 @@ def test_only_idle_sessions_are_closed_and_a_full_pool_of_busy_ones_says_busy():
         assert o.closed == ["session-w3"] and pool.users("w8") == 1
     with pool.lease("w4", o.opener("w4")):  # now both are idle: the least recently leased goes
         assert o.closed == ["session-w3", "session-w8"]
+
+
+def test_a_client_arriving_as_another_leaves_waits_for_its_slot_instead_of_busy():
+    """The server releases a stream's lease after its client has gone: a client that connects in that
+    moment gets the slot (the released session is closed in its place), not a 'busy'."""
+    o = Opened()
+    pool = StreamModels(1, close=o.closed.append, grace_s=10)
+    leaving = threading.Event()
+
+    def other_stream() -> None:
+        with pool.lease("w3", o.opener("w3")):
+            leaving.set()
+            time.sleep(0.3)  # the server still closing the stream whose client has gone
+
+    thread = threading.Thread(target=other_stream)
+    thread.start()
+    leaving.wait(10)
+    start = time.monotonic()
+    with pool.lease("w5", o.opener("w5")) as s:
+        waited = time.monotonic() - start
+        assert s == "session-w5" and o.closed == ["session-w3"]
+    thread.join(10)
+    assert 0.1 < waited < 5  # it waited for the release, not the whole grace
+    with pool.lease("w5", o.opener("w5")), pytest.raises(ValueError, match="grace_s"):
+        StreamModels(1, close=o.closed.append, grace_s=-1)
+
+
+def test_busy_comes_after_the_grace_when_nothing_is_released():
+    o = Opened()
+    pool = StreamModels(1, close=o.closed.append, grace_s=0.2)
+    with pool.lease("w8", o.opener("w8")):
+        start = time.monotonic()
+        with pytest.raises(StreamModelsBusy), pool.lease("w4", o.opener("w4")):
+            pass
+        assert time.monotonic() - start >= 0.2 and o.opened == ["w8"]
 
 
 def test_a_failed_open_is_not_kept_and_is_tried_again():
