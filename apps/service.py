@@ -203,7 +203,7 @@ class JobInfo(BaseModel):
     status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted", "lost"]
     progress: float = Field(description="0..1 of the run; 1.0 only once the outputs are written")
     stage: str | None = Field(
-        description="a running job's stage: opening, reconstructing, finishing, closing loops, writing; "
+        description="a running job's stage: opening, reconstructing, finishing, closing loops, metric scale, writing; "
         "null when it is not running"
     )
     eta_s: float | None = Field(description="a running job's seconds left, from its first model call on")

@@ -359,7 +359,12 @@ def _frame_field(frame, key: str, default=None):
 
 
 def write_cameras_json(
-    path: str | os.PathLike, frames: list, intrinsics: np.ndarray, extrinsics: np.ndarray, image_hw
+    path: str | os.PathLike,
+    frames: list,
+    intrinsics: np.ndarray,
+    extrinsics: np.ndarray,
+    image_hw,
+    intrinsics_source: str | None = None,
 ) -> None:
     """Cameras as JSON.
 
@@ -368,7 +373,8 @@ def write_cameras_json(
     null); intrinsics: (S, 3, 3) in pixels of ``image_hw``; extrinsics: (S, 3, 4) camera-from-world;
     image_hw: (H, W) of the images the cameras refer to. Writes
     ``{"convention": ..., "image_size": [H, W], "frames": [{"index", "source", "timestamp_s",
-    "intrinsics" 3x3, "extrinsics" 3x4, "camera_to_world" 4x4}, ...]}``.
+    "intrinsics" 3x3, "extrinsics" 3x4, "camera_to_world" 4x4}, ...]}``, and ``"intrinsics_source"``
+    (``"predicted"`` by the model or ``"given"`` by a calibration) when ``intrinsics_source`` is set.
     """
     frames = list(frames)
     s = len(frames)
@@ -394,7 +400,10 @@ def write_cameras_json(
                 "camera_to_world": c2w[i].tolist(),
             }
         )
-    write_json(path, {"convention": CAMERA_CONVENTION, "image_size": [h, w], "frames": entries})
+    head: dict = {"convention": CAMERA_CONVENTION, "image_size": [h, w]}
+    if intrinsics_source is not None:
+        head["intrinsics_source"] = intrinsics_source
+    write_json(path, {**head, "frames": entries})
 
 
 def write_tum(path: str | os.PathLike, timestamps: np.ndarray, extrinsics: np.ndarray) -> None:

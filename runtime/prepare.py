@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from edgescene.core.preprocess import Resize, choose_model_size, resize_pixels
+from edgescene.runtime.calibration import Calibration, to_model_pixels
 from edgescene.runtime.frames import Frame
 from edgescene.runtime.keyframes import Decision
 from edgescene.runtime.stream import INPUT_STAGES, FrameInfo
@@ -49,7 +50,9 @@ class FramePreparer:
     selector: a keyframe selector (:mod:`edgescene.runtime.keyframes`: frame -> Decision);
     served_sizes: the (H, W) sizes the model serves (None: any multiple of ``patch``); mode: "crop"
     or "pad"; long_side: upstream's size rule at this long side; patch: the multiple sizes
-    are rounded to (None: the served sizes decide).
+    are rounded to (None: the served sizes decide); calibration: known intrinsics
+    (:mod:`edgescene.runtime.calibration`), carried into each keyframe's model pixels
+    (``FrameInfo.intrinsics``; a keyframe it does not cover raises CalibrationError at once).
     The model input size is fixed at the first frame (windows are batches); a later frame of another
     size is padded onto it, or fitted whole inside it (noted once in ``notes``).
     """
@@ -61,8 +64,10 @@ class FramePreparer:
         mode: Literal["crop", "pad"],
         long_side: int,
         patch: int | None,
+        calibration: Calibration | None = None,
     ) -> None:
         self._selector = selector
+        self._calibration = calibration
         self._served = served_sizes
         self._mode = mode
         self._long_side = long_side
@@ -101,6 +106,11 @@ class FramePreparer:
             "rotation_deg": getattr(frame, "rotation_deg", 0),
             **self._resize.describe(),
         }
+        given = None
+        if self._calibration is not None:
+            h0, w0 = frame.rgb.shape[:2]
+            given = to_model_pixels(self._calibration.for_frame(frame.source, (w0, h0)), self._resize)
+            provenance["intrinsics"] = "given"
         self.provenance.append(provenance)
         info = FrameInfo(
             index=frame.index,
@@ -110,6 +120,7 @@ class FramePreparer:
             revisit_of=decision.revisit_of,  # a DINOv3 revisit: loop closure verifies it first
             resize=self._resize,
             provenance=provenance,
+            intrinsics=given,
         )
         return PreparedFrame(image, colors, info, self.leftover_stages())
 

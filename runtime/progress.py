@@ -7,6 +7,7 @@ A run moves through stages, in order::
     reconstructing  frames are decoded and selected; every few keyframes the model runs one window
     finishing       the last, partial window runs and the map takes it
     closing loops   loop closure corrects cameras and map (only with loop closure)
+    metric scale    the map is fitted to known positions and put in metres (only with a scale source)
     writing         the output files are written (only for a folder)
     done            everything is written: the only stage at ``fraction`` 1.0
 
@@ -27,8 +28,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Literal
 
-Stage = Literal["opening", "reconstructing", "finishing", "closing loops", "writing", "done"]
-STAGES: tuple[Stage, ...] = ("opening", "reconstructing", "finishing", "closing loops", "writing", "done")
+Stage = Literal["opening", "reconstructing", "finishing", "closing loops", "metric scale", "writing", "done"]
+STAGES: tuple[Stage, ...] = (
+    "opening",
+    "reconstructing",
+    "finishing",
+    "closing loops",
+    "metric scale",
+    "writing",
+    "done",
+)
 MODEL_SHARE = 0.95  # of the bar for the frames through the model; the rest is loop closure and the files
 WRITE_SHARE = 0.97  # where the bar stands while the output files are written
 
@@ -151,7 +160,7 @@ class ProgressTracker:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
         current = self.current
-        if stage in ("closing loops", "writing", "done"):  # every frame is through the model by now
+        if stage in ("closing loops", "metric scale", "writing", "done"):  # every frame is through the model by now
             current = replace(current, frames_done=current.frames_seen)
         self._emit(replace(current, stage=stage))
 
@@ -174,7 +183,7 @@ class ProgressTracker:
             return 1.0
         if p.stage == "writing":
             return WRITE_SHARE
-        if p.stage == "closing loops":
+        if p.stage in ("closing loops", "metric scale"):
             return MODEL_SHARE
         if p.frames_expected is None:
             return None

@@ -39,11 +39,13 @@ import numpy as np
 from edgescene import __version__
 from edgescene.core.artifact import ArtifactError
 from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare
+from edgescene.runtime.calibration import Calibration, load_calibration
 from edgescene.runtime.frames import Frame, FrameSource, open_frames
 from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.fusion import warm_up as fusion_warm_up
 from edgescene.runtime.keyframes import FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.loops import LoopConfig
+from edgescene.runtime.metric import MetricFit, fit_positions, keyframe_targets
 from edgescene.runtime.outputs import (
     OutputFolder,
     redact_paths,
@@ -54,6 +56,7 @@ from edgescene.runtime.outputs import (
     write_tum,
 )
 from edgescene.runtime.pipeline import ReadAhead
+from edgescene.runtime.positions import ScaleSource, parse_scale_source
 from edgescene.runtime.prepare import FramePreparer, PreparedFrame
 from edgescene.runtime.progress import Progress, ProgressBar, ProgressCallback, ProgressTracker
 from edgescene.runtime.session import Device, Session, open_session
@@ -98,6 +101,9 @@ class ReconstructConfig:
     pipeline: bool = True  # reconstruct_to_folder: read ahead, model thread, write behind (same results)
     fast_attention: bool = False  # VGGT global attention with token merging (open_session's fast_attention)
     loop_closure: bool = False  # find revisits, optimise a Sim(3) pose graph, correct cameras, map and depth
+    intrinsics: str | None = None  # a calibration JSON (runtime/calibration.py): known intrinsics replace the predicted
+    scale_from: str | None = None  # gps:FILE | exif | poses:FILE | baseline:METRES[@A,B] (runtime/positions.py): metres
+    gps_offset_s: float = 0.0  # added to each keyframe's time before matching a gps / poses track
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
@@ -123,6 +129,14 @@ class ReconstructConfig:
         )
         if self.keyframe_threshold < 0 or self.max_keyframe_gap < 1:
             raise ValueError("keyframe_threshold must be >= 0 and max_keyframe_gap >= 1")
+        if self.scale_from is not None:
+            parse_scale_source(self.scale_from, self.gps_offset_s)  # PositionError (a ValueError) names the problem
+        elif self.gps_offset_s != 0.0:
+            raise ValueError("gps_offset_s shifts a track given by scale_from (gps:FILE or poses:FILE): set scale_from")
+
+    @property
+    def scale_source(self) -> ScaleSource | None:
+        return None if self.scale_from is None else parse_scale_source(self.scale_from, self.gps_offset_s)
 
 
 @dataclass
@@ -156,9 +170,18 @@ class Reconstructor:
     (opened with :func:`~edgescene.runtime.session.open_session`), or a session already open."""
 
     def __init__(
-        self, model: str | Path | Session, config: ReconstructConfig = ReconstructConfig(), **session_options
+        self,
+        model: str | Path | Session,
+        config: ReconstructConfig = ReconstructConfig(),
+        calibration: Calibration | None = None,
+        **session_options,
     ) -> None:
         self.config = config
+        # known intrinsics: ``calibration`` (a server's parsed upload), else the file ``config.intrinsics``,
+        # read before the model opens so that a bad file fails at once
+        if calibration is None and config.intrinsics is not None:
+            calibration = load_calibration(config.intrinsics)
+        self.calibration = calibration
         # the compiled fusion loop loads (or compiles, once per machine) while the model opens
         jit = None
         if resolve_backend(config.fusion_backend) == "compiled":
@@ -231,7 +254,9 @@ class Reconstructor:
 
     def preparer(self) -> FramePreparer:
         """A fresh keyframe selection and preprocessing for one input (:mod:`edgescene.runtime.prepare`)."""
-        return FramePreparer(self._selector(), self.served_sizes, self.config.mode, self.long_side, self.patch)
+        return FramePreparer(
+            self._selector(), self.served_sizes, self.config.mode, self.long_side, self.patch, self.calibration
+        )
 
     def check_frame_size(self, height: int, width: int) -> None:
         """ValueError (naming the size and what is served) when a frame of ``height x width`` cannot
@@ -370,6 +395,13 @@ def run(
             tracker.stage("closing loops")
             stream.close_loops(solver)
             sink.loops_closed(current)
+        scale_source = rec.config.scale_source
+        if scale_source is not None:
+            tracker.stage("metric scale")
+            fit = metric_fit(stream, scale_source)
+            stream.apply_similarity(fit.map_to_metric)
+            stream.metric = fit.report()
+            sink.rescaled(current, fit.map_to_metric)
         sink.finish(current)
     finally:
         if isinstance(source, ReadAhead):
@@ -482,8 +514,35 @@ def _report(rec: Reconstructor, done: Run) -> dict:
         # near 1, the model sets a long video's pace; well below, the runtime around it does
         "model_busy_steady_state": round(steady, 3) if steady is not None else None,
         "alignments": [asdict(a) for a in core.alignments],
+        "intrinsics": _intrinsics_report(rec, core),
         "revisits": done.frames.revisits,
         **({"loop_closure": core.loop_closure} if core.loop_closure is not None else {}),
+        "units": "metres" if core.metric is not None else "the model's (up to scale)",
+        **({"metric": core.metric} if core.metric is not None else {}),
+    }
+
+
+def metric_fit(stream: StreamingReconstruction, source: ScaleSource) -> MetricFit:
+    """The similarity that takes ``stream``'s finished map into metres, from ``source``'s positions."""
+    infos = stream.infos
+    kind = "video" if any(i.timestamp_s is not None for i in infos) else "image(s)"
+    targets, frame, origin, note = keyframe_targets(source, infos, kind)
+    return fit_positions(stream.camera_centers(), targets, source.describe(), frame, enu_origin=origin, note=note)
+
+
+def _intrinsics_report(rec: Reconstructor, core: StreamingReconstruction) -> dict:
+    """Which intrinsics the outputs use and, when given, how far the model's guess was from them."""
+    if rec.calibration is None:
+        return {"source": "predicted"}
+    ratios = core.focal_ratios
+    return {
+        "source": "given",
+        **rec.calibration.describe(),
+        "focal_ratio_per_window": [round(r, 5) for r in ratios],
+        "focal_ratio_median": round(float(np.median(ratios)), 5) if ratios else None,
+        "note": "the model's focal length over the given one (geometric mean of fx and fy, in model pixels), "
+        "per window: near 1 the model's field of view agrees with the calibration; far from it, either the "
+        "model misjudges this footage or the calibration belongs to another camera, zoom or image size",
     }
 
 
@@ -573,10 +632,12 @@ def _reconstruct_into(
     points, colors = done.stream.cloud()
     model_hw = done.frames.model_hw or rec.input_hw
     cameras = [(intrinsics[i], extrinsics[i], model_hw) for i in range(len(kept))]
-    write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw)
+    intrinsics_source = "given" if rec.calibration is not None else "predicted"
+    write_cameras_json(folder.path("cameras.json"), records, intrinsics, extrinsics, model_hw, intrinsics_source)
     write_json(
         folder.path("cameras_source.json"),
         {
+            "intrinsics_source": intrinsics_source,
             "note": "intrinsics in the original image's pixels (before resizing to the model input); "
             "'frames' says how each image reached the model (edgescene.core.preprocess.Resize: "
             "u = scale_x * x + offset_x, v = scale_y * y + offset_y)",

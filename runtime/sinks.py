@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgescene.core.sim3 import Sim3
 from edgescene.runtime.outputs import OutputFolder, rescale_depth_npz, thumbnail, write_depth_npz
 from edgescene.runtime.pipeline import WriteBehind
 from edgescene.runtime.stream import KeyframeResult, StreamingReconstruction
@@ -60,6 +61,9 @@ class Sink:
 
     def loops_closed(self, run: Run) -> None:
         """Loop closure moved the cameras and the map (``run.stream.depth_scale(k)``: keyframe k's depth factor)."""
+
+    def rescaled(self, run: Run, c: Sim3) -> None:
+        """The whole reconstruction moved by ``c`` into metres (``--scale-from``): every depth scales by ``c.s``."""
 
     def finish(self, run: Run) -> None:
         """The run succeeded: the last word on the final state."""
@@ -94,6 +98,10 @@ class Tee(Sink):
         for s in self.sinks:
             s.loops_closed(run)
 
+    def rescaled(self, run: Run, c: Sim3) -> None:
+        for s in self.sinks:
+            s.rescaled(run, c)
+
     def finish(self, run: Run) -> None:
         for s in self.sinks:
             s.finish(run)
@@ -124,6 +132,10 @@ class MemorySink(Sink):
             return
         for n, r in enumerate(self.results):
             c = corrections[run.stream.keyframe_windows[r.keyframe]]
+            self.results[n] = replace(r, depth=(r.depth * c.s).astype(np.float32), placement=c @ r.placement)
+
+    def rescaled(self, run: Run, c: Sim3) -> None:
+        for n, r in enumerate(self.results):
             self.results[n] = replace(r, depth=(r.depth * c.s).astype(np.float32), placement=c @ r.placement)
 
 
@@ -183,6 +195,11 @@ class FolderSink(Sink):
             factor = run.stream.depth_scale(k.keyframe)
             if factor != 1.0:
                 rescale_depth_npz(self.path(k.keyframe), factor)
+
+    def rescaled(self, run: Run, c: Sim3) -> None:
+        if c.s != 1.0:
+            for k in self.kept:
+                rescale_depth_npz(self.path(k.keyframe), c.s)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -34,7 +34,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -152,7 +152,9 @@ class FrameInfo:
 
     ``index``: the frame's number in its source (-1 unknown); ``revisit_of``: a keyframe this frame
     is believed to revisit (a DINOv3 hint that loop closure verifies); ``resize`` and ``provenance``:
-    how its pixels reached the model (:class:`~edgescene.core.preprocess.Resize`, its ``describe()``).
+    how its pixels reached the model (:class:`~edgescene.core.preprocess.Resize`, its ``describe()``);
+    ``intrinsics``: the camera's known (3, 3) intrinsics in model pixels (``reconstruct --intrinsics``,
+    :mod:`edgescene.runtime.calibration`), used in place of the model's prediction; None: predicted.
     """
 
     index: int = -1
@@ -162,6 +164,7 @@ class FrameInfo:
     revisit_of: int | None = None
     resize: Resize | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    intrinsics: np.ndarray | None = None
 
     def record(self) -> dict:
         """The keyframe as cameras.json lists it: index, source, timestamp_s."""
@@ -328,6 +331,10 @@ class StreamingReconstruction:
         self._loop_executor: ThreadPoolExecutor | None = None  # pipelined: revisit detection off the caller's thread
         self._loop_jobs: deque[Future] = deque()
         self.corrections: list[Sim3] | None = None  # per window, after close_loops applied a solution
+        # per window with given intrinsics: the model's focal length over the given one (geometric
+        # mean of fx and fy, median over the window's frames): a free check of the calibration
+        self.focal_ratios: list[float] = []
+        self.metric: dict | None = None  # the metric fit's report once apply_similarity put the map in metres
 
     @property
     def state(self) -> StreamState:
@@ -474,6 +481,7 @@ class StreamingReconstruction:
         """
         start = time.perf_counter()
         cfg = self.config
+        pred = self._given_intrinsics(pred, frames)
         conf = pred.world_points_conf if cfg.branch == "points" else pred.depth_conf
         if cfg.branch == "points" and pred.world_points is None:
             raise ValueError("branch='points' needs a model that outputs world_points")
@@ -571,6 +579,26 @@ class StreamingReconstruction:
         timing["align_s"] = aligned - start
         timing["fusion_s"] = fused_at - aligned - sink_s
         self._window_rows.append(timing)
+
+    def _given_intrinsics(self, pred: WindowPrediction, frames: list[_Pending]) -> WindowPrediction:
+        """The prediction with the frames' known intrinsics in place of the predicted ones (unchanged
+        when none is known). Depth stays the model's; the points unprojected inside the model (with its
+        own field of view) are dropped, so every point is unprojected here through the given camera."""
+        given = [f.info.intrinsics for f in frames]
+        known = sum(k is not None for k in given)
+        if known == 0:
+            return pred
+        if known != len(given):
+            raise ValueError(
+                f"window {self._windows}: {known} of its {len(given)} frames have known intrinsics: give them for "
+                "every frame (one camera for all, or an entry per image)"
+            )
+        k = np.stack([np.asarray(g, np.float64) for g in given])
+        if k.shape != pred.intrinsics.shape:
+            raise ValueError(f"given intrinsics {k.shape} do not match the window's cameras {pred.intrinsics.shape}")
+        predicted = np.sqrt(pred.intrinsics[:, 0, 0] * pred.intrinsics[:, 1, 1])
+        self.focal_ratios.append(float(np.median(predicted / np.sqrt(k[:, 0, 0] * k[:, 1, 1]))))
+        return replace(pred, intrinsics=k, depth_points=None)
 
     def _scratch(self, pixels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Buffers the compiled selection fills for one frame of ``pixels`` pixels: points (pixels, 3)
@@ -769,6 +797,17 @@ class StreamingReconstruction:
             },
         )
         return report
+
+    def apply_similarity(self, c: Sim3) -> None:
+        """Move the whole reconstruction by ``p -> s R p + t`` (into metres, after :meth:`finish` and any
+        loop closure): every camera, the map (its voxel size scaled with it) and the window nodes. Depth
+        in the sinks scales by ``c.s``; the caller tells them (``Sink.rescaled``)."""
+        if self._in_flight or self._pending or self._loop_jobs:
+            raise RuntimeError("apply_similarity runs after finish(): windows are still waiting to be integrated")
+        self.extrinsics = [move_camera(e, c) for e in self.extrinsics]
+        if self.map is not None and len(self.map):
+            self.map.transform(c.s, c.R, c.t)
+        self.window_nodes = [c @ n for n in self.window_nodes]
 
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, 3, 4) extrinsics and (K, 3, 3) intrinsics of every keyframe so far, map frame."""

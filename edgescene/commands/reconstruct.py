@@ -126,6 +126,29 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
         "--max-keyframe-gap", type=int, default=8, help="force a keyframe after this many frames (default: 8)"
     )
     p.add_argument("--features", help="a DINOv3 features artifact: keyframes and revisits from its embeddings")
+    p.add_argument(
+        "--intrinsics",
+        metavar="FILE",
+        help="known camera intrinsics (JSON, pixels of the original frames): one camera "
+        '{"fx", "fy", "cx", "cy"[, "width", "height"]} or {"K": 3x3}, or per image {"path": {"intrinsics": 3x3}}; '
+        "used in place of the model's field of view (docs/runtime.md#known-intrinsics)",
+    )
+    p.add_argument(
+        "--scale-from",
+        metavar="SOURCE",
+        help="put the outputs in metres from where the cameras were: gps:FILE (GPX, or CSV time,lat,lon,alt; "
+        "also places the map in local East-North-Up), exif (GPS in the photos), poses:FILE (TUM trajectory of a "
+        "rig or motion capture), baseline:METRES[@A,B] (distance between frames A and B; default the first two "
+        "keyframes) (docs/runtime.md#metric-scale)",
+    )
+    p.add_argument(
+        "--gps-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with gps:/poses: added to each frame's video time before it is matched to the track (default 0: "
+        "the video starts at the track's first fix, or at its time 0 for tracks in plain seconds)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the lines before and after still print)")
 
@@ -137,6 +160,29 @@ def print_model_line(progress, config) -> None:
     print(
         f"reconstruct: model {progress.model}; frames fed at {hw} ({config.mode}, orientation {config.orientation})",
         flush=True,
+    )
+
+
+def format_intrinsics(report: dict) -> str:
+    """One line on the given intrinsics and how far the model's field of view was from them."""
+    median = report.get("focal_ratio_median")
+    check = (
+        "" if median is None else f"; the model's focal length was {median:.3f}x the given one (median over windows)"
+    )
+    return f"reconstruct: intrinsics given by {report['file']} ({report['kind']}){check}"
+
+
+def format_metric(fit: dict) -> str:
+    """One line on the metric fit: its source, kind, scale and residuals."""
+    rmse = fit.get("residual_rmse_m")
+    residual = "" if rmse is None else f", residual RMSE {rmse:.3g} m"
+    where = ""
+    if "enu_origin" in fit:
+        o = fit["enu_origin"]
+        where = f"; East-North-Up about lat {o['lat']:.6f}, lon {o['lon']:.6f}, alt {o['alt']:.1f} m"
+    return (
+        f"reconstruct: metres from {fit['scale_source']} ({fit['mode']} fit, {fit['inliers']} of "
+        f"{fit['positions_used']} positions kept{residual}; scale {fit['scale']:.4g}){where}"
     )
 
 
@@ -168,6 +214,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         pipeline=not args.no_pipeline,
         fast_attention=args.fast_attention,
         loop_closure=args.loop_closure,
+        intrinsics=args.intrinsics,
+        scale_from=args.scale_from,
+        gps_offset_s=args.gps_offset,
     )
     from edgescene.assets import default_model_dir
 
@@ -223,8 +272,12 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         f"{report['points']} points in {t['total_s']:.1f} s (model {t.get('model_s', 0):.1f} s) on "
         f"{report['backend']['name']}/{report['backend']['device']} -> {args.out}"
     )
+    if report["intrinsics"]["source"] == "given":
+        print(format_intrinsics(report["intrinsics"]))
     if "loop_closure" in report:
         print(format_loop_closure(report["loop_closure"]))
+    if "metric" in report:
+        print(format_metric(report["metric"]))
     if args.profile:
         print(format_profile(report))
     for name in report["outputs"]:

@@ -1,0 +1,287 @@
+"""Metric scale (and, with GPS, position and heading) for a reconstruction: the keyframes' camera
+centres fitted to where the cameras really were (:mod:`edgescene.runtime.positions`).
+
+:func:`keyframe_targets` gives each keyframe its true position (NaN where the source has none):
+a GPS or pose track interpolated at the keyframe's time, a photo's EXIF GPS, or, for a baseline,
+the two named frames. :func:`fit_positions` then fits a similarity ``p_metric = s R p_map + t``:
+
+- **full** (position, heading and scale): at least 3 positions that are not collinear (the second
+  principal spread at least ``COLLINEAR`` of the first). Robust: least median of squares over
+  3-point samples (all of them up to ``LMEDS_SAMPLES``, else that many drawn with a fixed seed),
+  inliers within 2.5 robust standard deviations of it, then least squares (Umeyama) on the inliers.
+  Up to half the positions may be gross outliers (a GPS jump, a bad fix).
+- **scale only**: 2 positions, or positions on a line (a straight flight): the scale is the median
+  ratio of true to reconstructed distances over the pairs at least a tenth of the largest distance
+  apart; the map keeps its own frame (orientation and origin are not observable).
+
+The fit's report (:meth:`MetricFit.report`) says which, how many positions were used and kept,
+the residuals in metres, and the local ENU origin for geodetic sources.
+
+Imports numpy and the core only (never torch).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgescene.core.geometry import umeyama_sim3
+from edgescene.core.sim3 import Sim3
+from edgescene.runtime.positions import (
+    PositionError,
+    ScaleSource,
+    Track,
+    exif_geodetic,
+    geodetic_to_enu,
+    read_gps_track,
+    read_tum,
+)
+
+__all__ = ["COLLINEAR", "MetricFit", "fit_positions", "keyframe_targets", "lmeds_sim3"]
+
+COLLINEAR = 0.05  # sqrt(second / first principal variance) below this: a line, scale only
+LMEDS_SAMPLES = 2000
+INLIER_SIGMAS = 2.5
+TRACK_MARGIN_S = 1.0  # a keyframe this far outside the track's time span still takes its end position
+
+
+@dataclass(frozen=True)
+class MetricFit:
+    """``map_to_metric`` moves the map into metres; the rest is what report.json says of the fit."""
+
+    map_to_metric: Sim3
+    mode: str  # "full" | "scale"
+    source: str
+    frame: str  # what the metric frame is
+    used: list[int]  # keyframes with a position
+    inliers: list[int]  # of those, the ones the fit kept
+    residuals_m: list[float]  # per used keyframe, after the fit
+    enu_origin: tuple[float, float, float] | None = None  # latitude, longitude, altitude
+    note: str = ""
+
+    def report(self) -> dict:
+        kept = np.array([r for k, r in zip(self.used, self.residuals_m, strict=True) if k in set(self.inliers)])
+        return {
+            "scale_source": self.source,
+            "mode": self.mode,
+            "units": "metres",
+            "frame": self.frame,
+            "scale": self.map_to_metric.s,
+            "rotation": np.asarray(self.map_to_metric.R).tolist(),
+            "translation": np.asarray(self.map_to_metric.t).tolist(),
+            "positions_used": len(self.used),
+            "inliers": len(self.inliers),
+            "outlier_keyframes": sorted(set(self.used) - set(self.inliers)),
+            "residual_rmse_m": float(np.sqrt(np.mean(kept**2))) if kept.size else None,
+            "residual_median_m": float(np.median(kept)) if kept.size else None,
+            "residual_max_m": float(kept.max()) if kept.size else None,
+            "residuals_m": {str(k): round(r, 6) for k, r in zip(self.used, self.residuals_m, strict=True)},
+            **(
+                {"enu_origin": {"lat": self.enu_origin[0], "lon": self.enu_origin[1], "alt": self.enu_origin[2]}}
+                if self.enu_origin is not None
+                else {}
+            ),
+            **({"note": self.note} if self.note else {}),
+        }
+
+
+def _residuals(s: float, R: np.ndarray, t: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(dst - (s * src @ R.T + t), axis=1)
+
+
+def lmeds_sim3(src: np.ndarray, dst: np.ndarray, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Robust similarity ``dst ~ s R src + t`` (see the module docstring): (s, R, t, inlier mask)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    n = len(src)
+    if n < 3:
+        raise PositionError(f"a full fit needs at least 3 positions, got {n}")
+    combos = itertools.combinations(range(n), 3)
+    count = n * (n - 1) * (n - 2) // 6
+    if count > LMEDS_SAMPLES:
+        rng = np.random.default_rng(seed)
+        samples: Sequence[Sequence[int]] = [rng.choice(n, 3, replace=False).tolist() for _ in range(LMEDS_SAMPLES)]
+    else:
+        samples = list(combos)
+    best = None
+    for sample in samples:
+        idx = list(sample)
+        try:
+            s, R, t = umeyama_sim3(src[idx], dst[idx])
+        except ValueError:  # collinear sample
+            continue
+        if not s > 0:
+            continue
+        med = float(np.median(_residuals(s, R, t, src, dst) ** 2))
+        if best is None or med < best[0]:
+            best = (med, s, R, t)
+    if best is None:
+        raise PositionError("every 3 positions are collinear: the reconstruction's cameras do not span a plane")
+    med, s, R, t = best
+    extent = float(np.max(np.linalg.norm(dst[:, None] - dst[None], axis=-1)))
+    inliers = np.ones(n, bool)
+    for _ in range(2):  # inliers of the LMedS model, then of the least-squares fit on them
+        sigma = 1.4826 * (1 + 5 / max(n - 3, 1)) * np.sqrt(med)
+        r = _residuals(s, R, t, src, dst)
+        inliers = r <= max(INLIER_SIGMAS * sigma, 1e-9 * extent)
+        if inliers.sum() < 3:
+            raise PositionError(
+                f"only {int(inliers.sum())} positions agree with any fit: the track does not match the video"
+            )
+        s, R, t = umeyama_sim3(src[inliers], dst[inliers])
+        med = float(np.median(_residuals(s, R, t, src[inliers], dst[inliers]) ** 2))
+    return float(s), np.asarray(R, np.float64), np.asarray(t, np.float64), inliers
+
+
+def _spread_ratio(points: np.ndarray) -> float:
+    """sqrt(second / first) principal variance of (N, 3) points: 0 on a line, 1 for a round cloud."""
+    if len(points) < 2:
+        return 0.0
+    var = np.linalg.eigvalsh(np.cov((points - points.mean(0)).T, bias=True))  # ascending
+    return float(np.sqrt(max(var[1], 0.0) / var[2])) if var[2] > 0 else 0.0
+
+
+def fit_positions(centres: np.ndarray, targets: np.ndarray, source: str, frame: str, **extra) -> MetricFit:
+    """Fit the (K, 3) reconstructed camera ``centres`` to (K, 3) metric ``targets`` (NaN rows: no
+    position). ``extra``: ``enu_origin``, ``note`` for the report."""
+    centres, targets = np.asarray(centres, np.float64), np.asarray(targets, np.float64)
+    if centres.shape != targets.shape or centres.ndim != 2 or centres.shape[1] != 3:
+        raise ValueError(f"centres {centres.shape} and targets {targets.shape} must both be (K, 3)")
+    used = np.flatnonzero(np.isfinite(targets).all(1))
+    if len(used) < 2:
+        raise PositionError(
+            f"{source}: {len(used)} keyframe(s) have a position; metric scale needs at least 2 (3 not on a line to "
+            "also place and orient the map): check that the track covers the video's time (--gps-offset) or that "
+            "the photos carry GPS"
+        )
+    src, dst = centres[used], targets[used]
+    note = extra.pop("note", "")
+    if len(used) >= 3 and _spread_ratio(dst) >= COLLINEAR:
+        s, R, t, inliers = lmeds_sim3(src, dst)
+        mode = "full"
+    else:
+        d_dst = np.linalg.norm(dst[:, None] - dst[None], axis=-1)
+        d_src = np.linalg.norm(src[:, None] - src[None], axis=-1)
+        pairs = np.triu(d_dst >= 0.1 * d_dst.max(), 1) & (d_src > 0)
+        if d_dst.max() <= 0 or not pairs.any():
+            raise PositionError(
+                f"{source}: the positions (or the reconstructed cameras) do not move: no scale to measure"
+            )
+        ratios = d_dst[pairs] / d_src[pairs]
+        s = float(np.median(ratios))
+        R, t = np.eye(3), np.zeros(3)
+        inliers = np.ones(len(used), bool)
+        mode = "scale"
+        why = "2 positions" if len(used) == 2 else "the positions lie on a line"
+        note = (note + "; " if note else "") + f"scale only ({why}): the map keeps its own origin and orientation"
+        frame = "the reconstruction's own frame (first keyframe's camera), in metres"
+    fit = Sim3(s, R, t)
+    residuals = (
+        _residuals(s, R, t, src, dst)
+        if mode == "full"
+        else np.abs(np.linalg.norm(dst - dst[0], axis=1) - s * np.linalg.norm(src - src[0], axis=1))
+    )
+    return MetricFit(
+        fit,
+        mode,
+        source,
+        frame,
+        [int(k) for k in used],
+        [int(k) for k in used[inliers]],
+        [float(r) for r in residuals],
+        note=note,
+        **extra,
+    )
+
+
+def _interpolate(track: Track, positions: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """(K, 3) positions at ``times`` (NaN outside the track's span by more than TRACK_MARGIN_S)."""
+    out = np.full((len(times), 3), np.nan)
+    inside = (times >= track.times[0] - TRACK_MARGIN_S) & (times <= track.times[-1] + TRACK_MARGIN_S)
+    if len(track.times) == 1:
+        out[inside] = positions[0]
+        return out
+    for axis in range(3):
+        out[inside, axis] = np.interp(times[inside], track.times, positions[:, axis])
+    return out
+
+
+def keyframe_targets(
+    source: ScaleSource, infos: Sequence, frames: str
+) -> tuple[np.ndarray, str, tuple[float, float, float] | None, str]:
+    """(targets (K, 3) with NaN rows, frame description, ENU origin or None, note) for keyframes
+    described by ``infos`` (:class:`~edgescene.runtime.stream.FrameInfo`: index, source, timestamp_s);
+    ``frames``: "video" or "image(s)" (how times are read)."""
+    k = len(infos)
+    if source.kind == "baseline":
+        assert source.metres is not None
+        targets = np.full((k, 3), np.nan)
+        if source.frames is None:
+            if k < 2:
+                raise PositionError("baseline: the reconstruction has fewer than 2 keyframes")
+            a, b = 0, 1
+        else:
+            where = {int(info.index): i for i, info in enumerate(infos)}
+            missing = [f for f in source.frames if f not in where]
+            if missing:
+                raise PositionError(
+                    f"baseline@{source.frames[0]},{source.frames[1]}: frame(s) {missing} are not keyframes "
+                    "(lower --keyframe-threshold, or name frames that are)"
+                )
+            a, b = where[source.frames[0]], where[source.frames[1]]
+        targets[a] = 0.0
+        targets[b] = [source.metres, 0.0, 0.0]
+        return targets, "the reconstruction's own frame (first keyframe's camera), in metres", None, ""
+    if source.kind == "exif":
+        if frames == "video":
+            raise PositionError("--scale-from exif reads GPS from photos; for a video give its track: gps:FILE")
+        geo = np.full((k, 3), np.nan)
+        for i, info in enumerate(infos):
+            position = exif_geodetic(info.source) if info.source else None
+            if position is not None:
+                geo[i] = position
+        return _enu(geo, "exif")
+    assert source.path is not None
+    if source.kind == "poses":
+        track = read_tum(source.path)
+        times = _keyframe_times(infos, frames, source, photos_by_index=True)
+        assert track.xyz is not None
+        return _interpolate(track, track.xyz, times), f"the frame of {source.path.name}, metres", None, ""
+    track = read_gps_track(source.path)
+    if frames != "video":
+        raise PositionError(
+            "gps:FILE matches keyframes by the video's clock; for photos with GPS in their EXIF use --scale-from exif"
+        )
+    times = _keyframe_times(infos, frames, source, photos_by_index=False)
+    if track.absolute:  # the video's first frame is the track's first fix (+ --gps-offset)
+        times = times + track.times[0]
+    assert track.geodetic is not None
+    geo = _interpolate(track, track.geodetic, times)
+    return _enu(geo, f"gps:{source.path.name}")
+
+
+def _keyframe_times(infos: Sequence, frames: str, source: ScaleSource, photos_by_index: bool) -> np.ndarray:
+    times = []
+    for position, info in enumerate(infos):
+        if info.timestamp_s is not None:
+            times.append(float(info.timestamp_s))
+        elif photos_by_index:
+            times.append(float(info.index if info.index >= 0 else position))
+        else:
+            raise PositionError(f"{source.describe()}: keyframe {position} has no time to match the track")
+    return np.asarray(times) + source.offset_s
+
+
+def _enu(geo: np.ndarray, what: str) -> tuple[np.ndarray, str, tuple[float, float, float] | None, str]:
+    found = np.flatnonzero(np.isfinite(geo).all(1))
+    if not len(found):
+        raise PositionError(
+            f"{what}: no keyframe has a GPS position (photos without EXIF GPS, or a track that does not cover the "
+            "video's time: check --gps-offset)"
+        )
+    origin = tuple(float(v) for v in geo[found[0]])
+    targets = np.full(geo.shape, np.nan)
+    targets[found] = geodetic_to_enu(geo[found], np.array(origin))
+    return targets, "local East-North-Up (x east, y north, z up) metres about enu_origin", origin, ""  # type: ignore[return-value]
