@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     m = figures["mean"]
     print(
         f"Middlebury Motorcycle, {figures['model']}, {figures['command']}: metric depth AbsRel "
-        f"{m['metric_abs_rel']:.3f} (depth scale {m['depth_scale']:.3f}); median-scaled {m['median_scaled_abs_rel']:.3f}; "
+        f"{m['metric_abs_rel']:.3f} (depth scale {m['depth_scale']:.3f}); "
+        f"median-scaled {m['median_scaled_abs_rel']:.3f}; "
         f"constant depth {m['constant_abs_rel']:.3f}"
     )
     if args.out:
