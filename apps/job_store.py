@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edgescene.core.atomic import atomic_write_text
+from edgescene.runtime.outputs import redact_paths
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class Job:
 
     def public(self) -> dict:
         return asdict(self)
+
+    def for_client(self) -> dict:
+        """What a client sees: the job, the server's paths in its options reduced to file names."""
+        return redact_paths(self.public())
 
 
 class JobStore(Protocol):

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgescene.runtime.calibration import Calibration
 from edgescene.runtime.progress import Progress, ProgressTracker
 from edgescene.runtime.reconstruct import Reconstructor, Run, run
 from edgescene.runtime.sinks import Sink
@@ -158,8 +159,9 @@ class LiveRun:
     still waiting for frames and waits for the thread to end.
     """
 
-    def __init__(self, rec: Reconstructor) -> None:
+    def __init__(self, rec: Reconstructor, calibration: Calibration | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._calibration = calibration
         self.feed = FrameFeed()
         self._replies: asyncio.Queue = asyncio.Queue()
         self._done: asyncio.Future = self._loop.create_future()
@@ -175,7 +177,14 @@ class LiveRun:
 
     def _work(self, rec: Reconstructor) -> None:
         try:
-            run(rec, self.feed, self.sink, pipeline=False, progress=ProgressTracker(self.sink.progress))
+            run(
+                rec,
+                self.feed,
+                self.sink,
+                pipeline=False,
+                progress=ProgressTracker(self.sink.progress),
+                calibration=self._calibration,
+            )
         except SessionClosed:
             pass
         except Exception as exc:  # noqa: BLE001 - handed to the websocket loop, which reports it

@@ -22,6 +22,7 @@ from pathlib import Path
 from edgescene.apps.models_catalog import default_window
 from edgescene.apps.uploads import check_kinds, kind_of
 from edgescene.runtime.frames import open_frames
+from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.progress import ProgressCallback, ProgressTracker
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, model_notes
 from edgescene.runtime.scene import SceneCache, ViewOptions
@@ -92,6 +93,8 @@ def reconstruct(
     options: ViewOptions = ViewOptions(),
     on_progress: ProgressCallback | None = None,
     loop_closure: bool = False,
+    intrinsics: str | Path | None = None,
+    scale_from: str | None = None,
 ) -> Rendered:
     """Run the model over the inputs once, cache its predictions in a new folder and render them.
 
@@ -100,6 +103,8 @@ def reconstruct(
     frames a model call, fewer where the model serves fewer
     (:func:`~edgescene.apps.models_catalog.default_window`). ``on_progress``: the
     run's :class:`~edgescene.runtime.progress.Progress` (``done`` before the scene is rendered).
+    ``intrinsics``: a calibration JSON (known intrinsics); ``scale_from``: the runtime's scale source
+    (``exif``, ``baseline:M``, ``gps:FILE``, ``poses:FILE``): the scene in metres.
     """
     paths = check_inputs(paths, mode)
     max_frames = max_frames or DEFAULT_MAX_FRAMES
@@ -118,6 +123,8 @@ def reconstruct(
             branch=options.branch,
             conf_percentile=options.conf_percentile,
             loop_closure=loop_closure,
+            intrinsics=None if intrinsics is None else str(intrinsics),
+            scale_from=scale_from,
         ),
     )
     solver = None
@@ -137,6 +144,18 @@ def reconstruct(
     if lc is not None:
         found = f"loop closure: {len(lc['loops'])} loop edge(s) over {lc['windows']} windows"
         notes += (f"{found}; cameras and points corrected" if lc["applied"] else f"{found}; {lc.get('note')}",)
+    if result.report["intrinsics"]["source"] == "given":
+        ratio = result.report["intrinsics"]["focal_ratio_median"]
+        notes += (f"intrinsics given by the calibration (the model's focal length was {ratio:.3f}x it)",)
+    metric = result.report.get("metric")
+    if metric is not None:
+        rmse = metric["residual_rmse_m"]
+        notes += (
+            f"in metres from {redact_paths(metric['scale_source'])} ({metric['mode']} fit, "
+            f"{metric['inliers']} of {metric['positions_used']} positions kept"
+            + ("" if rmse is None else f", residual RMSE {rmse:.3g} m")
+            + ")",
+        )
     return dataclasses.replace(rendered, notes=notes)
 
 

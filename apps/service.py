@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib.util
+import json
 import logging
 import math
 import os
 import shutil
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote_to_bytes
@@ -44,6 +45,7 @@ from edgescene.apps.http_guards import host_allowed
 from edgescene.apps.jobs import JobManager, QueueFull, Retention, new_job_id
 from edgescene.apps.live_stream import LiveRun
 from edgescene.apps.memory import release_memory
+from edgescene.apps.metric_inputs import save_calibration, scale_option
 from edgescene.apps.models_catalog import default_window, find_model, frame_size_check, list_models
 from edgescene.apps.stream_models import StreamModels, StreamModelsBusy
 from edgescene.apps.uploads import (
@@ -59,6 +61,7 @@ from edgescene.apps.uploads import (
 )
 from edgescene.assets import DEFAULT_MODEL
 from edgescene.runtime.backends.triton import is_triton_url, parse_triton_url
+from edgescene.runtime.calibration import Calibration, parse_calibration
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
@@ -236,7 +239,7 @@ ERRORS = {
 
 
 def _job_info(job) -> JobInfo:
-    return JobInfo(**job.public(), files_url=f"/jobs/{job.id}/files/")
+    return JobInfo(**job.for_client(), files_url=f"/jobs/{job.id}/files/")
 
 
 DOCS_ASSETS = "/docs-assets"  # swagger-ui and redoc files, served from the installed package
@@ -505,6 +508,18 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         loop_closure: bool = Form(
             False, description="correct drift where the video revisits a place (needs the mapping extra: GTSAM)"
         ),
+        intrinsics: UploadFile | None = File(
+            None,
+            description='known intrinsics, JSON in pixels of the sent frames: {"fx", "fy", "cx", "cy"} or {"K": 3x3}, '
+            'or per image {"name.jpg": {"intrinsics": 3x3}} (docs/runtime.md, Known intrinsics)',
+        ),
+        scale_from: str | None = Form(
+            None,
+            description="outputs in metres from: exif (GPS in the photos), baseline:METRES[@A,B], gps (with a GPX or "
+            "CSV 'track') or poses (with a TUM 'track') (docs/runtime.md, Metric scale)",
+        ),
+        track: UploadFile | None = File(None, description="the GPS track (scale_from=gps) or poses (scale_from=poses)"),
+        gps_offset_s: float = Form(0.0, description="seconds added to each frame's time before matching the track"),
     ) -> JobInfo:
         if len(files) > config.max_files:
             raise UploadError(f"{len(files)} files is more than the limit of {config.max_files}; send fewer images")
@@ -516,6 +531,8 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             )
         if every_s is not None and not math.isfinite(every_s):
             raise HTTPException(422, f"every_s must be a finite number of seconds, got {every_s}")
+        if not math.isfinite(gps_offset_s):
+            raise HTTPException(422, f"gps_offset_s must be a finite number of seconds, got {gps_offset_s}")
         if loop_closure and importlib.util.find_spec("gtsam") is None:
             raise HTTPException(
                 422, "loop_closure needs GTSAM, which this server lacks: install 'edgescene[mapping]' or send it off"
@@ -558,6 +575,19 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             kind = check_kinds(kinds)
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
+            given = save_calibration(intrinsics.file, jobs.folder(job_id)) if intrinsics is not None else None
+            scale = scale_option(
+                scale_from, track.file if track is not None else None, (track.filename or "") if track else "",
+                jobs.folder(job_id), gps_offset_s,
+            )  # fmt: skip
+            if given is not None or scale is not None:
+                try:
+                    options = replace(
+                        options, intrinsics=None if given is None else str(given), scale_from=scale,
+                        gps_offset_s=gps_offset_s if scale is not None else 0.0,
+                    )  # fmt: skip
+                except ValueError as exc:
+                    raise UploadError(str(exc)) from exc
             for path, file_kind in zip(saved, kinds, strict=True):
                 source = check_decodable(path, file_kind, every_s, max_frames, config.probe_frames, check_size)
                 if source is not None:  # a video, probed once with the job's sampling
@@ -715,9 +745,10 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
         return stream_models.lease((entry.name, window), open_reconstructor)
 
     @app.websocket("/stream")
-    async def stream(websocket: WebSocket, model: str | None = None, window: str = "8"):
-        # window taken as text and parsed in the session: a bad value gets an error naming it, not a bare 403
-        await _stream_session(websocket, config, lambda: lease_reconstructor(model, window), stream_slots)
+    async def stream(websocket: WebSocket, model: str | None = None, window: str = "8", intrinsics: str | None = None):
+        # window taken as text and parsed in the session: a bad value gets an error naming it, not a bare 403;
+        # intrinsics: one camera as JSON in the frames' pixels, e.g. {"fx":900,"fy":900,"cx":640,"cy":360}
+        await _stream_session(websocket, config, lambda: lease_reconstructor(model, window), stream_slots, intrinsics)
 
     return app
 
@@ -760,7 +791,11 @@ def _decode_frame(data: bytes, number: int) -> np.ndarray:
 
 
 async def _stream_session(
-    websocket: WebSocket, config: ServiceConfig, lease_reconstructor, slots: asyncio.Semaphore
+    websocket: WebSocket,
+    config: ServiceConfig,
+    lease_reconstructor,
+    slots: asyncio.Semaphore,
+    intrinsics: str | None = None,
 ) -> None:
     """One client's live reconstruction: binary messages are frames, text ``finish`` ends the stream.
 
@@ -776,9 +811,12 @@ async def _stream_session(
     code 1011. The model session is leased for the whole stream (``lease_reconstructor()``, a
     :meth:`~edgescene.apps.stream_models.StreamModels.lease`): no other client can close it. When
     every session is in use, the client gets an error with ``retry_after_s`` and close code 1013.
+    ``intrinsics`` (the query's, JSON): one known camera for every frame of this stream; a bad one
+    gets an error naming the problem and close code 1008 before any model is leased.
     """
     await websocket.accept()
     try:
+        calibration = _stream_calibration(intrinsics)
         lease = lease_reconstructor()
         rec = await asyncio.to_thread(lease.__enter__)
     except ValueError as exc:
@@ -790,14 +828,34 @@ async def _stream_session(
         await websocket.close(code=1013, reason=f"busy: retry in {STREAM_RETRY_AFTER_S} s")
         return
     try:
-        await _stream_frames(websocket, config, rec, slots)
+        await _stream_frames(websocket, config, rec, slots, calibration)
     finally:
         lease.__exit__(None, None, None)
         await asyncio.to_thread(release_memory)  # the stream's map and frames, back to the system
 
 
+def _stream_calibration(text: str | None) -> Calibration | None:
+    """The ``intrinsics`` query of ``/stream``: one camera as JSON (ValueError names what is wrong)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f'intrinsics must be JSON, e.g. /stream?intrinsics={{"fx":900,"fy":900,"cx":640,"cy":360}} ({exc})'
+        ) from None
+    calibration = parse_calibration(data, origin="intrinsics")
+    if calibration.camera is None:
+        raise ValueError("intrinsics: a stream takes one camera for all frames (fx, fy, cx, cy or K), not per image")
+    return calibration
+
+
 async def _stream_frames(
-    websocket: WebSocket, config: ServiceConfig, rec: Reconstructor, slots: asyncio.Semaphore
+    websocket: WebSocket,
+    config: ServiceConfig,
+    rec: Reconstructor,
+    slots: asyncio.Semaphore,
+    calibration: Calibration | None = None,
 ) -> None:
     """The frames of one stream on its leased reconstructor ``rec`` (:func:`_stream_session`)."""
     limit = int(config.stream_max_frame_mb * 2**20)
@@ -851,7 +909,7 @@ async def _stream_frames(
                 continue
             start = time.perf_counter()
             if live is None:
-                live = LiveRun(rec)
+                live = LiveRun(rec, calibration)
             try:
                 async with slots:
                     reply = await live.push(rgb)

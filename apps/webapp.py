@@ -45,6 +45,29 @@ def _presets(family: str, fallback: tuple[str, ...]) -> list[str]:
         return list(fallback)
 
 
+def _file_path(value) -> str | None:
+    """A Gradio file value (a path, a file object, or nothing) as a path."""
+    if not value:
+        return None
+    return value if isinstance(value, str) else value.name
+
+
+def scale_spec(scale_from: str | None, track: str | None) -> str | None:
+    """The runtime's ``scale_from`` for the app's two fields: ``gps`` / ``poses`` take the uploaded track."""
+    spec = (scale_from or "").strip()
+    if not spec:
+        if track:
+            raise ValueError("a track was given without 'metres from': write gps (GPX, CSV) or poses (TUM)")
+        return None
+    if spec in ("gps", "poses"):
+        if not track:
+            raise ValueError(f"metres from {spec} needs its track file")
+        return f"{spec}:{track}"
+    if track:
+        raise ValueError(f"metres from {spec} takes no track; remove the file or write gps / poses")
+    return spec
+
+
 def _error(exc: Exception | str) -> str:
     return f"**Error:** {exc}"
 
@@ -364,10 +387,15 @@ class WebApp:
         filter_bg,
         branch,
         loop_closure=False,
+        calibration=None,
+        scale_from="",
+        track=None,
         progress=gr.Progress(),
     ):
         models = self.reconstruction_models()
         try:
+            calibration_path = _file_path(calibration)
+            scale = scale_spec(scale_from, _file_path(track))
             if model_name not in models:
                 raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(models)}")
             paths = [f if isinstance(f, str) else f.name for f in (files or [])]
@@ -390,6 +418,8 @@ class WebApp:
                     p.fraction if p.fraction is not None else (p.frames_seen, None), desc=p.message(), unit="frames"
                 ),
                 loop_closure=bool(loop_closure),
+                intrinsics=calibration_path,
+                scale_from=scale,
             )
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             return _error(exc), None, None, [], None
@@ -592,6 +622,24 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                             label="loop closure: correct drift where the video revisits a place (GTSAM)",
                             elem_id="recon-loop-closure",
                         )
+                        with gr.Accordion("calibration and metres", open=False):
+                            calibration = gr.File(
+                                label="calibration.json: known intrinsics (fx, fy, cx, cy, or K; per image)",
+                                file_types=[".json"],
+                                type="filepath",
+                                elem_id="recon-calibration",
+                            )
+                            scale_from = gr.Textbox(
+                                label="metres from: exif | baseline:METRES | gps (with a track) | poses (with a track)",
+                                value="",
+                                elem_id="recon-scale-from",
+                            )
+                            track = gr.File(
+                                label="track: GPX or CSV (gps), TUM (poses)",
+                                file_types=[".gpx", ".csv", ".tum", ".txt"],
+                                type="filepath",
+                                elem_id="recon-track",
+                            )
                         run_btn = gr.Button("Reconstruct", variant="primary", elem_id="recon-run")
                         sample_btn = gr.Button("Try the sample video", elem_id="recon-sample")
                         gr.Markdown("Display (re-renders without running the model):")
@@ -611,6 +659,7 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                 cache = gr.State(None)
                 outputs = [rec_status, viewer, downloads, depth, cache]
                 inputs = [files, mode, model, every_s, max_frames, conf, show_cams, filter_bg, branch, loop_closure]
+                inputs += [calibration, scale_from, track]
                 run_btn.click(app.run_reconstruction, inputs, outputs)
                 # the bundled sample with the chosen model, one click
                 sample_btn.click(lambda: ([str(SAMPLE_VIDEO)], "video"), None, [files, mode]).then(

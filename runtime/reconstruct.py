@@ -163,6 +163,7 @@ class Run:
 
     stream: StreamingReconstruction
     frames: FramePreparer
+    calibration: Calibration | None = None  # the known intrinsics this run used, if any
 
 
 class Reconstructor:
@@ -252,10 +253,16 @@ class Reconstructor:
 
         return FeatureSelector(embed, max_gap=self.config.max_keyframe_gap)
 
-    def preparer(self) -> FramePreparer:
-        """A fresh keyframe selection and preprocessing for one input (:mod:`edgescene.runtime.prepare`)."""
+    def preparer(self, calibration: Calibration | None = None) -> FramePreparer:
+        """A fresh keyframe selection and preprocessing for one input (:mod:`edgescene.runtime.prepare`),
+        with ``calibration`` (else the reconstructor's own, if any)."""
         return FramePreparer(
-            self._selector(), self.served_sizes, self.config.mode, self.long_side, self.patch, self.calibration
+            self._selector(),
+            self.served_sizes,
+            self.config.mode,
+            self.long_side,
+            self.patch,
+            calibration if calibration is not None else self.calibration,
         )
 
     def check_frame_size(self, height: int, width: int) -> None:
@@ -325,8 +332,11 @@ def run(
     pipeline: bool | None = None,
     solver: PoseGraphSolver | None = None,
     progress: ProgressTracker | None = None,
+    calibration: Calibration | None = None,
 ) -> Run:
     """Reconstruct ``frames`` with ``rec`` into ``sink``: the one assembly of the pipeline.
+
+    ``calibration``: known intrinsics for this run only (a live client's), else ``rec.calibration``.
 
     Every entry point runs this: the CLI and service jobs (:func:`reconstruct_to_folder`, a
     :class:`~edgescene.runtime.sinks.FolderSink`), the Python API (:meth:`Reconstructor.run`, a
@@ -346,7 +356,7 @@ def run(
     check_solver(rec.config, solver)
     sink = sink or Sink()
     pipelined = rec.config.pipeline if pipeline is None else pipeline
-    preparer = rec.preparer()
+    preparer = rec.preparer(calibration)
     stream = StreamingReconstruction(
         predictor_from_session(rec.session),
         rec.stream_config,
@@ -354,7 +364,7 @@ def run(
         pipelined=pipelined,
         loops=LoopConfig() if rec.config.loop_closure else None,
     )
-    current = Run(stream, preparer)
+    current = Run(stream, preparer, calibration if calibration is not None else rec.calibration)
     sink.start(current)
 
     def prepared_frames() -> Iterator[tuple[int, PreparedFrame | None]]:
@@ -514,7 +524,7 @@ def _report(rec: Reconstructor, done: Run) -> dict:
         # near 1, the model sets a long video's pace; well below, the runtime around it does
         "model_busy_steady_state": round(steady, 3) if steady is not None else None,
         "alignments": [asdict(a) for a in core.alignments],
-        "intrinsics": _intrinsics_report(rec, core),
+        "intrinsics": _intrinsics_report(done.calibration, core),
         "revisits": done.frames.revisits,
         **({"loop_closure": core.loop_closure} if core.loop_closure is not None else {}),
         "units": "metres" if core.metric is not None else "the model's (up to scale)",
@@ -530,14 +540,14 @@ def metric_fit(stream: StreamingReconstruction, source: ScaleSource) -> MetricFi
     return fit_positions(stream.camera_centers(), targets, source.describe(), frame, enu_origin=origin, note=note)
 
 
-def _intrinsics_report(rec: Reconstructor, core: StreamingReconstruction) -> dict:
+def _intrinsics_report(calibration: Calibration | None, core: StreamingReconstruction) -> dict:
     """Which intrinsics the outputs use and, when given, how far the model's guess was from them."""
-    if rec.calibration is None:
+    if calibration is None:
         return {"source": "predicted"}
     ratios = core.focal_ratios
     return {
         "source": "given",
-        **rec.calibration.describe(),
+        **calibration.describe(),
         "focal_ratio_per_window": [round(r, 5) for r in ratios],
         "focal_ratio_median": round(float(np.median(ratios)), 5) if ratios else None,
         "note": "the model's focal length over the given one (geometric mean of fx and fy, in model pixels), "

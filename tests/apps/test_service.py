@@ -120,6 +120,49 @@ def test_loop_closure_job_reports_what_it_found(client, monkeypatch):
     assert r.status_code == 422 and "edgescene[mapping]" in r.json()["detail"]
 
 
+def test_a_job_with_intrinsics_and_a_pose_track_comes_out_in_metres(client, tmp_path):
+    from edgescene.core.geometry import inverse_se3
+
+    gt = np.load(sample_dir() / "sample_gt.npz")
+    k = gt["intrinsics"]
+    calibration = json.dumps({"fx": k[0, 0], "fy": k[1, 1], "cx": k[0, 2], "cy": k[1, 2]}).encode()
+    centres = 2.0 * inverse_se3(gt["extrinsics"])[:, :, 3]
+    track = "\n".join(f"{i / 10:.3f} {x} {y} {z} 0 0 0 1" for i, (x, y, z) in enumerate(centres)).encode()
+    sidecars = [
+        ("intrinsics", ("K.json", calibration, "application/json")),
+        ("track", ("rig.tum", track, "text/plain")),
+    ]
+    r = client.post("/jobs", files=[_video(), *sidecars], data={"max_frames": "12", "scale_from": "poses"})
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["id"])
+    assert job["status"] == "done", job
+    assert job["config"]["scale_from"] == "poses:track.tum" and job["config"]["intrinsics"] == "calibration.json"
+    report = client.get(f"/jobs/{job['id']}/files/report.json").json()
+    assert report["units"] == "metres" and report["metric"]["mode"] == "full"
+    assert report["metric"]["scale_source"] == "poses:track.tum"  # no server path reaches the client
+    assert report["intrinsics"]["source"] == "given" and report["intrinsics"]["file"] == "calibration.json"
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "message"),
+    [
+        ([("intrinsics", ("K.json", b"{fx: 1}", "application/json"))], {}, "not a JSON file"),
+        ([("intrinsics", ("K.json", b'{"fx": 100, "fy": 100, "cx": 5}', "application/json"))], {}, "missing cy"),
+        ([], {"scale_from": "gps"}, "needs its track"),
+        ([("track", ("t.csv", b"time,lat,lon\n0,47,8\n", "text/csv"))], {}, "without scale_from"),
+        ([("track", ("t.kml", b"<kml/>", "text/xml"))], {"scale_from": "gps"}, "must be .gpx or .csv"),
+        ([("track", ("t.csv", b"a,b\n1,2\n", "text/csv"))], {"scale_from": "gps"}, "missing time, lat, lon"),
+        ([], {"scale_from": "gps:/etc/track.gpx"}, "send the track as a file"),
+        ([], {"scale_from": "baseline:-2"}, "> 0 metres"),
+    ],
+)
+def test_bad_calibrations_and_tracks_are_refused_at_submission(client, files, data, message):
+    r = client.post("/jobs", files=[_video(), *files], data=data)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["detail"]
+    assert client.get("/jobs").json() == []  # nothing was queued
+
+
 def test_image_job(client):
     frames = [f.rgb for f in open_frames(SAMPLE, max_frames=3)]
     r = client.post("/jobs", files=[_png(f, f"img{i}.png") for i, f in enumerate(frames)])
@@ -271,6 +314,41 @@ def test_stream_websocket_returns_the_running_map(client):
     assert len(first["preview"]["points"]) == len(first["preview"]["colors"]) > 0
     assert all(len(u["preview"]["points"]) <= 20_000 for u in updates)  # the preview's cap holds
     assert final["type"] == "final" and final["keyframes"] >= updates[-1]["keyframes"] and final["points"] > 0
+
+
+def test_stream_with_known_intrinsics_uses_them(client):
+    from urllib.parse import quote
+
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=6)]
+    k = {"fx": 300.0, "fy": 300.0, "cx": 128.0, "cy": 96.0}  # the sample is 256 x 192; the model sees 168 x 126
+    with client.websocket_connect("/stream?window=4&intrinsics=" + quote(json.dumps(k))) as ws:
+        for rgb in frames:
+            ok, buf = cv2.imencode(".png", rgb[..., ::-1])
+            ws.send_bytes(buf.tobytes())
+            ws.receive_json()
+        ws.send_text("finish")
+        final = ws.receive_json()
+    assert final["type"] == "final"
+    scale = 168 / 256
+    assert np.allclose(
+        final["intrinsics"][0], [[300 * scale, 0, 128 * scale], [0, 300 * scale, 96 * scale], [0, 0, 1]], atol=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("{fx", "intrinsics must be JSON"),
+        ('{"fx": 1}', "missing fy, cx, cy"),
+        ('{"a.png": {"intrinsics": [[1,0,0],[0,1,0],[0,0,1]]}}', "one camera"),
+    ],
+)
+def test_stream_refuses_bad_intrinsics(client, query, message):
+    from urllib.parse import quote
+
+    with client.websocket_connect("/stream?intrinsics=" + quote(query)) as ws:
+        reply = ws.receive_json()
+    assert reply["type"] == "error" and message in reply["detail"]
 
 
 def test_stream_keeps_the_session_through_bad_messages(client):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 pytest.importorskip("gradio")
@@ -141,6 +142,24 @@ def test_reconstruction_with_loop_closure_says_what_it_found(app, tmp_path):
     )
     assert "loop closure: " in status and "cameras and points corrected" in status, status
     assert Path(glb).read_bytes()[:4] == b"glTF"
+
+
+def test_reconstruction_with_a_calibration_in_metres(app, tmp_path):
+    gt = np.load(SAMPLE.parent / "sample_gt.npz")
+    k = gt["intrinsics"]
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"fx": k[0, 0], "fy": k[1, 1], "cx": k[0, 2], "cy": k[1, 2]}))
+    status, glb, *_ = app.run_reconstruction(
+        [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 12, 50, True, False, "depth", False,
+        str(calibration), "baseline:0.2228", None, progress=NoProgress(),
+    )  # fmt: skip
+    assert "intrinsics given by the calibration" in status and "in metres from baseline:0.2228 (scale fit" in status
+    assert Path(glb).read_bytes()[:4] == b"glTF"
+    status, *_ = app.run_reconstruction(
+        [str(SAMPLE)], "video", DEFAULT_MODEL, 0, 12, 50, True, False, "depth", False, None, "gps", None,
+        progress=NoProgress(),
+    )  # fmt: skip
+    assert "needs its track file" in status
 
 
 def test_reconstruction_inputs_are_checked(app, tmp_path):
