@@ -190,12 +190,12 @@ def _image_hw(image_hw, name: str = "image_hw") -> tuple[int, int]:
     return h, w
 
 
-def _point_set(points, colors) -> tuple[np.ndarray, np.ndarray]:
+def _point_set(points, colors, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     p = _array(points, "points", ("N", 3))
     c = np.asarray(colors)
     if c.shape != p.shape or c.dtype != np.uint8:
         raise ValueError(f"colors: expected uint8 ({p.shape[0]}, 3) like points, got {c.shape} {c.dtype}")
-    p = p.astype(np.float32, copy=False)  # checked as stored: a float64 beyond float32's range is not finite
+    p = p.astype(dtype, copy=False)  # checked as stored: a float64 beyond float32's range is not finite
     _finite(p, "points")
     return p, c
 
@@ -207,30 +207,37 @@ _PLY_VERTEX = np.dtype(
 )
 
 
-def _ply_header(n: int) -> bytes:
+_PLY_VERTEX_DOUBLE = np.dtype(
+    [("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("alpha", "u1")]
+)
+
+
+def _ply_header(n: int, kind: str = "float") -> bytes:
     return (
         f"ply\nformat binary_little_endian 1.0\ncomment edgescene\nelement vertex {n}\n"
-        "property float x\nproperty float y\nproperty float z\n"
+        f"property {kind} x\nproperty {kind} y\nproperty {kind} z\n"
         "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty uchar alpha\nend_header\n"
     ).encode()
 
 
-def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> None:
-    """Binary PLY point cloud. points: (N, 3) finite (stored float32); colors: (N, 3) uint8.
+def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray, double: bool = False) -> None:
+    """Binary PLY point cloud. points: (N, 3) finite (stored float32, or float64 with ``double``:
+    projected coordinates such as UTM's hundreds of kilometres keep millimetres only in float64);
+    colors: (N, 3) uint8.
 
     Each vertex is x, y, z float32 and red, green, blue, alpha uint8 (alpha 255), little-endian: the
     layout trimesh writes, packed here in one numpy record array (trimesh's exporter takes about 8x
     as long for a million points). N = 0 writes a valid PLY with zero vertices.
     """
-    p, c = _point_set(points, colors)
-    vertices = np.empty(len(p), dtype=_PLY_VERTEX)
+    p, c = _point_set(points, colors, np.float64 if double else np.float32)
+    vertices = np.empty(len(p), dtype=_PLY_VERTEX_DOUBLE if double else _PLY_VERTEX)
     for j, axis in enumerate("xyz"):
         vertices[axis] = p[:, j]
     for j, channel in enumerate(("red", "green", "blue")):
         vertices[channel] = c[:, j]
     vertices["alpha"] = 255
     with atomic_write(path) as f:
-        f.write(_ply_header(len(p)))
+        f.write(_ply_header(len(p), "double" if double else "float"))
         f.write(vertices.data.cast("B"))
 
 

@@ -40,6 +40,7 @@ from edgescene import __version__
 from edgescene.core.artifact import ArtifactError
 from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare
 from edgescene.runtime.calibration import Calibration, load_calibration
+from edgescene.runtime.crs import check_crs, enu_to_crs
 from edgescene.runtime.frames import Frame, FrameSource, open_frames
 from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.fusion import warm_up as fusion_warm_up
@@ -104,6 +105,7 @@ class ReconstructConfig:
     intrinsics: str | None = None  # a calibration JSON (runtime/calibration.py): known intrinsics replace the predicted
     scale_from: str | None = None  # gps:FILE | exif | poses:FILE | baseline:METRES[@A,B] (runtime/positions.py): metres
     gps_offset_s: float = 0.0  # added to each keyframe's time before matching a gps / poses track
+    crs: str | None = None  # EPSG:NNNN: also write the cloud in this projected CRS (needs gps / exif; pyproj)
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "pad"):
@@ -133,6 +135,13 @@ class ReconstructConfig:
             parse_scale_source(self.scale_from, self.gps_offset_s)  # PositionError (a ValueError) names the problem
         elif self.gps_offset_s != 0.0:
             raise ValueError("gps_offset_s shifts a track given by scale_from (gps:FILE or poses:FILE): set scale_from")
+        if self.crs is not None:
+            kind = (self.scale_from or "").partition(":")[0]
+            if kind not in ("gps", "exif"):
+                raise ValueError(
+                    f"--crs {self.crs} places the cloud on the Earth: it needs --scale-from gps:FILE or exif"
+                )
+            object.__setattr__(self, "crs", check_crs(self.crs))
 
     @property
     def scale_source(self) -> ScaleSource | None:
@@ -666,6 +675,19 @@ def _reconstruct_into(
         write_ply(folder.path("points.ply"), points, colors)
         scene.result()
     report = _report(rec, done)
+    if config.crs is not None and "metric" in report:
+        o = report["metric"]["enu_origin"]
+        write_ply(
+            folder.path("points_crs.ply"),
+            enu_to_crs(points, (o["lat"], o["lon"], o["alt"]), config.crs),
+            colors,
+            double=True,
+        )
+        report["metric"]["crs"] = {
+            "epsg": config.crs,
+            "file": "points_crs.ply",
+            "axes": "easting, northing (the CRS's metres), WGS84 ellipsoidal height (m); float64",
+        }
     t = report["timings_s"]
     t["outputs_s"] = round(time.perf_counter() - write_start, 4)  # points.ply, scene.glb, cameras, trajectory
     t["write_s"] = round(t["write_s"] + t["outputs_s"], 4)
@@ -681,6 +703,7 @@ def _reconstruct_into(
         "trajectory.tum",
         "depth/*.npz",
         "report.json",
+        *(["points_crs.ply"] if "crs" in report.get("metric", {}) else []),
     ]
     if hide_paths:
         report = redact_paths(report)

@@ -5,6 +5,7 @@
 #               client library and fails on the closed port with its own message (the real server runs
 #               in make test: tests/runtime/test_triton_backend.py)
 #   mapping  -> the runtime plus pycolmap, still without torch: the COLMAP model of that reconstruction
+#   geo      -> the runtime plus pyproj: the sample in metres from a GPS track, written in UTM (--crs)
 #   export   -> export tiny VGGT to ONNX through the parity gate
 # Versions come from constraints.txt, as in CI's test environment; torch from scripts/install_torch.sh
 # (TORCH=cpu by default, TORCH=cuda).
@@ -24,6 +25,26 @@ echo "check-extras: [runtime] in a fresh venv"
   "$root/edgescene/assets/sample/sample.mp4" --out "$work/reconstruction" --max-frames 12 --window 4 >/dev/null)
 test -s "$work/reconstruction/points.ply" && test -s "$work/reconstruction/report.json"
 echo "check-extras: [runtime] reconstructed the sample video"
+
+echo "check-extras: [geo] added to the [runtime] venv"
+"$work/runtime/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" "$root[geo]" 2>&1 | pip_quiet
+"$work/runtime/bin/python" - "$root/edgescene/assets/sample/sample_gt.npz" "$work/track.csv" <<'PY'
+import sys
+
+import numpy as np
+import pymap3d
+
+gt = np.load(sys.argv[1])
+rotation, translation = gt["extrinsics"][:, :, :3], gt["extrinsics"][:, :, 3]
+centres = -np.einsum("nji,nj->ni", rotation, translation)  # the sample's true cameras (y down): east x, north z, up -y
+lat, lon, alt = pymap3d.enu2geodetic(centres[:, 0], centres[:, 2], -centres[:, 1], 46.5197, 6.6323, 372.0)
+rows = [f"{i / 10:.2f},{a:.9f},{b:.9f},{h:.3f}" for i, (a, b, h) in enumerate(zip(lat, lon, alt))]
+open(sys.argv[2], "w").write("time,lat,lon,alt\n" + "\n".join(rows) + "\n")
+PY
+(cd "$work" && HF_HUB_OFFLINE=1 "$work/runtime/bin/edgescene" reconstruct "$root/edgescene/assets/sample/sample.mp4" \
+  --out "$work/geo" --max-frames 12 --window 4 --scale-from "gps:$work/track.csv" --crs EPSG:32632 >/dev/null)
+test -s "$work/geo/points_crs.ply" && grep -q '"enu_origin"' "$work/geo/report.json"
+echo "check-extras: [geo] the sample in metres from a GPS track, its cloud in UTM 32N"
 
 echo "check-extras: [triton] added to the [runtime] venv"
 "$work/runtime/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" "$root[triton]" 2>&1 | pip_quiet

@@ -149,6 +149,12 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
         help="with gps:/poses: added to each frame's video time before it is matched to the track (default 0: "
         "the video starts at the track's first fix, or at its time 0 for tracks in plain seconds)",
     )
+    p.add_argument(
+        "--crs",
+        metavar="EPSG:CODE",
+        help="with --scale-from gps:/exif, also write the cloud as points_crs.ply (float64) in this projected CRS, "
+        "e.g. EPSG:32632 for UTM zone 32N (needs the geo extra: pyproj)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the lines before and after still print)")
 
@@ -217,6 +223,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         intrinsics=args.intrinsics,
         scale_from=args.scale_from,
         gps_offset_s=args.gps_offset,
+        crs=args.crs,
     )
     from edgescene.assets import default_model_dir
 

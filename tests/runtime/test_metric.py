@@ -316,7 +316,7 @@ def test_reconstruct_geotagged_photos_with_given_intrinsics_from_the_cli(tmp_pat
     (tmp_path / "K.json").write_text(json.dumps({"fx": k[0, 0], "fy": k[1, 1], "cx": k[0, 2], "cy": k[1, 2]}))
     out = tmp_path / "out"
     code = main(["reconstruct", str(photos), "--out", str(out), "--intrinsics", str(tmp_path / "K.json"),
-                 "--scale-from", "exif", "--keyframe-threshold", "0", "--quiet"])  # fmt: skip
+                 "--scale-from", "exif", "--keyframe-threshold", "0", "--crs", "EPSG:32632", "--quiet"])  # fmt: skip
     assert code == 0
     text = capsys.readouterr().out
     assert "metres from exif (full fit, " in text and "East-North-Up about lat 47.37" in text
@@ -332,6 +332,15 @@ def test_reconstruct_geotagged_photos_with_given_intrinsics_from_the_cli(tmp_pat
         np.sqrt(np.mean(np.sum((c2w - truth) ** 2, 1))) < 0.25 * extent
     )  # the demo model's ATE aside, placed in metres
     assert fit["scale"] > 0 and fit["residual_rmse_m"] < 0.25 * extent
+    # the cloud in UTM 32N as well: around the origin's easting and northing, within the room's size
+    import pyproj
+
+    from edgescene.runtime.outputs import read_ply
+
+    e0, n0 = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform(ORIGIN[1], ORIGIN[0])
+    utm, _ = read_ply(out / "points_crs.ply")
+    assert fit["crs"]["epsg"] == "EPSG:32632" and "points_crs.ply" in report["outputs"]
+    assert np.linalg.norm(np.median(utm[:, :2], axis=0) - [e0, n0]) < 50
 
 
 def test_exif_needs_photos_and_gps_needs_video(tmp_path):
@@ -341,3 +350,50 @@ def test_exif_needs_photos_and_gps_needs_video(tmp_path):
     track.write_text("time,lat,lon\n0,47,8\n1,47.001,8\n")
     with pytest.raises(PositionError, match="use --scale-from exif"):
         keyframe_targets(parse_scale_source(f"gps:{track}"), [FrameInfo(index=0, source="a.jpg")], "image(s)")
+
+
+# ------------------------------------------------------------------------------- projected CRS
+def test_crs_codes_are_checked():
+    from edgescene.runtime.crs import CRSError, check_crs
+
+    pytest.importorskip("pyproj")
+    assert check_crs("epsg:32632") == "EPSG:32632"
+    with pytest.raises(CRSError, match="give an EPSG code"):
+        check_crs("UTM32")
+    with pytest.raises(CRSError, match="not a projected CRS"):
+        check_crs("EPSG:4326")
+    with pytest.raises(CRSError, match="unknown to PROJ"):
+        check_crs("EPSG:999999")
+
+
+def test_enu_points_land_where_pyproj_puts_their_geodetic_position():
+    import pymap3d
+
+    pyproj = pytest.importorskip("pyproj")
+    from edgescene.runtime.crs import enu_to_crs
+
+    enu = np.array([[0.0, 0.0, 0.0], [250.0, -120.0, 15.0]])
+    out = enu_to_crs(enu, ORIGIN, "EPSG:32632")
+    lat, lon, alt = pymap3d.enu2geodetic(250.0, -120.0, 15.0, *ORIGIN)
+    e, n = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform(lon, lat)
+    assert np.allclose(out[1], [e, n, alt], atol=1e-6)
+    assert np.linalg.norm(out[1, :2] - out[0, :2]) == pytest.approx(np.hypot(250, 120), rel=1e-3)  # UTM scale ~0.9996
+
+
+def test_a_double_ply_keeps_millimetres_at_utm_magnitudes(tmp_path):
+    from edgescene.runtime.outputs import read_ply, write_ply
+
+    points = np.array([[318384.6741, 5154517.3512, 370.1592], [318384.6752, 5154517.3523, 370.1601]])
+    colors = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    write_ply(tmp_path / "p.ply", points, colors, double=True)
+    back, c = read_ply(tmp_path / "p.ply")
+    assert np.array_equal(back, points) and np.array_equal(c, colors)
+
+
+def test_crs_needs_a_geodetic_scale_source():
+    from edgescene.runtime.reconstruct import ReconstructConfig
+
+    with pytest.raises(ValueError, match="needs --scale-from gps:FILE or exif"):
+        ReconstructConfig(crs="EPSG:32632")
+    with pytest.raises(ValueError, match="needs --scale-from gps:FILE or exif"):
+        ReconstructConfig(crs="EPSG:32632", scale_from="baseline:1")
