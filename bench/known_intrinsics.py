@@ -34,7 +34,6 @@ from edgescene.bench.metrics import ate, camera_centres, pose_auc
 from edgescene.core.geometry import unproject_depth
 from edgescene.core.preprocess import Resize, depth_to_source
 
-
 IDENTITY = np.eye(3, 4)[None]
 
 
@@ -138,7 +137,8 @@ def markdown(rows: list[IntrinsicsRow], meta: dict) -> str:
         for kind in ("predicted", "given"):
             s = kinds[kind]
             lines.append(
-                f"| {domain} | {kind} | {s['ate_rel']:.4f} | {s['auc_30']:.4f} | {s['abs_rel']:.4f} | {s['point_rel']:.4f} |"
+                f"| {domain} | {kind} | {s['ate_rel']:.4f} | {s['auc_30']:.4f} | "
+                f"{s['abs_rel']:.4f} | {s['point_rel']:.4f} |"
             )
     lines += ["", "The model's focal length over the true one (median per domain): "]
     lines[-1] += ", ".join(f"{d} {k['focal_ratio_median']:.3f}" for d, k in summary.items())
