@@ -62,6 +62,8 @@ METRICS: dict[str, tuple[str, bool]] = {
     "ate_rmse": ("ATE", False),
     "ate_rel": ("ATE/ext", False),
     "focal_rel_err": ("focal err", False),
+    "metric_abs_rel": ("AbsRel m", False),
+    "metric_ate": ("ATE m", False),
 }
 FIT_MODE = "crop"
 
@@ -164,9 +166,16 @@ class Prediction:
     intrinsics: np.ndarray | None = None  # (S, 3, 3) model pixels
 
 
-def score(pred: Prediction, gt: SequenceData) -> dict[str, float | None]:
+def score(pred: Prediction, gt: SequenceData, metric: bool = False) -> dict[str, float | None]:
     """Every metric of :data:`METRICS` (plus ``median_scale``) for one sequence; None where the
-    prediction lacks the output or the sequence is too short (pose AUC needs 2 frames, ATE 3)."""
+    prediction lacks the output or the sequence is too short (pose AUC needs 2 frames, ATE 3).
+
+    ``metric``: also ``metric_abs_rel`` and ``metric_ate``, scored as a run with a scale source would
+    be (``reconstruct --scale-from poses:``): the predicted camera centres are fitted to the true ones
+    (:func:`edgescene.runtime.metric.fit_positions`: a similarity from 3 positions not on a line,
+    else the scale alone), the depth is multiplied by that fit's scale and scored with no median
+    scaling, and ``metric_ate`` is the RMSE of the fitted centres against the true ones (for a scale-only
+    fit, of the distances from the first camera), in the dataset's units."""
     out: dict[str, float | None] = {k: None for k in METRICS}
     out["median_scale"] = None
     if pred.depth is not None:
@@ -179,7 +188,26 @@ def score(pred: Prediction, gt: SequenceData) -> dict[str, float | None]:
         K, G = np.asarray(pred.intrinsics, np.float64), gt.intrinsics
         err = (np.abs(K[:, 0, 0] - G[:, 0, 0]) / G[:, 0, 0] + np.abs(K[:, 1, 1] - G[:, 1, 1]) / G[:, 1, 1]) / 2
         out["focal_rel_err"] = float(np.mean(err))
+    if metric and pred.depth is not None and pred.extrinsics is not None and len(gt.indices) >= 2:
+        out.update(_metric_scores(pred, gt))
     return out
+
+
+def _metric_scores(pred: Prediction, gt: SequenceData) -> dict[str, float]:
+    from edgescene.runtime.metric import fit_positions
+
+    assert pred.depth is not None and pred.extrinsics is not None  # checked by score
+    fit = fit_positions(camera_centres(pred.extrinsics), camera_centres(gt.extrinsics), "the true cameras", "dataset")
+    depth = np.asarray(pred.depth, np.float64) * fit.map_to_metric.s
+    truth = np.asarray(gt.depth, np.float64)
+    valid = np.isfinite(truth) & (truth > 0) & np.isfinite(depth)
+    if gt.valid is not None:
+        valid &= np.asarray(gt.valid, bool)
+    residuals = np.asarray(fit.residuals_m)
+    return {
+        "metric_abs_rel": float(np.mean(np.abs(depth[valid] - truth[valid]) / truth[valid])),
+        "metric_ate": float(np.sqrt(np.mean(residuals**2))),
+    }
 
 
 def _constant_depth(s: int, h: int, w: int) -> Prediction:
@@ -225,6 +253,11 @@ class EvalReport:
     info: dict[str, Any] = field(default_factory=dict)  # per method: backend, device, artifact
     any_size: bool = False  # each sequence at upstream's size (PyTorch backend), not placed into ``size``
 
+    def keys(self) -> list[str]:
+        """The metrics this report has: the metric ones only when some sequence was scored in metres."""
+        scored = {k for r in self.rows for k, v in r.metrics.items() if v is not None}
+        return [k for k in METRICS if not k.startswith("metric_") or k in scored]
+
     @property
     def methods(self) -> list[str]:
         return list(dict.fromkeys(r.method for r in self.rows))
@@ -235,7 +268,7 @@ class EvalReport:
         for method in self.methods:
             rows = [r for r in self.rows if r.method == method]
             means: dict[str, float | None] = {"sequences": float(len(rows))}
-            for key in METRICS:
+            for key in self.keys():
                 values = [r.metrics[key] for r in rows if r.metrics.get(key) is not None]
                 means[key] = float(np.mean(values)) if values else None
             result[method] = means
@@ -280,7 +313,7 @@ class EvalReport:
 
     def format(self) -> str:
         """Plain-text tables: means per method, then every sequence."""
-        keys = list(METRICS)
+        keys = self.keys()
 
         def cell(v) -> str:
             return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
@@ -332,13 +365,15 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     session_options: dict[str, Any] | None = None,
     fast_attention: bool = False,
+    metric: bool = False,
 ) -> EvalReport:
     """Score ``model`` (artifact folder, checkpoint or preset; see ``open_session``) on a dataset.
 
     frames: per sequence, default the model's ``artifact.frames["opt"]``; clipped to each sequence's
     length. Must lie within the model's ``frames`` min..max; sequences shorter than the model's min
     are skipped. The session runs once per sequence. ``progress(done, total)`` is called after each.
-    ``fast_attention``: see :func:`edgescene.runtime.session.open_session`.
+    ``fast_attention``: see :func:`edgescene.runtime.session.open_session`. ``metric``: also the
+    metric scores of :func:`score`, the true cameras acting as the scale source.
     """
     from edgescene.runtime.session import open_session
 
@@ -395,7 +430,9 @@ def evaluate(
                     depth = depth[..., 0]
                 extrinsics, intrinsics = decode_pose(np.asarray(out["pose_enc"], np.float64), depth.shape[-2:])
                 report.rows.append(
-                    SequenceRow(name, seq.name, seq.indices, score(Prediction(depth, extrinsics, intrinsics), seq))
+                    SequenceRow(
+                        name, seq.name, seq.indices, score(Prediction(depth, extrinsics, intrinsics), seq, metric)
+                    )
                 )
             if progress:
                 progress(done, total)

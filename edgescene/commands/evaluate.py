@@ -34,6 +34,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_out", help="also write the full report (every sequence) to this JSON file")
     p.add_argument("--fast-attention", action="store_true", help=FAST_ATTENTION_HELP)
     p.add_argument(
+        "--metric",
+        action="store_true",
+        help="also score in the dataset's units, as a run with a scale source would be: each sequence's cameras "
+        "fitted to its true camera positions (--scale-from poses:), depth AbsRel with no median scaling, ATE",
+    )
+    p.add_argument(
         "--baselines",
         action="store_true",
         help="score constant depth, identity poses and a constant forward walk on the same frames",
@@ -69,6 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 max_sequences=args.max_sequences,
                 progress=progress,
                 fast_attention=args.fast_attention,
+                metric=args.metric,
             )
         finally:
             for bar in bars:

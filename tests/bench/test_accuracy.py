@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgescene.assets import default_model_dir
 from edgescene.bench.accuracy import BASELINES, METRICS, evaluate, evaluate_baselines, frame_indices, load_sequences
 from edgescene.core.preprocess import fit
 from edgescene.core.preprocess import prepare_depth as resize_depth
@@ -114,7 +115,8 @@ def test_evaluate_onnx_artifact(dataset, artifact):
     assert [r.sequence for r in report.rows] == ["scene_0000", "scene_0001"]
     for row in report.rows:
         assert row.frames == [0, 2, 3, 5]
-        for key in METRICS:
+        assert [k for k in METRICS if k not in report.keys()] == ["metric_abs_rel", "metric_ate"]
+        for key in report.keys():  # the metric-unit scores only with metric=True
             assert math.isfinite(row.metrics[key]), key
     means = report.means()[report.methods[0]]
     assert 0 <= means["delta_1_25"] <= 1 and 0 <= means["auc_30"] <= 1 and means["abs_rel"] >= 0
@@ -190,3 +192,54 @@ def test_cli_eval_writes_json(dataset, artifact, tmp_path, capsys):
     assert len(data["methods"]) == 1 + len(BASELINES)
     assert len(data["rows"]) == 2 * (1 + len(BASELINES))
     assert main(["eval", "--model", str(artifact), "--dataset", str(tmp_path / "missing")]) == 2
+
+
+# ----------------------------------------------------------------------------------- in metres
+def _walk(n=5):
+    from edgescene.bench.accuracy import SequenceData
+
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(2.0, 6.0, (n, 6, 8)).astype(np.float32)
+    extrinsics = np.zeros((n, 3, 4))
+    for i in range(n):
+        angle = 0.2 * i
+        c, s = np.cos(angle), np.sin(angle)
+        extrinsics[i, :, :3] = [[c, 0, -s], [0, 1, 0], [s, 0, c]]
+        extrinsics[i, :, 3] = -extrinsics[i, :, :3] @ np.array([np.sin(angle), 0.1 * i * i, 1 - np.cos(angle)])
+    return SequenceData("walk", list(range(n)), None, depth, depth > 0, extrinsics, np.tile(np.eye(3), (n, 1, 1)))
+
+
+def test_metric_scores_use_the_cameras_scale_not_a_median():
+    from edgescene.bench.accuracy import Prediction, score
+
+    gt = _walk()
+    units = 0.25  # the model's own unit: everything a quarter as large, cameras and depth alike
+    scaled = gt.extrinsics.copy()
+    scaled[:, :, 3] *= units
+    exact = score(Prediction(gt.depth * units, scaled, None), gt, metric=True)
+    assert exact["metric_abs_rel"] == pytest.approx(0.0, abs=1e-9) and exact["metric_ate"] == pytest.approx(
+        0.0, abs=1e-9
+    )
+    long_steps = scaled.copy()
+    long_steps[:, :, 3] *= 2  # camera steps twice too long for the depth: metric depth half the truth
+    off = score(Prediction(gt.depth * units, long_steps, None), gt, metric=True)
+    assert off["metric_abs_rel"] == pytest.approx(0.5, abs=1e-9) and off["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert "metric_abs_rel" not in {
+        k for k, v in score(Prediction(gt.depth, scaled, None), gt).items() if v is not None
+    }
+
+
+def test_eval_metric_on_the_middlebury_pair(capsys):
+    pytest.importorskip("skimage")
+    from edgescene.cli import main
+
+    assert main(["eval", "--model", str(default_model_dir()), "--dataset", "middlebury-motorcycle", "--metric"]) == 0
+    text = capsys.readouterr().out
+    assert "AbsRel m" in text and "ATE m" in text
+    row = next(line for line in text.splitlines() if line.startswith("vggt") or "(onnx, fp32)" in line)
+    committed = json.loads(
+        (Path(__file__).resolve().parents[2] / "docs/bench/metric/middlebury_motorcycle.json").read_text()
+    )
+    assert float(row.split()[-2]) == pytest.approx(
+        committed["mean"]["metric_abs_rel"], abs=2e-3
+    )  # the runtime's figure
