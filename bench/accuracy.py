@@ -253,7 +253,7 @@ class EvalReport:
     info: dict[str, Any] = field(default_factory=dict)  # per method: backend, device, artifact
     any_size: bool = False  # each sequence at upstream's size (PyTorch backend), not placed into ``size``
 
-    def keys(self) -> list[str]:
+    def scored_metrics(self) -> list[str]:
         """The metrics this report has: the metric ones only when some sequence was scored in metres."""
         scored = {k for r in self.rows for k, v in r.metrics.items() if v is not None}
         return [k for k in METRICS if not k.startswith("metric_") or k in scored]
@@ -268,7 +268,7 @@ class EvalReport:
         for method in self.methods:
             rows = [r for r in self.rows if r.method == method]
             means: dict[str, float | None] = {"sequences": float(len(rows))}
-            for key in self.keys():
+            for key in self.scored_metrics():
                 values = [r.metrics[key] for r in rows if r.metrics.get(key) is not None]
                 means[key] = float(np.mean(values)) if values else None
             result[method] = means
@@ -313,7 +313,7 @@ class EvalReport:
 
     def format(self) -> str:
         """Plain-text tables: means per method, then every sequence."""
-        keys = self.keys()
+        keys = self.scored_metrics()
 
         def cell(v) -> str:
             return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
