@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Edge", "Sim3", "move_camera"]
+__all__ = ["Edge", "PositionPrior", "Sim3", "move_camera"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,16 @@ def move_camera(extrinsics: np.ndarray, c: Sim3) -> np.ndarray:
     r_new = R @ c.R.T
     t_new = c.s * t - np.einsum("...ij,j->...i", r_new, c.t)
     return np.concatenate([r_new, t_new[..., None]], axis=-1)
+
+
+@dataclass(frozen=True)
+class PositionPrior:
+    """A known position of one camera (GPS, a rig) for the pose graph: ``point`` (3,), the camera
+    centre in window ``window``'s frame, moved into the map by the window's node and into metres by
+    the graph's ``map_to_metric`` similarity (a variable of the graph too), should land on ``target``
+    (3,), metres, within ``sigma`` metres."""
+
+    window: int
+    point: np.ndarray
+    target: np.ndarray
+    sigma: float

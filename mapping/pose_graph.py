@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgescene.core.sim3 import Edge, Sim3, move_camera
+from edgescene.core.sim3 import Edge, PositionPrior, Sim3, move_camera
 
 INSTALL_HINT = "pip install 'edgescene[mapping]' (gtsam)"
 
@@ -32,6 +32,7 @@ class GraphResult:
     iterations: int
     loop_edges: int = 0
     notes: list[str] = field(default_factory=list)
+    map_to_metric: Sim3 | None = None  # with position priors: the map's similarity into their frame
 
 
 def _gtsam():
@@ -64,10 +65,55 @@ def chain(edges: list[Edge], count: int) -> list[Sim3]:
     return [node for node in nodes if node is not None]
 
 
+def _prior_factor(gtsam, prior: PositionPrior, metric_key: int):
+    """A factor on window ``prior.window``'s node and the map-to-metric similarity:
+    ``M(T_w(point)) - target`` (3,), metres; Jacobians over each Similarity3's 7 tangent directions
+    by central differences (the graph is small: a few factors per window)."""
+    point, target = np.asarray(prior.point, np.float64), np.asarray(prior.target, np.float64)
+    noise = gtsam.noiseModel.Robust.Create(
+        gtsam.noiseModel.mEstimator.Huber.Create(1.345), gtsam.noiseModel.Isotropic.Sigma(3, float(prior.sigma))
+    )  # a bad fix (a GPS jump) pulls linearly, not quadratically
+
+    def error(this, values, jacobians):
+        keys = this.keys()  # a gtsam KeyVector: [the window's node, the map-to-metric similarity]
+        node, metric = values.atSimilarity3(keys[0]), values.atSimilarity3(keys[1])
+        residual = np.asarray(metric.transformFrom(node.transformFrom(point))) - target
+        if jacobians is not None:
+            step = 1e-6
+            for slot, (pose, place) in enumerate(
+                (
+                    (node, lambda p: metric.transformFrom(p.transformFrom(point))),
+                    (metric, lambda m: m.transformFrom(node.transformFrom(point))),
+                )
+            ):
+                columns = []
+                for axis in range(7):
+                    delta = np.zeros(7)
+                    delta[axis] = step
+                    ahead = np.asarray(place(pose.retract(delta)))
+                    behind = np.asarray(place(pose.retract(-delta)))
+                    columns.append((ahead - behind) / (2 * step))
+                jacobians[slot] = np.stack(columns, axis=1)
+        return residual
+
+    return gtsam.CustomFactor(noise, [prior.window, metric_key], error)
+
+
 def optimize(
-    initial: list[Sim3], edges: list[Edge], max_iterations: int = 100, robust_loops: bool = False
+    initial: list[Sim3],
+    edges: list[Edge],
+    max_iterations: int = 100,
+    robust_loops: bool = False,
+    priors: list[PositionPrior] | None = None,
+    map_to_metric: Sim3 | None = None,
 ) -> GraphResult:
     """Optimise the nodes (Levenberg-Marquardt over Sim(3)), window 0 fixed; returns them in order.
+
+    ``priors``: known camera positions in metres (:class:`PositionPrior`: GPS fixes in East-North-Up,
+    a rig's poses), each a factor with a Huber kernel on its window's node and on one more variable,
+    the similarity from the map into metres (started at ``map_to_metric``, the fit of the chained
+    cameras), so the graph bends drift toward the fixes while it finds where the map lies among them,
+    instead of only fitting the map to them afterwards. ``GraphResult.map_to_metric`` is its optimum.
 
     ``robust_loops``: loop edges get a Cauchy kernel (scale 1 sigma), so one wrong revisit bends the
     map less. Off by default: after a long drift a *true* loop edge is many sigmas off the chain
@@ -94,6 +140,15 @@ def optimize(
         if edge.kind == "loop" and robust_loops:  # a wrong revisit must not bend the whole map
             noise = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Cauchy.Create(1.0), noise)
         graph.add(gtsam.BetweenFactorSimilarity3(edge.i, edge.j, _to_gtsam(gtsam, edge.relative), noise))
+    metric_key = len(initial)
+    if priors:
+        if map_to_metric is None:
+            raise ValueError("position priors need map_to_metric, the first fit of the map into their frame")
+        values.insert(metric_key, _to_gtsam(gtsam, map_to_metric))
+    for prior in priors or []:
+        if not 0 <= prior.window < len(initial) or not prior.sigma > 0:
+            raise ValueError(f"position prior on window {prior.window}: no such window, or sigma {prior.sigma} <= 0")
+        graph.add(_prior_factor(gtsam, prior, metric_key))
     params = gtsam.LevenbergMarquardtParams()
     params.setMaxIterations(max_iterations)
     optimizer = gtsam.LevenbergMarquardtOptimizer(graph, values, params)
@@ -105,16 +160,24 @@ def optimize(
         final_error=float(graph.error(result)),
         iterations=int(optimizer.iterations()),
         loop_edges=sum(1 for e in edges if e.kind == "loop"),
+        map_to_metric=_from_gtsam(result.atSimilarity3(metric_key)) if priors else None,
     )
 
 
-def solve(nodes: list[Sim3], edges: list[Edge], robust_loops: bool = False) -> tuple[list[Sim3], dict]:
+def solve(
+    nodes: list[Sim3],
+    edges: list[Edge],
+    robust_loops: bool = False,
+    priors: list[PositionPrior] | None = None,
+    map_to_metric: Sim3 | None = None,
+) -> tuple[list[Sim3], dict]:
     """The stream's pose-graph solver (:data:`edgescene.runtime.stream.PoseGraphSolver`): optimised
     nodes and what GTSAM did."""
-    result = optimize(nodes, edges, robust_loops=robust_loops)
+    result = optimize(nodes, edges, robust_loops=robust_loops, priors=priors, map_to_metric=map_to_metric)
     return result.nodes, {
         "name": "gtsam Levenberg-Marquardt over Similarity3 between-factors"
-        + (", loop edges with a Cauchy kernel" if robust_loops else ""),
+        + (", loop edges with a Cauchy kernel" if robust_loops else "")
+        + (f", {len(priors)} position priors (Huber)" if priors else ""),
         "initial_error": round(result.initial_error, 6),
         "final_error": round(result.final_error, 6),
         "iterations": result.iterations,
@@ -133,4 +196,4 @@ def correct_cameras(extrinsics: np.ndarray, windows: list[int], before: list[Sim
     return out
 
 
-__all__ = ["Edge", "GraphResult", "Sim3", "chain", "correct_cameras", "optimize", "solve"]
+__all__ = ["Edge", "GraphResult", "PositionPrior", "Sim3", "chain", "correct_cameras", "optimize", "solve"]

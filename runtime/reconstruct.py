@@ -24,6 +24,7 @@ extrinsics; TUM trajectory) and a run report, written atomically into one folder
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ import numpy as np
 from edgescene import __version__
 from edgescene.core.artifact import ArtifactError
 from edgescene.core.preprocess import Resize, choose_model_size, fit, prepare
+from edgescene.core.sim3 import PositionPrior, Sim3
 from edgescene.runtime.calibration import Calibration, load_calibration
 from edgescene.runtime.crs import check_crs, enu_to_crs
 from edgescene.runtime.frames import Frame, FrameSource, open_frames
@@ -105,6 +107,7 @@ class ReconstructConfig:
     intrinsics: str | None = None  # a calibration JSON (runtime/calibration.py): known intrinsics replace the predicted
     scale_from: str | None = None  # gps:FILE | exif | poses:FILE | baseline:METRES[@A,B] (runtime/positions.py): metres
     gps_offset_s: float = 0.0  # added to each keyframe's time before matching a gps / poses track
+    position_priors: bool = False  # with loop_closure and a scale source: its positions as pose-graph priors
     crs: str | None = None  # EPSG:NNNN: also write the cloud in this projected CRS (needs gps / exif; pyproj)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,11 @@ class ReconstructConfig:
             parse_scale_source(self.scale_from, self.gps_offset_s)  # PositionError (a ValueError) names the problem
         elif self.gps_offset_s != 0.0:
             raise ValueError("gps_offset_s shifts a track given by scale_from (gps:FILE or poses:FILE): set scale_from")
+        if self.position_priors and not (self.loop_closure and self.scale_from):
+            raise ValueError(
+                "position_priors put the scale source's positions into loop closure's pose graph: "
+                "they need loop_closure and scale_from"
+            )
         if self.crs is not None:
             kind = (self.scale_from or "").partition(":")[0]
             if kind not in ("gps", "exif"):
@@ -410,11 +418,20 @@ def run(
         if stream.state.windows > reported:  # the last (partial or in-flight) windows joined at finish
             sink.window(current)
         sink.flush()
+        scale_source = rec.config.scale_source
         if solver is not None and rec.config.loop_closure:
             tracker.stage("closing loops")
-            stream.close_loops(solver)
+            priors: list[PositionPrior] = []
+            if scale_source is not None and rec.config.position_priors:
+                priors, first_fit = position_priors(stream, scale_source)
+            if priors:  # the known positions join the graph: drift bends toward them, loops or not
+                solve: PoseGraphSolver = functools.partial(solver, priors=priors, map_to_metric=first_fit)  # type: ignore[call-arg]
+                stream.close_loops(solve, without_loops=True)
+                assert stream.loop_closure is not None
+                stream.loop_closure["position_priors"] = len(priors)
+            else:
+                stream.close_loops(solver)
             sink.loops_closed(current)
-        scale_source = rec.config.scale_source
         if scale_source is not None:
             tracker.stage("metric scale")
             fit = metric_fit(stream, scale_source)
@@ -539,6 +556,31 @@ def _report(rec: Reconstructor, done: Run) -> dict:
         "units": "metres" if core.metric is not None else "the model's (up to scale)",
         **({"metric": core.metric} if core.metric is not None else {}),
     }
+
+
+def position_priors(stream: StreamingReconstruction, source: ScaleSource) -> tuple[list[PositionPrior], Sim3 | None]:
+    """The scale source's positions as pose-graph priors, and the first fit of the chained cameras
+    to them (the graph's starting map-to-metric similarity); none for a scale-only source. Each
+    position the fit kept pulls its keyframe's window, within the fit's robust spread (the
+    positions' noise and the chain's drift together: a conservative weight), at least 0.1 % of
+    their extent."""
+    fit = metric_fit(stream, source)
+    if fit.mode != "full":
+        return [], None
+    infos = stream.infos
+    kind = "video" if any(i.timestamp_s is not None for i in infos) else "image(s)"
+    targets = keyframe_targets(source, infos, kind)[0]
+    kept = np.array(fit.inliers)
+    residuals = np.array([r for k, r in zip(fit.used, fit.residuals_m, strict=True) if k in set(fit.inliers)])
+    extent = float(np.max(np.linalg.norm(targets[kept][:, None] - targets[kept][None], axis=-1)))
+    sigma_m = max(1.4826 * float(np.median(residuals)), 1e-3 * extent)
+    centres = stream.camera_centers()
+    priors = []
+    for k in kept:
+        w = stream.keyframe_windows[k]
+        point = stream.window_nodes[w].inverse().apply(centres[k][None])[0]
+        priors.append(PositionPrior(w, point, targets[k], sigma_m))
+    return priors, fit.map_to_metric
 
 
 def metric_fit(stream: StreamingReconstruction, source: ScaleSource) -> MetricFit:

@@ -746,17 +746,18 @@ class StreamingReconstruction:
             edges += self.loop_detector.edges()
         return nodes, edges
 
-    def close_loops(self, solve: PoseGraphSolver) -> dict:
+    def close_loops(self, solve: PoseGraphSolver, without_loops: bool = False) -> dict:
         """After :meth:`finish`: optimise the pose graph of the windows with ``solve`` and move every
         camera and map voxel with its window's correction (:meth:`_solve_loops`). Returns the report,
-        also kept as ``loop_closure`` (with the seconds it took)."""
+        also kept as ``loop_closure`` (with the seconds it took). ``without_loops``: optimise even when
+        no revisit was found (the solver carries other factors: position priors)."""
         start = time.perf_counter()
-        report = self._solve_loops(solve)
+        report = self._solve_loops(solve, without_loops)
         report["seconds"] = round(time.perf_counter() - start, 4)
         self.loop_closure = report
         return report
 
-    def _solve_loops(self, solve: PoseGraphSolver) -> dict:
+    def _solve_loops(self, solve: PoseGraphSolver, without_loops: bool = False) -> dict:
         """Optimise the pose graph with ``solve`` and move every camera and map voxel with its
         window's correction ``after_w @ before_w^{-1}`` (window 0 stays). Call after :meth:`finish`.
         Returns what was done (for the run report); without a loop edge nothing changes."""
@@ -773,7 +774,7 @@ class StreamingReconstruction:
             "candidates_checked": detector.candidates_checked,
             "detector_bytes": detector.nbytes,
         }
-        if not detector.matches or len(nodes) < 2:
+        if (not detector.matches and not without_loops) or len(nodes) < 2:
             report["note"] = "no revisit verified: nothing to correct"
             return report
         after, info = solve(nodes, edges)

@@ -150,6 +150,14 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
         "the video starts at the track's first fix, or at its time 0 for tracks in plain seconds)",
     )
     p.add_argument(
+        "--position-priors",
+        action="store_true",
+        help="with --loop-closure and a --scale-from track: the known positions also join the pose graph as priors "
+        "(the map-to-metres similarity optimised with it), so drift bends toward them; measured: better on a "
+        "long walk, neutral to slightly worse where revisits already close the loops or the track is noisier than "
+        "the drift (docs/runtime.md#metric-scale)",
+    )
+    p.add_argument(
         "--crs",
         metavar="EPSG:CODE",
         help="with --scale-from gps:/exif, also write the cloud as points_crs.ply (float64) in this projected CRS, "
@@ -224,6 +232,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         scale_from=args.scale_from,
         gps_offset_s=args.gps_offset,
         crs=args.crs,
+        position_priors=args.position_priors,
     )
     from edgescene.assets import default_model_dir
 

@@ -397,3 +397,13 @@ def test_crs_needs_a_geodetic_scale_source():
         ReconstructConfig(crs="EPSG:32632")
     with pytest.raises(ValueError, match="needs --scale-from gps:FILE or exif"):
         ReconstructConfig(crs="EPSG:32632", scale_from="baseline:1")
+
+
+def test_position_priors_need_loop_closure_and_a_scale_source(tmp_path):
+    from edgescene.runtime.reconstruct import ReconstructConfig
+
+    with pytest.raises(ValueError, match="need loop_closure and scale_from"):
+        ReconstructConfig(position_priors=True, scale_from="exif")
+    with pytest.raises(ValueError, match="need loop_closure and scale_from"):
+        ReconstructConfig(position_priors=True, loop_closure=True)
+    assert ReconstructConfig(position_priors=True, loop_closure=True, scale_from="exif").position_priors
