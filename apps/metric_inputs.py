@@ -26,12 +26,18 @@ MAX_SIDECAR_BYTES = 16 * 1024 * 1024  # a calibration or a track: far below any 
 TRACK_SUFFIXES = {"gps": (".gpx", ".csv"), "poses": (".tum", ".txt", ".csv")}
 
 
-def save_calibration(source: BinaryIO, folder: Path) -> Path:
-    """Keep an uploaded calibration JSON as ``folder/calibration.json`` once it parses; UploadError otherwise."""
+def save_calibration(source: BinaryIO, folder: Path, renames: dict[str, str] | None = None) -> Path:
+    """Keep an uploaded calibration JSON as ``folder/calibration.json`` once it parses; UploadError
+    otherwise. ``renames``: the uploaded images' names -> the names they are stored under; the keys of
+    a per-image calibration (the client's file names, or paths ending in them) follow them."""
     target = folder / "calibration.json"
     save_stream(source, target, MAX_SIDECAR_BYTES)
     try:
-        parse_calibration(json.loads(target.read_text(encoding="utf-8")), origin="the calibration")
+        data = json.loads(target.read_text(encoding="utf-8"))
+        calibration = parse_calibration(data, origin="the calibration")
+        if calibration.camera is None and renames:
+            data = {_stored(key, renames): value for key, value in data.items()}
+            target.write_text(json.dumps(data), encoding="utf-8")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         target.unlink()
         raise UploadError(f"the calibration is not a JSON file ({exc})") from exc
@@ -39,6 +45,14 @@ def save_calibration(source: BinaryIO, folder: Path) -> Path:
         target.unlink()
         raise UploadError(str(exc)) from exc
     return target
+
+
+def _stored(key: str, renames: dict[str, str]) -> str:
+    """The stored name of the uploaded image a per-image calibration key names (unchanged if none)."""
+    base = Path(str(key).replace("\\", "/")).name
+    if base not in renames:
+        raise UploadError(f"the calibration names {key!r}, which is not among the uploaded images")
+    return renames[base]
 
 
 def scale_option(

@@ -575,7 +575,8 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
             kind = check_kinds(kinds)
             if kind == "images" and every_s is not None:
                 raise UploadError("every_s samples videos only; for images use max_frames")
-            given = save_calibration(intrinsics.file, jobs.folder(job_id)) if intrinsics is not None else None
+            renames = {Path(u.filename or "").name: p.name for u, p in zip(files, saved, strict=True)}
+            given = save_calibration(intrinsics.file, jobs.folder(job_id), renames) if intrinsics is not None else None
             scale = scale_option(
                 scale_from, track.file if track is not None else None, (track.filename or "") if track else "",
                 jobs.folder(job_id), gps_offset_s,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgescene.bench.metric_scale import FPS, ORIGIN
+from edgescene.bench.metric_scale import FPS, gps_csv
 from edgescene.bench.metrics import ate, camera_centres
 
 RUNS = ("fit", "loops + fit", "loops + GPS priors")
@@ -49,22 +49,7 @@ class PriorRow:
     priors: int
 
 
-def _track(path: Path, centres_world: np.ndarray, every: int, noise: float, seed: int) -> np.ndarray:
-    """A CSV track (plain seconds) of ``centres_world`` with noise; returns the true geodetic (F, 3).
-    World axes here are y-up (the synthetic scenes'), so up = y and north = -z."""
-    import pymap3d
-
-    enu = centres_world @ np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]).T
-    truth = np.stack(pymap3d.enu2geodetic(enu[:, 0], enu[:, 1], enu[:, 2], *ORIGIN), axis=1)
-    extent = float(np.max(np.linalg.norm(enu[:, None] - enu[None], axis=-1)))
-    rng = np.random.default_rng([seed, 17])
-    rows = ["time,lat,lon,alt"]
-    for i in range(0, len(enu), every):
-        e, n, u = enu[i] + rng.normal(scale=noise * extent, size=3)
-        la, lo, al = pymap3d.enu2geodetic(e, n, u, *ORIGIN)
-        rows.append(f"{i / FPS:.3f},{float(la):.10f},{float(lo):.10f},{float(al):.4f}")
-    path.write_text("\n".join(rows) + "\n")
-    return truth
+Y_UP_TO_ENU = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # y-up scenes: up = y, north = -z
 
 
 def run_case(seq, seed: int, work: Path, every: int, noise: float) -> list[PriorRow]:
@@ -76,7 +61,7 @@ def run_case(seq, seed: int, work: Path, every: int, noise: float) -> list[Prior
     from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 
     track = work / f"{seq.trajectory}_{seed}.csv"
-    truth_geo = _track(track, camera_centres(seq.extrinsics), every, noise, seed)
+    truth_geo = gps_csv(track, camera_centres(seq.extrinsics), every, noise, seed, Y_UP_TO_ENU, stream=17)
     frames = [
         Frame(index=i, timestamp_s=i / FPS, rgb=rgb, source=f"{seq.trajectory}#{i}") for i, rgb in enumerate(seq.frames)
     ]

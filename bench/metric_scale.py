@@ -62,15 +62,25 @@ class MetricRow:
     metric_abs_rel: float
 
 
-def gps_csv(path: Path, centres_world: np.ndarray, every: int, noise: float, seed: int) -> np.ndarray:
-    """Write the GPS-like track of ``centres_world`` (F, 3) to ``path``; returns the true geodetic (F, 3)."""
+def gps_csv(
+    path: Path,
+    centres_world: np.ndarray,
+    every: int,
+    noise: float,
+    seed: int,
+    world_to_enu: np.ndarray = WORLD_TO_ENU,
+    stream: int = 11,
+) -> np.ndarray:
+    """Write the GPS-like track of ``centres_world`` (F, 3) to ``path``; returns the true geodetic (F, 3).
+    ``world_to_enu``: the rotation from the scene's axes to East-North-Up; ``stream``: which of the
+    seed's random streams draws the noise (one per bench, so their tracks differ)."""
     import pymap3d
 
-    enu = centres_world @ WORLD_TO_ENU.T
+    enu = centres_world @ np.asarray(world_to_enu).T
     lat, lon, alt = pymap3d.enu2geodetic(enu[:, 0], enu[:, 1], enu[:, 2], *ORIGIN)
     truth = np.stack([lat, lon, alt], axis=1)
     extent = float(np.max(np.linalg.norm(enu[:, None] - enu[None], axis=-1)))
-    rng = np.random.default_rng([seed, 11])
+    rng = np.random.default_rng([seed, stream])
     rows = ["time,lat,lon,alt"]
     for i in range(0, len(enu), every):
         e, n, u = enu[i] + rng.normal(scale=noise * extent, size=3)

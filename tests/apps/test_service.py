@@ -143,6 +143,23 @@ def test_a_job_with_intrinsics_and_a_pose_track_comes_out_in_metres(client, tmp_
     assert report["intrinsics"]["source"] == "given" and report["intrinsics"]["file"] == "calibration.json"
 
 
+def test_a_per_image_calibration_follows_the_uploaded_names(client):
+    frames = [f.rgb for f in open_frames(SAMPLE, max_frames=3)]
+    k = np.load(sample_dir() / "sample_gt.npz")["intrinsics"].tolist()
+    names = [f"cam/frame{i}.png" for i in range(3)]  # the client's own paths: the key ends in the file name
+    calibration = json.dumps({name: {"intrinsics": k} for name in names}).encode()
+    files = [_png(f, f"frame{i}.png") for i, f in enumerate(frames)]
+    r = client.post("/jobs", files=[*files, ("intrinsics", ("K.json", calibration, "application/json"))])
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["id"])
+    assert job["status"] == "done", job
+    report = client.get(f"/jobs/{job['id']}/files/report.json").json()
+    assert report["intrinsics"]["kind"] == "per frame" and report["intrinsics"]["frames"] == 3
+    bad = json.dumps({"other.png": {"intrinsics": k}}).encode()
+    r = client.post("/jobs", files=[*files, ("intrinsics", ("K.json", bad, "application/json"))])
+    assert r.status_code == 400 and "'other.png', which is not among the uploaded images" in r.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("files", "data", "message"),
     [

@@ -247,6 +247,17 @@ def test_exif_gps_is_read_back(tmp_path):
     assert exif_geodetic(plain) is None
 
 
+def test_malformed_exif_gps_names_the_photo(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    _photo_with_gps(bad, 95.0, 8.5, 400.0, np.zeros((8, 8, 3), np.uint8))  # a latitude past the pole
+    with pytest.raises(PositionError, match=r"bad\.jpg: EXIF GPS position out of range"):
+        exif_geodetic(bad)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a JPEG")
+    with pytest.raises(PositionError, match=r"broken\.jpg: cannot read its EXIF"):
+        exif_geodetic(broken)
+
+
 def test_baseline_between_named_frames():
     infos = [FrameInfo(index=i) for i in (0, 4, 9)]
     targets, *_ = keyframe_targets(parse_scale_source("baseline:0.193@4,9"), infos, "image(s)")
