@@ -62,7 +62,9 @@ from edgescene.apps.uploads import (
 from edgescene.assets import DEFAULT_MODEL
 from edgescene.runtime.backends.triton import is_triton_url, parse_triton_url
 from edgescene.runtime.calibration import Calibration, parse_calibration
+from edgescene.runtime.metric import check_input_kind
 from edgescene.runtime.outputs import redact_paths
+from edgescene.runtime.positions import parse_scale_source
 from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor
 from edgescene.runtime.session import is_hub_id
 
@@ -581,6 +583,13 @@ def create_app(config: ServiceConfig = ServiceConfig()) -> FastAPI:
                 scale_from, track.file if track is not None else None, (track.filename or "") if track else "",
                 jobs.folder(job_id), gps_offset_s,
             )  # fmt: skip
+            if scale is not None:
+                try:  # an EXIF source for a video, or a GPS track for photos: refused now, not after the run
+                    check_input_kind(
+                        parse_scale_source(scale, gps_offset_s), "video" if kind == "video" else "image(s)"
+                    )
+                except ValueError as exc:
+                    raise UploadError(str(exc)) from exc
             if given is not None or scale is not None:
                 try:
                     options = replace(

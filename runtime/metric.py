@@ -40,7 +40,7 @@ from edgescene.runtime.positions import (
     read_tum,
 )
 
-__all__ = ["COLLINEAR", "MetricFit", "fit_positions", "keyframe_targets", "lmeds_sim3"]
+__all__ = ["COLLINEAR", "MetricFit", "check_input_kind", "fit_positions", "keyframe_targets", "lmeds_sim3"]
 
 COLLINEAR = 0.05  # sqrt(second / first principal variance) below this: a line, scale only
 LMEDS_SAMPLES = 2000
@@ -208,6 +208,17 @@ def _interpolate(track: Track, positions: np.ndarray, times: np.ndarray) -> np.n
     return out
 
 
+def check_input_kind(source: ScaleSource, frames: str) -> None:
+    """PositionError, before any frame runs, when ``source`` cannot serve this input (``frames``:
+    ``"video"`` or ``"image(s)"``): EXIF GPS is in photos; a GPS track is matched on a video's clock."""
+    if source.kind == "exif" and frames == "video":
+        raise PositionError("--scale-from exif reads GPS from photos; for a video give its track: gps:FILE")
+    if source.kind == "gps" and frames != "video":
+        raise PositionError(
+            "gps:FILE matches keyframes by the video's clock; for photos with GPS in their EXIF use --scale-from exif"
+        )
+
+
 def keyframe_targets(
     source: ScaleSource, infos: Sequence, frames: str
 ) -> tuple[np.ndarray, str, tuple[float, float, float] | None, str]:
@@ -234,9 +245,8 @@ def keyframe_targets(
         targets[a] = 0.0
         targets[b] = [source.metres, 0.0, 0.0]
         return targets, "the reconstruction's own frame (first keyframe's camera), in metres", None, ""
+    check_input_kind(source, frames)
     if source.kind == "exif":
-        if frames == "video":
-            raise PositionError("--scale-from exif reads GPS from photos; for a video give its track: gps:FILE")
         geo = np.full((k, 3), np.nan)
         for i, info in enumerate(infos):
             position = exif_geodetic(info.source) if info.source else None
@@ -250,10 +260,6 @@ def keyframe_targets(
         assert track.xyz is not None
         return _interpolate(track, track.xyz, times), f"the frame of {source.path.name}, metres", None, ""
     track = read_gps_track(source.path)
-    if frames != "video":
-        raise PositionError(
-            "gps:FILE matches keyframes by the video's clock; for photos with GPS in their EXIF use --scale-from exif"
-        )
     times = _keyframe_times(infos, frames, source, photos_by_index=False)
     if track.absolute:  # the video's first frame is the track's first fix (+ --gps-offset)
         times = times + track.times[0]

@@ -48,7 +48,7 @@ from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.fusion import warm_up as fusion_warm_up
 from edgescene.runtime.keyframes import FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.loops import LoopConfig
-from edgescene.runtime.metric import MetricFit, fit_positions, keyframe_targets
+from edgescene.runtime.metric import MetricFit, check_input_kind, fit_positions, keyframe_targets
 from edgescene.runtime.outputs import (
     OutputFolder,
     redact_paths,
@@ -651,6 +651,8 @@ def reconstruct_to_folder(
             frames = open_frames(
                 source, every_s=config.every_s, max_frames=config.max_frames, orientation=config.orientation
             )
+            if config.scale_source is not None:  # before the model opens: a source this input cannot use
+                check_input_kind(config.scale_source, "video" if frames.kind == "video" else "image(s)")
             tracker = ProgressTracker(tell, frames.expected_count())
             report = _reconstruct_into(folder, source, frames, model, config, tracker, hide_paths, on_window, solver)
         tracker.stage("done")

@@ -143,6 +143,7 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--gps-offset",
+        dest="gps_offset_s",
         type=float,
         default=0.0,
         metavar="SECONDS",
@@ -230,7 +231,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         loop_closure=args.loop_closure,
         intrinsics=args.intrinsics,
         scale_from=args.scale_from,
-        gps_offset_s=args.gps_offset,
+        gps_offset_s=args.gps_offset_s,
         crs=args.crs,
         position_priors=args.position_priors,
     )

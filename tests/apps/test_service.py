@@ -171,6 +171,7 @@ def test_a_per_image_calibration_follows_the_uploaded_names(client):
         ([("track", ("t.csv", b"a,b\n1,2\n", "text/csv"))], {"scale_from": "gps"}, "missing time, lat, lon"),
         ([], {"scale_from": "gps:/etc/track.gpx"}, "send the track as a file"),
         ([], {"scale_from": "baseline:-2"}, "> 0 metres"),
+        ([], {"scale_from": "exif"}, "for a video give its track"),
     ],
 )
 def test_bad_calibrations_and_tracks_are_refused_at_submission(client, files, data, message):

@@ -354,6 +354,18 @@ def test_reconstruct_geotagged_photos_with_given_intrinsics_from_the_cli(tmp_pat
     assert np.linalg.norm(np.median(utm[:, :2], axis=0) - [e0, n0]) < 50
 
 
+def test_a_source_the_input_cannot_use_fails_before_the_model_runs(tmp_path):
+    from edgescene.assets import default_model_dir, sample_dir
+    from edgescene.runtime.reconstruct import ReconstructConfig, reconstruct_to_folder
+
+    with pytest.raises(PositionError, match="for a video give its track"):
+        reconstruct_to_folder(
+            sample_dir() / "sample.mp4", default_model_dir(), tmp_path / "out", ReconstructConfig(scale_from="exif"),
+            progress=False, on_progress=lambda p: pytest.fail(f"the run started: {p.stage}"),
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_exif_needs_photos_and_gps_needs_video(tmp_path):
     with pytest.raises(PositionError, match="for a video give its track"):
         keyframe_targets(parse_scale_source("exif"), [FrameInfo(index=0, timestamp_s=0.0)], "video")
