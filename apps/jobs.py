@@ -363,6 +363,15 @@ class JobManager:
                 f"{report['keyframes']} keyframes, {report['points']} points",
                 *model_notes(report["model"], SERVICE_REAL_MODEL),
             ]
+            metric = report.get("metric")
+            if metric is not None:  # where the outputs' metres came from, in the job's one line
+                rmse = metric["residual_rmse_m"]
+                notes.append(
+                    f"in metres from {metric['scale_source']} ({metric['mode']} fit, {metric['inliers']} of "
+                    f"{metric['positions_used']} positions kept"
+                    + ("" if rmse is None else f", RMSE {rmse:.3g} m")
+                    + ")"
+                )
             if capped and report["frames_seen"] >= budget:
                 notes.append(f"stopped at the server's limit of {budget} frames: sample the video with every_s")
             message = "; ".join(notes)

@@ -141,6 +141,7 @@ def test_a_job_with_intrinsics_and_a_pose_track_comes_out_in_metres(client, tmp_
     assert report["units"] == "metres" and report["metric"]["mode"] == "full"
     assert report["metric"]["scale_source"] == "poses:track.tum"  # no server path reaches the client
     assert report["intrinsics"]["source"] == "given" and report["intrinsics"]["file"] == "calibration.json"
+    assert "in metres from poses:track.tum (full fit, 12 of 12 positions kept, RMSE " in job["message"]
 
 
 def test_a_per_image_calibration_follows_the_uploaded_names(client):
