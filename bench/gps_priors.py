@@ -24,16 +24,16 @@ centres, no alignment, over the extent) and ``ate_rel`` (after a Sim(3): the tra
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgescene.bench.metric_scale import FPS, gps_csv
 from edgescene.bench.metrics import ate, camera_centres
+from edgescene.bench.tables import write_rows
 
 RUNS = ("fit", "loops + fit", "loops + GPS priors")
 
@@ -164,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise": args.noise,
         "frames": args.frames,
     }
-    (args.out / "gps_priors.json").write_text(
-        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "summary": summarise(rows)}, indent=1)
-    )
-    text = markdown(rows, meta)
-    (args.out / "gps_priors.md").write_text(text)
-    print(text)
+    write_rows(args.out, "gps_priors.json", "gps_priors.md", meta, rows, summarise(rows), markdown(rows, meta))
     return 0
 
 

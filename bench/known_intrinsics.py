@@ -23,14 +23,14 @@ visible frames and the thermal-like ones of :func:`edgescene.bench.domain_adapta
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres, pose_auc
+from edgescene.bench.tables import write_rows
 from edgescene.core.geometry import unproject_depth
 from edgescene.core.preprocess import Resize, depth_to_source
 
@@ -174,13 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "model": str(args.model or default_model_dir().name),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "known_intrinsics.json").write_text(
-        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "summary": summarise(rows)}, indent=1)
+    write_rows(
+        args.out, "known_intrinsics.json", "known_intrinsics.md", meta, rows, summarise(rows), markdown(rows, meta)
     )
-    text = markdown(rows, meta)
-    (args.out / "known_intrinsics.md").write_text(text)
-    print(text)
     return 0
 
 

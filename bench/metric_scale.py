@@ -29,17 +29,17 @@ Figures per case (the truth in the reconstruction's own ENU frame, about its ``e
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres
 from edgescene.bench.synthetic_scene import make_video
+from edgescene.bench.tables import write_rows
 from edgescene.core.geometry import umeyama_sim3
 
 ORIGIN = (46.5197, 6.6323, 372.0)  # latitude, longitude, altitude of the synthetic room
@@ -232,11 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise": args.noise,
         "seeds": args.seeds,
     }
-    (args.out / "metric_scale.json").write_text(
-        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "summary": summarise(rows)}, indent=1)
-    )
-    (args.out / "README.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    write_rows(args.out, "metric_scale.json", "README.md", meta, rows, summarise(rows), markdown(rows, meta))
     return 0
 
 

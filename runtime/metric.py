@@ -62,8 +62,14 @@ class MetricFit:
     enu_origin: tuple[float, float, float] | None = None  # latitude, longitude, altitude
     note: str = ""
 
+    @property
+    def inlier_residuals(self) -> np.ndarray:
+        """(n,) residuals, metres, of the positions the fit kept."""
+        kept = set(self.inliers)
+        return np.array([r for k, r in zip(self.used, self.residuals_m, strict=True) if k in kept])
+
     def report(self) -> dict:
-        kept = np.array([r for k, r in zip(self.used, self.residuals_m, strict=True) if k in set(self.inliers)])
+        kept = self.inlier_residuals
         return {
             "scale_source": self.source,
             "mode": self.mode,

@@ -419,11 +419,14 @@ def run(
             sink.window(current)
         sink.flush()
         scale_source = rec.config.scale_source
+        # the keyframes' known positions, read once (a track file, or every keyframe photo's EXIF):
+        # the keyframes do not change after finish(), only where loop closure puts their cameras
+        positions = keyframe_positions(stream, scale_source) if scale_source is not None else None
         if solver is not None and rec.config.loop_closure:
             tracker.stage("closing loops")
             priors: list[PositionPrior] = []
-            if scale_source is not None and rec.config.position_priors:
-                priors, first_fit = position_priors(stream, scale_source)
+            if positions is not None and rec.config.position_priors:
+                priors, first_fit = position_priors(stream, positions)
             if priors:  # the known positions join the graph: drift bends toward them, loops or not
                 solve: PoseGraphSolver = functools.partial(solver, priors=priors, map_to_metric=first_fit)  # type: ignore[call-arg]
                 stream.close_loops(solve, without_loops=True)
@@ -432,9 +435,9 @@ def run(
             else:
                 stream.close_loops(solver)
             sink.loops_closed(current)
-        if scale_source is not None:
+        if positions is not None:
             tracker.stage("metric scale")
-            fit = metric_fit(stream, scale_source)
+            fit = metric_fit(stream, positions)
             stream.apply_similarity(fit.map_to_metric)
             stream.metric = fit.report()
             sink.rescaled(current, fit.map_to_metric)
@@ -558,20 +561,20 @@ def _report(rec: Reconstructor, done: Run) -> dict:
     }
 
 
-def position_priors(stream: StreamingReconstruction, source: ScaleSource) -> tuple[list[PositionPrior], Sim3 | None]:
+def position_priors(
+    stream: StreamingReconstruction, positions: KeyframePositions
+) -> tuple[list[PositionPrior], Sim3 | None]:
     """The scale source's positions as pose-graph priors, and the first fit of the chained cameras
     to them (the graph's starting map-to-metric similarity); none for a scale-only source. Each
     position the fit kept pulls its keyframe's window, within the fit's robust spread (the
     positions' noise and the chain's drift together: a conservative weight), at least 0.1 % of
     their extent."""
-    fit = metric_fit(stream, source)
+    fit = metric_fit(stream, positions)
     if fit.mode != "full":
         return [], None
-    infos = stream.infos
-    kind = "video" if any(i.timestamp_s is not None for i in infos) else "image(s)"
-    targets = keyframe_targets(source, infos, kind)[0]
+    targets = positions.targets
     kept = np.array(fit.inliers)
-    residuals = np.array([r for k, r in zip(fit.used, fit.residuals_m, strict=True) if k in set(fit.inliers)])
+    residuals = fit.inlier_residuals
     extent = float(np.max(np.linalg.norm(targets[kept][:, None] - targets[kept][None], axis=-1)))
     sigma_m = max(1.4826 * float(np.median(residuals)), 1e-3 * extent)
     centres = stream.camera_centers()
@@ -583,12 +586,30 @@ def position_priors(stream: StreamingReconstruction, source: ScaleSource) -> tup
     return priors, fit.map_to_metric
 
 
-def metric_fit(stream: StreamingReconstruction, source: ScaleSource) -> MetricFit:
-    """The similarity that takes ``stream``'s finished map into metres, from ``source``'s positions."""
+@dataclass(frozen=True)
+class KeyframePositions:
+    """Where a scale source puts each keyframe (:func:`~edgescene.runtime.metric.keyframe_targets`)."""
+
+    source: ScaleSource
+    targets: np.ndarray  # (K, 3), NaN rows where the source has no position
+    frame: str  # what the targets' frame is
+    origin: tuple[float, float, float] | None  # the ENU origin of geodetic sources
+    note: str
+
+
+def keyframe_positions(stream: StreamingReconstruction, source: ScaleSource) -> KeyframePositions:
+    """``source``'s positions of ``stream``'s keyframes (its files read here, once)."""
     infos = stream.infos
     kind = "video" if any(i.timestamp_s is not None for i in infos) else "image(s)"
-    targets, frame, origin, note = keyframe_targets(source, infos, kind)
-    return fit_positions(stream.camera_centers(), targets, source.describe(), frame, enu_origin=origin, note=note)
+    return KeyframePositions(source, *keyframe_targets(source, infos, kind))
+
+
+def metric_fit(stream: StreamingReconstruction, positions: KeyframePositions) -> MetricFit:
+    """The similarity that takes ``stream``'s map, as it stands, into the positions' metres."""
+    p = positions
+    return fit_positions(
+        stream.camera_centers(), p.targets, p.source.describe(), p.frame, enu_origin=p.origin, note=p.note
+    )
 
 
 def _intrinsics_report(calibration: Calibration | None, core: StreamingReconstruction) -> dict:
