@@ -130,12 +130,15 @@ class MemorySink(Sink):
         corrections = run.stream.corrections
         if corrections is None:
             return
-        for n, r in enumerate(self.results):
-            c = corrections[run.stream.keyframe_windows[r.keyframe]]
-            self.results[n] = replace(r, depth=(r.depth * c.s).astype(np.float32), placement=c @ r.placement)
+        self._move(lambda r: corrections[run.stream.keyframe_windows[r.keyframe]])
 
     def rescaled(self, run: Run, c: Sim3) -> None:
+        self._move(lambda r: c)
+
+    def _move(self, correction: Callable[[KeyframeResult], Sim3]) -> None:
+        """Each kept result moved by its ``correction(result)``: depth scaled, placement composed."""
         for n, r in enumerate(self.results):
+            c = correction(r)
             self.results[n] = replace(r, depth=(r.depth * c.s).astype(np.float32), placement=c @ r.placement)
 
 
