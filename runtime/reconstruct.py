@@ -48,7 +48,7 @@ from edgescene.runtime.fusion import resolve_backend
 from edgescene.runtime.fusion import warm_up as fusion_warm_up
 from edgescene.runtime.keyframes import FeatureSelector, ImageDifferenceSelector
 from edgescene.runtime.loops import LoopConfig
-from edgescene.runtime.metric import MetricFit, check_input_kind, fit_positions, keyframe_targets
+from edgescene.runtime.metric import KnownPositions, check_input_kind, known_positions
 from edgescene.runtime.outputs import (
     OutputFolder,
     redact_paths,
@@ -107,7 +107,7 @@ class ReconstructConfig:
     intrinsics: str | None = None  # a calibration JSON (runtime/calibration.py): known intrinsics replace the predicted
     scale_from: str | None = None  # gps:FILE | exif | poses:FILE | baseline:METRES[@A,B] (runtime/positions.py): metres
     gps_offset_s: float = 0.0  # added to each keyframe's time before matching a gps / poses track
-    position_priors: bool = False  # with loop_closure and a scale source: its positions as pose-graph priors
+    position_priors: bool = True  # with loop_closure and a scale source placing the map: its positions join the graph
     crs: str | None = None  # EPSG:NNNN: also write the cloud in this projected CRS (needs gps / exif; pyproj)
 
     def __post_init__(self) -> None:
@@ -138,11 +138,6 @@ class ReconstructConfig:
             parse_scale_source(self.scale_from, self.gps_offset_s)  # PositionError (a ValueError) names the problem
         elif self.gps_offset_s != 0.0:
             raise ValueError("gps_offset_s shifts a track given by scale_from (gps:FILE or poses:FILE): set scale_from")
-        if self.position_priors and not (self.loop_closure and self.scale_from):
-            raise ValueError(
-                "position_priors put the scale source's positions into loop closure's pose graph: "
-                "they need loop_closure and scale_from"
-            )
         if self.crs is not None:
             kind = (self.scale_from or "").partition(":")[0]
             if kind not in ("gps", "exif"):
@@ -430,14 +425,14 @@ def run(
             if priors:  # the known positions join the graph: drift bends toward them, loops or not
                 solve: PoseGraphSolver = functools.partial(solver, priors=priors, map_to_metric=first_fit)  # type: ignore[call-arg]
                 stream.close_loops(solve, without_loops=True)
-                assert stream.loop_closure is not None
-                stream.loop_closure["position_priors"] = len(priors)
             else:
                 stream.close_loops(solver)
+            if positions is not None and stream.loop_closure is not None:
+                stream.loop_closure["position_priors"] = len(priors)
             sink.loops_closed(current)
         if positions is not None:
             tracker.stage("metric scale")
-            fit = metric_fit(stream, positions)
+            fit = positions.fit(stream.camera_centers())
             stream.apply_similarity(fit.map_to_metric)
             stream.metric = fit.report()
             sink.rescaled(current, fit.map_to_metric)
@@ -562,54 +557,35 @@ def _report(rec: Reconstructor, done: Run) -> dict:
 
 
 def position_priors(
-    stream: StreamingReconstruction, positions: KeyframePositions
+    stream: StreamingReconstruction, positions: KnownPositions
 ) -> tuple[list[PositionPrior], Sim3 | None]:
     """The scale source's positions as pose-graph priors, and the first fit of the chained cameras
     to them (the graph's starting map-to-metric similarity); none for a scale-only source. Each
-    position the fit kept pulls its keyframe's window, within the fit's robust spread (the
-    positions' noise and the chain's drift together: a conservative weight), at least 0.1 % of
-    their extent."""
-    fit = metric_fit(stream, positions)
+    position the fit kept pulls the window of the keyframe nearest it in time, within the fit's
+    robust spread (the positions' noise and the chain's drift together: a conservative weight), at
+    least 0.1 % of their extent."""
+    centres = stream.camera_centers()
+    fit = positions.fit(centres)
     if fit.mode != "full":
         return [], None
-    targets = positions.targets
     kept = np.array(fit.inliers)
-    residuals = fit.inlier_residuals
-    extent = float(np.max(np.linalg.norm(targets[kept][:, None] - targets[kept][None], axis=-1)))
-    sigma_m = max(1.4826 * float(np.median(residuals)), 1e-3 * extent)
-    centres = stream.camera_centers()
+    targets = positions.targets[kept]
+    extent = float(np.max(np.linalg.norm(targets[:, None] - targets[None], axis=-1)))
+    sigma_m = max(1.4826 * float(np.median(fit.inlier_residuals)), 1e-3 * extent)
+    points = positions.points(centres)[kept]
     priors = []
-    for k in kept:
-        w = stream.keyframe_windows[k]
-        point = stream.window_nodes[w].inverse().apply(centres[k][None])[0]
-        priors.append(PositionPrior(w, point, targets[k], sigma_m))
+    for row, point, target in zip(kept, points, targets, strict=True):
+        w = stream.keyframe_windows[positions.nearest_keyframe[row]]
+        local = stream.window_nodes[w].inverse().apply(point[None])[0]
+        priors.append(PositionPrior(w, local, target, sigma_m))
     return priors, fit.map_to_metric
 
 
-@dataclass(frozen=True)
-class KeyframePositions:
-    """Where a scale source puts each keyframe (:func:`~edgescene.runtime.metric.keyframe_targets`)."""
-
-    source: ScaleSource
-    targets: np.ndarray  # (K, 3), NaN rows where the source has no position
-    frame: str  # what the targets' frame is
-    origin: tuple[float, float, float] | None  # the ENU origin of geodetic sources
-    note: str
-
-
-def keyframe_positions(stream: StreamingReconstruction, source: ScaleSource) -> KeyframePositions:
+def keyframe_positions(stream: StreamingReconstruction, source: ScaleSource) -> KnownPositions:
     """``source``'s positions of ``stream``'s keyframes (its files read here, once)."""
     infos = stream.infos
     kind = "video" if any(i.timestamp_s is not None for i in infos) else "image(s)"
-    return KeyframePositions(source, *keyframe_targets(source, infos, kind))
-
-
-def metric_fit(stream: StreamingReconstruction, positions: KeyframePositions) -> MetricFit:
-    """The similarity that takes ``stream``'s map, as it stands, into the positions' metres."""
-    p = positions
-    return fit_positions(
-        stream.camera_centers(), p.targets, p.source.describe(), p.frame, enu_origin=p.origin, note=p.note
-    )
+    return known_positions(source, infos, kind)
 
 
 def _intrinsics_report(calibration: Calibration | None, core: StreamingReconstruction) -> dict:

@@ -152,11 +152,13 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--position-priors",
-        action="store_true",
-        help="with --loop-closure and a --scale-from track: the known positions also join the pose graph as priors "
-        "(the map-to-metres similarity optimised with it), so drift bends toward them; measured: better on a "
-        "long walk, neutral to slightly worse where revisits already close the loops or the track is noisier than "
-        "the drift (docs/runtime.md#metric-scale)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --loop-closure and a --scale-from track or geotags (default on): the known positions also join "
+        "the pose graph as priors, the map-to-metres similarity optimised with it, so drift bends toward them "
+        "(a baseline only scales: no priors). Measured on 30 unseen synthetic runs: never worse than fitting "
+        "after the graph by more than 0.03 %% of the extent, up to 0.4 %% better on a long walk "
+        "(docs/runtime.md#metric-scale); --no-position-priors fits after the graph instead",
     )
     p.add_argument(
         "--crs",
@@ -314,6 +316,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def format_loop_closure(lc: dict) -> str:
     """One line (two when applied) saying what loop closure found and did."""
     found = f"reconstruct: loop closure: {len(lc['loops'])} loop edge(s) over {lc['windows']} windows"
+    if lc.get("position_priors"):
+        found += f" and {lc['position_priors']} known position(s)"
     if not lc["applied"]:
         return f"{found}; {lc.get('note', 'nothing corrected')}"
     m = lc["max_correction"]

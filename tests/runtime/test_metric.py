@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgescene.core.sim3 import Sim3
-from edgescene.runtime.metric import fit_positions, keyframe_targets, lmeds_sim3
+from edgescene.runtime.metric import fit_positions, known_positions, lmeds_sim3
 from edgescene.runtime.positions import (
     PositionError,
     exif_geodetic,
@@ -60,7 +60,7 @@ def test_outliers_are_rejected():
     assert sorted(set(range(30)) - set(fit.inliers)) == [3, 11, 17, 25, 26]
     assert fit.map_to_metric.s == pytest.approx(TRUE.s, rel=0.01)
     report = fit.report()
-    assert report["outlier_keyframes"] == [3, 11, 17, 25, 26] and report["residual_rmse_m"] < 0.15
+    assert report["outliers"] == ["3", "11", "17", "25", "26"] and report["residual_rmse_m"] < 0.15
 
 
 def test_a_straight_line_or_two_positions_give_scale_only():
@@ -78,7 +78,7 @@ def test_a_straight_line_or_two_positions_give_scale_only():
 def test_too_few_positions_say_what_is_missing():
     targets = np.full((4, 3), np.nan)
     targets[0] = 0
-    with pytest.raises(PositionError, match="1 keyframe.* at least 2 .*--gps-offset"):
+    with pytest.raises(PositionError, match="1 position.* at least 2 .*--gps-offset"):
         fit_positions(_centres(4), targets, "gps:track.gpx", "enu")
     with pytest.raises(PositionError, match="do not move"):
         fit_positions(np.zeros((3, 3)), np.zeros((3, 3)), "test", "frame")
@@ -115,7 +115,7 @@ def test_geodetic_to_enu_round_trips():
 
 
 def test_gpx_track_at_a_lower_rate_matched_with_an_offset(tmp_path):
-    # the track fixes every 2 s, starting 3 s before the video; frames at 10 fps
+    # the track fixes every 2 s, starting 3.5 s before the video; keyframes every second of 15 s
     enu = np.stack([np.linspace(0, 40, 11), np.linspace(0, 20, 11) ** 1.2, np.zeros(11)], 1)
     start = datetime(2026, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
     times = [start + timedelta(seconds=2 * i) for i in range(11)]
@@ -124,15 +124,39 @@ def test_gpx_track_at_a_lower_rate_matched_with_an_offset(tmp_path):
     track = read_gpx(gpx)
     assert track.absolute and len(track.times) == 11
     infos = [FrameInfo(index=i, timestamp_s=i / 10) for i in range(0, 150, 10)]  # 0, 1, ..., 14 s of video
-    source = parse_scale_source(f"gps:{gpx}", offset_s=3.0)
-    targets, frame, origin, _ = keyframe_targets(source, infos, "video")
-    expect_t = np.arange(15) + 3.0
-    inside = expect_t <= 20 + 1  # the track ends at 20 s (+ a second of margin)
-    truth = np.stack([np.interp(expect_t, np.arange(11) * 2.0, enu[:, a]) for a in range(3)], 1)
-    assert np.isnan(targets[~inside]).all()
-    assert origin == pytest.approx(_enu_to_geodetic(truth[:1])[0].tolist())  # the first fix used
-    assert np.allclose(targets[inside], truth[inside] - truth[0], atol=1e-3)
-    assert "East-North-Up" in frame
+    known = known_positions(parse_scale_source(f"gps:{gpx}", offset_s=3.5), infos, "video")
+    # the fixes inside the keyframes' span, at video times 0.5, 2.5, ..., 12.5 s: each between two
+    # keyframes, halfway; none extrapolated past the track or the video
+    video_t = np.arange(11) * 2.0 - 3.5
+    inside = (video_t >= 0) & (video_t <= 14)
+    assert known.labels == [f"{t:.3f} s" for t in video_t[inside]] == ["0.500 s", "2.500 s", "4.500 s", "6.500 s",
+                                                                      "8.500 s", "10.500 s", "12.500 s"]  # fmt: skip
+    assert known.first.tolist() == [0, 2, 4, 6, 8, 10, 12] and np.allclose(known.weight, 0.5)
+    key_clock = np.stack([np.arange(15.0), np.zeros(15), np.zeros(15)], 1)  # a camera at x = its time
+    assert np.allclose(known.points(key_clock)[:, 0], video_t[inside])
+    assert known.origin == pytest.approx(_enu_to_geodetic(enu[inside][:1])[0].tolist())  # the first fix used
+    assert np.allclose(known.targets, enu[inside] - enu[inside][0], atol=1e-3)
+    assert "East-North-Up" in known.frame
+
+
+def test_a_track_sparser_than_the_clip_is_read_at_the_keyframes_it_covers(tmp_path):
+    track = tmp_path / "t.csv"
+    track.write_text("time,lat,lon,alt\n0,47.0,8.0,400\n10,47.001,8.001,410\n")
+    infos = [FrameInfo(index=i, timestamp_s=t) for i, t in enumerate([2.0, 3.0, 4.0, 11.0])]
+    known = known_positions(parse_scale_source(f"gps:{track}"), infos, "video")
+    assert known.labels == ["frame 0", "frame 1", "frame 2"] and np.all(known.weight == 0)  # 11 s: past its end
+    up = known.targets[:, 2]
+    assert np.allclose(up - up[0], [0.0, 1.0, 2.0], atol=0.01)  # 1 m a second, interpolated
+
+
+def test_pose_samples_between_photos_are_placed_between_their_cameras(tmp_path):
+    tum = tmp_path / "poses.txt"
+    tum.write_text("".join(f"{t} {2 * t} 0 0 0 0 0 1\n" for t in (0.5, 1.0, 2.5, 9.0)))
+    infos = [FrameInfo(index=i) for i in (0, 1, 3)]  # photo indices as times: 2.5 lies between 1 and 3
+    known = known_positions(parse_scale_source(f"poses:{tum}"), infos, "image(s)")
+    assert known.labels == ["0.500 s", "1.000 s", "2.500 s"]  # 9 s: after the last photo
+    cams = np.array([[0.0, 0, 0], [2.0, 0, 0], [6.0, 0, 0]])
+    assert np.allclose(known.points(cams), known.targets)
 
 
 def test_csv_tracks_in_seconds_or_iso_times(tmp_path):
@@ -260,10 +284,11 @@ def test_malformed_exif_gps_names_the_photo(tmp_path):
 
 def test_baseline_between_named_frames():
     infos = [FrameInfo(index=i) for i in (0, 4, 9)]
-    targets, *_ = keyframe_targets(parse_scale_source("baseline:0.193@4,9"), infos, "image(s)")
-    assert np.isnan(targets[0]).all() and np.linalg.norm(targets[2] - targets[1]) == pytest.approx(0.193)
+    known = known_positions(parse_scale_source("baseline:0.193@4,9"), infos, "image(s)")
+    assert known.first.tolist() == [1, 2] and known.labels == ["frame 4", "frame 9"]
+    assert np.linalg.norm(known.targets[1] - known.targets[0]) == pytest.approx(0.193)
     with pytest.raises(PositionError, match=r"\[5\] are not keyframes"):
-        keyframe_targets(parse_scale_source("baseline:0.193@4,5"), infos, "image(s)")
+        known_positions(parse_scale_source("baseline:0.193@4,5"), infos, "image(s)")
 
 
 # ------------------------------------------------------------------------- whole reconstructions
@@ -368,11 +393,11 @@ def test_a_source_the_input_cannot_use_fails_before_the_model_runs(tmp_path):
 
 def test_exif_needs_photos_and_gps_needs_video(tmp_path):
     with pytest.raises(PositionError, match="for a video give its track"):
-        keyframe_targets(parse_scale_source("exif"), [FrameInfo(index=0, timestamp_s=0.0)], "video")
+        known_positions(parse_scale_source("exif"), [FrameInfo(index=0, timestamp_s=0.0)], "video")
     track = tmp_path / "t.csv"
     track.write_text("time,lat,lon\n0,47,8\n1,47.001,8\n")
     with pytest.raises(PositionError, match="use --scale-from exif"):
-        keyframe_targets(parse_scale_source(f"gps:{track}"), [FrameInfo(index=0, source="a.jpg")], "image(s)")
+        known_positions(parse_scale_source(f"gps:{track}"), [FrameInfo(index=0, source="a.jpg")], "image(s)")
 
 
 # ------------------------------------------------------------------------------- projected CRS
@@ -422,11 +447,14 @@ def test_crs_needs_a_geodetic_scale_source():
         ReconstructConfig(crs="EPSG:32632", scale_from="baseline:1")
 
 
-def test_position_priors_need_loop_closure_and_a_scale_source(tmp_path):
+def test_position_priors_are_on_by_default_and_can_be_turned_off():
+    import argparse
+
+    from edgescene.commands.reconstruct import add_reconstruct_arguments
     from edgescene.runtime.reconstruct import ReconstructConfig
 
-    with pytest.raises(ValueError, match="need loop_closure and scale_from"):
-        ReconstructConfig(position_priors=True, scale_from="exif")
-    with pytest.raises(ValueError, match="need loop_closure and scale_from"):
-        ReconstructConfig(position_priors=True, loop_closure=True)
-    assert ReconstructConfig(position_priors=True, loop_closure=True, scale_from="exif").position_priors
+    assert ReconstructConfig().position_priors and ReconstructConfig(scale_from="exif").position_priors
+    parser = argparse.ArgumentParser()
+    add_reconstruct_arguments(parser)
+    assert parser.parse_args(["in.mp4", "--out", "o"]).position_priors is True
+    assert parser.parse_args(["in.mp4", "--out", "o", "--no-position-priors"]).position_priors is False
