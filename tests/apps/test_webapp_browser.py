@@ -3,7 +3,8 @@
 Starts ``edgescene app`` as a user would (one process for the module) and, in it: reconstructs the
 bundled sample video in the 3D reconstruction tab with the run's progress shown while it goes, waits
 for the 3D viewer's canvas and changes a display control (which must re-render from the cached
-predictions, not run the model again); opens on reconstruction and runs the sample with one click;
+predictions, not run the model again); runs it again in metres with a calibration file and a
+baseline from the "calibration and metres" accordion; opens on reconstruction and runs the sample with one click;
 adds a checkpoint, finds it in Train and Export, exports it and reconstructs with the export, all
 without a restart; shows a training that cannot start as one line, never a traceback; and finds no
 clipped text in any tab (``tests/clipped.js``). Screenshots go under ``test-artifacts/browser/`` (or
@@ -75,6 +76,35 @@ def test_reconstruct_sample_video_in_the_browser(app_url, page):
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "browser" / "reconstruction_no_cameras.png"), full_page=True)
     assert (ARTIFACTS / "browser" / "reconstruction.png").stat().st_size > 10_000
+
+
+def test_calibration_and_metres_in_the_browser(app_url, page, tmp_path):
+    """The "calibration and metres" accordion: a metres source without its track is one error line;
+    a calibration file and a baseline then give a run whose status says it is in metres."""
+    page.set_default_timeout(120_000)
+    page.goto(app_url, wait_until="load")
+    page.get_by_role("tab", name="3D reconstruction").click()
+    _upload(page, "recon-files", sample_dir() / "sample.mp4")
+    page.get_by_text("calibration and metres").click()
+    scale = page.locator("#recon-scale-from textarea, #recon-scale-from input").first
+    scale.fill("gps")
+    page.locator("#recon-run").click()
+    status = page.locator("#recon-status")
+    status.get_by_text("metres from gps needs its track file").wait_for()
+    assert "Traceback" not in status.inner_text()
+
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"fx": 221.7025, "fy": 221.7025, "cx": 128, "cy": 96}))
+    _upload(page, "recon-calibration", calibration)
+    scale.fill("baseline:0.2228")
+    page.locator("#recon-run").click()
+    status.get_by_text("in metres from baseline:0.2228").wait_for()
+    text = status.inner_text()
+    assert "intrinsics given by the calibration" in text and "Error" not in text, text
+    page.locator("#recon-viewer canvas").wait_for(state="visible")
+    assert page.evaluate(CLIPPED_JS) == []
+    ARTIFACTS.joinpath("browser").mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser" / "reconstruction_metres.png"), full_page=True)
 
 
 def _upload(page, elem_id: str, path: Path) -> None:
