@@ -35,7 +35,8 @@ def test_given_intrinsics_reproduce_the_committed_first_sequence():
         assert by[(domain, "given")].abs_rel == pytest.approx(by[(domain, "predicted")].abs_rel, abs=1e-6)
 
 
-def test_the_committed_table_is_the_benchs():
-    data = json.loads((COMMITTED / "known_intrinsics.json").read_text())
+@pytest.mark.parametrize("folder", [COMMITTED, COMMITTED / "known_intrinsics_unseen"])
+def test_the_committed_tables_are_the_benchs(folder):
+    data = json.loads((folder / "known_intrinsics.json").read_text())
     rows = [known_intrinsics.IntrinsicsRow(**r) for r in data["rows"]]
-    assert (COMMITTED / "known_intrinsics.md").read_text() == known_intrinsics.markdown(rows, data["meta"])
+    assert (folder / "known_intrinsics.md").read_text() == known_intrinsics.markdown(rows, data["meta"])
