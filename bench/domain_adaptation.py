@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=126)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument(
+        "--window-frames", type=int, nargs=2, default=[3, 4], metavar=("MIN", "MAX"), help="frames per window"
+    )
+    parser.add_argument("--augment", action="store_true", help="train with colour jitter and random zoom")
+    parser.add_argument("--batch-size", type=int, default=1, help="windows per step")
     parser.add_argument("--eval-frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--consistency-weight", type=float, default=0.0, help="point and camera consistency terms")
@@ -226,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     config = VGGTTrainConfig(
         dataset_dir=str(adapt_dir), out_dir=str(run_dir), preset=preset, init=str(model), steps=args.steps,
-        batch_size=1, frames_per_sequence=(3, 4), image_height=args.height, image_width=args.width, lr=args.lr,
+        batch_size=args.batch_size, frames_per_sequence=tuple(args.window_frames), image_height=args.height,
+        image_width=args.width, lr=args.lr,
         log_every=10, save_every=max(10, args.steps // 6), device="cpu", num_workers=0, val_fraction=0.2,
-        seed=args.seed, self_supervised=True, augment=False, patience=args.patience, freeze=args.freeze,
+        seed=args.seed, self_supervised=True, augment=args.augment, patience=args.patience, freeze=args.freeze,
         point_consistency_weight=args.consistency_weight, camera_consistency_weight=args.consistency_weight,
         smoothness_weight=args.smoothness_weight, automask=not args.no_automask, warp_poses=args.warp_poses,
         match_pose_weight=args.match_pose_weight, confidence_alpha=args.confidence_alpha,
@@ -256,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         "python -m edgescene.bench.domain_adaptation " + " ".join(shlex.quote(a) for a in given),
         "# which runs, on the adaptation frames only (and, with --known-intrinsics, their calibration):",
         f"edgescene train vggt --self-supervised --dataset-dir {adapt_dir} --out-dir {run_dir} --preset "
-        f"{preset} --init {model} --steps {args.steps} --frames 3 4 --height {args.height} --width {args.width} "
-        f"--lr {args.lr:g} --no-augment --patience {args.patience} --seed {args.seed} --device cpu{extra}",
+        f"{preset} --init {model} --steps {args.steps} --frames {args.window_frames[0]} {args.window_frames[1]} "
+        f"--batch-size {args.batch_size} --height {args.height} --width {args.width} --lr {args.lr:g}"
+        f"{'' if args.augment else ' --no-augment'} --patience {args.patience} --seed {args.seed} --device cpu{extra}",
         f"edgescene eval --model {model} --dataset {eval_dir} --frames {args.eval_frames}          # before",
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset {eval_dir} --frames {args.eval_frames}   # after",
     ]
