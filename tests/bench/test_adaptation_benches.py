@@ -18,7 +18,7 @@ def test_domain_adaptation_bench_with_known_poses(tmp_path):
 
     out = tmp_path / "bench"
     args = ["--out", str(out), "--scenes", "3", "--frames", "4", "--width", "84", "--height", "56", "--steps", "2",
-            "--eval-frames", "4", "--known-poses"]  # fmt: skip
+            "--eval-frames", "4", "--known-poses", "--window-frames", "2", "3", "--augment", "--batch-size", "2"]  # fmt: skip
     assert main(args) == 0
     result = json.loads((out / "domain_adaptation.json").read_text())
     assert result["meta"]["known_poses"] and result["meta"]["adapt_scenes"] == 2
@@ -27,6 +27,7 @@ def test_domain_adaptation_bench_with_known_poses(tmp_path):
     text = (out / "domain_adaptation.md").read_text()
     assert "| depth AbsRel (lower is better) |" in text and "--metadata-json" in text
     assert "each frame's camera pose known too" in text
+    assert "--frames 2 3 --batch-size 2" in text and "--no-augment" not in text  # the run's settings, as run
     assert (out / "report.md").is_file() and not (out / "work").exists()  # the data and checkpoints are gone
 
 
