@@ -18,7 +18,8 @@ def test_domain_adaptation_bench_with_known_poses(tmp_path):
 
     out = tmp_path / "bench"
     args = ["--out", str(out), "--scenes", "3", "--frames", "4", "--width", "84", "--height", "56", "--steps", "2",
-            "--eval-frames", "4", "--known-poses", "--window-frames", "2", "3", "--augment", "--batch-size", "2"]  # fmt: skip
+            "--eval-frames", "4", "--known-poses", "--window-frames", "2", "3", "--augment",
+            "--batch-size", "2"]  # fmt: skip
     assert main(args) == 0
     result = json.loads((out / "domain_adaptation.json").read_text())
     assert result["meta"]["known_poses"] and result["meta"]["adapt_scenes"] == 2
