@@ -37,7 +37,7 @@ from edgescene.apps.memory import release_memory
 from edgescene.apps.uploads import client_name
 from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.progress import Progress
-from edgescene.runtime.reconstruct import ReconstructConfig, model_notes, reconstruct_to_folder
+from edgescene.runtime.reconstruct import ReconstructConfig, metric_note, model_notes, reconstruct_to_folder
 
 log = logging.getLogger(__name__)
 
@@ -363,15 +363,8 @@ class JobManager:
                 f"{report['keyframes']} keyframes, {report['points']} points",
                 *model_notes(report["model"], SERVICE_REAL_MODEL),
             ]
-            metric = report.get("metric")
-            if metric is not None:  # where the outputs' metres came from, in the job's one line
-                rmse = metric["residual_rmse_m"]
-                notes.append(
-                    f"in metres from {metric['scale_source']} ({metric['mode']} fit, {metric['inliers']} of "
-                    f"{metric['positions_used']} positions kept"
-                    + ("" if rmse is None else f", RMSE {rmse:.3g} m")
-                    + ")"
-                )
+            if report.get("metric") is not None:  # where the outputs' metres came from, in the job's one line
+                notes.append(metric_note(report["metric"]))
             if capped and report["frames_seen"] >= budget:
                 notes.append(f"stopped at the server's limit of {budget} frames: sample the video with every_s")
             message = "; ".join(notes)

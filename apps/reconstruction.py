@@ -22,9 +22,8 @@ from pathlib import Path
 from edgescene.apps.models_catalog import default_window
 from edgescene.apps.uploads import check_kinds, kind_of
 from edgescene.runtime.frames import open_frames
-from edgescene.runtime.outputs import redact_paths
 from edgescene.runtime.progress import ProgressCallback, ProgressTracker
-from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, model_notes
+from edgescene.runtime.reconstruct import ReconstructConfig, Reconstructor, metric_note, model_notes
 from edgescene.runtime.scene import SceneCache, ViewOptions
 from edgescene.runtime.session import open_session
 
@@ -147,15 +146,8 @@ def reconstruct(
     if result.report["intrinsics"]["source"] == "given":
         ratio = result.report["intrinsics"]["focal_ratio_median"]
         notes += (f"intrinsics given by the calibration (the model's focal length was {ratio:.3f}x it)",)
-    metric = result.report.get("metric")
-    if metric is not None:
-        rmse = metric["residual_rmse_m"]
-        notes += (
-            f"in metres from {redact_paths(metric['scale_source'])} ({metric['mode']} fit, "
-            f"{metric['inliers']} of {metric['positions_used']} positions kept"
-            + ("" if rmse is None else f", residual RMSE {rmse:.3g} m")
-            + ")",
-        )
+    if result.report.get("metric") is not None:
+        notes += (metric_note(result.report["metric"]),)
     return dataclasses.replace(rendered, notes=notes)
 
 

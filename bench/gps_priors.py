@@ -25,8 +25,7 @@ centres, no alignment, over the extent) and ``ate_rel`` (after a Sim(3): the tra
 from __future__ import annotations
 
 import argparse
-import sys
-import time
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from edgescene.bench.metric_scale import FPS, gps_csv
 from edgescene.bench.metrics import ate, camera_centres
-from edgescene.bench.tables import write_rows
+from edgescene.bench.tables import run_meta, write_rows
 
 RUNS = ("fit", "loops + fit", "loops + GPS priors")
 
@@ -145,26 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.02)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "work_gps_priors"
-    work.mkdir(exist_ok=True)
     rows: list[PriorRow] = []
-    try:
+    with tempfile.TemporaryDirectory(prefix="gps_priors_") as tmp:  # the GPS tracks, gone with it
         for seq in sequences(args.frames):
             for seed in args.seeds:
-                rows += run_case(seq, seed, work, args.gps_every, args.noise)
-    finally:
-        for f in work.iterdir():
-            f.unlink()
-        work.rmdir()
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python -m edgescene.bench.gps_priors " + " ".join(sys.argv[1:] if argv is None else argv),
-        "seeds": args.seeds,
-        "every": args.gps_every,
-        "noise": args.noise,
-        "frames": args.frames,
-    }
+                rows += run_case(seq, seed, Path(tmp), args.gps_every, args.noise)
+    meta = run_meta(
+        "edgescene.bench.gps_priors",
+        argv,
+        seeds=args.seeds,
+        every=args.gps_every,
+        noise=args.noise,
+        frames=args.frames,
+    )
     write_rows(args.out, "gps_priors.json", "gps_priors.md", meta, rows, summarise(rows), markdown(rows, meta))
     return 0
 

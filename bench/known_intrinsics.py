@@ -23,14 +23,13 @@ visible frames and the thermal-like ones of :func:`edgescene.bench.domain_adapta
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres, pose_auc
-from edgescene.bench.tables import write_rows
+from edgescene.bench.tables import run_meta, write_rows
 from edgescene.core.geometry import unproject_depth
 from edgescene.core.preprocess import Resize, depth_to_source
 
@@ -147,7 +146,6 @@ def markdown(rows: list[IntrinsicsRow], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
 
     from edgescene.assets import default_model_dir
     from edgescene.runtime.session import open_session
@@ -167,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(session, args.sequences, args.seed)
     finally:
         session.close()
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python -m edgescene.bench.known_intrinsics " + " ".join(sys.argv[1:] if argv is None else argv),
-        "sequences": args.sequences,
-        "seed": args.seed,
-        "model": str(args.model or default_model_dir().name),
-    }
+    meta = run_meta(
+        "edgescene.bench.known_intrinsics",
+        argv,
+        sequences=args.sequences,
+        seed=args.seed,
+        model=str(args.model or default_model_dir().name),
+    )
     write_rows(
         args.out, "known_intrinsics.json", "known_intrinsics.md", meta, rows, summarise(rows), markdown(rows, meta)
     )

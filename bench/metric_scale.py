@@ -29,9 +29,7 @@ Figures per case (the truth in the reconstruction's own ENU frame, about its ``e
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
-import time
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import numpy as np
 
 from edgescene.bench.metrics import ate, camera_centres
 from edgescene.bench.synthetic_scene import make_video
-from edgescene.bench.tables import write_rows
+from edgescene.bench.tables import run_meta, write_rows
 from edgescene.core.geometry import umeyama_sim3
 
 ORIGIN = (46.5197, 6.6323, 372.0)  # latitude, longitude, altitude of the synthetic room
@@ -200,40 +198,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gps_every < 1 or args.frames < 8 or args.noise < 0:
         parser.error("--gps-every must be >= 1, --frames >= 8 and --noise >= 0")
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "work"
-    work.mkdir(exist_ok=True)
     model_path = args.model or str(default_model_dir())
     session = None if args.oracle_only else open_session(model_path)
     hw = (args.height, args.width)
     rows: list[MetricRow] = []
     try:
-        for seed in args.seeds:
-            rows.append(
-                run_case(
-                    "oracle", "oracle (ground truth + noise)", seed, work, args.frames, hw, args.gps_every, args.noise
-                )
-            )
-            if session is not None:
-                rows.append(
-                    run_case(session, Path(model_path).name, seed, work, args.frames, hw, args.gps_every, args.noise)
-                )
+        with tempfile.TemporaryDirectory(prefix="metric_scale_") as tmp:  # the GPS tracks, gone with it
+            for seed in args.seeds:
+                case = (seed, Path(tmp), args.frames, hw, args.gps_every, args.noise)
+                rows.append(run_case("oracle", "oracle (ground truth + noise)", *case))
+                if session is not None:
+                    rows.append(run_case(session, Path(model_path).name, *case))
     finally:
         if session is not None:
             session.close()
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "command": "python -m edgescene.bench.metric_scale " + " ".join(sys.argv[1:] if argv is None else argv),
-        "frames": args.frames,
-        "hw": list(hw),
-        "every": args.gps_every,
-        "noise": args.noise,
-        "seeds": args.seeds,
-    }
+    meta = run_meta(
+        "edgescene.bench.metric_scale",
+        argv,
+        frames=args.frames,
+        hw=list(hw),
+        every=args.gps_every,
+        noise=args.noise,
+        seeds=args.seeds,
+    )
     write_rows(args.out, "metric_scale.json", "README.md", meta, rows, summarise(rows), markdown(rows, meta))
     return 0
 

@@ -28,15 +28,12 @@ contrast inverted) and with the calibration given or the camera head's intrinsic
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgescene.bench.tables import write_rows
+from edgescene.bench.tables import run_meta, write_rows
 
 TRAJECTORIES = ("orbit", "walk", "handheld")
 
@@ -232,19 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(predict, args.sequences, args.seed, args.frames, args.window, (args.height, args.width))
     finally:
         session.close()
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "command": "python -m edgescene.bench.self_supervised_diagnosis "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "sequences": args.sequences,
-        "seed": args.seed,
-        "frames": args.frames,
-        "window": args.window,
-        "hw": [args.height, args.width],
-        "model": weights.name,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(
+        "edgescene.bench.self_supervised_diagnosis",
+        argv,
+        sequences=args.sequences,
+        seed=args.seed,
+        frames=args.frames,
+        window=args.window,
+        hw=[args.height, args.width],
+        model=weights.name,
+    )
     write_rows(args.out, "diagnosis.json", "README.md", meta, rows, summarise(rows), markdown(rows, meta))
     return 0
 

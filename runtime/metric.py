@@ -314,10 +314,9 @@ def known_positions(source: ScaleSource, infos: Sequence, frames: str) -> KnownP
 def _track_rows(
     track_times: np.ndarray, values: np.ndarray, key_times: np.ndarray, infos: Sequence, zero: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(first, second, weight, values, labels) of the track samples inside the keyframes' time span
-        (``key_times`` on the track's clock; ``zero``: the track time of the first frame, for labels in
-    the video's seconds),
-        else the track interpolated at the keyframes it covers."""
+    """(first, second, weight, values, labels) of the track samples inside the keyframes' time span,
+    else of the track interpolated at the keyframes it covers. ``key_times``: on the track's clock;
+    ``zero``: the track time of the first frame (labels are in the video's seconds)."""
     order = np.argsort(key_times, kind="stable")
     sorted_t = key_times[order]
     eps = 1e-6
@@ -325,14 +324,14 @@ def _track_rows(
     if len(key_times) >= 2 and inside.sum() >= 2:
         t = track_times[inside]
         j = np.clip(np.searchsorted(sorted_t, t, side="right") - 1, 0, len(sorted_t) - 2)
-        t0, t1 = sorted_t[j], sorted_t[j + 1]
-        weight = np.clip(np.where(t1 > t0, (t - t0) / np.where(t1 > t0, t1 - t0, 1.0), 0.0), 0.0, 1.0)
+        t0, span = sorted_t[j], sorted_t[j + 1] - sorted_t[j]  # span 0: two keyframes at one time
+        weight = np.divide(t - t0, span, out=np.zeros_like(t), where=span > 0).clip(0.0, 1.0)
         labels = [f"{v - zero:.3f} s" for v in t]
         return order[j], order[j + 1], weight, values[inside], labels
     covered = np.flatnonzero((key_times >= track_times[0] - eps) & (key_times <= track_times[-1] + eps))
     out = np.stack([np.interp(key_times[covered], track_times, values[:, a]) for a in range(3)], 1)
     labels = [f"frame {infos[int(i)].index}" for i in covered]
-    return covered, covered, np.zeros(len(covered)), out.reshape(-1, 3), labels
+    return covered, covered, np.zeros(len(covered)), out, labels
 
 
 def _baseline_positions(source: ScaleSource, infos: Sequence) -> KnownPositions:

@@ -500,6 +500,16 @@ def model_notes(model: dict, real_model: str = REAL_MODEL) -> list[str]:
     return notes
 
 
+def metric_note(metric: dict) -> str:
+    """One line on where a run's metres came from (report.json's ``metric``), paths redacted: the
+    source, the kind of fit, the positions kept and their residual."""
+    rmse = metric.get("residual_rmse_m")
+    return (
+        f"in metres from {redact_paths(metric['scale_source'])} ({metric['mode']} fit, {metric['inliers']} of "
+        f"{metric['positions_used']} positions kept" + ("" if rmse is None else f", RMSE {rmse:.3g} m") + ")"
+    )
+
+
 def _preprocessing(rec: Reconstructor, frames: FramePreparer) -> dict:
     return {
         "rule": "upstream VGGT load_and_preprocess_images (Pillow bicubic, sizes rounded to 14)",
