@@ -12,6 +12,11 @@
    after one median scale per sequence, pose AUC@30), adapts it with ``edgescene train vggt
    --self-supervised`` on the adaptation frames alone, and scores the best checkpoint again.
 
+With ``--trace`` the run goes in slices of one validation each (resumed from ``last.pt``, the same
+run as an uninterrupted one) and every checkpoint is scored on the held-out scenes too: the table
+then shows whether the held-out photometric score that picks ``best.pt`` moves with depth AbsRel
+(Spearman's rank correlation over the checkpoints, the start included).
+
 Writes ``domain_adaptation.json`` and ``domain_adaptation.md`` (the table, the commands, steps and
 seconds) and keeps the training run's report (``report.md``, ``loss_curves.png``); the working
 folder ``OUT/work`` (data, checkpoints) is removed unless ``--keep-work``.
@@ -96,6 +101,25 @@ def make_domain(
     return adapt_dir, eval_dir
 
 
+def changed_defaults(config) -> str:
+    """The command-line flags of ``config``'s settings that differ from the trainer's self-supervised
+    defaults (" --lr 0.0001 --augment"; "" when the run took them all)."""
+    from edgescene.train.vggt.config import SELF_SUPERVISED_DEFAULTS
+
+    flags = {"lr": "--lr", "frames_per_sequence": "--frames", "patience": "--patience", "freeze": "--freeze",
+             "intrinsics_weight": "--intrinsics-weight"}  # fmt: skip
+    out = ""
+    for key, flag in flags.items():
+        value = getattr(config, key)
+        if value != SELF_SUPERVISED_DEFAULTS[key]:
+            if isinstance(value, tuple):
+                value = " ".join(map(str, value))
+            out += f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"
+    if config.augment != SELF_SUPERVISED_DEFAULTS["augment"]:
+        out += " --augment" if config.augment else " --no-augment"
+    return out
+
+
 def model_to_adapt(given: str | None) -> Path:
     """``--model``, or the bundled model's weights; relative to the working folder when inside it (the
     commands in the table then read as a clone's)."""
@@ -126,7 +150,69 @@ def markdown(result: dict) -> str:
         f"(best checkpoint at step {result['training']['best_step']}).",
         "",
     ]
-    return "\n".join(lines + before_after(result, "held-out metric"))
+    return "\n".join(lines + before_after(result, "held-out metric") + trace_lines(result.get("trace")))
+
+
+def trace_lines(trace: dict | None) -> list[str]:
+    """The per-checkpoint table of a ``--trace`` run and its rank correlation (markdown lines)."""
+    if not trace:
+        return []
+    lines = [
+        "Every checkpoint (step 0: the start), the held-out photometric score that picks best.pt against the "
+        "held-out scenes' ground truth:",
+        "",
+        "| step | photometric score (picks best.pt) | depth AbsRel | pose AUC@30 |",
+        "|---|---|---|---|",
+    ]
+    for row in trace["checkpoints"]:
+        lines.append(f"| {row['step']} | {row['val_loss']:.5f} | {row['abs_rel']:.4f} | {row.get('auc_30', 0):.3f} |")
+    rho = trace["spearman_score_vs_abs_rel"]
+    lines += [
+        "",
+        f"Spearman rank correlation of the photometric score with depth AbsRel over these checkpoints: "
+        f"{'none (fewer than 3 checkpoints, or one of the two never moved)' if rho is None else f'{rho:+.2f}'} "
+        "(+1: the score orders the checkpoints as AbsRel does).",
+        "",
+    ]
+    return lines
+
+
+def train_traced(config, eval_dir: Path, frames: int, start_scores: dict[str, float]) -> dict:
+    """Train ``config`` one validation at a time (resuming from ``last.pt``) and score each checkpoint
+    on ``eval_dir``: ``{"checkpoints": [{"step", "val_loss", "abs_rel", ...}], "spearman_score_vs_abs_rel"}``
+    (``start_scores``: the starting model's scores, the row of step 0)."""
+    from dataclasses import replace
+
+    from scipy.stats import spearmanr
+
+    from edgescene.train.vggt.trainer import train
+
+    run_dir = Path(config.out_dir)
+    done, sliced, kept = 0, config, []
+    while done < config.steps:
+        train(sliced, stop_at_step=min(done + config.save_every, config.steps))
+        report = json.loads((run_dir / "report.json").read_text())
+        if report["steps_done"] <= done:
+            break
+        done = report["steps_done"]
+        kept.append((done, run_dir / f"trace_step_{done}.pt"))
+        shutil.copyfile(run_dir / "last.pt", kept[-1][1])
+        if report["stopped_early"]:
+            break
+        sliced = replace(config, resume="last")
+    held_out = {}  # step -> the held-out photometric score the trainer logged there
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "val_loss" in record:
+            held_out[record["step"]] = record["val_loss"]
+    rows = [{"step": 0, "val_loss": held_out[0], **start_scores}]
+    for step, path in kept:
+        rows.append({"step": step, "val_loss": held_out[step], **scores(path, eval_dir, frames)})
+        path.unlink()
+    score, abs_rel = [r["val_loss"] for r in rows], [r["abs_rel"] for r in rows]
+    ranked = len(rows) >= 3 and len(set(score)) > 1 and len(set(abs_rel)) > 1  # else no order to compare
+    rho = float(spearmanr(score, abs_rel).statistic) if ranked else None
+    return {"checkpoints": rows, "spearman_score_vs_abs_rel": rho}
 
 
 def before_after(result: dict, header: str) -> list[str]:
@@ -181,23 +267,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=168)
     parser.add_argument("--height", type=int, default=126)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, help="default: the trainer's self-supervised default")
     parser.add_argument(
-        "--window-frames", type=int, nargs=2, default=[3, 4], metavar=("MIN", "MAX"), help="frames per window"
+        "--window-frames", type=int, nargs=2, metavar=("MIN", "MAX"), help="frames per window (default: the trainer's)"
     )
-    parser.add_argument("--augment", action="store_true", help="train with colour jitter and random zoom")
+    parser.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, help="colour jitter, random zoom (default: the trainer's)"
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="windows per step")
     parser.add_argument("--eval-frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--consistency-weight", type=float, default=0.0, help="point and camera consistency terms")
     parser.add_argument("--smoothness-weight", type=float, default=1e-3)
-    parser.add_argument("--freeze", default="none", choices=["none", "aggregator", "patch_embed"])
+    parser.add_argument("--freeze", choices=["none", "aggregator", "patch_embed"], help="default: the trainer's")
     parser.add_argument("--no-automask", action="store_true", help="train without Monodepth2's auto-masking")
     parser.add_argument("--warp-poses", default="matches", choices=["matches", "camera_head"])
     parser.add_argument("--match-pose-weight", type=float, default=0.0)
     parser.add_argument("--confidence-alpha", type=float, default=0.0)
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--intrinsics-weight", type=float, default=0.1)
+    parser.add_argument("--patience", type=int, help="default: the trainer's")
+    parser.add_argument("--intrinsics-weight", type=float, help="default: the trainer's")
     parser.add_argument(
         "--known-poses",
         action="store_true",
@@ -209,6 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the adaptation frames come with the camera's calibration (a metadata JSON through edgescene "
         "preprocess): no depth, no poses, only what a calibrated IR camera's user has",
+    )
+    parser.add_argument(
+        "--validate-every", type=int, help="steps between validations (default: a sixth of --steps, at least 10)"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="score every checkpoint on the held-out scenes too: does the photometric score that picks best.pt "
+        "move with depth AbsRel? (slower: one evaluation per validation)",
     )
     parser.add_argument(
         "--keep-work", action="store_true", help="keep OUT/work (the rendered data and the run's checkpoints)"
@@ -229,21 +326,24 @@ def main(argv: list[str] | None = None) -> int:
     before = scores(model, eval_dir, args.eval_frames)
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = VGGTTrainConfig(
+    chosen = {"lr": args.lr, "augment": args.augment, "patience": args.patience, "freeze": args.freeze,
+             "intrinsics_weight": args.intrinsics_weight,
+             "frames_per_sequence": tuple(args.window_frames) if args.window_frames else None}  # fmt: skip
+    config = VGGTTrainConfig.self_supervised_run(
+        **{k: v for k, v in chosen.items() if v is not None},
         dataset_dir=str(adapt_dir), out_dir=str(run_dir), preset=preset, init=str(model), steps=args.steps,
-        batch_size=args.batch_size, frames_per_sequence=tuple(args.window_frames), image_height=args.height,
-        image_width=args.width, lr=args.lr,
-        log_every=10, save_every=max(10, args.steps // 6), device="cpu", num_workers=0, val_fraction=0.2,
-        seed=args.seed, self_supervised=True, augment=args.augment, patience=args.patience, freeze=args.freeze,
-        point_consistency_weight=args.consistency_weight, camera_consistency_weight=args.consistency_weight,
-        smoothness_weight=args.smoothness_weight, automask=not args.no_automask, warp_poses=args.warp_poses,
-        match_pose_weight=args.match_pose_weight, confidence_alpha=args.confidence_alpha,
-        intrinsics_weight=args.intrinsics_weight,
-
+        batch_size=args.batch_size, image_height=args.height, image_width=args.width, log_every=10,
+        save_every=args.validate_every or max(10, args.steps // 6), device="cpu", num_workers=0,
+        seed=args.seed, point_consistency_weight=args.consistency_weight,
+        camera_consistency_weight=args.consistency_weight, smoothness_weight=args.smoothness_weight,
+        automask=not args.no_automask, warp_poses=args.warp_poses, match_pose_weight=args.match_pose_weight,
+        confidence_alpha=args.confidence_alpha,
         metadata_json=str(work / "calibration.json") if args.known_intrinsics or args.known_poses else None,
     )  # fmt: skip
     start = time.perf_counter()
-    train(config)
+    trace = train_traced(config, eval_dir, args.eval_frames, before) if args.trace else None
+    if trace is None:
+        train(config)
     seconds = time.perf_counter() - start
     after = scores(run_dir / "best.pt", eval_dir, args.eval_frames)
     given = argv if argv is not None else sys.argv[1:]
@@ -262,9 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         "python -m edgescene.bench.domain_adaptation " + " ".join(shlex.quote(a) for a in given),
         "# which runs, on the adaptation frames only (and, with --known-intrinsics, their calibration):",
         f"edgescene train vggt --self-supervised --dataset-dir {adapt_dir} --out-dir {run_dir} --preset "
-        f"{preset} --init {model} --steps {args.steps} --frames {args.window_frames[0]} {args.window_frames[1]} "
-        f"--batch-size {args.batch_size} --height {args.height} --width {args.width} --lr {args.lr:g}"
-        f"{'' if args.augment else ' --no-augment'} --patience {args.patience} --seed {args.seed} --device cpu{extra}",
+        f"{preset} --init {model} --steps {args.steps} --batch-size {args.batch_size} --height {args.height} "
+        f"--width {args.width} --seed {args.seed} --device cpu{changed_defaults(config)}{extra}",
         f"edgescene eval --model {model} --dataset {eval_dir} --frames {args.eval_frames}          # before",
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset {eval_dir} --frames {args.eval_frames}   # after",
     ]
@@ -279,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         "known_poses": args.known_poses,
     }
     result = run_result(meta, before, after, run_dir, seconds, commands)
+    if trace is not None:
+        result["trace"] = trace
     save_result(out, "domain_adaptation", result, markdown(result), run_dir)
     if not args.keep_work:  # data and checkpoints: megabytes that do not belong beside a report
         shutil.rmtree(work, ignore_errors=True)

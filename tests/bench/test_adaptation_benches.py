@@ -28,8 +28,34 @@ def test_domain_adaptation_bench_with_known_poses(tmp_path):
     text = (out / "domain_adaptation.md").read_text()
     assert "| depth AbsRel (lower is better) |" in text and "--metadata-json" in text
     assert "each frame's camera pose known too" in text
-    assert "--frames 2 3 --batch-size 2" in text and "--no-augment" not in text  # the run's settings, as run
+    # the settings that differ from the trainer's self-supervised defaults, as run; the rest are the defaults
+    assert "--batch-size 2" in text and "--frames 2 3 --augment" in text and "--lr" not in text
     assert (out / "report.md").is_file() and not (out / "work").exists()  # the data and checkpoints are gone
+
+
+def test_domain_adaptation_trace_scores_every_checkpoint(tmp_path):
+    from edgescene.bench.domain_adaptation import main
+
+    out = tmp_path / "trace"
+    args = ["--out", str(out), "--scenes", "3", "--frames", "4", "--width", "84", "--height", "56", "--steps", "4",
+            "--validate-every", "2", "--eval-frames", "4", "--known-intrinsics", "--window-frames", "2", "3",
+            "--lr", "1e-3", "--patience", "9", "--trace"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads((out / "domain_adaptation.json").read_text())
+    rows = result["trace"]["checkpoints"]
+    assert [r["step"] for r in rows] == [0, 2, 4]  # the start, then each validation of the sliced run
+    assert rows[0]["abs_rel"] == result["before"]["abs_rel"]
+    assert len({r["abs_rel"] for r in rows}) == 3  # each checkpoint scored on its own weights (lr 1e-3 moves them)
+    best = next(r for r in rows if r["step"] == result["training"]["best_step"])
+    assert best["abs_rel"] == pytest.approx(result["after"]["abs_rel"])  # best.pt is the checkpoint the rule picked
+    rho = result["trace"]["spearman_score_vs_abs_rel"]
+    if len({r["val_loss"] for r in rows}) > 1:
+        assert -1 <= rho <= 1
+    else:  # at 84x56 no held-out pair may get a measured pose: a score that never moves ranks nothing
+        assert rho is None
+    assert result["training"]["steps_done"] == 4
+    assert "Spearman rank correlation" in (out / "domain_adaptation.md").read_text()
+    assert not list(out.rglob("*.pt"))
 
 
 def test_middlebury_adaptation_bench(tmp_path):

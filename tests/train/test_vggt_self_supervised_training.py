@@ -248,3 +248,53 @@ def test_frames_too_small_for_measured_poses_are_reported(footage, tmp_path, cap
     """At 28x42 the optical flow finds too few correspondences for any pair: the run says so."""
     train(make_config(footage, tmp_path / "run", steps=2, save_every=2, log_every=1))
     assert "no pair of frames got a measured pose" in capsys.readouterr().out
+
+
+def _parsed(argv: list[str]) -> VGGTTrainConfig:
+    import argparse
+
+    from edgescene.train.vggt.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(["--dataset-dir", "d", "--out-dir", "o", *argv]))
+
+
+def test_self_supervised_runs_start_from_their_own_measured_defaults():
+    from edgescene.train.vggt.config import SELF_SUPERVISED_DEFAULTS
+
+    own = _parsed(["--self-supervised"])
+    assert {k: getattr(own, k) for k in SELF_SUPERVISED_DEFAULTS} == SELF_SUPERVISED_DEFAULTS
+    assert own.freeze == "aggregator" and own.intrinsics_weight == 0 and not own.augment
+    assert VGGTTrainConfig.self_supervised_run(dataset_dir="d", out_dir="o") == own  # the Python API agrees
+    fine_tune = _parsed([])  # the supervised fine-tune keeps upstream's
+    assert (fine_tune.lr, fine_tune.freeze, fine_tune.augment, fine_tune.frames_per_sequence) == (
+        5e-5, "none", True, (2, 8))  # fmt: skip
+    assert fine_tune.patience is None and fine_tune.val_fraction == 0.1
+    given = _parsed(["--self-supervised", "--lr", "1e-4", "--freeze", "none", "--augment", "--frames", "2", "6",
+                     "--intrinsics-weight", "0.1", "--patience", "5", "--val-fraction", "0.3"])  # fmt: skip
+    assert (given.lr, given.freeze, given.augment, given.frames_per_sequence) == (1e-4, "none", True, (2, 6))
+    assert (given.intrinsics_weight, given.patience, given.val_fraction) == (0.1, 5, 0.3)
+    assert _parsed(["--no-augment"]).augment is False
+    assert _parsed(["--self-supervised", "--val-data", "v"]).val_fraction == 0.0  # nothing held out of the data
+
+
+def test_by_default_only_the_depth_head_trains_and_the_cameras_hold(footage, tmp_path):
+    from edgescene.train.vggt.trainer import build_model
+
+    start = tmp_path / "start.pt"
+    train(make_config(footage, tmp_path / "init", steps=1))
+    shutil.copyfile(tmp_path / "init" / "last.pt", start)
+    config = VGGTTrainConfig.self_supervised_run(
+        dataset_dir=str(footage), out_dir=str(tmp_path / "held"), preset="vggt_tiny", init=str(start), steps=4,
+        frames_per_sequence=(2, 3), image_height=H, image_width=W, lr=1e-3, log_every=1, save_every=2, device="cpu",
+        num_workers=0, val_fraction=0.34, patience=None,
+    )  # fmt: skip
+    model = build_model(config, log=lambda *a: None)
+    trained = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert trained == {"depth_head"}
+    train(config)
+    a = torch.load(start, weights_only=False)["model"]
+    b = torch.load(tmp_path / "held" / "last.pt", weights_only=False)["model"]
+    moved = {k.split(".")[0] for k in b if not torch.equal(a[k], b[k])}
+    assert moved == {"depth_head"}  # the aggregator and the camera head are bit for bit the start's

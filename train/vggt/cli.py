@@ -31,13 +31,27 @@ import argparse
 import os
 import sys
 
-from edgescene.train.vggt.config import DEFAULT_VAL_FRACTION, FREEZE_CHOICES, POINT_GRADIENT_CHOICES, VGGTTrainConfig
+from edgescene.train.vggt.config import (
+    DEFAULT_VAL_FRACTION,
+    FREEZE_CHOICES,
+    POINT_GRADIENT_CHOICES,
+    SELF_SUPERVISED_DEFAULTS,
+    VGGTTrainConfig,
+)
 
 _DEFAULTS = VGGTTrainConfig.__dataclass_fields__
+SS = SELF_SUPERVISED_DEFAULTS
 
 
 def _default(name: str):
     return _DEFAULTS[name].default
+
+
+def _either(name: str) -> str:
+    """'X' when both kinds of run default to X, else 'X; --self-supervised: Y' (help text)."""
+    fine_tune, own = _default(name), SS.get(name, _default(name))
+    fine_tune, own = (" ".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in (fine_tune, own))
+    return fine_tune if own == fine_tune else f"{fine_tune}; --self-supervised: {own}"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="continue from CKPT (optimizer, step, RNG); without a value: OUT/last.pt",
     )
-    p.add_argument("--freeze", choices=FREEZE_CHOICES, default=d("freeze"), help="parts not trained (default: none)")
+    p.add_argument(
+        "--freeze", choices=FREEZE_CHOICES, default=None, help=f"parts not trained (default: {_either('freeze')})"
+    )
     p.add_argument("--steps", type=int, default=d("steps"), help=f"optimizer steps (default: {d('steps')})")
     p.add_argument(
         "--batch-size",
@@ -77,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("MIN", "MAX"),
         default=None,
-        help="frames per sequence, drawn per step in [MIN, MAX] (default: 2 8)",
+        help=f"frames per sequence, drawn per step in [MIN, MAX] (default: {_either('frames_per_sequence')})",
     )
     p.add_argument(
         "--max-stride",
@@ -93,7 +109,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--width", type=int, default=d("image_width"), help=f"training image width (default: {d('image_width')})"
     )
     p.add_argument(
-        "--lr", type=float, default=d("lr"), help=f"peak learning rate (default: {d('lr')}, upstream's fine-tune)"
+        "--lr", type=float, default=None, help=f"peak learning rate (default: {_either('lr')}; the first is upstream's)"
     )
     p.add_argument(
         "--min-lr", type=float, default=d("min_lr"), help=f"warm-up start and cosine end (default: {d('min_lr')})"
@@ -123,7 +139,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d("point_gradient"),
         help="gradient term of the point loss (default: normal)",
     )
-    p.add_argument("--no-augment", action="store_true", help="no colour jitter or random zoom")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"colour jitter and random zoom, the same for all frames of a sample (default: {_either('augment')})",
+    )
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute aggregator blocks in backward")
     p.add_argument(
         "--log-every", type=int, default=d("log_every"), help=f"steps between logs (default: {d('log_every')})"
@@ -143,7 +164,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--val-fraction",
         type=float,
         default=None,
-        help=f"held-out share of the sequences (default: {DEFAULT_VAL_FRACTION} unless --val-data)",
+        help=f"held-out share of the sequences (default: {DEFAULT_VAL_FRACTION}; --self-supervised: "
+        f"{SS['val_fraction']}; none with --val-data)",
     )
     p.add_argument("--val-dataset-dir", "--val-data", dest="val_data", help="a separate dataset folder for validation")
     p.add_argument(
@@ -189,9 +211,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--intrinsics-weight",
         type=float,
-        default=d("intrinsics_weight"),
+        default=None,
         help="self-supervised: camera head's fields of view against the data's known intrinsics (preprocess "
-        "--metadata-json with 'intrinsics'); those windows are also warped through them",
+        "--metadata-json with 'intrinsics'; > 0 trains the camera head; default "
+        f"{SS['intrinsics_weight']}: the head holds); the warp goes through the known intrinsics either way",
     )
     p.add_argument(
         "--confidence-alpha",
@@ -203,25 +226,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--patience",
         type=int,
         default=None,
-        help="stop after this many validations without improvement (the best checkpoint stays as OUT/best.pt)",
+        help="stop after this many validations without improvement (the best checkpoint stays as OUT/best.pt; "
+        f"default: never; --self-supervised: {SS['patience']})",
     )
 
 
 def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
+    """The configuration: what the command line gives, else the defaults of its kind of run."""
+    given = {
+        "freeze": args.freeze,
+        "lr": args.lr,
+        "frames_per_sequence": tuple(args.frames) if args.frames else None,
+        "augment": args.augment,
+        "intrinsics_weight": args.intrinsics_weight,
+        "patience": args.patience,
+        "val_fraction": args.val_fraction,
+    }
+    defaults = SS if args.self_supervised else {}
+    chosen = {k: v if v is not None else defaults.get(k, _default(k)) for k, v in given.items()}
+    if args.val_data is not None and args.val_fraction is None:
+        chosen["val_fraction"] = None  # a separate validation set: nothing held out of --dataset-dir
     return VGGTTrainConfig(
+        **chosen,
         dataset_dir=args.data,
         out_dir=args.out,
         preset=args.preset,
         init=args.init,
         resume=args.resume,
-        freeze=args.freeze,
         steps=args.steps,
         batch_size=args.batch_size,
-        frames_per_sequence=tuple(args.frames) if args.frames else _default("frames_per_sequence"),
         max_stride=args.max_stride,
         image_height=args.height,
         image_width=args.width,
-        lr=args.lr,
         min_lr=args.min_lr,
         warmup_fraction=args.warmup,
         weight_decay=args.weight_decay,
@@ -231,25 +267,21 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         point_weight=args.point_weight,
         match_weight=args.match_weight,
         point_gradient=args.point_gradient,
-        augment=not args.no_augment,
         gradient_checkpointing=args.gradient_checkpointing,
         log_every=args.log_every,
         save_every=args.save_every,
         seed=args.seed,
         device=args.device,
         num_workers=args.workers,
-        val_fraction=args.val_fraction,
         val_dataset=args.val_data,
         self_supervised=args.self_supervised,
         photometric_weight=args.photometric_weight,
         smoothness_weight=args.smoothness_weight,
         point_consistency_weight=args.point_consistency_weight,
         camera_consistency_weight=args.camera_consistency_weight,
-        patience=args.patience,
         automask=not args.no_automask,
         warp_poses=args.warp_poses,
         match_pose_weight=args.match_pose_weight,
-        intrinsics_weight=args.intrinsics_weight,
         metadata_json=args.metadata_json,
         confidence_alpha=args.confidence_alpha,
     )

@@ -24,6 +24,20 @@ from edgescene.models.vggt.config import VGGT_PRESETS
 FREEZE_CHOICES = ("none", "aggregator", "patch_embed")
 POINT_GRADIENT_CHOICES = ("normal", "grad")
 DEFAULT_VAL_FRACTION = 0.1
+# What self-supervised training starts from instead of the fine-tune's defaults below (the CLI's
+# --self-supervised, the web app's checkbox, VGGTTrainConfig.self_supervised_run), measured on the
+# thermal-like bench (docs/self_supervised.md): only the depth head trains, so the aggregator and the
+# camera head hold and the cameras come out exactly as before; the learning rate and window sizes
+# the tuning runs chose, no augmentation, and a fifth of the sequences held out to pick best.pt.
+SELF_SUPERVISED_DEFAULTS: dict = {
+    "freeze": "aggregator",
+    "intrinsics_weight": 0.0,
+    "lr": 2e-5,
+    "frames_per_sequence": (3, 4),
+    "augment": False,
+    "patience": 3,
+    "val_fraction": 0.2,
+}
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,12 @@ class VGGTTrainConfig:
             object.__setattr__(self, "val_fraction", DEFAULT_VAL_FRACTION)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @classmethod
+    def self_supervised_run(cls, **values) -> VGGTTrainConfig:
+        """A self-supervised configuration: ``values`` over :data:`SELF_SUPERVISED_DEFAULTS` over the
+        class defaults."""
+        return cls(**{**SELF_SUPERVISED_DEFAULTS, **values, "self_supervised": True})
 
     @property
     def warmup_steps(self) -> int:
