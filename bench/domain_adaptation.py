@@ -2,9 +2,10 @@
 
     python -m edgescene.bench.domain_adaptation --out docs/bench/self_supervised
 
-1. Renders synthetic scenes (``edgescene synth``) and moves them to a thermal-like domain the
-   bundled model never saw: one channel, contrast inverted (``255 - grey``), written as
-   single-channel PNGs as an IR camera would.
+1. Renders synthetic scenes (``edgescene synth``) and moves them to a domain the bundled model
+   never saw (``--domain``): ``thermal``, one channel with the contrast inverted (``255 - grey``),
+   written as single-channel PNGs as an IR camera would; or ``degraded``, a cheap camera's RGB
+   (blur, vignetting, noise and a flatter tone curve).
 2. Splits the scenes: the *adaptation* scenes become a folder of frame folders, one per scene,
    with no manifest, no depth and no cameras (what a user has); the *held-out* scenes keep their
    ground truth for scoring only.
@@ -50,10 +51,36 @@ def thermal_like(rgb: np.ndarray) -> np.ndarray:
     return (255.0 - np.clip(np.rint(grey), 0, 255)).astype(np.uint8)
 
 
+def degraded_camera(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) uint8 as a cheap camera sees it: optical blur (Gaussian, sigma 1.5
+    px), vignetting (quadratic fall-off, 45 % darker in the corners), read and shot noise (sigma 4 + 3 %
+    of the level) and a flatter tone curve (gamma 1.6)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    image = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), 1.5)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.hypot((x - (w - 1) / 2) / (w / 2), (y - (h - 1) / 2) / (h / 2)) / np.sqrt(2)  # 1 in the corners
+    image *= (1 - 0.45 * r**2)[..., None]
+    image = 255.0 * (np.clip(image, 0, 255) / 255.0) ** (1 / 1.6)
+    image += rng.normal(size=image.shape).astype(np.float32) * (4.0 + 0.03 * image)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+DOMAINS = {"thermal": "one inverted-contrast channel", "degraded": "a cheap camera: blur, vignetting, noise, gamma"}
+
+
+def to_domain(rgb: np.ndarray, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """A rendered frame moved to ``domain`` (a key of :data:`DOMAINS`)."""
+    return thermal_like(rgb) if domain == "thermal" else degraded_camera(rgb, rng)
+
+
 def make_domain(
-    out: Path, scenes: int, frames: int, width: int, height: int, seed: int, known_poses: bool = False
-) -> tuple[Path, Path]:
-    """Render, convert to the thermal-like domain, split: (adaptation frames folder, held-out manifest folder)."""
+    out: Path, scenes: int, frames: int, width: int, height: int, seed: int, known_poses: bool = False,
+    domain: str = "thermal", heldout: int | None = None,
+) -> tuple[Path, Path]:  # fmt: skip
+    """Render, convert to ``domain`` (:data:`DOMAINS`), split: (adaptation frames folder, held-out
+    manifest folder); ``heldout`` scenes (default a third) are kept for scoring."""
     from PIL import Image
 
     from edgescene.core.images import decode_image
@@ -67,7 +94,8 @@ def make_domain(
     )
     manifest = read_manifest(rendered)
     names = sorted(manifest.sequences())
-    held_out = set(names[: max(1, scenes // 3)])
+    held_out = set(names[: heldout_count(scenes, heldout)])
+    rng = np.random.default_rng(seed)
     adapt_dir, eval_dir = out / "adapt_frames", out / "heldout"
     for folder in (adapt_dir, eval_dir):
         shutil.rmtree(folder, ignore_errors=True)
@@ -76,11 +104,11 @@ def make_domain(
     for name, entries in manifest.sequences().items():
         for entry in entries:
             rgb = decode_image(resolve_inside(rendered, entry.path))
-            ir = Image.fromarray(thermal_like(rgb))
+            shifted = Image.fromarray(to_domain(rgb, domain, rng))
             if name in held_out:
                 target = eval_dir / entry.path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                ir.save(target)
+                shifted.save(target)
                 depth = eval_dir / entry.depth
                 depth.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(resolve_inside(rendered, entry.depth), depth)
@@ -88,7 +116,7 @@ def make_domain(
             else:  # what a user has: frames, one folder per sequence, nothing else (and the calibration)
                 target = adapt_dir / name / Path(entry.path).name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                ir.save(target)
+                shifted.save(target)
                 calibration[f"{name}/{target.name}"] = {"intrinsics": entry.camera["intrinsics"]}
                 if known_poses:  # as structure-from-motion or a rig would give them, in their own unit
                     extrinsics = np.asarray(entry.camera["extrinsics"], np.float64)[:3]
@@ -120,6 +148,14 @@ def changed_defaults(config) -> str:
     return out
 
 
+def heldout_count(scenes: int, heldout: int | None) -> int:
+    """How many of ``scenes`` are held out for scoring: ``heldout``, or a third (at least one)."""
+    n = max(1, scenes // 3) if heldout is None else heldout
+    if not 1 <= n < scenes:
+        raise ValueError(f"--heldout-scenes must leave at least one of the {scenes} scenes to adapt on, got {n}")
+    return n
+
+
 def model_to_adapt(given: str | None) -> Path:
     """``--model``, or the bundled model's weights; relative to the working folder when inside it (the
     commands in the table then read as a clone's)."""
@@ -138,11 +174,11 @@ def scores(model: str | Path, dataset: Path, frames: int) -> dict[str, float]:
 def markdown(result: dict) -> str:
     m = result["meta"]
     lines = [
-        f"# Self-supervised adaptation to a thermal-like domain ({m['date']}, {m['machine']})",
+        f"# Self-supervised adaptation to a shifted domain ({m['date']}, {m['machine']})",
         "",
         f"{m['adapt_scenes']} adaptation scenes (frames only) and {m['heldout_scenes']} held-out scenes "
-        f"(ground truth for scoring only), {m['frames']} frames each at {m['width']}x{m['height']}; one "
-        f"inverted-contrast channel; scenes seed {m.get('seed')}; the camera's intrinsics "
+        f"(ground truth for scoring only), {m['frames']} frames each at {m['width']}x{m['height']}; "
+        f"{DOMAINS[m.get('domain', 'thermal')]}; scenes seed {m.get('seed')}; the camera's intrinsics "
         f"{'known (a metadata JSON)' if m.get('known_intrinsics') else 'unknown (the camera head predicts them)'}"
         f"{POSES_NOTE if m.get('known_poses') else ''}. "
         "Training: "
@@ -263,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="weights to adapt (default: the bundled model's model.safetensors)")
     parser.add_argument("--preset", help="the preset of --model (default: detected from its keys)")
     parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument(
+        "--heldout-scenes", type=int, help="scenes kept for scoring (default: a third); the rest are adapted on"
+    )
+    parser.add_argument(
+        "--domain", choices=sorted(DOMAINS), default="thermal",
+        help="the shift: " + "; ".join(f"{k}: {v}" for k, v in DOMAINS.items()),
+    )  # fmt: skip
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--width", type=int, default=168)
     parser.add_argument("--height", type=int, default=126)
@@ -321,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     model = model_to_adapt(args.model)
     preset = args.preset or weights_preset(model)
     adapt_dir, eval_dir = make_domain(
-        work, args.scenes, args.frames, args.width, args.height, args.seed, known_poses=args.known_poses
+        work, args.scenes, args.frames, args.width, args.height, args.seed, known_poses=args.known_poses,
+        domain=args.domain, heldout=args.heldout_scenes,
     )  # fmt: skip
     before = scores(model, eval_dir, args.eval_frames)
     run_dir = work / "run"
@@ -368,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset {eval_dir} --frames {args.eval_frames}   # after",
     ]
     meta = {
-        "adapt_scenes": args.scenes - max(1, args.scenes // 3),
-        "heldout_scenes": max(1, args.scenes // 3),
+        "adapt_scenes": args.scenes - heldout_count(args.scenes, args.heldout_scenes),
+        "heldout_scenes": heldout_count(args.scenes, args.heldout_scenes),
+        "domain": args.domain,
         "frames": args.frames,
         "width": args.width,
         "height": args.height,
