@@ -31,6 +31,8 @@ from edgescene.runtime.scene import ViewOptions
 
 VGGT_TRAIN_PRESETS = ("vggt_tiny", "vggt_small", "vggt_small_motion", "vggt_base", "vggt_1b")
 DINO_TRAIN_PRESETS = ("dinov3_tiny", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
+SUPERVISED_LR = 1e-4  # the VGGT tab's learning rate; self-supervised runs start from the trainer's default
+SELF_SUPERVISED_LR = 2e-5  # train.vggt.config.SELF_SUPERVISED_DEFAULTS["lr"] (tests/apps check they agree)
 CALIBRATION_NAME = "calibration.json"  # self-supervised training: the footage's intrinsics (preprocess's metadata JSON)
 SAMPLE_VIDEO = sample_dir() / "sample.mp4"  # "Try the sample video"
 EXPORT_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-static", "tensorrt", "triton")
@@ -211,11 +213,13 @@ class WebApp:
             if kind == "vggt":
                 from edgescene.train.vggt.config import VGGTTrainConfig
 
-                ss = {"self_supervised": True, "patience": 3, "val_fraction": 0.2} if self_supervised else {}
+                ss = {}
                 calibration = Path(dataset_dir) / CALIBRATION_NAME
                 if self_supervised and calibration.is_file() and not (Path(dataset_dir) / "manifest.json").is_file():
                     ss["metadata_json"] = str(calibration)  # the camera's intrinsics, as preprocess reads them
-                config = VGGTTrainConfig(
+                # self-supervised: the trainer's measured defaults (depth head only, patience, held-out share)
+                make = VGGTTrainConfig.self_supervised_run if self_supervised else VGGTTrainConfig
+                config = make(
                     **common,
                     image_height=int(height),
                     image_width=int(width),
@@ -509,7 +513,7 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                     with gr.Row():
                         steps = gr.Number(label="steps", value=100, precision=0, minimum=1)
                         batch = gr.Number(label="batch size", value=2, precision=0, minimum=1)
-                        lr = gr.Number(label="learning rate", value=1e-4 if kind == "vggt" else 5e-4)
+                        lr = gr.Number(label="learning rate", value=SUPERVISED_LR if kind == "vggt" else 5e-4)
                         device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="device")
                         init = gr.Dropdown(
                             app.checkpoint_choices(),
@@ -531,6 +535,9 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                                 "intrinsics",
                                 elem_id="vggt-self-supervised",
                                 scale=2,
+                            )
+                            self_sup.change(  # each kind of run starts from its own learning rate
+                                lambda on: gr.Number(value=SELF_SUPERVISED_LR if on else SUPERVISED_LR), self_sup, lr
                             )
                         else:
                             height = gr.Number(

@@ -17,11 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
-from edgescene.bench.domain_adaptation import before_after, model_to_adapt, run_result, save_result, scores
+from edgescene.bench.domain_adaptation import (
+    before_after,
+    changed_defaults,
+    model_to_adapt,
+    run_result,
+    save_result,
+    scores,
+)
 
 
 def frames_only(out: Path) -> tuple[Path, Path, Path]:
@@ -62,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="weights to adapt (default: the bundled model's model.safetensors)")
     parser.add_argument("--preset", help="the preset of --model (default: detected from its keys)")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, help="default: the trainer's self-supervised default")
+    parser.add_argument("--freeze", choices=["none", "aggregator", "patch_embed"], help="default: the trainer's")
     parser.add_argument("--height", type=int, default=196)
     parser.add_argument("--width", type=int, default=294)
     parser.add_argument("--match-pose-weight", type=float, default=0.0, help="camera head against the measured poses")
@@ -80,24 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     truth, frames, calibration = frames_only(work)
     before = scores(model, truth, 2)
     run_dir = work / "run"
-    config = VGGTTrainConfig(
+    config = VGGTTrainConfig.self_supervised_run(
         dataset_dir=str(frames), out_dir=str(run_dir), preset=preset, init=str(model), steps=args.steps,
-        batch_size=1, frames_per_sequence=(2, 2), image_height=args.height, image_width=args.width, lr=args.lr,
+        batch_size=1, frames_per_sequence=(2, 2), image_height=args.height, image_width=args.width,
         log_every=10, save_every=max(10, args.steps // 5), device="cpu", num_workers=0, val_dataset=str(frames),
-        seed=0, self_supervised=True, augment=False, metadata_json=str(calibration), point_consistency_weight=0.0,
-        camera_consistency_weight=0.0, match_pose_weight=args.match_pose_weight,
+        val_fraction=None, seed=0, metadata_json=str(calibration), match_pose_weight=args.match_pose_weight,
+        **({"lr": args.lr} if args.lr is not None else {}), **({"freeze": args.freeze} if args.freeze else {}),
     )  # fmt: skip
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
     after = scores(run_dir / "best.pt", truth, 2)
+    given = argv if argv is not None else sys.argv[1:]
+    pose_term = f" --match-pose-weight {args.match_pose_weight:g}" if args.match_pose_weight else ""
     commands = [
-        f"python -m edgescene.bench.middlebury_adaptation --out {args.out} --steps {args.steps} --lr {args.lr:g}",
-        "# which runs, on the two frames and their calibration only:",
+        "python -m edgescene.bench.middlebury_adaptation " + " ".join(shlex.quote(a) for a in given),
+        "# which runs, on the two frames and their calibration only (the rest: the self-supervised defaults):",
         f"edgescene train vggt --self-supervised --dataset-dir {frames} --val-data {frames} --metadata-json "
-        f"{calibration} --out-dir {run_dir} --preset {preset} --init {model} --steps {args.steps} --frames 2 2 "
-        f"--height {args.height} --width {args.width} --lr {args.lr:g} --no-augment --point-consistency-weight 0 "
-        f"--camera-consistency-weight 0 --match-pose-weight {args.match_pose_weight:g} --device cpu",
+        f"{calibration} --out-dir {run_dir} --preset {preset} --init {model} --steps {args.steps} "
+        f"--height {args.height} --width {args.width} --device cpu{changed_defaults(config)}{pose_term}",
         f"edgescene eval --model {model} --dataset middlebury-motorcycle --frames 2          # before",
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset middlebury-motorcycle --frames 2   # after",
     ]

@@ -233,6 +233,15 @@ def test_train_vggt_tab_self_supervised_on_frame_folders(app, tmp_path):
     logged = [json.loads(line) for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(row["intrinsics"] >= 0 for row in logged if "photometric" in row)  # the calibration was used
     assert "ss" in {s.removeprefix("run: ") for s in app.export_sources()}
+    config = json.loads((run.out_dir / "report.json").read_text())["config"]
+    assert config["freeze"] == "aggregator" and config["metadata_json"].endswith("calibration.json")  # the defaults
+
+
+def test_the_self_supervised_learning_rate_is_the_trainers():
+    from edgescene.apps.webapp import SELF_SUPERVISED_LR
+    from edgescene.train.vggt.config import SELF_SUPERVISED_DEFAULTS
+
+    assert SELF_SUPERVISED_LR == SELF_SUPERVISED_DEFAULTS["lr"]
 
 
 @pytest.mark.slow

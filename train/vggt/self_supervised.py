@@ -402,10 +402,13 @@ def self_supervised_loss(
         known = has_intrinsics.to(torch.bool).view(-1, 1, 1, 1)
         calibration = known_intrinsics.to(intrinsics.dtype)
         intrinsics = torch.where(known, calibration, intrinsics)  # the true calibration: no gradient to the head
+        # the head's fields of view against the calibration: a term when weighted, else logged only
+        error = (pose_enc[..., 7:] - known_fov(calibration, (h, w))).abs().mean(dim=(1, 2))
+        out["intrinsics"] = (error * known[:, 0, 0, 0]).sum() / known.sum()
         if cfg.intrinsics_weight > 0:
-            error = (pose_enc[..., 7:] - known_fov(calibration, (h, w))).abs().mean(dim=(1, 2))
-            out["intrinsics"] = (error * known[:, 0, 0, 0]).sum() / known.sum()
             total = total + cfg.intrinsics_weight * out["intrinsics"]
+        else:
+            out["intrinsics"] = out["intrinsics"].detach()
     relative = None
     if cfg.warp_poses == "matches" and (cfg.photometric_weight > 0 or cfg.match_pose_weight > 0):
         s = images.shape[1]
