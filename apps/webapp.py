@@ -513,7 +513,11 @@ def build_app(workspace: str | Path = "workspace", models_dir: str | Path | None
                     with gr.Row():
                         steps = gr.Number(label="steps", value=100, precision=0, minimum=1)
                         batch = gr.Number(label="batch size", value=2, precision=0, minimum=1)
-                        lr = gr.Number(label="learning rate", value=SUPERVISED_LR if kind == "vggt" else 5e-4)
+                        lr = gr.Number(
+                            label="learning rate",
+                            value=SUPERVISED_LR if kind == "vggt" else 5e-4,
+                            elem_id=f"train-{kind}-lr",
+                        )
                         device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="device")
                         init = gr.Dropdown(
                             app.checkpoint_choices(),

@@ -241,7 +241,7 @@ def test_the_self_supervised_learning_rate_is_the_trainers():
     from edgescene.apps.webapp import SELF_SUPERVISED_LR
     from edgescene.train.vggt.config import SELF_SUPERVISED_DEFAULTS
 
-    assert SELF_SUPERVISED_LR == SELF_SUPERVISED_DEFAULTS["lr"]
+    assert SELF_SUPERVISED_DEFAULTS["lr"] == SELF_SUPERVISED_LR
 
 
 @pytest.mark.slow

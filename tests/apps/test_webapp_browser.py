@@ -218,6 +218,11 @@ def test_a_training_that_cannot_start_is_one_line_never_a_traceback(app_url, pag
     assert len(lines) == 1 and "tick 'self-supervised'" in lines[0], lines
     assert "Traceback" not in page.content() and "ValueError" not in page.content()
     assert page.evaluate(CLIPPED_JS) == []  # the error line fits too
+    lr = page.locator("#train-vggt-lr input").first
+    assert float(lr.input_value()) == pytest.approx(1e-4)
+    page.locator("#vggt-self-supervised input").first.check()  # the self-supervised run's own learning rate
+    page.wait_for_function("() => parseFloat(document.querySelector('#train-vggt-lr input').value) < 5e-5")
+    assert float(lr.input_value()) == pytest.approx(2e-5)
 
 
 @pytest.mark.parametrize("width", [1400, 900])
