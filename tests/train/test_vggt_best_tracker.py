@@ -32,8 +32,21 @@ def test_the_same_mean_gain_carried_by_one_window_does_not():
     mean = sum(new) / len(new)
     assert mean < tracker.best * (1 - BestTracker.MIN_DELTA)  # the old rule would have taken it
     assert not tracker.update(50, {"val_loss": mean}, new)
-    assert tracker.best_step == 0 and tracker.best_windows == start and tracker.bad == 1
+    assert tracker.best_step == 0 and tracker.best_windows == start
     assert "below the best (step 0)" in tracker.verdict and "8 held-out windows" in tracker.verdict
+    assert tracker.bad == 0  # but the score went lower: patience waits on, the run goes on
+
+
+def test_patience_counts_validations_since_the_score_last_went_lower():
+    start = [0.030, 0.020, 0.040, 0.025]
+    tracker = tracker_at_start(start)
+    noisy = [0.040, 0.010, 0.030, 0.030]  # mean 0.0275 < 0.02875, but the windows disagree: not a new best
+    assert not tracker.update(50, {"val_loss": sum(noisy) / 4}, noisy) and tracker.bad == 0
+    assert not tracker.update(100, {"val_loss": 0.028}, [0.028] * 4) and tracker.bad == 1  # above the lowest seen
+    agreed = [w * 0.9 for w in start]  # 10 % lower in every window: a new best, and lower than any seen
+    assert tracker.update(150, {"val_loss": sum(agreed) / 4}, agreed) and tracker.bad == 0
+    again = BestTracker.from_state(tracker.state(), "val_loss")
+    assert again.lowest == tracker.lowest and again.best_step == 150
 
 
 def test_too_few_windows_for_a_spread_fall_back_to_the_mean():
@@ -55,7 +68,7 @@ def test_the_windows_survive_a_resume():
     tracker = tracker_at_start(start)
     tracker.update(10, {"val_loss": 0.1}, [0.1] * 4)
     again = BestTracker.from_state(tracker.state(), "val_loss")
-    assert again.best_windows == start and again.bad == 1 and again.best_step == 0
+    assert again.best_windows == start and again.bad == 1 and again.best_step == 0 and again.lowest == tracker.best
     old = {k: v for k, v in tracker.state().items() if k != "best_windows"}  # a checkpoint from before the rule
     resumed = BestTracker.from_state(old, "val_loss")
     assert resumed.best_windows == [] and resumed.update(20, {"val_loss": 0.03}, [0.05, 0.01, 0.03, 0.03])

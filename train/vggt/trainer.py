@@ -515,7 +515,7 @@ def train(
                     if early_stop:
                         tracker.stopped_early = True
                         log(
-                            f"step {done}: {tracker.metric} has not improved for {tracker.bad} validations "
+                            f"step {done}: {tracker.metric} has not gone lower for {tracker.bad} validations "
                             f"(best {tracker.best:.4f} at step {tracker.best_step}): stopping early"
                         )
                 path = write_checkpoint(Path(config.out_dir) / "last.pt", done, metrics)
@@ -551,6 +551,10 @@ class BestTracker:
     1-2 % lower mean was measured to say nothing of the depth (checkpoints that beat the start by
     0.7-2.1 % ranged from 21 % better to 4.5 % worse in AbsRel: ``docs/self_supervised.md``), so a
     lower mean that a few windows carry does not displace the starting weights.
+
+    Patience (``bad``) counts the validations since the score last went lower, new best or not: a
+    score that keeps falling by amounts too small to trust one at a time is still progress, and
+    the run goes on until the fall adds up to one that stands out or stops.
     """
 
     MIN_DELTA = 1e-4  # an improvement must beat the best by this share (noise is not progress)
@@ -563,7 +567,8 @@ class BestTracker:
         self.best_step: int | None = None
         self.best_values: dict[str, float] = {}
         self.best_windows: list[float] = []
-        self.bad = 0
+        self.lowest = float("inf")  # the lowest score seen, best or not: what patience waits on
+        self.bad = 0  # validations since the score last went lower (by MIN_DELTA), for patience
         self.before: dict[str, float] = {}
         self.stopped_early = False
         self.verdict = ""  # the last update's decision, for the log: "" or "; <why>"
@@ -576,6 +581,7 @@ class BestTracker:
             tracker.best_values, tracker.bad = dict(state["best_values"]), int(state["bad"])
             tracker.before = dict(state.get("before", {}))
             tracker.best_windows = list(state.get("best_windows", []))
+            tracker.lowest = float(state.get("lowest", tracker.best))
         return tracker
 
     def update(self, step: int, values: dict[str, float], windows: list[float] | None = None) -> bool:
@@ -585,15 +591,15 @@ class BestTracker:
         self.verdict = ""
         if value is None:
             return False
+        lower = self.best_step is None or value < self.lowest - self.MIN_DELTA * abs(self.lowest)
+        self.lowest, self.bad = (min(value, self.lowest), 0) if lower else (self.lowest, self.bad + 1)
         better = self.best_step is None or value < self.best - self.MIN_DELTA * abs(self.best)
         if better and self.best_step is not None and windows and len(windows) == len(self.best_windows):
             better = self._stands_out(windows)
         if better:
-            self.best, self.best_step, self.best_values, self.bad = value, step, dict(values), 0
+            self.best, self.best_step, self.best_values = value, step, dict(values)
             self.best_windows = list(windows or [])
-            return True
-        self.bad += 1
-        return False
+        return better
 
     def _stands_out(self, windows: list[float]) -> bool:
         """Whether ``windows`` beat the best's, window by window, by more than ``Z`` standard errors."""
@@ -619,6 +625,7 @@ class BestTracker:
             "best_step": self.best_step,
             "best_values": self.best_values,
             "best_windows": self.best_windows,
+            "lowest": self.lowest,
             "bad": self.bad,
             "before": self.before,
         }
