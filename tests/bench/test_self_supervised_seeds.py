@@ -38,3 +38,21 @@ def test_runs_each_seed_once_and_summarises_them(tmp_path):
     stamp = (tmp_path / "runs" / "footage_2" / "seed1" / "domain_adaptation.json").stat().st_mtime_ns
     assert main(args) == 0  # started again: the runs already there are reused, not rerun
     assert (tmp_path / "runs" / "footage_2" / "seed1" / "domain_adaptation.json").stat().st_mtime_ns == stamp
+
+
+def test_the_committed_table_is_its_runs_and_the_trainer_warns_from_it():
+    """docs/bench/self_supervised/seeds: each setting's summary is the summary of the runs committed
+    beside it, and the trainer's footage warning quotes those medians."""
+    from pathlib import Path
+
+    from edgescene.bench.self_supervised_seeds import FOOTAGE, summarise
+    from edgescene.train.vggt.unlabeled import FOOTAGE_CURVE
+
+    root = Path(__file__).resolve().parents[2] / "docs" / "bench" / "self_supervised" / "seeds"
+    table = json.loads((root / "seeds.json").read_text())
+    assert len(table["meta"]["seeds"]) >= 5 and not set(table["meta"]["seeds"]) & {5, 6, 7}  # not the tuning seeds
+    for name, summary in table["settings"].items():
+        runs = {int(p.parent.name.removeprefix("seed")): json.loads(p.read_text())
+                for p in (root / "runs" / name).glob("seed*/domain_adaptation.json")}  # fmt: skip
+        assert json.loads(json.dumps(summarise(runs))) == summary  # (JSON keys the seeds as strings)
+    assert {n: table["settings"][k]["median_abs_rel_change_pct"] for k, n in FOOTAGE.items()} == FOOTAGE_CURVE

@@ -298,3 +298,21 @@ def test_by_default_only_the_depth_head_trains_and_the_cameras_hold(footage, tmp
     b = torch.load(tmp_path / "held" / "last.pt", weights_only=False)["model"]
     moved = {k.split(".")[0] for k in b if not torch.equal(a[k], b[k])}
     assert moved == {"depth_head"}  # the aggregator and the camera head are bit for bit the start's
+
+
+def test_too_little_footage_and_too_few_held_out_windows_are_warned_of(footage, tmp_path, capsys):
+    from edgescene.train.vggt.unlabeled import FOOTAGE_CURVE, RELIABLE_SEQUENCES, footage_warning
+
+    assert footage_warning(RELIABLE_SEQUENCES) is None and footage_warning(100) is None
+    few = footage_warning(RELIABLE_SEQUENCES - 1)
+    assert f"{FOOTAGE_CURVE[8]:+.1f} % with 8" in few and f"fewer than {RELIABLE_SEQUENCES}" in few  # the measured
+    out = tmp_path / "few"
+    train(make_config(footage, out, steps=2, val_fraction=0.0))  # 3 sequences, none held out
+    report = json.loads((out / "report.json").read_text())
+    assert report["warnings"][0].startswith("warning: 3 sequence(s) of footage")
+    assert "no held-out windows" in report["warnings"][1] and "--val-fraction 0.2" in report["warnings"][1]
+    assert "**Warning:** 3 sequence(s) of footage" in (out / "report.md").read_text()
+    assert "warning: 3 sequence(s) of footage" in capsys.readouterr().out  # said when the run starts, too
+    train(make_config(footage, tmp_path / "one", steps=2, frames_per_sequence=(6, 6)))  # one 6-frame window held out
+    report = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert any(w.startswith("warning: 1 held-out window(s): too few") for w in report["warnings"])

@@ -3,7 +3,8 @@
 ``report.json``: the configuration, steps done, wall time, whether it stopped early, the held-out
 scores before training and at the best checkpoint (``best.pt``), and the loss curves
 (``metrics.jsonl``: the training loss at every log, the held-out loss at every validation).
-``report.md``: the before / after table. ``loss_curves.png``: both curves (when matplotlib is
+``report.md``: the before / after table and the run's warnings (too little footage, too few
+held-out windows; also in report.json's ``warnings``). ``loss_curves.png``: both curves (when matplotlib is
 installed: ``pip install 'edgescene[bench]'``; the JSON has the numbers either way).
 """
 
@@ -38,8 +39,11 @@ def read_curves(out_dir: str | Path) -> dict[str, list[list[float]]]:
     return curves
 
 
-def write_report(config: VGGTTrainConfig, tracker, steps_done: int, seconds: float) -> dict:
-    """Write report.json, report.md and loss_curves.png into ``config.out_dir``; returns the JSON."""
+def write_report(
+    config: VGGTTrainConfig, tracker, steps_done: int, seconds: float, warnings: list[str] | None = None
+) -> dict:
+    """Write report.json, report.md and loss_curves.png into ``config.out_dir``; returns the JSON
+    (``warnings``: what the run warned of, repeated under the table)."""
     out = Path(config.out_dir)
     curves = read_curves(out)
     report = {
@@ -52,6 +56,7 @@ def write_report(config: VGGTTrainConfig, tracker, steps_done: int, seconds: flo
         "best": tracker.best_values,
         "best_step": tracker.best_step,
         "best_checkpoint": "best.pt" if tracker.best_step is not None else None,
+        "warnings": list(warnings or []),
         "curves": curves,
         "config": config.to_dict(),
     }
@@ -79,6 +84,7 @@ def markdown(report: dict) -> str:
         change = f"{(after / before - 1) * 100:+.1f} %" if before and after is not None else ""
         fmt = lambda v: "" if v is None else f"{v:.4f}"
         lines.append(f"| {label} | {fmt(before)} | {fmt(after)} | {change} |")
+    lines += [f"\n**{w.split(': ', 1)[0].capitalize()}:** {w.split(': ', 1)[1]}" for w in report.get("warnings", [])]
     return "\n".join(lines) + "\n"
 
 

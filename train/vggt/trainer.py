@@ -288,6 +288,28 @@ def validate_self_supervised(
     return out, losses
 
 
+def self_supervised_warnings(config: VGGTTrainConfig, train_set, val_set, held_out_windows: int) -> list[str]:
+    """What a self-supervised run warns of (logged, and repeated in its report): too little footage
+    for a gain (:func:`~edgescene.train.vggt.unlabeled.footage_warning`), too few held-out windows
+    to pick ``best.pt`` by."""
+    from edgescene.train.vggt.unlabeled import footage_warning
+
+    own_held_out = len(val_set) if val_set is not None and config.val_dataset is None else 0
+    warnings = [footage_warning(len(train_set) + own_held_out)]
+    if held_out_windows == 0:
+        warnings.append(
+            "warning: no held-out windows (--val-fraction 0 and no --val-data): nothing checks the training, no "
+            "best.pt is kept and last.pt is the result whatever it became. Hold some footage out (--val-fraction 0.2)"
+        )
+    elif held_out_windows < BestTracker.MIN_WINDOWS:
+        warnings.append(
+            f"warning: {held_out_windows} held-out window(s): too few to tell a better checkpoint from noise (at "
+            f"least {BestTracker.MIN_WINDOWS}); best.pt then follows the held-out score alone. Give more or longer "
+            "sequences, or a larger --val-fraction"
+        )
+    return [w for w in warnings if w]
+
+
 def build_datasets(config: VGGTTrainConfig, log=print):
     """Training and validation datasets (supervised: :class:`SequenceDataset`; self-supervised:
     :class:`~edgescene.train.vggt.unlabeled.UnlabeledSequenceDataset`)."""
@@ -437,18 +459,17 @@ def train(
                 metrics=values,
             )
 
+        warnings = []  # logged now, and repeated in a self-supervised run's report
+        if config.self_supervised:
+            warnings = self_supervised_warnings(config, train_set, val_set, len(val_keys))
+        for warning in warnings:
+            log(warning)
         tracker = BestTracker.from_state(resumed_best, "val_loss" if config.self_supervised else "val_abs_rel")
         if info.is_main and val_keys and start == 0 and config.self_supervised:
             before, windows = run_validation()  # the model as it came: the "before" of the report
             logger.log(0, before)
             tracker.before = before
             log("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in before.items()))
-            if len(windows) < BestTracker.MIN_WINDOWS:
-                log(
-                    f"warning: only {len(windows)} held-out window(s): too few to tell a better checkpoint from "
-                    f"noise (at least {BestTracker.MIN_WINDOWS}); best.pt then follows the held-out score alone. "
-                    "Give more or longer sequences, or a larger --val-fraction"
-                )
             if tracker.update(0, before, windows):  # the starting weights are the best until training beats them
                 write_checkpoint(Path(config.out_dir) / "best.pt", 0, before)
         sums: dict[str, float] = {}
@@ -531,7 +552,7 @@ def train(
         if info.is_main and config.self_supervised:
             from edgescene.train.vggt.report import write_report
 
-            write_report(config, tracker, done, time.time() - run_start)
+            write_report(config, tracker, done, time.time() - run_start, warnings)
         return metrics
     finally:
         cleanup_distributed()

@@ -36,7 +36,14 @@ from edgescene.core.preprocess import choose_model_size, fit, load_rgb, prepare,
 from edgescene.train.data.colmap_poses import sequence_groups
 from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, as_pinhole, colour_jitter
 
-__all__ = ["UnlabeledSequenceDataset", "known_intrinsics", "load_frame", "prepare_unlabeled", "unlabeled_sequences"]
+__all__ = [
+    "UnlabeledSequenceDataset",
+    "footage_warning",
+    "known_intrinsics",
+    "load_frame",
+    "prepare_unlabeled",
+    "unlabeled_sequences",
+]
 
 IR_PERCENTILES = (2.0, 98.0)
 
@@ -99,6 +106,28 @@ def unlabeled_sequences(root: str | Path, min_frames: int, source: str | Path | 
             "videos or folders of consecutive images (one folder per sequence)"
         )
     return usable
+
+
+# How the depth gain grew with footage: the median change of depth AbsRel (%) over 5 scene seeds
+# never used while tuning, by the number of sequences adapted on (12 frames each, thermal-like,
+# calibration given, the self-supervised defaults, a fifth held out to pick best.pt):
+# docs/bench/self_supervised/seeds (python -m edgescene.bench.self_supervised_seeds).
+FOOTAGE_CURVE: dict[int, float] = {2: 0.0, 4: 0.0, 8: -2.08, 16: -4.92}
+RELIABLE_SEQUENCES = 16  # the least footage with a median gain of 5 % or more; none reached it, 16 came closest
+
+
+def footage_warning(sequences: int) -> str | None:
+    """The warning for footage of fewer than :data:`RELIABLE_SEQUENCES` sequences, with the gains the
+    bench measured at each amount of footage; None with enough of it."""
+    if sequences >= RELIABLE_SEQUENCES:
+        return None
+    curve = ", ".join(f"{change:+.1f} % with {n}" for n, change in sorted(FOOTAGE_CURVE.items()))
+    return (
+        f"warning: {sequences} sequence(s) of footage. On the thermal-like bench the median depth AbsRel change was "
+        f"{curve} sequences (docs/self_supervised.md): with fewer than {RELIABLE_SEQUENCES}, expect little or no "
+        "gain, and best.pt may stay the model you started from. Give more sequences (separate clips or scenes, one "
+        "folder or video each)"
+    )
 
 
 def load_frame(path: Path) -> np.ndarray:
