@@ -316,3 +316,30 @@ def test_too_little_footage_and_too_few_held_out_windows_are_warned_of(footage, 
     train(make_config(footage, tmp_path / "one", steps=2, frames_per_sequence=(6, 6)))  # one 6-frame window held out
     report = json.loads((tmp_path / "one" / "report.json").read_text())
     assert any(w.startswith("warning: 1 held-out window(s): too few") for w in report["warnings"])
+
+
+def test_one_sequence_holds_its_end_out_to_pick_best_pt(footage, tmp_path, capsys):
+    from edgescene.train.vggt.unlabeled import hold_out_end
+
+    one = tmp_path / "one_clip"
+    shutil.copytree(footage / "clip_0", one / "clip_0")  # a user with one video's worth: 6 frames
+    out = tmp_path / "run"
+    train(make_config(one, out, steps=2, val_fraction=0.2))
+    said = capsys.readouterr().out
+    assert "one sequence: its last 3 frames are held out" in said and "1 sequence(s) of footage" in said
+    report = json.loads((out / "report.json").read_text())
+    assert "val_loss" in report["before"] and (out / "best.pt").is_file()  # checked against its held-out end
+    assert not any("no held-out windows" in w for w in report["warnings"])
+    entries = list(range(5))  # too short to keep a window of 3 for training after holding 3 out: nothing held
+    assert hold_out_end({"a": entries}, 0.2, (2, 3)) == ({"a": entries}, ["a"], [])
+    kept, train_names, held = hold_out_end({"a": list(range(20))}, 0.2, (2, 3))
+    assert kept == {"a": list(range(16)), "a (held-out end)": [16, 17, 18, 19]} and train_names == ["a"]
+
+
+def test_the_preset_comes_from_the_init_file_when_not_named(footage, tmp_path, capsys):
+    train(make_config(footage, tmp_path / "init", steps=1))  # a vggt_tiny checkpoint
+    argv = ["--self-supervised", "--dataset-dir", str(footage), "--out-dir", str(tmp_path / "cli"), "--init",
+            str(tmp_path / "init" / "last.pt"), "--steps", "1", "--frames", "2", "3", "--height", str(H), "--width",
+            str(W), "--device", "cpu", "--workers", "0"]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert re.search(r"preset += 'vggt_tiny'", capsys.readouterr().out)  # not the default vggt_1b it would refuse

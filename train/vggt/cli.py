@@ -67,7 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out-dir", "--out", dest="out", required=True, help="output folder: last.pt, metrics.jsonl, tensorboard/"
     )
-    p.add_argument("--preset", default=d("preset"), help=f"model preset (default: {d('preset')})")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help=f"model preset (default: the one a local --init file matches key for key, else {d('preset')})",
+    )
     p.add_argument("--init", help="start from these weights: an official file, a Hub id or an edgescene checkpoint")
     p.add_argument(
         "--resume",
@@ -250,7 +254,7 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         **chosen,
         dataset_dir=args.data,
         out_dir=args.out,
-        preset=args.preset,
+        preset=args.preset or _default("preset"),
         init=args.init,
         resume=args.resume,
         steps=args.steps,
@@ -288,6 +292,10 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.preset is None and args.init and os.path.isfile(args.init):
+        from edgescene.train.vggt.trainer import weights_preset
+
+        args.preset = weights_preset(args.init)  # the bundled model, a checkpoint of an earlier run
     config = config_from_args(args)
     if int(os.environ.get("RANK", "0")) == 0:
         print("edgescene train vggt, resolved config:\n" + config.format(), flush=True)

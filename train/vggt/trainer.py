@@ -292,14 +292,15 @@ def self_supervised_warnings(config: VGGTTrainConfig, train_set, val_set, held_o
     """What a self-supervised run warns of (logged, and repeated in its report): too little footage
     for a gain (:func:`~edgescene.train.vggt.unlabeled.footage_warning`), too few held-out windows
     to pick ``best.pt`` by."""
-    from edgescene.train.vggt.unlabeled import footage_warning
+    from edgescene.train.vggt.unlabeled import HELD_OUT_END, footage_warning
 
-    own_held_out = len(val_set) if val_set is not None and config.val_dataset is None else 0
-    warnings = [footage_warning(len(train_set) + own_held_out)]
+    held_out = val_set.names if val_set is not None and config.val_dataset is None else []
+    warnings = [footage_warning(len(train_set) + sum(not n.endswith(HELD_OUT_END) for n in held_out))]
     if held_out_windows == 0:
         warnings.append(
-            "warning: no held-out windows (--val-fraction 0 and no --val-data): nothing checks the training, no "
-            "best.pt is kept and last.pt is the result whatever it became. Hold some footage out (--val-fraction 0.2)"
+            "warning: no held-out windows (--val-fraction 0 and no --val-data, or one sequence too short to hold "
+            "its end out): nothing checks the training, no best.pt is kept and last.pt is the result whatever it "
+            "became. Hold footage out (--val-fraction 0.2, more or longer sequences, or --val-data)"
         )
     elif held_out_windows < BestTracker.MIN_WINDOWS:
         warnings.append(
@@ -338,13 +339,25 @@ def build_datasets(config: VGGTTrainConfig, log=print):
 
 
 def _unlabeled_datasets(config: VGGTTrainConfig, log=print):
-    from edgescene.train.vggt.unlabeled import UnlabeledSequenceDataset, prepare_unlabeled, unlabeled_sequences
+    from edgescene.train.vggt.unlabeled import (
+        UnlabeledSequenceDataset,
+        hold_out_end,
+        prepare_unlabeled,
+        unlabeled_sequences,
+    )
 
     size = (config.image_height, config.image_width)
     root = prepare_unlabeled(config.dataset_dir, config.out_dir, size=max(size), log=log,
                              metadata_json=config.metadata_json)  # fmt: skip
     sequences = unlabeled_sequences(root, config.frames_per_sequence[0], source=config.dataset_dir)
     train_names, val_names = split_sequences(list(sequences), config.val_fraction, config.seed)
+    if len(sequences) == 1 and config.val_fraction > 0 and config.val_dataset is None:
+        sequences, train_names, val_names = hold_out_end(sequences, config.val_fraction, config.frames_per_sequence)
+        if val_names:
+            log(
+                f"data: one sequence: its last {len(sequences[val_names[0]])} frames are held out to pick best.pt "
+                "(frames next to the training ones: a weaker check than a sequence of its own)"
+            )
     train_set = UnlabeledSequenceDataset(
         root, {n: sequences[n] for n in train_names}, *size, augment=config.augment, max_stride=config.max_stride
     )

@@ -39,6 +39,7 @@ from edgescene.train.vggt.data import MAX_ZOOM, SequenceDataset, as_pinhole, col
 __all__ = [
     "UnlabeledSequenceDataset",
     "footage_warning",
+    "hold_out_end",
     "known_intrinsics",
     "load_frame",
     "prepare_unlabeled",
@@ -128,6 +129,23 @@ def footage_warning(sequences: int) -> str | None:
         "gain, and best.pt may stay the model you started from. Give more sequences (separate clips or scenes, one "
         "folder or video each)"
     )
+
+
+HELD_OUT_END = " (held-out end)"  # the name of a sequence's held-out end: part of that sequence, not another
+
+
+def hold_out_end(
+    sequences: dict[str, list[Entry]], fraction: float, frames: tuple[int, int]
+) -> tuple[dict[str, list[Entry]], list[str], list[str]]:
+    """Footage of one sequence has none to hold out whole: its last ``fraction`` of frames (at least
+    one window of ``frames[1]``) become the held-out sequence, if a window's worth stays to train on.
+    Returns (sequences, training names, held-out names); nothing held out when it is too short."""
+    ((name, entries),) = sequences.items()
+    held = max(frames[1], round(fraction * len(entries)))
+    if len(entries) - held < frames[1]:
+        return sequences, [name], []
+    end = f"{name}{HELD_OUT_END}"
+    return {name: entries[:-held], end: entries[-held:]}, [name], [end]
 
 
 def load_frame(path: Path) -> np.ndarray:
