@@ -361,11 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
+    heldout = heldout_count(args.scenes, args.heldout_scenes)  # a bad count fails before anything is rendered
     model = model_to_adapt(args.model)
     preset = args.preset or weights_preset(model)
     adapt_dir, eval_dir = make_domain(
         work, args.scenes, args.frames, args.width, args.height, args.seed, known_poses=args.known_poses,
-        domain=args.domain, heldout=args.heldout_scenes,
+        domain=args.domain, heldout=heldout,
     )  # fmt: skip
     before = scores(model, eval_dir, args.eval_frames)
     run_dir = work / "run"
@@ -412,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         f"edgescene eval --model {run_dir / 'best.pt'} --dataset {eval_dir} --frames {args.eval_frames}   # after",
     ]
     meta = {
-        "adapt_scenes": args.scenes - heldout_count(args.scenes, args.heldout_scenes),
-        "heldout_scenes": heldout_count(args.scenes, args.heldout_scenes),
+        "adapt_scenes": args.scenes - heldout,
+        "heldout_scenes": heldout,
         "domain": args.domain,
         "frames": args.frames,
         "width": args.width,
