@@ -132,14 +132,14 @@ def make_domain(
 def changed_defaults(config) -> str:
     """The command-line flags of ``config``'s settings that differ from the trainer's self-supervised
     defaults (" --lr 0.0001 --augment"; "" when the run took them all)."""
-    from edgescene.train.vggt.config import SELF_SUPERVISED_DEFAULTS
+    from edgescene.train.vggt.config import SELF_SUPERVISED_DEFAULTS, VGGTTrainConfig
 
     flags = {"lr": "--lr", "frames_per_sequence": "--frames", "patience": "--patience", "freeze": "--freeze",
-             "intrinsics_weight": "--intrinsics-weight"}  # fmt: skip
+             "intrinsics_weight": "--intrinsics-weight", "anchor_weight": "--anchor-weight"}  # fmt: skip
     out = ""
     for key, flag in flags.items():
         value = getattr(config, key)
-        if value != SELF_SUPERVISED_DEFAULTS[key]:
+        if value != SELF_SUPERVISED_DEFAULTS.get(key, VGGTTrainConfig.__dataclass_fields__[key].default):
             if isinstance(value, tuple):
                 value = " ".join(map(str, value))
             out += f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"
@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confidence-alpha", type=float, default=0.0)
     parser.add_argument("--patience", type=int, help="default: the trainer's")
     parser.add_argument("--intrinsics-weight", type=float, help="default: the trainer's")
+    parser.add_argument("--anchor-weight", type=float, help="L2-SP anchor to the start (default: the trainer's)")
     parser.add_argument(
         "--known-poses",
         action="store_true",
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     chosen = {"lr": args.lr, "augment": args.augment, "patience": args.patience, "freeze": args.freeze,
-             "intrinsics_weight": args.intrinsics_weight,
+             "intrinsics_weight": args.intrinsics_weight, "anchor_weight": args.anchor_weight,
              "frames_per_sequence": tuple(args.window_frames) if args.window_frames else None}  # fmt: skip
     config = VGGTTrainConfig.self_supervised_run(
         **{k: v for k, v in chosen.items() if v is not None},

@@ -19,7 +19,7 @@ def test_domain_adaptation_bench_with_known_poses(tmp_path):
     out = tmp_path / "bench"
     args = ["--out", str(out), "--scenes", "3", "--frames", "4", "--width", "84", "--height", "56", "--steps", "2",
             "--eval-frames", "4", "--known-poses", "--window-frames", "2", "3", "--augment",
-            "--batch-size", "2"]  # fmt: skip
+            "--batch-size", "2", "--anchor-weight", "0.5"]  # fmt: skip
     assert main(args) == 0
     result = json.loads((out / "domain_adaptation.json").read_text())
     assert result["meta"]["known_poses"] and result["meta"]["adapt_scenes"] == 2
@@ -29,7 +29,8 @@ def test_domain_adaptation_bench_with_known_poses(tmp_path):
     assert "| depth AbsRel (lower is better) |" in text and "--metadata-json" in text
     assert "each frame's camera pose known too" in text
     # the settings that differ from the trainer's self-supervised defaults, as run; the rest are the defaults
-    assert "--batch-size 2" in text and "--frames 2 3 --augment" in text and "--lr" not in text
+    assert "--batch-size 2" in text and "--frames 2 3 --anchor-weight 0.5 --augment" in text
+    assert "--lr" not in text
     assert (out / "report.md").is_file() and not (out / "work").exists()  # the data and checkpoints are gone
 
 

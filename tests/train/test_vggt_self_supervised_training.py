@@ -343,3 +343,35 @@ def test_the_preset_comes_from_the_init_file_when_not_named(footage, tmp_path, c
             str(W), "--device", "cpu", "--workers", "0"]  # fmt: skip
     assert cli_main(argv) == 0
     assert re.search(r"preset += 'vggt_tiny'", capsys.readouterr().out)  # not the default vggt_1b it would refuse
+
+
+def _distance(a: dict, b: dict) -> float:
+    return sum(float(((a[k].float() - b[k].float()) ** 2).sum()) for k in a)
+
+
+def test_the_anchor_holds_the_weights_near_the_start_and_resumes_to_the_same_weights(footage, tmp_path):
+    start = tmp_path / "start.pt"
+    train(make_config(footage, tmp_path / "init", steps=1))
+    shutil.copyfile(tmp_path / "init" / "last.pt", start)
+    init = torch.load(start, weights_only=False)["model"]
+    free, held = tmp_path / "free", tmp_path / "held"
+    train(make_config(footage, free, init=str(start)))
+    train(make_config(footage, held, init=str(start), anchor_weight=100.0))
+    moved_free = _distance(torch.load(free / "last.pt", weights_only=False)["model"], init)
+    held_ckpt = torch.load(held / "last.pt", weights_only=False)
+    moved_held = _distance(held_ckpt["model"], init)
+    assert 0 < moved_held < 0.1 * moved_free  # measured: 0.025 against 1.12
+    anchor = held_ckpt["train_state"]["anchor"]
+    assert anchor and all(torch.equal(anchor[k], init[k]) for k in anchor)  # the start, not the last weights
+    logged = [json.loads(line) for line in (held / "metrics.jsonl").read_text().splitlines()]
+    assert any(row.get("anchor", 0) > 0 for row in logged)
+    split = tmp_path / "split"  # resumed: anchored to where the run started, not to the resumed weights
+    train(make_config(footage, split, init=str(start), anchor_weight=100.0), stop_at_step=2)
+    train(make_config(footage, split, init=str(start), anchor_weight=100.0, resume="last"))
+    resumed = torch.load(split / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(resumed[k], held_ckpt["model"][k]) for k in resumed)
+    with pytest.raises(ValueError, match="saved without the starting weights"):
+        train(make_config(footage, free, anchor_weight=1.0, resume=str(free / "last.pt"), steps=6))
+    with pytest.raises(ValueError, match="anchor_weight must be a finite number >= 0"):
+        make_config(footage, free, anchor_weight=-1.0)
+    assert _parsed(["--self-supervised", "--anchor-weight", "0.5"]).anchor_weight == 0.5

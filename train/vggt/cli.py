@@ -227,6 +227,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="self-supervised: > 0 weights the terms by the heads' confidence, c e - alpha log c (default 0: off)",
     )
     p.add_argument(
+        "--anchor-weight",
+        type=float,
+        default=None,
+        help="L2-SP: adds anchor_weight * sum((w - w_start)^2) over the trained weights, so they stay near where "
+        f"they started (default: {_either('anchor_weight')}; 0: off)",
+    )
+    p.add_argument(
         "--patience",
         type=int,
         default=None,
@@ -244,6 +251,7 @@ def config_from_args(args: argparse.Namespace) -> VGGTTrainConfig:
         "augment": args.augment,
         "intrinsics_weight": args.intrinsics_weight,
         "patience": args.patience,
+        "anchor_weight": args.anchor_weight,
         "val_fraction": args.val_fraction,
     }
     defaults = SS if args.self_supervised else {}

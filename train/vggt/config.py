@@ -89,6 +89,9 @@ class VGGTTrainConfig:
     intrinsics_weight: float = 0.1  # camera head's fields of view against the data's known intrinsics, if any
     confidence_alpha: float = 0.0  # > 0: weight the self-supervised terms by the heads' confidence (c e - a log c)
     patience: int | None = None  # validations without improvement before stopping early (None: never)
+    # L2-SP (Li, Grandvalet & Davoine 2018): anchor_weight * sum((w - w_start)^2) over the trained weights,
+    # so a fine-tune stays near where it started; 0: off
+    anchor_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.preset not in VGGT_PRESETS:
@@ -146,6 +149,7 @@ class VGGTTrainConfig:
             "match_pose_weight",
             "intrinsics_weight",
             "confidence_alpha",
+            "anchor_weight",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

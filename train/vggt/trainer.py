@@ -19,6 +19,10 @@ own footage are scored with the same loss (``val_loss``; and depth AbsRel / rota
 they carry ground truth), the best checkpoint is kept as ``best.pt``, ``patience`` validations
 without improvement stop the run, and ``report.json`` / ``report.md`` (before / after table) and
 ``loss_curves.png`` are written beside the checkpoints.
+
+``anchor_weight > 0`` (either kind of run) adds L2-SP to the loss: ``anchor_weight * sum((w - w_start)^2)``
+over the trained parameters, ``w_start`` being the weights the run started from (saved in the
+checkpoints' ``train_state["anchor"]``, so a resumed run keeps pulling towards the same start).
 """
 
 from __future__ import annotations
@@ -199,6 +203,35 @@ def build_optimizer(model: VGGT, config: VGGTTrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def starting_weights(model: VGGT) -> dict[str, torch.Tensor]:
+    """A copy of every trained parameter as it is now: the anchor of ``anchor_weight``."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def anchor_penalty(model: VGGT, start: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L2-SP (Li, Grandvalet & Davoine, "Explicit Inductive Bias for Transfer Learning with Convolutional
+    Networks", ICML 2018): sum over the trained parameters of ``(w - w_start)^2``, a scalar in the
+    parameters' dtype; its gradient pulls each weight back towards where the fine-tune started."""
+    named = dict(model.named_parameters())
+    return torch.stack([((named[name] - w0) ** 2).sum() for name, w0 in start.items()]).sum()
+
+
+def resumed_anchor(saved: dict | None, model: VGGT, device: torch.device) -> dict[str, torch.Tensor]:
+    """The anchor a checkpoint carries, checked against the parameters this run trains."""
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    if saved is None:
+        raise ValueError(
+            "anchor_weight > 0, but the checkpoint to resume was saved without the starting weights it anchors to "
+            "(a run with anchor_weight 0): resume with --anchor-weight 0, or start again from --init"
+        )
+    if set(saved) != trained:
+        raise ValueError(
+            f"the checkpoint's anchor covers {len(saved)} tensors but this run trains {len(trained)}: resume with "
+            "the --freeze (and loss weights) the run started with"
+        )
+    return {name: tensor.to(device) for name, tensor in saved.items()}
 
 
 def clip_per_module(model: VGGT, max_norm: float) -> float:
@@ -402,6 +435,7 @@ def train(
             f"model: {config.preset}, {sum(p.numel() for p in model.parameters()):,} parameters, {n_train:,} trained; "
             f"device {info.device}, {info.world_size} process(es)"
         )
+        anchor = starting_weights(model) if config.anchor_weight > 0 else None
         start = 0
         resumed_best: dict | None = None
         amp = autocast_dtype(info.device)
@@ -414,6 +448,8 @@ def train(
             if "scaler" in ckpt["train_state"]:
                 scaler.load_state_dict(ckpt["train_state"]["scaler"])
             start = int(ckpt["step"])
+            if anchor is not None:  # the weights the run started from, not the ones it resumes with
+                anchor = resumed_anchor(ckpt["train_state"].get("anchor"), model, info.device)
             log(f"resumed from {resume_path(config)} at step {start}")
         if start >= config.steps:
             log(f"nothing to do: step {start} >= steps {config.steps}")
@@ -459,6 +495,8 @@ def train(
         def write_checkpoint(path: Path, step: int, values: dict) -> Path:
             train_state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
             train_state["best"] = tracker.state()
+            if anchor is not None:
+                train_state["anchor"] = {name: tensor.cpu() for name, tensor in anchor.items()}
             if scaler.is_enabled():
                 train_state["scaler"] = scaler.state_dict()
             return save_checkpoint(
@@ -502,6 +540,9 @@ def train(
             else:
                 gt = normalize_batch(batch["extrinsics"], batch["intrinsics"], batch["depth"], batch["valid"])
                 losses = vggt_loss(predictions, gt, loss_cfg)
+            if anchor is not None:
+                losses["anchor"] = anchor_penalty(model, anchor)
+                losses["total"] = losses["total"] + config.anchor_weight * losses["anchor"]
             if not torch.isfinite(losses["total"]):
                 raise TrainingDiverged(
                     f"step {step + 1}: the loss is {float(losses['total'].detach())} "
