@@ -92,7 +92,8 @@ def markdown(result: dict) -> str:
         "",
         f"Scene seeds {', '.join(map(str, m['seeds']))} (never used while choosing the defaults: those came from "
         f"seeds 5-7), {m['heldout']} held-out scenes with ground truth per seed, the trainer's self-supervised "
-        "defaults. AbsRel change: negative is better; AUC@30 change: absolute, negative is worse.",
+        "defaults" + (f" and `{m['run_args']}`" if m.get("run_args") else "") + ". AbsRel change: negative is "
+        "better; AUC@30 change: absolute, negative is worse.",
         "",
         "| setting | what | median AbsRel change | worst | median AUC@30 change | worst | seeds worse "
         "| kept the start |",
@@ -140,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.settings:
         runs = {s: run_one(out / "runs" / name / f"seed{s}", name, s, args.heldout_scenes, extra) for s in args.seeds}
         settings[name] = summarise(runs)
-    meta = run_meta("edgescene.bench.self_supervised_seeds", argv, seeds=args.seeds, heldout=args.heldout_scenes)
+    meta = run_meta(
+        "edgescene.bench.self_supervised_seeds", argv, seeds=args.seeds, heldout=args.heldout_scenes,
+        run_args=args.run_args,
+    )  # fmt: skip
     result = {"meta": meta, "settings": settings}
     (out / "seeds.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "README.md").write_text(markdown(result))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -26,11 +27,11 @@ def write_rows(folder: Path, json_name: str, md_name: str, meta: dict, rows: lis
 
 def run_meta(module: str, argv: list[str] | None, **fields: Any) -> dict:
     """The meta of a bench run: today's date, the machine, the command (``python -m module`` and
-    ``argv``, or the process's own arguments when None), then ``fields``."""
+    ``argv``, or the process's own arguments when None, quoted as a shell needs them), then ``fields``."""
     args = sys.argv[1:] if argv is None else argv
     return {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "command": " ".join(["python -m " + module, *args]),
+        "command": " ".join(["python -m " + module, *map(shlex.quote, args)]),
         **fields,
     }
