@@ -210,12 +210,17 @@ def starting_weights(model: VGGT) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def anchor_penalty(model: VGGT, start: dict[str, torch.Tensor]) -> torch.Tensor:
+def anchor_pairs(model: VGGT, start: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(parameter, its starting value) for every anchored parameter: looked up once, used every step."""
+    named = dict(model.named_parameters())
+    return [(named[name], w0) for name, w0 in start.items()]
+
+
+def anchor_penalty(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """L2-SP (Li, Grandvalet & Davoine, "Explicit Inductive Bias for Transfer Learning with Convolutional
     Networks", ICML 2018): sum over the trained parameters of ``(w - w_start)^2``, a scalar in the
     parameters' dtype; its gradient pulls each weight back towards where the fine-tune started."""
-    named = dict(model.named_parameters())
-    return torch.stack([((named[name] - w0) ** 2).sum() for name, w0 in start.items()]).sum()
+    return torch.stack([((w - w0) ** 2).sum() for w, w0 in pairs]).sum()
 
 
 def resumed_anchor(saved: dict | None, model: VGGT, device: torch.device) -> dict[str, torch.Tensor]:
@@ -451,6 +456,7 @@ def train(
             if anchor is not None:  # the weights the run started from, not the ones it resumes with
                 anchor = resumed_anchor(ckpt["train_state"].get("anchor"), model, info.device)
             log(f"resumed from {resume_path(config)} at step {start}")
+        anchored = anchor_pairs(model, anchor) if anchor is not None else []
         if start >= config.steps:
             log(f"nothing to do: step {start} >= steps {config.steps}")
             return {}
@@ -541,7 +547,7 @@ def train(
                 gt = normalize_batch(batch["extrinsics"], batch["intrinsics"], batch["depth"], batch["valid"])
                 losses = vggt_loss(predictions, gt, loss_cfg)
             if anchor is not None:
-                losses["anchor"] = anchor_penalty(model, anchor)
+                losses["anchor"] = anchor_penalty(anchored)
                 losses["total"] = losses["total"] + config.anchor_weight * losses["anchor"]
             if not torch.isfinite(losses["total"]):
                 raise TrainingDiverged(
