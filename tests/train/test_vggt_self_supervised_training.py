@@ -370,6 +370,9 @@ def test_the_anchor_holds_the_weights_near_the_start_and_resumes_to_the_same_wei
     train(make_config(footage, split, init=str(start), anchor_weight=100.0, resume="last"))
     resumed = torch.load(split / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(resumed[k], held_ckpt["model"][k]) for k in resumed)
+    with pytest.raises(ValueError, match="resume with the --freeze and loss weights the run started with"):
+        train(make_config(footage, split, init=str(start), anchor_weight=100.0, resume="last", steps=6,
+                          freeze="aggregator"))  # fmt: skip
     with pytest.raises(ValueError, match="saved without the starting weights"):
         train(make_config(footage, free, anchor_weight=1.0, resume=str(free / "last.pt"), steps=6))
     with pytest.raises(ValueError, match="anchor_weight must be a finite number >= 0"):

@@ -448,7 +448,14 @@ def train(
         if resume_path(config) is not None:
             ckpt = load_checkpoint(resume_path(config), kind="vggt")
             resumed_best = ckpt["train_state"].get("best")
-            optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+            try:
+                optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+            except ValueError as error:  # a different set of trained tensors than the run saved
+                raise ValueError(
+                    f"cannot resume {resume_path(config)}: it trained other parameters than this run would ({error}); "
+                    "resume with the --freeze and loss weights the run started with (its config is printed at its "
+                    "start and saved in the checkpoint)"
+                ) from error
             torch.set_rng_state(ckpt["train_state"]["torch_rng"])
             if "scaler" in ckpt["train_state"]:
                 scaler.load_state_dict(ckpt["train_state"]["scaler"])
